@@ -1,0 +1,172 @@
+"""The `defect-studio` command line.
+
+No sub-command starts the GUI; every sub-command runs headless. This module only
+builds the argument parser: each command's work lives in the module that owns it
+(imported lazily, so `defect-studio info` does not pay for importing torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> "module:function"; each function takes the parsed args and returns an exit code.
+HANDLERS = {
+    "demo": "core.demo.cli:cmd_demo",
+    "import": "core.io.cli:cmd_import",
+    "export": "core.io.cli:cmd_export",
+    "info": "core.project.cli:cmd_info",
+    "split": "core.project.cli:cmd_split",
+    "label": "core.project.cli:cmd_label",
+    "runs": "core.project.cli:cmd_runs",
+    "train": "core.training.cli:cmd_train",
+    "evaluate": "core.evaluation.cli:cmd_evaluate",
+    "predict": "core.inference.cli:cmd_predict",
+    "model-info": "core.models.cli:cmd_model_info",
+}
+
+IMPORT_FORMATS = [
+    "auto", "folders", "pairs", "mvtec", "yolo", "labelme", "coco", "voc", "dagm", "rle-csv",
+]
+
+
+class CliError(Exception):
+    """An error the user can act on: printed to stderr, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="defect-studio",
+        description="Defect Studio: label, train and review surface-defect models. "
+        "Without a command, the desktop app starts.",
+    )
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("gui", help="start the desktop app (the default)")
+    s.add_argument("--project", help="project folder to open")
+
+    s = sub.add_parser("demo", help="generate the demo project (textured surfaces with defects)")
+    s.add_argument("--project", required=True, help="folder of the new project")
+    s.add_argument("--count", type=int, default=300, help="number of images (default 300)")
+    s.add_argument("--size", default="256x256", help="image size WxH (default 256x256)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--defect-rate", type=float, default=0.15, help="share of defective images")
+
+    s = sub.add_parser("import", help="import images, labels and masks from a folder or file")
+    s.add_argument("source", help="folder (or annotation file) to import from")
+    s.add_argument("--project", required=True, help="project folder (created if missing)")
+    s.add_argument("--format", default="auto", choices=IMPORT_FORMATS)
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--copy", dest="copy", action="store_true", default=True,
+                   help="copy the images into the project (default)")
+    g.add_argument("--link", dest="copy", action="store_false",
+                   help="reference the images where they are")
+    s.add_argument("--json", action="store_true", help="print the import report as JSON")
+    s.add_argument("--report", help="write the per-file report (CSV) to this file")
+
+    s = sub.add_parser("export", help="export labels and masks")
+    s.add_argument("--project", required=True)
+    s.add_argument("--format", required=True, choices=["masks", "coco"])
+    s.add_argument("--out", required=True, help="output folder")
+
+    s = sub.add_parser("info", help="counts of images, labels, masks and splits")
+    s.add_argument("--project", required=True)
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("split", help="(re)assign train/val/test splits, stratified and seeded")
+    s.add_argument("--project", required=True)
+    s.add_argument("--ratios", default="0.7,0.15,0.15", help="train,val,test (default 0.7,0.15,0.15)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--all", action="store_true", help="reassign every unpinned image, not only new ones")
+
+    s = sub.add_parser("label", help="set image-level labels from the command line")
+    s.add_argument("--project", required=True)
+    s.add_argument("--label", required=True, choices=["ok", "defective", "unlabeled"])
+    s.add_argument("images", nargs="+", help="image ids or project-relative paths")
+
+    s = sub.add_parser("runs", help="list training runs; --activate RUN makes one the active run")
+    s.add_argument("--project", required=True)
+    s.add_argument("--activate", metavar="RUN")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("train", help="train a model on a project (own process; --events for JSON lines)")
+    s.add_argument("--project", required=True)
+    s.add_argument("--model", default=None, help="mffpa (default), mixsup, or an ablation variant")
+    s.add_argument("--preset", default=None, choices=["quick", "thorough"])
+    s.add_argument("--config", help="JSON file with TrainConfig fields")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--size", help="input size WxH")
+    s.add_argument("--pixel-labels", type=int, dest="pixel_labels",
+                   help="keep the masks of only N defective training images")
+    s.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
+    s.add_argument("--seed", type=int)
+    s.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    s.add_argument("--run-id", dest="run_id", help="name of the new run (default: time stamp)")
+    s.add_argument("--events", action="store_true", help="print one JSON object per line")
+
+    s = sub.add_parser("evaluate", help="image- and pixel-level metrics of a run on a split")
+    s.add_argument("--project", required=True)
+    s.add_argument("--run", required=True)
+    s.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("predict", help="score images with a trained run: CSV + overlay PNGs")
+    s.add_argument("--run", required=True, help="run folder, or RUN with --project")
+    s.add_argument("--project", help="project folder (when --run is a run id)")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    s.add_argument("--out", required=True)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--threshold", type=float, help="override the run's threshold")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    s.add_argument("--no-overlays", action="store_true")
+
+    s = sub.add_parser("model-info", help="parameters and multiply-accumulates of a model variant")
+    s.add_argument("--model", default="mffpa")
+    s.add_argument("--input", default="3x640x232", help="CxWxH (default 3x640x232)")
+    s.add_argument("--json", action="store_true")
+    return p
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("defect-studio")
+    except Exception:  # running from a source tree without install
+        return "0.1.0"
+
+
+def run_handler(name: str, args: argparse.Namespace) -> int:
+    module_name, func_name = HANDLERS[name].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in (None, "gui"):
+        from app.main import run_gui  # lazy: the headless commands never load Qt
+
+        return run_gui(getattr(args, "project", None))
+    try:
+        return run_handler(args.command, args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the last line of defence: a message, not a traceback
+        from core.errors import UserError
+
+        if isinstance(e, UserError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
