@@ -1,0 +1,17 @@
+"""Dataset importers: read a folder (or annotation file) in one of the known layouts
+and add its images, labels and masks to a project.
+
+    report = import_dataset("/data/tiles", project, fmt="auto", copy=True)
+
+Formats (module per family): folders, pairs, mvtec, dagm, yolo, labelme, coco, voc,
+rle-csv. `detect_format` documents how "auto" picks one (see detect.py).
+"""
+
+from .base import ImportItem, ImportReport, label_from_name
+from .detect import DETECTION_ORDER, READERS, detect_format
+from .runner import import_dataset
+
+FORMATS = tuple(READERS)
+
+__all__ = ["import_dataset", "detect_format", "ImportReport", "ImportItem", "FORMATS",
+           "READERS", "DETECTION_ORDER", "label_from_name"]
