@@ -1,0 +1,193 @@
+"""Evaluate a trained run on a split of its project: metrics, curves and per-image scores.
+
+The project is opened read-only (the GUI may hold the write lock); the only files
+written are inside the run's folder: scores.csv, pr_curve.csv, roc_curve.csv and
+evaluation_<split>.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from core.errors import DataError, UserError
+from core.evaluation.metrics import MAX_PIXELS, confusion_at, image_metrics, pixel_metrics
+
+EVAL_SPLITS = ("train", "val", "test", "all")
+CURVE_KEYS = ("pr_curve", "roc_curve")
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _pixel_sample(mask: np.ndarray, heat: np.ndarray, k: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most k (mask, heat) pixel pairs of one image, picked by a seeded RNG.
+
+    Keeping only a per-image sample bounds memory on large images; each image gets
+    the same share so large images do not dominate.
+    """
+    m = (np.asarray(mask) > 0).reshape(-1)
+    h = np.asarray(heat, dtype=np.float32).reshape(-1)
+    if m.size <= k:
+        return m, h
+    idx = np.random.default_rng(seed).choice(m.size, size=k, replace=False)
+    return m[idx], h[idx]
+
+
+def without_curves(result: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation dict minus the curve arrays (for --json and the JSON file)."""
+    return {k: v for k, v in result.items() if k not in CURVE_KEYS}
+
+
+def evaluate_run(
+    project_root: str | os.PathLike,
+    run_id: str,
+    split: str = "test",
+    *,
+    device: str = "auto",
+    batch_size: int = 8,
+    progress: Callable[[int, int], Any] | None = None,
+) -> dict[str, Any]:
+    """Score the labelled images of ``split`` ("train", "val", "test" or "all") with a run.
+
+    Ground truth: an image is defective when it is labelled defective or its mask
+    has a defect pixel; unlabelled images without a mask are skipped. Returns
+    {run_id, split, model, n, n_pos, n_errors, errors, ap_sklearn, ap_trapz, auc,
+    run_threshold {threshold, source, precision, recall, f1, accuracy, tp, fp, tn, fn},
+    best_f1 {same keys}, pixel {pixel_auroc, pixel_ap, ...}, pr_curve, roc_curve,
+    files, elapsed_s[, note]} and writes the CSVs and evaluation_<split>.json
+    (without the curve arrays) into the run folder. progress(done, total) follows the
+    scoring and may raise (e.g. CancelledError) to stop; nothing is written then.
+    """
+    from core.inference.predictor import Predictor, resolve_run_dir
+    from core.io.atomic import atomic_write_bytes, write_json_atomic
+    from core.project import Project
+
+    if split not in EVAL_SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(EVAL_SPLITS)}")
+    t0 = time.perf_counter()
+    run_dir = resolve_run_dir(run_id, project_root)
+    predictor = Predictor(run_dir, device=device)
+
+    # Read-only: no lock, so this works while the GUI has the project open.
+    with Project.open(project_root, readonly=True) as project:
+        recs = project.images(split=None if split == "all" else split)
+        recs = [r for r in recs if r.label != "unlabeled" or r.has_mask]
+        if not recs:
+            where = "the project" if split == "all" else f"the {split} split"
+            raise DataError(f"{where} has no labelled images to evaluate on: label images OK or "
+                            "defective, or assign splits (defect-studio split)")
+        # Pixel metrics need a known mask: a drawn one, or an implicit empty one for OK
+        # images, counted only when some image of the split has a mask at all.
+        use_pixels = any(r.has_mask for r in recs)
+        n_pixel_images = sum(1 for r in recs if r.has_mask or r.label == "ok") if use_pixels else 0
+        per_image = max(1, MAX_PIXELS // max(1, n_pixel_images))
+
+        rows: list[list[Any]] = []
+        y_true: list[int] = []
+        scores: list[float] = []
+        errors: list[dict[str, Any]] = []
+        pix_masks: list[np.ndarray] = []
+        pix_heats: list[np.ndarray] = []
+        pixel_skipped: list[dict[str, Any]] = []
+        by_path = {str(project.image_path(r)): r for r in recs}
+        results = predictor.predict_many(list(by_path), batch_size=batch_size, progress=progress)
+        for item, pred in results:
+            rec = by_path[item]
+            if isinstance(pred, str):
+                errors.append({"image_id": rec.id, "path": rec.path, "error": pred})
+                continue
+            mask = project.load_mask(rec.id) if rec.has_mask else None
+            defective = rec.label == "defective" or (mask is not None and bool(np.any(mask)))
+            y_true.append(int(defective))
+            scores.append(pred.score)
+            rows.append([rec.id, rec.path, "defective" if defective else "ok", _fmt(pred.score),
+                         "NG" if pred.is_ng else "OK", rec.split or ""])
+            if not use_pixels or (mask is None and rec.label != "ok"):
+                continue  # a defective image without a mask: where the defect is is unknown
+            if mask is None:
+                mask = np.zeros(pred.heatmap.shape, np.uint8)
+            if mask.shape[:2] != pred.heatmap.shape:
+                reason = (f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                          f"{pred.heatmap.shape[1]}x{pred.heatmap.shape[0]}: "
+                          "left out of the pixel metrics")
+                pixel_skipped.append({"image_id": rec.id, "path": rec.path, "reason": reason})
+                continue
+            pm, ph = _pixel_sample(mask, pred.heatmap, per_image, seed=rec.id)
+            pix_masks.append(pm)
+            pix_heats.append(ph)
+
+    if not scores:
+        raise DataError(f"none of the {len(recs)} images could be scored; first error: "
+                        f"{errors[0]['error'] if errors else 'unknown'}")
+
+    m = image_metrics(y_true, scores)
+    run_thr = confusion_at(y_true, scores, predictor.threshold)
+    run_thr["source"] = predictor.threshold_source
+    if use_pixels:
+        pixel = pixel_metrics(pix_masks, pix_heats)
+        pixel["n_images"] = len(pix_masks)
+        if pixel_skipped:
+            pixel["skipped"] = pixel_skipped
+    else:
+        pixel = {"pixel_auroc": None, "pixel_ap": None, "n_pixels": 0, "n_images": 0,
+                 "subsampled": False, "note": f"no image of the {split} split has a mask"}
+
+    result: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "split": split,
+        "model": predictor.config.model,
+        "n": m["n"],
+        "n_pos": m["n_pos"],
+        "n_errors": len(errors),
+        "errors": errors,
+        "ap_sklearn": m["ap_sklearn"],
+        "ap_trapz": m["ap_trapz"],
+        "auc": m["auc"],
+        "run_threshold": run_thr,
+        "best_f1": m["best_f1"],
+        "pixel": pixel,
+        "pr_curve": m["pr_curve"],
+        "roc_curve": m["roc_curve"],
+    }
+    if "note" in m:
+        result["note"] = m["note"]
+
+    files = {
+        "scores": run_dir / "scores.csv",
+        "pr_curve": run_dir / "pr_curve.csv",
+        "roc_curve": run_dir / "roc_curve.csv",
+        "json": run_dir / f"evaluation_{split}.json",
+    }
+    atomic_write_bytes(files["scores"], _csv_text(
+        ["image_id", "path", "label", "score", "decision", "split"], rows))
+    pr = m["pr_curve"]
+    # precision_recall_curve has one point more than thresholds: its end point (recall 0)
+    pr_rows = [[_fmt(p), _fmt(r), _fmt(pr["thresholds"][i]) if i < len(pr["thresholds"]) else ""]
+               for i, (p, r) in enumerate(zip(pr["precision"], pr["recall"]))]
+    atomic_write_bytes(files["pr_curve"], _csv_text(["precision", "recall", "threshold"], pr_rows))
+    roc = m["roc_curve"]
+    atomic_write_bytes(files["roc_curve"], _csv_text(
+        ["fpr", "tpr", "threshold"],
+        [[_fmt(a), _fmt(b), _fmt(c)]
+         for a, b, c in zip(roc["fpr"], roc["tpr"], roc["thresholds"])]))
+    result["files"] = {k: str(v) for k, v in files.items()}
+    result["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    write_json_atomic(files["json"], without_curves(result))
+    return result

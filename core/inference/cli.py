@@ -1,0 +1,172 @@
+"""`defect-studio predict`: score image files/folders with a run; CSV + overlay PNGs.
+
+Unreadable files are listed in the CSV (error column) and on stderr and do not
+stop the job; the exit code is 0 when at least one image was scored, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from core.errors import UserError
+
+CSV_NAME = "predictions.csv"
+CSV_HEADER = ["path", "score", "decision", "error", "overlay"]
+
+
+def collect_inputs(inputs: list[str], exclude: Path | None = None
+                   ) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files to score from files and folders (recursive, image extensions only, sorted).
+
+    Returns (files, problems): a missing INPUT is a problem, not a crash. Overlays
+    (``*_overlay.png``) under ``exclude`` (the output folder) are skipped, so re-running
+    into an output folder inside the input folder does not score its own overlays.
+    """
+    from core.io.images import is_image_file
+
+    files: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    ex = exclude.resolve() if exclude is not None else None
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*")
+                           if q.is_file() and is_image_file(q) and not q.name.startswith(".")
+                           and not _is_own_output(q, ex))
+            if not found:
+                problems.append((p, "folder holds no image files (.png, .jpg, .bmp, .tif)"))
+            for q in found:
+                add(q)
+        elif p.exists():
+            add(p)  # named explicitly: tried whatever its extension; a bad one is reported
+        else:
+            problems.append((p, "file or folder not found"))
+    return files, problems
+
+
+def _is_own_output(path: Path, out: Path | None) -> bool:
+    return (out is not None and path.name.endswith("_overlay.png")
+            and out in path.resolve().parents)
+
+
+def _unique_overlay_path(out: Path, stem: str, taken: set[str]) -> Path:
+    name = f"{stem}_overlay.png"
+    i = 2
+    while name in taken:  # same stem from two folders (or a.png and a.jpg)
+        name = f"{stem}_{i}_overlay.png"
+        i += 1
+    taken.add(name)
+    return out / name
+
+
+def progress_printer(label: str = "scoring") -> Callable[[int, int], None]:
+    """A progress(done, total) callback writing to stderr: one updating line on a
+    terminal, about ten plain lines otherwise (logs, pipes, a GUI reading stderr)."""
+    tty = sys.stderr.isatty()
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        if tty:
+            print(f"\r{label} {done}/{total}", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+            return
+        tenth = done * 10 // max(1, total)
+        if tenth != last[0] or done == total:
+            last[0] = tenth
+            print(f"{label} {done}/{total}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _chunks(seq: list[Path], n: int) -> Iterator[list[Path]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Score INPUTs with --run; write predictions.csv and overlays into --out."""
+    from core.inference.overlay import decision_overlay
+    from core.inference.predictor import Predictor, resolve_run_dir
+    from core.io.images import read_image, write_png_atomic
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the predictions")
+    run_dir = resolve_run_dir(args.run, args.project)
+    files, problems = collect_inputs(args.inputs, exclude=out)
+    if not files:
+        detail = "; ".join(f"{p}: {why}" for p, why in problems)
+        raise UserError(f"no images to score ({detail})" if detail else "no images to score")
+    predictor = Predictor(run_dir, device=args.device)
+    if args.threshold is not None:
+        predictor.threshold = args.threshold
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+
+    n_ok = n_ng = 0
+    errors: list[tuple[Path, str]] = list(problems)
+    taken: set[str] = set()
+    total = len(files)
+    done = 0
+    show_progress = progress_printer()
+    csv_path = out / CSV_NAME
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_HEADER)
+        for p, why in problems:
+            writer.writerow([str(p), "", "", why, ""])
+        for chunk in _chunks(files, args.batch_size):
+            images = {}
+            for p in chunk:
+                try:
+                    images[p] = read_image(p)
+                except UserError as e:
+                    errors.append((p, str(e)))
+                    writer.writerow([str(p), "", "", str(e), ""])
+            ready = list(images)
+            results = predictor.predict_many([images[p] for p in ready], batch_size=len(chunk))
+            for p, (_, pred) in zip(ready, results):
+                if isinstance(pred, str):
+                    errors.append((p, pred))
+                    writer.writerow([str(p), "", "", pred, ""])
+                    continue
+                n_ng += pred.is_ng
+                n_ok += not pred.is_ng
+                overlay_name = ""
+                if not args.no_overlays:
+                    target = _unique_overlay_path(out, p.stem, taken)
+                    img = decision_overlay(images[p], pred.heatmap, pred.score, pred.is_ng)
+                    write_png_atomic(target, img)
+                    overlay_name = target.name
+                writer.writerow([str(p), f"{pred.score:.6f}", "NG" if pred.is_ng else "OK", "",
+                                 overlay_name])
+            fh.flush()  # partial results survive an interrupted job
+            done += len(chunk)
+            show_progress(done, total)
+
+    for p, why in errors:
+        print(f"could not score {p}: {why}", file=sys.stderr)
+    print(f"{n_ok + n_ng} image(s) scored with run {predictor.run_id} at threshold "
+          f"{predictor.threshold:.4f}: {n_ok} OK, {n_ng} NG, {len(errors)} error(s)")
+    print(f"results: {csv_path}" + ("" if args.no_overlays else f"; overlays in {out}{os.sep}"))
+    if n_ok + n_ng == 0:
+        print("error: no image could be scored", file=sys.stderr)
+        return 1
+    return 0
