@@ -1,0 +1,381 @@
+"""The Train page: settings, one-click training in a child process, live curves, run history."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit,
+    QProgressBar, QPushButton, QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+)
+
+from app.jobs import TrainingJob, TrainRequest, format_eta
+from app.run_history import RunHistory
+
+MODELS = (("MFFPA", "mffpa"), ("MixSup (baseline)", "mixsup"))
+PRESETS = ("quick", "thorough")
+DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("CUDA", "cuda"), ("Apple MPS", "mps"))
+SETTINGS_KEY = "ui.train_settings"
+
+
+def device_availability() -> dict[str, str | None]:
+    """device -> None when usable, else the reason it is not."""
+    import torch
+
+    out: dict[str, str | None] = {"auto": None, "cpu": None}
+    out["cuda"] = None if torch.cuda.is_available() else (
+        "no CUDA GPU found (or this PyTorch build has no CUDA support)")
+    mps = getattr(torch.backends, "mps", None)
+    out["mps"] = None if (mps is not None and mps.is_available()) else (
+        "Apple Metal (MPS) is only available on Apple-silicon Macs")
+    return out
+
+
+class TrainingPanel(QWidget):
+    """Train page. `run_finished(run_id)` after a run finished; `start_training()` is a slot."""
+
+    run_finished = Signal(str)
+    active_run_changed = Signal(str)
+    job_ended = Signal(str)  # "finished" | "cancelled" | "failed"
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._project = None
+        self.job: TrainingJob | None = None
+        self._epoch_base: int | None = None
+        self._job_root: Path | None = None  # project the running job trains on
+        self._t0 = 0.0
+        self._build()
+        self._apply_preset("quick")
+        self._update_enabled()
+
+    # -- UI --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.model_combo = QComboBox()
+        for text, name in MODELS:
+            self.model_combo.addItem(text, name)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(PRESETS)
+        self.preset_combo.setToolTip("Fills model, epochs and input size; all stay editable")
+        self.preset_combo.currentTextChanged.connect(self._apply_preset)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 1000)
+        self.width_spin = QSpinBox()
+        self.height_spin = QSpinBox()
+        for s in (self.width_spin, self.height_spin):
+            s.setRange(16, 4096)
+            s.setSingleStep(8)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.width_spin)
+        size_row.addWidget(QLabel("\u00d7"))
+        size_row.addWidget(self.height_spin)
+        self.device_combo = QComboBox()
+        avail = device_availability()
+        for text, name in DEVICES:
+            self.device_combo.addItem(text, name)
+            reason = avail.get(name)
+            if reason:
+                idx = self.device_combo.count() - 1
+                item = self.device_combo.model().item(idx)
+                item.setEnabled(False)
+                self.device_combo.setItemData(idx, reason, Qt.ItemDataRole.ToolTipRole)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_combo)
+        form.addRow("Preset", self.preset_combo)
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Input size (W\u00d7H)", size_row)
+        form.addRow("Device", self.device_combo)
+        settings = QGroupBox("Training")
+        settings.setLayout(form)
+
+        self.train_button = QPushButton("Train")
+        self.train_button.setToolTip("Train a new model on the labelled images (runs in the background)")
+        self.train_button.clicked.connect(self.start_training)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_training)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setFormat("idle")
+        self.progress_bar.setTextVisible(True)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+
+        left = QVBoxLayout()
+        left.addWidget(settings)
+        left.addLayout(buttons)
+        left.addWidget(self.progress_bar)
+        left.addWidget(self.status_label)
+        left.addStretch(1)
+        left_w = QWidget()
+        left_w.setLayout(left)
+
+        self.loss_plot = pg.PlotWidget(title="Training loss")
+        self.loss_plot.setLabel("bottom", "epoch")
+        self.loss_plot.addLegend(offset=(-10, 10))
+        self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.curve_total = self.loss_plot.plot([], [], pen=pg.mkPen("w", width=2), name="total")
+        self.curve_seg = self.loss_plot.plot([], [], pen=pg.mkPen("c"), name="segmentation")
+        self.curve_dec = self.loss_plot.plot([], [], pen=pg.mkPen("y"), name="decision")
+        self.val_plot = pg.PlotWidget(title="Validation")
+        self.val_plot.setLabel("bottom", "epoch")
+        self.val_plot.setYRange(0, 1.02)
+        self.val_plot.addLegend(offset=(-10, 10))
+        self.val_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.curve_ap = self.val_plot.plot([], [], pen=pg.mkPen("g", width=2), symbol="o",
+                                           symbolSize=6, name="AP")
+        self.curve_auc = self.val_plot.plot([], [], pen=pg.mkPen("m", width=2), symbol="t",
+                                            symbolSize=6, name="ROC AUC")
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        tabs = QTabWidget()
+        plots = QWidget()
+        pl = QVBoxLayout(plots)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.loss_plot)
+        pl.addWidget(self.val_plot)
+        tabs.addTab(plots, "Curves")
+        tabs.addTab(self.log_view, "Log")
+        self.tabs = tabs
+
+        self.history = RunHistory()
+        self.history.active_run_changed.connect(self.active_run_changed)
+
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(left_w)
+        top.addWidget(tabs)
+        top.setStretchFactor(1, 1)
+        main = QSplitter(Qt.Orientation.Vertical)
+        main.addWidget(top)
+        hist_box = QGroupBox("Runs")
+        hl = QVBoxLayout(hist_box)
+        hl.addWidget(self.history)
+        main.addWidget(hist_box)
+        main.setStretchFactor(0, 3)
+        main.setStretchFactor(1, 2)
+        lay = QVBoxLayout(self)
+        lay.addWidget(main)
+        self._reset_curves()
+
+    def _reset_curves(self) -> None:
+        self._loss = {"x": [], "total": [], "seg": [], "dec": []}
+        self._val = {"x": [], "ap": [], "auc": []}
+        for c in (self.curve_total, self.curve_seg, self.curve_dec, self.curve_ap, self.curve_auc):
+            c.setData([], [])
+
+    def _apply_preset(self, name: str) -> None:
+        from core.training import TrainConfig
+
+        cfg = TrainConfig.preset(name)
+        # The preset's learning rate etc. were tuned for its model, so it picks that too.
+        idx = self.model_combo.findData(cfg.model)
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
+        self.epochs_spin.setValue(int(cfg.epochs))
+        w, h = cfg.input_size
+        self.width_spin.setValue(int(w))
+        self.height_spin.setValue(int(h))
+
+    # -- project -------------------------------------------------------------------------
+    def set_project(self, project) -> None:
+        """Show `project`'s runs; None clears the page. A running job keeps running."""
+        self._project = project
+        self.history.set_project(project)
+        if project is not None:
+            saved = project.get_setting(SETTINGS_KEY, None)
+            if isinstance(saved, dict):
+                self._restore_settings(saved)
+        self._update_enabled()
+
+    def _restore_settings(self, s: dict) -> None:
+        idx = self.model_combo.findData(s.get("model"))
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
+        if s.get("preset") in PRESETS:
+            self.preset_combo.blockSignals(True)
+            self.preset_combo.setCurrentText(s["preset"])
+            self.preset_combo.blockSignals(False)
+        for spin, key in ((self.epochs_spin, "epochs"), (self.width_spin, "width"),
+                          (self.height_spin, "height")):
+            if isinstance(s.get(key), int):
+                spin.setValue(s[key])
+        idx = self.device_combo.findData(s.get("device"))
+        if idx >= 0 and self.device_combo.model().item(idx).isEnabled():
+            self.device_combo.setCurrentIndex(idx)
+
+    def settings(self) -> dict:
+        """The form as plain values (also kept with the project)."""
+        return {
+            "model": self.model_combo.currentData(),
+            "preset": self.preset_combo.currentText(),
+            "epochs": self.epochs_spin.value(),
+            "width": self.width_spin.value(),
+            "height": self.height_spin.value(),
+            "device": self.device_combo.currentData(),
+        }
+
+    def refresh(self) -> None:
+        """Re-read the runs list (e.g. after the active run changed elsewhere)."""
+        self.history.refresh()
+
+    def is_running(self) -> bool:
+        return self.job is not None and self.job.is_running()
+
+    # -- the job -------------------------------------------------------------------------
+    @Slot()
+    def start_training(self) -> None:
+        """Start a run with the form's settings (no-op with a note while one is running)."""
+        if self._project is None:
+            self.status_label.setText("Open a project first.")
+            return
+        if self.is_running():
+            self.status_label.setText("A training run is already in progress.")
+            return
+        s = self.settings()
+        from core.errors import UserError
+
+        try:
+            self._project.set_setting(SETTINGS_KEY, s)
+        except (UserError, OSError, sqlite3.Error) as e:  # remembering the form is a nicety, never a blocker
+            self._append_log(f"could not remember the training settings: {e}")
+        request = TrainRequest(
+            project_root=self._project.root, model=s["model"], preset=s["preset"],
+            epochs=s["epochs"], size=(s["width"], s["height"]), device=s["device"],
+        )
+        self._job_root = Path(self._project.root)
+        self._reset_curves()
+        self.log_view.clear()
+        self._epoch_base = None
+        self._t0 = time.monotonic()
+        job = TrainingJob(self)
+        job.log.connect(self._append_log)
+        job.started.connect(self._on_started)
+        job.progress.connect(self._on_progress)
+        job.epoch.connect(self._on_epoch)
+        job.validation.connect(self._on_validation)
+        job.succeeded.connect(self._on_succeeded)
+        job.cancelled.connect(self._on_cancelled)
+        job.failed.connect(self._on_failed)
+        job.ended.connect(self._on_ended)
+        self.job = job
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("starting...")
+        self.status_label.setText("Starting the training process...")
+        job.start(request)
+        self._update_enabled()
+
+    @Slot()
+    def cancel_training(self) -> None:
+        if self.is_running():
+            self.status_label.setText("Cancelling...")
+            self.cancel_button.setEnabled(False)
+            self.job.cancel()
+
+    def _on_started(self, ev: dict) -> None:
+        self.status_label.setText(
+            f"Run {ev.get('run_id', '?')} on {ev.get('device', '?')}: "
+            f"{ev.get('n_train', '?')} training / {ev.get('n_val', '?')} validation images")
+        self.history.refresh()
+
+    def _x(self, epoch: float, frac: float = 0.0) -> float:
+        """Epoch axis position: completed epochs (+ fraction of the current one)."""
+        base = self._epoch_base if self._epoch_base is not None else 0
+        return float(epoch) - base + frac
+
+    def _on_progress(self, ev: dict) -> None:
+        epoch, epochs = ev.get("epoch", 0), max(1, int(ev.get("epochs") or 1))
+        step, steps = ev.get("step", 0), max(1, int(ev.get("steps") or 1))
+        if self._epoch_base is None:
+            # Epochs may be numbered from 0 or 1; the first event tells (step counts from 0 or 1 too).
+            self._epoch_base = 0 if epoch == 0 else 1
+        frac = min(1.0, float(step) / steps)
+        x = self._x(epoch, frac)
+        done = min(1.0, max(0.0, x / epochs))
+        self.progress_bar.setValue(int(done * 1000))
+        eta = ev.get("eta_s")
+        shown_epoch = int(epoch) - self._epoch_base + 1
+        self.progress_bar.setFormat(
+            f"epoch {shown_epoch}/{epochs} \u00b7 step {step}/{steps} \u00b7 ETA {format_eta(eta)}")
+        if "loss" in ev:
+            self._loss["x"].append(x)
+            self._loss["total"].append(float(ev.get("loss") or 0.0))
+            self._loss["seg"].append(float(ev.get("loss_seg") or 0.0))
+            self._loss["dec"].append(float(ev.get("loss_dec") or 0.0))
+            self.curve_total.setData(self._loss["x"], self._loss["total"])
+            self.curve_seg.setData(self._loss["x"], self._loss["seg"])
+            self.curve_dec.setData(self._loss["x"], self._loss["dec"])
+
+    def _on_epoch(self, ev: dict) -> None:
+        self._append_log(
+            f"epoch {ev.get('epoch')}: loss {float(ev.get('loss') or 0):.4f} "
+            f"(seg {float(ev.get('loss_seg') or 0):.4f}, dec {float(ev.get('loss_dec') or 0):.4f})")
+
+    def _on_validation(self, ev: dict) -> None:
+        if self._epoch_base is None:
+            self._epoch_base = 0 if ev.get("epoch") == 0 else 1
+        self._val["x"].append(self._x(ev.get("epoch", 0), 1.0))
+        self._val["ap"].append(float(ev.get("ap") if ev.get("ap") is not None else float("nan")))
+        self._val["auc"].append(float(ev.get("auc") if ev.get("auc") is not None else float("nan")))
+        self.curve_ap.setData(self._val["x"], self._val["ap"])
+        self.curve_auc.setData(self._val["x"], self._val["auc"])
+
+    def _on_succeeded(self, run_id: str, ev: dict) -> None:
+        self.progress_bar.setValue(1000)
+        self.progress_bar.setFormat("finished")
+        took = ev.get("elapsed_s", time.monotonic() - self._t0)
+        self.status_label.setText(f"Run {run_id} finished in {format_eta(took)}.")
+        same_project = (self._project is not None and self._job_root is not None
+                        and Path(self._project.root) == self._job_root)
+        if same_project and run_id:
+            # The newest finished model is what the user means to review next.
+            from core.errors import UserError
+
+            try:
+                self._project.set_active_run(run_id)
+                self.active_run_changed.emit(run_id)
+            except UserError as e:  # the run stays usable via "Set active"
+                self._append_log(f"could not make {run_id} the active run: {e}")
+        self.history.refresh()
+        self.history.select_run(run_id)
+        self.run_finished.emit(run_id)
+
+    def _on_cancelled(self, run_id: str) -> None:
+        self.progress_bar.setFormat("cancelled")
+        self.status_label.setText(f"Run {run_id or ''} cancelled.".replace("  ", " "))
+
+    def _on_failed(self, message: str) -> None:
+        self.progress_bar.setFormat("failed")
+        self.status_label.setText("Training failed.")
+        QMessageBox.critical(self, "Training failed", message)
+
+    def _on_ended(self, state: str) -> None:
+        self.history.refresh()
+        self._update_enabled()
+        self.job_ended.emit(state)
+
+    def _append_log(self, line: str) -> None:
+        self.log_view.appendPlainText(line)
+
+    def _update_enabled(self) -> None:
+        running = self.is_running()
+        has_project = self._project is not None
+        self.train_button.setEnabled(has_project and not running)
+        self.cancel_button.setEnabled(running)
+        for w in (self.model_combo, self.preset_combo, self.epochs_spin, self.width_spin,
+                  self.height_spin, self.device_combo):
+            w.setEnabled(not running)
+
+    def shutdown(self, timeout_ms: int = 3000) -> None:
+        """Stop a running job (used when the window closes)."""
+        if self.is_running():
+            self.job.cancel()
+            if not self.job.wait_finished(timeout_ms):
+                self.job.kill()

@@ -1,0 +1,204 @@
+"""Train page: the Train button runs a real (tiny) training process; cancel; failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from app.jobs import TrainingJob, TrainRequest, format_eta, parse_event
+from app.run_history import ACTIVE_MARK, COLUMNS
+from app.training_panel import TrainingPanel
+from core.project import Project
+from gui_support import shrink_train_split
+
+
+@pytest.fixture
+def project(demo_project_dir):
+    p = Project.open(demo_project_dir)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    """Error dialogs are recorded instead of blocking the test."""
+    seen: list[tuple[str, str]] = []
+
+    def fake(parent, title, text, *args, **kwargs):
+        seen.append((title, text))
+        return QMessageBox.StandardButton.Ok
+
+    monkeypatch.setattr(QMessageBox, "critical", staticmethod(fake))
+    monkeypatch.setattr(QMessageBox, "warning", staticmethod(fake))
+    return seen
+
+
+def make_panel(qtbot, project, epochs: int) -> TrainingPanel:
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    panel.set_project(project)
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("mixsup"))
+    panel.epochs_spin.setValue(epochs)
+    panel.width_spin.setValue(64)
+    panel.height_spin.setValue(64)
+    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
+    return panel
+
+
+def cell(panel: TrainingPanel, run_id: str, column: str) -> str:
+    row = panel.history.run_ids().index(run_id)
+    return panel.history.table.item(row, COLUMNS.index(column)).text()
+
+
+def test_train_button_trains_and_lists_the_run(qtbot, project, dialogs):
+    shrink_train_split(project)
+    panel = make_panel(qtbot, project, epochs=1)
+    assert panel.train_button.isEnabled() and not panel.cancel_button.isEnabled()
+    with qtbot.waitSignal(panel.run_finished, timeout=240_000) as blocker:
+        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+        assert panel.is_running()
+        assert not panel.train_button.isEnabled() and panel.cancel_button.isEnabled()
+    run_id = blocker.args[0]
+    assert dialogs == []
+    run = project.run(run_id)
+    assert run.state == "finished"
+    assert run.model == "mixsup"
+    assert isinstance(run.metrics.get("ap"), float)
+    # the new run is listed with its metrics and became the active run
+    assert project.active_run() == run_id
+    assert cell(panel, run_id, "Run") == ACTIVE_MARK + run_id
+    assert cell(panel, run_id, "State") == "finished"
+    assert cell(panel, run_id, "AP") == f"{run.metrics['ap']:.3f}"
+    assert cell(panel, run_id, "Threshold") == f"{run.threshold:.4f}"
+    # the live curves got the loss of every step, the progress bar is full
+    x, y = panel.curve_total.getData()
+    assert x is not None and len(x) == len(y) >= 2
+    assert max(x) == pytest.approx(1.0)
+    assert panel.progress_bar.value() == 1000
+    assert "[finished]" in panel.log_view.toPlainText()
+    assert panel.train_button.isEnabled() and not panel.cancel_button.isEnabled()
+    # the form is remembered with the project
+    assert project.get_setting("ui.train_settings")["epochs"] == 1
+
+
+def test_cancel_stops_the_run(qtbot, project, dialogs):
+    panel = make_panel(qtbot, project, epochs=30)
+    qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    job = panel.job
+    with qtbot.waitSignal(job.progress, timeout=120_000):
+        pass
+    with qtbot.waitSignal(panel.job_ended, timeout=60_000) as blocker:
+        qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == ["cancelled"]
+    assert dialogs == []
+    assert job.run_id
+    status = json.loads((project.runs_dir / job.run_id / "status.json").read_text())
+    assert status["state"] == "cancelled"
+    assert project.run(job.run_id).state == "cancelled"
+    assert project.active_run() != job.run_id
+    assert panel.progress_bar.format() == "cancelled"
+    assert cell(panel, job.run_id, "State") == "cancelled"
+    # the page is usable again
+    assert panel.train_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert panel.model_combo.isEnabled()
+
+
+def test_training_error_is_shown_and_project_unchanged(qtbot, tmp_path, dialogs):
+    empty = Project.create(tmp_path / "empty")
+    try:
+        panel = make_panel(qtbot, empty, epochs=1)
+        with qtbot.waitSignal(panel.job_ended, timeout=120_000) as blocker:
+            qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+        assert blocker.args == ["failed"]
+        assert len(dialogs) == 1
+        title, text = dialogs[0]
+        assert title == "Training failed"
+        assert "image" in text.lower()  # the DataError names what is missing
+        assert empty.counts()["images"] == 0
+        assert all(r.state != "running" for r in empty.runs())
+        assert empty.active_run() is None
+        assert panel.train_button.isEnabled()
+    finally:
+        empty.close()
+
+
+def test_crash_without_event_reports_exit_code_and_stderr(qtbot, tmp_path):
+    script = tmp_path / "crash.sh"
+    script.write_text("#!/bin/sh\necho 'not an event'\necho 'boom: out of memory' >&2\nexit 7\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    job = TrainingJob()
+    logs: list[str] = []
+    job.log.connect(logs.append)
+    with qtbot.waitSignal(job.failed, timeout=30_000) as blocker:
+        job.start(TrainRequest(tmp_path), program=str(script))
+    message = blocker.args[0]
+    assert "exit code 7" in message and "boom: out of memory" in message
+    assert job.state == "failed"
+    assert "not an event" in logs
+
+
+def test_program_that_cannot_start_fails_cleanly(qtbot, tmp_path):
+    job = TrainingJob()
+    with qtbot.waitSignal(job.ended, timeout=30_000) as blocker:
+        job.start(TrainRequest(tmp_path), program=os.fspath(tmp_path / "missing-program"))
+    assert blocker.args == ["failed"]
+    assert not job.is_running()
+
+
+def test_event_parsing_and_eta():
+    assert parse_event('{"event": "progress", "step": 3}') == {"event": "progress", "step": 3}
+    assert parse_event("Epoch 1 ...") is None
+    assert parse_event('{"no_event": 1}') is None
+    assert parse_event('{"event": "x"') is None
+    assert format_eta(65) == "1:05"
+    assert format_eta(3725) == "1:02:05"
+    assert format_eta(None) == "?"
+
+
+def test_request_arguments(tmp_path):
+    args = TrainRequest(tmp_path, model="mffpa", preset="quick", epochs=3, size=(96, 64),
+                        device="cpu").to_args()
+    assert args[:3] == ["-m", "core.cli", "train"]
+    assert "--events" in args
+    assert args[args.index("--size") + 1] == "96x64"
+    assert args[args.index("--epochs") + 1] == "3"
+    assert args[args.index("--project") + 1] == str(tmp_path)
+
+
+def test_unavailable_devices_are_disabled(qtbot):
+    import torch
+
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    model = panel.device_combo.model()
+    cuda = model.item(panel.device_combo.findData("cuda"))
+    assert cuda.isEnabled() == torch.cuda.is_available()
+    if not cuda.isEnabled():
+        assert "CUDA" in panel.device_combo.itemData(panel.device_combo.findData("cuda"),
+                                                     Qt.ItemDataRole.ToolTipRole)
+    assert not panel.train_button.isEnabled()  # no project yet
+
+
+def test_cancel_kills_a_stuck_process_and_records_cancelled(qtbot, tmp_path):
+    """A child that ignores SIGTERM is killed after the grace period; its run, left
+    "running" by the killed child, is recorded as cancelled."""
+    run = tmp_path / "runs" / "stuck"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"state": "running", "epoch": 0}))
+    script = tmp_path / "stuck.sh"
+    script.write_text("#!/bin/sh\ntrap '' TERM\n"
+                      "echo '{\"event\": \"started\", \"run_id\": \"stuck\"}'\n"
+                      "while true; do sleep 0.05; done\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    job = TrainingJob(grace_ms=300)
+    with qtbot.waitSignal(job.started, timeout=30_000):
+        job.start(TrainRequest(tmp_path), program=str(script))
+    with qtbot.waitSignal(job.ended, timeout=30_000) as blocker:
+        job.cancel()
+    assert blocker.args == ["cancelled"]
+    assert json.loads((run / "status.json").read_text())["state"] == "cancelled"
