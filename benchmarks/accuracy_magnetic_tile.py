@@ -1,0 +1,172 @@
+"""Image-level accuracy of MixSup and MFFPA on the magnetic-tile data set.
+
+Magnetic tile surface defects: Huang, Qiu, Yuan, "Surface defect saliency of
+magnetic tile", The Visual Computer, 2020.
+
+The images are imported by reference into a temporary project, split once with a
+fixed seed (stratified by label), and each model is trained with N = 0, about a
+quarter, and all defective training images keeping their pixel masks (the rest
+are image-labelled only). Every run is evaluated on the test split with
+core.evaluation; the script prints a table (AP both ways, AUC, training time) and
+writes nothing outside its temporary folder unless --json is given.
+
+    python benchmarks/accuracy_magnetic_tile.py                   # full: about an hour on 2 cores
+    python benchmarks/accuracy_magnetic_tile.py --quick           # smoke run: a couple of minutes
+    python benchmarks/accuracy_magnetic_tile.py --budget-minutes 30 --size 96x96
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "magnetic-tile"
+SPLIT = (0.5, 0.2, 0.3)  # train, val, test: a large test split keeps the AP estimate steady
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="magnetic-tile folder")
+    p.add_argument("--models", default="mixsup,mffpa", help="comma-separated model names")
+    p.add_argument("--size", default="128x128", help="input size WxH (default 128x128)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per run (default 8)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: 0.05 for mixsup, 0.01 for the mffpa family)")
+    p.add_argument("--budget-minutes", type=float, default=60.0,
+                   help="total training time budget, shared equally by the runs (default 60)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default 2)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 120 images, 64x64, 2 epochs (a couple of minutes)")
+    p.add_argument("--workdir", help="keep the project here instead of a temporary folder")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    return p.parse_args(argv)
+
+
+def subset_tree(data: Path, dst: Path, *, per_class: int, seed: int) -> Path:
+    """A folder of symlinks to a seeded sample of each MT_* class (image + mask)."""
+    rng = np.random.default_rng(seed)
+    for cls in sorted(d for d in data.iterdir() if d.is_dir()):
+        images = sorted((cls / "Imgs").glob("*.jpg"))
+        k = per_class * (7 if cls.name == "MT_Free" else 1)  # OK images are the majority
+        picked = rng.choice(len(images), size=min(k, len(images)), replace=False)
+        out = dst / cls.name / "Imgs"
+        out.mkdir(parents=True)
+        for i in sorted(picked.tolist()):
+            for f in (images[i], images[i].with_suffix(".png")):
+                if f.exists():
+                    (out / f.name).symlink_to(f)
+    return dst
+
+
+def build_project(root: Path, data: Path, *, seed: int):
+    """Import magnetic-tile by reference and split it (stratified, seeded)."""
+    from core.io.importers import import_dataset
+    from core.project import Project
+
+    project = Project.create(root)
+    report = import_dataset(data, project, fmt="pairs", copy=False)
+    if report.imported == 0:
+        raise SystemExit(f"no image imported from {data}: {report.skipped[:3]}")
+    project.assign_splits(SPLIT, seed=seed, only_unassigned=False)
+    counts = project.counts()
+    project.close()
+    return report, counts
+
+
+def n_values(n_train_defective: int) -> list[int]:
+    return sorted({0, max(1, round(n_train_defective / 4)), n_train_defective})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from core.evaluation import evaluate_run
+    from core.project import Project
+    from core.training import TrainConfig, train
+    from core.training.config import parse_size
+
+    torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"magnetic-tile not found at {data} (see ../shared/datasets/README.md)", file=sys.stderr)
+        return 2
+    size, epochs = parse_size(args.size), args.epochs
+    if args.quick:
+        size, epochs = (64, 64), 2
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="mt-bench-"))
+    root = work / "project"
+    try:
+        t = time.perf_counter()
+        if args.quick:  # 10 images of each defect class and 70 OK ones
+            data = subset_tree(data, work / "subset", per_class=10, seed=args.seed)
+        report, counts = build_project(root, data, seed=args.seed)
+        print(f"imported {report.imported} images in {time.perf_counter() - t:.0f}s; splits "
+              f"{counts['splits']}", flush=True)
+        with Project.open(root, readonly=True) as p:
+            n_def = len(p.images(split="train", label="defective"))
+        ns = n_values(n_def)
+        runs = len(models) * len(ns)
+        per_run = args.budget_minutes / runs
+        print(f"{runs} runs: models {models}, N {ns} of {n_def} defective training images, "
+              f"{size[0]}x{size[1]}, {epochs} epochs, at most {per_run:.1f} min each", flush=True)
+        rows = []
+        for model in models:
+            lr = args.lr if args.lr is not None else (0.05 if model == "mixsup" else 0.01)
+            for n in ns:
+                cfg = TrainConfig(
+                    model=model, epochs=epochs, input_size=size, lr=lr, delta=1.0, batch=1,
+                    dyn_balance=n > 0,  # as published: balancing is off only for N = 0
+                    p=2.0, w_max=3.0, dilate=7 if min(size) >= 128 else 3,
+                    pixel_labels=n, seed=args.seed, device=args.device, val_every=0,
+                    num_threads=args.threads, max_minutes=per_run)
+                t = time.perf_counter()
+                run_id = train(root, cfg, run_id=f"{model.replace('+', '-')}-N{n}")
+                train_s = time.perf_counter() - t
+                r = evaluate_run(root, run_id, split="test", device=args.device)
+                with open(root / "runs" / run_id / "status.json", encoding="utf-8") as f:
+                    epochs_done = json.load(f)["epoch"]
+                rows.append({"model": model, "N": n, "epochs": epochs_done,
+                             "ap_sklearn": r["ap_sklearn"], "ap_trapz": r["ap_trapz"],
+                             "auc": r["auc"], "train_s": round(train_s, 1), "n_test": r["n"],
+                             "n_test_pos": r["n_pos"]})
+                print(f"  {model:10s} N={n:<4d} AP {r['ap_sklearn']:.4f}  AUC {r['auc']:.4f}  "
+                      f"{train_s:.0f}s", flush=True)
+        print_table(rows, size, counts)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"size": list(size), "rows": rows}, indent=2))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def print_table(rows: list[dict], size: tuple[int, int], counts: dict) -> None:
+    print()
+    print(f"magnetic-tile, test split ({rows[0]['n_test']} images, {rows[0]['n_test_pos']} defective), "
+          f"input {size[0]}x{size[1]}; AP in % (sklearn = average_precision_score, "
+          "trapz = trapezoidal PR area)")
+    print("| model | N | epochs | AP sklearn | AP trapz | AUC | train time |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['N']} | {r['epochs']} | {100 * r['ap_sklearn']:.2f} | "
+              f"{100 * r['ap_trapz']:.2f} | {100 * r['auc']:.2f} | {r['train_s'] / 60:.1f} min |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Saving and loading weights and checkpoints safely.
+
+Model files are data, not code: everything is read with ``torch.load(weights_only=True)``
+(no arbitrary unpickling), and each file has a ``<name>.sha256`` beside it so that
+truncated or tampered files are rejected with ModelFileError before they are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import ModelFileError, UserError
+from core.training.config import TrainConfig
+
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through a temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """torch.save ``obj`` (tensors, dicts, lists, numbers, strings only) atomically,
+    with its checksum in ``<path>.sha256``."""
+    path = Path(path)
+    _write_atomic(path, lambda f: torch.save(obj, f))
+    digest = _sha256(path)
+    _write_atomic(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{digest}\n".encode()))
+    return path
+
+
+def load_torch(path: str | Path, device: torch.device | str = "cpu") -> Any:
+    """Load a file written by save_torch; ModelFileError if missing, truncated, tampered
+    with, or holding anything but plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    sidecar = path.with_name(path.name + ".sha256")
+    if sidecar.is_file():
+        expected = sidecar.read_text(encoding="ascii", errors="replace").strip()
+        if _sha256(path) != expected:
+            raise ModelFileError(
+                f"{path} does not match its checksum: the file is truncated or was changed "
+                "after training; train the model again or restore the file"
+            )
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelFileError(
+            f"{path} contains more than plain weights (e.g. code) and was not loaded: {_first(e)}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+        raise ModelFileError(f"{path} is not a readable model file (truncated or damaged?): "
+                             f"{_first(e)}") from None
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _check_state_dict(sd: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(sd, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise ModelFileError(f"{path} is not a model state dict (names -> tensors)")
+    return sd
+
+
+def save_model_weights(run_dir: str | Path, model: torch.nn.Module) -> Path:
+    """Write the model's plain state dict to ``run_dir/model.pt`` (on the CPU)."""
+    sd = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    return save_torch(Path(run_dir) / MODEL_FILE, sd)
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig saved with a run (ModelFileError if missing or unreadable)."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path} not found: {run_dir} is not a training run folder") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"cannot read {path}: {e}") from None
+    try:
+        return TrainConfig.from_dict(data)
+    except UserError as e:
+        raise ModelFileError(f"{path} is not a valid run config: {e}") from None
+
+
+def build_run_model(config: TrainConfig) -> torch.nn.Module:
+    """The (untrained) network a config describes; channels must be resolved."""
+    from core.models import build_model
+
+    if config.channels is None:
+        raise ModelFileError("the run config does not say how many input channels the model has")
+    try:
+        return build_model(config.model, in_channels=config.channels, **config.model_switches())
+    except UserError:
+        raise
+    except (KeyError, ValueError, TypeError) as e:
+        raise ModelFileError(f"cannot build model {config.model!r}: {e}") from None
+
+
+def load_run_model(run_dir: str | Path, device: torch.device | str = "auto"
+                   ) -> tuple[torch.nn.Module, TrainConfig]:
+    """The trained model of a run, in eval mode on ``device``, and its TrainConfig.
+
+    ``device`` is a torch.device or a name ("auto", "cpu", "cuda", "mps").
+    """
+    from core.training.device import select_device
+
+    run_dir = Path(run_dir)
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    config = read_run_config(run_dir)
+    model = build_run_model(config)
+    path = run_dir / MODEL_FILE
+    sd = _check_state_dict(load_torch(path, "cpu"), path)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ModelFileError(f"{path} does not fit model {config.model!r}: {_first(e)}") from None
+    model.to(dev).eval()
+    return model, config

@@ -1,0 +1,147 @@
+"""`defect-studio train`: one training job in this process.
+
+With --events every event is one JSON line on stdout (the GUI reads these);
+human-readable messages go to stderr. SIGTERM or SIGINT cancels cleanly at the
+next step (exit code 3); a second SIGINT stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import Any
+
+from core.errors import CancelledError
+from core.training.config import TrainConfig, parse_size
+
+EXIT_CANCELLED = 3
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from --preset, then --config FILE, then the single options."""
+    data: dict[str, Any] = {}
+    if args.preset:
+        data.update(TrainConfig.preset(args.preset).to_dict())
+    if args.config:
+        data.update({k: v for k, v in _read_config_file(args.config).items()})
+    overrides = {
+        "model": args.model, "epochs": args.epochs, "pixel_labels": args.pixel_labels,
+        "device": args.device, "seed": args.seed,
+        "input_size": parse_size(args.size) if args.size else None,
+    }
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(data)
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    # from_file validates the whole file; the dict keeps only what the file set, so
+    # a preset's values survive for the fields the file leaves out.
+    TrainConfig.from_file(path)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; training polls it between steps."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def __call__(self) -> bool:
+        return self.stop
+
+    def install(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            self.stop = True
+            print("stopping after the current step...", file=sys.stderr, flush=True)
+            if signum == signal.SIGINT:  # a second Ctrl+C interrupts at once
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def _print_json(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    m, s = divmod(seconds, 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _HumanPrinter:
+    """One readable line per epoch (and the start, validation and end)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.eta = 0.0
+        self.epochs = 0
+
+    def __call__(self, e: dict) -> None:
+        kind = e["event"]
+        if kind == "started":
+            self.epochs = e["epochs"]
+            resumed = f", resuming after epoch {e['start_epoch']}" if e.get("start_epoch") else ""
+            self._say(f"run {e['run_id']}: {e['config']['model']} on {e['device']}, "
+                      f"{e['n_train']} training / {e['n_val']} validation images, "
+                      f"{e['epochs']} epochs{resumed}")
+            for note in e.get("notes") or []:
+                self._say(f"note: {note}")
+        elif kind == "progress":
+            self.eta = e["eta_s"]
+            self.elapsed = e["elapsed_s"]
+        elif kind == "epoch":
+            self._say(f"epoch {e['epoch']}/{self.epochs}  loss {e['loss']:.4f} "
+                      f"(seg {e['loss_seg']:.4f}, dec {e['loss_dec']:.4f})  "
+                      f"elapsed {_fmt_time(getattr(self, 'elapsed', 0))}  eta {_fmt_time(self.eta)}")
+        elif kind == "validation":
+            ap = "n/a" if e["ap"] is None else f"{e['ap']:.4f}"
+            auc = "n/a" if e["auc"] is None else f"{e['auc']:.4f}"
+            self._say(f"  validation: AP {ap}  AUC {auc}")
+        elif kind == "finished":
+            m = e["metrics"]
+            ap = "n/a" if m.get("ap") is None else f"{m['ap']:.4f}"
+            auc = "n/a" if m.get("auc") is None else f"{m['auc']:.4f}"
+            self._say(f"finished run {e['run_id']} in {_fmt_time(e['elapsed_s'])}: "
+                      f"{m['split']} AP {ap}, AUC {auc}, threshold {e['threshold']:.4f}")
+            if e.get("note"):
+                self._say(f"note: {e['note']}")
+        elif kind == "cancelled":
+            self._say(f"cancelled run {e['run_id']} after {e['epoch']} complete epoch(s)")
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Handler of `defect-studio train` (exit 0 finished, 2 user error, 3 cancelled)."""
+    from core.training.loop import train
+
+    if args.resume:
+        given = [opt for opt, v in (("--preset", args.preset), ("--config", args.config),
+                                    ("--epochs", args.epochs), ("--size", args.size),
+                                    ("--model", args.model), ("--run-id", args.run_id))
+                 if v is not None]
+        if given:
+            print(f"note: --resume continues with the run's saved settings; ignoring "
+                  f"{', '.join(given)}", file=sys.stderr)
+        config, run_id = None, args.resume
+    else:
+        config, run_id = config_from_args(args), args.run_id
+
+    stop = _StopFlag()
+    stop.install()
+    sink = _print_json if args.events else _HumanPrinter(sys.stdout)
+    try:
+        train(args.project, config, run_id=run_id, resume=bool(args.resume), on_event=sink,
+              should_stop=stop)
+    except CancelledError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return EXIT_CANCELLED
+    return 0

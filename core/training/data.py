@@ -1,0 +1,218 @@
+"""Training data from a Project: which images, their labels and masks, and the
+preprocessing that training and inference share (``preprocess_image``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import torch
+
+from core.errors import DataError
+from core.training.config import TrainConfig
+from core.training.losses import seg_targets
+
+if TYPE_CHECKING:  # the store is only needed for type hints here
+    from core.project import Project
+
+
+# -- preprocessing shared with the predictor ------------------------------------------
+
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """HxW or HxWx3 float image -> HxWxC with C = channels (gray by luminance)."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 4:  # alpha carries no surface information
+        img = img[:, :, :3]
+    if channels == 1 and img.shape[2] == 3:
+        img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)[:, :, None]
+    elif channels == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.shape[2] != channels:
+        raise DataError(f"cannot turn an image with {img.shape[2]} channels into {channels}")
+    return img
+
+
+def fit_geometry(shape: tuple[int, int], config: TrainConfig) -> tuple[int, int]:
+    """(w, h) of the image content inside the input: all of it for "resize", the
+    aspect-preserving fit (top-left, padded at the bottom/right) for "pad"."""
+    W, H = config.input_size
+    h, w = int(shape[0]), int(shape[1])
+    if config.resize == "resize":
+        return W, H
+    scale = min(W / w, H / h)
+    return max(1, min(W, round(w * scale))), max(1, min(H, round(h * scale)))
+
+
+def _place(arr: np.ndarray, config: TrainConfig, interp: int) -> np.ndarray:
+    """Resize HxW(xC) into the input geometry; zero padding outside the content."""
+    W, H = config.input_size
+    cw, ch = fit_geometry(arr.shape[:2], config)
+    resized = cv2.resize(arr, (cw, ch), interpolation=interp)
+    if resized.ndim == 2 and arr.ndim == 3:  # cv2 drops a single channel axis
+        resized = resized[:, :, None]
+    if (cw, ch) == (W, H):
+        return resized
+    out = np.zeros((H, W) + arr.shape[2:], dtype=resized.dtype)
+    out[:ch, :cw] = resized
+    return out
+
+
+def preprocess_image(img: np.ndarray, config: TrainConfig) -> torch.Tensor:
+    """An image as read by core.io.images -> float tensor [C, H, W] in [0, 1] at the
+    run's input size; exactly what the network saw in training."""
+    from core.io.images import to_float01
+
+    if img.ndim not in (2, 3):
+        raise DataError(f"expected an HxW or HxWx3 image, got an array of shape {img.shape}")
+    channels = config.channels or (1 if img.ndim == 2 or img.shape[2] == 1 else 3)
+    x = to_channels(to_float01(img), channels).astype(np.float32)
+    x = _place(x, config, cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def preprocess_mask(mask: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """A full-resolution mask (nonzero = defect) -> bool mask at the input size.
+
+    Area interpolation, and any covered fraction counts as defect: shrinking must
+    never make a small defect vanish (a labelled defect would then train as OK).
+    """
+    m = (np.asarray(mask) > 0).astype(np.float32)
+    return _place(m, config, cv2.INTER_AREA) > 0
+
+
+def map_to_image(map2d: np.ndarray, config: TrainConfig, shape: tuple[int, int]) -> np.ndarray:
+    """Undo the input geometry for a map over the network input (any resolution, e.g.
+    the 1/8 segmentation output): crop the padding, resize to the image's HxW."""
+    W, H = config.input_size
+    cw, ch = fit_geometry(shape, config)
+    mh, mw = map2d.shape[:2]
+    crop = map2d[: max(1, round(mh * ch / H)), : max(1, round(mw * cw / W))]
+    return cv2.resize(np.ascontiguousarray(crop, dtype=np.float32), (int(shape[1]), int(shape[0])),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+# -- the training set ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sample:
+    """One training image: label 1 = defective; pixel = trained with a (possibly empty) mask."""
+
+    image_id: int
+    label: int
+    pixel: bool
+
+
+@dataclass
+class TrainingData:
+    """Training and validation images of a project with a cache of their tensors."""
+
+    project: Any
+    config: TrainConfig
+    train: list[Sample]
+    val: list[Sample]
+    channels: int
+    notes: list[str] = field(default_factory=list)
+    _cache: dict[int, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = field(
+        default_factory=dict, repr=False)
+    _val_cache: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def positives(self) -> list[int]:
+        return [i for i, s in enumerate(self.train) if s.label == 1]
+
+    @property
+    def negatives(self) -> list[int]:
+        return [i for i, s in enumerate(self.train) if s.label == 0]
+
+    def item(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(image [C,H,W], mask [1,H/8,W/8] or None, weights or None) of train[index], cached."""
+        s = self.train[index]
+        hit = self._cache.get(s.image_id)
+        if hit is not None:
+            return hit
+        rec = self.project.image(s.image_id)
+        img = self.project.read_image(rec)
+        x = preprocess_image(img, self.config)
+        mask_t = weight_t = None
+        if s.pixel:
+            full = np.zeros(img.shape[:2], bool)
+            if s.label == 1:
+                raw = self.project.load_mask(s.image_id)
+                if raw is None or raw.shape[:2] != img.shape[:2]:
+                    got = "missing" if raw is None else f"{raw.shape[1]}x{raw.shape[0]}"
+                    raise DataError(
+                        f"the mask of image {rec.name} (id {rec.id}) is {got} but the image is "
+                        f"{img.shape[1]}x{img.shape[0]}; redraw or delete that mask, then train again"
+                    )
+                full = raw > 0
+            c = self.config
+            small = preprocess_mask(full, c)
+            # A defective image whose mask is empty says nothing about where the defect
+            # is: train it with its image label only rather than as a clean surface.
+            if s.label == 0 or small.any():
+                mask_t, weight_t = seg_targets(small, dilate=c.dilate, dist_weight=c.dist_weight,
+                                               w_max=c.w_max, p=c.p)
+        self._cache[s.image_id] = (x, mask_t, weight_t)
+        return x, mask_t, weight_t
+
+    def val_image(self, sample: Sample) -> torch.Tensor:
+        """Preprocessed image of a validation (or training) sample, cached."""
+        hit = self._val_cache.get(sample.image_id)
+        if hit is None:
+            if sample.image_id in self._cache:
+                hit = self._cache[sample.image_id][0]
+            else:
+                hit = preprocess_image(self.project.read_image(self.project.image(sample.image_id)),
+                                       self.config)
+            self._val_cache[sample.image_id] = hit
+        return hit
+
+
+def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
+    """Select the training and validation images of a project (DataError if unusable).
+
+    Train split: pixel-labelled defectives (with a mask, among the ``pixel_labels``
+    choice), image-label-only defectives, OK images (an all-zero mask). Unlabelled
+    images are not used. Returns the data with ``config.channels`` resolved.
+    """
+    train_recs = [r for r in project.images(split="train") if r.label in ("ok", "defective")]
+    val_recs = [r for r in project.images(split="val") if r.label in ("ok", "defective")]
+    if not train_recs:
+        raise DataError(
+            "the train split has no labelled images: label images OK or defective and make sure "
+            "they have a split (defect-studio split --project DIR)"
+        )
+    defective = [r for r in train_recs if r.label == "defective"]
+    ok = [r for r in train_recs if r.label == "ok"]
+    if not defective:
+        raise DataError(
+            f"the train split has {len(ok)} OK images but no defective one: label at least one "
+            "defective image in the train split (more is better), then train again"
+        )
+    if not ok:
+        raise DataError(
+            f"the train split has {len(defective)} defective images but no OK one: label at least "
+            "one OK image in the train split, then train again"
+        )
+    notes: list[str] = []
+    masked = [r.id for r in defective if r.has_mask]
+    if config.pixel_labels is None:
+        chosen = set(masked)
+    else:
+        rng = np.random.default_rng(config.seed)
+        k = min(config.pixel_labels, len(masked))
+        chosen = set(int(i) for i in rng.choice(sorted(masked), size=k, replace=False)) if k else set()
+        if config.pixel_labels > len(masked):
+            notes.append(f"pixel_labels={config.pixel_labels} but only {len(masked)} defective "
+                         "training images have masks: using all of them")
+    train = [Sample(r.id, 1, r.id in chosen) for r in defective] + [Sample(r.id, 0, True) for r in ok]
+    train.sort(key=lambda s: s.image_id)
+    val = [Sample(r.id, int(r.label == "defective"), False) for r in val_recs]
+    channels = config.channels
+    if channels is None:
+        channels = 1 if all(r.channels == 1 for r in train_recs + val_recs) else 3
+    cfg = config.replace(channels=channels)
+    return TrainingData(project, cfg, train, val, channels, notes)

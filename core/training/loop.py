@@ -1,0 +1,396 @@
+"""The training job: one run of mixed-supervision training on a project.
+
+Everything the GUI, the CLI and the tests need goes through ``train``. It reports
+progress as event dicts (see docs/ARCHITECTURE.md), writes the run folder, checks
+``should_stop`` between steps, and can continue an interrupted run from its last
+epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from core.errors import CancelledError, TrainingError, UserError
+from core.training.checkpoint import (
+    CHECKPOINT_FILE, CONFIG_FILE, build_run_model, load_torch, read_run_config, save_model_weights,
+    save_torch,
+)
+from core.training.config import TrainConfig, TrainConfigError
+from core.training.data import Sample, TrainingData, build_training_data
+from core.training.device import select_device
+from core.training.losses import balance_weights, mixed_loss
+from core.training.sampling import EpochSampler
+
+EventSink = Callable[[dict], None]
+PROGRESS_INTERVAL_S = 0.25  # at most four progress events per second
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class _RunFolder:
+    """The run's folder: events.jsonl, status.json and the caller's event sink."""
+
+    def __init__(self, on_event: EventSink | None) -> None:
+        self.path: Path | None = None  # set once the run folder exists
+        self.on_event = on_event
+
+    def emit(self, name: str, **fields: Any) -> None:
+        event = {"event": name, **fields}
+        if self.path is not None:
+            with open(self.path / "events.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(event) + "\n")
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def status(self, state: str, epoch: int, message: str = "") -> None:
+        _write_json(self.path / "status.json", {"state": state, "epoch": epoch, "message": message})
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from core.project.runs import write_json_atomic
+
+    write_json_atomic(path, obj)
+
+
+def _new_run_id(runs_dir: Path, model: str) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{model.replace('+', '-')}"
+    run_id, n = base, 2
+    while (runs_dir / run_id).exists():
+        run_id, n = f"{base}-{n}", n + 1
+    return run_id
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def score_samples(model: torch.nn.Module, data: TrainingData, samples: list[Sample],
+                  device: torch.device, batch_size: int = 8) -> np.ndarray:
+    """Defect probabilities (sigmoid of the decision logit) of some samples, model in eval mode."""
+    was_training = model.training
+    model.eval()
+    out: list[float] = []
+    for i in range(0, len(samples), batch_size):
+        x = torch.stack([data.val_image(s) for s in samples[i:i + batch_size]]).to(device)
+        _, dec = model(x)
+        out.extend(torch.sigmoid(dec.float()).cpu().tolist())
+    model.train(was_training)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _both_classes(samples: list[Sample]) -> bool:
+    labels = {s.label for s in samples}
+    return labels == {0, 1}
+
+
+def _is_oom(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text or \
+        "can't allocate memory" in text
+
+
+def train(project_root: str | Path, config: TrainConfig | None = None, *, run_id: str | None = None,
+          resume: bool = False, on_event: EventSink | None = None,
+          should_stop: Callable[[], bool] | None = None) -> str:
+    """Train a model on the project's train split; returns the run id.
+
+    ``resume=True`` continues run ``run_id`` from its last checkpoint with its saved
+    config (``config`` is then ignored). Raises DataError/TrainConfigError for unusable
+    input, TrainingError when training breaks down (NaN loss, out of memory) and
+    CancelledError when ``should_stop()`` turned true; each is also reported as an
+    ``error`` or ``cancelled`` event.
+    """
+    from core.project import Project
+
+    folder = _RunFolder(on_event)  # no folder yet: early errors go to the sink only
+    try:
+        with Project.open(project_root, readonly=True) as project:
+            return _train(project, config, run_id, resume, folder, should_stop or (lambda: False))
+    except CancelledError:
+        raise
+    except UserError as e:
+        folder.emit("error", message=str(e), kind=type(e).__name__)
+        if folder.path is not None:
+            folder.status("failed", _last_epoch(folder.path), str(e))
+        raise
+    except Exception as e:
+        message = f"training failed unexpectedly: {type(e).__name__}: {e}"
+        folder.emit("error", message=message, kind="internal")
+        if folder.path is not None:
+            folder.status("failed", _last_epoch(folder.path), message)
+        raise
+
+
+def _last_epoch(run_dir: Path) -> int:
+    try:
+        return int(json.loads((run_dir / "status.json").read_text()).get("epoch", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume: bool,
+           folder: _RunFolder, should_stop: Callable[[], bool]) -> str:
+    runs_dir = Path(project.runs_dir)
+    checkpoint: dict[str, Any] | None = None
+    if resume:
+        if not run_id:
+            raise TrainConfigError("say which run to resume (--resume RUN)")
+        run_dir = runs_dir / run_id
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise TrainConfigError(f"there is no run {run_id!r} in {runs_dir} to resume")
+        if not (run_dir / CHECKPOINT_FILE).is_file():
+            raise TrainingError(f"run {run_id!r} has no checkpoint yet (it stopped before the first "
+                                "epoch ended); start a new run instead")
+        try:
+            state = json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("state")
+        except (OSError, ValueError, AttributeError):
+            state = None
+        if state == "finished":
+            raise TrainConfigError(f"run {run_id!r} has already finished; start a new run to train more")
+        config = read_run_config(run_dir)
+        checkpoint = load_torch(run_dir / CHECKPOINT_FILE, "cpu")
+    else:
+        config = config or TrainConfig()
+        if run_id is not None and not _RUN_ID.match(run_id):
+            raise TrainConfigError(f"bad run id {run_id!r}: use letters, digits, '.', '_' and '-'")
+        if run_id is not None and (runs_dir / run_id).exists():
+            raise TrainConfigError(f"a run named {run_id!r} already exists; choose another "
+                                   f"--run-id or continue it with --resume {run_id}")
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    _seed_everything(config.seed)
+    data = build_training_data(project, config)
+    config = data.config
+    device = select_device(config.device)
+    use_amp = config.amp and device.type == "cuda"
+    model = build_run_model(config)
+    W, H = config.input_size
+    if W % model.input_multiple or H % model.input_multiple or min(W, H) < model.min_input_size:
+        raise TrainConfigError(
+            f"input size {W}x{H} does not fit {config.model}: width and height must be multiples "
+            f"of {model.input_multiple} and at least {model.min_input_size}")
+    model.to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.0, weight_decay=0.0)
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    sampler = EpochSampler(data.positives, data.negatives, seed=config.seed, mode=config.neg_sampling)
+    start_epoch, elapsed_before = 0, 0.0
+
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            sampler.load_state_dict(checkpoint["sampler"])
+            _set_rng_state(checkpoint["rng"])
+            start_epoch = int(checkpoint["epoch"])
+            elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise TrainingError(
+                f"cannot resume run {run_id!r}: its checkpoint does not fit the project's current "
+                f"training images or the model ({e}); start a new run instead") from None
+    else:
+        run_id = run_id or _new_run_id(runs_dir, config.model)
+        run_dir = runs_dir / run_id
+        run_dir.mkdir(parents=True, exist_ok=False)
+        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        _write_json(run_dir / CONFIG_FILE,
+                    {**config.to_dict(), "model_spec": model.spec(), "created": created})
+    folder.path = runs_dir / run_id
+    folder.status("running", start_epoch)
+
+    folder.emit("started", run_id=run_id, device=str(device), config=config.to_dict(),
+                n_train=len(data.train), n_val=len(data.val), epochs=config.epochs,
+                start_epoch=start_epoch, notes=data.notes)
+    job = _Job(config, data, model, optimizer, scaler, sampler, device, folder, should_stop,
+               run_id, elapsed_before)
+    try:
+        epochs_done = job.fit(start_epoch)
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not _is_oom(e):
+            raise
+        raise TrainingError(
+            f"out of memory on {device} at input size {W}x{H}: choose a smaller input size "
+            "(--size), or train on the CPU (--device cpu)") from None
+    return job.finish(epochs_done)
+
+
+class _Job:
+    """The state of a running training job (one per ``train`` call)."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, scaler: Any, sampler: EpochSampler,
+                 device: torch.device, folder: _RunFolder, should_stop: Callable[[], bool],
+                 run_id: str, elapsed_before: float) -> None:
+        self.c, self.data, self.model, self.opt = config, data, model, optimizer
+        self.scaler, self.sampler, self.device, self.folder = scaler, sampler, device, folder
+        self.should_stop, self.run_id = should_stop, run_id
+        self.elapsed_before = elapsed_before
+        self.t0 = time.monotonic()
+        self.budget_note = ""  # set when max_minutes ends training early
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.t0
+
+    def fit(self, start_epoch: int) -> int:
+        """Run the epochs from ``start_epoch``; returns the number of epochs completed."""
+        c = self.c
+        steps = self.sampler.epoch_length
+        total_steps = c.epochs * steps
+        done_here, last_emit, epoch_times = 0, 0.0, []
+        for epoch in range(start_epoch, c.epochs):
+            t_epoch = time.monotonic()
+            lw = balance_weights(epoch, c.epochs, c.delta, c.dyn_balance)
+            order = self.sampler.epoch()
+            sums = {"loss": 0.0, "seg": 0.0, "dec": 0.0, "n_seg": 0}
+            self.opt.zero_grad(set_to_none=True)
+            for step, index in enumerate(order):
+                if self.should_stop():
+                    self._cancel(epoch)
+                terms = self._step(index, lw, epoch, step)
+                sums["loss"] += float(terms.total.detach())
+                sums["dec"] += float(terms.dec.detach())
+                if terms.seg is not None:
+                    sums["seg"] += float(terms.seg.detach())
+                    sums["n_seg"] += 1
+                if (step + 1) % c.batch == 0 or step + 1 == len(order):
+                    self._optimizer_step()
+                done_here += 1
+                now = time.monotonic()
+                if now - last_emit >= PROGRESS_INTERVAL_S or step + 1 == len(order):
+                    last_emit = now
+                    rate = (now - self.t0) / done_here
+                    remaining = total_steps - (epoch * steps + step + 1)
+                    self.folder.emit(
+                        "progress", epoch=epoch + 1, epochs=c.epochs, step=step + 1, steps=len(order),
+                        loss=sums["loss"] / (step + 1), loss_seg=sums["seg"] / max(1, sums["n_seg"]),
+                        loss_dec=sums["dec"] / (step + 1), eta_s=round(rate * remaining, 1),
+                        elapsed_s=round(self.elapsed(), 1))
+            n = len(order)
+            self.folder.emit("epoch", epoch=epoch + 1, loss=sums["loss"] / n,
+                             loss_seg=sums["seg"] / max(1, sums["n_seg"]), loss_dec=sums["dec"] / n,
+                             w_seg=lw.seg, w_dec=lw.dec)
+            if c.val_every and (epoch + 1) % c.val_every == 0 \
+                    and _both_classes(self.data.val):
+                m = self._metrics(self.data.val)
+                self.folder.emit("validation", epoch=epoch + 1, ap=m["ap_sklearn"],
+                                 ap_trapz=m["ap_trapz"], auc=m["auc"])
+            self._save_checkpoint(epoch + 1)
+            epoch_times.append(time.monotonic() - t_epoch)
+            if c.max_minutes is not None and epoch + 1 < c.epochs:
+                # Stop before an epoch that would run over the budget, not in the middle of it.
+                if time.monotonic() - self.t0 + max(epoch_times) > c.max_minutes * 60:
+                    self.budget_note = (f"time budget of {c.max_minutes:g} min reached after "
+                                        f"{epoch + 1} of {c.epochs} epochs")
+                    return epoch + 1
+        return c.epochs
+
+    def _step(self, index: int, lw: Any, epoch: int, step: int) -> Any:
+        x, mask, weights = self.data.item(index)
+        label = self.data.train[index].label
+        x = x[None].to(self.device)
+        if mask is not None:
+            mask, weights = mask.to(self.device), weights.to(self.device)
+        with torch.autocast(self.device.type, enabled=self.scaler is not None):
+            seg, dec = self.model(x)
+        terms = mixed_loss(seg[0], dec[0], label=label, mask=mask, weights=weights, lw=lw)
+        if not torch.isfinite(terms.total):
+            raise TrainingError(
+                f"loss became NaN at epoch {epoch + 1} step {step + 1}; lower the learning rate "
+                f"(now {self.c.lr:g}, try {self.c.lr / 10:g}) and train again")
+        loss = terms.total / self.c.batch
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return terms
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def _metrics(self, samples: list[Sample]) -> dict[str, Any]:
+        from core.evaluation.metrics import image_metrics
+
+        scores = score_samples(self.model, self.data, samples, self.device)
+        return image_metrics([s.label for s in samples], scores)
+
+    def _save_checkpoint(self, epochs_done: int) -> None:
+        path = self.folder.path / CHECKPOINT_FILE
+        save_torch(path, {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "epoch": epochs_done,
+            "rng": _rng_state(),
+            "elapsed_s": self.elapsed(),
+        })
+        self.folder.status("running", epochs_done)
+        self.folder.emit("checkpoint", epoch=epochs_done, path=str(path))
+
+    def _cancel(self, epoch: int) -> None:
+        """Stop now; the last epoch checkpoint (if any) stays, so the run can be resumed."""
+        if (self.folder.path / CHECKPOINT_FILE).is_file():
+            hint = f"continue it with: defect-studio train --project DIR --resume {self.run_id}"
+        else:
+            hint = "it stopped before the first epoch ended, so there is nothing to resume"
+        message = f"training cancelled during epoch {epoch + 1}; {hint}"
+        self.folder.status("cancelled", epoch, message)
+        self.folder.emit("cancelled", run_id=self.run_id, epoch=epoch)
+        raise CancelledError(message)
+
+    def finish(self, epochs_done: int) -> str:
+        """Choose the threshold, write weights, metrics, threshold and the final status."""
+        val = self.data.val
+        if _both_classes(val):
+            split, samples = "val", val
+        else:  # a tiny project may have no defective (or no OK) validation image
+            split, samples = "train", self.data.train
+        m = self._metrics(samples)
+        threshold = float(m["best_f1"]["threshold"])
+        if not math.isfinite(threshold):
+            threshold = 0.5
+        metrics = {
+            "split": split, "ap": m["ap_sklearn"], "ap_sklearn": m["ap_sklearn"],
+            "ap_trapz": m["ap_trapz"], "auc": m["auc"], "best_f1": m["best_f1"],
+            "n": m["n"], "n_pos": m["n_pos"], "epochs": epochs_done,
+            "elapsed_s": round(self.elapsed(), 2),
+        }
+        run_dir = self.folder.path
+        save_model_weights(run_dir, self.model)
+        _write_json(run_dir / "metrics.json", metrics)
+        _write_json(run_dir / "threshold.json", {"threshold": threshold, "source": "best_f1"})
+        note = self.budget_note
+        self.folder.status("finished", epochs_done, note)
+        self.folder.emit("finished", run_id=self.run_id, metrics=metrics, threshold=threshold,
+                         elapsed_s=round(self.elapsed(), 2), **({"note": note} if note else {}))
+        return self.run_id

@@ -1,0 +1,76 @@
+"""`defect-studio train`: options into TrainConfig, and --events in a real subprocess."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.cli import build_parser
+from core.training.cli import config_from_args
+from core.training.config import TrainConfigError
+
+
+def parse(*argv):
+    return build_parser().parse_args(["train", "--project", "P", *argv])
+
+
+def test_options_override_preset_and_config_file(tmp_path):
+    cfg = config_from_args(parse("--preset", "quick", "--epochs", "2", "--size", "64x32",
+                                 "--pixel-labels", "3", "--seed", "7", "--model", "mffpa"))
+    assert (cfg.epochs, cfg.input_size, cfg.pixel_labels, cfg.seed, cfg.model) == (2, (64, 32), 3, 7, "mffpa")
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps({"lr": 0.2, "dilate": 1}))
+    cfg = config_from_args(parse("--preset", "quick", "--config", str(file)))
+    quick = config_from_args(parse("--preset", "quick"))
+    assert (cfg.lr, cfg.dilate, cfg.epochs) == (0.2, 1, quick.epochs)
+    file.write_text(json.dumps({"learning_rate": 0.2}))
+    with pytest.raises(TrainConfigError, match="learning_rate"):
+        config_from_args(parse("--config", str(file)))
+    with pytest.raises(TrainConfigError, match="WIDTHxHEIGHT"):
+        config_from_args(parse("--size", "large"))
+
+
+def _cli(args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "core.cli", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_train_events_in_a_subprocess(demo_project_dir):
+    proc = _cli(["--project", str(demo_project_dir), "--model", "mffpa", "--epochs", "1",
+                 "--size", "32x32", "--device", "cpu", "--run-id", "cli", "--events"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]  # every line is one JSON object
+    assert events[0]["event"] == "started" and events[-1]["event"] == "finished"
+    assert all(list(e)[0] == "event" for e in events)
+    assert events[-1]["run_id"] == "cli" and (demo_project_dir / "runs" / "cli" / "model.pt").is_file()
+
+
+def test_user_error_exits_2_with_a_message(demo_project_dir):
+    proc = _cli(["--project", str(demo_project_dir / "nope"), "--events"])
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "error" in err.lower() and json.loads(out.splitlines()[-1])["event"] == "error"
+
+
+def test_sigterm_cancels_with_exit_3(demo_project_dir):
+    proc = _cli(["--project", str(demo_project_dir), "--model", "mffpa", "--epochs", "50",
+                 "--size", "32x32", "--device", "cpu", "--run-id", "sig", "--events"])
+    seen = []
+    for line in proc.stdout:  # wait until training runs, then ask it to stop
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "progress":
+            proc.send_signal(signal.SIGTERM)
+            break
+    t = time.monotonic()
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert json.loads(rest.splitlines()[-1])["event"] == "cancelled"
+    assert time.monotonic() - t < 60
+    status = json.loads((demo_project_dir / "runs" / "sig" / "status.json").read_text())
+    assert status["state"] == "cancelled"
