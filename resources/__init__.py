@@ -1,0 +1,1 @@
+"""Data files of the app (icons, demo-data recipe), installed beside `core` and `app`."""
