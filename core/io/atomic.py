@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 TEMP_MARKER = ".dstmp-"
 
@@ -33,8 +33,10 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically and durably; returns the path."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(f)`` on a temp file beside `path`, then make it `path` atomically
+    and durably (fsync file, rename, fsync folder); returns the path. On any error the
+    temp file is removed and the old file, if any, is left as it was."""
     path = Path(path)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,7 +51,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
                 except OSError:
                     mode = 0o644
                 os.fchmod(f.fileno(), mode)
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -61,6 +63,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise
     fsync_dir(folder)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically and durably; returns the path."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:

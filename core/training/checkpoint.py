@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 
 from core.errors import ModelFileError, UserError
+from core.io.atomic import atomic_write, atomic_write_bytes
 from core.training.config import TrainConfig
 
 MODEL_FILE = "model.pt"
@@ -34,31 +33,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Write through a temp file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def save_torch(path: str | Path, obj: Any) -> Path:
     """torch.save ``obj`` (tensors, dicts, lists, numbers, strings only) atomically,
     with its checksum in ``<path>.sha256``."""
     path = Path(path)
-    _write_atomic(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
     digest = _sha256(path)
-    _write_atomic(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{digest}\n".encode()))
+    atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}\n".encode())
     return path
 
 
