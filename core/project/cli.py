@@ -23,6 +23,8 @@ def format_counts(counts: dict) -> str:
     lines = [f"images      {n:7d}"]
     for key in ("ok", "defective", "unlabeled", "masked"):
         lines.append(f"  {key:<10}{counts[key]:7d}  {pct(counts[key])}")
+    if "defective_masked" in counts:
+        lines.append(f"  defective with a mask: {counts['defective_masked']}")
     lines.append("splits")
     for s in SPLITS:
         lines.append(f"  {s:<10}{counts['splits'][s]:7d}  {pct(counts['splits'][s])}")

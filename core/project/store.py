@@ -653,7 +653,8 @@ class Project:
     # --- counts and settings ---------------------------------------------------------
 
     def counts(self) -> dict:
-        """{"images", "ok", "defective", "unlabeled", "masked", "splits": {...}, "unassigned"}."""
+        """{"images", "ok", "defective", "unlabeled", "masked", "defective_masked",
+        "splits": {...}, "unassigned"}."""
         with self._mutex:
             db = self._conn()
             total = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
@@ -661,11 +662,17 @@ class Project:
             by_split = dict(db.execute(
                 "SELECT split, COUNT(*) FROM images WHERE split IS NOT NULL GROUP BY split"))
             masked = db.execute("SELECT COUNT(*) FROM images WHERE has_mask = 1").fetchone()[0]
+            # "masked" counts clean (all-zero) masks of OK images too; this counts the
+            # defective images a segmentation loss can use
+            masked_def = db.execute(
+                "SELECT COUNT(*) FROM images WHERE has_mask = 1 AND label = 'defective'"
+            ).fetchone()[0]
         splits = {s: int(by_split.get(s, 0)) for s in SPLITS}
         return {
             "images": int(total),
             **{lab: int(by_label.get(lab, 0)) for lab in ("ok", "defective", "unlabeled")},
             "masked": int(masked),
+            "defective_masked": int(masked_def),
             "splits": splits,
             "unassigned": int(total) - sum(splits.values()),
         }
