@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.jobs import FunctionWorker
+from app.plot_style import SERIES, plot_colors, style_plot
 
 SLIDER_STEPS = 1000
 EVAL_SPLITS = ("test", "val", "all")
@@ -123,10 +124,12 @@ class EvaluationView(QWidget):
             p.setYRange(0, 1, padding=0.02)
             p.showGrid(x=True, y=True, alpha=0.3)
             p.setMouseEnabled(False, False)
-        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen((120, 120, 120), style=Qt.PenStyle.DashLine))
-        self.pr_curve = self.pr_plot.plot([], [], pen=pg.mkPen((60, 160, 255), width=2))
-        self.roc_curve = self.roc_plot.plot([], [], pen=pg.mkPen((60, 160, 255), width=2))
-        marker = dict(size=12, brush=pg.mkBrush(255, 80, 60), pen=pg.mkPen("w"))
+        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen(SERIES["gray"], style=Qt.PenStyle.DashLine))
+        self.pr_curve = self.pr_plot.plot([], [], pen=pg.mkPen(SERIES["blue"], width=2))
+        self.roc_curve = self.roc_plot.plot([], [], pen=pg.mkPen(SERIES["blue"], width=2))
+        for p in (self.pr_plot, self.roc_plot):
+            style_plot(p)
+        marker = dict(size=12, brush=pg.mkBrush(SERIES["red"]), pen=pg.mkPen(plot_colors()[0]))
         self.pr_marker = pg.ScatterPlotItem(**marker)
         self.roc_marker = pg.ScatterPlotItem(**marker)
         self.pr_plot.addItem(self.pr_marker)
@@ -160,7 +163,11 @@ class EvaluationView(QWidget):
         self.confusion.setHorizontalHeaderLabels(["Predicted NG", "Predicted OK"])
         self.confusion.setVerticalHeaderLabels(["Actual defective", "Actual OK"])
         self.confusion.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.confusion.setFixedHeight(90)
+        for bar in (self.confusion.setHorizontalScrollBarPolicy,
+                    self.confusion.setVerticalScrollBarPolicy):
+            bar(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.confusion.horizontalHeader().setMinimumSectionSize(100)
+        self._fit_confusion()
         self.rates_label = QLabel("")
         conf_box = QGroupBox("At this threshold")
         cl = QGridLayout(conf_box)
@@ -174,6 +181,18 @@ class EvaluationView(QWidget):
         lay.addLayout(plots, 1)
         lay.addLayout(thr_row)
         lay.addWidget(conf_box)
+
+    def _fit_confusion(self) -> None:
+        """Size the 2x2 table to its headers and cells: all of it readable, no scroll bars."""
+        t = self.confusion
+        t.resizeColumnsToContents()
+        t.resizeRowsToContents()
+        frame = 2 * t.frameWidth()
+        width = t.verticalHeader().sizeHint().width() + frame + sum(
+            t.columnWidth(c) for c in range(t.columnCount()))
+        height = t.horizontalHeader().sizeHint().height() + frame + sum(
+            t.rowHeight(r) for r in range(t.rowCount()))
+        t.setFixedSize(width, height)
 
     # -- project and runs ------------------------------------------------------------------
     def set_project(self, project) -> None:

@@ -32,7 +32,8 @@ class HeatmapView(QWidget):
         self._heatmap: np.ndarray | None = None  # float32 [0,1], any size
         self._score: float | None = None
         self._is_ng: bool | None = None
-        self._alpha = 0.45
+        # Weight at full heat; the overlay fades it out over cool areas (see overlay()).
+        self._alpha = 0.6
         self._colormap = "jet"
         self._show_heatmap = True
         self._qimage: QImage | None = None

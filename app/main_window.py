@@ -106,7 +106,7 @@ class MainWindow(QMainWindow):
         train, review = self.pages.get("Train"), self.pages.get("Review")
         for page, signal, slot in (
             (train, "run_finished", self._on_run_finished),
-            (train, "active_run_changed", lambda _r: self._on_predictions_changed()),
+            (train, "active_run_changed", lambda _r: self._on_active_run_changed()),
             (review, "labels_changed", self._on_review_labels_changed),
             (review, "retrain_requested", self._on_retrain_requested),
             (review, "edit_mask_requested", self.show_image_in_label_page),
@@ -118,6 +118,12 @@ class MainWindow(QMainWindow):
 
     def _on_run_finished(self, run_id: str) -> None:
         self.statusBar().showMessage(f"Training run {run_id} finished", 8000)
+        self._refresh_page("Evaluate")
+        self._refresh_page("Review")
+        self._on_predictions_changed()
+
+    def _on_active_run_changed(self) -> None:
+        # Review and Evaluate show the active run: they must not keep the old one's results.
         self._refresh_page("Evaluate")
         self._refresh_page("Review")
         self._on_predictions_changed()
@@ -154,7 +160,10 @@ class MainWindow(QMainWindow):
     def _on_color_scheme(self, *_args) -> None:
         from app.theme import colors
 
+        from app.plot_style import style_all_plots
+
         self.label_page.canvas.setBackgroundBrush(colors().canvas_bg)
+        style_all_plots(self)
         self.label_page.browser.view.viewport().update()
 
     def _on_tab_changed(self, index: int) -> None:

@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal, Slot
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
     QMessageBox, QProgressBar, QPushButton, QSlider, QSplitter, QTableView, QVBoxLayout, QWidget,
@@ -18,6 +18,7 @@ from app.jobs import (
     FunctionWorker, PredictionItem, PredictionResult, PredictionWorker, expand_heatmap,
 )
 from app.review_queue import ReviewItem, ReviewQueueModel
+from app.shortcuts import key_sequences, shortcut
 from core.inference.overlay import COLORMAPS
 
 SOURCES = (
@@ -27,8 +28,10 @@ SOURCES = (
     ("Folder of new parts\u2026", "folder"),
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-# Review keys; the Label page uses O and D for the same meaning.
-KEY_ACCEPT, KEY_OK, KEY_DEFECTIVE, KEY_HEATMAP = "A", "O", "D", "H"
+# Review keys come from the shortcut table, so F1 lists the keys that work here.
+KEY_ACCEPT, KEY_OK, KEY_DEFECTIVE, KEY_HEATMAP = (
+    shortcut(a).keys[0]
+    for a in ("review_accept", "review_ok", "review_defective", "review_heatmap"))
 
 
 class ReviewPanel(QWidget):
@@ -87,6 +90,8 @@ class ReviewPanel(QWidget):
         self.queue_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.queue_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.queue_view.verticalHeader().setVisible(False)
+        # Part names differ in their numbers, not in the common prefix or ".png".
+        self.queue_view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         # Fixed widths: ResizeToContents measures every row on each change (slow on long queues).
         header = self.queue_view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
@@ -162,19 +167,21 @@ class ReviewPanel(QWidget):
         split.addWidget(left_w)
         split.addWidget(right_w)
         split.setStretchFactor(1, 2)
+        split.setSizes([440, 840])  # the queue shows whole part names at 1280 px
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(split, 1)
         lay.addWidget(self.status_label)
 
         ctx = Qt.ShortcutContext.WidgetWithChildrenShortcut
-        for key, slot in ((KEY_ACCEPT, self.accept_current),
-                          (KEY_OK, lambda: self.label_current("ok")),
-                          (KEY_DEFECTIVE, lambda: self.label_current("defective")),
-                          (KEY_HEATMAP, self.heatmap_check.toggle)):
-            sc = QShortcut(QKeySequence(key), self)
-            sc.setContext(ctx)
-            sc.activated.connect(slot)
+        for action, slot in (("review_accept", self.accept_current),
+                             ("review_ok", lambda: self.label_current("ok")),
+                             ("review_defective", lambda: self.label_current("defective")),
+                             ("review_heatmap", self.heatmap_check.toggle)):
+            for seq in key_sequences(action):
+                sc = QShortcut(seq, self)
+                sc.setContext(ctx)
+                sc.activated.connect(slot)
 
     # -- project and run -------------------------------------------------------------------
     def set_project(self, project) -> None:
@@ -290,9 +297,21 @@ class ReviewPanel(QWidget):
             raise ValueError(f"unknown review source {source!r}")
         items = [PredictionItem(str(self._project.image_path(r)), r.id, r.name) for r in recs]
         if not items:
-            self.status_label.setText(f"No images to score in '{source}'.")
+            self.status_label.setText(
+                f"No images in “{self.source_combo.itemText(self._source_index(source))}” "
+                "to score: choose another set of images.")
             return False
-        return self._start_prediction(items)
+        started = self._start_prediction(items)
+        if started:
+            self._show_source(source)
+        return started
+
+    def _source_index(self, source: str) -> int:
+        return max(0, self.source_combo.findData(source))
+
+    def _show_source(self, source: str) -> None:
+        """The Images combo names what is being scored (also when called from code)."""
+        self.source_combo.setCurrentIndex(self._source_index(source))
 
     def predict_folder(self, folder: str | Path) -> bool:
         """Score the image files of a folder (new parts, not yet in the project)."""
@@ -310,7 +329,10 @@ class ReviewPanel(QWidget):
                     known[str(p)] = rec
         items = [PredictionItem(str(p), known[str(p)].id if str(p) in known else None, p.name)
                  for p in files]
-        return self._start_prediction(items)
+        started = self._start_prediction(items)
+        if started:
+            self._show_source("folder")
+        return started
 
     def _start_prediction(self, items: list[PredictionItem]) -> bool:
         run_dir = self._run_dir()
@@ -534,6 +556,8 @@ class ReviewPanel(QWidget):
         row = self.model.row_of(it)
         self.model.item_changed(row)
         self.labels_changed.emit()
+        how = "accepted" if source == "prediction" else "corrected"
+        self.status_label.setText(f"{it.name}: labelled {label} ({how}).")
         # The next part comes up (the queue order does not change with labels).
         if row + 1 < self.model.rowCount():
             self.select_row(row + 1)
@@ -579,7 +603,22 @@ class ReviewPanel(QWidget):
         self.status_label.setText(f"Exported {n} results to {folder}.")
         self.export_finished.emit(folder)
 
+    def empty_hint(self) -> str:
+        """What the empty image area says: the next step, not just "No image"."""
+        if self._project is None:
+            return "Open a project to review its parts."
+        if not self._run_id:
+            return "No trained model yet: train one on the Train page, then score parts here."
+        if self.is_predicting():
+            return "Scoring\u2026"
+        if self.model.rowCount() == 0:
+            return (f"Choose the images to score under \u201cImages\u201d above and press "
+                    f"Predict (model: run {self._run_id}).")
+        return "Select a part in the list."
+
     def _update_enabled(self) -> None:
+        if self.current_item() is None:
+            self.view.set_message(self.empty_hint())
         has_run = self._project is not None and bool(self._run_id)
         busy = self.is_predicting()
         it = self.current_item()

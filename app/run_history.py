@@ -133,7 +133,10 @@ class RunHistory(QWidget):
                     item.setFont(bold)
                     item.setToolTip("active run: used for review and prediction")
                 self.table.setItem(row, col, item)
-        self.active_label.setText(f"Active run: {active or 'none'}")
+        self.active_label.setText(
+            f"Active run: {active}" if active else
+            "No runs yet: choose the settings above and press Train." if not runs else
+            "Active run: none (select a finished run and press Set active)")
         if selected in self._run_ids:
             self.select_run(selected)
         self._update_buttons()

@@ -55,6 +55,11 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("zoom_out", ("Ctrl+-", "-"), "View", "Zoom out"),
     Shortcut("actual_size", ("1",), "View", "Actual size (100 %)"),
     Shortcut("toggle_mask", ("M",), "View", "Show / hide the mask overlay"),
+    # Review page (active while it is shown; O and D mean the same as on the Label page)
+    Shortcut("review_accept", ("A",), "Review", "Accept the model's decision as the label"),
+    Shortcut("review_ok", ("O",), "Review", "Correct the part to OK"),
+    Shortcut("review_defective", ("D",), "Review", "Correct the part to defective (NG)"),
+    Shortcut("review_heatmap", ("H",), "Review", "Show / hide the heatmap"),
     Shortcut("help", ("F1",), "Help", "Keyboard shortcuts"),
 )
 

@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
-    QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit,
-    QProgressBar, QPushButton, QSpinBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox,
+    QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QTabWidget, QVBoxLayout,
+    QWidget,
 )
 
 from app.jobs import TrainingJob, TrainRequest, format_eta
+from app.plot_style import SERIES, foreground_curve, plot_colors, style_plot
 from app.run_history import RunHistory
 
 MODELS = (("MFFPA", "mffpa"), ("MixSup (baseline)", "mixsup"))
 PRESETS = ("quick", "thorough")
 DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("CUDA", "cuda"), ("Apple MPS", "mps"))
 SETTINGS_KEY = "ui.train_settings"
+
+
+def preset_config(preset: str, model: str):
+    """TrainConfig of `preset` for `model`.
+
+    A preset's learning rate was tuned for its own model (quick: MixSup at 0.05, which
+    diverges to NaN for MFFPA). For another model the lower rate of a preset made for
+    that model is taken, so every model/preset pair the form offers trains.
+    """
+    from core.training import TrainConfig
+    from core.training.config import PRESETS as CORE_PRESETS
+
+    cfg = TrainConfig.preset(preset, model=model)
+    if TrainConfig.preset(preset).model != model:
+        tuned = [TrainConfig.preset(p) for p in CORE_PRESETS]
+        rates = [c.lr for c in tuned if c.model == model]
+        if rates and min(rates) < cfg.lr:
+            cfg = cfg.replace(lr=min(rates))
+    return cfg
 
 
 def device_availability() -> dict[str, str | None]:
@@ -49,6 +74,7 @@ class TrainingPanel(QWidget):
         self._epoch_base: int | None = None
         self._job_root: Path | None = None  # project the running job trains on
         self._t0 = 0.0
+        self._tmp_dir: Path | None = None
         self._build()
         self._apply_preset("quick")
         self._update_enabled()
@@ -62,6 +88,13 @@ class TrainingPanel(QWidget):
         self.preset_combo.addItems(PRESETS)
         self.preset_combo.setToolTip("Fills model, epochs and input size; all stay editable")
         self.preset_combo.currentTextChanged.connect(self._apply_preset)
+        self.model_combo.currentIndexChanged.connect(self._apply_model_rate)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(4)
+        self.lr_spin.setRange(0.0001, 1.0)
+        self.lr_spin.setSingleStep(0.005)
+        self.lr_spin.setToolTip("Step size of training. Set by the preset for the chosen model; "
+                                "lower it if a run fails with a NaN loss")
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 1000)
         self.width_spin = QSpinBox()
@@ -89,6 +122,7 @@ class TrainingPanel(QWidget):
         form.addRow("Preset", self.preset_combo)
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Input size (W\u00d7H)", size_row)
+        form.addRow("Learning rate", self.lr_spin)
         form.addRow("Device", self.device_combo)
         settings = QGroupBox("Training")
         settings.setLayout(form)
@@ -103,8 +137,9 @@ class TrainingPanel(QWidget):
         buttons.addWidget(self.cancel_button)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
-        self.progress_bar.setFormat("idle")
+        self.progress_bar.setFormat("ready")
         self.progress_bar.setTextVisible(True)
+        self.progress_bar.setValue(0)  # a bar that was never set shows no text at all
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
 
@@ -121,18 +156,30 @@ class TrainingPanel(QWidget):
         self.loss_plot.setLabel("bottom", "epoch")
         self.loss_plot.addLegend(offset=(-10, 10))
         self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
-        self.curve_total = self.loss_plot.plot([], [], pen=pg.mkPen("w", width=2), name="total")
-        self.curve_seg = self.loss_plot.plot([], [], pen=pg.mkPen("c"), name="segmentation")
-        self.curve_dec = self.loss_plot.plot([], [], pen=pg.mkPen("y"), name="decision")
+        self.curve_total = foreground_curve(self.loss_plot.plot([], [], name="total"))
+        self.curve_seg = self.loss_plot.plot([], [], pen=pg.mkPen(SERIES["blue"], width=1.5),
+                                             name="segmentation")
+        self.curve_dec = self.loss_plot.plot([], [], pen=pg.mkPen(SERIES["orange"], width=1.5),
+                                             name="decision")
         self.val_plot = pg.PlotWidget(title="Validation")
         self.val_plot.setLabel("bottom", "epoch")
         self.val_plot.setYRange(0, 1.02)
-        self.val_plot.addLegend(offset=(-10, 10))
+        # Top left: the final stars sit at the right edge, early validation scores are low.
+        self.val_plot.addLegend(offset=(10, 10))
         self.val_plot.showGrid(x=True, y=True, alpha=0.3)
-        self.curve_ap = self.val_plot.plot([], [], pen=pg.mkPen("g", width=2), symbol="o",
-                                           symbolSize=6, name="AP")
-        self.curve_auc = self.val_plot.plot([], [], pen=pg.mkPen("m", width=2), symbol="t",
-                                            symbolSize=6, name="ROC AUC")
+        green, magenta = SERIES["green"], SERIES["magenta"]
+        self.curve_ap = self.val_plot.plot([], [], pen=pg.mkPen(green, width=2), symbol="o",
+                                           symbolSize=6, symbolBrush=green, name="AP")
+        self.curve_auc = self.val_plot.plot([], [], pen=pg.mkPen(magenta, width=2), symbol="t",
+                                            symbolSize=6, symbolBrush=magenta, name="ROC AUC")
+        # The metrics of the finished model (the only ones when val_every is 0).
+        self.final_ap = self.val_plot.plot([], [], pen=None, symbol="star", symbolSize=16,
+                                           symbolBrush=green, symbolPen=green, name="final AP")
+        self.final_auc = self.val_plot.plot([], [], pen=None, symbol="star", symbolSize=16,
+                                            symbolBrush=magenta, symbolPen=magenta,
+                                            name="final ROC AUC")
+        for plot in (self.loss_plot, self.val_plot):
+            style_plot(plot)
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
@@ -168,7 +215,8 @@ class TrainingPanel(QWidget):
     def _reset_curves(self) -> None:
         self._loss = {"x": [], "total": [], "seg": [], "dec": []}
         self._val = {"x": [], "ap": [], "auc": []}
-        for c in (self.curve_total, self.curve_seg, self.curve_dec, self.curve_ap, self.curve_auc):
+        for c in (self.curve_total, self.curve_seg, self.curve_dec, self.curve_ap, self.curve_auc,
+                  self.final_ap, self.final_auc):
             c.setData([], [])
 
     def _apply_preset(self, name: str) -> None:
@@ -183,6 +231,20 @@ class TrainingPanel(QWidget):
         w, h = cfg.input_size
         self.width_spin.setValue(int(w))
         self.height_spin.setValue(int(h))
+        self._apply_model_rate()
+
+    def _apply_model_rate(self, *_args) -> None:
+        """The learning rate that works for the chosen model with the chosen preset."""
+        model = self.model_combo.currentData()
+        if not model:
+            return
+        cfg = preset_config(self.preset_combo.currentText(), model)
+        self.lr_spin.setValue(float(cfg.lr))
+        # An empty Validation plot during a run must not look broken: say when points come.
+        when = ("after the last epoch" if not cfg.val_every
+                else f"every {cfg.val_every} epochs" if cfg.val_every > 1 else "every epoch")
+        self.val_plot.setTitle(f"Validation ({when}; \u2605 = final model)",
+                               color=plot_colors()[1].name())
 
     # -- project -------------------------------------------------------------------------
     def set_project(self, project) -> None:
@@ -207,6 +269,10 @@ class TrainingPanel(QWidget):
                           (self.height_spin, "height")):
             if isinstance(s.get(key), int):
                 spin.setValue(s[key])
+        lr = s.get("lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) \
+                and math.isfinite(lr) and lr > 0:
+            self.lr_spin.setValue(float(lr))
         idx = self.device_combo.findData(s.get("device"))
         if idx >= 0 and self.device_combo.model().item(idx).isEnabled():
             self.device_combo.setCurrentIndex(idx)
@@ -219,6 +285,7 @@ class TrainingPanel(QWidget):
             "epochs": self.epochs_spin.value(),
             "width": self.width_spin.value(),
             "height": self.height_spin.value(),
+            "lr": self.lr_spin.value(),
             "device": self.device_combo.currentData(),
         }
 
@@ -246,9 +313,16 @@ class TrainingPanel(QWidget):
             self._project.set_setting(SETTINGS_KEY, s)
         except (UserError, OSError, sqlite3.Error) as e:  # remembering the form is a nicety, never a blocker
             self._append_log(f"could not remember the training settings: {e}")
+        try:
+            config_path = self._write_overrides({"lr": s["lr"]})
+        except OSError as e:
+            self.status_label.setText(
+                f"Cannot start training: cannot write a temporary file ({e}).")
+            return
         request = TrainRequest(
             project_root=self._project.root, model=s["model"], preset=s["preset"],
             epochs=s["epochs"], size=(s["width"], s["height"]), device=s["device"],
+            config_path=config_path,
         )
         self._job_root = Path(self._project.root)
         self._reset_curves()
@@ -271,6 +345,15 @@ class TrainingPanel(QWidget):
         self.status_label.setText("Starting the training process...")
         job.start(request)
         self._update_enabled()
+
+    def _write_overrides(self, values: dict) -> Path:
+        """A --config file with the form's settings that have no CLI option (the child reads it
+        at start; it is removed when the job ends)."""
+        if self._tmp_dir is None:
+            self._tmp_dir = Path(tempfile.mkdtemp(prefix="defect-studio-train-"))
+        path = self._tmp_dir / "overrides.json"
+        path.write_text(json.dumps(values), encoding="utf-8")
+        return path
 
     @Slot()
     def cancel_training(self) -> None:
@@ -331,7 +414,8 @@ class TrainingPanel(QWidget):
         self.progress_bar.setValue(1000)
         self.progress_bar.setFormat("finished")
         took = ev.get("elapsed_s", time.monotonic() - self._t0)
-        self.status_label.setText(f"Run {run_id} finished in {format_eta(took)}.")
+        self.status_label.setText(
+            f"Run {run_id} finished in {format_eta(took)}." + self._show_final_metrics(ev))
         same_project = (self._project is not None and self._job_root is not None
                         and Path(self._project.root) == self._job_root)
         if same_project and run_id:
@@ -347,6 +431,32 @@ class TrainingPanel(QWidget):
         self.history.select_run(run_id)
         self.run_finished.emit(run_id)
 
+    def _show_final_metrics(self, ev: dict) -> str:
+        """Plot the finished model's AP / AUC as stars; the status-line text for them."""
+        m = ev.get("metrics") if isinstance(ev.get("metrics"), dict) else {}
+
+        def num(key):
+            v = m.get(key)
+            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+        ap, auc = num("ap"), num("auc")
+        if ap is None and auc is None:
+            return ""
+        x = num("epochs") or (self._loss["x"][-1] if self._loss["x"] else 1.0)
+        for curve, value in ((self.final_ap, ap), (self.final_auc, auc)):
+            curve.setData([x], [value]) if value is not None else curve.setData([], [])
+        # Same epoch axis as the loss plot (a lone point would get a range around itself).
+        self.val_plot.setXRange(0, x, padding=0.05)
+        parts = [f"{name} {v:.3f}" for name, v in (("AP", ap), ("ROC AUC", auc)) if v is not None]
+        split = {"val": "validation", "train": "training"}.get(m.get("split"), m.get("split"))
+        where = f" on the {split} images" if split else ""
+        if isinstance(m.get("n"), int):
+            where += f" ({m['n']}, {m.get('n_pos', '?')} defective)"
+        thr = ev.get("threshold")
+        thr_text = (f"; decision threshold {float(thr):.3f}"
+                    if isinstance(thr, (int, float)) and math.isfinite(thr) else "")
+        return f" {', '.join(parts)}{where}{thr_text}."
+
     def _on_cancelled(self, run_id: str) -> None:
         self.progress_bar.setFormat("cancelled")
         self.status_label.setText(f"Run {run_id or ''} cancelled.".replace("  ", " "))
@@ -354,9 +464,17 @@ class TrainingPanel(QWidget):
     def _on_failed(self, message: str) -> None:
         self.progress_bar.setFormat("failed")
         self.status_label.setText("Training failed.")
+        if "nan" in message.lower():
+            # The core message names the CLI setting; say where it is in this form.
+            lr = self.lr_spin.value()
+            message += (f"\n\nIn this form: set Learning rate lower (now {lr:g}; try {lr / 10:g}) "
+                        "and press Train again.")
         QMessageBox.critical(self, "Training failed", message)
 
     def _on_ended(self, state: str) -> None:
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = None
         self.history.refresh()
         self._update_enabled()
         self.job_ended.emit(state)
@@ -370,7 +488,7 @@ class TrainingPanel(QWidget):
         self.train_button.setEnabled(has_project and not running)
         self.cancel_button.setEnabled(running)
         for w in (self.model_combo, self.preset_combo, self.epochs_spin, self.width_spin,
-                  self.height_spin, self.device_combo):
+                  self.height_spin, self.lr_spin, self.device_combo):
             w.setEnabled(not running)
 
     def shutdown(self, timeout_ms: int = 3000) -> None:

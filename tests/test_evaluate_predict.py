@@ -39,6 +39,19 @@ def test_overlay_alpha_extremes_and_heatmap_resize():
     assert jet_red[0, 0, 0] > 100 and jet_red[0, 0, 2] < 50  # jet at 1.0 is red (RGB)
 
 
+def test_overlay_leaves_cold_areas_plain_and_blends_with_heat():
+    img = np.full((20, 30, 3), 90, np.uint8)
+    heat = np.zeros((20, 30), np.float32)
+    heat[:, 10:20] = 0.05  # under the floor: noise of an OK part
+    heat[:, 20:] = 1.0
+    out = overlay(img, heat, alpha=0.5)
+    assert np.array_equal(out[:, :20], img[:, :20])  # OK areas show the plain image
+    assert not np.array_equal(out[:, 20:], img[:, 20:])
+    weaker = overlay(img, np.where(heat == 1.0, 0.6, heat).astype(np.float32), alpha=0.5)
+    # lower heat, lower weight: closer to the plain image than the full-heat blend
+    assert np.abs(weaker[0, 25].astype(int) - 90).sum() < np.abs(out[0, 25].astype(int) - 90).sum()
+
+
 def test_overlay_bad_arguments():
     img = np.zeros((8, 8), np.uint8)
     with pytest.raises(UserError, match="colormap"):

@@ -281,3 +281,35 @@ def test_export_dialog_writes_masks(demo_project_dir, tmp_path, qtbot, monkeypat
         assert not warnings
         assert dlg.result_info is not None
         assert len(list((tmp_path / "export").rglob("*.png"))) >= masked
+
+
+def test_active_run_change_refreshes_review_and_evaluate(make_window, demo_project_dir):
+    win = make_window()
+    win.open_project(demo_project_dir)
+    called: list[str] = []
+    for title in ("Review", "Evaluate"):
+        page = win.pages[title]
+        orig = page.refresh
+        page.refresh = lambda t=title, f=orig: (called.append(t), f())
+    win.pages["Train"].active_run_changed.emit("some-run")
+    assert sorted(called) == ["Evaluate", "Review"]
+
+
+def test_none_survives_many_pyside_void_calls(qtbot):
+    """PySide6 6.12 drops a reference to None per void call; on Python 3.11 a long
+    session (live training plots) aborted with none_dealloc before app/__init__ fixed it."""
+    import sys
+
+    from PySide6.QtWidgets import QLabel
+
+    import app
+
+    w = QLabel()
+    qtbot.addWidget(w)
+    for _ in range(5000):
+        w.update()
+    if sys.version_info < (3, 12):
+        assert sys.getrefcount(None) > 2 ** 38
+    app.keep_none_alive()  # idempotent: safe to call again
+    w.setText("still alive")
+    assert w.text() == "still alive"

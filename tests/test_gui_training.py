@@ -59,6 +59,8 @@ def test_train_button_trains_and_lists_the_run(qtbot, project, dialogs):
     shrink_train_split(project)
     panel = make_panel(qtbot, project, epochs=1)
     assert panel.train_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert panel.progress_bar.text() == "ready"
+    assert "press Train" in panel.history.active_label.text()  # no runs yet: a hint
     with qtbot.waitSignal(panel.run_finished, timeout=240_000) as blocker:
         qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
         assert panel.is_running()
@@ -202,3 +204,98 @@ def test_cancel_kills_a_stuck_process_and_records_cancelled(qtbot, tmp_path):
         job.cancel()
     assert blocker.args == ["cancelled"]
     assert json.loads((run / "status.json").read_text())["state"] == "cancelled"
+
+
+def test_finished_metrics_are_plotted_and_shown_without_validation_events(qtbot):
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    ev = {"run_id": "r1", "threshold": 0.42, "elapsed_s": 12.0,
+          "metrics": {"ap": 0.91, "auc": 0.955, "epochs": 3, "split": "val", "n": 45, "n_pos": 9}}
+    panel._on_succeeded("r1", ev)  # val_every=0: the finished event is the only source
+    xs, ys = panel.final_ap.getData()
+    assert list(xs) == [3.0] and list(ys) == [pytest.approx(0.91)]
+    assert list(panel.final_auc.getData()[1]) == [pytest.approx(0.955)]
+    text = panel.status_label.text()
+    assert "AP 0.910" in text and "ROC AUC 0.955" in text and "validation" in text
+    assert "0.420" in text
+    # a new run starts with an empty plot
+    panel._reset_curves()
+    assert panel.final_ap.getData()[0] is None or len(panel.final_ap.getData()[0]) == 0
+
+
+def test_plots_follow_the_palette(qtbot):
+    from PySide6.QtGui import QColor, QGuiApplication, QPalette
+    from PySide6.QtWidgets import QApplication
+
+    from app.plot_style import style_all_plots
+
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    app = QApplication.instance()
+    old = QGuiApplication.palette()
+    try:
+        for base, text in ((QColor(255, 255, 255), QColor(0, 0, 0)),
+                           (QColor(30, 30, 30), QColor(240, 240, 240))):
+            pal = QPalette(old)
+            pal.setColor(QPalette.ColorRole.Base, base)
+            pal.setColor(QPalette.ColorRole.Text, text)
+            app.setPalette(pal)
+            style_all_plots(panel)
+            for plot in (panel.loss_plot, panel.val_plot):
+                assert plot.backgroundBrush().color() == base
+                assert plot.getAxis("bottom").pen().color() == text
+            assert panel.curve_total.opts["pen"].color() == text  # the dark/light curve
+            _sample, label = panel.loss_plot.getPlotItem().legend.items[0]
+            assert label.opts["color"] == text.name()
+    finally:
+        app.setPalette(old)
+
+
+def test_model_choice_gets_a_learning_rate_that_works_for_it(qtbot, monkeypatch):
+    from core.training import TrainConfig
+
+    original = TrainConfig.preset.__func__
+
+    def old_presets(cls, name, **overrides):  # quick as it was: MixSup at lr 0.05
+        if name != "quick":
+            return original(cls, name, **overrides)
+        base = dict(model="mixsup", epochs=8, input_size=(96, 96), lr=0.05, val_every=0)
+        base.update(overrides)
+        return cls.from_dict(base)
+
+    monkeypatch.setattr(TrainConfig, "preset", classmethod(old_presets))
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    panel.preset_combo.setCurrentText("thorough")
+    panel.preset_combo.setCurrentText("quick")
+    assert panel.model_combo.currentData() == "mixsup"
+    assert panel.lr_spin.value() == pytest.approx(0.05)
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("mffpa"))
+    # MFFPA diverged at 0.05: the rate of the preset made for MFFPA is used
+    assert panel.lr_spin.value() == pytest.approx(TrainConfig.preset("thorough").lr)
+    assert "after the last epoch" in panel.val_plot.getPlotItem().titleLabel.text
+
+
+def test_learning_rate_reaches_the_training_process(qtbot, project, monkeypatch):
+    started: list[TrainRequest] = []
+    monkeypatch.setattr(TrainingJob, "start", lambda self, request: started.append(request))
+    panel = make_panel(qtbot, project, epochs=1)
+    panel.lr_spin.setValue(0.0123)
+    panel.start_training()
+    (request,) = started
+    args = request.to_args()
+    assert args[args.index("--config") + 1] == str(request.config_path)
+    assert json.loads(request.config_path.read_text()) == {"lr": pytest.approx(0.0123)}
+    assert project.get_setting("ui.train_settings")["lr"] == pytest.approx(0.0123)
+    panel._on_ended("failed")  # the temporary file goes with the job
+    assert not request.config_path.exists()
+
+
+def test_nan_failure_says_what_to_change_in_the_form(qtbot, dialogs):
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    panel.lr_spin.setValue(0.05)
+    panel._on_failed("loss became NaN at epoch 1 step 3; lower the learning rate "
+                     "(now 0.05, try 0.005) and train again")
+    (title, text), = dialogs
+    assert "Learning rate" in text and "0.005" in text

@@ -39,6 +39,7 @@ def test_config_round_trip_and_file(tmp_path):
     ({"input_size": [64]}, "input_size"),
     ({"neg_sampling": "hard"}, "neg_sampling"),
     ({"dyn_balance": "yes"}, "dyn_balance"),
+    ({"augment": 1}, "augment"),
     ({"channels": 2}, "channels"),
     ({"epochz": 3}, "epochz"),
 ])
@@ -60,11 +61,35 @@ def test_presets_and_sizes():
     quick, thorough = TrainConfig.preset("quick"), TrainConfig.preset("thorough")
     assert quick.epochs < thorough.epochs
     assert TrainConfig.preset("quick", epochs=2).epochs == 2
+    # Augmentation is a quick-preset aid; the default and the paper-like preset stay without.
+    assert quick.augment and not thorough.augment and not TrainConfig().augment
     with pytest.raises(TrainConfigError, match="preset"):
         TrainConfig.preset("fast")
     assert parse_size("160x120") == (160, 120) and parse_size("64") == (64, 64)
     with pytest.raises(TrainConfigError, match="WIDTHxHEIGHT"):
         parse_size("big")
+
+
+def test_augment_moves_image_mask_and_weights_together():
+    from core.training.loop import _augment
+    torch.manual_seed(0)
+    x = torch.zeros(3, 16, 16)
+    x[:, 1, 2] = 1.0  # a marked pixel off every symmetry axis
+    mask = torch.zeros(1, 16, 16)
+    mask[0, 1, 2] = 1.0
+    weights = mask * 3 + 1
+    seen = set()
+    for _ in range(40):
+        xa, ma, wa = _augment(x, mask, weights)
+        assert xa.shape == x.shape and ma.shape == mask.shape
+        pos = tuple(int(v) for v in (xa[0] == 1).nonzero()[0])
+        assert tuple(int(v) for v in (ma[0] == 1).nonzero()[0]) == pos
+        assert float(wa[0][pos]) == 4.0 and float(wa.sum()) == float(weights.sum())
+        seen.add(pos)
+    assert len(seen) == 8  # all flips and turns of the square occur
+    # Non-square inputs are only flipped (a turn would change the shape); no mask is fine.
+    xr, mr, wr = _augment(torch.zeros(1, 8, 16), None, None)
+    assert xr.shape == (1, 8, 16) and mr is None and wr is None
 
 
 # -- losses -----------------------------------------------------------------------------

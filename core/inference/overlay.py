@@ -16,6 +16,9 @@ COLORMAPS = {
     "hot": cv2.COLORMAP_HOT,
 }
 
+# Heat below this shows the plain image: a clean part must look clean, not tinted.
+HEAT_FLOOR = 0.15
+
 # label colours (RGB) of the decision text
 OK_COLOR = (40, 200, 60)
 NG_COLOR = (255, 70, 70)
@@ -65,8 +68,10 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
             colormap: str = "jet") -> np.ndarray:
     """Blend the coloured heatmap over the image: RGB uint8 at the image's resolution.
 
-    alpha is the heatmap's weight (0 = image only, 1 = heatmap only). A heatmap
-    of another size (e.g. the model's 1/8 map) is resized bilinearly to the image.
+    alpha is the heatmap's weight where the heat is 1 (0 = image only, 1 = heatmap
+    only). Each pixel's weight falls with its heat, alpha * clip((h - HEAT_FLOOR) /
+    (1 - HEAT_FLOOR), 0, 1), so OK areas show the plain part and defects glow. A
+    heatmap of another size (e.g. the model's 1/8 map) is resized bilinearly.
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise UserError(f"overlay alpha must be between 0 and 1, got {alpha}")
@@ -78,7 +83,11 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
     if heat.ndim == 2 and heat.shape != (h, w) and heat.size:
         heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
     color = colorize(heat, colormap)
-    return cv2.addWeighted(base, 1.0 - float(alpha), color, float(alpha), 0.0)
+    hf = np.clip(np.nan_to_num(heat.astype(np.float32)), 0.0, 1.0)
+    weight = float(alpha) * np.clip((hf - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
+    weight = weight[:, :, None]
+    out = base.astype(np.float32) * (1.0 - weight) + color.astype(np.float32) * weight
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def annotate(image_rgb: np.ndarray, text: str,
