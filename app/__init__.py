@@ -1,25 +1,6 @@
-"""The Defect Studio desktop app (PySide6). core/ holds everything that is not GUI."""
+"""The Defect Studio desktop app (PySide6). core/ holds everything that is not GUI.
 
-from __future__ import annotations
-
-import ctypes
-import sys
-
-# PySide6 6.12 releases a reference to None on every call of a method that returns
-# nothing (QPainter.setPen, QWidget.update, ...) without having taken one. From
-# CPython 3.12 None is immortal and this is harmless; on 3.11 None's count runs down
-# and the process aborts with "none_dealloc" after minutes of live plotting. Giving
-# None a huge count makes it as good as immortal, as on 3.12.
-_NONE_RESERVE = 1 << 40
-
-
-def keep_none_alive() -> None:
-    """Top up None's reference count on CPython < 3.12 (see the note above)."""
-    if sys.version_info >= (3, 12) or sys.implementation.name != "cpython":
-        return
-    count = ctypes.c_ssize_t.from_address(id(None))
-    if count.value < _NONE_RESERVE // 2:
-        count.value += _NONE_RESERVE
-
-
-keep_none_alive()
+PySide6 is pinned to 6.11.3 in pyproject.toml: 6.12.0 releases a reference to None on
+every call of a method that returns nothing, which aborts CPython 3.11 ("none_dealloc")
+after minutes of live plotting. tests/test_gui_main.py guards against a return of it.
+"""

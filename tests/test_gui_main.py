@@ -295,21 +295,17 @@ def test_active_run_change_refreshes_review_and_evaluate(make_window, demo_proje
     assert sorted(called) == ["Evaluate", "Review"]
 
 
-def test_none_survives_many_pyside_void_calls(qtbot):
-    """PySide6 6.12 drops a reference to None per void call; on Python 3.11 a long
-    session (live training plots) aborted with none_dealloc before app/__init__ fixed it."""
+def test_qt_calls_do_not_leak_references_to_none(qtbot):
+    """PySide6 6.12.0 dropped a reference to None on every void call, which aborts
+    CPython 3.11 after a few thousand calls (live plots hit that in minutes)."""
     import sys
 
     from PySide6.QtWidgets import QLabel
 
-    import app
-
-    w = QLabel()
-    qtbot.addWidget(w)
-    for _ in range(5000):
-        w.update()
-    if sys.version_info < (3, 12):
-        assert sys.getrefcount(None) > 2 ** 38
-    app.keep_none_alive()  # idempotent: safe to call again
-    w.setText("still alive")
-    assert w.text() == "still alive"
+    label = QLabel()
+    qtbot.addWidget(label)
+    before = sys.getrefcount(None)
+    for _ in range(2000):
+        label.setText("x")
+        label.update()
+    assert abs(sys.getrefcount(None) - before) < 100
