@@ -240,6 +240,29 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
     return job.finish(epochs_done)
 
 
+def _augment(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The same random flip / 90-degree turn of image, mask and weights.
+
+    Drawn from torch's seeded global generator, so a run stays reproducible and a resumed
+    run continues the sequence. Turns by 90 degrees only when both the image and the mask
+    are square (a turn of a non-square input would change its shape)."""
+    flip_h, flip_v, turn = (int(v) for v in torch.randint(0, 2, (3,)))
+    square = x.shape[-1] == x.shape[-2] and (mask is None or mask.shape[-1] == mask.shape[-2])
+    dims = [d for d, on in ((-1, flip_h), (-2, flip_v)) if on]
+
+    def apply(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        if dims:
+            t = torch.flip(t, dims)
+        if turn and square:
+            t = torch.rot90(t, 1, (-2, -1))
+        return t
+
+    return apply(x), apply(mask), apply(weights)  # type: ignore[return-value]
+
+
 class _Job:
     """The state of a running training job (one per ``train`` call)."""
 
@@ -313,6 +336,8 @@ class _Job:
     def _step(self, index: int, lw: Any, epoch: int, step: int) -> Any:
         x, mask, weights = self.data.item(index)
         label = self.data.train[index].label
+        if self.c.augment:
+            x, mask, weights = _augment(x, mask, weights)
         x = x[None].to(self.device)
         if mask is not None:
             mask, weights = mask.to(self.device), weights.to(self.device)
