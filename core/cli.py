@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the masks of only N defective training images")
     s.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--seed", type=int)
+    s.add_argument("--lr", type=float, help="learning rate")
+    s.add_argument("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine)")
+    s.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random flips / 90-degree turns of the training images")
     s.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     s.add_argument("--run-id", dest="run_id", help="name of the new run (default: time stamp)")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")

@@ -74,3 +74,18 @@ def test_sigterm_cancels_with_exit_3(demo_project_dir):
     assert time.monotonic() - t < 60
     status = json.loads((demo_project_dir / "runs" / "sig" / "status.json").read_text())
     assert status["state"] == "cancelled"
+
+
+def test_single_options_override_the_preset():
+    from core.cli import build_parser
+    from core.training.cli import config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--project", "P", "--preset", "quick", "--lr", "0.003", "--threads", "1",
+         "--no-augment", "--size", "96x64"])
+    cfg = config_from_args(args)
+    assert cfg.lr == 0.003 and cfg.num_threads == 1 and cfg.augment is False
+    assert tuple(cfg.input_size) == (96, 64)
+    # what the options leave alone comes from the preset
+    quick = config_from_args(build_parser().parse_args(["train", "--project", "P", "--preset", "quick"]))
+    assert quick.augment is True and quick.epochs == cfg.epochs

@@ -28,7 +28,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data.update({k: v for k, v in _read_config_file(args.config).items()})
     overrides = {
         "model": args.model, "epochs": args.epochs, "pixel_labels": args.pixel_labels,
-        "device": args.device, "seed": args.seed,
+        "device": args.device, "seed": args.seed, "lr": getattr(args, "lr", None),
+        "num_threads": getattr(args, "threads", None), "augment": getattr(args, "augment", None),
         "input_size": parse_size(args.size) if args.size else None,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
