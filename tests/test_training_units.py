@@ -11,7 +11,8 @@ import torch
 from core.errors import ModelFileError
 from core.training.checkpoint import load_torch, save_torch
 from core.training.config import TrainConfig, TrainConfigError, parse_size
-from core.training.data import map_to_image, preprocess_image, preprocess_mask
+from core.inference.predictor import heatmap_to_image
+from core.training.data import preprocess_image, preprocess_mask
 from core.training.losses import (
     balance_weights, distance_weights, downsample8, mixed_loss, seg_targets,
 )
@@ -195,7 +196,7 @@ def test_preprocess_image_channels_and_geometry():
     padded = preprocess_image(np.full((10, 40), 255, np.uint8),
                               TrainConfig(input_size=(32, 32), channels=1, resize="pad"))
     assert float(padded[0, :8].min()) == pytest.approx(1.0) and float(padded[0, 8:].max()) == 0.0
-    back = map_to_image(np.ones((4, 4), np.float32), TrainConfig(input_size=(32, 32), resize="pad"), (10, 40))
+    back = heatmap_to_image(np.ones((4, 4), np.float32), TrainConfig(input_size=(32, 32), resize="pad"), (10, 40))
     assert back.shape == (10, 40)
 
 

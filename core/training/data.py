@@ -83,17 +83,6 @@ def preprocess_mask(mask: np.ndarray, config: TrainConfig) -> np.ndarray:
     return _place(m, config, cv2.INTER_AREA) > 0
 
 
-def map_to_image(map2d: np.ndarray, config: TrainConfig, shape: tuple[int, int]) -> np.ndarray:
-    """Undo the input geometry for a map over the network input (any resolution, e.g.
-    the 1/8 segmentation output): crop the padding, resize to the image's HxW."""
-    W, H = config.input_size
-    cw, ch = fit_geometry(shape, config)
-    mh, mw = map2d.shape[:2]
-    crop = map2d[: max(1, round(mh * ch / H)), : max(1, round(mw * cw / W))]
-    return cv2.resize(np.ascontiguousarray(crop, dtype=np.float32), (int(shape[1]), int(shape[0])),
-                      interpolation=cv2.INTER_LINEAR)
-
-
 # -- the training set ------------------------------------------------------------------
 
 @dataclass(frozen=True)
