@@ -47,3 +47,39 @@ def magnetic_tile_dir():
     if not d.is_dir():
         pytest.skip(f"real data set not found at {d} (../shared/datasets is absent)")
     return d
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    """Message boxes are recorded as (title, text) instead of blocking the test."""
+    from PySide6.QtWidgets import QMessageBox
+
+    seen: list[tuple[str, str]] = []
+
+    def fake(parent, title, text, *args, **kwargs):
+        seen.append((title, text))
+        return QMessageBox.StandardButton.Ok
+
+    for name in ("critical", "warning", "information"):
+        monkeypatch.setattr(QMessageBox, name, staticmethod(fake))
+    return seen
+
+
+@pytest.fixture(scope="session")
+def _trained_template(_demo_template, tmp_path_factory):
+    """The tiny demo project with one tiny trained run "tiny" (trained once per session)."""
+    from gui_support import trained_template
+
+    return trained_template(_demo_template, tmp_path_factory)
+
+
+@pytest.fixture
+def trained_project(_trained_template, tmp_path):
+    """A fresh, writable copy of the trained project, with "tiny" as the active run."""
+    from core.project import Project
+    from gui_support import copy_project
+
+    p = Project.open(copy_project(_trained_template, tmp_path / "proj"))
+    p.set_active_run("tiny")
+    yield p
+    p.close()

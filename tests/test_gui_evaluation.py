@@ -8,39 +8,15 @@ import json
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
 
 from app.evaluation_view import SLIDER_STEPS, EvaluationView
 from core.evaluation.metrics import confusion_at
 from core.inference.predictor import Predictor
-from core.project import Project
-from gui_support import copy_project, trained_template
-
-
-@pytest.fixture(scope="session")
-def _trained(_demo_template, tmp_path_factory):
-    return trained_template(_demo_template, tmp_path_factory)
 
 
 @pytest.fixture
-def project(_trained, tmp_path):
-    p = Project.open(copy_project(_trained, tmp_path / "proj"))
-    p.set_active_run("tiny")
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    seen: list[tuple[str, str]] = []
-
-    def fake(parent, title, text, *args, **kwargs):
-        seen.append((title, text))
-        return QMessageBox.StandardButton.Ok
-
-    for name in ("critical", "warning"):
-        monkeypatch.setattr(QMessageBox, name, staticmethod(fake))
-    return seen
+def project(trained_project):
+    return trained_project
 
 
 def scores_csv(project, run_id="tiny"):

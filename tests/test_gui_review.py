@@ -8,37 +8,15 @@ import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
 
 from app.review_panel import ReviewPanel
 from core.project import Project
-from gui_support import copy_project, trained_template
-
-
-@pytest.fixture(scope="session")
-def _trained(_demo_template, tmp_path_factory):
-    return trained_template(_demo_template, tmp_path_factory)
+from gui_support import copy_project
 
 
 @pytest.fixture
-def project(_trained, tmp_path):
-    p = Project.open(copy_project(_trained, tmp_path / "proj"))
-    p.set_active_run("tiny")
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    seen: list[tuple[str, str]] = []
-
-    def fake(parent, title, text, *args, **kwargs):
-        seen.append((title, text))
-        return QMessageBox.StandardButton.Ok
-
-    for name in ("critical", "warning", "information"):
-        monkeypatch.setattr(QMessageBox, name, staticmethod(fake))
-    return seen
+def project(trained_project):
+    return trained_project
 
 
 def make_panel(qtbot, project) -> ReviewPanel:
@@ -195,8 +173,8 @@ def test_folder_of_new_parts_and_export(qtbot, project, tmp_path, dialogs):
     assert dialogs == []
 
 
-def test_switching_project_drops_running_prediction(qtbot, project, _trained, tmp_path):
-    other = Project.open(copy_project(_trained, tmp_path / "other"))
+def test_switching_project_drops_running_prediction(qtbot, project, _trained_template, tmp_path):
+    other = Project.open(copy_project(_trained_template, tmp_path / "other"))
     try:
         other.set_active_run("tiny")
         panel = make_panel(qtbot, project)

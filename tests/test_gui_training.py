@@ -8,7 +8,6 @@ import stat
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
 
 from app.jobs import TrainingJob, TrainRequest, format_eta, parse_event
 from app.run_history import ACTIVE_MARK, COLUMNS
@@ -22,20 +21,6 @@ def project(demo_project_dir):
     p = Project.open(demo_project_dir)
     yield p
     p.close()
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    """Error dialogs are recorded instead of blocking the test."""
-    seen: list[tuple[str, str]] = []
-
-    def fake(parent, title, text, *args, **kwargs):
-        seen.append((title, text))
-        return QMessageBox.StandardButton.Ok
-
-    monkeypatch.setattr(QMessageBox, "critical", staticmethod(fake))
-    monkeypatch.setattr(QMessageBox, "warning", staticmethod(fake))
-    return seen
 
 
 def make_panel(qtbot, project, epochs: int) -> TrainingPanel:
