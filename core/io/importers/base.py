@@ -43,6 +43,15 @@ _SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "v
                 "validation": "val", "test": "test", "testing": "test"}
 
 
+def peek_text(path: Path, n: int = 4096) -> str:
+    """The first `n` bytes of a file as text ("" if unreadable): cheap format sniffing."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def label_from_name(name: str) -> str | None:
     """'ok' or 'defective' when a folder name says so (case-insensitive), else None.
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from core.errors import ImportFormatError, MaskError
 
-from .base import ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, \
+from .base import peek_text, ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, \
     walk_files, walk_images
 
 NAME = "coco"
@@ -96,16 +96,8 @@ def mask_to_rle_counts(mask: np.ndarray) -> list[int]:
 
 # ---------------------------------------------------------------- detection
 
-def _peek(path: Path, n: int = 65536) -> str:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(n).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
 def is_coco_json(path: Path) -> bool:
-    head = _peek(path)
+    head = peek_text(path, 65536)
     return '"images"' in head and ('"annotations"' in head or '"categories"' in head
                                    or len(head) >= 65536) and '"shapes"' not in head
 

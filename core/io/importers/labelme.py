@@ -18,22 +18,14 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .base import ImageIndex, ImportItem, ImportReport, SourceTree, walk_files, is_image
+from .base import ImageIndex, ImportItem, ImportReport, SourceTree, walk_files, is_image, peek_text
 
 NAME = "labelme"
 EXPECTS = "labelme JSON files (with \"shapes\") beside their images"
 
 
-def _peek(path: Path, n: int = 4096) -> str:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(n).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
 def is_labelme_json(path: Path) -> bool:
-    head = _peek(path)
+    head = peek_text(path)
     return '"shapes"' in head and '"annotations"' not in head
 
 

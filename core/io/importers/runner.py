@@ -91,17 +91,11 @@ def _import_one(project, item: ImportItem, copy: bool, report: ImportReport,
         if mask_problem:
             mask, label = None, _fallback_label(item)
     try:
-        rec = _add(project, path, copy, label, item, mask)
-    except MaskError as e:
-        mask_problem, mask, label = f"mask of the wrong size: {e}", None, _fallback_label(item)
         try:
+            rec = _add(project, path, copy, label, item, mask)
+        except MaskError as e:  # the mask does not fit: keep the image, report the mask
+            mask_problem, mask, label = f"mask of the wrong size: {e}", None, _fallback_label(item)
             rec = _add(project, path, copy, label, item, None)
-        except ImageReadError as e2:
-            report.skip(path, f"unreadable image: {_reason(e2)}")
-            return
-        except ProjectError as e2:
-            report.skip(path, f"not added: {e2}")
-            return
     except ImageReadError as e:
         report.skip(path, f"unreadable image: {_reason(e)}")
         return
