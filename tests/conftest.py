@@ -83,3 +83,16 @@ def trained_project(_trained_template, tmp_path):
     p.set_active_run("tiny")
     yield p
     p.close()
+
+
+@pytest.fixture
+def isolated_qsettings(tmp_path):
+    """Own QSettings for the test: no state from the user's real app or other tests."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
+                      str(tmp_path / "settings"))
+    QApplication.setOrganizationName("DefectStudioTest")
+    yield

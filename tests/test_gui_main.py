@@ -7,20 +7,13 @@ import time
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from core.project import ImageRecord, Project
 
 
-@pytest.fixture(autouse=True)
-def _isolated_settings(tmp_path):
-    """Each test gets its own QSettings (no state from the user's real app or other tests)."""
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
-                      str(tmp_path / "settings"))
-    QApplication.setOrganizationName("DefectStudioTest")
-    yield
+pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 
 
 @pytest.fixture
