@@ -404,10 +404,10 @@ class PredictionWorker(QThread):
         try:
             import torch
 
-            from core.inference import Predictor
+            from core.inference import load_predictor
 
             torch.set_num_threads(self.num_threads)
-            predictor = Predictor(self.run_dir, device=self.device)
+            predictor = load_predictor(self.run_dir, device=self.device)
         except Exception as e:  # noqa: BLE001 - shown to the user; nothing was written
             self._end_failed(_error_text(e))
             return

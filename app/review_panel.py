@@ -666,9 +666,9 @@ def write_review_export(folder: Path, run_dir: Path, rows: list, *, overlays: bo
                 heat = expand_heatmap(small, image.shape[:2])
             else:
                 if predictor is None:
-                    from core.inference import Predictor
+                    from core.inference import load_predictor
 
-                    predictor = Predictor(run_dir)
+                    predictor = load_predictor(run_dir)
                 heat = predictor.predict(image).heatmap
             stem = Path(path).stem
             name, k = f"{stem}.png", 1

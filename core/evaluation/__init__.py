@@ -11,11 +11,19 @@ from typing import Any
 __all__ = ["evaluate_run", "image_metrics", "pixel_metrics", "confusion_at", "ThresholdSweep"]
 
 
+def _evaluate_any(project_root: Any, run_id: str, split: str = "test", **kwargs: Any) -> dict:
+    """evaluate_run for a run of any model kind (core.models.kinds); same contract."""
+    from pathlib import Path
+
+    from core.models.kinds import kind_of_run
+
+    kind = kind_of_run(Path(project_root) / "runs" / str(run_id))
+    return kind.load("evaluate")(project_root, run_id, split, **kwargs)
+
+
 def __getattr__(name: str) -> Any:
     if name == "evaluate_run":
-        from core.evaluation.evaluate import evaluate_run
-
-        return evaluate_run
+        return _evaluate_any
     if name in ("image_metrics", "pixel_metrics", "confusion_at", "ThresholdSweep"):
         from core.evaluation import metrics
 

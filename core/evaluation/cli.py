@@ -48,7 +48,8 @@ def format_summary(r: dict[str, Any]) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate --run on --split of --project; prints JSON (--json) or a summary."""
-    from core.evaluation.evaluate import evaluate_run, without_curves
+    from core.evaluation import evaluate_run
+    from core.evaluation.evaluate import without_curves
     from core.inference.cli import progress_printer
 
     result = evaluate_run(args.project, args.run, args.split, progress=progress_printer())

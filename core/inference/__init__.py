@@ -10,7 +10,15 @@ from typing import Any
 
 from core.inference.overlay import COLORMAPS, colorize, decision_overlay, overlay
 
-__all__ = ["Predictor", "Prediction", "overlay", "colorize", "decision_overlay", "COLORMAPS"]
+__all__ = ["Predictor", "Prediction", "load_predictor", "overlay", "colorize", "decision_overlay", "COLORMAPS"]
+
+
+def load_predictor(run_dir: Any, device: str = "auto", num_threads: int | None = None) -> Any:
+    """The predictor of a run of any model kind (core.models.kinds): ``.predict(image)``,
+    ``.predict_many(...)``, ``.threshold``, ``.run_id`` as core.inference.predictor.Predictor."""
+    from core.models.kinds import kind_of_run
+
+    return kind_of_run(run_dir).load("predictor")(run_dir, device=device, num_threads=num_threads)
 
 
 def __getattr__(name: str) -> Any:

@@ -99,7 +99,8 @@ def _chunks(seq: list[Path], n: int) -> Iterator[list[Path]]:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score INPUTs with --run; write predictions.csv and overlays into --out."""
     from core.inference.overlay import decision_overlay
-    from core.inference.predictor import Predictor, resolve_run_dir
+    from core.inference import load_predictor
+    from core.inference.predictor import resolve_run_dir
     from core.io.images import read_image, write_png_atomic
 
     if args.batch_size < 1:
@@ -112,7 +113,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         detail = "; ".join(f"{p}: {why}" for p, why in problems)
         raise UserError(f"no images to score ({detail})" if detail else "no images to score")
-    predictor = Predictor(run_dir, device=args.device)
+    predictor = load_predictor(run_dir, device=args.device)
     if args.threshold is not None:
         predictor.threshold = args.threshold
     try:

@@ -14,11 +14,22 @@ from core.training.config import TrainConfig, TrainConfigError
 __all__ = ["TrainConfig", "TrainConfigError", "train", "load_run_model", "preprocess_image"]
 
 
-def train(*args: Any, **kwargs: Any) -> str:
-    """Train a model on a project; see core.training.loop.train."""
-    from core.training.loop import train as _train
+def train(project_root: Any, config: Any = None, *, run_id: str | None = None,
+          resume: bool = False, **kwargs: Any) -> str:
+    """Train a model of any kind on a project (see core.training.loop.train for the contract).
 
-    return _train(*args, **kwargs)
+    The model kind (core.models.kinds) is taken from ``config.model``, or on resume from the
+    run's saved config; each kind has its own training function with the same signature.
+    """
+    from pathlib import Path
+
+    from core.models.kinds import kind_of_model, kind_of_run
+
+    if resume and run_id and "/" not in str(run_id) and "\\" not in str(run_id):
+        kind = kind_of_run(Path(project_root) / "runs" / str(run_id))
+    else:
+        kind = kind_of_model(getattr(config, "model", None) or "mffpa")
+    return kind.load("train")(project_root, config, run_id=run_id, resume=resume, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -122,7 +122,7 @@ class _HumanPrinter:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Handler of `defect-studio train` (exit 0 finished, 2 user error, 3 cancelled)."""
-    from core.training.loop import train
+    from core.training import train
 
     if args.resume:
         given = [opt for opt, v in (("--preset", args.preset), ("--config", args.config),
