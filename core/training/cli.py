@@ -19,8 +19,17 @@ from core.training.config import TrainConfig, parse_size
 EXIT_CANCELLED = 3
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from --preset, then --config FILE, then the single options."""
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The run's config from --preset, then --config FILE, then the single options.
+
+    Models of another kind than segdec (core.models.kinds) build their own config class
+    from the same arguments: ``ConfigClass.from_args(args)``.
+    """
+    from core.models.kinds import kind_of_model
+
+    kind = kind_of_model(args.model or "mffpa")
+    if kind.name != "segdec":
+        return kind.load("config").from_args(args)
     data: dict[str, Any] = {}
     if args.preset:
         data.update(TrainConfig.preset(args.preset).to_dict())
