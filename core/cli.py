@@ -20,6 +20,7 @@ HANDLERS = {
     "split": "core.project.cli:cmd_split",
     "label": "core.project.cli:cmd_label",
     "runs": "core.project.cli:cmd_runs",
+    "restore": "core.project.cli:cmd_restore",
     "train": "core.training.cli:cmd_train",
     "evaluate": "core.evaluation.cli:cmd_evaluate",
     "predict": "core.inference.cli:cmd_predict",
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--project", required=True)
     s.add_argument("--activate", metavar="RUN")
     s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("restore", help="replace a damaged project.sqlite by its latest backup")
+    s.add_argument("--project", required=True)
+    s.add_argument("--backup", help="backup file to restore (default: the newest in backups/)")
+    s.add_argument("--list", action="store_true", help="list the backups and stop")
 
     s = sub.add_parser("train", help="train a model on a project (own process; --events for JSON lines)")
     s.add_argument("--project", required=True)

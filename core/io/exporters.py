@@ -43,6 +43,7 @@ def export_project(project, fmt: str, out: Path | str) -> dict:
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format '{fmt}' (known: {', '.join(EXPORT_FORMATS)})")
     out = Path(out).expanduser()
+    check_export_target(project, out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -50,6 +51,29 @@ def export_project(project, fmt: str, out: Path | str) -> dict:
     if fmt == "masks":
         return _export_masks(project, out)
     return _export_coco(project, out)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_export_target(project, out: Path) -> None:
+    """UserError when the export would write into the project folder or into a folder
+    that holds one of its images (a linked source folder): OUT, OUT/images, OUT/masks."""
+    target = out.absolute().resolve()
+    root = Path(project.root).resolve()
+    written = {target, target / "images", target / "masks"}
+    if _inside(target, root) or root in written:
+        raise UserError(
+            f"cannot export into '{out}': the export would write inside the project folder "
+            f"'{project.root}'. Choose an empty folder outside the project; nothing was written")
+    for rec in project.images():
+        src = project.image_path(rec).absolute().resolve()
+        if src.parent in written:
+            raise UserError(
+                f"cannot export into '{out}': it holds the project's source image '{src}' "
+                "(a linked image), which the export could overwrite. Choose an empty folder "
+                "elsewhere; nothing was written")
 
 
 def _unique_stems(records) -> dict[int, str]:
@@ -130,6 +154,8 @@ def _export_coco(project, out: Path) -> dict:
         name = f"{stems[rec.id]}{src.suffix.lower()}"
         dst = img_dir / name
         if dst.exists():
+            if dst.resolve() == src.resolve():  # never delete a source (see check_export_target)
+                raise UserError(f"export would overwrite the source image '{src}'; stopped")
             dst.unlink()
         _link_or_copy(src, dst)
         images.append({"id": rec.id, "file_name": f"images/{name}", "width": rec.width,

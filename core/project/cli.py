@@ -147,3 +147,37 @@ def _metric(metrics: dict, key: str) -> str:
                 value = v
                 break
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """`defect-studio restore`: put a backup of project.sqlite back (latest, or --backup)."""
+    from pathlib import Path
+
+    from core.project import safety
+    from core.project.lock import ProjectLock
+    from core.project.store import DB_NAME, LOCK_NAME
+
+    root = Path(args.project).expanduser().absolute()
+    if not root.is_dir():
+        raise ProjectError(f"project folder '{root}' does not exist")
+    if args.list:
+        backups = safety.list_backups(root)
+        if not backups:
+            print(f"no backups in {root / safety.BACKUP_DIR}")
+        for b in backups:
+            print(f"{b}  ({b.stat().st_size} bytes)")
+        return 0
+    if not (root / DB_NAME).exists() and not safety.list_backups(root) and not args.backup:
+        raise ProjectError(f"'{root}' is not a Defect Studio project and has no backups")
+    lock = ProjectLock(root / LOCK_NAME, root)
+    lock.acquire()  # nobody may have it open for writing while its database is swapped
+    try:
+        result = safety.restore_backup(root, Path(args.backup) if args.backup else None)
+    finally:
+        lock.release()
+    print(f"restored {result['restored']}")
+    for p in result["kept_aside"]:
+        print(f"kept the previous file as {p}")
+    with Project.open(root, readonly=True) as project:
+        print(format_counts(project.counts()))
+    return 0

@@ -32,6 +32,7 @@ from core.errors import ImageReadError, MaskError, ProjectError
 from core.io import images as imio
 from core.io.atomic import atomic_write_bytes, remove_stale_temps
 from core.project import runs as runs_mod
+from core.project import safety
 from core.project.lock import ProjectLock
 from core.project.runs import RunInfo
 from core.project.splits import normalise_ratios, plan_splits
@@ -125,6 +126,7 @@ class Project:
         self._new_files: list[Path] = []  # copies made in the open transaction
         self._after_commit: list[Path] = []  # files to delete once the transaction is in
         self._finalizer = weakref.finalize(self, _close_handles, db, lock)
+        self.orphans_moved: list[str] = []  # set by open-for-writing (safety.move_orphans)
 
     # --- opening and closing ---------------------------------------------------------
 
@@ -141,11 +143,12 @@ class Project:
         lock = ProjectLock(root / LOCK_NAME, root)
         lock.acquire()
         try:
-            if (root / DB_NAME).exists() and not exist_ok:
+            exists = (root / DB_NAME).exists()
+            if exists and not exist_ok:
                 raise ProjectError(
                     f"'{root}' is already a Defect Studio project; open it instead"
                 )
-            project = cls._connect(root, lock, readonly=False)
+            project = cls._connect(root, lock, readonly=False, new=not exists)
         except BaseException:
             lock.release()
             raise
@@ -189,9 +192,12 @@ class Project:
         return cls.create(root, exist_ok=True)
 
     @classmethod
-    def _connect(cls, root: Path, lock: ProjectLock | None, readonly: bool) -> Project:
+    def _connect(cls, root: Path, lock: ProjectLock | None, readonly: bool,
+                 new: bool = False) -> Project:
         db_path = root / DB_NAME
         db = None
+        if not new:  # an empty or foreign file is damaged, never a new project
+            new = safety.check_header(db_path, allow_empty=not readonly)
         try:
             if readonly:
                 uri = f"file:{quote(db_path.as_posix())}?mode=ro"
@@ -212,6 +218,11 @@ class Project:
             else:
                 db = sqlite3.connect(db_path, isolation_level=None,
                                      check_same_thread=False, timeout=30)
+                if not new:  # checked before anything (even the journal mode) is written
+                    safety.quick_check(db, db_path)
+                    if not safety.has_tables(db) and not safety.nothing_to_lose(root):
+                        raise safety.DamagedProjectError(
+                            safety.damaged_message(db_path, "it holds no tables"))
                 db.execute("PRAGMA journal_mode = WAL")
                 # FULL, not NORMAL: with WAL, NORMAL already survives a killed process
                 # (SIGKILL, crash), but can lose the last commits on power loss or an OS
@@ -223,7 +234,9 @@ class Project:
         except sqlite3.DatabaseError as e:
             if db is not None:
                 db.close()
-            raise ProjectError(f"project database '{db_path}' cannot be read: {e}") from None
+            if isinstance(e, sqlite3.OperationalError):
+                raise ProjectError(f"project database '{db_path}' cannot be opened: {e}") from None
+            raise safety.DamagedProjectError(safety.damaged_message(db_path, str(e))) from None
         except BaseException:
             if db is not None:
                 db.close()
@@ -236,6 +249,9 @@ class Project:
             # leftovers of writes cut short by a crash; never mistaken for masks/images
             remove_stale_temps(project.masks_dir)
             remove_stale_temps(project.images_dir)
+            # copies of an import killed before its commit: moved aside, never deleted
+            project.orphans_moved = safety.move_orphans(root, db)
+            safety.make_backup(db, root)
         return project
 
     def close(self) -> None:
@@ -301,6 +317,10 @@ class Project:
                         db.execute(f"RELEASE {name}")
                 self._discard_new_files(mark)
                 del self._after_commit[after_mark:]
+                if isinstance(exc, sqlite3.DatabaseError) and \
+                        not isinstance(exc, sqlite3.OperationalError):
+                    raise safety.DamagedProjectError(
+                        safety.damaged_message(self.db_path, str(exc))) from exc
                 if outer and isinstance(exc, (OSError, sqlite3.OperationalError)):
                     # disk full, folder not writable...: a message, and nothing half-saved
                     reason = getattr(exc, "strerror", None) or str(exc)
@@ -338,8 +358,19 @@ class Project:
         with self._tx():
             yield self
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn SQLite's "malformed" errors into DamagedProjectError (what to do)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError):
+                raise
+            raise safety.DamagedProjectError(
+                safety.damaged_message(self.db_path, str(e))) from None
+
     def _query(self, sql: str, params: Iterable = ()) -> list[tuple]:
-        with self._mutex:
+        with self._mutex, self._reading():
             return self._conn().execute(sql, tuple(params)).fetchall()
 
     # --- images ----------------------------------------------------------------------
@@ -655,7 +686,7 @@ class Project:
     def counts(self) -> dict:
         """{"images", "ok", "defective", "unlabeled", "masked", "defective_masked",
         "splits": {...}, "unassigned"}."""
-        with self._mutex:
+        with self._mutex, self._reading():
             db = self._conn()
             total = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
             by_label = dict(db.execute("SELECT label, COUNT(*) FROM images GROUP BY label"))
