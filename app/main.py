@@ -16,9 +16,33 @@ def run_gui(project_dir: str | None = None) -> int:
               "on a desktop, under xvfb-run, or use the headless commands "
               "(defect-studio --help).", file=sys.stderr)
         return 2
+    install_excepthook()
     from app.main_window import launch
 
     return launch(project_dir)
+
+
+def install_excepthook() -> None:
+    """Unexpected errors of the desktop app: traceback to a log file in the user's data
+    folder (core.crashlog), one line on stderr and in a dialog; the app keeps running."""
+    from core.crashlog import crash_line, write_crash_log
+
+    def hook(exc_type, exc, tb) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        path = write_crash_log(exc_type, exc, tb, "desktop app")
+        line = crash_line(exc, path)
+        print(f"defect-studio: {line}", file=sys.stderr)
+        try:
+            from PySide6.QtWidgets import QApplication, QMessageBox
+
+            if QApplication.instance() is not None:
+                QMessageBox.critical(None, "Defect Studio: unexpected error", line)
+        except Exception:  # noqa: BLE001 - the dialog is a courtesy; the log is written
+            pass
+
+    sys.excepthook = hook
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from app.jobs import (
 )
 from app.review_queue import ReviewItem, ReviewQueueModel
 from app.shortcuts import key_sequences, shortcut
+from core.io.images import IMAGE_EXTENSIONS  # the one list of image types
 from core.inference.overlay import COLORMAPS
 
 SOURCES = (
@@ -27,7 +28,7 @@ SOURCES = (
     ("All images", "all"),
     ("Folder of new parts\u2026", "folder"),
 )
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = set(IMAGE_EXTENSIONS)
 # Review keys come from the shortcut table, so F1 lists the keys that work here.
 KEY_ACCEPT, KEY_OK, KEY_DEFECTIVE, KEY_HEATMAP = (
     shortcut(a).keys[0]

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from core.errors import CliError  # noqa: F401 - re-exported: raised by command handlers
+
 # command name -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
     "demo": "core.demo.cli:cmd_demo",
@@ -32,8 +34,6 @@ IMPORT_FORMATS = [
 ]
 
 
-class CliError(Exception):
-    """An error the user can act on: printed to stderr, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference the images where they are")
     s.add_argument("--json", action="store_true", help="print the import report as JSON")
     s.add_argument("--report", help="write the per-file report (CSV) to this file")
+    s.add_argument("--allow-outside", action="store_true", dest="allow_outside",
+                   help="import images that annotation files name outside the source folder")
 
     s = sub.add_parser("export", help="export labels and masks")
     s.add_argument("--project", required=True)
@@ -166,17 +168,34 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except CliError as e:
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        return report_error(e, f"defect-studio {args.command}")
+
+
+def report_error(e: BaseException, where: str) -> int:
+    """Print one line for an error and return the exit code: 2 for what the user can fix
+    (UserError, a file that cannot be written), 1 for a bug (its traceback is logged)."""
+    import sqlite3
+
+    from core.errors import UserError
+
+    if isinstance(e, UserError):
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # noqa: BLE001 - the last line of defence: a message, not a traceback
-        from core.errors import UserError
+    if isinstance(e, OSError) and e.errno is not None:
+        name = f" '{e.filename}'" if e.filename else ""
+        print(f"error: cannot read or write{name}: {e.strerror or e}. Check the disk space "
+              "and that the folder is writable", file=sys.stderr)
+        return 2
+    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+        print(f"error: a project database is damaged ({e}); restore it with "
+              "`defect-studio restore --project P`", file=sys.stderr)
+        return 2
+    from core.crashlog import crash_line, write_crash_log
 
-        if isinstance(e, UserError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
-
+    path = write_crash_log(type(e), e, e.__traceback__, where)
+    print(f"error: {crash_line(e, path)}", file=sys.stderr)
+    return 1
 
 if __name__ == "__main__":
     sys.exit(main())

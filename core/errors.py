@@ -41,3 +41,7 @@ class TrainingError(UserError):
 
 class CancelledError(UserError):
     """The user cancelled a job."""
+
+
+class CliError(UserError):
+    """A command-line argument or output the user can fix (printed, exit code 2)."""

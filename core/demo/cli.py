@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from core.demo.generator import DemoSettingsError, generate_demo_project
+from core.progress import progress_bar
+from core.units import parse_size as _parse_size
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """Parse "256x256" into (width, height)."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        return int(parts[0]), int(parts[1])
-    except ValueError:
-        raise DemoSettingsError(
-            f"--size must be WIDTHxHEIGHT, e.g. 256x256; got '{text}'"
-        ) from None
+    """Parse "256x256" into (width, height) (core.units.parse_size)."""
+    return _parse_size(text, DemoSettingsError, "256x256")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -27,10 +20,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     started = time.perf_counter()
 
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty() and (done == total or done % 25 == 0):
-            print(f"\rgenerating {done}/{total}", end="\n" if done == total else "",
-                  file=sys.stderr, flush=True)
+    progress = progress_bar("generating")
 
     project = generate_demo_project(
         args.project, count=args.count, size=size, seed=args.seed,

@@ -73,22 +73,11 @@ def _unique_overlay_path(out: Path, stem: str, taken: set[str]) -> Path:
 
 
 def progress_printer(label: str = "scoring") -> Callable[[int, int], None]:
-    """A progress(done, total) callback writing to stderr: one updating line on a
-    terminal, about ten plain lines otherwise (logs, pipes, a GUI reading stderr)."""
-    tty = sys.stderr.isatty()
-    last = [-1]
+    """A progress(done, total) callback on stderr (core.progress: a bar on a terminal,
+    about ten plain lines otherwise)."""
+    from core.progress import progress_bar
 
-    def show(done: int, total: int) -> None:
-        if tty:
-            print(f"\r{label} {done}/{total}", end="" if done < total else "\n",
-                  file=sys.stderr, flush=True)
-            return
-        tenth = done * 10 // max(1, total)
-        if tenth != last[0] or done == total:
-            last[0] = tenth
-            print(f"{label} {done}/{total}", file=sys.stderr, flush=True)
-
-    return show
+    return progress_bar(label)
 
 
 def _chunks(seq: list[Path], n: int) -> Iterator[list[Path]]:

@@ -9,32 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import UserError
-
-# Without a terminal (logs, the GUI's process), a line every this many images.
-PROGRESS_EVERY = 500
-
-
-class _Progress:
-    """A line counter on stderr: rewritten in place on a terminal, else every N images."""
-
-    def __init__(self, stream=None):
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.tty:
-            now = time.monotonic()
-            if done == total or now - self.last > 0.1:
-                self.last = now
-                end = "\n" if done == total else ""
-                self.stream.write(f"\rimporting {done}/{total}{end}")
-                self.stream.flush()
-        elif done % PROGRESS_EVERY == 0 or done == total:
-            self.stream.write(f"importing {done}/{total}\n")
-            self.stream.flush()
-
+from core.errors import CliError, UserError
+from core.progress import progress_bar
 
 def format_report(report, elapsed: float) -> str:
     """The import summary a person reads: counts, labels, skipped files by reason."""
@@ -77,10 +53,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     fmt = detect_format(args.source) if args.format == "auto" else args.format
     root = Path(args.project).expanduser()
     new_folder = not root.exists()
+    from core.io.importers.runner import ImportStopped
+
+    stopped: ImportStopped | None = None
     try:
         with Project.open_or_create(root) as project:
-            report = import_dataset(args.source, project, fmt=fmt, copy=args.copy,
-                                    progress=_Progress())
+            try:
+                report = import_dataset(args.source, project, fmt=fmt, copy=args.copy,
+                                        progress=progress_bar("importing"),
+                                        allow_outside=getattr(args, "allow_outside", False))
+            except ImportStopped as e:  # part was saved: report it truthfully below
+                stopped, report = e, e.report
             counts = project.counts()
     except UserError:
         # a failed import must not leave an empty project folder behind
@@ -92,7 +75,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         try:
             report.write_csv(args.report)
         except OSError as e:
-            raise UserError(
+            raise CliError(
                 f"cannot write the report to '{args.report}': {e.strerror or e}") from None
     if args.json:
         out = report.to_dict()
@@ -103,6 +86,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(format_report(report, elapsed))
         print(f"project     {counts['images']} images: {counts['ok']} ok, "
               f"{counts['defective']} defective, {counts['unlabeled']} unlabeled")
+    if stopped is not None:
+        print(f"error: {stopped}", file=sys.stderr)
+        return 1
     if report.imported == 0 and report.duplicates == 0:
         if new_folder:
             _remove_if_empty(root)

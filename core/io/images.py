@@ -9,17 +9,25 @@ memory, which also makes non-ASCII paths work on every platform.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
+# Pixel and file-size limits (checked before decoding; env vars make them configurable).
+MAX_PIXELS = int(os.environ.get("DEFECT_STUDIO_MAX_PIXELS", 100_000_000))
+MAX_FILE_BYTES = int(os.environ.get("DEFECT_STUDIO_MAX_FILE_BYTES", 1 << 30))
+# OpenCV's own limit, a backstop for formats whose header we do not parse
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 
-from core.errors import ImageReadError, MaskError
-from core.io.atomic import atomic_write_bytes
+import cv2  # noqa: E402 - after the limit above
+import numpy as np  # noqa: E402
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from core.errors import ImageReadError, MaskError  # noqa: E402
+from core.io.atomic import atomic_write_bytes  # noqa: E402
+
+# The one list of image file types (import, predict, review, folders).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # ANYCOLOR keeps gray as gray and drops alpha; ANYDEPTH keeps 16 bit. We apply the
 # EXIF orientation ourselves, so OpenCV must not (its behaviour differs by flag and version).
@@ -41,12 +49,35 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """The file's bytes, or ImageReadError naming the file and why it cannot be read."""
+def read_bytes(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """The file's bytes, or ImageReadError naming the file and why it cannot be read.
+
+    Only regular files are read (a FIFO, device or socket is refused without blocking:
+    a `/dev/zero` symlink named z.png, a FIFO named p.png), at most `max_bytes`
+    (default MAX_FILE_BYTES)."""
     path = Path(path)
+    limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageReadError(f"cannot read image '{path}': not a regular file "
+                                     "(a device, FIFO or socket)")
+            if st.st_size > limit:
+                raise ImageReadError(
+                    f"cannot read image '{path}': the file is {st.st_size / 2**20:.0f} MB, "
+                    f"more than the limit of {limit / 2**20:.0f} MB "
+                    "(DEFECT_STUDIO_MAX_FILE_BYTES)")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(limit + 1)
+        finally:
+            os.close(fd)
+        if len(data) > limit:
+            raise ImageReadError(f"cannot read image '{path}': the file grew past the limit "
+                                 f"of {limit / 2**20:.0f} MB while being read")
+        return data
     except FileNotFoundError:
         raise ImageReadError(f"cannot read image '{path}': file not found") from None
     except IsADirectoryError:
@@ -61,6 +92,7 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes like read_image does; `name` is used in error messages."""
     if len(data) == 0:
         raise ImageReadError(f"cannot read image '{name}': the file is empty")
+    check_pixel_limit(data, name)
     is_jpeg = data[:3] == b"\xff\xd8\xff"
     if is_jpeg and not _jpeg_complete(data):
         raise ImageReadError(
@@ -206,6 +238,90 @@ def to_float01(img: np.ndarray) -> np.ndarray:
 
 
 # --- format details ---------------------------------------------------------------------
+
+
+def check_pixel_limit(data: bytes, name: str = "<bytes>", limit: int | None = None) -> None:
+    """ImageReadError when the header says the image has more than `limit` pixels
+    (default MAX_PIXELS): refused before any pixel is decoded."""
+    limit = MAX_PIXELS if limit is None else limit
+    size = header_size(data)
+    if size is None:
+        return
+    w, h = size
+    if w * h > limit:
+        raise ImageReadError(
+            f"cannot read image '{name}': it is {w}x{h} pixels ({w * h / 1e6:.0f} MP), more "
+            f"than the limit of {limit / 1e6:.0f} MP (set DEFECT_STUDIO_MAX_PIXELS to raise it)")
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, BMP, TIFF or WebP header; None if not found."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        if data[:2] == b"BM" and len(data) >= 26:
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if data[:3] == b"\xff\xd8\xff":
+            return _jpeg_size(data)
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(data)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp_size(data)
+    except struct.error:
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    pos, n = 2, len(data)
+    while pos + 9 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:
+            pos += 2
+            continue
+        (seglen,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return w, h
+        pos += 2 + seglen
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    e = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(e + "I", data[4:8])
+    (count,) = struct.unpack(e + "H", data[ifd:ifd + 2])
+    found: dict[int, int] = {}
+    for i in range(min(count, 512)):
+        off = ifd + 2 + 12 * i
+        tag, typ = struct.unpack(e + "HH", data[off:off + 4])
+        if tag in (256, 257):
+            fmt = e + ("H" if typ == 3 else "I")
+            (found[tag],) = struct.unpack(fmt, data[off + 8:off + 8 + struct.calcsize(fmt)])
+    if 256 in found and 257 in found:
+        return found[256], found[257]
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        w = 1 + int.from_bytes(data[24:27], "little")
+        h = 1 + int.from_bytes(data[27:30], "little")
+        return w, h
+    if chunk == b"VP8L":
+        b = int.from_bytes(data[21:25], "little")
+        return 1 + (b & 0x3FFF), 1 + ((b >> 14) & 0x3FFF)
+    if chunk == b"VP8 ":
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    return None
 
 
 def _sniff_kind(data: bytes) -> str | None:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,9 +20,14 @@ from typing import Any
 from core.errors import ProjectError
 from core.io.atomic import is_temp_name, write_json_atomic
 
-__all__ = ["RunInfo", "list_runs", "read_run", "write_json_atomic", "valid_run_id", "RUN_STATES"]
+__all__ = ["RunInfo", "list_runs", "read_run", "write_json_atomic", "valid_run_id", "RUN_STATES",
+           "require_run_id", "hold_run", "release_run", "owner_alive", "RunLock"]
 
-RUN_STATES = ("running", "finished", "failed", "cancelled")
+# "interrupted": status.json says running, but no process holds the run's lock any more
+# (killed, crashed, machine switched off). It can be resumed.
+RUN_STATES = ("running", "finished", "failed", "cancelled", "interrupted")
+RUN_LOCK = "run.lock"
+HEARTBEAT_S = 10.0
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -29,7 +35,8 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 class RunInfo:
     """What the runs list shows about one run.
 
-    state: from status.json ("running", "finished", "failed", "cancelled"), "unknown"
+    state: from status.json ("running", "finished", "failed", "cancelled"); "interrupted"
+    when it says running but its process is gone; "unknown"
     when the run has no status yet, "damaged" when its JSON cannot be read.
     epochs: epochs completed (status.json "epoch"); for a finished run without it,
     the configured number. created: ISO 8601 UTC time.
@@ -48,6 +55,132 @@ class RunInfo:
 def valid_run_id(run_id: str) -> bool:
     """True for a run id that is a safe folder name (letters, digits, '.', '_', '-')."""
     return bool(_RUN_ID.match(run_id)) and run_id not in (".", "..")
+
+
+def require_run_id(run_id: object) -> str:
+    """The run id if it is a safe folder name; ProjectError otherwise (`../x`, `/abs`)."""
+    if not isinstance(run_id, str) or not valid_run_id(run_id):
+        raise ProjectError(
+            f"invalid run id {run_id!r}: a run is named by letters, digits, '.', '_' and '-' "
+            "(see `defect-studio runs`)")
+    return run_id
+
+
+class RunLock:
+    """The lock a training process holds on its run folder while it trains.
+
+    An OS lock (flock) on RUN/run.lock, which the OS drops when the process ends in any
+    way (kill -9 included), plus the owner's pid and a heartbeat (the file's mtime,
+    touched every HEARTBEAT_S by a daemon thread) for systems without flock.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / RUN_LOCK
+        self._fd: int | None = None
+        self._stop = None
+
+    def acquire(self) -> "RunLock":
+        import threading
+
+        from core.project.lock import _lock, _read_pid
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + 2.0  # readers take the lock shared for an instant
+        while True:
+            try:
+                _lock(fd)
+                break
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise ProjectError(
+                    f"run '{self.path.parent.name}' is being trained by another process "
+                    f"(pid {pid or 'unknown'}); wait for it to end or cancel it there") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        self._stop = threading.Event()
+        threading.Thread(target=self._beat, args=(self._stop,), daemon=True,
+                         name="run-heartbeat").start()
+        return self
+
+    def _beat(self, stop) -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        from core.project.lock import _unlock
+
+        fd, self._fd = self._fd, None
+        if self._stop is not None:
+            self._stop.set()
+        if fd is None:
+            return
+        try:
+            _unlock(fd)
+        finally:
+            os.close(fd)
+
+
+def check_runs_writable(runs_dir: str | os.PathLike) -> None:
+    """ProjectError when training could not write its run folder (read-only project,
+    disk full): said before any work is done."""
+    import tempfile
+
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=runs_dir, prefix=".write-test-") as fh:
+            fh.write(b"x")
+            fh.flush()
+    except OSError as e:
+        raise ProjectError(
+            f"cannot write to '{runs_dir}' ({e.strerror or e}): training saves its model "
+            "there. Free some disk space, or copy the project to a folder you can write to "
+            "and train there") from None
+
+
+def hold_run(run_dir: str | os.PathLike) -> RunLock:
+    """Take the run's lock (ProjectError naming the pid when a live process has it)."""
+    return RunLock(Path(run_dir)).acquire()
+
+
+def release_run(lock: RunLock | None) -> None:
+    """Release a lock from hold_run (None: nothing to do)."""
+    if lock is not None:
+        lock.release()
+
+
+def owner_alive(run_dir: str | os.PathLike) -> bool | None:
+    """True while a process holds the run's lock, False when none does, None when the
+    run has no lock file (made by an older version)."""
+    path = Path(run_dir) / RUN_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            import fcntl
+        except ImportError:  # Windows: the heartbeat tells
+            try:
+                return time.time() - os.fstat(fd).st_mtime < 6 * HEARTBEAT_S
+            except OSError:
+                return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _read_json(path: Path) -> Any:
@@ -100,6 +233,8 @@ def read_run(path: str | os.PathLike) -> RunInfo:
         if not all(isinstance(x, dict) for x in (config, status, metrics)):
             raise ValueError("not a JSON object")
         state = str(status.get("state", "unknown"))
+        if state == "running" and owner_alive(path) is False:
+            state = "interrupted"
     except (ValueError, OSError, UnicodeDecodeError):
         state = "damaged"
         config = config if isinstance(config, dict) else {}

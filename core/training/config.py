@@ -193,15 +193,10 @@ class TrainConfig:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """Parse "WxH" (or a single number for a square) into (W, H)."""
-    parts = str(text).lower().replace("×", "x").split("x")
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        raise TrainConfigError(f"bad size {text!r}: write it as WIDTHxHEIGHT, e.g. 160x160") from None
-    if len(nums) == 1:
-        nums = nums * 2
-    return _size(nums)
+    """Parse "WxH" (or a single number for a square) into (W, H) (core.units.parse_size)."""
+    from core.units import parse_size as _parse
+
+    return _size(list(_parse(text, TrainConfigError, "160x160")))
 
 
 def _size(value: Any) -> tuple[int, int]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from core.errors import CancelledError, TrainingError, UserError
+from core.project.runs import check_runs_writable, hold_run, release_run, require_run_id
 from core.training.checkpoint import (
     CHECKPOINT_FILE, CONFIG_FILE, build_run_model, load_torch, read_run_config, save_model_weights,
     save_torch,
@@ -145,6 +146,8 @@ def train(project_root: str | Path, config: TrainConfig | None = None, *, run_id
         if folder.path is not None:
             folder.status("failed", _last_epoch(folder.path), message)
         raise
+    finally:
+        release_run(getattr(folder, "run_lock", None))
 
 
 def _last_epoch(run_dir: Path) -> int:
@@ -158,10 +161,11 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
            folder: _RunFolder, should_stop: Callable[[], bool]) -> str:
     runs_dir = Path(project.runs_dir)
     checkpoint: dict[str, Any] | None = None
+    check_runs_writable(runs_dir)  # a read-only project: a message before any work
     if resume:
         if not run_id:
             raise TrainConfigError("say which run to resume (--resume RUN)")
-        run_dir = runs_dir / run_id
+        run_dir = runs_dir / require_run_id(run_id)  # never a folder outside runs/
         if not (run_dir / CONFIG_FILE).is_file():
             raise TrainConfigError(f"there is no run {run_id!r} in {runs_dir} to resume")
         if not (run_dir / CHECKPOINT_FILE).is_file():
@@ -173,6 +177,7 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
             state = None
         if state == "finished":
             raise TrainConfigError(f"run {run_id!r} has already finished; start a new run to train more")
+        folder.run_lock = hold_run(run_dir)  # a second resume of a live run is refused
         config = read_run_config(run_dir)
         checkpoint = load_torch(run_dir / CHECKPOINT_FILE, "cpu")
     else:
@@ -218,6 +223,7 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
         run_id = run_id or _new_run_id(runs_dir, config.model)
         run_dir = runs_dir / run_id
         run_dir.mkdir(parents=True, exist_ok=False)
+        folder.run_lock = hold_run(run_dir)
         created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         _write_json(run_dir / CONFIG_FILE,
                     {**config.to_dict(), "model_spec": model.spec(), "created": created})

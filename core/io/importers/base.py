@@ -19,8 +19,9 @@ from typing import Callable, Iterable, Iterator, Union
 import numpy as np
 
 from core.errors import MaskError
+from core.io.images import IMAGE_EXTENSIONS
 
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_EXTS = frozenset(IMAGE_EXTENSIONS)  # the one list, in core/io/images.py
 # Lossless formats may hold index masks (0/1, class ids); a JPEG mask never does.
 LOSSLESS_EXTS = frozenset({".png", ".bmp", ".tif", ".tiff"})
 PROJECT_MARKER = "project.sqlite"
@@ -50,6 +51,24 @@ def peek_text(path: Path, n: int = 4096) -> str:
             return fh.read(n).decode("utf-8", errors="replace")
     except OSError:
         return ""
+
+
+def printable(path: Path | str) -> str:
+    """A path as text that can always be printed and stored (undecodable bytes of a
+    file name shown as \\xNN)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def is_inside(path: Path | str, root: Path | str) -> bool:
+    """True when `path` (made absolute, `..` resolved by name) lies in `root`."""
+    p = os.path.normpath(os.path.abspath(os.fspath(path)))
+    r = os.path.normpath(os.path.abspath(os.fspath(root)))
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 
 def label_from_name(name: str) -> str | None:
@@ -112,14 +131,32 @@ class ImportReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     by_label: dict[str, int] = field(default_factory=dict)
     rows: list[tuple[str, str, str]] = field(default_factory=list)  # file, status, detail
+    root: Path | None = None  # the source folder annotation paths must stay in
+    allow_outside: bool = False
 
     def skip(self, file: Path | str, reason: str) -> None:
         """Record a file (image, mask or annotation) that was not used, and why."""
-        self.skipped.append((str(file), reason))
-        self.rows.append((str(file), "skipped", reason))
+        self.skipped.append((printable(file), reason))
+        self.rows.append((printable(file), "skipped", reason))
 
     def note(self, file: Path | str, status: str, detail: str = "") -> None:
-        self.rows.append((str(file), status, detail))
+        self.rows.append((printable(file), status, detail))
+
+    def inside(self, path: Path | str) -> bool:
+        """True when `path` lies in the source folder (or outside reads are allowed)."""
+        return self.allow_outside or self.root is None or is_inside(path, self.root)
+
+    def mark(self) -> tuple:
+        """A snapshot of the counts, for rewind() after a rolled-back chunk."""
+        return (self.imported, self.duplicates, self.masks, dict(self.by_label),
+                len(self.rows), len(self.skipped))
+
+    def rewind(self, mark: tuple) -> None:
+        """Forget the rows recorded since mark() (their transaction was rolled back)."""
+        self.imported, self.duplicates, self.masks, by_label, n_rows, n_skipped = mark
+        self.by_label = by_label
+        del self.rows[n_rows:]
+        del self.skipped[n_skipped:]
 
     def skipped_by_reason(self) -> dict[str, int]:
         """Skip counts grouped by the kind of reason (the text before the first colon)."""
@@ -148,23 +185,40 @@ class ImportReport:
 # ---------------------------------------------------------------- source listing
 
 def walk_files(root: Path, limit: int | None = None) -> Iterator[Path]:
-    """Files under root (sorted, hidden and tool folders left out), at most `limit`.
-    Defect Studio project folders (with a project.sqlite) are left out too: a project
-    created inside the source must not import its own copies and masks."""
+    """Regular files under root (sorted, hidden and tool folders left out), at most
+    `limit`. FIFOs, devices and sockets are never listed (opening a FIFO would hang;
+    a symlink to /dev/zero would never end). Defect Studio project folders (with a
+    project.sqlite) are left out too: a project created inside the source must not
+    import its own copies and masks."""
     n = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        if PROJECT_MARKER in filenames:
-            dirnames[:] = []
+    stack = [Path(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
             continue
-        dirnames[:] = sorted(d for d in dirnames
-                             if not d.startswith(".") and d.lower() not in IGNORED_DIRS)
-        for f in sorted(filenames):
-            if f.startswith("."):
+        if any(e.name == PROJECT_MARKER for e in entries):
+            continue
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
                 continue
-            yield Path(dirpath) / f
+            try:
+                if e.is_dir(follow_symlinks=False):  # like os.walk: links not followed
+                    if e.name.lower() not in IGNORED_DIRS:
+                        subdirs.append(Path(e.path))
+                    continue
+                if not e.is_file():  # FIFO, device, socket, dangling link
+                    continue
+            except OSError:
+                continue
+            yield Path(e.path)
             n += 1
             if limit is not None and n >= limit:
                 return
+        stack.extend(reversed(subdirs))
 
 
 def walk_images(root: Path) -> list[Path]:
@@ -258,14 +312,29 @@ def resolve_mask(src: MaskSource, shape: tuple[int, int]) -> np.ndarray:
     return m.astype(bool)
 
 
+def check_coords(values, shape: tuple[int, int], what: str = "coordinates") -> np.ndarray:
+    """The values as float64; MaskError when one is NaN/infinite or lies further than the
+    image's size outside it (nonsense that would take drawing code minutes)."""
+    a = np.asarray(values, np.float64)
+    if a.size == 0:
+        return a
+    if not np.isfinite(a).all():
+        raise MaskError(f"{what} must be finite numbers (found NaN or infinity)")
+    limit = 2 * max(shape) + 16
+    if np.abs(a).max() > limit:
+        raise MaskError(f"{what} lie far outside the {shape[1]}x{shape[0]} image "
+                        f"(up to {np.abs(a).max():.3g})")
+    return a
+
+
 def fill_polygons(shape: tuple[int, int], polygons: Iterable[np.ndarray]) -> np.ndarray:
     """Bool mask with the polygons (Nx2 x,y pixel indices; fractions rounded) filled,
-    boundary pixels included."""
+    boundary pixels included. MaskError for NaN or far-off coordinates."""
     import cv2
 
     out = np.zeros(shape, np.uint8)
-    pts = [np.round(np.asarray(p, np.float64)).astype(np.int32).reshape(-1, 1, 2)
-           for p in polygons if len(p) >= 3]
+    pts = [np.round(check_coords(p, shape, "polygon coordinates")).astype(np.int32)
+           .reshape(-1, 1, 2) for p in polygons if len(p) >= 3]
     if pts:
         cv2.fillPoly(out, pts, 255)
     return out > 0
@@ -277,7 +346,8 @@ def box_mask(shape: tuple[int, int], boxes: Iterable[tuple[float, float, float, 
     clipped to the image."""
     h, w = shape
     out = np.zeros(shape, bool)
-    for x0, y0, x1, y1 in boxes:
+    for box in boxes:
+        x0, y0, x1, y1 = check_coords(box, shape, "box coordinates")
         xa, xb = sorted((int(round(x0)), int(round(x1))))
         ya, yb = sorted((int(round(y0)), int(round(y1))))
         xa, ya = max(xa, 0), max(ya, 0)

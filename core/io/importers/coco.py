@@ -23,7 +23,7 @@ import numpy as np
 
 from core.errors import ImportFormatError, MaskError
 
-from .base import peek_text, ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, \
+from .base import check_coords, peek_text, ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, \
     walk_files, walk_images
 
 NAME = "coco"
@@ -76,8 +76,8 @@ def rle_encode_string(counts: list[int]) -> str:
 
 def rle_to_mask(counts: list[int], h: int, w: int) -> np.ndarray:
     """Bool HxW from COCO run counts (column-major, starting with a background run)."""
-    cnt = np.asarray(counts, np.int64)
-    if (cnt < 0).any() or int(cnt.sum()) != h * w:
+    cnt = np.asarray(counts, np.int64)  # OverflowError for counts like 10**23
+    if cnt.ndim != 1 or (cnt < 0).any() or (cnt > h * w).any() or int(cnt.sum()) != h * w:
         raise ValueError(f"RLE covers {int(cnt.sum())} pixels, image has {h * w}")
     flat = np.repeat(np.arange(len(cnt)) % 2 == 1, cnt)
     return flat.reshape(w, h).T
@@ -155,30 +155,46 @@ def _locate(js: Path, file_name: str, index: ImageIndex) -> Path | None:
 def _read_one(js: Path, data: dict, index: ImageIndex, split: str | None,
               report: ImportReport) -> Iterator[ImportItem]:
     cats = data.get("categories")
-    cat_ids = {c.get("id") for c in cats if isinstance(c, dict)} if isinstance(cats, list) \
-        else None
+    cat_ids = {_key(c.get("id")) for c in cats if isinstance(c, dict)} - {None} \
+        if isinstance(cats, list) else None
     images: dict = {}
     for im in data["images"]:
-        if isinstance(im, dict) and "id" in im and im.get("file_name"):
+        if isinstance(im, dict) and _key(im.get("id")) is not None \
+                and isinstance(im.get("file_name"), str) and im["file_name"]:
             images[im["id"]] = im
         else:
-            report.skip(js, f"malformed image entry: {str(im)[:80]}")
+            report.skip(js, f"malformed image entry (id must be a number or text, file_name "
+                            f"text): {str(im)[:80]}")
     anns: dict = {k: [] for k in images}
-    for i, a in enumerate(data.get("annotations") or []):
-        where = f"{js}#annotation{a.get('id', i) if isinstance(a, dict) else i}"
-        if not isinstance(a, dict) or a.get("image_id") not in images:
+    annotations = data.get("annotations")
+    if annotations is not None and not isinstance(annotations, list):
+        report.skip(js, f"\"annotations\" is not a list ({type(annotations).__name__}): "
+                        "annotations ignored, images imported unlabeled")
+        annotations = []
+        for im in images.values():
+            im["label"] = "unlabeled"
+    for i, a in enumerate(annotations or []):
+        where = f"{js}#annotation{_key(a.get('id')) or i if isinstance(a, dict) else i}"
+        if not isinstance(a, dict) or _key(a.get("image_id")) not in images:
             report.skip(where, "annotation for an unknown image id")
             continue
-        if cat_ids is not None and a.get("category_id") not in cat_ids:
-            report.skip(where, f"unknown class: category {a.get('category_id')}")
+        if cat_ids is not None and _key(a.get("category_id")) not in cat_ids:
+            report.skip(where, f"unknown class: category {str(a.get('category_id'))[:40]}")
             continue
         anns[a["image_id"]].append(a)
     for image_id, im in images.items():
-        path = _locate(js, str(im["file_name"]), index)
+        path = _locate(js, im["file_name"], index)
         if path is None:
             report.skip(im["file_name"], f"image not found: listed in {js.name}")
             continue
         yield _item(path, im, anns[image_id], split, f"{js}#image{image_id}", report)
+
+
+def _key(value: object) -> int | str | None:
+    """An id usable as a key (int or text); None for lists, dicts, floats, booleans."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    return value
 
 
 def _item(path: Path, im: dict, anns: list, split: str | None, where: str,
@@ -208,12 +224,19 @@ def _ann_mask(a: dict, h: int, w: int) -> np.ndarray:
     if isinstance(seg, dict):
         counts = seg.get("counts")
         size = seg.get("size") or [h, w]
-        if [int(size[0]), int(size[1])] != [h, w]:
+        if not isinstance(size, list) or len(size) != 2 or \
+                not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
+            raise MaskError(f"RLE size must be [height, width] numbers, got {str(size)[:40]}")
+        if [size[0], size[1]] != [h, w]:
             raise MaskError(f"RLE size {size[1]}x{size[0]} does not match image {w}x{h}")
+        if isinstance(counts, str) and len(counts) > 8 * h * w + 64:
+            raise MaskError("bad RLE: the counts string is longer than the image")
+        if isinstance(counts, list) and len(counts) > h * w + 1:
+            raise MaskError("bad RLE: more runs than pixels")
         try:
             cnt = rle_decode_string(counts) if isinstance(counts, str) else list(counts)
             return rle_to_mask(cnt, h, w)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, OverflowError) as e:
             raise MaskError(f"bad RLE: {e}") from e
     if isinstance(seg, list) and seg:
         polys = [np.floor(np.asarray(p, np.float64).reshape(-1, 2)) for p in seg
@@ -221,7 +244,7 @@ def _ann_mask(a: dict, h: int, w: int) -> np.ndarray:
         return fill_polygons((h, w), polys)
     bbox = a.get("bbox")
     if isinstance(bbox, list) and len(bbox) == 4:
-        x, y, bw, bh = (float(v) for v in bbox)
+        x, y, bw, bh = (float(v) for v in check_coords(bbox, (h, w), "bbox"))
         return box_mask((h, w), [(x, y, x + bw - 1, y + bh - 1)])
     return np.zeros((h, w), bool)
 

@@ -18,7 +18,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .base import ImageIndex, ImportItem, ImportReport, SourceTree, walk_files, is_image, peek_text
+from .base import check_coords, ImageIndex, ImportItem, ImportReport, SourceTree, walk_files, is_image, peek_text
 
 NAME = "labelme"
 EXPECTS = "labelme JSON files (with \"shapes\") beside their images"
@@ -49,12 +49,13 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
         if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
             report.skip(js, "not a labelme file: no \"shapes\" list")
             continue
-        img = index.find(str(data.get("imagePath") or ""), js.parent) or index.find(js.stem,
-                                                                                    js.parent)
+        named = data.get("imagePath")
+        named = named if isinstance(named, str) else ""
+        img = index.find(named, js.parent) or index.find(js.stem, js.parent)
         if img is None:
             hint = " (the JSON embeds it as imageData: save it beside the JSON under that " \
                    "name to import it)" if data.get("imageData") else ""
-            report.skip(js, f"image not found: {data.get('imagePath') or js.stem}{hint}")
+            report.skip(js, f"image not found: {named or js.stem}{hint}")
             continue
         if img in used:
             report.skip(js, f"second annotation file: {img.name} has one already")
@@ -73,7 +74,7 @@ def _item(img: Path, js: Path, shapes: list, report: ImportReport) -> ImportItem
         kind = str(sh.get("shape_type") or "polygon") if isinstance(sh, dict) else "?"
         try:
             pts = np.asarray(sh["points"], np.float64).reshape(-1, 2)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             report.skip(f"{js}#shape{i}", "malformed shape: no points")
             continue
         need = {"polygon": 3, "rectangle": 2, "circle": 2, "line": 2, "linestrip": 2, "point": 1}
@@ -92,6 +93,7 @@ def _item(img: Path, js: Path, shapes: list, report: ImportReport) -> ImportItem
     def make(h: int, w: int) -> np.ndarray:
         out = np.zeros((h, w), np.uint8)
         for kind, pts in usable:
+            pts = check_coords(pts, (h, w), f"{kind} points")
             p = np.round(pts).astype(np.int32)
             if kind == "polygon":
                 cv2.fillPoly(out, [p.reshape(-1, 1, 2)], 255)

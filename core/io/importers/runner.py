@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from core.errors import ImageReadError, ImportFormatError, MaskError, ProjectError
@@ -17,8 +18,23 @@ from .detect import READERS, detect_format
 CHUNK = 200
 
 
+# Errors a malformed annotation can raise while its mask is built (wrong types, NaN,
+# numbers too big for an integer): the item's mask is reported, the import goes on.
+ANNOTATION_ERRORS = (ValueError, TypeError, OverflowError, KeyError, IndexError, AttributeError,
+                     ZeroDivisionError, RecursionError, cv2.error)
+
+
+class ImportStopped(ProjectError):
+    """The import stopped part-way (disk full...); the report says what was saved."""
+
+    def __init__(self, message: str, report: ImportReport):
+        super().__init__(message)
+        self.report = report
+
+
 def import_dataset(src: Path | str, project, fmt: str = "auto", copy: bool = True,
-                   progress: Callable[[int, int], None] | None = None) -> ImportReport:
+                   progress: Callable[[int, int], None] | None = None, *,
+                   allow_outside: bool = False) -> ImportReport:
     """Import images, labels and masks from `src` into an open, writable `project`.
 
     fmt: a name from READERS or "auto" (detect_format). copy: copy the files into the
@@ -27,6 +43,11 @@ def import_dataset(src: Path | str, project, fmt: str = "auto", copy: bool = Tru
     import goes on. Images already in the project (same content) count as duplicates.
     Unassigned images get a split at the end. ImportFormatError when the source is not
     in the format, or holds no image at all.
+
+    Paths an annotation file names (labelme imagePath, COCO file_name, VOC filename,
+    YOLO data.yaml entries) must stay inside the source folder; items that leave it are
+    skipped with the reason unless allow_outside. When saving fails part-way (disk
+    full), ImportStopped says how many images were saved; its .report lists them.
     """
     if getattr(project, "readonly", False):
         raise ProjectError(f"project '{project.root}' is open read-only; open it for writing "
@@ -39,7 +60,9 @@ def import_dataset(src: Path | str, project, fmt: str = "auto", copy: bool = Tru
     if fmt not in READERS:
         raise ImportFormatError(f"unknown import format '{fmt}' (known: {', '.join(READERS)})")
     report = ImportReport(format=fmt, source=str(src.absolute()))
-    items = list(READERS[fmt].read(src, report))
+    report.root = (src if src.is_dir() else src.parent).absolute()
+    report.allow_outside = allow_outside
+    items = [item for item in READERS[fmt].read(src, report) if _usable(item, report)]
     if not items:
         why = f"; {len(report.skipped)} files were skipped" if report.skipped else ""
         raise ImportFormatError(
@@ -48,14 +71,60 @@ def import_dataset(src: Path | str, project, fmt: str = "auto", copy: bool = Tru
     seen: dict[int, str] = {}
     total = len(items)
     for start in range(0, total, CHUNK):
-        with project.batch():
-            for i, item in enumerate(items[start:start + CHUNK], start + 1):
-                _import_one(project, item, copy, report, before, seen)
-                if progress is not None:
-                    progress(i, total)
+        mark = report.mark()
+        try:
+            with project.batch():
+                for i, item in enumerate(items[start:start + CHUNK], start + 1):
+                    try:
+                        _import_one(project, item, copy, report, before, seen)
+                    except ANNOTATION_ERRORS as e:  # one bad item never sinks the batch
+                        report.skip(item.image_path, f"bad item: {type(e).__name__}: {e}")
+                    if progress is not None:
+                        progress(i, total)
+        except ProjectError as e:  # this chunk was rolled back; earlier ones are saved
+            report.rewind(mark)
+            if not report.imported:
+                raise
+            _stop(project, report, e, total - start)
     if report.imported:
         project.assign_splits(only_unassigned=True)
     return report
+
+
+def _usable(item: ImportItem, report: ImportReport) -> bool:
+    """False (with a skipped row) for an item whose file name cannot be stored or whose
+    image lies outside the source folder."""
+    path = item.image_path
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        report.skip(path, "file name is not valid UTF-8: rename the file to import it")
+        return False
+    if not report.inside(path):
+        report.skip(path, f"outside the source folder {report.root}: named by an annotation "
+                          "file; pass --allow-outside to import it")
+        return False
+    if isinstance(item.mask, Path) and not report.inside(item.mask):
+        report.skip(item.mask, "outside the source folder: mask not used")
+        item.mask = None
+        if item.label_from_mask:
+            item.label = "unlabeled"
+    return True
+
+
+def _stop(project, report: ImportReport, error: ProjectError, left: int) -> None:
+    """Raise ImportStopped with a truthful account of what was saved."""
+    reason = str(error.__cause__ or error)
+    try:
+        project.assign_splits(only_unassigned=True)
+        splits = "they have their train/val/test splits"
+    except ProjectError:
+        splits = "they have no split yet (run `defect-studio split` once there is space)"
+    raise ImportStopped(
+        f"the import stopped: {reason}. {report.imported} images were saved before that and "
+        f"are in the project ({splits}); the other {left} were not imported. Free some space "
+        f"and run the same import again: the saved ones are recognised as duplicates",
+        report) from error
 
 
 def _fallback_label(item: ImportItem) -> str:
@@ -88,6 +157,8 @@ def _import_one(project, item: ImportItem, copy: bool, report: ImportReport,
             mask_problem = f"unreadable mask: {_reason(e)}"
         except MaskError as e:
             mask_problem = f"bad mask: {e}"
+        except ANNOTATION_ERRORS as e:
+            mask_problem = f"bad annotation: {type(e).__name__}: {e}"
         if mask_problem:
             mask, label = None, _fallback_label(item)
     try:

@@ -10,7 +10,8 @@ Validation_Annotations/). Images with no XML are imported unlabeled.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import math
+import defusedxml.ElementTree as ET  # no entity bombs or external entities
 from pathlib import Path
 from typing import Iterator
 
@@ -45,7 +46,7 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
     for xml in xmls:
         try:
             ann = ET.parse(xml).getroot()
-        except (ET.ParseError, OSError) as e:
+        except (ET.ParseError, ValueError, OSError) as e:  # DefusedXmlException: ValueError
             report.skip(xml, f"unreadable XML: {e}")
             continue
         if ann.tag != "annotation":
@@ -67,6 +68,10 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
                 x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
             except (AttributeError, TypeError, ValueError):
                 report.skip(f"{xml}#object{i}", "malformed object: no usable <bndbox>")
+                continue
+            if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+                report.skip(f"{xml}#object{i}", "malformed object: <bndbox> coordinates must "
+                                                 "be finite numbers")
                 continue
             boxes.append((x0 - 1, y0 - 1, x1 - 1, y1 - 1))  # VOC corners are 1-based
         n_obj = sum(1 for _ in ann.iter("object"))

@@ -26,6 +26,7 @@ NAME = "yolo"
 EXPECTS = "data.yaml (path, train, val, names) with images/ and labels/*.txt, or " \
           "images/ + labels/ folders"
 
+MAX_RELATIVE = 10.0  # relative coordinates beyond this are nonsense, not a slightly-off box
 _YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 
 
@@ -134,6 +135,10 @@ def _split_images(base: Path, entry, report: ImportReport) -> list[Path]:
             continue
         p = Path(str(e))
         p = p if p.is_absolute() else base / p
+        if not report.inside(p):
+            report.skip(p, "outside the source folder: named in data.yaml; pass "
+                           "--allow-outside to read it")
+            continue
         if p.is_dir():
             out.extend(walk_images(p))
         elif p.is_file() and p.suffix.lower() == ".txt":
@@ -142,7 +147,10 @@ def _split_images(base: Path, entry, report: ImportReport) -> list[Path]:
                 if line:
                     q = Path(line)
                     q = q if q.is_absolute() else (p.parent / q)
-                    if q.is_file():
+                    if not report.inside(q):
+                        report.skip(q, f"outside the source folder: listed in {p.name}; pass "
+                                       "--allow-outside to import it")
+                    elif q.is_file():
                         out.append(q)
                     else:
                         report.skip(q, f"image not found: listed in {p.name}")
@@ -163,7 +171,7 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
         names = _names(data)
         base = Path(str(data["path"])) if data.get("path") else yaml.parent
         base = base if base.is_absolute() else (yaml.parent / base)
-        if not base.is_dir():  # data.yaml moved with its data set: path is stale
+        if not base.is_dir() or not report.inside(base):  # data.yaml moved with its data set: path is stale
             base = yaml.parent
         for key, split in (("train", "train"), ("val", "val"), ("test", "test")):
             if data.get(key):
@@ -204,8 +212,12 @@ def _item(img: Path, split: str | None, names: dict[int, str] | None,
         try:
             cls = int(float(tok[0]))
             vals = np.array([float(t) for t in tok[1:]], np.float64)
-        except ValueError:
+        except (ValueError, OverflowError):
             report.skip(f"{lp}:{n}", "malformed line: not numbers")
+            continue
+        if not np.isfinite(vals).all() or np.abs(vals).max(initial=0) > MAX_RELATIVE:
+            report.skip(f"{lp}:{n}", "malformed line: coordinates must be finite numbers "
+                                     f"between -{MAX_RELATIVE} and {MAX_RELATIVE}")
             continue
         if names is not None and cls not in names:
             report.skip(f"{lp}:{n}", f"unknown class: {cls} is not in data.yaml names")
