@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -42,7 +43,9 @@ def format_summary(r: dict[str, Any]) -> str:
         lines += [f"    {e['path']}: {e['error']}" for e in r["errors"][:20]]
         if len(r["errors"]) > 20:
             lines.append(f"    ... and {len(r['errors']) - 20} more (see the JSON file)")
-    lines.append(f"  written: {r['files']['scores']}, {r['files']['json']} (+ pr/roc curve CSVs)")
+    if r.get("files"):
+        lines.append(f"  written: {r['files']['scores']}, {r['files']['json']} "
+                     "(+ pr/roc curve CSVs)")
     return "\n".join(lines)
 
 
@@ -57,4 +60,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(without_curves(result), indent=2))
     else:
         print(format_summary(result))
+    if result.get("save_error"):
+        print(f"error: the results could not be saved in the run folder: "
+              f"{result['save_error']}; the metrics above are complete", file=sys.stderr)
+        return 1
     return 0

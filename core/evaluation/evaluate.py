@@ -1,8 +1,11 @@
 """Evaluate a trained run on a split of its project: metrics, curves and per-image scores.
 
 The project is opened read-only (the GUI may hold the write lock); the only files
-written are inside the run's folder: scores.csv, pr_curve.csv, roc_curve.csv and
-evaluation_<split>.json.
+written are inside the run's folder: scores_<split>.csv, pr_curve_<split>.csv,
+roc_curve_<split>.csv and evaluation_<split>.json, plus scores.csv, pr_curve.csv and
+roc_curve.csv as copies of the latest evaluation (the app shows those). When the run
+folder cannot be written (read-only, disk full) the metrics are still returned, with
+"save_error" saying why nothing was saved.
 """
 
 from __future__ import annotations
@@ -50,6 +53,37 @@ def _pixel_sample(mask: np.ndarray, heat: np.ndarray, k: int,
     return m[idx], h[idx]
 
 
+def _write_files(run_dir, split: str, rows: list, m: dict,
+                 result: dict) -> tuple[dict[str, str], str | None]:
+    """Write scores/pr_curve/roc_curve_<split>.csv and evaluation_<split>.json (and the
+    unsuffixed CSVs, the latest evaluation the app shows). Returns (files written, None)
+    or ({}, the reason) when the run folder cannot be written: the metrics stand."""
+    from core.io.atomic import atomic_write_bytes, write_json_atomic
+
+    pr, roc = m["pr_curve"], m["roc_curve"]
+    # precision_recall_curve has one point more than thresholds: its end point (recall 0)
+    pr_rows = [[_fmt(p), _fmt(r), _fmt(pr["thresholds"][i]) if i < len(pr["thresholds"]) else ""]
+               for i, (p, r) in enumerate(zip(pr["precision"], pr["recall"]))]
+    tables = {
+        "scores": _csv_text(["image_id", "path", "label", "score", "decision", "split"], rows),
+        "pr_curve": _csv_text(["precision", "recall", "threshold"], pr_rows),
+        "roc_curve": _csv_text(["fpr", "tpr", "threshold"],
+                               [[_fmt(a), _fmt(b), _fmt(c)] for a, b, c in
+                                zip(roc["fpr"], roc["tpr"], roc["thresholds"])]),
+    }
+    files = {k: run_dir / f"{k}_{split}.csv" for k in tables}
+    files["json"] = run_dir / f"evaluation_{split}.json"
+    try:
+        for key, data in tables.items():
+            atomic_write_bytes(files[key], data)
+            atomic_write_bytes(run_dir / f"{key}.csv", data)  # the latest, for the app
+        names = {k: str(v) for k, v in files.items()}
+        write_json_atomic(files["json"], without_curves({**result, "files": names}))
+    except OSError as e:
+        return {}, f"{e.strerror or e} ({e.filename or run_dir})"
+    return names, None
+
+
 def without_curves(result: dict[str, Any]) -> dict[str, Any]:
     """The evaluation dict minus the curve arrays (for --json and the JSON file)."""
     return {k: v for k, v in result.items() if k not in CURVE_KEYS}
@@ -71,12 +105,11 @@ def evaluate_run(
     {run_id, split, model, n, n_pos, n_errors, errors, ap_sklearn, ap_trapz, auc,
     run_threshold {threshold, source, precision, recall, f1, accuracy, tp, fp, tn, fn},
     best_f1 {same keys}, pixel {pixel_auroc, pixel_ap, ...}, pr_curve, roc_curve,
-    files, elapsed_s[, note]} and writes the CSVs and evaluation_<split>.json
+    files, save_error, elapsed_s[, note]} and writes the CSVs and evaluation_<split>.json
     (without the curve arrays) into the run folder. progress(done, total) follows the
     scoring and may raise (e.g. CancelledError) to stop; nothing is written then.
     """
     from core.inference.predictor import Predictor, resolve_run_dir
-    from core.io.atomic import atomic_write_bytes, write_json_atomic
     from core.project import Project
 
     if split not in EVAL_SPLITS:
@@ -169,25 +202,6 @@ def evaluate_run(
     if "note" in m:
         result["note"] = m["note"]
 
-    files = {
-        "scores": run_dir / "scores.csv",
-        "pr_curve": run_dir / "pr_curve.csv",
-        "roc_curve": run_dir / "roc_curve.csv",
-        "json": run_dir / f"evaluation_{split}.json",
-    }
-    atomic_write_bytes(files["scores"], _csv_text(
-        ["image_id", "path", "label", "score", "decision", "split"], rows))
-    pr = m["pr_curve"]
-    # precision_recall_curve has one point more than thresholds: its end point (recall 0)
-    pr_rows = [[_fmt(p), _fmt(r), _fmt(pr["thresholds"][i]) if i < len(pr["thresholds"]) else ""]
-               for i, (p, r) in enumerate(zip(pr["precision"], pr["recall"]))]
-    atomic_write_bytes(files["pr_curve"], _csv_text(["precision", "recall", "threshold"], pr_rows))
-    roc = m["roc_curve"]
-    atomic_write_bytes(files["roc_curve"], _csv_text(
-        ["fpr", "tpr", "threshold"],
-        [[_fmt(a), _fmt(b), _fmt(c)]
-         for a, b, c in zip(roc["fpr"], roc["tpr"], roc["thresholds"])]))
-    result["files"] = {k: str(v) for k, v in files.items()}
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
-    write_json_atomic(files["json"], without_curves(result))
+    result["files"], result["save_error"] = _write_files(run_dir, split, rows, m, result)
     return result
