@@ -97,7 +97,9 @@ class ThumbnailWorker(QThread):
             q = QImage(str(cached))
             if not q.isNull():
                 return q
-        thumb = make_thumbnail(read_image(path), self.size)
+        from core.io.images import read_image_reduced  # JPEGs decoded at thumbnail scale
+
+        thumb = make_thumbnail(read_image_reduced(path, self.size), self.size)
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(".tmp.png")

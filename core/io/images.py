@@ -144,6 +144,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return decode_image(read_bytes(path), str(path))
 
 
+def read_image_reduced(path: str | os.PathLike, max_side: int) -> np.ndarray:
+    """An image for display at about `max_side` pixels: JPEGs are decoded at 1/2, 1/4
+    or 1/8 size by the decoder itself (never the full pixels); other formats are read
+    whole (within MAX_PIXELS). Same layout as read_image (8-bit RGB for reduced JPEGs)."""
+    data = read_bytes(path)
+    size = header_size(data)
+    if data[:3] != b"\xff\xd8\xff" or size is None or not _jpeg_complete(data):
+        return decode_image(data, str(path))
+    check_pixel_limit(data, str(path))
+    factor = next((f for f in (8, 4, 2) if min(size) // f >= max_side), 1)
+    if factor == 1:
+        return decode_image(data, str(path))
+    flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}[factor] | cv2.IMREAD_IGNORE_ORIENTATION
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if img is None:
+        return decode_image(data, str(path))
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(apply_orientation(img, jpeg_orientation(data)))
+
+
 def meta_of(img: np.ndarray) -> ImageMeta:
     """ImageMeta of an array as returned by read_image."""
     channels = 1 if img.ndim == 2 else int(img.shape[2])
