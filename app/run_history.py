@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
 
 COLUMNS = ("Run", "Model", "Date", "Epochs", "State", "AP", "AUC", "Threshold")
 ACTIVE_MARK = "\u25cf "  # shown before the active run's id
+RESUMABLE_STATES = ("interrupted", "cancelled")
 
 
 def metric_value(metrics: dict | None, name: str) -> float | None:
@@ -49,6 +50,7 @@ class RunHistory(QWidget):
 
     active_run_changed = Signal(str)
     selection_changed = Signal(str)
+    resume_requested = Signal(str)  # an interrupted or cancelled run to continue
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,12 +71,17 @@ class RunHistory(QWidget):
         self.set_active_button = QPushButton("Set active")
         self.set_active_button.setToolTip("Use the selected run for review and prediction")
         self.set_active_button.clicked.connect(self.set_active)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the selected interrupted or cancelled run "
+                                      "from its last saved epoch")
+        self.resume_button.clicked.connect(self._resume)
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.active_label, 1)
         buttons.addWidget(self.refresh_button)
+        buttons.addWidget(self.resume_button)
         buttons.addWidget(self.set_active_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -104,6 +111,7 @@ class RunHistory(QWidget):
         selected = self.selected_run()
         self.table.setRowCount(0)
         self._run_ids = []
+        self._states: dict[str, str] = {}
         if self._project is None:
             self.active_label.setText("Active run: none")
             self._update_buttons()
@@ -115,6 +123,7 @@ class RunHistory(QWidget):
         self.table.setRowCount(len(runs))
         for row, r in enumerate(runs):
             self._run_ids.append(r.id)
+            self._states[r.id] = str(r.state or "")
             thr = r.threshold
             cells = (
                 (ACTIVE_MARK if r.id == active else "") + r.id,
@@ -162,6 +171,18 @@ class RunHistory(QWidget):
         if run_id:
             self.selection_changed.emit(run_id)
 
+    def _resume(self) -> None:
+        run_id = self.selected_run()
+        if run_id is not None and self.resumable(run_id):
+            self.resume_requested.emit(run_id)
+
+    def resumable(self, run_id: str) -> bool:
+        """True for a run whose process is gone before it finished (see core.project.runs)."""
+        return getattr(self, "_states", {}).get(run_id) in RESUMABLE_STATES
+
     def _update_buttons(self) -> None:
+        run_id = self.selected_run()
+        self.resume_button.setEnabled(self._project is not None and run_id is not None
+                                      and self.resumable(run_id))
         self.set_active_button.setEnabled(self._project is not None and self.selected_run() is not None)
         self.refresh_button.setEnabled(self._project is not None)

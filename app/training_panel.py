@@ -195,6 +195,7 @@ class TrainingPanel(QWidget):
 
         self.history = RunHistory()
         self.history.active_run_changed.connect(self.active_run_changed)
+        self.history.resume_requested.connect(self.resume_training)
 
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(left_w)
@@ -324,6 +325,18 @@ class TrainingPanel(QWidget):
             epochs=s["epochs"], size=(s["width"], s["height"]), device=s["device"],
             config_path=config_path,
         )
+        self._start_job(request)
+
+    @Slot(str)
+    def resume_training(self, run_id: str) -> None:
+        """Continue an interrupted or cancelled run with its saved settings."""
+        if self._project is None or self.is_running():
+            self.status_label.setText("A training run is already in progress.")
+            return
+        self._start_job(TrainRequest(project_root=self._project.root, run_id=run_id,
+                                     resume=True))
+
+    def _start_job(self, request: TrainRequest) -> None:
         self._job_root = Path(self._project.root)
         self._reset_curves()
         self.log_view.clear()
