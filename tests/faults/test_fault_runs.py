@@ -15,7 +15,7 @@ import pytest
 from core.errors import ProjectError
 from core.project import Project
 from core.project.runs import hold_run, read_run
-from fault_helpers import REPO, cli, png
+from fault_helpers import REPO, png
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -33,7 +33,7 @@ def _state(root, run_id):
 
 @pytest.mark.slow
 def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
-        demo_project_dir, tmp_path, qtbot):
+        demo_project_dir, tmp_path, qtbot, capsys):
     root = demo_project_dir
     run_dir = root / "runs" / "r1"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -45,8 +45,10 @@ def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
         _wait(lambda: (run_dir / "checkpoint.pt").is_file(), 90, "the first checkpoint")
         assert _state(root, "r1") == "running"
         # a second process may not resume (and write into) the live run
-        r = cli("train", "--project", str(root), "--resume", "r1")
-        assert r.returncode == 2 and "being trained by another process" in r.stderr, r.stderr
+        from core.training import train
+
+        with pytest.raises(ProjectError, match="being trained by another process"):
+            train(root, run_id="r1", resume=True)
         with pytest.raises(ProjectError, match=f"pid {proc.pid}"):
             hold_run(run_dir)
         proc.send_signal(signal.SIGKILL)
@@ -56,8 +58,10 @@ def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
             proc.kill()
     assert json.loads((run_dir / "status.json").read_text())["state"] == "running"
     assert _state(root, "r1") == "interrupted"
-    r = cli("runs", "--project", str(root))
-    assert "interrupted" in r.stdout
+    from core.cli import main
+
+    assert main(["runs", "--project", str(root)]) == 0
+    assert "interrupted" in capsys.readouterr().out
     hold_run(run_dir).release()  # the lock is free again: it can be resumed
 
     # the app shows it as interrupted, with a Resume action that asks for that run
