@@ -5,7 +5,7 @@ Conventions used everywhere in the project:
 * ``y_true`` is 1 for a defective (NG) image, 0 for a good (OK) one.
 * ``scores`` are the model's defect probabilities; an image is called NG when
   ``score >= threshold``.
-* Two average-precision variants are reported (see MODEL.md "Evaluation"):
+* Two average-precision variants are reported (see docs/evaluation.md, "Image metrics"):
   ``ap_sklearn`` is scikit-learn's ``average_precision_score`` (step-wise sum
   ``sum_n (R_n - R_{n-1}) P_n``, no interpolation); ``ap_trapz`` is the
   trapezoidal area under the precision-recall curve returned by

@@ -1,11 +1,11 @@
-"""Model size: parameters and multiply-accumulates (MACs), counted by our own hooks.
+"""Model size: parameters and multiply-accumulates (MACs), counted by torch's
+FlopCounterMode (torch.utils.flop_counter); one multiply-add = 1 MAC = 2 FLOPs, as the
+seed paper's "FLOPs" column.
 
-What is counted (one multiply-add = 1 MAC, as the seed paper's "FLOPs" column):
-- nn.Conv2d: out_elements * (in_channels / groups) * kh * kw (bias adds are not counted);
-- nn.Linear: out_elements * in_features;
-- modules with a `matmul_macs(input_shape)` method (outlook attention's windowed
-  weighted sum), which layer hooks cannot see.
-Not counted, as usual: norms, activations, pooling, softmax, unfold/fold, additions.
+What is counted: convolutions (out_elements * in_channels / groups * kh * kw; bias adds
+are not counted), linear layers and matrix products (out_elements * in_features), which
+includes outlook attention's windowed weighted sum (an einsum, i.e. a bmm). Not
+counted, as usual: norms, activations, pooling, softmax, unfold/fold, additions.
 
 The count runs the model once on the "meta" device (shapes only, no arithmetic), so it
 is fast at any input size and does not touch the model's weights.
@@ -27,57 +27,53 @@ def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _conv_macs(m: nn.Conv2d, out: torch.Tensor) -> int:
-    kh, kw = m.kernel_size
-    return out.numel() * (m.in_channels // m.groups) * kh * kw
-
-
-def _linear_macs(m: nn.Linear, out: torch.Tensor) -> int:
-    return out.numel() * m.in_features
-
-
 def count_macs(model: nn.Module, input_shape: Sequence[int], *,
                per_module: bool = False) -> int | tuple[int, dict[str, int]]:
     """MACs of one forward pass for an input of shape (C, H, W) or (B, C, H, W).
 
-    With per_module=True also returns {qualified module name: MACs} for the counted modules.
+    With per_module=True also returns {qualified module name: MACs done by that module
+    itself (not its children)} for the modules that do any ("" is the model itself).
     Raises ModelInputError for a shape the model cannot take.
     """
+    from torch.utils.flop_counter import FlopCounterMode
+
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 3:
         shape = (1, *shape)
     if len(shape) != 4 or min(shape) < 1:
         raise ModelInputError(f"input shape must be (C, H, W) or (B, C, H, W), got {input_shape!r}")
 
-    # A meta copy: hooks see shapes only; the caller's model and weights stay untouched.
+    # A meta copy: shapes only; the caller's model and weights stay untouched.
     meta = copy.deepcopy(model).to("meta")
-    counts: dict[str, int] = {}
-    handles = []
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta(torch.empty(shape, device="meta"))
+    total = counter.get_total_flops() // 2
+    if not per_module:
+        return total
+    return total, _own_macs(meta, counter.get_flop_counts())
 
-    def hook(name: str):
-        def fn(mod: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-            if isinstance(mod, nn.Conv2d):
-                n = _conv_macs(mod, out)
-            elif isinstance(mod, nn.Linear):
-                n = _linear_macs(mod, out)
-            else:
-                n = 0
-            if hasattr(mod, "matmul_macs"):
-                n += int(mod.matmul_macs(inputs[0].shape))
-            counts[name] = counts.get(name, 0) + n
-        return fn
 
-    for name, mod in meta.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)) or hasattr(mod, "matmul_macs"):
-            handles.append(mod.register_forward_hook(hook(name)))
-    try:
-        with torch.no_grad():
-            meta(torch.empty(shape, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    total = sum(counts.values())
-    return (total, counts) if per_module else total
+def _own_macs(model: nn.Module, flops: dict) -> dict[str, int]:
+    """Per module, the MACs not accounted for by its children."""
+    root = type(model).__name__  # FlopCounterMode names modules "<RootClass>.<fqn>"
+    inclusive = {}
+    for key, ops in flops.items():
+        if key == "Global":
+            continue
+        name = "" if key == root else key[len(root) + 1:] if key.startswith(root + ".") else None
+        if name is not None:
+            inclusive[name] = sum(ops.values()) // 2
+    own = dict(inclusive)
+    for name, macs in inclusive.items():  # subtract each module from its nearest counted parent
+        parts = name.split(".") if name else []
+        for i in range(len(parts) - 1, -1, -1):
+            parent = ".".join(parts[:i])
+            if parent in inclusive:
+                own[parent] -= macs
+                break
+    own = {k: v for k, v in own.items() if v > 0}
+    return own
 
 
 def split_params(model: nn.Module) -> tuple[int, int]:

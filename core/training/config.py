@@ -38,7 +38,7 @@ class TrainConfigError(UserError):
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run (see MODEL.md section 1 for their meaning)."""
+    """Settings of one training run (see docs/models.md and README.md for their meaning)."""
 
     model: str = "mffpa"
     # Overrides of the model's own switches; None keeps the variant's default.

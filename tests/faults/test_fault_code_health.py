@@ -1,0 +1,95 @@
+"""Fault matrix, "code health" rows found in the same review."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.errors import UserError
+
+
+def test_model_info_totals_unchanged_with_flop_counter(capsys):
+    """FlopCounterMode gives the totals the hand-written hooks gave (golden figures)."""
+    from core.cli import main
+
+    golden = {"mixsup": 47987959746, "mixsup+mff": 31844292546, "mixsup+pa": 32367118402,
+              "mffpa": 33386879042}
+    assert main(["model-info", "--model", "all", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    rows = rows if isinstance(rows, list) else [rows]
+    assert {r["model"]: r["macs"] for r in rows} == golden
+
+
+def test_outlook_weighted_sum_is_its_own_module_count():
+    from core.models.blocks import OutlookAttention
+    from core.models.complexity import count_macs
+
+    att = OutlookAttention(32, heads=2, kernel=3)
+    total, per = count_macs(att, (32, 6, 5), per_module=True)
+    assert per[""] == 6 * 5 * 32 * 81 and per["v"] == 6 * 5 * 32 * 32
+    assert total == sum(per.values())
+
+
+def test_one_parse_size():
+    from core.demo.cli import parse_size as demo_size
+    from core.demo.generator import DemoSettingsError
+    from core.training.config import TrainConfigError, parse_size as train_size
+    from core.units import parse_size
+
+    for text, want in (("64x48", (64, 48)), ("64×48", (64, 48)), ("64*48", (64, 48)),
+                       ("32", (32, 32))):
+        assert parse_size(text) == demo_size(text) == train_size(text) == want
+    for bad in ("", "x", "64x", "-3x4", "1e9", "64x48x3", "nan"):
+        with pytest.raises(UserError):
+            parse_size(bad)
+    with pytest.raises(DemoSettingsError):
+        demo_size("abc")
+    with pytest.raises(TrainConfigError):
+        train_size("abc")
+
+
+def test_cli_error_is_a_user_error():
+    from core.cli import CliError as FromCli
+    from core.errors import CliError
+
+    assert FromCli is CliError and issubclass(CliError, UserError)
+
+
+def test_import_report_to_unwritable_file_is_cli_error(tmp_path, capsys):
+    from core.cli import main
+    from fault_helpers import png
+
+    src = tmp_path / "src" / "OK"
+    src.mkdir(parents=True)
+    png(src / "a.png")
+    code = main(["import", str(tmp_path / "src"), "--project", str(tmp_path / "p"),
+                 "--report", str(tmp_path / "no" / "such" / "dir" / "r.csv")])
+    assert code == 2 and "cannot write the report" in capsys.readouterr().err
+
+
+def test_evaluate_writes_csvs_per_split(trained_project):
+    from core.evaluation import evaluate_run
+
+    root = trained_project.root
+    trained_project.close()
+    run = root / "runs" / "tiny"
+    val = evaluate_run(root, "tiny", "val")
+    test = evaluate_run(root, "tiny", "test")
+    assert val["files"]["scores"].endswith("scores_val.csv")
+    assert test["files"]["scores"].endswith("scores_test.csv")
+    for split, res in (("val", val), ("test", test)):
+        lines = (run / f"scores_{split}.csv").read_text().splitlines()
+        assert len(lines) == res["n"] + res["n_errors"] + 1  # val no longer overwritten
+        assert all(line.endswith(f",{split}") for line in lines[1:])
+    assert (run / "scores.csv").read_text() == (run / "scores_test.csv").read_text()
+
+
+def test_docs_cite_only_files_that_exist():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for path in [*repo.glob("docs/*.md"), *repo.glob("core/**/*.py"), repo / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        assert "model.safetensors" not in text, path
+        assert "MODEL.md" not in text, path  # a design note outside the repository
