@@ -25,6 +25,10 @@ def train(project_root: Any, config: Any = None, *, run_id: str | None = None,
 
     from core.models.kinds import kind_of_model, kind_of_run
 
+    if resume and run_id is not None:  # every kind: never a folder outside runs/
+        from core.project.runs import require_run_id
+
+        require_run_id(run_id)
     if resume and run_id and "/" not in str(run_id) and "\\" not in str(run_id):
         kind = kind_of_run(Path(project_root) / "runs" / str(run_id))
     else:

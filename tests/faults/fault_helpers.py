@@ -35,6 +35,7 @@ def tiny_project(root: Path, n: int = 4, *, copy: bool = True, src: Path | None 
                 mask = np.zeros((16, 16), np.uint8)
                 mask[4:8, 4:8] = 255
             p.add_image(f, copy=copy, label="ok" if i % 2 == 0 else "defective", mask=mask)
+        p.assign_splits()
     return root
 
 

@@ -205,8 +205,32 @@ def test_train_on_a_read_only_project_is_a_clear_message(tmp_path, monkeypatch, 
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
-    code = main(["train", "--project", str(root), "--epochs", "1", "--size", "32x32",
+    code = main(["train", "--project", str(root), "--epochs", "1", "--size", "64x64",
                  "--threads", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "Read-only file system" in err and "copy the project" in err
     assert not list((root / "runs").iterdir())
+
+
+def test_disk_full_during_training_is_one_line_and_a_truthful_status(tmp_path, monkeypatch,
+                                                                      capsys):
+    from core.cli import main
+    from core.io import atomic
+    from core.project.runs import read_run
+    from fault_helpers import tiny_project
+
+    root = tiny_project(tmp_path / "p", n=12)
+    real = atomic.tempfile.mkstemp
+
+    def full(*a, prefix="", **k):
+        if "checkpoint" in prefix or "model" in prefix:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, prefix=prefix, **k)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", full)
+    code = main(["train", "--project", str(root), "--epochs", "1", "--size", "64x64",
+                 "--threads", "1", "--run-id", "r", "--device", "cpu", "--model", "mixsup"])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    run = read_run(root / "runs" / "r")
+    assert run.state == "failed"  # not "running" forever
