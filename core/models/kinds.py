@@ -109,3 +109,14 @@ register(ModelKind(
     evaluate="core.evaluation.evaluate:evaluate_run",
     config="core.training.config:TrainConfig",
 ))
+
+register(ModelKind(
+    name="anomaly",
+    title="Anomaly model (good parts only)",
+    models=("anomaly", "anomaly-sspcab", "anomaly-kd"),
+    trains_on="ok_only",
+    train="core.anomaly.train:train",
+    predictor="core.anomaly.predictor:AnomalyPredictor",
+    evaluate="core.anomaly.evaluate:evaluate_anomaly_run",
+    config="core.anomaly.config:AnomalyConfig",
+))
