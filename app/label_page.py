@@ -247,6 +247,8 @@ class LabelPage(QWidget):
         if old is not None:
             self.history.record(rec.id, rec.name, (old.label, old.label_source),
                                 (rec.label, rec.label_source))
+        if rec.split is None and label != "unlabeled":
+            rec = self._give_split(rec)
         self._on_undo_state(self.canvas.undo_stack.can_undo(), self.canvas.undo_stack.can_redo())
         self.browser.update_record(rec)
         self._show_info(rec)
@@ -254,6 +256,17 @@ class LabelPage(QWidget):
         self.status_message.emit(f"{rec.name}: {label}")
         if label != "unlabeled" and self.auto_next.isChecked():
             self._go_next_unlabeled()
+
+    def _give_split(self, rec):
+        """Every labelled image goes into a split (else training would leave it out)."""
+        try:
+            placed = self.project.assign_splits(only_unassigned=True)
+        except UserError as exc:
+            self.status_message.emit(f"No split given to {rec.name}: {exc}")
+            return rec
+        if sum(placed.values()) > 1:  # other images got one too: show them all
+            self.browser.reload(self.project)
+        return self.project.image(rec.id)
 
     def undo(self) -> None:
         """Ctrl+Z: undo the last mask edit of this image, else the last label change."""
@@ -287,6 +300,9 @@ class LabelPage(QWidget):
             if b.model.record(image_id).label == "unlabeled":
                 b.select_image(image_id)
                 return
+        if not b.model.counts()["unlabeled"]:
+            self.status_message.emit("All images are labelled \u2014 train a model on the "
+                                     "Train page (Ctrl+2).")
         b.step(+1)
 
     def _on_current_changed(self, image_id: int) -> None:

@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.run_label)
         self.label_page.status_message.connect(lambda m: self.statusBar().showMessage(m, 5000))
         self.label_page.labels_changed.connect(self.update_status)
+        self.label_page.browser.splits_changed.connect(self.update_status)
         self._build_menus()
         # Light/dark switched while running: recolour what we paint ourselves.
         QGuiApplication.styleHints().colorSchemeChanged.connect(self._on_color_scheme)
@@ -406,7 +407,9 @@ class MainWindow(QMainWindow):
         c = self.label_page.browser.model.counts()
         self.counts_label.setText(
             f"{c['images']} images | {c['ok']} OK | {c['defective']} NG | "
-            f"{c['unlabeled']} unlabeled | {c['masked']} masked")
+            f"{c['unlabeled']} unlabeled | {c['masked']} masked | "
+            f"train {c['train']} / val {c['val']} / test {c['test']}"
+            + (f" / no split {c['no_split']}" if c["no_split"] else ""))
         try:
             run = self.project.active_run()
         except UserError:

@@ -309,6 +309,11 @@ class TrainingPanel(QWidget):
         s = self.settings()
         from core.errors import UserError
 
+        try:  # every labelled image in a split: training reads the splits
+            self._project.assign_splits(only_unassigned=True)
+        except UserError as e:
+            self._append_log(f"could not give new images a split: {e}")
+
         try:
             self._project.set_setting(SETTINGS_KEY, s)
         except (UserError, OSError, sqlite3.Error) as e:  # remembering the form is a nicety, never a blocker

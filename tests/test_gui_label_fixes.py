@@ -152,3 +152,58 @@ def test_corrections_on_new_parts_get_a_split(qtbot, trained_project, tmp_path, 
     rec = project.image(part.image_id)
     assert rec.label == "ok" and rec.split in ("train", "val", "test")
     assert project.counts()["unassigned"] == 0
+
+
+def test_splits_shown_filtered_searched_and_moved(window, qtbot, demo_project_dir):
+    page = window.label_page
+    page.auto_next.setChecked(False)
+    b = page.browser
+    project = window.project
+    # an image that lost its split is given one as soon as it is labelled
+    loose = next(i for i in b.model.image_ids() if not b.model.record(i).has_mask)
+    project.set_split(loose, None)
+    page.refresh()
+    assert "no split 1" in window.counts_label.text() or "no split 1" in b.counts_label.text()
+    b.select_image(loose)
+    page.canvas.setFocus()
+    qtbot.keyClick(page.canvas, Qt.Key.Key_O)
+    assert stored(demo_project_dir, loose)[0].split in ("train", "val", "test")
+
+    counts = stored(demo_project_dir, loose)[2]["splits"]
+    assert (f"train {counts['train']} / val {counts['val']} / test {counts['test']}"
+            in window.counts_label.text())
+    b.split_box.setCurrentIndex(b.split_box.findData("test"))
+    shown = b.model.image_ids()
+    assert len(shown) == counts["test"]
+    assert all(b.model.record(i).split == "test" for i in shown)
+    # move two test images to validation: pinned in the store, filter and counts follow
+    b.view.selectAll()
+    two = b.selected_ids()[:2]
+    assert b.move_to_split("val", two) == 2
+    for i in two:
+        rec = stored(demo_project_dir, i)[0]
+        assert rec.split == "val" and rec.split_pinned
+    assert f"val {counts['val'] + 2}" in window.counts_label.text()
+    b.model.refilter()
+    assert len(b.model.image_ids()) == counts["test"] - 2
+    # file-name search (any case) on top of the split filter
+    b.split_box.setCurrentIndex(0)
+    name = b.model.record(two[0]).name
+    b.search_box.setText(name.upper())
+    assert b.model.image_ids() == [two[0]]
+    b.search_box.clear()
+    assert len(b.model.image_ids()) == stored(demo_project_dir, loose)[2]["images"]
+
+
+def test_all_labelled_notice(window, qtbot):
+    b = window.label_page.browser
+    project = window.project
+    unl = [r.id for r in project.images(label="unlabeled")]
+    if unl:
+        project.set_labels([(i, "ok") for i in unl])
+        window.label_page.refresh()
+    assert "All images are labelled" in b.counts_label.text()
+    plain = next(r.id for r in project.images(has_mask=False))
+    project.set_label(plain, "unlabeled")
+    window.label_page.refresh()
+    assert "All images are labelled" not in b.counts_label.text()
