@@ -285,7 +285,9 @@ class ReviewPanel(QWidget):
     def _on_predict_clicked(self) -> None:
         source = self.source_combo.currentData()
         if source == "folder":
-            folder = QFileDialog.getExistingDirectory(self, "Folder of new parts")
+            from app.dialog_dirs import pick_folder
+
+            folder = pick_folder(self, "Folder of new parts")
             if not folder:
                 return
             self.predict_folder(folder)
@@ -632,7 +634,9 @@ class ReviewPanel(QWidget):
 
     # -- export ----------------------------------------------------------------------------
     def _on_export_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export review results to")
+        from app.dialog_dirs import pick_folder
+
+        folder = pick_folder(self, "Export review results to")
         if folder:
             self.export_results(folder)
 

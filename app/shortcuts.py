@@ -61,6 +61,13 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("review_defective", ("D",), "Review", "Correct the part to defective (NG)"),
     Shortcut("review_heatmap", ("H",), "Review", "Show / hide the heatmap"),
     Shortcut("review_undo", ("Ctrl+Z",), "Review", "Undo the last label written here"),
+    # Pages
+    Shortcut("page_label", ("Ctrl+1",), "Pages", "Label page"),
+    Shortcut("page_train", ("Ctrl+2",), "Pages", "Train page"),
+    Shortcut("page_evaluate", ("Ctrl+3",), "Pages", "Evaluate page"),
+    Shortcut("page_review", ("Ctrl+4",), "Pages", "Review page"),
+    Shortcut("page_next", ("Ctrl+Tab",), "Pages", "Next page"),
+    Shortcut("page_prev", ("Ctrl+Shift+Tab",), "Pages", "Previous page"),
     Shortcut("help", ("F1",), "Help", "Keyboard shortcuts"),
 )
 
