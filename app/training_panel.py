@@ -407,6 +407,7 @@ class TrainingPanel(QWidget):
         self._job_root = Path(self._project.root)
         self._job_visible = True
         self._run_id = request.resume
+        self.history.running_run = request.resume
         self._reset_curves()
         self.log_view.clear()
         self._epoch_base = None
@@ -427,6 +428,7 @@ class TrainingPanel(QWidget):
         self.status_label.setText("Starting the training process...")
         job.start(request)
         self._update_enabled()
+        self.history.refresh()
 
     def _write_overrides(self, values: dict) -> Path:
         """A --config file with the form's settings that have no CLI option (the child reads it
