@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.heatmap_view import HeatmapView
+from app.review_viewer import ReviewViewer
 from app.label_history import LabelHistory
 from app.jobs import (
     FunctionWorker, PredictionItem, PredictionResult, PredictionWorker, expand_heatmap,
@@ -159,8 +160,9 @@ class ReviewPanel(QWidget):
         opts.addWidget(self.colormap_combo)
         self.detail_label = QLabel("")
         self.detail_label.setWordWrap(True)
+        self.viewer = ReviewViewer(self.view)
         right = QVBoxLayout()
-        right.addWidget(self.view, 1)
+        right.addWidget(self.viewer, 1)
         right.addLayout(opts)
         right.addWidget(self.detail_label)
         right_w = QWidget()
@@ -197,7 +199,9 @@ class ReviewPanel(QWidget):
         self.detail_label.setText("")
         self.model.clear()
         self.view.clear()
+        self.viewer.clear()
         self._run_id = project.active_run() if project is not None else None
+        self.viewer.set_runs(project, self._run_id)
         self._load_stored()
         self._update_enabled()
 
@@ -206,6 +210,7 @@ class ReviewPanel(QWidget):
         if self._project is None:
             return
         run_id = self._project.active_run()
+        self.viewer.set_runs(self._project, run_id)
         if run_id != self._run_id:
             self._retire_workers()
             self._run_id = run_id
@@ -473,6 +478,7 @@ class ReviewPanel(QWidget):
         self._shown = it
         if it is None:
             self.view.clear()
+            self.viewer.clear()
             self.detail_label.setText("")
             return
         from core.errors import UserError
@@ -490,6 +496,13 @@ class ReviewPanel(QWidget):
             heat = expand_heatmap(it.heatmap, image.shape[:2])
         score = None if it.error else it.score
         self.view.set_content(image, heat, score, None if it.error else it.is_ng)
+        mask = None
+        if it.image_id is not None and self._project is not None:
+            try:
+                mask = self._project.load_mask(it.image_id)
+            except (UserError, OSError):
+                mask = None
+        self.viewer.show_item(it, image, heat, mask, it.label)
         self.detail_label.setText(
             f"{it.name} \u2014 score {it.score:.4f}, model says {it.decision}; label: {it.label}"
             + (f" ({it.label_source})" if it.label != "unlabeled" else "")
@@ -699,6 +712,7 @@ class ReviewPanel(QWidget):
 
     def shutdown(self) -> None:
         """Stop background work (used when the window closes)."""
+        self.viewer.shutdown()
         for w in (self.worker, self._heatmap_worker, self._export_worker, *self._retired):
             if w is not None and w.isRunning():
                 if isinstance(w, PredictionWorker):
