@@ -244,8 +244,14 @@ class EvaluationView(QWidget):
 
     # -- project and runs ------------------------------------------------------------------
     def set_project(self, project) -> None:
-        """List `project`'s finished runs and show the active one; None clears the page."""
+        """List `project`'s finished runs and show the active one; None clears the page.
+        Nothing of the previous project stays (a run of the same name is read again)."""
         self._project = project
+        self.run_combo.blockSignals(True)
+        self.run_combo.clear()
+        self.run_combo.blockSignals(False)
+        self._set_evaluation(None)
+        self.summary_label.setText("")
         self.refresh_runs()
 
     def refresh_runs(self) -> None:

@@ -183,3 +183,28 @@ def test_save_threshold_refreshes_runs_table_and_status(qtbot, trained_project):
     assert json.loads((root / "runs" / "tiny" / "threshold.json").read_text())["threshold"] \
         == pytest.approx(0.1234)
     win.close()
+
+
+def test_evaluate_page_rereads_a_run_of_the_same_name_in_another_project(
+        qtbot, trained_project, tmp_path, _trained_template, dialogs):
+    from app.evaluation_view import EvaluationView
+
+    other = copy_project(_trained_template, tmp_path / "other")
+    for root, thr in ((trained_project.root, 0.25), (other, 0.75)):
+        (root / "runs" / "tiny" / "scores.csv").write_text(
+            "image_id,path,label,score,decision,split\n1,a.png,defective,0.9,NG,test\n"
+            "2,b.png,ok,0.1,OK,test\n")
+        (root / "runs" / "tiny" / "pr_curve.csv").write_text("precision,recall,threshold\n1,1,0.5\n")
+        (root / "runs" / "tiny" / "roc_curve.csv").write_text("fpr,tpr,threshold\n0,1,0.5\n")
+        (root / "runs" / "tiny" / "threshold.json").write_text(
+            json.dumps({"threshold": thr, "source": "user"}))
+    v = EvaluationView()
+    qtbot.addWidget(v)
+    v.set_project(trained_project)
+    assert "0.2500" in v.summary_label.text()
+    from core.project import Project
+
+    with Project.open(other) as p2:
+        v.set_project(p2)
+        assert "0.7500" in v.summary_label.text()
+        v.set_project(None)
