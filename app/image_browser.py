@@ -265,14 +265,15 @@ class ImageListModel(QAbstractListModel):
 
 def name_lines(name: str, metrics, width: int) -> str:
     """The whole file name on up to two lines; only a name longer than that is shortened,
-    and then in the middle of the second line, so its start and its end stay readable."""
+    at the start of the second line, so its start (line 1) and its end (the part number
+    and extension) stay readable."""
     if metrics.horizontalAdvance(name) <= width:
         return name
     cut = len(name)
     while cut > 1 and metrics.horizontalAdvance(name[:cut]) > width:
         cut -= 1
     rest = name[cut:]
-    rest = metrics.elidedText(rest, Qt.TextElideMode.ElideMiddle, width)
+    rest = metrics.elidedText(rest, Qt.TextElideMode.ElideLeft, width)
     return name[:cut] + "\n" + rest
 
 

@@ -207,3 +207,23 @@ def test_all_labelled_notice(window, qtbot):
     project.set_label(plain, "unlabeled")
     window.label_page.refresh()
     assert "All images are labelled" not in b.counts_label.text()
+
+
+def test_long_file_names_wrap_instead_of_being_cut(qtbot):
+    from PySide6.QtGui import QFontMetrics
+    from PySide6.QtWidgets import QLabel
+
+    from app.image_browser import name_lines
+
+    fm = QFontMetrics(QLabel().font())
+    name = "MT_Blowhole_exp1_num_4727_and_more.png"
+    width = fm.horizontalAdvance(name) * 2 // 3
+    text = name_lines(name, fm, width)
+    first, second = text.split("\n")
+    assert (first + second) == name  # the whole name, on two lines
+    assert fm.horizontalAdvance(first) <= width
+    short = "part_1.png"
+    assert name_lines(short, fm, 500) == short
+    very = "x" * 300 + "_0042.png"
+    first, second = name_lines(very, fm, 80).split("\n")
+    assert second.endswith("0042.png") and "\u2026" in second  # the end stays readable

@@ -208,3 +208,15 @@ def test_evaluate_page_rereads_a_run_of_the_same_name_in_another_project(
         v.set_project(p2)
         assert "0.7500" in v.summary_label.text()
         v.set_project(None)
+
+
+def test_runs_table_shows_epochs_while_training(qtbot, panel):
+    panel._run_id = "busy"
+    panel.history.running_run = "busy"
+    panel.history.refresh()
+    panel._on_progress({"epoch": 1, "epochs": 4, "step": 2, "steps": 6, "loss": 0.9})
+    assert cell(panel, "busy", "Epochs") == "0/4"
+    panel._on_progress({"epoch": 2, "epochs": 4, "step": 6, "steps": 6, "loss": 0.8})
+    assert cell(panel, "busy", "Epochs") == "2/4"
+    panel.history.refresh()  # status.json lags behind: the live count stays
+    assert cell(panel, "busy", "Epochs") == "2/4"
