@@ -108,13 +108,13 @@ def label_step(win, out: Path) -> None:
     save(win, out, "label")
 
 
-def train_step(win, out: Path, epochs: int, timeout: float) -> bool:
+def train_step(win, out: Path, epochs: int, timeout: float, size: int = 128) -> bool:
     train = win.pages.get("Train")
     if not win.page_ok.get("Train") or not hasattr(train, "start_training"):
         print("skipped the training screenshot: the Train page is not available")
         return False
     win.tabs.setCurrentWidget(train)
-    for name, value in (("epochs_spin", epochs), ("width_spin", 128), ("height_spin", 128)):
+    for name, value in (("epochs_spin", epochs), ("width_spin", size), ("height_spin", size)):
         spin = getattr(train, name, None)
         if spin is not None:
             spin.setValue(value)
@@ -195,6 +195,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=80, help="demo images")
     ap.add_argument("--size", type=int, default=192, help="demo image size (square)")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--train-size", type=int, default=128, help="training input size (square)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per long step")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the generated demo project")
@@ -225,7 +226,8 @@ def main() -> int:
     win.resize(1280, 800)
     try:
         label_step(win, out)
-        if not args.skip_train and train_step(win, out, args.epochs, args.timeout):
+        if not args.skip_train and train_step(win, out, args.epochs, args.timeout,
+                                                  args.train_size):
             evaluate_step(win, out, args.timeout)
             review_step(win, out, args.timeout)
     finally:
