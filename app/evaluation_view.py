@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,13 @@ from PySide6.QtWidgets import (
     QProgressBar, QPushButton, QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
+from app.drilldown import CELL_AT, CellImages
 from app.jobs import FunctionWorker
 from app.plot_style import SERIES, plot_colors, style_plot
 
 SLIDER_STEPS = 1000
 EVAL_SPLITS = ("test", "val", "all")
+EVALUATION_FILE = "evaluation.json"  # the last evaluate_run result without its curves
 
 
 @dataclass
@@ -34,6 +37,9 @@ class RunEvaluation:
     roc: dict  # fpr, tpr (arrays)
     threshold: float | None  # the run's threshold.json value
     threshold_source: str
+    image_ids: list = field(default_factory=list)  # per score (None: not in the project)
+    names: list = field(default_factory=list)  # file names, per score
+    pixel: dict | None = None  # pixel metrics of the last evaluation (evaluation.json)
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -66,7 +72,19 @@ def load_evaluation(run_dir: Path) -> RunEvaluation | None:
     from core.inference.predictor import read_threshold
 
     thr, source = read_threshold(run_dir)
-    return RunEvaluation(run_dir.name, split or "all", y, s, pr, roc, thr, source)
+    ids = [int(r["image_id"]) if str(r.get("image_id", "")).isdigit() else None
+           for r in scores_rows]
+    names = [Path(str(r.get("path", ""))).name or f"row {n + 1}"
+             for n, r in enumerate(scores_rows)]
+    pixel = None
+    try:
+        saved = json.loads((run_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
+        if isinstance(saved, dict) and isinstance(saved.get("pixel"), dict):
+            pixel = saved["pixel"]
+    except (OSError, ValueError):
+        pass
+    return RunEvaluation(run_dir.name, split or "all", y, s, pr, roc, thr, source, ids, names,
+                         pixel)
 
 
 class EvaluationView(QWidget):
@@ -74,6 +92,7 @@ class EvaluationView(QWidget):
 
     threshold_saved = Signal(str, float)
     evaluation_loaded = Signal(str)
+    open_image_requested = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -152,11 +171,29 @@ class EvaluationView(QWidget):
         self.best_button = QPushButton("Best F1")
         self.best_button.setToolTip("Move the threshold to the best F1 on this split")
         self.best_button.clicked.connect(self._to_best_f1)
+        self.escape_spin = QDoubleSpinBox()
+        self.escape_spin.setRange(0.0, 100.0)
+        self.escape_spin.setDecimals(1)
+        self.escape_spin.setSingleStep(0.5)
+        self.escape_spin.setSuffix(" %")
+        self.escape_spin.setValue(5.0)
+        self.escape_spin.setToolTip("Escape rate: the share of defective parts the line may "
+                                    "let through (called OK)")
+        self.escape_button = QPushButton("For escape rate")
+        self.escape_button.setToolTip("Highest threshold that misses at most this share of the "
+                                      "defective images (fewest false alarms)")
+        self.escape_button.clicked.connect(lambda: self.threshold_for_escape_rate())
+        self.report_button = QPushButton("Export report\u2026")
+        self.report_button.setToolTip("Write an HTML (and PDF) report of this run's evaluation")
+        self.report_button.clicked.connect(self._export_report)
         thr_row = QHBoxLayout()
         thr_row.addWidget(QLabel("Threshold"))
         thr_row.addWidget(self.slider, 1)
         thr_row.addWidget(self.spin)
         thr_row.addWidget(self.best_button)
+        thr_row.addWidget(QLabel("Max. escapes"))
+        thr_row.addWidget(self.escape_spin)
+        thr_row.addWidget(self.escape_button)
         thr_row.addWidget(self.save_button)
 
         self.confusion = QTableWidget(2, 2)
@@ -168,16 +205,27 @@ class EvaluationView(QWidget):
             bar(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.confusion.horizontalHeader().setMinimumSectionSize(100)
         self._fit_confusion()
+        self.confusion.setToolTip("Click a cell to list its images")
+        self.confusion.cellClicked.connect(self.show_cell)
         self.rates_label = QLabel("")
+        self.cell_images = CellImages()
+        self.cell_images.open_image.connect(self.open_image_requested)
         conf_box = QGroupBox("At this threshold")
         cl = QGridLayout(conf_box)
         cl.addWidget(self.confusion, 0, 0)
         cl.addWidget(self.rates_label, 0, 1)
-        cl.setColumnStretch(1, 1)
+        cl.addWidget(self.cell_images, 0, 2)
+        cl.setColumnStretch(2, 1)
 
+        self.pixel_label = QLabel("")
+        self.pixel_label.setWordWrap(True)
+        head = QHBoxLayout()
+        head.addWidget(self.summary_label, 1)
+        head.addWidget(self.report_button)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
-        lay.addWidget(self.summary_label)
+        lay.addLayout(head)
+        lay.addWidget(self.pixel_label)
         lay.addLayout(plots, 1)
         lay.addLayout(thr_row)
         lay.addWidget(conf_box)
@@ -196,8 +244,14 @@ class EvaluationView(QWidget):
 
     # -- project and runs ------------------------------------------------------------------
     def set_project(self, project) -> None:
-        """List `project`'s finished runs and show the active one; None clears the page."""
+        """List `project`'s finished runs and show the active one; None clears the page.
+        Nothing of the previous project stays (a run of the same name is read again)."""
         self._project = project
+        self.run_combo.blockSignals(True)
+        self.run_combo.clear()
+        self.run_combo.blockSignals(False)
+        self._set_evaluation(None)
+        self.summary_label.setText("")
         self.refresh_runs()
 
     def refresh_runs(self) -> None:
@@ -281,9 +335,16 @@ class EvaluationView(QWidget):
             import torch
 
             from core.evaluation import evaluate_run
+            from core.evaluation.evaluate import without_curves
+            from core.project.runs import write_json_atomic
 
             torch.set_num_threads(2)
-            evaluate_run(root, run_id, split=split)
+            result = evaluate_run(root, run_id, split=split)
+            try:  # pixel metrics and counts, shown again when the run is reopened
+                write_json_atomic(root / "runs" / run_id / EVALUATION_FILE,
+                                  without_curves(result))
+            except (OSError, TypeError, ValueError):
+                pass
             return load_evaluation(root / "runs" / run_id)
 
         w = FunctionWorker(work, self)
@@ -326,6 +387,9 @@ class EvaluationView(QWidget):
             self.pr_marker.setData([], [])
             self.roc_marker.setData([], [])
             self._show_counts(None)
+            self.pixel_label.setText("")
+            self.summary_label.setToolTip("")
+            self.cell_images.clear()
             self._update_enabled()
             return
         self._metrics = image_metrics(ev.y_true, ev.scores)
@@ -333,24 +397,76 @@ class EvaluationView(QWidget):
         self.pr_curve.setData(ev.pr["recall"], ev.pr["precision"])
         self.roc_curve.setData(ev.roc["fpr"], ev.roc["tpr"])
         m = self._metrics
-
-        def f(v):
-            return "n/a" if v is None else f"{v:.4f}"
-
-        text = (f"Run {ev.run_id}, {ev.split} split: {m['n']} images, {m['n_pos']} defective.  "
-                f"AP (scikit-learn average precision) {f(m['ap_sklearn'])}, "
-                f"AP (trapezoidal PR area) {f(m['ap_trapz'])}, ROC AUC {f(m['auc'])}.")
-        if ev.threshold is not None:
-            text += f"  Run threshold {ev.threshold:.4f} ({ev.threshold_source})."
-        if m.get("note"):
-            text += f"  Note: {m['note']}."
-        self.summary_label.setText(text)
+        self._render_summary()
         start = ev.threshold
         if start is None:
             start = m["best_f1"]["threshold"] if m["best_f1"]["threshold"] is not None else 0.5
         self.set_threshold(float(start))
         self._update_enabled()
         self.evaluation_loaded.emit(ev.run_id)
+
+    def _render_summary(self) -> None:
+        """One clear AP in the header; both AP variants and the counts on hover."""
+        ev, m = self._eval, self._metrics
+        if ev is None or m is None:
+            return
+
+        def f(v):
+            return "n/a" if v is None else f"{v:.3f}"
+
+        text = (f"<b>AP {f(m['ap_sklearn'])}</b> \u00b7 ROC AUC {f(m['auc'])} \u00b7 "
+                f"run {ev.run_id}, {ev.split} split: {m['n']} images, {m['n_pos']} defective")
+        if ev.threshold is not None:
+            text += f" \u00b7 threshold {ev.threshold:.4f} ({ev.threshold_source})"
+        if m.get("note"):
+            text += f" \u00b7 note: {m['note']}"
+        self.summary_label.setText(text)
+        self.summary_label.setToolTip(
+            f"AP = average precision (scikit-learn): {f(m['ap_sklearn'])}\n"
+            f"AP as the trapezoidal area under the PR curve: {f(m['ap_trapz'])}\n"
+            f"ROC AUC: {f(m['auc'])}\n"
+            f"Images: {m['n']} ({m['n_pos']} defective, {m['n'] - m['n_pos']} OK)")
+        px = ev.pixel or {}
+        if px.get("pixel_auroc") is not None:
+            self.pixel_label.setText(
+                f"Pixel level ({px.get('n_images', '?')} images with masks or OK): "
+                f"AUROC {f(px.get('pixel_auroc'))} \u00b7 AP {f(px.get('pixel_ap'))}"
+                + (" (sampled pixels)" if px.get("subsampled") else ""))
+        elif px:
+            self.pixel_label.setText(f"Pixel level: {px.get('note', 'not available')}.")
+        else:
+            self.pixel_label.setText("")
+
+    def show_cell(self, row: int, col: int) -> list:
+        """List the images of a confusion cell (row/col of the 2x2 table); their ids."""
+        cell = CELL_AT.get((row, col))
+        if cell is None or self._eval is None or self._sweep is None:
+            return []
+        return self.cell_images.show_cell(cell, self._eval, self.threshold())
+
+    def threshold_for_escape_rate(self, percent: float | None = None) -> float | None:
+        """Move the threshold to the highest one that misses at most `percent` % of the
+        defective images (the spin box's value when None)."""
+        if self._eval is None:
+            return None
+        from core.errors import UserError
+        from core.evaluation.operating_point import threshold_for_escape_rate
+
+        if percent is not None:
+            self.escape_spin.setValue(float(percent))
+        try:
+            op = threshold_for_escape_rate(self._eval.y_true, self._eval.scores,
+                                           self.escape_spin.value() / 100.0)
+        except UserError as e:
+            QMessageBox.information(self, "Escape rate", str(e))
+            return None
+        self.set_threshold(op["threshold"])
+        return op["threshold"]
+
+    def _export_report(self) -> None:
+        from app.report_dialog import export_report_dialog
+
+        export_report_dialog(self)
 
     # -- threshold -------------------------------------------------------------------------
     def threshold(self) -> float:
@@ -365,6 +481,8 @@ class EvaluationView(QWidget):
             w.blockSignals(False)
         counts = self._sweep.at(t) if self._sweep is not None else None
         self._show_counts(counts)
+        if self.cell_images.cell is not None and self._eval is not None:
+            self.cell_images.show_cell(self.cell_images.cell, self._eval, t)
 
     def counts(self) -> dict | None:
         """Confusion dict at the current threshold (tp, fp, tn, fn, precision, recall, f1...)."""
@@ -379,9 +497,15 @@ class EvaluationView(QWidget):
             self.pr_marker.setData([], [])
             self.roc_marker.setData([], [])
             return
+        called = c["tp"] + c["fp"]
+        n_pos = c["tp"] + c["fn"]
+        # Above the top score nothing is called NG: precision is undefined, not 0
+        # (the PR marker sits at the curve's end, precision 1).
+        prec = f"{c['precision']:.3f}" if called else "\u2014 (no part called NG)"
+        escape = f"{c['fn'] / n_pos * 100:.1f} % ({c['fn']} of {n_pos})" if n_pos else "\u2014"
         self.rates_label.setText(
-            f"Precision {c['precision']:.3f}\nRecall {c['recall']:.3f}\nF1 {c['f1']:.3f}\n"
-            f"Accuracy {c['accuracy']:.3f}")
+            f"Precision {prec}\nRecall {c['recall']:.3f}\nF1 {c['f1']:.3f}\n"
+            f"Accuracy {c['accuracy']:.3f}\nEscape rate {escape}")
         neg = c["fp"] + c["tn"]
         fpr = c["fp"] / neg if neg else 0.0
         # With no NG call precision is undefined; the marker sits at the curve's end (0, 1).
@@ -411,6 +535,7 @@ class EvaluationView(QWidget):
             return
         if self._eval is not None and self._eval.run_id == run_id:
             self._eval.threshold, self._eval.threshold_source = t, "user"
+            self._render_summary()
         self.threshold_saved.emit(run_id, t)
 
     def _update_enabled(self) -> None:
@@ -419,7 +544,8 @@ class EvaluationView(QWidget):
         self.evaluate_button.setEnabled(has_run and not busy)
         self.run_combo.setEnabled(not busy)
         ready = self._sweep is not None
-        for w in (self.slider, self.spin, self.save_button, self.best_button):
+        for w in (self.slider, self.spin, self.save_button, self.best_button,
+                  self.escape_button, self.escape_spin, self.report_button):
             w.setEnabled(ready)
 
     def shutdown(self) -> None:

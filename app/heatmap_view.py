@@ -1,24 +1,33 @@
-"""An image with its defect heatmap blended over it, plus the model's OK/NG badge."""
+"""An image with its defect heatmap blended over it, plus the model's OK/NG badge, a colour
+bar with the peak heat value and a marker on the hottest point; zoom and pan as on the
+Label page's canvas."""
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QPainter, QPen
+from PySide6.QtWidgets import QWidget
 
-from core.inference.overlay import NG_COLOR, OK_COLOR, overlay, to_rgb_uint8
+from app.zoom_image import ZoomImage, rgb_to_qimage
+from core.inference.overlay import NG_COLOR, OK_COLOR, colorize, overlay, to_rgb_uint8
 
-
-def rgb_to_qimage(rgb: np.ndarray) -> QImage:
-    """RGB uint8 HxWx3 -> a QImage that owns its pixels."""
-    rgb = np.ascontiguousarray(rgb)
-    h, w = rgb.shape[:2]
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+__all__ = ["HeatmapView", "rgb_to_qimage", "heat_peak"]
 
 
-class HeatmapView(QWidget):
-    """Paints `overlay(image, heatmap, alpha, colormap)` scaled to fit, with a score badge.
+def heat_peak(heatmap: np.ndarray | None, shape: tuple[int, int]) -> tuple[float, float, float] | None:
+    """(peak value, x, y) of a heatmap in the coordinates of an image of `shape` (H, W)."""
+    if heatmap is None or np.size(heatmap) == 0:
+        return None
+    h = np.nan_to_num(np.asarray(heatmap, dtype=np.float32))
+    iy, ix = np.unravel_index(int(np.argmax(h)), h.shape[:2])
+    sy, sx = shape[0] / h.shape[0], shape[1] / h.shape[1]
+    return float(h[iy, ix]), (ix + 0.5) * sx - 0.5, (iy + 0.5) * sy - 0.5
+
+
+class HeatmapView(ZoomImage):
+    """Paints `overlay(image, heatmap, alpha, colormap)` (zoomable), with a score badge,
+    a colour bar and the peak marker.
 
     The blend is made by core.inference.overlay (the same one the predict CLI exports),
     so what the user sees matches the exported PNGs.
@@ -26,8 +35,6 @@ class HeatmapView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumSize(160, 120)
         self._image: np.ndarray | None = None  # RGB uint8
         self._heatmap: np.ndarray | None = None  # float32 [0,1], any size
         self._score: float | None = None
@@ -36,8 +43,8 @@ class HeatmapView(QWidget):
         self._alpha = 0.6
         self._colormap = "jet"
         self._show_heatmap = True
-        self._qimage: QImage | None = None
-        self._message = "No image"
+        self._peak: tuple[float, float, float] | None = None
+        self._bar = None  # colour bar image of the colormap
 
     # -- content ---------------------------------------------------------------------------
     def set_content(self, image: np.ndarray | None, heatmap: np.ndarray | None = None,
@@ -54,11 +61,6 @@ class HeatmapView(QWidget):
 
     def set_decision(self, score: float | None, is_ng: bool | None) -> None:
         self._score, self._is_ng = score, is_ng
-        self.update()
-
-    def set_message(self, text: str) -> None:
-        """Text shown when there is no image (e.g. "Loading...")."""
-        self._message = text
         self.update()
 
     def clear(self) -> None:
@@ -97,31 +99,50 @@ class HeatmapView(QWidget):
             return overlay(self._image, self._heatmap, alpha=self._alpha, colormap=self._colormap)
         return self._image
 
+    def peak(self) -> tuple[float, float, float] | None:
+        """(peak heat, x, y) in image pixels of the shown heatmap; None without one."""
+        return self._peak
+
     # -- painting --------------------------------------------------------------------------
     def _render(self) -> None:
         rgb = self.displayed_rgb()
-        self._qimage = None if rgb is None else rgb_to_qimage(rgb)
-        self.update()
+        self._peak = (heat_peak(self._heatmap, self._image.shape[:2])
+                      if self._image is not None and self._heatmap is not None else None)
+        # The hottest point is marked even where the blend changes no pixel (a weak map).
+        self.markers = ([self._peak[1:]] if self._peak is not None and self._show_heatmap
+                        else [])
+        self._bar = rgb_to_qimage(colorize(np.linspace(1, 0, 256)[:, None].repeat(8, 1),
+                                           self._colormap))
+        self.set_rgb(rgb)
 
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        return QSize(480, 360)
-
-    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
-        p = QPainter(self)
-        p.fillRect(self.rect(), QColor(30, 30, 30))
-        if self._qimage is None:
-            p.setPen(QColor(170, 170, 170))
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self._message)
-            return
-        iw, ih = self._qimage.width(), self._qimage.height()
-        scale = min(self.width() / iw, self.height() / ih)
-        w, h = iw * scale, ih * scale
-        target = QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
-        # Enlarged small parts stay crisp (pixels matter to an inspector); shrunk ones smooth.
-        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, scale < 1.0)
-        p.drawImage(target, self._qimage)
+    def paint_extra(self, p: QPainter) -> None:
         if self._score is not None and self._is_ng is not None:
             self._paint_badge(p)
+        if self._peak is not None and self._show_heatmap and self._bar is not None:
+            self._paint_colorbar(p)
+
+    def _paint_colorbar(self, p: QPainter) -> None:
+        """Heat 0..1 bar at the right edge with a tick and label at the peak value."""
+        h = max(60.0, min(220.0, self.height() * 0.45))
+        bar = QRectF(self.width() - 26, 12, 12, h)
+        p.drawImage(bar, self._bar)
+        p.setPen(QPen(QColor(230, 230, 230), 1))
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        p.drawRect(bar)
+        fm = p.fontMetrics()
+        for value, y in ((1.0, bar.top()), (0.0, bar.bottom())):
+            text = f"{value:.0f}"
+            p.drawText(QRectF(bar.left() - 30, y - fm.height() / 2, 26, fm.height()),
+                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, text)
+        peak = min(1.0, max(0.0, self._peak[0]))
+        y = bar.bottom() - peak * bar.height()
+        p.setPen(QPen(QColor(255, 255, 255), 2))
+        p.drawLine(int(bar.left() - 6), int(y), int(bar.right() + 3), int(y))
+        text = f"peak {self._peak[0]:.2f}"
+        w = fm.horizontalAdvance(text) + 8
+        r = QRectF(bar.left() - 10 - w, y - fm.height() / 2 - 1, w, fm.height() + 2)
+        p.fillRect(r, QColor(0, 0, 0, 170))
+        p.drawText(r, Qt.AlignmentFlag.AlignCenter, text)
 
     def _paint_badge(self, p: QPainter) -> None:
         text = f"{'NG' if self._is_ng else 'OK'}  {self._score:.3f}"
@@ -139,3 +160,4 @@ class HeatmapView(QWidget):
         p.drawRoundedRect(rect, 5, 5)
         p.setPen(QColor(255, 255, 255))
         p.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+        p.setFont(self.font())

@@ -10,7 +10,8 @@ from __future__ import annotations
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QLabel, QListView, QStyle, QStyledItemDelegate, QVBoxLayout, QWidget,
+    QComboBox, QHBoxLayout, QLabel, QLineEdit, QListView, QMenu, QStyle, QStyledItemDelegate,
+    QVBoxLayout, QWidget,
 )
 
 from app.theme import colors
@@ -27,6 +28,9 @@ FILTERS = {
 }
 SORTS = {"name": "Sort by name", "score": "Sort by score (high first)",
          "id": "Sort by import order"}
+SPLIT_FILTERS = {"all": "All splits", "train": "Train split", "val": "Validation split",
+                 "test": "Test split", "none": "No split"}
+SPLIT_BADGES = {"train": "tr", "val": "va", "test": "te"}
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
 ScoreRole = Qt.ItemDataRole.UserRole + 2
@@ -49,6 +53,8 @@ class ImageListModel(QAbstractListModel):
         self._rows: list[int] = []
         self._row_of: dict[int, int] = {}
         self._filter = "all"
+        self._split_filter = "all"
+        self._search = ""
         self._sort = "name"
         self._thumbs: dict[int, QPixmap] = {}
         self._paths: dict[int, tuple[str, str]] = {}
@@ -103,6 +109,18 @@ class ImageListModel(QAbstractListModel):
         self._filter = name
         self.refilter()
 
+    def set_split_filter(self, name: str) -> None:
+        """Show only one split ("train", "val", "test", "none" = no split, "all")."""
+        if name not in SPLIT_FILTERS:
+            raise ValueError(f"unknown split filter {name!r}; one of {', '.join(SPLIT_FILTERS)}")
+        self._split_filter = name
+        self.refilter()
+
+    def set_search(self, text: str) -> None:
+        """Show only images whose file name contains `text` (any case)."""
+        self._search = text.strip().lower()
+        self.refilter()
+
     def set_sort(self, name: str) -> None:
         if name not in SORTS:
             raise ValueError(f"unknown sort {name!r}; one of {', '.join(SORTS)}")
@@ -115,6 +133,11 @@ class ImageListModel(QAbstractListModel):
         self.endResetModel()
 
     def _passes(self, rec) -> bool:
+        sf = self._split_filter
+        if sf != "all" and (rec.split or "none") != sf:
+            return False
+        if self._search and self._search not in rec.name.lower():
+            return False
         f = self._filter
         if f == "all":
             return True
@@ -173,10 +196,12 @@ class ImageListModel(QAbstractListModel):
 
     def counts(self) -> dict[str, int]:
         """Counts over all images (not just the filtered ones)."""
-        c = {"images": len(self._records), "ok": 0, "defective": 0, "unlabeled": 0, "masked": 0}
+        c = {"images": len(self._records), "ok": 0, "defective": 0, "unlabeled": 0, "masked": 0,
+             "train": 0, "val": 0, "test": 0, "no_split": 0}
         for r in self._records.values():
             c[r.label] = c.get(r.label, 0) + 1
             c["masked"] += bool(r.has_mask)
+            c[r.split if r.split in SPLIT_BADGES else "no_split"] += 1
         return c
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008 - Qt signature
@@ -205,7 +230,8 @@ class ImageListModel(QAbstractListModel):
         return None
 
     def _tooltip(self, rec) -> str:
-        lines = [rec.name, f"{rec.width}x{rec.height}, label: {rec.label} ({rec.label_source})"]
+        lines = [rec.name, f"{rec.width}x{rec.height}, label: {rec.label} ({rec.label_source})",
+                 f"split: {rec.split or 'none'}" + (" (pinned)" if rec.split_pinned else "")]
         if rec.has_mask:
             lines.append("mask" + (" (rough)" if rec.mask_rough else ""))
         p = self._preds.get(rec.id)
@@ -237,10 +263,24 @@ class ImageListModel(QAbstractListModel):
         self.set_error(image_id, reason)
 
 
+def name_lines(name: str, metrics, width: int) -> str:
+    """The whole file name on up to two lines; only a name longer than that is shortened,
+    at the start of the second line, so its start (line 1) and its end (the part number
+    and extension) stay readable."""
+    if metrics.horizontalAdvance(name) <= width:
+        return name
+    cut = len(name)
+    while cut > 1 and metrics.horizontalAdvance(name[:cut]) > width:
+        cut -= 1
+    rest = name[cut:]
+    rest = metrics.elidedText(rest, Qt.TextElideMode.ElideLeft, width)
+    return name[:cut] + "\n" + rest
+
+
 class BadgeDelegate(QStyledItemDelegate):
     """Paints a thumbnail with its label frame, label badge, mask marker and score."""
 
-    CELL = QSize(THUMB_SIZE + 16, THUMB_SIZE + 30)
+    CELL = QSize(THUMB_SIZE + 16, THUMB_SIZE + 42)
 
     def sizeHint(self, option, index) -> QSize:
         return self.CELL
@@ -296,6 +336,16 @@ class BadgeDelegate(QStyledItemDelegate):
             painter.drawEllipse(e)
             painter.setPen(QColor("white"))
             painter.drawText(e, Qt.AlignmentFlag.AlignCenter, "!")
+        split = SPLIT_BADGES.get(rec.split)
+        if split:
+            sp = QRect(thumb_rect.x() + 3, thumb_rect.bottom() - 17, 20, 15)
+            if err:
+                sp.translate(18, 0)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(40, 40, 40, 170))
+            painter.drawRoundedRect(sp, 4, 4)
+            painter.setPen(QColor("white"))
+            painter.drawText(sp, Qt.AlignmentFlag.AlignCenter, split)
         score = index.data(ScoreRole)
         if score is not None:
             s = QRect(thumb_rect.right() - 38, thumb_rect.bottom() - 17, 36, 15)
@@ -308,10 +358,10 @@ class BadgeDelegate(QStyledItemDelegate):
         painter.setPen(option.palette.color(
             option.palette.ColorRole.HighlightedText
             if option.state & QStyle.StateFlag.State_Selected else option.palette.ColorRole.Text))
-        name_rect = QRect(r.x() + 2, thumb_rect.bottom() + 4, r.width() - 4, 18)
-        name = painter.fontMetrics().elidedText(rec.name, Qt.TextElideMode.ElideMiddle,
-                                                name_rect.width())
-        painter.drawText(name_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, name)
+        name_rect = QRect(r.x() + 2, thumb_rect.bottom() + 3, r.width() - 4, r.bottom() -
+                          thumb_rect.bottom() - 3)
+        painter.drawText(name_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop,
+                         name_lines(rec.name, painter.fontMetrics(), name_rect.width()))
         painter.restore()
 
 
@@ -322,9 +372,11 @@ class ImageBrowser(QWidget):
     """
 
     current_changed = Signal(int)
+    splits_changed = Signal()  # images were moved to another split here
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
+        self._project = None
         self.model = ImageListModel(self)
         self.filter_box = QComboBox()
         for key, text in FILTERS.items():
@@ -333,6 +385,13 @@ class ImageBrowser(QWidget):
         self.sort_box = QComboBox()
         for key, text in SORTS.items():
             self.sort_box.addItem(text, key)
+        self.split_box = QComboBox()
+        for key, text in SPLIT_FILTERS.items():
+            self.split_box.addItem(text, key)
+        self.split_box.setToolTip("Show only one split (train / validation / test)")
+        self.search_box = QLineEdit()
+        self.search_box.setPlaceholderText("Search file names")
+        self.search_box.setClearButtonEnabled(True)
         self.counts_label = QLabel()
         self.counts_label.setWordWrap(True)
         self.view = QListView()
@@ -344,7 +403,10 @@ class ImageBrowser(QWidget):
         self.view.setBatchSize(200)
         self.view.setSpacing(2)
         self.view.setGridSize(BadgeDelegate.CELL + QSize(4, 4))
-        self.view.setSelectionMode(QListView.SelectionMode.SingleSelection)
+        # Several images at once (Shift/Ctrl+click) can be moved to a split.
+        self.view.setSelectionMode(QListView.SelectionMode.ExtendedSelection)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._context_menu)
         # Keys belong to the labelling shortcuts, not to the list's keyboard search.
         self.view.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.view.setItemDelegate(BadgeDelegate(self.view))
@@ -356,13 +418,20 @@ class ImageBrowser(QWidget):
             lambda _i: self.model.set_filter(self.filter_box.currentData()))
         self.sort_box.currentIndexChanged.connect(
             lambda _i: self.model.set_sort(self.sort_box.currentData()))
+        self.split_box.currentIndexChanged.connect(
+            lambda _i: self.model.set_split_filter(self.split_box.currentData()))
+        self.search_box.textChanged.connect(self.model.set_search)
 
         top = QHBoxLayout()
         top.addWidget(self.filter_box, 1)
         top.addWidget(self.sort_box, 1)
+        second = QHBoxLayout()
+        second.addWidget(self.split_box, 1)
+        second.addWidget(self.search_box, 1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(top)
+        lay.addLayout(second)
         lay.addWidget(self.counts_label)
         lay.addWidget(self.view, 1)
         self._current: int = -1
@@ -373,6 +442,7 @@ class ImageBrowser(QWidget):
         """Load all images of the project (None: empty)."""
         self._stop_worker()
         self._current = -1
+        self._project = project
         if project is None:
             self.model.set_images([])
             self.current_changed.emit(-1)
@@ -412,6 +482,48 @@ class ImageBrowser(QWidget):
             self._worker.stop()
             self._worker.deleteLater()
             self._worker = None
+
+    # ---- splits
+    def selected_ids(self) -> list[int]:
+        """The selected images, in view order (the current one when none is selected)."""
+        ids = [int(i.data(ImageIdRole)) for i in self.view.selectionModel().selectedIndexes()]
+        if not ids and self._current >= 0:
+            ids = [self._current]
+        order = {i: n for n, i in enumerate(self.model.image_ids())}
+        return sorted(set(ids), key=lambda i: order.get(i, 0))
+
+    def move_to_split(self, split: str, ids: list[int] | None = None) -> int:
+        """Put the selected (or given) images in `split` (pinned: re-splitting leaves them)."""
+        if self._project is None:
+            return 0
+        from core.errors import UserError
+
+        ids = self.selected_ids() if ids is None else list(ids)
+        moved = 0
+        try:
+            with self._project.batch():
+                for image_id in ids:
+                    self.model.update_record(self._project.set_split(image_id, split))
+                    moved += 1
+        except UserError as exc:
+            from PySide6.QtWidgets import QMessageBox
+
+            QMessageBox.warning(self, "Split not changed", str(exc))
+            self.reload(self._project)
+            return 0
+        self.update_counts()
+        self.splits_changed.emit()
+        return moved
+
+    def _context_menu(self, pos) -> None:
+        if self._project is None or not self.selected_ids():
+            return
+        n = len(self.selected_ids())
+        menu = QMenu(self)
+        sub = menu.addMenu(f"Move {n} image{'s' if n != 1 else ''} to split")
+        for split, text in (("train", "Train"), ("val", "Validation"), ("test", "Test")):
+            sub.addAction(text, lambda s=split: self.move_to_split(s))
+        menu.exec(self.view.viewport().mapToGlobal(pos))
 
     # ---- selection / navigation
     def current_id(self) -> int:
@@ -461,6 +573,10 @@ class ImageBrowser(QWidget):
     def update_counts(self) -> None:
         c = self.model.counts()
         shown = self.model.rowCount()
+        done = ("\nAll images are labelled \u2713 \u2014 train a model on the Train page."
+                if c["images"] and not c["unlabeled"] else "")
         self.counts_label.setText(
             f"{c['images']} images, {shown} shown\n{c['ok']} OK · {c['defective']} NG · "
-            f"{c['unlabeled']} unlabeled · {c['masked']} masked")
+            f"{c['unlabeled']} unlabeled · {c['masked']} masked\n"
+            f"train {c['train']} · val {c['val']} · test {c['test']}"
+            + (f" · no split {c['no_split']}" if c["no_split"] else "") + done)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
-    QApplication, QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+    QApplication, QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
     QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
@@ -88,7 +88,9 @@ class ImportDialog(QDialog):
         pass
 
     def _browse(self) -> None:
-        d = QFileDialog.getExistingDirectory(self, "Import from folder", self.source_edit.text())
+        from app.dialog_dirs import pick_folder
+
+        d = pick_folder(self, "Import from folder", self.source_edit.text())
         if d:
             self.source_edit.setText(d)
             self.update_preview()

@@ -49,13 +49,16 @@ class TrainRequest:
     seed: int | None = None
     run_id: str | None = None
     config_path: Path | None = None  # extra TrainConfig fields as JSON
-    resume: bool = False  # continue run_id (an interrupted or cancelled run)
+    resume: str | None = None  # go on with this interrupted run (its saved settings)
 
     def to_args(self) -> list[str]:
         """Arguments after the interpreter: `-m core.cli train ... --events`."""
         args = ["-m", "core.cli", "train", "--project", str(self.project_root), "--events"]
-        if self.resume:  # the run's saved settings apply
-            return args + ["--resume", str(self.run_id)]
+        if self.resume:
+            args += ["--resume", self.resume]
+            if self.device:
+                args += ["--device", self.device]
+            return args
         args += ["--model", self.model]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]

@@ -16,6 +16,7 @@ from app import shortcuts as sc
 from app.canvas import MAX_BRUSH, MIN_BRUSH, MaskCanvas
 from app.icons import icon
 from app.image_browser import ImageBrowser
+from app.label_history import LabelHistory
 from app.theme import colors
 from core.errors import UserError
 
@@ -38,6 +39,7 @@ class LabelPage(QWidget):
         self._image_id = -1
         self._initial: tuple[str, str, bool] | None = None  # label, source, has_mask at load
         self._active = True
+        self.history = LabelHistory()  # label changes made here, for Ctrl+Z
         self.browser = ImageBrowser()
         self.canvas = MaskCanvas()
         self.info = QLabel()
@@ -86,7 +88,7 @@ class LabelPage(QWidget):
         self.actions_by_id["tool_brush"].setChecked(True)
         self._action("brush_smaller", lambda: self.canvas.change_brush_size(-1))
         self._action("brush_larger", lambda: self.canvas.change_brush_size(+1))
-        self._action("undo", self.canvas.undo, "undo")
+        self._action("undo", self.undo, "undo", "Undo")
         self._action("redo", self.canvas.redo, "redo")
         self._action("clear_mask", self.canvas.clear_mask, "clear_mask")
         self._action("fit", self.canvas.fit, "fit")
@@ -205,10 +207,13 @@ class LabelPage(QWidget):
         self.canvas.finish_edit()
         self.project = project
         self._image_id = -1
+        self.history.clear()
         self.canvas.clear()
         self.browser.set_project(project)
         if project is None:
             self.info.setText("No project open")
+        elif self.browser.model.counts()["images"] == 0:
+            self.info.setText("No images yet: add some with File › Import…")
         self.set_active(self._active)
 
     def refresh(self) -> None:
@@ -233,17 +238,58 @@ class LabelPage(QWidget):
         """Label the current image and, if chosen, move to the next unlabeled one."""
         if self.project is None or self._image_id < 0:
             return
+        old = self.browser.model.record(self._image_id)
         try:
             rec = self.project.set_label(self._image_id, label)
         except UserError as exc:
             self.status_message.emit(str(exc))
             return
+        if old is not None:
+            self.history.record(rec.id, rec.name, (old.label, old.label_source),
+                                (rec.label, rec.label_source))
+        if rec.split is None and label != "unlabeled":
+            rec = self._give_split(rec)
+        self._on_undo_state(self.canvas.undo_stack.can_undo(), self.canvas.undo_stack.can_redo())
         self.browser.update_record(rec)
         self._show_info(rec)
         self.labels_changed.emit()
         self.status_message.emit(f"{rec.name}: {label}")
         if label != "unlabeled" and self.auto_next.isChecked():
             self._go_next_unlabeled()
+
+    def _give_split(self, rec):
+        """Every labelled image goes into a split (else training would leave it out)."""
+        try:
+            placed = self.project.assign_splits(only_unassigned=True)
+        except UserError as exc:
+            self.status_message.emit(f"No split given to {rec.name}: {exc}")
+            return rec
+        if sum(placed.values()) > 1:  # other images got one too: show them all
+            self.browser.reload(self.project)
+        return self.project.image(rec.id)
+
+    def undo(self) -> None:
+        """Ctrl+Z: undo the last mask edit of this image, else the last label change."""
+        if self.canvas.undo_stack.can_undo():
+            self.canvas.undo()
+            return
+        if self.project is None or not self.history.can_undo():
+            return
+        try:
+            done = self.history.undo(self.project)
+        except UserError as exc:
+            self.status_message.emit(f"Cannot undo: {exc}")
+            return
+        step, rec = done
+        self.browser.update_record(rec)
+        if not self.browser.select_image(rec.id):
+            self.browser.filter_box.setCurrentIndex(0)
+            self.browser.select_image(rec.id)
+        if rec.id == self._image_id:
+            self._show_info(rec)
+        self.labels_changed.emit()
+        self.status_message.emit(f"Undone: {step.name} is {rec.label} again")
+        self._on_undo_state(self.canvas.undo_stack.can_undo(), self.canvas.undo_stack.can_redo())
 
     def _go_next_unlabeled(self) -> None:
         b = self.browser
@@ -254,6 +300,9 @@ class LabelPage(QWidget):
             if b.model.record(image_id).label == "unlabeled":
                 b.select_image(image_id)
                 return
+        if not b.model.counts()["unlabeled"]:
+            self.status_message.emit("All images are labelled \u2014 train a model on the "
+                                     "Train page (Ctrl+2).")
         b.step(+1)
 
     def _on_current_changed(self, image_id: int) -> None:
@@ -296,6 +345,9 @@ class LabelPage(QWidget):
                 self.project.delete_mask(self._image_id)
                 label, source, _ = self._initial
                 rec = self.project.set_label(self._image_id, label, source)
+            elif not mask.any():
+                # Clearing a mask deletes it (the label stays): no "M" with 0 pixels.
+                rec = self.project.delete_mask(self._image_id)
             else:
                 rec = self.project.save_mask(self._image_id, mask)
         except UserError as exc:
@@ -316,7 +368,7 @@ class LabelPage(QWidget):
     # ------------------------------------------------------------------ tool state
     def _on_undo_state(self, can_undo: bool, can_redo: bool) -> None:
         active = self.actions_by_id["label_ok"].isEnabled()
-        self.actions_by_id["undo"].setEnabled(active and can_undo)
+        self.actions_by_id["undo"].setEnabled(active and (can_undo or self.history.can_undo()))
         self.actions_by_id["redo"].setEnabled(active and can_redo)
 
     def _on_tool_changed(self, tool: str) -> None:

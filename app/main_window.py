@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.run_label)
         self.label_page.status_message.connect(lambda m: self.statusBar().showMessage(m, 5000))
         self.label_page.labels_changed.connect(self.update_status)
+        self.label_page.browser.splits_changed.connect(self.update_status)
         self._build_menus()
         # Light/dark switched while running: recolour what we paint ourselves.
         QGuiApplication.styleHints().colorSchemeChanged.connect(self._on_color_scheme)
@@ -104,7 +105,10 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ wiring
     def _connect_pages(self) -> None:
         train, review = self.pages.get("Train"), self.pages.get("Review")
+        evaluate = self.pages.get("Evaluate")
         for page, signal, slot in (
+            (evaluate, "threshold_saved", self._on_threshold_saved),
+            (evaluate, "open_image_requested", self.show_image_in_label_page),
             (train, "run_finished", self._on_run_finished),
             (train, "active_run_changed", lambda _r: self._on_active_run_changed()),
             (review, "labels_changed", self._on_review_labels_changed),
@@ -115,6 +119,12 @@ class MainWindow(QMainWindow):
             sig = getattr(page, signal, None)
             if sig is not None and hasattr(sig, "connect"):
                 sig.connect(slot)
+
+    def _on_threshold_saved(self, run_id: str, threshold: float) -> None:
+        # the runs table shows thresholds: it must show the new one at once
+        self._refresh_page("Train")
+        self.update_status()
+        self.statusBar().showMessage(f"Run {run_id}: threshold {threshold:.4f} saved", 8000)
 
     def _on_run_finished(self, run_id: str) -> None:
         self.statusBar().showMessage(f"Training run {run_id} finished", 8000)
@@ -221,8 +231,41 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&View")
         for key in ("fit", "zoom_in", "zoom_out", "actual_size", "toggle_mask"):
             m.addAction(a[key])
+        m.addSeparator()
+        self.page_actions = []
+        for n, key in enumerate(("page_label", "page_train", "page_evaluate", "page_review")):
+            a = self._act(key, lambda _c=False, i=n: self.tabs.setCurrentIndex(i))
+            self.page_actions.append(a)
+            m.addAction(a)
+        step = self.tabs.count()
+        m.addAction(self._act("page_next", lambda: self.tabs.setCurrentIndex(
+            (self.tabs.currentIndex() + 1) % step)))
+        m.addAction(self._act("page_prev", lambda: self.tabs.setCurrentIndex(
+            (self.tabs.currentIndex() - 1) % step)))
+        m.addSeparator()
+        self.theme_menu = m.addMenu("&Theme")
+        from PySide6.QtGui import QActionGroup
+
+        from app.theme import theme_choice
+
+        group = QActionGroup(self)
+        self.theme_actions = {}
+        for key, text in (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
+            a = QAction(text, self, checkable=True)
+            a.setChecked(theme_choice() == key)
+            a.triggered.connect(lambda _c=False, k=key: self.set_theme(k))
+            group.addAction(a)
+            self.theme_menu.addAction(a)
+            self.theme_actions[key] = a
         m = mb.addMenu("&Help")
+        guide = QAction("Getting started", self)
+        guide.triggered.connect(self.show_guide)
+        m.addAction(guide)
         m.addAction(self.act_help)
+        logs = QAction("Open log folder", self)
+        logs.triggered.connect(self._open_logs)
+        m.addAction(logs)
+        m.addSeparator()
         about = QAction("About Defect Studio", self)
         about.triggered.connect(self._about)
         m.addAction(about)
@@ -256,9 +299,37 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _c=False, path=p: self.open_project(path))
 
     def _about(self) -> None:
+        from app.help_menu import app_version, log_dir
+
         QMessageBox.about(self, "Defect Studio",
-                          "Defect Studio: label product images, train a surface-defect "
-                          "model with one click, and review parts with heatmaps.")
+                          f"<b>Defect Studio {app_version()}</b><p>Label product images, train "
+                          "a surface-defect model with one click, and review parts with "
+                          f"heatmaps.</p><p>Log folder: {log_dir()}</p>")
+
+    def show_guide(self):
+        """Help > Getting started: the label, train, review loop (non-modal)."""
+        from app.help_menu import GuideDialog
+
+        dlg = getattr(self, "_guide", None)
+        if dlg is None:
+            dlg = self._guide = GuideDialog(self)
+        dlg.show()
+        dlg.raise_()
+        return dlg
+
+    def _open_logs(self) -> None:
+        from app.help_menu import open_log_folder
+
+        d = open_log_folder()
+        self.statusBar().showMessage(f"Log folder: {d}", 10000)
+
+    def set_theme(self, choice: str) -> None:
+        """Light, dark or the system's scheme (remembered for the next start)."""
+        from app.theme import apply_theme
+
+        applied = apply_theme(QApplication.instance(), choice)
+        self.theme_actions[applied].setChecked(True)
+        self._on_color_scheme()
 
     def show_help(self) -> ShortcutHelp:
         """Show the keyboard-shortcut help (F1); returns the dialog (non-modal)."""
@@ -275,6 +346,8 @@ class MainWindow(QMainWindow):
         from core.project import Project
 
         path = Path(path).expanduser()
+        if not self.may_switch_project(path):
+            return False
         try:
             project = Project.open(path)
         except ProjectInUseError as exc:
@@ -289,6 +362,26 @@ class MainWindow(QMainWindow):
                 self.recent.remove(path)
             return False
         self.set_project(project)
+        return True
+
+    def may_switch_project(self, path: str | Path | None = None) -> bool:
+        """Ask before leaving a project that is training; True when the switch may go on
+        (the run is then stopped; Resume continues it later)."""
+        train = self.pages.get("Train")
+        if not getattr(train, "is_running", lambda: False)() or self.project is None:
+            return True
+        if path is not None and Path(path).expanduser().absolute() == Path(self.project.root):
+            return True
+        answer = QMessageBox.question(
+            self, "Training in progress",
+            f"A model is training on {Path(self.project.root).name}. Switching project "
+            "stops it; you can resume it later from the Train page's runs list.\n\n"
+            "Stop training and switch?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        train.shutdown(timeout_ms=15000)
         return True
 
     def set_project(self, project) -> None:
@@ -322,6 +415,8 @@ class MainWindow(QMainWindow):
     def new_project(self) -> None:
         from core.project import Project
 
+        if not self.may_switch_project():
+            return
         path = choose_new_project_dir(self, str(Path(self.recent.last() or Path.home()).parent))
         if path is None:
             return
@@ -345,6 +440,8 @@ class MainWindow(QMainWindow):
         from core.demo import default_demo_dir, generate_demo_project
 
         root = default_demo_dir()
+        if not self.may_switch_project(root):
+            return False
         if (root / "project.sqlite").exists():
             return self.open_project(root)
         dlg = QProgressDialog("Generating the demo project...", "", 0, DEMO_COUNT, self)
@@ -406,7 +503,9 @@ class MainWindow(QMainWindow):
         c = self.label_page.browser.model.counts()
         self.counts_label.setText(
             f"{c['images']} images | {c['ok']} OK | {c['defective']} NG | "
-            f"{c['unlabeled']} unlabeled | {c['masked']} masked")
+            f"{c['unlabeled']} unlabeled | {c['masked']} masked | "
+            f"train {c['train']} / val {c['val']} / test {c['test']}"
+            + (f" / no split {c['no_split']}" if c["no_split"] else ""))
         try:
             run = self.project.active_run()
         except UserError:
@@ -465,6 +564,9 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance() or QApplication(argv or ["defect-studio"])
     QApplication.setOrganizationName("DefectStudio")
     QApplication.setApplicationName("Defect Studio")
+    from app.help_menu import app_version
+
+    QApplication.setApplicationVersion(app_version())
     apply_theme(app)
     return app
 
@@ -472,6 +574,9 @@ def create_app(argv: list[str] | None = None) -> QApplication:
 def launch(project_dir: str | None = None) -> int:
     """Start the GUI on a project (or the last / demo one) and run the event loop."""
     app = create_app()
+    from app.help_menu import start_file_log
+
+    start_file_log()
     win = MainWindow()
     win.show()
     QTimer.singleShot(0, lambda: win.start_up(project_dir))

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (
-    QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit,
+    QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLineEdit,
     QMessageBox, QPushButton, QWidget,
 )
 
+from app.dialog_dirs import pick_folder, pick_new_folder
 from core.errors import UserError
 
 RECENT_KEY = "projects/recent"
@@ -49,17 +50,22 @@ class RecentProjects:
 
 def choose_project_dir(parent: QWidget | None, start: str = "") -> Path | None:
     """Ask for an existing project folder."""
-    d = QFileDialog.getExistingDirectory(parent, "Open project folder", start)
+    d = pick_folder(parent, "Open project folder", start)
     return Path(d) if d else None
 
 
 def choose_new_project_dir(parent: QWidget | None, start: str = "") -> Path | None:
-    """Ask for a new (or empty) folder for a project; warns about non-empty folders."""
-    d = QFileDialog.getExistingDirectory(
-        parent, "New project: choose or create an empty folder", start)
+    """Ask for a new folder (a name that does not exist yet is created) or an empty one;
+    warns about non-empty folders."""
+    d = pick_new_folder(parent, "New project: choose or create an empty folder", start)
     if not d:
         return None
     p = Path(d)
+    if p.exists() and not p.is_dir():
+        QMessageBox.warning(parent, "New project", f"{p} is a file; choose a folder name.")
+        return None
+    if not p.exists():
+        return p  # a new name: Project.create makes the folder
     if (p / "project.sqlite").exists():
         QMessageBox.information(parent, "New project",
                                 f"{p} is already a project; it will be opened.")
@@ -100,7 +106,7 @@ class ExportDialog(QDialog):
         form.addRow(buttons)
 
     def _browse(self) -> None:
-        d = QFileDialog.getExistingDirectory(self, "Export to folder", self.out_edit.text())
+        d = pick_folder(self, "Export to folder", self.out_edit.text())
         if d:
             self.out_edit.setText(d)
 

@@ -9,11 +9,13 @@ from pathlib import Path
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal, Slot
 from PySide6.QtGui import QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
+    QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel,
     QMessageBox, QProgressBar, QPushButton, QSlider, QSplitter, QTableView, QVBoxLayout, QWidget,
 )
 
 from app.heatmap_view import HeatmapView
+from app.review_viewer import ReviewViewer
+from app.label_history import LabelHistory
 from app.jobs import (
     FunctionWorker, PredictionItem, PredictionResult, PredictionWorker, expand_heatmap,
 )
@@ -58,6 +60,7 @@ class ReviewPanel(QWidget):
         self._shown: ReviewItem | None = None
         self._retired: list[PredictionWorker] = []
         self._export_worker: FunctionWorker | None = None
+        self.history = LabelHistory()  # labels written here, for Ctrl+Z
         self._build()
         self._update_enabled()
 
@@ -73,7 +76,8 @@ class ReviewPanel(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel_prediction)
         self.progress_bar = QProgressBar()
-        self.progress_bar.setFormat("%v / %m")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setFormat("not started")  # "0 / 100" before anything ran misled
         self.progress_bar.setValue(0)
         self.status_label = QLabel("")
         top = QHBoxLayout()
@@ -157,8 +161,9 @@ class ReviewPanel(QWidget):
         opts.addWidget(self.colormap_combo)
         self.detail_label = QLabel("")
         self.detail_label.setWordWrap(True)
+        self.viewer = ReviewViewer(self.view)
         right = QVBoxLayout()
-        right.addWidget(self.view, 1)
+        right.addWidget(self.viewer, 1)
         right.addLayout(opts)
         right.addWidget(self.detail_label)
         right_w = QWidget()
@@ -178,7 +183,8 @@ class ReviewPanel(QWidget):
         for action, slot in (("review_accept", self.accept_current),
                              ("review_ok", lambda: self.label_current("ok")),
                              ("review_defective", lambda: self.label_current("defective")),
-                             ("review_heatmap", self.heatmap_check.toggle)):
+                             ("review_heatmap", self.heatmap_check.toggle),
+                             ("review_undo", self.undo_label)):
             for seq in key_sequences(action):
                 sc = QShortcut(seq, self)
                 sc.setContext(ctx)
@@ -189,9 +195,14 @@ class ReviewPanel(QWidget):
         """Show the stored predictions of `project`'s active run; None clears the page."""
         self._retire_workers()
         self._project = project
+        self.history.clear()
+        self.status_label.setText("")
+        self.detail_label.setText("")
         self.model.clear()
         self.view.clear()
+        self.viewer.clear()
         self._run_id = project.active_run() if project is not None else None
+        self.viewer.set_runs(project, self._run_id)
         self._load_stored()
         self._update_enabled()
 
@@ -200,6 +211,7 @@ class ReviewPanel(QWidget):
         if self._project is None:
             return
         run_id = self._project.active_run()
+        self.viewer.set_runs(self._project, run_id)
         if run_id != self._run_id:
             self._retire_workers()
             self._run_id = run_id
@@ -241,6 +253,8 @@ class ReviewPanel(QWidget):
                 w.deleteLater()
         self._new_results = []
         self._heatmap_for = self._heatmap_wanted = self._shown = None
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setFormat("not started")
         self.progress_bar.setValue(0)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -277,7 +291,9 @@ class ReviewPanel(QWidget):
     def _on_predict_clicked(self) -> None:
         source = self.source_combo.currentData()
         if source == "folder":
-            folder = QFileDialog.getExistingDirectory(self, "Folder of new parts")
+            from app.dialog_dirs import pick_folder
+
+            folder = pick_folder(self, "Folder of new parts")
             if not folder:
                 return
             self.predict_folder(folder)
@@ -345,6 +361,7 @@ class ReviewPanel(QWidget):
             return False
         self._new_results = []
         self._labelled_during_run = False
+        self.progress_bar.setFormat("%v / %m")
         self.progress_bar.setRange(0, len(items))
         self.progress_bar.setValue(0)
         self.status_label.setText(f"Scoring {len(items)} images with run {self._run_id}\u2026")
@@ -462,6 +479,7 @@ class ReviewPanel(QWidget):
         self._shown = it
         if it is None:
             self.view.clear()
+            self.viewer.clear()
             self.detail_label.setText("")
             return
         from core.errors import UserError
@@ -479,6 +497,13 @@ class ReviewPanel(QWidget):
             heat = expand_heatmap(it.heatmap, image.shape[:2])
         score = None if it.error else it.score
         self.view.set_content(image, heat, score, None if it.error else it.is_ng)
+        mask = None
+        if it.image_id is not None and self._project is not None:
+            try:
+                mask = self._project.load_mask(it.image_id)
+            except (UserError, OSError):
+                mask = None
+        self.viewer.show_item(it, image, heat, mask, it.label)
         self.detail_label.setText(
             f"{it.name} \u2014 score {it.score:.4f}, model says {it.decision}; label: {it.label}"
             + (f" ({it.label_source})" if it.label != "unlabeled" else "")
@@ -527,7 +552,25 @@ class ReviewPanel(QWidget):
         it = self.current_item()
         if it is None or it.error:
             return
-        self._write_label(it, "defective" if it.is_ng else "ok", "prediction")
+        decision = "defective" if it.is_ng else "ok"
+        if it.label == decision:
+            # Already labelled so (by a person or an import): keep that label and its source.
+            self.status_label.setText(f"{it.name}: already labelled {decision}.")
+            self._advance(self.model.row_of(it))
+            return
+        if it.label != "unlabeled" and it.label_source != "prediction":
+            who = {"user": "by a person", "import": "on import"}.get(it.label_source,
+                                                                    it.label_source)
+            answer = QMessageBox.question(
+                self, "Replace the label?",
+                f"{it.name} was labelled {it.label} {who}; the model says {decision}.\n\n"
+                f"Replace the label with the model's decision?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                self.status_label.setText(f"{it.name}: label kept ({it.label}).")
+                return
+        self._write_label(it, decision, "prediction")
 
     def label_current(self, label: str) -> None:
         """O / D: the user's correction (source "user")."""
@@ -541,30 +584,62 @@ class ReviewPanel(QWidget):
             return
         from core.errors import UserError
 
+        before = (it.label, it.label_source)
         try:
             if it.image_id is None:
-                # A new part becomes training data: copy it into the project with its label.
+                # A new part becomes training data: copy it into the project with its
+                # label, and give it a split so that Retrain uses it.
                 rec = self._project.add_image(it.path, copy=True, label=label, source=source)
                 it.image_id = rec.id
+                before = ("unlabeled", "import")
+                if rec.split is None:
+                    self._project.assign_splits(only_unassigned=True)
+                    rec = self._project.image(rec.id)
                 self._store_predictions([(rec.id, it.score, it.is_ng)])
             else:
                 rec = self._project.set_label(it.image_id, label, source=source)
         except UserError as e:
             QMessageBox.warning(self, "Label not saved", str(e))
             return
+        self.history.record(rec.id, it.name, before, (rec.label, rec.label_source))
         it.label, it.label_source = rec.label, rec.label_source
         self._labelled_during_run = True
         row = self.model.row_of(it)
         self.model.item_changed(row)
         self.labels_changed.emit()
         how = "accepted" if source == "prediction" else "corrected"
-        self.status_label.setText(f"{it.name}: labelled {label} ({how}).")
-        # The next part comes up (the queue order does not change with labels).
+        split = f" In the {rec.split} split." if rec.split else ""
+        self.status_label.setText(f"{it.name}: labelled {label} ({how}).{split} Ctrl+Z undoes.")
+        self._advance(row)
+
+    def _advance(self, row: int) -> None:
+        """The next part comes up (the queue order does not change with labels)."""
         if row + 1 < self.model.rowCount():
             self.select_row(row + 1)
         else:
-            self._show(it)
+            it = self.current_item()
+            if it is not None:
+                self._show(it)
             self.status_label.setText("End of the queue.")
+
+    def undo_label(self) -> None:
+        """Ctrl+Z: give the last image labelled here its label before."""
+        if self._project is None or not self.history.can_undo():
+            return
+        from core.errors import UserError
+
+        try:
+            step, rec = self.history.undo(self._project)
+        except UserError as e:
+            QMessageBox.warning(self, "Cannot undo", str(e))
+            return
+        for row, item in enumerate(self.model.items()):
+            if item.image_id == rec.id:
+                item.label, item.label_source = rec.label, rec.label_source
+                self.model.item_changed(row)
+                self.select_row(row)
+        self.labels_changed.emit()
+        self.status_label.setText(f"Undone: {step.name} is {rec.label} again.")
 
     def _request_mask(self) -> None:
         it = self.current_item()
@@ -573,7 +648,9 @@ class ReviewPanel(QWidget):
 
     # -- export ----------------------------------------------------------------------------
     def _on_export_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export review results to")
+        from app.dialog_dirs import pick_folder
+
+        folder = pick_folder(self, "Export review results to")
         if folder:
             self.export_results(folder)
 
@@ -636,6 +713,7 @@ class ReviewPanel(QWidget):
 
     def shutdown(self) -> None:
         """Stop background work (used when the window closes)."""
+        self.viewer.shutdown()
         for w in (self.worker, self._heatmap_worker, self._export_worker, *self._retired):
             if w is not None and w.isRunning():
                 if isinstance(w, PredictionWorker):

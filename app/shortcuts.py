@@ -47,7 +47,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("close_polygon", ("Return",), "Mask", "Close and fill the polygon"),
     Shortcut("cancel_polygon", ("Escape",), "Mask", "Cancel the polygon being drawn"),
     Shortcut("clear_mask", ("Ctrl+Delete",), "Mask", "Clear the whole mask"),
-    Shortcut("undo", ("Ctrl+Z",), "Mask", "Undo mask edit"),
+    Shortcut("undo", ("Ctrl+Z",), "Mask", "Undo the last mask edit, else the last label"),
     Shortcut("redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Mask", "Redo mask edit"),
     # View
     Shortcut("fit", ("F",), "View", "Fit image to window"),
@@ -60,6 +60,14 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("review_ok", ("O",), "Review", "Correct the part to OK"),
     Shortcut("review_defective", ("D",), "Review", "Correct the part to defective (NG)"),
     Shortcut("review_heatmap", ("H",), "Review", "Show / hide the heatmap"),
+    Shortcut("review_undo", ("Ctrl+Z",), "Review", "Undo the last label written here"),
+    # Pages
+    Shortcut("page_label", ("Ctrl+1",), "Pages", "Label page"),
+    Shortcut("page_train", ("Ctrl+2",), "Pages", "Train page"),
+    Shortcut("page_evaluate", ("Ctrl+3",), "Pages", "Evaluate page"),
+    Shortcut("page_review", ("Ctrl+4",), "Pages", "Review page"),
+    Shortcut("page_next", ("Ctrl+Tab",), "Pages", "Next page"),
+    Shortcut("page_prev", ("Ctrl+Shift+Tab",), "Pages", "Previous page"),
     Shortcut("help", ("F1",), "Help", "Keyboard shortcuts"),
 )
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
+
+THEMES = ("system", "light", "dark")
+THEME_KEY = "ui/theme"
+_choice = "system"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ def is_dark() -> bool:
     app = QGuiApplication.instance()
     if app is None:
         return False
+    if _choice != "system":
+        return _choice == "dark"
     scheme = QGuiApplication.styleHints().colorScheme()
     if scheme == Qt.ColorScheme.Dark:
         return True
@@ -51,6 +57,50 @@ def colors() -> Colors:
     return DARK if is_dark() else LIGHT
 
 
-def apply_theme(app: QApplication) -> None:
-    """Fusion style: looks the same everywhere and follows the system's light/dark palette."""
+def apply_theme(app: QApplication, choice: str | None = None) -> str:
+    """Fusion style in the chosen scheme: "system" follows the desktop, "light" / "dark"
+    force one. The choice is remembered (QSettings); returns the one applied."""
+    global _choice
     app.setStyle("Fusion")
+    if choice is None:
+        choice = str(QSettings().value(THEME_KEY, "system"))
+    if choice not in THEMES:
+        choice = "system"
+    _choice = choice
+    hints = QGuiApplication.styleHints()
+    scheme = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}.get(
+        choice, Qt.ColorScheme.Unknown)
+    if hasattr(hints, "setColorScheme"):
+        hints.setColorScheme(scheme)
+    if choice == "dark":
+        app.setPalette(dark_palette())
+    else:
+        app.setPalette(app.style().standardPalette())
+    QSettings().setValue(THEME_KEY, choice)
+    return choice
+
+
+def theme_choice() -> str:
+    return _choice
+
+
+def dark_palette() -> QPalette:
+    """A dark Fusion palette (used when the desktop does not switch Qt's palette itself)."""
+    p = QPalette()
+    window, base, text = QColor(45, 45, 48), QColor(30, 30, 32), QColor(230, 230, 230)
+    for role, color in (
+        (QPalette.ColorRole.Window, window), (QPalette.ColorRole.WindowText, text),
+        (QPalette.ColorRole.Base, base), (QPalette.ColorRole.AlternateBase, window),
+        (QPalette.ColorRole.ToolTipBase, window), (QPalette.ColorRole.ToolTipText, text),
+        (QPalette.ColorRole.Text, text), (QPalette.ColorRole.Button, window),
+        (QPalette.ColorRole.ButtonText, text), (QPalette.ColorRole.BrightText, QColor("red")),
+        (QPalette.ColorRole.Highlight, QColor(42, 130, 218)),
+        (QPalette.ColorRole.HighlightedText, QColor("white")),
+        (QPalette.ColorRole.Link, QColor(80, 170, 255)),
+        (QPalette.ColorRole.PlaceholderText, QColor(150, 150, 150)),
+    ):
+        p.setColor(role, color)
+    for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText,
+                 QPalette.ColorRole.WindowText):
+        p.setColor(QPalette.ColorGroup.Disabled, role, QColor(127, 127, 127))
+    return p

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs import TrainingJob, TrainRequest, format_eta
 from app.plot_style import SERIES, foreground_curve, plot_colors, style_plot
+from app.run_curves import read_curves
 from app.run_history import RunHistory
 
 MODELS = (("MFFPA", "mffpa"), ("MixSup (baseline)", "mixsup"))
@@ -75,6 +76,8 @@ class TrainingPanel(QWidget):
         self._job_root: Path | None = None  # project the running job trains on
         self._t0 = 0.0
         self._tmp_dir: Path | None = None
+        self._job_visible = False  # the running job belongs to the project shown
+        self._run_id: str | None = None  # the run being trained
         self._build()
         self._apply_preset("quick")
         self._update_enabled()
@@ -196,6 +199,7 @@ class TrainingPanel(QWidget):
         self.history = RunHistory()
         self.history.active_run_changed.connect(self.active_run_changed)
         self.history.resume_requested.connect(self.resume_training)
+        self.history.selection_changed.connect(self._on_history_selection)
 
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(left_w)
@@ -213,9 +217,50 @@ class TrainingPanel(QWidget):
         lay.addWidget(main)
         self._reset_curves()
 
+    def _hidden_job(self) -> bool:
+        """The job's reports belong to another project than the one shown."""
+        return self.job is not None and not self._job_visible
+
+    def _reset_display(self) -> None:
+        """Nothing of another project's run stays on the page."""
+        self._reset_curves()
+        self.log_view.clear()
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("ready")
+        self.status_label.setText("")
+
+    def _on_history_selection(self, run_id: str) -> None:
+        """A past run selected while nothing trains here: show its curves again."""
+        if (self.is_running() and self._job_visible) or self._project is None:
+            return
+        self.show_run_curves(run_id)
+
+    def show_run_curves(self, run_id: str) -> None:
+        """Plot a run's loss and validation curves from its events.jsonl."""
+        from core.errors import UserError
+
+        try:
+            c = read_curves(self._project.run_dir(run_id))
+        except UserError:
+            return
+        self._reset_curves()
+        self._epoch_base = 0
+        self._loss = {"x": list(c.loss_x), "total": list(c.loss), "seg": list(c.loss_seg),
+                      "dec": list(c.loss_dec)}
+        self._val = {"x": list(c.val_x), "ap": list(c.val_ap), "auc": list(c.val_auc)}
+        self.curve_total.setData(self._loss["x"], self._loss["total"])
+        self.curve_seg.setData(self._loss["x"], self._loss["seg"])
+        self.curve_dec.setData(self._loss["x"], self._loss["dec"])
+        self.curve_ap.setData(self._val["x"], self._val["ap"])
+        self.curve_auc.setData(self._val["x"], self._val["auc"])
+        if c.final:
+            self._show_final_metrics({"metrics": {**c.final, "epochs": c.epochs}})
+        self.loss_plot.setTitle(f"Training loss \u2014 run {run_id}")
+
     def _reset_curves(self) -> None:
         self._loss = {"x": [], "total": [], "seg": [], "dec": []}
         self._val = {"x": [], "ap": [], "auc": []}
+        self.loss_plot.setTitle("Training loss")
         for c in (self.curve_total, self.curve_seg, self.curve_dec, self.curve_ap, self.curve_auc,
                   self.final_ap, self.final_auc):
             c.setData([], [])
@@ -249,8 +294,17 @@ class TrainingPanel(QWidget):
 
     # -- project -------------------------------------------------------------------------
     def set_project(self, project) -> None:
-        """Show `project`'s runs; None clears the page. A running job keeps running."""
+        """Show `project`'s runs; None clears the page. A running job keeps running, but
+        what it reports is shown only with its own project."""
+        old_root = Path(self._project.root) if self._project is not None else None
         self._project = project
+        new_root = Path(project.root) if project is not None else None
+        if new_root != old_root:
+            self._job_visible = (self.is_running() and new_root is not None
+                                 and new_root == self._job_root)
+            if not self._job_visible:
+                self._reset_display()
+        self.history.running_run = self._run_id if self._job_visible else None
         self.history.set_project(project)
         if project is not None:
             saved = project.get_setting(SETTINGS_KEY, None)
@@ -310,12 +364,21 @@ class TrainingPanel(QWidget):
         s = self.settings()
         from core.errors import UserError
 
+        try:  # every labelled image in a split: training reads the splits
+            self._project.assign_splits(only_unassigned=True)
+        except UserError as e:
+            self._append_log(f"could not give new images a split: {e}")
+
         try:
             self._project.set_setting(SETTINGS_KEY, s)
         except (UserError, OSError, sqlite3.Error) as e:  # remembering the form is a nicety, never a blocker
             self._append_log(f"could not remember the training settings: {e}")
+        overrides = {"lr": s["lr"]}
+        if s["model"] in ("mffpa", "mixsup") and not preset_config(s["preset"], s["model"]).val_every:
+            # the validation plot fills while training: about 5 points over the run
+            overrides["val_every"] = max(1, int(s["epochs"]) // 5)
         try:
-            config_path = self._write_overrides({"lr": s["lr"]})
+            config_path = self._write_overrides(overrides)
         except OSError as e:
             self.status_label.setText(
                 f"Cannot start training: cannot write a temporary file ({e}).")
@@ -325,19 +388,26 @@ class TrainingPanel(QWidget):
             epochs=s["epochs"], size=(s["width"], s["height"]), device=s["device"],
             config_path=config_path,
         )
-        self._start_job(request)
+        self._launch(request)
 
-    @Slot(str)
     def resume_training(self, run_id: str) -> None:
-        """Continue an interrupted or cancelled run with its saved settings."""
+        """Go on training an interrupted run from its last checkpoint."""
         if self._project is None or self.is_running():
-            self.status_label.setText("A training run is already in progress.")
+            self.status_label.setText("A training run is already in progress."
+                                      if self._project is not None else "Open a project first.")
             return
-        self._start_job(TrainRequest(project_root=self._project.root, run_id=run_id,
-                                     resume=True))
+        request = TrainRequest(project_root=self._project.root, resume=run_id,
+                               device=self.device_combo.currentData())
+        self._launch(request)
+        # the curves so far, continued live
+        self.show_run_curves(run_id)
+        self._epoch_base = 1
 
-    def _start_job(self, request: TrainRequest) -> None:
+    def _launch(self, request: TrainRequest) -> None:
         self._job_root = Path(self._project.root)
+        self._job_visible = True
+        self._run_id = request.resume
+        self.history.running_run = request.resume
         self._reset_curves()
         self.log_view.clear()
         self._epoch_base = None
@@ -358,6 +428,7 @@ class TrainingPanel(QWidget):
         self.status_label.setText("Starting the training process...")
         job.start(request)
         self._update_enabled()
+        self.history.refresh()
 
     def _write_overrides(self, values: dict) -> Path:
         """A --config file with the form's settings that have no CLI option (the child reads it
@@ -376,6 +447,10 @@ class TrainingPanel(QWidget):
             self.job.cancel()
 
     def _on_started(self, ev: dict) -> None:
+        self._run_id = ev.get("run_id") or self._run_id
+        self.history.running_run = self._run_id
+        if self._hidden_job():
+            return
         self.status_label.setText(
             f"Run {ev.get('run_id', '?')} on {ev.get('device', '?')}: "
             f"{ev.get('n_train', '?')} training / {ev.get('n_val', '?')} validation images")
@@ -387,6 +462,8 @@ class TrainingPanel(QWidget):
         return float(epoch) - base + frac
 
     def _on_progress(self, ev: dict) -> None:
+        if self._hidden_job():
+            return
         epoch, epochs = ev.get("epoch", 0), max(1, int(ev.get("epochs") or 1))
         step, steps = ev.get("step", 0), max(1, int(ev.get("steps") or 1))
         if self._epoch_base is None:
@@ -398,6 +475,9 @@ class TrainingPanel(QWidget):
         self.progress_bar.setValue(int(done * 1000))
         eta = ev.get("eta_s")
         shown_epoch = int(epoch) - self._epoch_base + 1
+        if self._run_id:
+            done_epochs = int(epoch) - self._epoch_base + (1 if step >= steps else 0)
+            self.history.set_live(self._run_id, f"{done_epochs}/{epochs}")
         self.progress_bar.setFormat(
             f"epoch {shown_epoch}/{epochs} \u00b7 step {step}/{steps} \u00b7 ETA {format_eta(eta)}")
         if "loss" in ev:
@@ -410,11 +490,15 @@ class TrainingPanel(QWidget):
             self.curve_dec.setData(self._loss["x"], self._loss["dec"])
 
     def _on_epoch(self, ev: dict) -> None:
+        if self._hidden_job():
+            return
         self._append_log(
             f"epoch {ev.get('epoch')}: loss {float(ev.get('loss') or 0):.4f} "
             f"(seg {float(ev.get('loss_seg') or 0):.4f}, dec {float(ev.get('loss_dec') or 0):.4f})")
 
     def _on_validation(self, ev: dict) -> None:
+        if self._hidden_job():
+            return
         if self._epoch_base is None:
             self._epoch_base = 0 if ev.get("epoch") == 0 else 1
         self._val["x"].append(self._x(ev.get("epoch", 0), 1.0))
@@ -424,6 +508,8 @@ class TrainingPanel(QWidget):
         self.curve_auc.setData(self._val["x"], self._val["auc"])
 
     def _on_succeeded(self, run_id: str, ev: dict) -> None:
+        if self._hidden_job():
+            return
         self.progress_bar.setValue(1000)
         self.progress_bar.setFormat("finished")
         took = ev.get("elapsed_s", time.monotonic() - self._t0)
@@ -471,10 +557,14 @@ class TrainingPanel(QWidget):
         return f" {', '.join(parts)}{where}{thr_text}."
 
     def _on_cancelled(self, run_id: str) -> None:
+        if self._hidden_job():
+            return
         self.progress_bar.setFormat("cancelled")
         self.status_label.setText(f"Run {run_id or ''} cancelled.".replace("  ", " "))
 
     def _on_failed(self, message: str) -> None:
+        if self._hidden_job():
+            return
         self.progress_bar.setFormat("failed")
         self.status_label.setText("Training failed.")
         if "nan" in message.lower():
@@ -488,11 +578,15 @@ class TrainingPanel(QWidget):
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None
+        self.history.running_run = None
+        self._run_id = None
         self.history.refresh()
         self._update_enabled()
         self.job_ended.emit(state)
 
     def _append_log(self, line: str) -> None:
+        if self.is_running() and self._hidden_job():
+            return
         self.log_view.appendPlainText(line)
 
     def _update_enabled(self) -> None:

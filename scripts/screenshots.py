@@ -108,13 +108,13 @@ def label_step(win, out: Path) -> None:
     save(win, out, "label")
 
 
-def train_step(win, out: Path, epochs: int, timeout: float) -> bool:
+def train_step(win, out: Path, epochs: int, timeout: float, size: int = 128) -> bool:
     train = win.pages.get("Train")
     if not win.page_ok.get("Train") or not hasattr(train, "start_training"):
         print("skipped the training screenshot: the Train page is not available")
         return False
     win.tabs.setCurrentWidget(train)
-    for name, value in (("epochs_spin", epochs), ("width_spin", 128), ("height_spin", 128)):
+    for name, value in (("epochs_spin", epochs), ("width_spin", size), ("height_spin", size)):
         spin = getattr(train, name, None)
         if spin is not None:
             spin.setValue(value)
@@ -157,6 +157,36 @@ def review_step(win, out: Path, timeout: float) -> None:
         review.select_row(best)
     wait(3.0)
     save(win, out, "review")
+    viewer = getattr(review, "viewer", None)
+    if viewer is not None:
+        # the same part side by side: image | heatmap | true mask | predicted mask
+        masked = [r for r, it in enumerate(review.model.items())
+                  if it.image_id is not None and win.project.image(it.image_id).has_mask]
+        if masked:
+            review.select_row(masked[0])
+        viewer.setCurrentWidget(viewer.side)
+        wait(3.0, until=lambda: viewer.side.panes["Heatmap"]._qimage is not None)
+        save(win, out, "review-side")
+        viewer.setCurrentIndex(0)
+
+
+def evaluate_step(win, out: Path, timeout: float) -> None:
+    ev = win.pages.get("Evaluate")
+    if not win.page_ok.get("Evaluate") or not hasattr(ev, "evaluate"):
+        print("skipped the evaluate screenshot: the Evaluate page is not available")
+        return
+    loaded: list[str] = []
+    ev.evaluation_loaded.connect(loaded.append)
+    win.tabs.setCurrentWidget(ev)
+    ev.refresh()
+    if ev._eval is None and not wait(timeout, until=lambda: bool(loaded) or ev._eval is not None):
+        print("evaluation did not finish in time")
+        return
+    if hasattr(ev, "show_cell"):
+        counts = ev.counts() or {}
+        ev.show_cell(*((1, 0) if counts.get("fp") else (0, 1) if counts.get("fn") else (0, 0)))
+    wait(1.0)
+    save(win, out, "evaluate")
 
 
 def main() -> int:
@@ -165,6 +195,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=80, help="demo images")
     ap.add_argument("--size", type=int, default=192, help="demo image size (square)")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--train-size", type=int, default=128, help="training input size (square)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per long step")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the generated demo project")
@@ -195,7 +226,9 @@ def main() -> int:
     win.resize(1280, 800)
     try:
         label_step(win, out)
-        if not args.skip_train and train_step(win, out, args.epochs, args.timeout):
+        if not args.skip_train and train_step(win, out, args.epochs, args.timeout,
+                                                  args.train_size):
+            evaluate_step(win, out, args.timeout)
             review_step(win, out, args.timeout)
     finally:
         win.close()  # stops the background threads and releases the project

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Screenshots of the desktop app on a freshly generated demo project, under Xvfb.
 # Usage: scripts/screenshots.sh [--out DIR] [--epochs N] [--skip-train]
-# Saves docs/screenshots/{label,train,review}.png (1280x800 window).
+# Saves docs/screenshots/{label,train,evaluate,review,review-side}.png (1280x800 window).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

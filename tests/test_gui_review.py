@@ -212,7 +212,8 @@ def test_review_keys_come_from_the_shortcut_table():
 
     review = {s.action: s.keys[0] for s in SHORTCUTS if s.group == "Review"}
     assert review == {"review_accept": KEY_ACCEPT, "review_ok": KEY_OK,
-                      "review_defective": KEY_DEFECTIVE, "review_heatmap": KEY_HEATMAP}
+                      "review_defective": KEY_DEFECTIVE, "review_heatmap": KEY_HEATMAP,
+                      "review_undo": "Ctrl+Z"}
     assert "<h3 style='margin-top:8px'>Review</h3>" in help_html()
 
 

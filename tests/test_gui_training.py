@@ -270,7 +270,9 @@ def test_learning_rate_reaches_the_training_process(qtbot, project, monkeypatch)
     (request,) = started
     args = request.to_args()
     assert args[args.index("--config") + 1] == str(request.config_path)
-    assert json.loads(request.config_path.read_text()) == {"lr": pytest.approx(0.0123)}
+    # epochs=1: the validation plot gets its point every epoch
+    assert json.loads(request.config_path.read_text()) == {"lr": pytest.approx(0.0123),
+                                                            "val_every": 1}
     assert project.get_setting("ui.train_settings")["lr"] == pytest.approx(0.0123)
     panel._on_ended("failed")  # the temporary file goes with the job
     assert not request.config_path.exists()

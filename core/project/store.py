@@ -557,15 +557,19 @@ class Project:
             _check_choice(lab, LABELS, "label")
         with self._tx() as db:
             for image_id, lab in items:
-                row = db.execute("SELECT mask_pixels FROM images WHERE id = ?",
+                row = db.execute("SELECT mask_pixels, has_mask, path FROM images WHERE id = ?",
                                  (image_id,)).fetchone()
                 if row is None:
                     raise ProjectError(f"there is no image with id {image_id} in this project")
                 if row[0] > 0 and lab != "defective":
                     raise ProjectError(
-                        f"image {image_id} has a defect mask, so it cannot be labelled "
-                        f"'{lab}'; delete its mask first"
+                        f"'{PurePosixPath(row[2]).name}' (image {image_id}) has a defect mask, "
+                        f"so it cannot be labelled '{lab}'; delete its mask first"
                     )
+                if row[1] and row[0] == 0 and lab == "defective":
+                    # a clean (all-zero) mask says "no defect anywhere": it cannot stay
+                    # on a defective image, where it would train as a defect-free part
+                    self._drop_mask(db, image_id)
             db.executemany(
                 "UPDATE images SET label = ?, label_source = ? WHERE id = ?",
                 [(lab, source, image_id) for image_id, lab in items],
@@ -591,8 +595,15 @@ class Project:
         # a delete_mask earlier in this batch must not remove the new file at commit
         self._after_commit = [p for p in self._after_commit if p != path]
         # the file first: a committed row must never point at a missing or partial PNG
-        imio.write_png_atomic(path, defect.astype(np.uint8) * 255)
         pixels = int(np.count_nonzero(defect))
+        if not pixels:
+            label = db.execute("SELECT label FROM images WHERE id = ?", (image_id,)).fetchone()
+            if label is not None and label[0] == "defective":
+                # clearing the mask of a defective image deletes it: an empty mask there
+                # would say "no defect anywhere" and contradict the label
+                self._drop_mask(db, image_id)
+                return
+        imio.write_png_atomic(path, defect.astype(np.uint8) * 255)
         db.execute(
             "UPDATE images SET has_mask = 1, mask_rough = ?, mask_pixels = ? WHERE id = ?",
             (int(bool(rough)), pixels, image_id),
@@ -608,7 +619,8 @@ class Project:
         """Store the pixel mask of an image (nonzero = defect); returns the updated record.
 
         MaskError unless the mask is HxW of the image's size. Any defect pixel sets the
-        label "defective"; an all-zero mask keeps the label (a "clean" mask).
+        label "defective"; an all-zero mask keeps the label (a "clean" mask) except on a
+        defective image, where it deletes the mask (labels and masks never contradict).
         """
         _check_choice(source, LABEL_SOURCES, "label source")
         rec = self.image(image_id)
@@ -640,14 +652,19 @@ class Project:
         """Remove an image's mask (its label stays); returns the updated record."""
         rec = self.image(image_id)
         with self._tx() as db:
-            db.execute(
-                "UPDATE images SET has_mask = 0, mask_rough = 0, mask_pixels = 0 WHERE id = ?",
-                (rec.id,),
-            )
-            # the file goes after the commit (of the whole batch, inside one): a crash in
-            # between leaves an unused file, never a row pointing at a missing one
-            self._after_commit.append(self.mask_path(rec.id))
+            self._drop_mask(db, rec.id)
         return self.image(image_id)
+
+    def _drop_mask(self, db: sqlite3.Connection, image_id: int) -> None:
+        db.execute(
+            "UPDATE images SET has_mask = 0, mask_rough = 0, mask_pixels = 0 WHERE id = ?",
+            (image_id,),
+        )
+        # the file goes after the commit (of the whole batch, inside one): a crash in
+        # between leaves an unused file, never a row pointing at a missing one
+        path = self.mask_path(image_id)
+        if path not in self._after_commit:
+            self._after_commit.append(path)
 
     # --- splits ----------------------------------------------------------------------
 

@@ -85,7 +85,7 @@ def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
 def test_resume_request_builds_a_resume_command(tmp_path):
     from app.jobs import TrainRequest
 
-    args = TrainRequest(project_root=tmp_path, run_id="r1", resume=True).to_args()
+    args = TrainRequest(project_root=tmp_path, resume="r1").to_args()
     assert args[-2:] == ["--resume", "r1"] and "--run-id" not in args
 
 
