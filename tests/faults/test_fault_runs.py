@@ -86,7 +86,8 @@ def test_resume_request_builds_a_resume_command(tmp_path):
     from app.jobs import TrainRequest
 
     args = TrainRequest(project_root=tmp_path, resume="r1").to_args()
-    assert args[-2:] == ["--resume", "r1"] and "--run-id" not in args
+    i = args.index("--resume")
+    assert args[i + 1] == "r1" and "--run-id" not in args and "--model" not in args
 
 
 def test_killed_import_leaves_no_orphans_on_the_next_open(tmp_path):
