@@ -20,12 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.errors import ProjectError
+from core.io.images import env_int
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_DIR = "backups"
 ORPHANS_DIR = "orphans"
-BACKUP_EVERY_S = int(os.environ.get("DEFECT_STUDIO_BACKUP_EVERY_S", 30 * 60))
-BACKUP_KEEP = int(os.environ.get("DEFECT_STUDIO_BACKUP_KEEP", 5))
+BACKUP_EVERY_S = env_int("DEFECT_STUDIO_BACKUP_EVERY_S", 30 * 60)
+BACKUP_KEEP = env_int("DEFECT_STUDIO_BACKUP_KEEP", 5)
 
 
 class DamagedProjectError(ProjectError):

@@ -146,3 +146,13 @@ def test_restore_while_open_for_writing_is_refused(tmp_path):
     with Project.open(root):
         r = cli("restore", "--project", str(root))
     assert r.returncode == 2 and "in use" in r.stderr
+
+
+@pytest.mark.parametrize("backup", ["missing.sqlite", "/dev/zero", "."])
+def test_restore_refuses_hostile_backup_arguments(tmp_path, backup):
+    root = tiny_project(tmp_path / "p")
+    r = cli("restore", "--project", str(root), "--backup", str(tmp_path / backup)
+            if not backup.startswith("/") else backup)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    with Project.open(root) as p:
+        assert p.counts()["images"] == 4
