@@ -110,8 +110,11 @@ def test_damaged_page_on_read_is_a_message_not_a_traceback(tmp_path):
 def test_rolling_backup_and_restore(tmp_path, monkeypatch):
     root = tiny_project(tmp_path / "p")
     backups = safety.list_backups(root)
-    assert len(backups) == 1  # made when the project was opened for writing
-    # at most one per BACKUP_EVERY_S: a second open makes none
+    assert len(backups) == 1  # the final state, made when the new project was closed
+    db = sqlite3.connect(backups[0])
+    assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 4
+    db.close()
+    # at most one per BACKUP_EVERY_S on open; none on a close without changes
     Project.open(root).close()
     assert safety.list_backups(root) == backups
     # and the newest BACKUP_KEEP are kept
