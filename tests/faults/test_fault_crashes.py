@@ -234,3 +234,13 @@ def test_disk_full_during_training_is_one_line_and_a_truthful_status(tmp_path, m
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
     run = read_run(root / "runs" / "r")
     assert run.state == "failed"  # not "running" forever
+
+
+def test_deeply_nested_json_is_a_skipped_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    png(src / "a.png", seed=70)
+    (src / "a.json").write_text(json.dumps({"shapes": [], "imagePath": "a.png"}))
+    (src / "bomb.json").write_text('{"shapes": ' + "[" * 100000 + "]" * 100000 + "}")
+    report, recs = _run(src, tmp_path, "labelme")
+    assert list(recs) == ["a.png"] and "unreadable JSON" in _reasons(report)
