@@ -159,3 +159,19 @@ def test_restore_refuses_hostile_backup_arguments(tmp_path, backup):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     with Project.open(root) as p:
         assert p.counts()["images"] == 4
+
+
+@pytest.mark.usefixtures("isolated_qsettings")
+def test_app_opening_a_zero_size_database_says_damaged_and_keeps_it(tmp_path, qtbot, dialogs):
+    from app.main_window import MainWindow
+
+    root = tiny_project(tmp_path / "p")
+    (root / "project.sqlite").write_bytes(b"")
+    for f in ("project.sqlite-wal", "project.sqlite-shm"):
+        (root / f).unlink(missing_ok=True)
+    win = MainWindow()
+    qtbot.addWidget(win)
+    assert not win.open_project(root)
+    assert dialogs and "damaged" in dialogs[-1][1] and "defect-studio restore" in dialogs[-1][1]
+    assert (root / "project.sqlite").stat().st_size == 0  # not re-initialised
+    win.close()
