@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 
 def run_gui(project_dir: str | None = None) -> int:
@@ -35,14 +36,17 @@ def install_excepthook() -> None:
         line = crash_line(exc, path)
         print(f"defect-studio: {line}", file=sys.stderr)
         try:
+            from PySide6.QtCore import QThread
             from PySide6.QtWidgets import QApplication, QMessageBox
 
-            if QApplication.instance() is not None:
+            app = QApplication.instance()
+            if app is not None and QThread.currentThread() == app.thread():  # GUI thread only
                 QMessageBox.critical(None, "Defect Studio: unexpected error", line)
         except Exception:  # noqa: BLE001 - the dialog is a courtesy; the log is written
             pass
 
     sys.excepthook = hook
+    threading.excepthook = lambda a: hook(a.exc_type, a.exc_value, a.exc_traceback)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def write_crash_log(exc_type: type[BaseException], exc: BaseException,
     try:
         folder = log_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"crash-{stamp.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path = folder / f"crash-{stamp.strftime('%Y%m%d-%H%M%S-%f')}-{os.getpid()}.log"
         path.write_text(text, encoding="utf-8")
         return path
     except OSError:

@@ -14,9 +14,20 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+
+
+def env_int(name: str, default: int) -> int:
+    """A positive integer from the environment; `default` when unset or not one."""
+    try:
+        value = int(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 # Pixel and file-size limits (checked before decoding; env vars make them configurable).
-MAX_PIXELS = int(os.environ.get("DEFECT_STUDIO_MAX_PIXELS", 100_000_000))
-MAX_FILE_BYTES = int(os.environ.get("DEFECT_STUDIO_MAX_FILE_BYTES", 1 << 30))
+MAX_PIXELS = env_int("DEFECT_STUDIO_MAX_PIXELS", 100_000_000)
+MAX_FILE_BYTES = env_int("DEFECT_STUDIO_MAX_FILE_BYTES", 1 << 30)
 # OpenCV's own limit, a backstop for formats whose header we do not parse
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 

@@ -129,10 +129,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print("no training runs yet (start one with `defect-studio train`)")
         return 0
-    print(f"  {'run':<24} {'state':<10} {'model':<12} {'epochs':>6} {'AP':>7} {'AUC':>7}  created")
+    print(f"  {'run':<24} {'state':<11} {'model':<12} {'epochs':>6} {'AP':>7} {'AUC':>7}  created")
     for r in runs:
         mark = "*" if r.id == active else " "
-        print(f"{mark} {r.id:<24} {r.state:<10} {(r.model or '-'):<12} {r.epochs:>6} "
+        print(f"{mark} {r.id:<24} {r.state:<11} {(r.model or '-'):<12} {r.epochs:>6} "
               f"{_metric(r.metrics, 'ap'):>7} {_metric(r.metrics, 'auc'):>7}  {r.created}")
     if args.activate:
         print(f"active run: {active}")

@@ -4,7 +4,8 @@
   *damaged*: it is never re-initialised and never written to. The message says how to
   restore it (`defect-studio restore --project P`).
 - Opening for writing keeps a rolling backup made with SQLite's online backup API in
-  PROJECT/backups/ (at most one every BACKUP_EVERY_S, the newest BACKUP_KEEP kept).
+  PROJECT/backups/ (at most one every BACKUP_EVERY_S, the newest BACKUP_KEEP kept), and
+  closing a project that changed backs up its final state (at most one a minute).
 - Files in images/ and masks/ that no database row points at (an import killed
   between the copy and the commit) are moved to PROJECT/orphans/ on the next open for
   writing, so a re-import reuses their names and nothing is deleted.
@@ -20,12 +21,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.errors import ProjectError
+from core.io.images import env_int
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_DIR = "backups"
 ORPHANS_DIR = "orphans"
-BACKUP_EVERY_S = int(os.environ.get("DEFECT_STUDIO_BACKUP_EVERY_S", 30 * 60))
-BACKUP_KEEP = int(os.environ.get("DEFECT_STUDIO_BACKUP_KEEP", 5))
+BACKUP_EVERY_S = env_int("DEFECT_STUDIO_BACKUP_EVERY_S", 30 * 60)
+BACKUP_KEEP = env_int("DEFECT_STUDIO_BACKUP_KEEP", 5)
+# closing a project that changed backs up its final state, at most once per this gap
+BACKUP_CLOSE_GAP_S = env_int("DEFECT_STUDIO_BACKUP_CLOSE_GAP_S", 60)
 
 
 class DamagedProjectError(ProjectError):
@@ -101,16 +105,18 @@ def list_backups(root: Path) -> list[Path]:
     return sorted(p for p in folder.glob("project-*.sqlite") if p.is_file())
 
 
-def make_backup(db: sqlite3.Connection, root: Path, *, force: bool = False) -> Path | None:
+def make_backup(db: sqlite3.Connection, root: Path, *,
+                min_age_s: float | None = None) -> Path | None:
     """Copy the open database into backups/ with the online backup API, unless the newest
-    backup is younger than BACKUP_EVERY_S; keep the newest BACKUP_KEEP. Returns the new
-    file, or None. A backup that cannot be written (disk full) is skipped silently: it
-    must never stop the user from working."""
+    backup is younger than min_age_s (default BACKUP_EVERY_S); keep the newest
+    BACKUP_KEEP. Returns the new file, or None. A backup that cannot be written (disk
+    full) is skipped silently: it must never stop the user from working."""
     folder = Path(root) / BACKUP_DIR
     existing = list_backups(root)
-    if existing and not force:
+    min_age = BACKUP_EVERY_S if min_age_s is None else min_age_s
+    if existing:
         try:
-            if time.time() - existing[-1].stat().st_mtime < BACKUP_EVERY_S:
+            if time.time() - existing[-1].stat().st_mtime < min_age:
                 return None
         except OSError:
             pass

@@ -127,6 +127,7 @@ class Project:
         self._after_commit: list[Path] = []  # files to delete once the transaction is in
         self._finalizer = weakref.finalize(self, _close_handles, db, lock)
         self.orphans_moved: list[str] = []  # set by open-for-writing (safety.move_orphans)
+        self._changes_at_open = 0  # db.total_changes after opening: close() backs up changes
 
     # --- opening and closing ---------------------------------------------------------
 
@@ -251,12 +252,18 @@ class Project:
             remove_stale_temps(project.images_dir)
             # copies of an import killed before its commit: moved aside, never deleted
             project.orphans_moved = safety.move_orphans(root, db)
-            safety.make_backup(db, root)
+            if not new:  # the state before this session's changes
+                safety.make_backup(db, root)
+            project._changes_at_open = db.total_changes
         return project
 
     def close(self) -> None:
-        """Close the database and release the write lock (idempotent)."""
+        """Close the database and release the write lock (idempotent). A writable
+        project that changed since it was opened leaves a backup of its final state."""
         with self._mutex:
+            db = self._db
+            if db is not None and not self.readonly and db.total_changes > self._changes_at_open:
+                safety.make_backup(db, self.root, min_age_s=safety.BACKUP_CLOSE_GAP_S)
             self._db = None
             self._finalizer()
 

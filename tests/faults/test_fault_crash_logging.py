@@ -50,7 +50,10 @@ def test_gui_exception_is_logged_and_shown(data_home, monkeypatch, qtbot, dialog
 
     from app.main import install_excepthook
 
+    import threading
+
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
     install_excepthook()
 
     def slot():
@@ -63,3 +66,24 @@ def test_gui_exception_is_logged_and_shown(data_home, monkeypatch, qtbot, dialog
     assert len(logs) == 1 and str(logs[0]) in text and "ValueError" in text
     assert "clicked into a bug" in logs[0].read_text()
     assert "unexpected error" in capsys.readouterr().err
+
+
+def test_worker_thread_exception_is_logged_without_a_dialog(data_home, monkeypatch, qtbot,
+                                                            dialogs):
+    import threading
+
+    from app.main import install_excepthook
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    install_excepthook()
+
+    def work():
+        raise KeyError("in a worker")
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    logs = list(data_home.glob("crash-*.log"))
+    assert len(logs) == 1 and "KeyError" in logs[0].read_text()
+    assert dialogs == []  # never a dialog from outside the GUI thread

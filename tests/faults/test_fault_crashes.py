@@ -205,7 +205,7 @@ def test_train_on_a_read_only_project_is_a_clear_message(tmp_path, monkeypatch, 
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
-    code = main(["train", "--project", str(root), "--epochs", "1", "--size", "64x64",
+    code = main(["train", "--project", str(root), "--epochs", "1", "--size", "32x32",
                  "--threads", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "Read-only file system" in err and "copy the project" in err
@@ -228,9 +228,19 @@ def test_disk_full_during_training_is_one_line_and_a_truthful_status(tmp_path, m
         return real(*a, prefix=prefix, **k)
 
     monkeypatch.setattr(atomic.tempfile, "mkstemp", full)
-    code = main(["train", "--project", str(root), "--epochs", "1", "--size", "64x64",
-                 "--threads", "1", "--run-id", "r", "--device", "cpu", "--model", "mixsup"])
+    code = main(["train", "--project", str(root), "--epochs", "1", "--size", "32x32",
+                 "--threads", "1", "--run-id", "r", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
     run = read_run(root / "runs" / "r")
     assert run.state == "failed"  # not "running" forever
+
+
+def test_deeply_nested_json_is_a_skipped_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    png(src / "a.png", seed=70)
+    (src / "a.json").write_text(json.dumps({"shapes": [], "imagePath": "a.png"}))
+    (src / "bomb.json").write_text('{"shapes": ' + "[" * 100000 + "]" * 100000 + "}")
+    report, recs = _run(src, tmp_path, "labelme")
+    assert list(recs) == ["a.png"] and "unreadable JSON" in _reasons(report)

@@ -110,8 +110,11 @@ def test_damaged_page_on_read_is_a_message_not_a_traceback(tmp_path):
 def test_rolling_backup_and_restore(tmp_path, monkeypatch):
     root = tiny_project(tmp_path / "p")
     backups = safety.list_backups(root)
-    assert len(backups) == 1  # made when the project was opened for writing
-    # at most one per BACKUP_EVERY_S: a second open makes none
+    assert len(backups) == 1  # the final state, made when the new project was closed
+    db = sqlite3.connect(backups[0])
+    assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 4
+    db.close()
+    # at most one per BACKUP_EVERY_S on open; none on a close without changes
     Project.open(root).close()
     assert safety.list_backups(root) == backups
     # and the newest BACKUP_KEEP are kept
@@ -146,3 +149,29 @@ def test_restore_while_open_for_writing_is_refused(tmp_path):
     with Project.open(root):
         r = cli("restore", "--project", str(root))
     assert r.returncode == 2 and "in use" in r.stderr
+
+
+@pytest.mark.parametrize("backup", ["missing.sqlite", "/dev/zero", "."])
+def test_restore_refuses_hostile_backup_arguments(tmp_path, backup):
+    root = tiny_project(tmp_path / "p")
+    r = cli("restore", "--project", str(root), "--backup", str(tmp_path / backup)
+            if not backup.startswith("/") else backup)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    with Project.open(root) as p:
+        assert p.counts()["images"] == 4
+
+
+@pytest.mark.usefixtures("isolated_qsettings")
+def test_app_opening_a_zero_size_database_says_damaged_and_keeps_it(tmp_path, qtbot, dialogs):
+    from app.main_window import MainWindow
+
+    root = tiny_project(tmp_path / "p")
+    (root / "project.sqlite").write_bytes(b"")
+    for f in ("project.sqlite-wal", "project.sqlite-shm"):
+        (root / f).unlink(missing_ok=True)
+    win = MainWindow()
+    qtbot.addWidget(win)
+    assert not win.open_project(root)
+    assert dialogs and "damaged" in dialogs[-1][1] and "defect-studio restore" in dialogs[-1][1]
+    assert (root / "project.sqlite").stat().st_size == 0  # not re-initialised
+    win.close()

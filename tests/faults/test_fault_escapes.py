@@ -119,3 +119,16 @@ def test_cli_reports_the_refusal_and_the_flag(tmp_path, outside):
     r = cli("import", str(src), "--project", str(tmp_path / "p2"), "--format", "labelme",
             "--allow-outside", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["imported"] == 2
+
+
+def test_coco_file_in_annotations_folder_may_use_the_sibling_images_folder(tmp_path, outside):
+    ds = tmp_path / "ds"
+    (ds / "annotations").mkdir(parents=True)
+    (ds / "images").mkdir()
+    png(ds / "images" / "a.png", seed=7)
+    doc = {"images": [{"id": 1, "file_name": "a.png"},
+                      {"id": 2, "file_name": "../../secret/private.png"}],
+           "annotations": [], "categories": []}
+    (ds / "annotations" / "instances.json").write_text(json.dumps(doc))
+    report, names = _import(ds / "annotations" / "instances.json", tmp_path, fmt="coco")
+    assert names == ["a.png"] and _refused(report, outside)

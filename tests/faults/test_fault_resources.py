@@ -145,3 +145,11 @@ def test_thumbnails_decode_jpegs_at_reduced_size(tmp_path, monkeypatch):
     small = imio.read_image_reduced(f, 96)
     assert small.shape == (200, 160, 3)  # 1/4 (1/8 would be under 96): not 512000 pixels
     assert seen == [cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION]
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "0", "1e9", ""])
+def test_bad_limit_settings_fall_back_to_the_defaults(monkeypatch, value):
+    monkeypatch.setenv("DEFECT_STUDIO_MAX_PIXELS", value)
+    assert imio.env_int("DEFECT_STUDIO_MAX_PIXELS", 100_000_000) == 100_000_000
+    monkeypatch.setenv("DEFECT_STUDIO_MAX_PIXELS", "2000")
+    assert imio.env_int("DEFECT_STUDIO_MAX_PIXELS", 100_000_000) == 2000

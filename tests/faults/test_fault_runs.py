@@ -33,8 +33,10 @@ def _state(root, run_id):
 
 @pytest.mark.slow
 def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
-        demo_project_dir, tmp_path, qtbot, capsys):
-    root = demo_project_dir
+        tmp_path, qtbot, capsys):
+    from fault_helpers import tiny_project
+
+    root = tiny_project(tmp_path / "p", n=8)
     run_dir = root / "runs" / "r1"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(

@@ -131,8 +131,9 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
     for js in jsons:
         try:
             data = json.loads(js.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ImportFormatError(f"cannot read COCO file {js}: {e}") from e
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting bomb
+            raise ImportFormatError(f"cannot read COCO file {js}: {type(e).__name__}: "
+                                    f"{str(e)[:200]}") from None
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise ImportFormatError(f"{js} is not a COCO file: no \"images\" list")
         if index is None:

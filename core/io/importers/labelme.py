@@ -43,8 +43,8 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
     for js in (f for f in files if f.suffix.lower() == ".json"):
         try:
             data = json.loads(js.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            report.skip(js, f"unreadable JSON: {e}")
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting bomb
+            report.skip(js, f"unreadable JSON: {type(e).__name__}: {str(e)[:200]}")
             continue
         if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
             report.skip(js, "not a labelme file: no \"shapes\" list")

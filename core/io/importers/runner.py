@@ -60,7 +60,7 @@ def import_dataset(src: Path | str, project, fmt: str = "auto", copy: bool = Tru
     if fmt not in READERS:
         raise ImportFormatError(f"unknown import format '{fmt}' (known: {', '.join(READERS)})")
     report = ImportReport(format=fmt, source=str(src.absolute()))
-    report.root = (src if src.is_dir() else src.parent).absolute()
+    report.root = source_root(src)
     report.allow_outside = allow_outside
     items = [item for item in READERS[fmt].read(src, report) if _usable(item, report)]
     if not items:
@@ -89,6 +89,20 @@ def import_dataset(src: Path | str, project, fmt: str = "auto", copy: bool = Tru
     if report.imported:
         project.assign_splits(only_unassigned=True)
     return report
+
+
+# An annotation file given directly in one of these folders speaks for the data set
+# folder above it (COCO's annotations/instances.json beside images/).
+ANNOTATION_DIRS = frozenset({"annotations", "annotation", "labels", "label", "anns"})
+
+
+def source_root(src: Path) -> Path:
+    """The folder annotation paths must stay in: the source folder; for an annotation
+    file, its folder (or the one above it, when that folder is annotations/ or labels/)."""
+    src = src.absolute()
+    if src.is_dir():
+        return src
+    return src.parent.parent if src.parent.name.lower() in ANNOTATION_DIRS else src.parent
 
 
 def _usable(item: ImportItem, report: ImportReport) -> bool:
