@@ -224,6 +224,9 @@ class MainWindow(QMainWindow):
             m.addSeparator() if key is None else m.addAction(a[key])
         m.addSeparator()
         m.addAction(self._checkbox_action(self.label_page.auto_next))
+        split_menu = m.addMenu("Move selected images to split")
+        for split, text in (("train", "Train"), ("val", "Validation"), ("test", "Test")):
+            split_menu.addAction(text, lambda s=split: self.label_page.browser.move_to_split(s))
         m = mb.addMenu("&Mask")
         for key in ("tool_brush", "tool_eraser", "tool_lasso", "tool_grabcut", "tool_pan", None,
                     "brush_smaller", "brush_larger", None, "undo", "redo", "clear_mask"):

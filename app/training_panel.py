@@ -100,6 +100,7 @@ class TrainingPanel(QWidget):
                                 "lower it if a run fails with a NaN loss")
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 1000)
+        self.epochs_spin.valueChanged.connect(self._update_val_title)
         self.width_spin = QSpinBox()
         self.height_spin = QSpinBox()
         for s in (self.width_spin, self.height_spin):
@@ -286,9 +287,23 @@ class TrainingPanel(QWidget):
             return
         cfg = preset_config(self.preset_combo.currentText(), model)
         self.lr_spin.setValue(float(cfg.lr))
+        self._update_val_title()
+
+    def _val_every(self) -> int:
+        """How often the run validates: the preset's, or about 5 points over the run."""
+        model = self.model_combo.currentData()
+        cfg = preset_config(self.preset_combo.currentText(), model)
+        if cfg.val_every or model not in ("mffpa", "mixsup"):
+            return int(cfg.val_every)
+        return max(1, int(self.epochs_spin.value()) // 5)
+
+    def _update_val_title(self, *_args) -> None:
+        if not self.model_combo.currentData():
+            return
+        every = self._val_every()
         # An empty Validation plot during a run must not look broken: say when points come.
-        when = ("after the last epoch" if not cfg.val_every
-                else f"every {cfg.val_every} epochs" if cfg.val_every > 1 else "every epoch")
+        when = ("after the last epoch" if not every
+                else f"every {every} epochs" if every > 1 else "every epoch")
         self.val_plot.setTitle(f"Validation ({when}; \u2605 = final model)",
                                color=plot_colors()[1].name())
 
@@ -376,7 +391,7 @@ class TrainingPanel(QWidget):
         overrides = {"lr": s["lr"]}
         if s["model"] in ("mffpa", "mixsup") and not preset_config(s["preset"], s["model"]).val_every:
             # the validation plot fills while training: about 5 points over the run
-            overrides["val_every"] = max(1, int(s["epochs"]) // 5)
+            overrides["val_every"] = self._val_every()
         try:
             config_path = self._write_overrides(overrides)
         except OSError as e:

@@ -68,20 +68,31 @@ def test_only_runs_with_a_model_can_be_activated(qtbot, panel, trained_project, 
     assert dialogs and "Resume" in dialogs[-1][1]
 
 
-def test_resume_finishes_an_interrupted_run(qtbot, panel, trained_project, dialogs):
+def test_resume_starts_the_run_again_with_its_saved_settings(qtbot, panel, trained_project,
+                                                               monkeypatch):
+    # The training process itself (`train --resume`) is covered by test_training_loop and
+    # test_training_cli; here: the button starts it for the right run and shows it running.
+    from app.jobs import TrainingJob
+
+    started = []
+    monkeypatch.setattr(TrainingJob, "start", lambda self, request: started.append(request))
+    monkeypatch.setattr(TrainingJob, "is_running", lambda self: bool(started))
     h = panel.history
     h.select_run("stopped")
-    with qtbot.waitSignal(panel.job_ended, timeout=180_000) as blocker:
-        h.resume_button.click()
-        assert panel.is_running()
-        assert h.running_run == "stopped"
-    assert blocker.args == ["finished"], panel.log_view.toPlainText()
-    run = trained_project.run("stopped")
-    assert run.state == "finished" and (run.path / "model.pt").is_file()
-    assert trained_project.active_run() == "stopped"  # the finished model is used next
+    h.resume_button.click()
+    (request,) = started
+    args = request.to_args()
+    assert args[args.index("--resume") + 1] == "stopped"
+    assert "--model" not in args and "--epochs" not in args  # the run's own settings
+    assert args[args.index("--project") + 1] == str(trained_project.root)
+    assert panel.is_running() and h.running_run == "stopped"
     h.select_run("stopped")
-    assert h.set_active_button.isEnabled() and not h.resume_button.isEnabled()
-    assert dialogs == []
+    assert not h.resume_button.isEnabled() and not h.delete_button.isEnabled()
+    xs, _ = panel.curve_total.getData()  # the curves so far, to be continued live
+    assert xs is not None and len(xs) > 0
+    started.clear()
+    panel._on_ended("cancelled")
+    assert h.running_run is None
 
 
 def test_delete_asks_and_removes_folder_and_predictions(qtbot, panel, trained_project,

@@ -27,7 +27,11 @@ def test_import_magnetic_tile(magnetic_tile_dir, tmp_path, capsys):
     assert info["defective"] == 392 and info["ok"] == 952 and info["unlabeled"] == 0
     assert info["unassigned"] == 0
     with Project.open(proj, readonly=True) as p:
-        assert len(p.images(label="defective", has_mask=True)) == 392
+        # 4 MT_Uneven masks are all zero: those defective images are kept without a mask
+        # (an empty mask would say "no defect anywhere"), as image-level defects
+        assert len(p.images(label="defective", has_mask=True)) == 388
+        unmasked = p.images(label="defective", has_mask=False)
+        assert len(unmasked) == 4 and all("MT_Uneven" in r.path for r in unmasked)
         # MT_Free masks are all zero: OK images with clean masks
         assert len(p.images(label="ok", has_mask=True)) == 952
         crack = [r for r in p.images(label="defective") if "MT_Crack" in r.path]

@@ -99,7 +99,11 @@ def build_report(project, run_id: str, out_html: str | Path, *, threshold: float
     s = np.array([r["score"] for r in rows], dtype=np.float64)
     m = image_metrics(y, s)
     thr_file = _read_json(run_dir / "threshold.json")
-    source = "given"
+    saved = thr_file.get("threshold")
+    source = "chosen for this report (not saved with the run)"
+    if (threshold is not None and isinstance(saved, (int, float))
+            and isinstance(threshold, (int, float)) and abs(float(threshold) - saved) < 1e-9):
+        source = f"run ({thr_file.get('source', '?')})"
     if threshold is None:
         t = thr_file.get("threshold")
         if isinstance(t, (int, float)) and math.isfinite(t):
@@ -156,7 +160,7 @@ def build_report(project, run_id: str, out_html: str | Path, *, threshold: float
                  "</table>")
 
     n_pos = c["tp"] + c["fn"]
-    escape = f"{c['fn'] / n_pos * 100:.1f} %" if n_pos else "n/a"
+    escape = f"{c['fn'] / n_pos * 100:.1f} % ({c['fn']} of {n_pos})" if n_pos else "n/a"
     prec = _f(c["precision"]) if c["tp"] + c["fp"] else "n/a (no part called NG)"
     parts.append("<h2>Metrics</h2><table border='1' cellspacing='0' cellpadding='4'>"
                  f"<tr><td>AP (average precision)</td><td><b>{_f(m['ap_sklearn'])}</b></td></tr>"
