@@ -310,3 +310,12 @@ def test_aupro_bad_input():
         aupro([m], [np.zeros((8, 9))])
     with pytest.raises(DataError):
         aupro([m], [])
+
+
+def test_without_cache_room_the_teacher_runs_once_per_image_per_epoch(demo_project_dir):
+    from core.training import train
+
+    events = []
+    train(demo_project_dir, tiny(cache_mb=0, val_every=0), run_id="nc", on_event=events.append)
+    n = events[0]["n_train"]
+    assert [e["teacher_runs"] for e in events if e["event"] == "epoch"] == [n, 2 * n]
