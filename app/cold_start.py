@@ -129,4 +129,5 @@ class LikelyDefectsButton(QPushButton):
         ids = b.model.image_ids()
         if ids:
             b.select_image(ids[0])
-        self.page.status_message.emit(f"Unlabeled images, most anomalous first (run {self.run_id}).")
+        self.page.status_message.emit(
+            f"Unlabeled images, most anomalous first (run {self.run_id}).")

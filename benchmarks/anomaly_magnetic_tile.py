@@ -13,7 +13,7 @@ written outside the temporary folder unless --json or --workdir is given.
 
     python benchmarks/anomaly_magnetic_tile.py --quick            # smoke run, ~2 min
     python benchmarks/anomaly_magnetic_tile.py --size 128x128 --epochs 30 --threads 1
-    python benchmarks/anomaly_magnetic_tile.py --size 256x256 --epochs 40 --threads 4   # quiet machine
+    python benchmarks/anomaly_magnetic_tile.py --size 256x256 --epochs 40 --threads 4  # quiet
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ TITLES = {"padim": "PaDiM baseline (same teacher)", "anomaly-kd": "KD",
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="magnetic-tile folder")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
-    p.add_argument("--size", default="128x128", help="input size WxH, multiples of 16 (default 128x128)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated: {', '.join(METHODS)}")
+    p.add_argument("--size", default="128x128",
+                   help="input size WxH, multiples of 16 (default 128x128)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of the KD models (default 30)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
@@ -56,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def test_set(root: Path, size: tuple[int, int]):
-    """Preprocessed test images [N, C, H, W], masks [N, H, W] (bool) and labels at the input size."""
+    """Test images [N, C, H, W], masks [N, H, W] (bool) and labels, at the input size."""
     import torch
 
     from core.anomaly.config import AnomalyConfig
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             data = subset_tree(data, work / "subset", per_class=10, seed=args.seed)
         if not (root / "project.sqlite").exists():
             report, counts = build_project(root, data, seed=args.seed)
-            print(f"imported {report.imported} images in {time.perf_counter() - t:.0f}s", flush=True)
+            took = time.perf_counter() - t
+            print(f"imported {report.imported} images in {took:.0f}s", flush=True)
         with Project.open(root, readonly=True) as p:
             counts = p.counts()
             n_train_ok = len(p.images(split="train", label="ok"))
@@ -216,7 +219,8 @@ def print_table(rows, size, epochs, n_test, n_pos, n_train, threads) -> None:
     print("| method | image AUROC | pixel AUROC | AUPRO | train time | inference / image |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {TITLES[r['method']]} | {100 * r['image_auroc']:.2f} | {100 * r['pixel_auroc']:.2f} | "
+        print(f"| {TITLES[r['method']]} | {100 * r['image_auroc']:.2f} | "
+              f"{100 * r['pixel_auroc']:.2f} | "
               f"{100 * r['aupro']:.2f} | {r['train_s']:.0f} s | {r['infer_ms']:.1f} ms |")
 
 
