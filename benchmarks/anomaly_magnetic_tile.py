@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t = time.perf_counter()
         if args.quick:
-            data = subset_tree(data, work / "subset", per_class=10, seed=args.seed)
+            subset = work / "subset"
+            data = subset if subset.is_dir() else subset_tree(data, subset, per_class=10,
+                                                              seed=args.seed)
         if not (root / "project.sqlite").exists():
             report, counts = build_project(root, data, seed=args.seed)
             took = time.perf_counter() - t
