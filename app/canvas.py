@@ -530,6 +530,25 @@ class MaskCanvas(QGraphicsView):
         h, w = self._mask.shape
         self._apply_region(before, (0, 0, w, h))
 
+    def merge_mask(self, mask: np.ndarray, *, notify: bool = True) -> bool:
+        """Add the nonzero pixels of `mask` (HxW of the image) as one undoable edit, e.g. a
+        proposed mask. notify=False leaves out mask_changed (the caller decides on saving).
+        False when there is no image, the shape differs or nothing changed."""
+        m = np.asarray(mask)
+        if self._mask is None or m.shape != self._mask.shape:
+            return False
+        self._finish_stroke()
+        before = self._mask.copy()
+        self._mask[m > 0] = mt.MASK_ON
+        h, w = self._mask.shape
+        self._refresh_overlay((0, 0, w, h))
+        if not self.undo_stack.push(before, self._mask, (0, 0, w, h)):
+            return False
+        self._emit_undo_state()
+        if notify:
+            self.mask_changed.emit()
+        return True
+
     def undo(self) -> None:
         if self._mask is None:
             return

@@ -154,6 +154,11 @@ class LabelPage(QWidget):
         settings_row.addSpacing(12)
         settings_row.addWidget(self.auto_next)
         settings_row.addStretch(1)
+        from app.cold_start import LikelyDefectsButton
+        from app.mask_proposal import MaskProposalBar
+        self.likely_defects_button = LikelyDefectsButton(self)
+        settings_row.addWidget(self.likely_defects_button)
+        self.proposal = MaskProposalBar(self)  # a proposed mask waiting for Save / Discard
 
         right = QWidget()
         rl = QVBoxLayout(right)
@@ -161,6 +166,7 @@ class LabelPage(QWidget):
         rl.addLayout(bar)
         rl.addLayout(settings_row)
         rl.addWidget(self.info)
+        rl.addWidget(self.proposal)
         rl.addWidget(self.canvas, 1)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -333,8 +339,8 @@ class LabelPage(QWidget):
 
     def _save_mask(self) -> None:
         """Store the canvas mask (end of a stroke, fill, undo, redo)."""
-        if self.project is None or self._image_id < 0:
-            return
+        if self.project is None or self._image_id < 0 or self.proposal.pending:
+            return  # a proposed mask is stored by its Save button
         mask = self.canvas.mask()
         if mask is None:
             return

@@ -114,6 +114,7 @@ class MainWindow(QMainWindow):
             (review, "labels_changed", self._on_review_labels_changed),
             (review, "retrain_requested", self._on_retrain_requested),
             (review, "edit_mask_requested", self.show_image_in_label_page),
+            (review, "propose_mask_requested", self.show_proposed_mask),
             (review, "prediction_ended", lambda _s: self._on_predictions_changed()),
         ):
             sig = getattr(page, signal, None)
@@ -166,6 +167,11 @@ class MainWindow(QMainWindow):
         if not b.select_image(image_id):
             b.filter_box.setCurrentIndex(0)  # "all": the image may be filtered out
             b.select_image(image_id)
+
+    def show_proposed_mask(self, image_id: int, mask) -> None:
+        """A draft mask from Review: open the image on the Label page with it, to correct and save."""
+        self.show_image_in_label_page(image_id)
+        self.label_page.proposal.start(image_id, mask)
 
     def _on_color_scheme(self, *_args) -> None:
         from app.theme import colors

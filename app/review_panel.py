@@ -44,6 +44,7 @@ class ReviewPanel(QWidget):
     labels_changed = Signal()
     retrain_requested = Signal()
     edit_mask_requested = Signal(int)
+    propose_mask_requested = Signal(int, object)  # image id, draft mask (app.mask_proposal)
     prediction_ended = Signal(str)
     export_finished = Signal(str)
 
@@ -121,6 +122,8 @@ class ReviewPanel(QWidget):
         self.mask_button.clicked.connect(self._request_mask)
         for b in (self.accept_button, self.ok_button, self.ng_button, self.mask_button):
             keys.addWidget(b)
+        from app.mask_proposal import add_propose_button
+        self.propose_button = add_propose_button(self, keys)
 
         left = QVBoxLayout()
         left.addWidget(QLabel("Parts, worst first"))

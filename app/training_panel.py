@@ -23,7 +23,8 @@ from app.plot_style import SERIES, foreground_curve, plot_colors, style_plot
 from app.run_curves import read_curves
 from app.run_history import RunHistory
 
-MODELS = (("MFFPA", "mffpa"), ("MixSup (baseline)", "mixsup"))
+MODELS = (("MFFPA", "mffpa"), ("MixSup (baseline)", "mixsup"),
+          ("Anomaly model (good parts only)", "anomaly"))
 PRESETS = ("quick", "thorough")
 DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("CUDA", "cuda"), ("Apple MPS", "mps"))
 SETTINGS_KEY = "ui.train_settings"
@@ -39,6 +40,9 @@ def preset_config(preset: str, model: str):
     from core.training import TrainConfig
     from core.training.config import PRESETS as CORE_PRESETS
 
+    from app.cold_start import anomaly_preset, is_anomaly_model
+    if is_anomaly_model(model):
+        return anomaly_preset(preset, model)
     cfg = TrainConfig.preset(preset, model=model)
     if TrainConfig.preset(preset).model != model:
         tuned = [TrainConfig.preset(p) for p in CORE_PRESETS]
@@ -325,6 +329,8 @@ class TrainingPanel(QWidget):
             saved = project.get_setting(SETTINGS_KEY, None)
             if isinstance(saved, dict):
                 self._restore_settings(saved)
+            from app.cold_start import propose_anomaly_model
+            propose_anomaly_model(self, project)  # no defective label yet: good parts only
         self._update_enabled()
 
     def _restore_settings(self, s: dict) -> None:

@@ -13,7 +13,7 @@ written outside the temporary folder unless --json or --workdir is given.
 
     python benchmarks/anomaly_magnetic_tile.py --quick            # smoke run, ~2 min
     python benchmarks/anomaly_magnetic_tile.py --size 128x128 --epochs 30 --threads 1
-    python benchmarks/anomaly_magnetic_tile.py --size 256x256 --epochs 40 --threads 4   # quiet machine
+    python benchmarks/anomaly_magnetic_tile.py --size 256x256 --epochs 40 --threads 4  # quiet
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ TITLES = {"padim": "PaDiM baseline (same teacher)", "anomaly-kd": "KD",
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="magnetic-tile folder")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
-    p.add_argument("--size", default="128x128", help="input size WxH, multiples of 16 (default 128x128)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated: {', '.join(METHODS)}")
+    p.add_argument("--size", default="128x128",
+                   help="input size WxH, multiples of 16 (default 128x128)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of the KD models (default 30)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
@@ -52,11 +54,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="smoke run: 10 images per defect class + 70 OK, 64x64, 2 epochs")
     p.add_argument("--workdir", help="keep the project (and its runs) here")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --workdir: evaluate the finished KD runs already there instead of "
+                        "training them again (training time then comes from their metrics.json)")
     return p.parse_args(argv)
 
 
 def test_set(root: Path, size: tuple[int, int]):
-    """Preprocessed test images [N, C, H, W], masks [N, H, W] (bool) and labels at the input size."""
+    """Test images [N, C, H, W], masks [N, H, W] (bool) and labels, at the input size."""
     import torch
 
     from core.anomaly.config import AnomalyConfig
@@ -67,15 +72,30 @@ def test_set(root: Path, size: tuple[int, int]):
         recs = [r for r in p.images(split="test") if r.label in ("ok", "defective")]
         channels = 1 if all(r.channels == 1 for r in recs) else 3
         cfg = AnomalyConfig(input_size=size, channels=channels)
-        xs, masks, labels = [], [], []
+        xs, masks, labels, classes = [], [], [], []
         for r in recs:
+            classes.append(next((part for part in Path(r.path).parts if part.startswith("MT_")),
+                                "?"))
             img = p.read_image(r)
             xs.append(preprocess_image(img, cfg))
             raw = p.load_mask(r.id) if r.has_mask else None
             m = preprocess_mask(raw, cfg) if raw is not None else np.zeros(size[::-1], bool)
             masks.append(m)
             labels.append(int(r.label == "defective" or bool(m.any())))
-    return torch.stack(xs), np.stack(masks), np.asarray(labels)
+    return torch.stack(xs), np.stack(masks), np.asarray(labels), np.asarray(classes)
+
+
+def per_class_auroc(maps: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> dict:
+    """Image AUROC of each defect class against all OK test images."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = maps.reshape(len(maps), -1).max(1)
+    ok = labels == 0
+    out = {}
+    for c in sorted(set(classes[labels == 1].tolist())):
+        sel = ok | ((classes == c) & (labels == 1))
+        out[c] = round(float(roc_auc_score(labels[sel], scores[sel])), 4)
+    return out
 
 
 def metrics(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> dict:
@@ -126,13 +146,19 @@ def run_padim(root: Path, size, x_test, device) -> tuple[np.ndarray, float, floa
     return maps, train_s, per_image
 
 
-def run_kd(root: Path, name: str, size, epochs, seed, threads, device, x_test):
+def run_kd(root: Path, name: str, size, epochs, seed, threads, device, x_test, reuse=False):
     from core.anomaly.config import AnomalyConfig
     from core.anomaly.predictor import AnomalyPredictor
     from core.anomaly.train import train
 
     cfg = AnomalyConfig(model=name, epochs=epochs, input_size=size, seed=seed, device=device,
                         num_threads=threads, val_every=0)
+    run_dir = root / "runs" / f"bench-{name}"
+    if reuse and (run_dir / "model.pt").is_file():  # a finished run of an earlier call
+        pred = AnomalyPredictor(run_dir, device=device, num_threads=threads)
+        maps, per_image = timed_maps(lambda b: pred.model(b.to(pred.device)), x_test)
+        m = json.loads((run_dir / "metrics.json").read_text())
+        return maps, float(m["elapsed_s"]), per_image, m.get("teacher_runs")
     t = time.perf_counter()
     teacher_runs = {}
 
@@ -173,14 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t = time.perf_counter()
         if args.quick:
-            data = subset_tree(data, work / "subset", per_class=10, seed=args.seed)
+            subset = work / "subset"
+            data = subset if subset.is_dir() else subset_tree(data, subset, per_class=10,
+                                                              seed=args.seed)
         if not (root / "project.sqlite").exists():
             report, counts = build_project(root, data, seed=args.seed)
-            print(f"imported {report.imported} images in {time.perf_counter() - t:.0f}s", flush=True)
+            took = time.perf_counter() - t
+            print(f"imported {report.imported} images in {took:.0f}s", flush=True)
         with Project.open(root, readonly=True) as p:
             counts = p.counts()
             n_train_ok = len(p.images(split="train", label="ok"))
-        x_test, masks, labels = test_set(root, size)
+        x_test, masks, labels, classes = test_set(root, size)
         print(f"splits {counts['splits']}; training on {n_train_ok} OK train images; test "
               f"{len(labels)} images ({int(labels.sum())} defective); {size[0]}x{size[1]}, "
               f"{epochs} epochs, {args.threads} thread(s)", flush=True)
@@ -191,14 +220,17 @@ def main(argv: list[str] | None = None) -> int:
                 maps, train_s, per_image = run_padim(root, size, x_test, args.device)
             else:
                 maps, train_s, per_image, teacher_runs = run_kd(
-                    root, name, size, epochs, args.seed, args.threads, args.device, x_test)
+                    root, name, size, epochs, args.seed, args.threads, args.device, x_test,
+                    reuse=args.reuse)
             m = metrics(maps, masks, labels)
+            m["per_class_image_auroc"] = per_class_auroc(maps, labels, classes)
             row = {"method": name, **m, "train_s": round(train_s, 1),
                    "infer_ms": round(1000 * per_image, 1), "teacher_runs": teacher_runs}
             rows.append(row)
             print(f"  {TITLES[name]:32s} image AUROC {m['image_auroc']:.4f}  pixel AUROC "
                   f"{m['pixel_auroc']:.4f}  AUPRO {m['aupro']:.4f}  train {train_s:.0f}s  "
                   f"infer {1000 * per_image:.1f} ms/image", flush=True)
+            print(f"    image AUROC per defect class: {m['per_class_image_auroc']}", flush=True)
         print_table(rows, size, epochs, len(labels), int(labels.sum()), n_train_ok, args.threads)
         if args.json:
             Path(args.json).write_text(json.dumps({"size": list(size), "epochs": epochs,
@@ -216,8 +248,18 @@ def print_table(rows, size, epochs, n_test, n_pos, n_train, threads) -> None:
     print("| method | image AUROC | pixel AUROC | AUPRO | train time | inference / image |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {TITLES[r['method']]} | {100 * r['image_auroc']:.2f} | {100 * r['pixel_auroc']:.2f} | "
+        print(f"| {TITLES[r['method']]} | {100 * r['image_auroc']:.2f} | "
+              f"{100 * r['pixel_auroc']:.2f} | "
               f"{100 * r['aupro']:.2f} | {r['train_s']:.0f} s | {r['infer_ms']:.1f} ms |")
+    classes = sorted({c for r in rows for c in r["per_class_image_auroc"]})
+    print()
+    print("image AUROC per defect class (that class's test images against all OK test images)")
+    print("| method | " + " | ".join(c.removeprefix("MT_") for c in classes) + " |")
+    print("|---|" + "---|" * len(classes))
+    for r in rows:
+        per = r["per_class_image_auroc"]
+        print(f"| {TITLES[r['method']]} | "
+              + " | ".join(f"{100 * per[c]:.1f}" if c in per else "-" for c in classes) + " |")
 
 
 if __name__ == "__main__":

@@ -294,7 +294,8 @@ def test_aupro_perfect_inverted_and_random():
     assert aupro([m], [m.astype(float)]) == pytest.approx(1.0)
     assert aupro([m], [-m.astype(float)]) == pytest.approx(0.0)
     rng = np.random.default_rng(0)
-    assert aupro([m, m], [rng.random(m.shape), rng.random(m.shape)]) == pytest.approx(0.15, abs=0.05)
+    noise = [rng.random(m.shape), rng.random(m.shape)]
+    assert aupro([m, m], noise) == pytest.approx(0.15, abs=0.05)
     big_only = rng.random(m.shape) * 0.5
     big_only[10:40, 10:40] = 1  # finds the big defect; the small one looks like background:
     # PRO = (1 + FPR) / 2, so AUPRO = 0.5 + 0.5 * 0.15
@@ -310,3 +311,12 @@ def test_aupro_bad_input():
         aupro([m], [np.zeros((8, 9))])
     with pytest.raises(DataError):
         aupro([m], [])
+
+
+def test_without_cache_room_the_teacher_runs_once_per_image_per_epoch(demo_project_dir):
+    from core.training import train
+
+    events = []
+    train(demo_project_dir, tiny(cache_mb=0, val_every=0), run_id="nc", on_event=events.append)
+    n = events[0]["n_train"]
+    assert [e["teacher_runs"] for e in events if e["event"] == "epoch"] == [n, 2 * n]

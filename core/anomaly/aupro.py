@@ -55,7 +55,8 @@ def aupro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], max_fpr: floa
     hi = max(neg[-1], max(r[-1] for r in regions))
     thresholds = np.linspace(hi, lo, n_thresholds)
     fpr = 1 - np.searchsorted(neg, thresholds, side="left") / neg.size
-    pro = np.mean([1 - np.searchsorted(r, thresholds, side="left") / r.size for r in regions], axis=0)
+    pro = np.mean([1 - np.searchsorted(r, thresholds, side="left") / r.size for r in regions],
+                  axis=0)
     fpr = np.concatenate([[0.0], fpr])
     pro = np.concatenate([[0.0], pro])
     keep = fpr <= max_fpr

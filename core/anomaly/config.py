@@ -147,9 +147,12 @@ class AnomalyConfig:
         _check(self.resize in RESIZE_MODES, "resize", f"one of {RESIZE_MODES}")
         _check(self.channels in (None, 1, 3), "channels", "1, 3 or null")
         _check(_is_num(self.lr) and 0 < self.lr <= 10, "lr", "a number > 0")
-        _check(_is_int(self.batch) and 1 <= self.batch <= 1024, "batch", "an integer from 1 to 1024")
-        _check(_is_num(self.sspcab_weight) and self.sspcab_weight >= 0, "sspcab_weight", "a number >= 0")
-        _check(_is_int(self.width) and 8 <= self.width <= 2048, "width", "an integer from 8 to 2048")
+        _check(_is_int(self.batch) and 1 <= self.batch <= 1024, "batch",
+               "an integer from 1 to 1024")
+        _check(_is_num(self.sspcab_weight) and self.sspcab_weight >= 0, "sspcab_weight",
+               "a number >= 0")
+        _check(_is_int(self.width) and 8 <= self.width <= 2048, "width",
+               "an integer from 8 to 2048")
         _check(_is_num(self.sigma) and 0 <= self.sigma <= 64, "sigma", "a number from 0 to 64")
         _check(isinstance(self.include_unlabeled, bool), "include_unlabeled", "true or false")
         _check(_is_num(self.ok_percentile) and 50 <= self.ok_percentile <= 100, "ok_percentile",

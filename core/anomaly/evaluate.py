@@ -87,9 +87,10 @@ def evaluate_anomaly_run(
             if mask is None:
                 mask = np.zeros(pred.heatmap.shape, np.uint8)
             if mask.shape[:2] != pred.heatmap.shape:
-                pixel_skipped.append({"image_id": rec.id, "path": rec.path, "reason": (
-                    f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                    f"{pred.heatmap.shape[1]}x{pred.heatmap.shape[0]}: left out of the pixel metrics")})
+                reason = (f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                          f"{pred.heatmap.shape[1]}x{pred.heatmap.shape[0]}: "
+                          "left out of the pixel metrics")
+                pixel_skipped.append({"image_id": rec.id, "path": rec.path, "reason": reason})
                 continue
             pm, ph = _pixel_sample(mask, pred.heatmap, per_image, seed=rec.id)
             pix_masks.append(pm)
@@ -132,7 +133,8 @@ def evaluate_anomaly_run(
     roc = m["roc_curve"]
     atomic_write_bytes(files["roc_curve"], _csv_text(
         ["fpr", "tpr", "threshold"],
-        [[_fmt(a), _fmt(b), _fmt(c)] for a, b, c in zip(roc["fpr"], roc["tpr"], roc["thresholds"])]))
+        [[_fmt(a), _fmt(b), _fmt(c)]
+         for a, b, c in zip(roc["fpr"], roc["tpr"], roc["thresholds"])]))
     result["files"] = {k: str(v) for k, v in files.items()}
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     write_json_atomic(files["json"], without_curves(result))

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from core.errors import ModelFileError
-from core.inference.predictor import DEFAULT_CPU_THREADS, DEFAULT_THRESHOLD, Prediction, Predictor, \
-    heatmap_to_image, read_threshold
+from core.inference.predictor import (
+    DEFAULT_CPU_THREADS, DEFAULT_THRESHOLD, Prediction, Predictor, heatmap_to_image,
+    read_threshold,
+)
 
 
 class AnomalyPredictor(Predictor):
@@ -42,8 +44,8 @@ class AnomalyPredictor(Predictor):
             from core.project.runs import read_run
 
             state = read_run(self.run_dir).state
-            raise ModelFileError(f"run '{self.run_dir.name}' has no trained model yet (its state is "
-                                 f"'{state}'): wait until it finishes, or pick a finished run")
+            raise ModelFileError(f"run '{self.run_dir.name}' has no trained model yet (its state "
+                                 f"is '{state}'): wait until it finishes, or pick a finished run")
         sd = load_torch(path, "cpu")
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise ModelFileError(f"{path} is not a model state dict (names -> tensors)")

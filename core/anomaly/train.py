@@ -26,7 +26,9 @@ import torch
 from core.anomaly.config import AnomalyConfig
 from core.errors import CancelledError, DataError, TrainingError, UserError
 from core.models.anomaly import AnomalyNet, kd_loss
-from core.training.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, load_torch, save_torch
+from core.training.checkpoint import (
+    CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, load_torch, save_torch,
+)
 from core.training.config import TrainConfigError
 from core.training.device import select_device
 from core.training.loop import (
@@ -37,8 +39,8 @@ from core.training.loop import (
 EventSink = Callable[[dict], None]
 
 
-def train(project_root: str | Path, config: AnomalyConfig | None = None, *, run_id: str | None = None,
-          resume: bool = False, on_event: EventSink | None = None,
+def train(project_root: str | Path, config: AnomalyConfig | None = None, *,
+          run_id: str | None = None, resume: bool = False, on_event: EventSink | None = None,
           should_stop: Callable[[], bool] | None = None) -> str:
     """Train the anomaly model on the OK images of the project's train split; returns the run id.
 
@@ -114,7 +116,8 @@ class TeacherCache:
     def __init__(self, model: AnomalyNet, data: GoodImages, device: torch.device) -> None:
         self.model, self.data, self.device = model, data, device
         W, H = data.config.input_size
-        per_image = sum(c * (W // s) * (H // s) for c, s in zip(model.teacher.channels, (4, 8, 16))) * 2
+        chans = model.teacher.channels
+        per_image = 2 * sum(c * (W // s) * (H // s) for c, s in zip(chans, (4, 8, 16)))
         self.enabled = per_image * len(data.train) <= data.config.cache_mb * 2**20
         self.store: dict[int, list[torch.Tensor]] = {}
         self.teacher_runs = 0  # how many images the teacher has run on (tests check the caching)
@@ -130,8 +133,8 @@ class TeacherCache:
                 fresh[i] = [f[k] for f in feats]
                 if self.enabled:
                     self.store[i] = [f[k].to("cpu", torch.float16) for f in feats]
-        rows = [fresh[i] if i in fresh else [t.to(self.device, torch.float32) for t in self.store[i]]
-                for i in ids]
+        rows = [fresh[i] if i in fresh
+                else [t.to(self.device, torch.float32) for t in self.store[i]] for i in ids]
         return [torch.stack([r[s] for r in rows]) for s in range(len(rows[0]))]
 
 
@@ -160,20 +163,22 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
         if not (run_dir / CONFIG_FILE).is_file():
             raise TrainConfigError(f"there is no run {run_id!r} in {runs_dir} to resume")
         if not (run_dir / CHECKPOINT_FILE).is_file():
-            raise TrainingError(f"run {run_id!r} has no checkpoint yet (it stopped before the first "
-                                "epoch ended); start a new run instead")
+            raise TrainingError(f"run {run_id!r} has no checkpoint yet (it stopped before the "
+                                "first epoch ended); start a new run instead")
         try:
             state = json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("state")
         except (OSError, ValueError, AttributeError):
             state = None
         if state == "finished":
-            raise TrainConfigError(f"run {run_id!r} has already finished; start a new run to train more")
+            raise TrainConfigError(f"run {run_id!r} has already finished; "
+                                   "start a new run to train more")
         config = read_anomaly_config(run_dir)
         checkpoint = load_torch(run_dir / CHECKPOINT_FILE, "cpu")
     else:
         config = config or AnomalyConfig()
         if not isinstance(config, AnomalyConfig):
-            raise TrainConfigError(f"the anomaly model needs an AnomalyConfig, not {type(config).__name__}")
+            raise TrainConfigError("the anomaly model needs an AnomalyConfig, "
+                                   f"not {type(config).__name__}")
         if run_id is not None and not _RUN_ID.match(run_id):
             raise TrainConfigError(f"bad run id {run_id!r}: use letters, digits, '.', '_' and '-'")
         if run_id is not None and (runs_dir / run_id).exists():
@@ -229,7 +234,8 @@ class _Job:
     def __init__(self, config: AnomalyConfig, data: GoodImages, model: AnomalyNet,
                  optimizer: torch.optim.Optimizer, device: torch.device, folder: _RunFolder,
                  should_stop: Callable[[], bool], run_id: str, elapsed_before: float) -> None:
-        self.c, self.data, self.model, self.opt, self.device = config, data, model, optimizer, device
+        self.c, self.data, self.model, self.opt = config, data, model, optimizer
+        self.device = device
         self.folder, self.should_stop, self.run_id = folder, should_stop, run_id
         self.elapsed_before, self.t0 = elapsed_before, time.monotonic()
         self.cache = TeacherCache(model, data, device)
@@ -324,7 +330,8 @@ class _Job:
         """Calibrate the score scale, write weights, metrics, threshold and the final status."""
         from core.evaluation.metrics import image_metrics
 
-        raw_t, source, split, m = calibrate(self.model, self.data, self.device, self.c.ok_percentile)
+        raw_t, source, split, m = calibrate(self.model, self.data, self.device,
+                                            self.c.ok_percentile)
         self.model.raw_threshold.fill_(raw_t)
         metrics: dict[str, Any] = {"split": split, "ap": None, "ap_sklearn": None, "ap_trapz": None,
                                    "auc": None, "best_f1": None, "n": m["n"], "n_pos": m["n_pos"],
@@ -333,8 +340,8 @@ class _Job:
                                    "teacher_runs": self.cache.teacher_runs}
         if m.get("scores") is not None and m["n_pos"]:
             im = image_metrics(m["labels"], self.model.to_score(torch.tensor(m["scores"])).numpy())
-            metrics.update(ap=im["ap_sklearn"], ap_sklearn=im["ap_sklearn"], ap_trapz=im["ap_trapz"],
-                           auc=im["auc"], best_f1=im["best_f1"])
+            metrics.update(ap=im["ap_sklearn"], ap_sklearn=im["ap_sklearn"],
+                           ap_trapz=im["ap_trapz"], auc=im["auc"], best_f1=im["best_f1"])
         run_dir = self.folder.path
         save_torch(run_dir / MODEL_FILE, self.model.student_state())
         _write_json(run_dir / "metrics.json", metrics)

@@ -52,7 +52,8 @@ class SSPCAB(nn.Module):
     ``forward`` returns the output and keeps ``last_loss`` = MSE(output, input).
     """
 
-    def __init__(self, channels: int, kernel: int = 1, dilation: int = 1, reduction: int = 8) -> None:
+    def __init__(self, channels: int, kernel: int = 1, dilation: int = 1,
+                 reduction: int = 8) -> None:
         super().__init__()
         self.k, self.d = kernel, dilation
         self.border = kernel + dilation
@@ -108,7 +109,8 @@ class Decoder(nn.Module):
         self.s16 = nn.Sequential(_conv_bn(width, 128), _conv_bn(128, 128))
         self.s8 = nn.Sequential(_conv_bn(128, 64), _conv_bn(64, 64))
         self.s4 = nn.Sequential(_conv_bn(64, 48), _conv_bn(48, 48))
-        self.out16, self.out8, self.out4 = nn.Conv2d(128, c16, 1), nn.Conv2d(64, c8, 1), nn.Conv2d(48, c4, 1)
+        self.out16, self.out8 = nn.Conv2d(128, c16, 1), nn.Conv2d(64, c8, 1)
+        self.out4 = nn.Conv2d(48, c4, 1)
         self.att = nn.ModuleList(SimAM() for _ in range(3)) if simam else None
 
     def _stage(self, i: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -187,7 +189,8 @@ class AnomalyNet(nn.Module):
         missing, unexpected = self.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith("teacher.")]
         if missing or unexpected:
-            raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {list(unexpected)[:5]}")
+            raise RuntimeError(f"missing keys {missing[:5]}, "
+                               f"unexpected keys {list(unexpected)[:5]}")
 
     def train(self, mode: bool = True) -> AnomalyNet:
         super().train(mode)

@@ -131,8 +131,9 @@ def load_efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
             sd = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(sd, strict=True)
         except (RuntimeError, OSError, ValueError, EOFError) as e:
-            raise ModelFileError(f"cannot load the EfficientNet-Lite0 weights {path}: "
-                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelFileError(f"cannot load the EfficientNet-Lite0 weights {path}: {first}"
+                                 ) from None
     return model.eval()
 
 

@@ -14,7 +14,8 @@ class Teacher(nn.Module):
     ``pretrained=False`` gives random weights (tests of shapes only).
     """
 
-    def __init__(self, taps: tuple[str, ...] = ("1/4", "1/8", "1/16"), pretrained: bool = True) -> None:
+    def __init__(self, taps: tuple[str, ...] = ("1/4", "1/8", "1/16"),
+                 pretrained: bool = True) -> None:
         super().__init__()
         self.taps = tuple(taps)
         self.net = load_efficientnet_lite0(pretrained)
