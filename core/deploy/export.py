@@ -147,14 +147,14 @@ def _finish(tmp: Path, manifest: dict[str, Any], out: Path) -> None:
 def _check_out_dir(out: Path, run_dir: Path, project_root: Any) -> Path:
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; give a new (or empty) folder for the package")
-    if out.is_dir() and any(out.iterdir()):
-        raise ExportError(f"--out {out} is not empty; give a new (or empty) folder, so that no "
-                          "file of an older export is mixed into the package")
     target = out.resolve()
     for root in _project_roots(run_dir, project_root):
         if target == root or root in target.parents:
             raise ExportError(f"--out {out} is inside the project folder {root}; write the "
                               "package outside the project (a project holds only its own files)")
+    if out.is_dir() and any(out.iterdir()):
+        raise ExportError(f"--out {out} is not empty; give a new (or empty) folder, so that no "
+                          "file of an older export is mixed into the package")
     return out
 
 

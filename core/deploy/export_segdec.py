@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
                 dynamic_shapes={"image": {0: batch}}, external_data=False, verbose=False)
             program.save(str(onnx_path), external_data=False)
     except Exception as e:  # noqa: BLE001 - the exporter raises many types; say which run
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # the exporter colours its text
+        first = (text.splitlines() or [type(e).__name__])[0]
         raise ModelFileError(f"the network of run '{Path(run_dir).name}' could not be exported "
                              f"to ONNX: {first}") from None
     return {
