@@ -300,3 +300,150 @@ def test_predict_model_json_and_argument_errors(packages, _trained_template, tmp
     assert "--project goes with --run" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # --run and --model together
         main(["predict", "--model", "x", "--run", "y", str(images[0]), "--out", "z"])
+
+
+# -- the watch folder --------------------------------------------------------------------
+
+def _wait_for(check, timeout=60.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the watcher")
+
+
+def _lines(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def _start(watcher):
+    import threading
+
+    t = threading.Thread(target=watcher.run, daemon=True)
+    t.start()
+    return t
+
+
+def _stop(watcher, thread):
+    watcher.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_watch_scores_slowly_written_files_once(packages, _trained_template, tmp_path):
+    import time
+
+    from core.deploy import load_package
+    from core.deploy.watch import Watcher
+    from core.io.images import read_image
+
+    src = sorted((_trained_template / "images").rglob("*.png"))[:2]
+    pkg = load_package(packages["mffpa", "onnx"], num_threads=1)
+    scores = [pkg.predict(read_image(p)).score for p in src]
+    pkg.threshold = (scores[0] + scores[1]) / 2  # one OK part and one NG part
+    inbox, out, done = tmp_path / "inbox", tmp_path / "out", tmp_path / "done"
+    inbox.mkdir()
+    w = Watcher(inbox, pkg, out, done, settle_s=0.4, poll_s=0.05, rescan_s=0.5)
+    thread = _start(w)
+    try:
+        # part 1 arrives slowly, in pieces 0.2 s apart (a camera over a slow share)
+        data = src[0].read_bytes()
+        with open(inbox / "part1.png", "wb") as f:
+            for i in range(0, len(data), len(data) // 4 + 1):
+                f.write(data[i:i + len(data) // 4 + 1])
+                f.flush()
+                time.sleep(0.2)
+                assert _lines(out / "results.jsonl") == [] and _lines(out / "rejected.jsonl") == []
+        # part 2 is written under a temporary name and renamed when complete
+        shutil.copy(src[1], inbox / "part2.png.part")
+        os.replace(inbox / "part2.png.part", inbox / "part2.png")
+        (inbox / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+        (inbox / "notes.txt").write_text("not an image")
+        _wait_for(lambda: len(_lines(out / "results.jsonl")) == 2
+                  and len(_lines(out / "rejected.jsonl")) == 1)
+        time.sleep(1.0)  # a few more polls and rescans: nothing is scored twice
+    finally:
+        _stop(w, thread)
+    results = {Path(r["file"]).name: r for r in _lines(out / "results.jsonl")}
+    assert sorted(results) == ["part1.png", "part2.png"]
+    for name, s in zip(("part1.png", "part2.png"), scores):
+        r = results[name]
+        assert abs(r["score"] - s) <= 1e-5 and r["run_id"] == "tiny"
+        assert r["threshold"] == pkg.threshold
+        assert r["decision"] == ("NG" if s >= pkg.threshold else "OK")
+        assert bool(r["overlay"]) == (r["decision"] == "NG")
+        if r["overlay"]:
+            assert read_image(out / r["overlay"]).shape[:2] == read_image(src[0]).shape[:2]
+    rejected = _lines(out / "rejected.jsonl")[0]
+    assert Path(rejected["file"]).name == "broken.png" and rejected["error"]
+    assert sorted(p.name for p in done.iterdir()) == ["broken.png", "part1.png", "part2.png"]
+    assert sorted(p.name for p in inbox.iterdir()) == ["notes.txt"]
+    assert w.counts == {"OK": 1, "NG": 1, "rejected": 1}
+
+
+def test_watch_survives_restarts(packages, _trained_template, tmp_path):
+    from core.deploy import load_package
+    from core.deploy.watch import Watcher
+
+    src = sorted((_trained_template / "images").rglob("*.png"))[:4]
+    pkg = load_package(packages["mixsup", "openvino"], num_threads=1)
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    shutil.copy(src[0], inbox / "a.png")
+    shutil.copy(src[1], inbox / "b.png")
+    w = Watcher(inbox, pkg, out, settle_s=0.2, poll_s=0.05, rescan_s=0.3)
+    thread = _start(w)
+    _wait_for(lambda: len(_lines(out / "results.jsonl")) == 2)
+    _stop(w, thread)
+    # while the watcher is down: a new part, a part copied again with the same bytes, a
+    # part replaced by other bytes, and a crash that cut the last result line in half
+    shutil.copy(src[2], inbox / "c.png")
+    shutil.copy(src[0], inbox / "a.png")
+    shutil.copy(src[3], inbox / "b.png")
+    with open(out / "results.jsonl", "a") as f:
+        f.write('{"file": "half a line')
+    w2 = Watcher(inbox, pkg, out, settle_s=0.2, poll_s=0.05, rescan_s=0.3)
+    assert len(w2.done) == 2
+    thread = _start(w2)
+    _wait_for(lambda: len(_lines(out / "results.jsonl")) == 4)
+    import time
+
+    time.sleep(0.8)
+    _stop(w2, thread)
+    names = [Path(r["file"]).name for r in _lines(out / "results.jsonl")]
+    assert sorted(names) == ["a.png", "b.png", "b.png", "c.png"]
+    keys = [r["key"] for r in _lines(out / "results.jsonl")]
+    assert len(set(keys)) == 4
+    assert w2.counts == {"OK": w2.counts["OK"], "NG": w2.counts["NG"], "rejected": 0}
+    assert w2.counts["OK"] + w2.counts["NG"] == 2
+
+
+def test_watch_refuses_bad_folders(packages, tmp_path, capsys):
+    from core.deploy.watch import WatchError, Watcher
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "in").mkdir()
+    with pytest.raises(WatchError, match="does not exist"):
+        Watcher(tmp_path / "nope", None, tmp_path / "out")
+    with pytest.raises(WatchError, match="is a file"):
+        Watcher(tmp_path / "in", None, tmp_path / "file")
+    with pytest.raises(WatchError, match="is a file"):
+        Watcher(tmp_path / "in", None, tmp_path / "out", tmp_path / "file")
+    with pytest.raises(WatchError, match="watch folder itself"):
+        Watcher(tmp_path / "in", None, tmp_path / "in")
+    assert main(["watch", str(tmp_path / "in"), "--model", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "no package.json" in capsys.readouterr().err
+    assert main(["watch", str(tmp_path / "in"), "--model", str(packages["mffpa", "onnx"]),
+                 "--out", str(tmp_path / "out"), "--settle", "nan"]) == 2
