@@ -69,12 +69,17 @@ class RunHistory(QWidget):
         self.set_active_button = QPushButton("Set active")
         self.set_active_button.setToolTip("Use the selected run for review and prediction")
         self.set_active_button.clicked.connect(self.set_active)
+        self.export_button = QPushButton("Export model…")
+        self.export_button.setToolTip("Write the selected run as a package for the line "
+                                      "(ONNX or OpenVINO): defect-studio watch / predict --model")
+        self.export_button.clicked.connect(self.open_export_dialog)
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.active_label, 1)
         buttons.addWidget(self.refresh_button)
+        buttons.addWidget(self.export_button)
         buttons.addWidget(self.set_active_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -156,6 +161,17 @@ class RunHistory(QWidget):
         self.refresh()
         self.active_run_changed.emit(run_id)
 
+    def open_export_dialog(self):
+        """Open the export dialog for the selected run (app/export_dialog.py); returns it."""
+        run_id = self.selected_run()
+        if self._project is None or run_id is None:
+            return None
+        from app.export_dialog import ExportDialog
+
+        dialog = ExportDialog(self._project.root, run_id, self)
+        dialog.open()
+        return dialog
+
     def _on_selection(self) -> None:
         self._update_buttons()
         run_id = self.selected_run()
@@ -164,4 +180,5 @@ class RunHistory(QWidget):
 
     def _update_buttons(self) -> None:
         self.set_active_button.setEnabled(self._project is not None and self.selected_run() is not None)
+        self.export_button.setEnabled(self.set_active_button.isEnabled())
         self.refresh_button.setEnabled(self._project is not None)
