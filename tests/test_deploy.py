@@ -224,7 +224,11 @@ def test_tampered_or_incomplete_packages_are_refused(packages, tmp_path):
 def test_package_predictor_interface_and_bad_images(packages):
     from core.deploy import load_package
 
-    pkg = load_package(packages["mixsup", "onnx"])
+    from core.deploy.runtime import PackagePredictor
+    from core.inference import load_predictor
+
+    pkg = load_predictor(packages["mixsup", "onnx"], num_threads=1)  # a package folder
+    assert isinstance(pkg, PackagePredictor) and pkg.run_id == "mixsup-pad"
     with pytest.raises(UserError, match="between 0 and 1"):
         pkg.threshold = float("nan")
     with pytest.raises(UserError, match="shape"):
