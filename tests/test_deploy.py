@@ -222,8 +222,6 @@ def test_tampered_or_incomplete_packages_are_refused(packages, tmp_path):
 
 
 def test_package_predictor_interface_and_bad_images(packages):
-    from core.deploy import load_package
-
     from core.deploy.runtime import PackagePredictor
     from core.inference import load_predictor
 
