@@ -84,7 +84,7 @@ class Watcher:
     def __init__(self, folder: str | os.PathLike, predictor: Any, out_dir: str | os.PathLike,
                  move_to: str | os.PathLike | None = None, *, settle_s: float = 1.0,
                  poll_s: float = 0.25, rescan_s: float = 10.0, overlays: bool = True) -> None:
-        self.folder = Path(folder)
+        self.folder = Path(folder).absolute()
         if not self.folder.is_dir():
             raise WatchError(f"the watch folder {self.folder} does not exist or is not a folder")
         self.out = Path(out_dir)
