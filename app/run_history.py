@@ -79,6 +79,10 @@ class RunHistory(QWidget):
         self.set_active_button = QPushButton("Set active")
         self.set_active_button.setToolTip("Use the selected run for review and prediction")
         self.set_active_button.clicked.connect(self.set_active)
+        self.export_button = QPushButton("Export model…")
+        self.export_button.setToolTip("Write the selected run as a package for the line "
+                                      "(ONNX or OpenVINO): defect-studio watch / predict --model")
+        self.export_button.clicked.connect(self.open_export_dialog)
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
         self.resume_button = QPushButton("Resume")
@@ -98,6 +102,7 @@ class RunHistory(QWidget):
         buttons.addWidget(self.compare_button)
         buttons.addWidget(self.delete_button)
         buttons.addWidget(self.resume_button)
+        buttons.addWidget(self.export_button)
         buttons.addWidget(self.set_active_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -286,6 +291,17 @@ class RunHistory(QWidget):
             self.active_run_changed.emit("")
         return True
 
+    def open_export_dialog(self):
+        """Open the export dialog for the selected run (app/export_dialog.py); returns it."""
+        run_id = self.selected_run()
+        if self._project is None or run_id is None:
+            return None
+        from app.export_dialog import ExportDialog
+
+        dialog = ExportDialog(self._project.root, run_id, self)
+        dialog.open()
+        return dialog
+
     def _on_selection(self) -> None:
         self._update_buttons()
         run_id = self.selected_run()
@@ -302,4 +318,5 @@ class RunHistory(QWidget):
         self.resume_button.setEnabled(has and self.can_resume(run_id))
         self.delete_button.setEnabled(has and run_id is not None and run_id != self.running_run)
         self.compare_button.setEnabled(has and len(self.selected_runs()) == 2)
+        self.export_button.setEnabled(has and self.can_activate(run_id))
         self.refresh_button.setEnabled(has)

@@ -27,6 +27,8 @@ HANDLERS = {
     "evaluate": "core.evaluation.cli:cmd_evaluate",
     "predict": "core.inference.cli:cmd_predict",
     "model-info": "core.models.cli:cmd_model_info",
+    "export-model": "core.deploy.cli:cmd_export_model",
+    "watch": "core.deploy.cli:cmd_watch",
 }
 
 IMPORT_FORMATS = [
@@ -125,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("predict", help="score images with a trained run: CSV + overlay PNGs")
-    s.add_argument("--run", required=True, help="run folder, or RUN with --project")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--run", help="run folder, or RUN with --project")
+    g.add_argument("--model", metavar="PACKAGE", help="export package (torch-free runtime)")
     s.add_argument("--project", help="project folder (when --run is a run id)")
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     s.add_argument("--out", required=True)
@@ -133,11 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float, help="override the run's threshold")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--no-overlays", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
 
     s = sub.add_parser("model-info", help="parameters and multiply-accumulates of a model variant")
     s.add_argument("--model", default="mffpa")
     s.add_argument("--input", default="3x640x232", help="CxWxH (default 3x640x232)")
     s.add_argument("--json", action="store_true")
+
+    from core.deploy.cli import add_commands  # export-model, watch
+
+    add_commands(sub)
     return p
 
 

@@ -14,8 +14,15 @@ __all__ = ["Predictor", "Prediction", "load_predictor", "overlay", "colorize", "
 
 
 def load_predictor(run_dir: Any, device: str = "auto", num_threads: int | None = None) -> Any:
-    """The predictor of a run of any model kind (core.models.kinds): ``.predict(image)``,
+    """The predictor of a run of any model kind (core.models.kinds), or of an export package
+    folder (core.deploy, without torch): ``.predict(image)``,
     ``.predict_many(...)``, ``.threshold``, ``.run_id`` as core.inference.predictor.Predictor."""
+    from core.deploy.package import is_package
+
+    if is_package(run_dir):  # an export package: the torch-free runtime (core.deploy)
+        from core.deploy.runtime import load_package
+
+        return load_package(run_dir, num_threads=num_threads)
     from core.models.kinds import kind_of_run
 
     return kind_of_run(run_dir).load("predictor")(run_dir, device=device, num_threads=num_threads)

@@ -1,4 +1,5 @@
-"""`defect-studio predict`: score image files/folders with a run; CSV + overlay PNGs.
+"""`defect-studio predict`: score image files/folders with a run (``--run``) or an
+export package (``--model``, the torch-free runtime); CSV + overlay PNGs (+ ``--json``).
 
 Unreadable files are listed in the CSV (error column) and on stderr and do not
 stop the job; the exit code is 0 when at least one image was scored, 1 otherwise.
@@ -16,7 +17,7 @@ from pathlib import Path
 from core.errors import UserError
 
 CSV_NAME = "predictions.csv"
-CSV_HEADER = ["path", "score", "decision", "error", "overlay"]
+CSV_HEADER = ["path", "score", "decision", "error", "overlay", "run_id", "threshold"]
 
 
 def collect_inputs(inputs: list[str], exclude: Path | None = None
@@ -86,10 +87,10 @@ def _chunks(seq: list[Path], n: int) -> Iterator[list[Path]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Score INPUTs with --run; write predictions.csv and overlays into --out."""
+    """Score INPUTs with --run or --model; write predictions.csv and overlays into --out."""
+    import json
+
     from core.inference.overlay import decision_overlay
-    from core.inference import load_predictor
-    from core.inference.predictor import resolve_run_dir
     from core.io.images import read_image, write_png_atomic
 
     if args.batch_size < 1:
@@ -97,12 +98,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the predictions")
-    run_dir = resolve_run_dir(args.run, args.project)
+    package = getattr(args, "model", None)
+    if package is not None and args.project:
+        raise UserError("--project goes with --run; --model takes a package folder")
+    run_dir = None
+    if package is None:
+        from core.inference.predictor import resolve_run_dir
+
+        run_dir = resolve_run_dir(args.run, args.project)
     files, problems = collect_inputs(args.inputs, exclude=out)
     if not files:
         detail = "; ".join(f"{p}: {why}" for p, why in problems)
         raise UserError(f"no images to score ({detail})" if detail else "no images to score")
-    predictor = load_predictor(run_dir, device=args.device)
+    if package is not None:  # the line's runtime: no torch imported
+        from core.deploy.runtime import load_package
+
+        if args.device not in ("auto", "cpu"):
+            raise UserError("--device applies to --run; an export package runs on the CPU")
+        predictor = load_package(package)
+    else:
+        from core.inference import load_predictor
+
+        predictor = load_predictor(run_dir, device=args.device)
     if args.threshold is not None:
         predictor.threshold = args.threshold
     try:
@@ -117,11 +134,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     done = 0
     show_progress = progress_printer()
     csv_path = out / CSV_NAME
+    run_id, thr = predictor.run_id, repr(float(predictor.threshold))
+    rows: list[dict] = []
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(CSV_HEADER)
+        csv_writer = csv.writer(fh)
+
+        def write_row(row: list) -> None:  # into the CSV, and kept for --json
+            row = row + [run_id, thr]
+            csv_writer.writerow(row)
+            rows.append(dict(zip(CSV_HEADER, row)))
+
+        csv_writer.writerow(CSV_HEADER)
         for p, why in problems:
-            writer.writerow([str(p), "", "", why, ""])
+            write_row([str(p), "", "", why, ""])
         for chunk in _chunks(files, args.batch_size):
             images = {}
             for p in chunk:
@@ -129,13 +154,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     images[p] = read_image(p)
                 except UserError as e:
                     errors.append((p, str(e)))
-                    writer.writerow([str(p), "", "", str(e), ""])
+                    write_row([str(p), "", "", str(e), ""])
             ready = list(images)
             results = predictor.predict_many([images[p] for p in ready], batch_size=len(chunk))
             for p, (_, pred) in zip(ready, results):
                 if isinstance(pred, str):
                     errors.append((p, pred))
-                    writer.writerow([str(p), "", "", pred, ""])
+                    write_row([str(p), "", "", pred, ""])
                     continue
                 n_ng += pred.is_ng
                 n_ok += not pred.is_ng
@@ -145,7 +170,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     img = decision_overlay(images[p], pred.heatmap, pred.score, pred.is_ng)
                     write_png_atomic(target, img)
                     overlay_name = target.name
-                writer.writerow([str(p), f"{pred.score:.6f}", "NG" if pred.is_ng else "OK", "",
+                write_row([str(p), f"{pred.score:.6f}", "NG" if pred.is_ng else "OK", "",
                                  overlay_name])
             fh.flush()  # partial results survive an interrupted job
             done += len(chunk)
@@ -153,6 +178,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     for p, why in errors:
         print(f"could not score {p}: {why}", file=sys.stderr)
+    if getattr(args, "json", False):
+        for r in rows:
+            r["score"] = float(r["score"]) if r["score"] else None
+            r["threshold"] = float(r["threshold"])
+        print(json.dumps({"run_id": run_id, "threshold": predictor.threshold,
+                          "model": str(package) if package is not None else str(run_dir),
+                          "ok": n_ok, "ng": n_ng, "errors": len(errors), "csv": str(csv_path),
+                          "results": rows}, indent=2))
+        return 0 if n_ok + n_ng else 1
     print(f"{n_ok + n_ng} image(s) scored with run {predictor.run_id} at threshold "
           f"{predictor.threshold:.4f}: {n_ok} OK, {n_ng} NG, {len(errors)} error(s)")
     print(f"results: {csv_path}" + ("" if args.no_overlays else f"; overlays in {out}{os.sep}"))

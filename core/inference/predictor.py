@@ -11,31 +11,21 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from core.errors import ModelFileError, UserError
 
-# Without a saved threshold (an interrupted run) the predictor calls NG at 0.5,
-# the point where the decision logit changes sign.
-DEFAULT_THRESHOLD = 0.5
+# Prediction, DEFAULT_THRESHOLD and heatmap_to_image are torch-free and shared with the
+# deployed runtime (core.deploy); they are re-exported here.
+from core.inference.prediction import DEFAULT_THRESHOLD, Prediction  # noqa: E402,F401
+from core.preprocess import heatmap_to_image  # noqa: E402,F401
 # CPU threads for inference unless told otherwise: enough for speed, few enough to
 # leave the GUI (and other jobs on a small machine) responsive.
 DEFAULT_CPU_THREADS = 4
-
-
-@dataclass(frozen=True, eq=False)  # eq would compare heatmaps element-wise: ambiguous
-class Prediction:
-    """The model's verdict on one image."""
-
-    score: float  # sigmoid of the decision logit: defect probability in [0, 1]
-    is_ng: bool  # score >= the predictor's threshold
-    heatmap: np.ndarray  # float32 HxW in [0, 1] at the image's own resolution
 
 
 def read_threshold(run_dir: Path) -> tuple[float | None, str]:
@@ -52,29 +42,6 @@ def read_threshold(run_dir: Path) -> tuple[float | None, str]:
     if not math.isfinite(t):
         raise ModelFileError(f"the threshold file {path} holds {t}, not a number; delete it")
     return t, str(data.get("source", "best_f1"))
-
-
-def heatmap_to_image(map2d: np.ndarray, config: Any, shape: tuple[int, int]) -> np.ndarray:
-    """A map over the network input (any resolution, e.g. the 1/8 segmentation) at the
-    image's own HxW, undoing the resize or the scale-and-pad of preprocessing.
-
-    One affine warp with fractional coordinates, bilinear, pixel centres aligned:
-    cropping whole map cells instead would stretch the map by up to half a cell
-    whenever the padded content does not end on a cell border.
-    """
-    from core.training.data import fit_geometry
-
-    W, H = config.input_size
-    h, w = int(shape[0]), int(shape[1])
-    cw, ch = fit_geometry((h, w), config)
-    mh, mw = map2d.shape[:2]
-    # image pixel x (centre x + 0.5) sits at input x' = (x + 0.5) * cw / w, which is
-    # map coordinate u = x' * mw / W - 0.5 (map cell centres at (u + 0.5) * W / mw)
-    sx, sy = cw / w * mw / W, ch / h * mh / H
-    m = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]], dtype=np.float64)
-    return cv2.warpAffine(np.ascontiguousarray(map2d, dtype=np.float32), m, (w, h),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
 
 
 class Predictor:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from core.errors import DataError
+from core.preprocess import fit_geometry, place, preprocess_array, to_channels  # noqa: F401
 from core.training.config import TrainConfig
 from core.training.losses import seg_targets
 
@@ -20,57 +21,15 @@ if TYPE_CHECKING:  # the store is only needed for type hints here
 
 # -- preprocessing shared with the predictor ------------------------------------------
 
-def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
-    """HxW or HxWx3 float image -> HxWxC with C = channels (gray by luminance)."""
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] == 4:  # alpha carries no surface information
-        img = img[:, :, :3]
-    if channels == 1 and img.shape[2] == 3:
-        img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)[:, :, None]
-    elif channels == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.shape[2] != channels:
-        raise DataError(f"cannot turn an image with {img.shape[2]} channels into {channels}")
-    return img
-
-
-def fit_geometry(shape: tuple[int, int], config: TrainConfig) -> tuple[int, int]:
-    """(w, h) of the image content inside the input: all of it for "resize", the
-    aspect-preserving fit (top-left, padded at the bottom/right) for "pad"."""
-    W, H = config.input_size
-    h, w = int(shape[0]), int(shape[1])
-    if config.resize == "resize":
-        return W, H
-    scale = min(W / w, H / h)
-    return max(1, min(W, round(w * scale))), max(1, min(H, round(h * scale)))
-
-
-def _place(arr: np.ndarray, config: TrainConfig, interp: int) -> np.ndarray:
-    """Resize HxW(xC) into the input geometry; zero padding outside the content."""
-    W, H = config.input_size
-    cw, ch = fit_geometry(arr.shape[:2], config)
-    resized = cv2.resize(arr, (cw, ch), interpolation=interp)
-    if resized.ndim == 2 and arr.ndim == 3:  # cv2 drops a single channel axis
-        resized = resized[:, :, None]
-    if (cw, ch) == (W, H):
-        return resized
-    out = np.zeros((H, W) + arr.shape[2:], dtype=resized.dtype)
-    out[:ch, :cw] = resized
-    return out
+# to_channels, fit_geometry and the placement into the input live in core.preprocess
+# (numpy + OpenCV only), shared with the deployed runtime that runs without torch.
+_place = place
 
 
 def preprocess_image(img: np.ndarray, config: TrainConfig) -> torch.Tensor:
     """An image as read by core.io.images -> float tensor [C, H, W] in [0, 1] at the
     run's input size; exactly what the network saw in training."""
-    from core.io.images import to_float01
-
-    if img.ndim not in (2, 3):
-        raise DataError(f"expected an HxW or HxWx3 image, got an array of shape {img.shape}")
-    channels = config.channels or (1 if img.ndim == 2 or img.shape[2] == 1 else 3)
-    x = to_channels(to_float01(img), channels).astype(np.float32)
-    x = _place(x, config, cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    return torch.from_numpy(preprocess_array(img, config))
 
 
 def preprocess_mask(mask: np.ndarray, config: TrainConfig) -> np.ndarray:

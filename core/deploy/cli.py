@@ -1,0 +1,86 @@
+"""`defect-studio export-model` and `defect-studio watch`.
+
+``add_commands(sub)`` adds both sub-commands to the CLI parser (core/cli.py), so their
+options live here with their code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from core.errors import UserError
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("export-model",
+                       help="export a trained run as a package for the line (ONNX or OpenVINO)")
+    s.add_argument("--run", required=True, help="run folder, or RUN with --project")
+    s.add_argument("--project", help="project folder (when --run is a run id)")
+    s.add_argument("--format", default="onnx", choices=["onnx", "openvino"])
+    s.add_argument("--out", required=True, help="new (or empty) folder for the package, "
+                   "outside the project")
+    s.add_argument("--json", action="store_true", help="print the package's manifest as JSON")
+
+    s = sub.add_parser("watch", help="score each image that lands in a folder (torch-free)")
+    s.add_argument("folder", metavar="DIR", help="folder the camera writes images into")
+    s.add_argument("--model", required=True, metavar="PACKAGE",
+                   help="package folder made by export-model")
+    s.add_argument("--out", required=True, help="folder for results.jsonl and NG overlays")
+    s.add_argument("--move-to", dest="move_to", help="move processed images to this folder")
+    s.add_argument("--threshold", type=float, help="override the package's threshold")
+    s.add_argument("--settle", type=float, default=1.0,
+                   help="seconds a file must stay unchanged before it is scored (default 1)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
+    s.add_argument("--no-overlays", action="store_true")
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    import json
+
+    from core.deploy.export import export_model
+    from core.deploy.package import read_package
+    from core.inference.predictor import resolve_run_dir
+
+    run_dir = resolve_run_dir(args.run, args.project)
+    out = export_model(run_dir, Path(args.out), args.format, project_root=args.project,
+                       progress=lambda m: print(m, file=sys.stderr, flush=True))
+    info = read_package(out)
+    if args.json:
+        print(json.dumps(info.manifest, indent=2))
+        return 0
+    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    print(f"exported run {info.run_id} ({info.model}, {info.format}) to {out}: "
+          f"{size / 1e6:.1f} MB, threshold {info.threshold:.4f} ({info.threshold_source}), "
+          f"input {info.preprocessing.input_size[0]}x{info.preprocessing.input_size[1]}x"
+          f"{info.preprocessing.channels} ({info.preprocessing.resize})")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from core.deploy.runtime import load_package
+    from core.deploy.watch import Watcher
+
+    if args.settle is None or not (0 <= args.settle <= 3600):
+        raise UserError(f"--settle must be between 0 and 3600 seconds, got {args.settle}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    predictor = load_package(args.model, num_threads=args.threads)
+    if args.threshold is not None:
+        predictor.threshold = args.threshold
+    watcher = Watcher(args.folder, predictor, args.out, args.move_to, settle_s=args.settle,
+                      overlays=not args.no_overlays)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: watcher.stop())
+    print(f"watching {watcher.folder} with run {predictor.run_id} ({predictor.backend}) at "
+          f"threshold {predictor.threshold:.4f}; results in {watcher.results_path}; "
+          f"{len(watcher.done)} part(s) already done; Ctrl+C stops", file=sys.stderr, flush=True)
+    watcher.run()
+    c = watcher.counts
+    print(f"stopped: {c['OK']} OK, {c['NG']} NG, {c['rejected']} rejected", file=sys.stderr)
+    return 0

@@ -1,0 +1,256 @@
+"""Exporting a trained run as a self-contained package (ONNX or OpenVINO IR).
+
+``export_model(run_dir, out_dir, fmt)`` checks the run, lets the run's model kind
+write its network as ONNX (EXPORTERS: kind name -> "module:function"; a kind adds its
+own exporter there), stamps the decision settings into the ONNX ``metadata_props``,
+converts to OpenVINO IR when asked, and writes package.json with the sha256 of every
+file. The package is built in a temp folder beside ``out_dir`` and renamed into place,
+so a failed export leaves nothing half-written. Never writes into a project folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from core.deploy.package import (
+    FORMATS, INPUT_NAME, MODEL_FILES, OPENVINO_CONFIG, OUTPUT_NAMES, PACKAGE_FILE, PACKAGE_FORMAT,
+    sha256_file,
+)
+from core.errors import ModelFileError, UserError
+
+ONNX_OPSET = 18
+
+# model kind (core.models.kinds) -> "module:function(run_dir, onnx_path) -> dict".
+# The function writes the network to onnx_path (input "image", outputs "score" and
+# "heatmap", dynamic batch, opset >= 18) and returns the manifest fields of its kind
+# (at least "model" and "preprocess").
+EXPORTERS = {"segdec": "core.deploy.export_segdec:export_onnx"}
+
+
+class ExportError(UserError):
+    """A run that cannot be exported, or an output folder that cannot be used."""
+
+
+def package_version() -> str:
+    from core.cli import _version
+
+    return _version()
+
+
+def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "onnx", *,
+                 project_root: str | os.PathLike | None = None,
+                 progress: Callable[[str], Any] | None = None) -> Path:
+    """Write the package of the run in ``run_dir`` to the new folder ``out_dir``; returns it.
+
+    ``project_root`` (and the project that holds the run) are never written into.
+    progress(message) is called at each step.
+    """
+    from core.models.kinds import kind_of_run
+    from core.project.runs import read_run
+
+    say = progress or (lambda _m: None)
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ExportError(f"{run_dir} is not a training run folder (it has no config.json)")
+    run = read_run(run_dir)
+    if run.state in ("running", "damaged"):
+        why = ("is still training: wait until it finishes" if run.state == "running"
+               else "has damaged status files: pick another run")
+        raise ExportError(f"run '{run.id}' {why}")
+    out = _check_out_dir(Path(out_dir), run_dir, project_root)
+    kind = kind_of_run(run_dir)
+    if kind.name not in EXPORTERS:
+        raise ExportError(f"models of kind '{kind.title}' cannot be exported yet")
+    from core.models.kinds import load_entry
+
+    exporter = load_entry(EXPORTERS[kind.name])
+
+    tmp = _temp_beside(out)
+    try:
+        onnx_path = tmp / MODEL_FILES["onnx"]
+        say("exporting the network to ONNX")
+        fields = exporter(run_dir, onnx_path)
+        manifest = _manifest(run_dir, run, kind.name, fmt, fields)
+        _stamp_onnx(onnx_path, manifest)
+        if fmt == "openvino":
+            say("converting to OpenVINO IR")
+            _to_openvino(onnx_path, tmp / MODEL_FILES["openvino"], manifest)
+            onnx_path.unlink()
+        say("checking the package")
+        _finish(tmp, manifest, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def convert_package(package_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                    fmt: str = "openvino") -> Path:
+    """An ONNX package converted to another format (OpenVINO IR) in the new folder
+    ``out_dir``, without torch: the same network, threshold and settings."""
+    from core.deploy.package import read_package
+
+    info = read_package(package_dir)
+    if fmt not in FORMATS or fmt == "onnx":
+        raise ExportError(f"a package can be converted to: openvino, not {fmt!r}")
+    if info.format != "onnx":
+        raise ExportError(f"{info.path} is a {info.format} package; convert an ONNX package")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a new (or empty) folder for the package")
+    if out.is_dir() and any(out.iterdir()):
+        raise ExportError(f"--out {out} is not empty; give a new (or empty) folder")
+    manifest = {k: v for k, v in info.manifest.items() if k not in ("files", "model_sha256")}
+    manifest["format"] = fmt
+    manifest["runtime"] = {"openvino": dict(OPENVINO_CONFIG)}
+    tmp = _temp_beside(out)
+    try:
+        _to_openvino(info.model_file, tmp / MODEL_FILES[fmt], manifest)
+        _finish(tmp, manifest, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _temp_beside(out: Path) -> Path:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.dstmp-", dir=out.parent))
+    except OSError as e:
+        raise ExportError(f"cannot write the package beside {out}: {e.strerror or e}") from None
+
+
+def _finish(tmp: Path, manifest: dict[str, Any], out: Path) -> None:
+    """Hash the files, write package.json, verify, and move the package into place."""
+    from core.deploy.package import read_package
+
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    manifest["files"] = files
+    manifest["model_sha256"] = files[MODEL_FILES[manifest["format"]]]
+    (tmp / PACKAGE_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    read_package(tmp)
+    if out.is_dir():  # an empty folder (checked before): replaced by the package
+        out.rmdir()
+    os.replace(tmp, out)
+
+
+def _check_out_dir(out: Path, run_dir: Path, project_root: Any) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a new (or empty) folder for the package")
+    target = out.resolve()
+    for root in _project_roots(run_dir, project_root):
+        if target == root or root in target.parents:
+            raise ExportError(f"--out {out} is inside the project folder {root}; write the "
+                              "package outside the project (a project holds only its own files)")
+    if out.is_dir() and any(out.iterdir()):
+        raise ExportError(f"--out {out} is not empty; give a new (or empty) folder, so that no "
+                          "file of an older export is mixed into the package")
+    return out
+
+
+def _project_roots(run_dir: Path, project_root: Any) -> list[Path]:
+    from core.project.store import is_project
+
+    roots = [Path(project_root).resolve()] if project_root is not None else []
+    runs = run_dir.resolve().parent
+    if runs.name == "runs" and is_project(runs.parent):
+        roots.append(runs.parent)
+    return roots
+
+
+def _training_summary(run_dir: Path, run: Any) -> dict[str, Any]:
+    """Counts of the data the run was trained and validated on, and its metrics."""
+    summary: dict[str, Any] = {}
+    try:
+        with open(run_dir / "events.jsonl", encoding="utf-8") as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(ev, dict) and ev.get("event", ev.get("type")) == "started":
+                    for key in ("n_train", "n_val", "notes", "device"):
+                        if key in ev:
+                            summary[key] = ev[key]
+    except OSError:
+        pass
+    m = run.metrics if isinstance(run.metrics, dict) else {}
+    keep = ("split", "ap", "auc", "n", "n_pos", "epochs", "elapsed_s")
+    summary["metrics"] = {k: m[k] for k in keep if k in m}
+    summary["epochs"] = run.epochs
+    return summary
+
+
+def _manifest(run_dir: Path, run: Any, kind: str, fmt: str, fields: dict) -> dict[str, Any]:
+    from core.inference.predictor import DEFAULT_THRESHOLD, read_threshold
+    from core.training.checkpoint import MODEL_FILE
+
+    t, source = read_threshold(run_dir)
+    weights = run_dir / MODEL_FILE
+    manifest: dict[str, Any] = {
+        "package_format": PACKAGE_FORMAT,
+        "kind": kind,
+        "format": fmt,
+        "model": fields.pop("model"),
+        "run_id": run.id,
+        "run_created": run.created,
+        "threshold": DEFAULT_THRESHOLD if t is None else t,
+        "threshold_source": source if t is not None else "default (the run has no threshold)",
+        "preprocess": fields.pop("preprocess"),
+        "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW, batch dynamic"},
+        "outputs": {OUTPUT_NAMES[0]: "[batch] defect probability (sigmoid of the decision)",
+                    OUTPUT_NAMES[1]: "[batch, h, w] defect probability per cell over the input"},
+        "decision": "NG when score >= threshold",
+        "training_data": _training_summary(run_dir, run),
+        "package_version": package_version(),
+        "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "onnx_opset": ONNX_OPSET,
+        "source_weights_sha256": sha256_file(weights) if weights.is_file() else None,
+    }
+    if fmt == "openvino":
+        manifest["runtime"] = {"openvino": dict(OPENVINO_CONFIG)}
+    manifest.update(fields)
+    return manifest
+
+
+def _meta_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _stamp_onnx(path: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest into the ONNX metadata_props (one entry per key)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in manifest.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, _meta_text(value)
+    model.producer_name = "defect-studio"
+    model.producer_version = manifest["package_version"]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _to_openvino(onnx_path: Path, xml_path: Path, manifest: dict[str, Any]) -> None:
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ExportError("OpenVINO is not installed: pip install openvino") from None
+    try:
+        model = ov.convert_model(str(onnx_path))
+        for key, value in manifest.items():
+            model.set_rt_info(_meta_text(value), ["defect_studio", key])
+        ov.save_model(model, str(xml_path), compress_to_fp16=False)  # keep f32 weights
+    except Exception as e:  # noqa: BLE001 - OpenVINO's own exception types
+        raise ModelFileError(f"OpenVINO could not convert the network: {e}") from None

@@ -1,0 +1,157 @@
+"""The export package: a folder with the network and ``package.json`` (no torch here).
+
+Layout (docs/ARCHITECTURE.md, "Export packages")::
+
+    package.json   everything needed to reproduce the project's decision (below)
+    model.onnx     format "onnx": the network, opset >= 18, dynamic batch
+    model.xml/bin  format "openvino": OpenVINO IR converted from the ONNX graph
+
+The graph contract, the same for every model kind: one input ``image`` float32
+[batch, C, H, W] (preprocessed as ``preprocess`` says), outputs ``score`` [batch]
+(defect probability) and ``heatmap`` [batch, h, w] (probabilities over the input,
+any resolution; mapped back to the image by core.preprocess.heatmap_to_image).
+
+``read_package`` checks the manifest and the sha256 of every file it lists, so a
+truncated, tampered or incomplete package is refused with a message before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import ModelFileError
+from core.preprocess import Preprocessing
+
+PACKAGE_FILE = "package.json"
+PACKAGE_FORMAT = 1  # bump when a reader of the old layout would misread a new package
+FORMATS = ("onnx", "openvino")
+MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("score", "heatmap")
+# OpenVINO runs in bf16 on CPUs that have it unless told otherwise; the threshold was
+# calibrated in fp32 and bf16 moved the decision logit by 0.02 in a trial.
+OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+class PackageError(ModelFileError):
+    """An export package that is missing, incomplete, changed or of an unknown kind."""
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """A verified package: its folder, manifest and the settings the runtime needs."""
+
+    path: Path
+    manifest: dict[str, Any]
+    format: str
+    kind: str
+    model_file: Path
+    preprocessing: Preprocessing
+    threshold: float
+    threshold_source: str
+    run_id: str
+    model: str
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_package(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder holding a package.json."""
+    return (Path(path) / PACKAGE_FILE).is_file()
+
+
+def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
+    """The verified package in folder ``path`` (PackageError saying what is wrong)."""
+    root = Path(path)
+    if not root.exists():
+        raise PackageError(f"model package not found: {root}")
+    if not root.is_dir():
+        raise PackageError(f"{root} is a file; give the package folder (the one holding "
+                           f"{PACKAGE_FILE}) made by defect-studio export-model")
+    mf = root / PACKAGE_FILE
+    if not mf.is_file():
+        raise PackageError(f"{root} is not a model package: it has no {PACKAGE_FILE} "
+                           "(make one with defect-studio export-model)")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise PackageError(f"{mf} is damaged ({e}); export the model again") from None
+    if not isinstance(manifest, dict):
+        raise PackageError(f"{mf} is not a JSON object; export the model again")
+
+    def need(key: str, ok: Any, what: str) -> Any:
+        value = manifest.get(key)
+        if not ok(value):
+            raise PackageError(f"{mf}: '{key}' must be {what}, found {value!r}; "
+                               "export the model again")
+        return value
+
+    fmt_version = need("package_format", lambda v: isinstance(v, int) and not isinstance(v, bool),
+                       "an integer")
+    if fmt_version > PACKAGE_FORMAT:
+        raise PackageError(f"{root} was written by a newer Defect Studio (package format "
+                           f"{fmt_version}, this one reads up to {PACKAGE_FORMAT}); update it")
+    fmt = need("format", lambda v: v in FORMATS, f"one of {FORMATS}")
+    kind = need("kind", lambda v: isinstance(v, str) and v, "a model kind")
+    files = need("files", lambda v: isinstance(v, dict) and v, "a map of file name to sha256")
+    for name, digest in files.items():
+        if not _plain_name(name):
+            raise PackageError(f"{mf} names the file {name!r}, which is not a plain file name "
+                               "inside the package; the package was changed, export it again")
+        if not (isinstance(digest, str) and len(digest) == 64):
+            raise PackageError(f"{mf}: the checksum of {name} is not a sha256; export again")
+    model_name = MODEL_FILES[fmt]
+    if model_name not in files:
+        raise PackageError(f"{mf} does not list {model_name}, the network of a {fmt} package")
+    for name, digest in files.items():
+        f = root / name
+        if not f.is_file():
+            raise PackageError(f"the package {root} is incomplete: {name} is missing; copy the "
+                               "whole package folder, or export the model again")
+        if verify and sha256_file(f) != digest:
+            raise PackageError(f"{f} does not match its checksum in {PACKAGE_FILE}: the file is "
+                               "truncated or was changed; copy the package again or re-export it")
+    pre = need("preprocess", lambda v: isinstance(v, dict), "an object")
+    preprocessing = _preprocessing(pre, mf)
+    threshold = need("threshold", _is_unit, "a number between 0 and 1")
+    return PackageInfo(
+        path=root, manifest=manifest, format=fmt, kind=kind, model_file=root / model_name,
+        preprocessing=preprocessing, threshold=float(threshold),
+        threshold_source=str(manifest.get("threshold_source", "unknown")),
+        run_id=str(need("run_id", lambda v: isinstance(v, str) and v, "the run id")),
+        model=str(manifest.get("model", "")),
+    )
+
+
+def _plain_name(name: Any) -> bool:
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+            and "\\" not in name and ":" not in name and "\0" not in name)
+
+
+def _is_unit(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and 0.0 <= v <= 1.0)
+
+
+def _preprocessing(pre: dict, mf: Path) -> Preprocessing:
+    size, resize, channels = pre.get("input_size"), pre.get("resize"), pre.get("channels")
+    ok = (isinstance(size, list) and len(size) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 8192 for v in size)
+          and resize in ("resize", "pad") and channels in (1, 3)
+          and not isinstance(channels, bool))
+    if not ok:
+        raise PackageError(f"{mf}: the preprocessing settings are invalid ({pre!r}); "
+                           "export the model again")
+    return Preprocessing((size[0], size[1]), resize, channels)

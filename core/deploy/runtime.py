@@ -1,0 +1,206 @@
+"""Scoring images with an export package: ONNX Runtime or OpenVINO, never torch.
+
+``load_package(dir)`` verifies the package (core.deploy.package) and returns a
+``PackagePredictor`` with the interface of core.inference.predictor.Predictor
+(``predict``, ``predict_many``, ``threshold``, ``run_id``), so the predict command,
+the review page and the watch folder use either one. Preprocessing and the heatmap
+mapping are core.preprocess, the code training used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.deploy.package import (
+    INPUT_NAME, OPENVINO_CONFIG, OUTPUT_NAMES, PackageError, PackageInfo, read_package,
+)
+from core.errors import UserError
+from core.inference.prediction import Prediction, check_threshold
+from core.preprocess import heatmap_to_image, preprocess_array
+
+DEFAULT_CPU_THREADS = 4
+
+
+class _OnnxBackend:
+    name = "onnxruntime"
+
+    def __init__(self, info: PackageInfo, threads: int) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise PackageError("onnxruntime is not installed: pip install onnxruntime "
+                               "(or use an OpenVINO package)") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(info.model_file), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own unrelated types
+            raise PackageError(f"ONNX Runtime cannot load {info.model_file}: {_first(e)}") from None
+        names = {i.name for i in self.session.get_inputs()}
+        outs = {o.name for o in self.session.get_outputs()}
+        if INPUT_NAME not in names or not set(OUTPUT_NAMES) <= outs:
+            raise PackageError(f"{info.model_file} has inputs {sorted(names)} and outputs "
+                               f"{sorted(outs)}, not '{INPUT_NAME}' -> {OUTPUT_NAMES}")
+        self.precision = "f32"
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        score, heat = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        return score, heat
+
+
+class _OpenVinoBackend:
+    name = "openvino"
+
+    def __init__(self, info: PackageInfo, threads: int) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise PackageError("OpenVINO is not installed: pip install openvino "
+                               "(or use an ONNX package)") from None
+        core = ov.Core()
+        config = dict(OPENVINO_CONFIG)
+        config.update(info.manifest.get("runtime", {}).get("openvino", {}) or {})
+        config["INFERENCE_PRECISION_HINT"] = "f32"  # whatever the file says: fp32 thresholds
+        config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.model = core.compile_model(core.read_model(str(info.model_file)), "CPU", config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and friends
+            raise PackageError(f"OpenVINO cannot load {info.model_file}: {_first(e)}") from None
+        precision = self.model.get_property("INFERENCE_PRECISION_HINT")
+        if precision != ov.Type.f32:
+            raise PackageError(f"OpenVINO runs {info.model_file} in {precision}, not f32; "
+                               "the threshold was calibrated in f32")
+        self.precision = "f32"
+        outs = {o.get_any_name(): o for o in self.model.outputs}
+        if not set(OUTPUT_NAMES) <= set(outs):
+            raise PackageError(f"{info.model_file} has outputs {sorted(outs)}, not {OUTPUT_NAMES}")
+        self._outs = [outs[n] for n in OUTPUT_NAMES]
+        self.request = self.model.create_infer_request()
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        result = self.request.infer({INPUT_NAME: x})
+        return np.array(result[self._outs[0]]), np.array(result[self._outs[1]])
+
+
+_BACKENDS = {"onnx": _OnnxBackend, "openvino": _OpenVinoBackend}
+
+
+def _first(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+class PackagePredictor:
+    """An export package ready to score images (same interface as Predictor).
+
+    Not thread-safe: one predictor per worker thread.
+    """
+
+    def __init__(self, package_dir: str | os.PathLike, num_threads: int | None = None,
+                 device: str = "cpu") -> None:
+        if device not in ("auto", "cpu"):
+            raise UserError(f"an export package runs on the CPU, not on {device!r}")
+        self.info = read_package(package_dir)
+        self.package_dir = self.info.path
+        self.config = self.info.preprocessing
+        self.manifest = self.info.manifest
+        threads = num_threads or min(DEFAULT_CPU_THREADS, os.cpu_count() or 1)
+        self._backend = _BACKENDS[self.info.format](self.info, max(1, int(threads)))
+        self.backend = self._backend.name
+        self.inference_precision = self._backend.precision
+        self.threshold_source = self.info.threshold_source
+        self._threshold = self.info.threshold
+
+    @property
+    def threshold(self) -> float:
+        """Scores at or above this are NG."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = check_threshold(value)
+
+    @property
+    def run_id(self) -> str:
+        return self.info.run_id
+
+    # -- scoring ---------------------------------------------------------------------
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        img = np.asarray(image)
+        bad_channels = img.ndim == 3 and img.shape[2] not in (1, 3, 4)
+        if img.ndim not in (2, 3) or img.size == 0 or bad_channels:
+            raise UserError(f"cannot score an array of shape {img.shape}: expected HxW or HxWx3")
+        return preprocess_array(img, self.config)
+
+    def _run(self, batch: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Prediction]:
+        scores, heat = self._backend(np.ascontiguousarray(np.stack(batch), dtype=np.float32))
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        out = []
+        for i, shape in enumerate(shapes):
+            h = np.clip(heatmap_to_image(heat[i], self.config, shape), 0.0, 1.0)
+            score = float(scores[i])
+            out.append(Prediction(score=score, is_ng=score >= self._threshold, heatmap=h))
+        return out
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        """Score one image (HxW or HxWx3 array as core.io.images.read_image returns)."""
+        return self._run([self._prepare(image)], [np.asarray(image).shape[:2]])[0]
+
+    def predict_many(
+        self,
+        items: Iterable[Any],
+        batch_size: int = 8,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> Iterator[tuple[Any, Prediction | str]]:
+        """Score images or image paths; yields (item, Prediction) or (item, error message),
+        in input order, as Predictor.predict_many does (one bad file never stops a batch)."""
+        from core.io.images import read_image
+
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}")
+        total = len(items) if hasattr(items, "__len__") else 0  # type: ignore[arg-type]
+        done = 0
+        pending: list[tuple[Any, np.ndarray | None, Any]] = []
+
+        def flush() -> Iterator[tuple[Any, Prediction | str]]:
+            nonlocal done
+            ready = [(x, s) for _, x, s in pending if x is not None]
+            preds: list[Prediction] = []
+            error: str | None = None
+            if ready:
+                try:
+                    preds = self._run([x for x, _ in ready], [s for _, s in ready])
+                except (RuntimeError, MemoryError) as e:
+                    error = f"prediction failed: {_first(e)}"
+            it = iter(preds)
+            for item, x, s in pending:
+                yield item, (s if x is None else (error if error is not None else next(it)))
+            done += len(pending)
+            pending.clear()
+            if progress is not None:
+                progress(done, total)
+
+        for item in items:
+            try:
+                img = read_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
+                pending.append((item, self._prepare(img), tuple(img.shape[:2])))
+            except (UserError, ValueError, OSError) as e:
+                pending.append((item, None, str(e)))
+            if len(pending) >= batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+
+def load_package(package_dir: str | os.PathLike, num_threads: int | None = None
+                 ) -> PackagePredictor:
+    """The verified package in ``package_dir`` ready to score (PackageError if unusable)."""
+    return PackagePredictor(Path(package_dir), num_threads=num_threads)
