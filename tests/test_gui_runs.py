@@ -10,6 +10,8 @@ import shutil
 import time
 
 import pytest
+
+from core.project.runs import hold_run, release_run
 from PySide6.QtWidgets import QMessageBox
 
 from app.run_history import COLUMNS
@@ -40,12 +42,15 @@ def panel(qtbot, trained_project):
     fake_run(trained_project, "tiny", "stopped", "cancelled", model=False)
     fake_run(trained_project, "tiny", "killed", "running", model=False, age_s=3600)
     fake_run(trained_project, "tiny", "busy", "running", model=False)
+    # "busy" is being trained by a live process: it holds the run's lock
+    lock = hold_run(trained_project.runs_dir / "busy")
     p = TrainingPanel()
     qtbot.addWidget(p)
     p.set_project(trained_project)
     p.resize(1000, 700)
     p.show()
-    return p
+    yield p
+    release_run(lock)
 
 
 def cell(panel, run_id, column):
