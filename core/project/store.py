@@ -32,6 +32,7 @@ from core.errors import ImageReadError, MaskError, ProjectError
 from core.io import images as imio
 from core.io.atomic import atomic_write_bytes, remove_stale_temps
 from core.project import runs as runs_mod
+from core.project.boxes import BoxesMixin
 from core.project.lock import ProjectLock
 from core.project.runs import RunInfo
 from core.project.splits import normalise_ratios, plan_splits
@@ -103,7 +104,7 @@ def _close_handles(db: sqlite3.Connection | None, lock: ProjectLock | None) -> N
         lock.release()
 
 
-class Project:
+class Project(BoxesMixin):
     """An open project folder. Use Project.create / open / open_or_create, then close()
     (or a `with` block)."""
 
@@ -535,6 +536,9 @@ class Project:
                         f"image {image_id} has a defect mask, so it cannot be labelled "
                         f"'{lab}'; delete its mask first"
                     )
+                if lab != "defective" and self._has_boxes(db, image_id):
+                    raise ProjectError(f"image {image_id} has defect boxes, so it cannot be "
+                                       f"labelled '{lab}'; delete its boxes first")
             db.executemany(
                 "UPDATE images SET label = ?, label_source = ? WHERE id = ?",
                 [(lab, source, image_id) for image_id, lab in items],
