@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export labels and masks")
     s.add_argument("--project", required=True)
-    s.add_argument("--format", required=True, choices=["masks", "coco"])
+    s.add_argument("--format", required=True, choices=["masks", "coco", "yolo", "voc"])
     s.add_argument("--out", required=True, help="output folder")
 
     s = sub.add_parser("info", help="counts of images, labels, masks and splits")

@@ -29,6 +29,10 @@ IGNORED_DIRS = frozenset({"__macosx", ".git", ".svn", "__pycache__", ".ipynb_che
 # A mask may be given as an array, a file (read when the image size is known), or a
 # function of the image size (height, width) for formats with relative coordinates.
 MaskSource = Union[np.ndarray, Path, Callable[[int, int], np.ndarray]]
+# Boxes with their type name, (type, x, y, w, h) in pixels (top-left corner and size), or a
+# function of the image size (height, width) giving them, for relative coordinates.
+BoxList = list[tuple[str, float, float, float, float]]
+BoxSource = Union[BoxList, Callable[[int, int], BoxList]]
 
 _OK_PHRASES = frozenset({
     "defect_free", "defectfree", "non_defective", "nondefective", "no_defect", "nodefect",
@@ -98,6 +102,7 @@ class ImportItem:
     note: str = ""
     label_from_mask: bool = False
     mask_file: str | None = None  # the mask's own file, named in the report when it is bad
+    boxes: BoxSource | None = None  # typed boxes, kept beside the (rough) mask
 
 
 @dataclass
@@ -109,6 +114,7 @@ class ImportReport:
     imported: int = 0
     duplicates: int = 0
     masks: int = 0
+    boxes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     by_label: dict[str, int] = field(default_factory=dict)
     rows: list[tuple[str, str, str]] = field(default_factory=list)  # file, status, detail
@@ -132,6 +138,7 @@ class ImportReport:
             "imported": self.imported,
             "duplicates": self.duplicates,
             "masks": self.masks,
+            "boxes": self.boxes,
             "by_label": dict(self.by_label),
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
             "skipped_by_reason": self.skipped_by_reason(),
@@ -278,6 +285,8 @@ def box_mask(shape: tuple[int, int], boxes: Iterable[tuple[float, float, float, 
     h, w = shape
     out = np.zeros(shape, bool)
     for x0, y0, x1, y1 in boxes:
+        if not np.isfinite([x0, y0, x1, y1]).all():  # NaN/inf: no box (reported as a bad box)
+            continue
         xa, xb = sorted((int(round(x0)), int(round(x1))))
         ya, yb = sorted((int(round(y0)), int(round(y1))))
         xa, ya = max(xa, 0), max(ya, 0)
