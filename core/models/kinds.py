@@ -109,3 +109,15 @@ register(ModelKind(
     evaluate="core.evaluation.evaluate:evaluate_run",
     config="core.training.config:TrainConfig",
 ))
+
+
+register(ModelKind(
+    name="detector",
+    title="Defect boxes with types (relational enhancement detector)",
+    models=("relational", "detector"),
+    trains_on="boxes",
+    train="core.detection.train:train",
+    predictor="core.detection.predictor:DetectorPredictor",
+    evaluate="core.detection.evaluate:evaluate_detector",
+    config="core.detection.config:DetectorConfig",
+))
