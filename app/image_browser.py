@@ -49,6 +49,7 @@ class ImageListModel(QAbstractListModel):
         self._rows: list[int] = []
         self._row_of: dict[int, int] = {}
         self._filter = "all"
+        self._only_ids: set[int] | None = None  # e.g. images with a box of one type
         self._sort = "name"
         self._thumbs: dict[int, QPixmap] = {}
         self._paths: dict[int, tuple[str, str]] = {}
@@ -114,7 +115,14 @@ class ImageListModel(QAbstractListModel):
         self._rebuild_rows()
         self.endResetModel()
 
+    def set_only_ids(self, ids: set[int] | None) -> None:
+        """Show only these images on top of the filter (None: no such limit)."""
+        self._only_ids = None if ids is None else set(ids)
+        self.refilter()
+
     def _passes(self, rec) -> bool:
+        if self._only_ids is not None and rec.id not in self._only_ids:
+            return False
         f = self._filter
         if f == "all":
             return True
