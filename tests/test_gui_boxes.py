@@ -93,3 +93,70 @@ def test_types_panel_adds_a_type_and_filters_the_browser(window, demo_project_di
     assert page.browser.model.image_ids() == []
     panel.filter_check.setChecked(False)
     assert len(page.browser.model.image_ids()) == 48
+
+
+def test_review_shows_predicted_boxes_filters_by_type_and_accepts_one(qtbot, tmp_path):
+    """A tiny detector run on the Review page: its boxes are listed and drawn, the type
+    filter hides parts, and an accepted (corrected) box is saved as a label."""
+    from app.review_panel import ReviewPanel
+    from core.detection.config import DetectorConfig
+    from core.detection.predictor import DetectorPredictor
+    from core.training import train
+
+    from detection_fixtures import make_box_project
+
+    root = make_box_project(tmp_path / "proj")
+    train(root, DetectorConfig(model="relational", epochs=1, input_size=(64, 64),
+                               num_threads=1, val_every=0, pretrained=False), run_id="det")
+    (root / "runs" / "det" / "threshold.json").write_text('{"threshold": 0.0}')
+    pred = DetectorPredictor(root / "runs" / "det", device="cpu")
+    with Project.open(root) as p:
+        ok_id = next(r.id for r in p.images() if r.label == "ok")
+        rows = []
+        for r in p.images():
+            out = pred.predict(p.read_image(r))
+            rows.append((r.id, out.score, out.is_ng))
+        p.save_predictions("det", rows)
+        p.set_active_run("det")
+    project = Project.open(root)
+    try:
+        panel = ReviewPanel()
+        qtbot.addWidget(panel)
+        panel.set_project(project)
+        panel.resize(900, 700)
+        panel.show()
+        qtbot.waitExposed(panel)
+        row = next(i for i, it in enumerate(panel.model.items()) if it.image_id == ok_id)
+        panel.select_row(row)
+        boxes = panel.boxes
+        assert boxes.widget.isVisible() and boxes.list.count() >= 1
+        shown = boxes._shown_boxes[0]
+        assert boxes.list.item(0).text().startswith(f"{shown.type}  {shown.score:.2f}")
+        assert panel.view.displayed_rgb() is not None
+        other = "bar" if shown.type == "spot" else "spot"
+        boxes.list.setCurrentRow(0)
+        boxes.as_type.setCurrentText(other)  # correct the type, then accept
+        boxes.accept_one.click()
+        with Project.open(root, readonly=True) as p:
+            rec = p.image(ok_id)
+            assert [b.type for b in p.boxes(ok_id)] == [other]
+            assert (rec.label, rec.label_source) == ("defective", "prediction")
+            got = p.boxes(ok_id)[0]
+            assert (got.x, got.y) == pytest.approx((max(shown.x, 0), max(shown.y, 0)), abs=1e-3)
+        types = {b.type for it in panel.model.items()
+                 for b in boxes.prediction(it.path).boxes_at(0.0)}
+        for name in ("spot", "bar"):
+            boxes.type_filter.setCurrentIndex(boxes.type_filter.findData(name))
+            visible = [it for r, it in enumerate(panel.model.items())
+                       if not panel.queue_view.isRowHidden(r)]
+            assert all(any(b.type == name for b in boxes.prediction(it.path).boxes_at(0.0))
+                       for it in visible)
+            assert bool(visible) == (name in types)
+        boxes.type_filter.setCurrentIndex(0)
+        assert not any(panel.queue_view.isRowHidden(r) for r in range(panel.model.rowCount()))
+        # the page's own heatmap worker scores the shown part with the detector too
+        qtbot.waitUntil(lambda: panel._heatmap_worker is None, timeout=120_000)
+        assert panel.current_item().heatmap is not None
+    finally:
+        panel.shutdown()
+        project.close()
