@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model on a project (own process; --events for JSON lines)")
     s.add_argument("--project", required=True)
-    s.add_argument("--model", default=None, help="mffpa (default), mixsup, or an ablation variant")
+    s.add_argument("--model", default=None, help="mffpa (default), mixsup, an ablation variant, or the box "
+                   "detectors relational / detector")
     s.add_argument("--preset", default=None, choices=["quick", "thorough"])
     s.add_argument("--config", help="JSON file with TrainConfig fields")
     s.add_argument("--epochs", type=int)

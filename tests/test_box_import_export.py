@@ -133,3 +133,31 @@ def test_export_cli_writes_voc_with_xml_etree(tmp_path, capsys):
     text = (tmp_path / "voc" / "Annotations" / "a.xml").read_text()
     assert "<name>scratch</name>" in text and "<xmin>3</xmin>" in text
     assert "<xmax>12</xmax>" in text  # x 2..12 covers pixels 3..12 (1-based)
+
+
+def test_hostile_labelme_and_yolo_box_fields(tmp_path):
+    lm = tmp_path / "labelme"
+    image(lm / "a.png", 21)
+    (lm / "a.json").write_text(json.dumps({"imagePath": "a.png", "shapes": [
+        {"label": "dent", "shape_type": "rectangle", "points": [[1, 1], [float("nan"), 5]]},
+        {"label": {"x": 1}, "shape_type": "rectangle", "points": [[2, 2], [9, 9]]},
+        {"label": "dent", "shape_type": "rectangle", "points": [[1e300, 1e300], [-1e300, 4]]},
+        {"label": "../../etc/passwd", "shape_type": "rectangle", "points": [[3, 3], [3, 9]]},
+    ]}))
+    y = tmp_path / "yolo"
+    image(y / "images" / "b.png", 22)
+    (y / "labels").mkdir(parents=True)
+    (y / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 -0.2 0.2\n")
+    (y / "data.yaml").write_text("path: .\ntrain: images\nnames: ['bad\\x07name', 'ok']\n")
+    with Project.create(tmp_path / "p") as p:
+        r1 = import_dataset(lm, p, fmt="labelme")
+        r2 = import_dataset(y, p, fmt="yolo")
+        got = _boxes_by_name(p)
+        # a label that is not text becomes "defect"; the huge box is clipped; the NaN one
+        # and the zero-width one are reported
+        assert got["a"] == [Box("defect", 2, 2, 7, 7), Box("dent", 0, 4, 32, 28)]
+        assert sum("bad box" in m for _, m in r1.skipped) == 2
+        # a quoted YAML name is text as written (no escapes); a negative size is reported
+        assert got["b"] == [Box("bad\\x07name", 12.8, 12.8, 6.4, 6.4)]
+        assert sum("positive" in m for _, m in r2.skipped) == 1
+        assert not (tmp_path / "etc").exists()

@@ -104,7 +104,14 @@ def evaluate_detector(project_root: str | os.PathLike, run_id: str, split: str =
     if "note" in m:
         result["note"] = m["note"]
     files = {"scores": run_dir / "scores.csv", "boxes": run_dir / "boxes.csv",
+             "pr_curve": run_dir / "pr_curve.csv", "roc_curve": run_dir / "roc_curve.csv",
              "json": run_dir / f"evaluation_{split}.json"}
+    pr, roc = m["pr_curve"], m["roc_curve"]
+    atomic_write_bytes(files["pr_curve"], _csv(["precision", "recall", "threshold"], [
+        [p, r, pr["thresholds"][i] if i < len(pr["thresholds"]) else ""]
+        for i, (p, r) in enumerate(zip(pr["precision"], pr["recall"]))]))
+    atomic_write_bytes(files["roc_curve"], _csv(["fpr", "tpr", "threshold"], [
+        list(v) for v in zip(roc["fpr"], roc["tpr"], roc["thresholds"])]))
     atomic_write_bytes(files["scores"], _csv(
         ["image_id", "path", "label", "score", "decision", "true_boxes", "boxes"], rows))
     atomic_write_bytes(files["boxes"], _csv(
@@ -113,3 +120,28 @@ def evaluate_detector(project_root: str | os.PathLike, run_id: str, split: str =
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     write_json_atomic(files["json"], without_curves(result))
     return result
+
+
+def box_summary_lines(boxes: dict) -> list[str]:
+    """Readable lines of the "boxes" part of an evaluation (for the evaluate CLI)."""
+    def num(v, d=3):
+        return "n/a" if v is None else f"{v:.{d}f}"
+
+    lines = [f"  boxes: mAP@0.5 {num(boxes['map_50'])}   mAP@[.5:.95] {num(boxes['map'])}"]
+    for name, t in boxes["per_type"].items():
+        lines.append(f"    {name:<20} AP@0.5 {num(t['ap_50'])}  AP {num(t['ap'])}  "
+                     f"({t['n_gt']} true boxes)")
+    f = boxes["fragmentation"]
+    if f["n_defects"]:
+        lines.append(f"  fragmentation at threshold {num(f['threshold'], 4)}: "
+                     f"{num(f['boxes_per_defect'], 2)} boxes per defect, "
+                     f"{100 * f['one_box']:.1f} % covered by exactly one box, "
+                     f"{100 * f['missed']:.1f} % missed, {100 * f['fragmented']:.1f} % with 2+")
+    c = boxes["confusion"]
+    lines.append("  confusion by type (rows true, columns predicted; none = no box / no "
+                 "defect):")
+    width = max(len(n) for n in c["labels"]) + 2
+    lines.append("    " + " " * width + "".join(f"{n[:8]:>9}" for n in c["labels"]))
+    for name, row in zip(c["labels"], c["matrix"]):
+        lines.append(f"    {name:<{width}}" + "".join(f"{v:>9}" for v in row))
+    return lines
