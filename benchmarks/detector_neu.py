@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
-    p.add_argument("--train-images", type=int, default=None, help="seeded subset of the train split")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="seeded subset of the train split")
     p.add_argument("--test-images", type=int, default=None, help="seeded subset of the test split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny subset, 1 epoch, 96 px")
@@ -103,7 +104,8 @@ def run_variant(root: Path, name: str, args: argparse.Namespace) -> dict:
         **VARIANTS[name], "epochs": args.epochs, "input_size": [args.size, args.size],
         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "device": args.device,
         "num_threads": args.threads, "val_every": 0})
-    run_id = f"{name.split(' ')[0].replace('+', '-')}-{args.size}px-{args.epochs}ep-{int(time.time())}"
+    stem = name.split(" ")[0].replace("+", "-")
+    run_id = f"{stem}-{args.size}px-{args.epochs}ep-{int(time.time())}"
     t0 = time.perf_counter()
     train(root, cfg, run_id=run_id)
     t_train = time.perf_counter() - t0

@@ -46,7 +46,8 @@ def read_detector_config(run_dir: Path) -> tuple[DetectorConfig, list[str]]:
         classes = [str(c) for c in data.get("classes", [])]
         return DetectorConfig.from_dict(data), classes
     except FileNotFoundError:
-        raise ModelFileError(f"{path} not found: {run_dir} is not a training run folder") from None
+        raise ModelFileError(f"{path} not found: {run_dir} is not a training run "
+                             "folder") from None
     except (OSError, ValueError, AttributeError, TypeError, UserError) as e:
         raise ModelFileError(f"cannot read the detector config {path}: {e}") from None
 

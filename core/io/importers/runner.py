@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.errors import ImageReadError, ImportFormatError, MaskError, ProjectError
+from core.errors import ImageReadError, ImportFormatError, MaskError, ProjectError, UserError
 
 from .base import ImportItem, ImportReport, read_mask_file, resolve_mask
 from .detect import READERS, detect_format
@@ -153,7 +153,11 @@ def _add_boxes(project, rec, item: ImportItem, report: ImportReport):
             report.skip(f"{where}#box{i + 1}", f"bad box: {e}")
     if not good:
         return rec
-    rec = project.set_boxes(rec.id, good, source="import", create_types=True)
+    try:
+        rec = project.set_boxes(rec.id, good, source="import", create_types=True)
+    except UserError as e:  # the image stays, with its (rough) mask
+        report.skip(where, f"boxes not saved: {e}")
+        return rec
     report.boxes += len(good)
     return rec
 
