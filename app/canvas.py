@@ -114,6 +114,7 @@ class MaskCanvas(QGraphicsView):
         self._pan_last = None
         self._space = False
         self._stroke_active = False
+        self.box_tool = None  # app.box_tool.BoxTool: gets the mouse and keys first when on
 
     # ------------------------------------------------------------------ content
     def set_image(self, image: np.ndarray, mask: np.ndarray | None = None) -> None:
@@ -184,6 +185,8 @@ class MaskCanvas(QGraphicsView):
         self._poly = []
         self._gc_points = []
         self.undo_stack.clear()
+        if self.box_tool is not None:
+            self.box_tool.scene_reset()
 
     def _make_cursor_item(self) -> None:
         c = colors().brush_cursor
@@ -353,6 +356,9 @@ class MaskCanvas(QGraphicsView):
             super().mousePressEvent(event)
             return
         p = self._scene_pos(event)
+        if self.box_tool is not None and self.box_tool.mouse_press(p, event):
+            event.accept()
+            return
         if self._tool in ("brush", "eraser"):
             self._edit_before = self._mask.copy()
             self._edit_rect = None
@@ -380,6 +386,9 @@ class MaskCanvas(QGraphicsView):
             self._pan_last = event.position()
             self._pan_pixels(d.x(), d.y())
             self._fit_mode = False
+            event.accept()
+            return
+        if self.box_tool is not None and self.box_tool.mouse_move(p, event):
             event.accept()
             return
         left = bool(event.buttons() & Qt.MouseButton.LeftButton)
@@ -414,6 +423,10 @@ class MaskCanvas(QGraphicsView):
         if event.button() != Qt.MouseButton.LeftButton or self._mask is None:
             super().mouseReleaseEvent(event)
             return
+        if self.box_tool is not None and self.box_tool.mouse_release(self._scene_pos(event),
+                                                                     event):
+            event.accept()
+            return
         if self._stroke_active:
             self._finish_stroke()
         elif self._tool == "lasso" and self._poly_dragged and self._poly_drag_start == 0:
@@ -437,6 +450,9 @@ class MaskCanvas(QGraphicsView):
 
     # ------------------------------------------------------------------ keys
     def keyPressEvent(self, event) -> None:
+        if self.box_tool is not None and self.box_tool.key_press(event):
+            event.accept()
+            return
         key = event.key()
         if key == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space = True

@@ -55,6 +55,7 @@ class ImageListModel(QAbstractListModel):
         self._filter = "all"
         self._split_filter = "all"
         self._search = ""
+        self._only_ids: set[int] | None = None  # e.g. images with a box of one type
         self._sort = "name"
         self._thumbs: dict[int, QPixmap] = {}
         self._paths: dict[int, tuple[str, str]] = {}
@@ -132,7 +133,14 @@ class ImageListModel(QAbstractListModel):
         self._rebuild_rows()
         self.endResetModel()
 
+    def set_only_ids(self, ids: set[int] | None) -> None:
+        """Show only these images on top of the filter (None: no such limit)."""
+        self._only_ids = None if ids is None else set(ids)
+        self.refilter()
+
     def _passes(self, rec) -> bool:
+        if self._only_ids is not None and rec.id not in self._only_ids:
+            return False
         sf = self._split_filter
         if sf != "all" and (rec.split or "none") != sf:
             return False

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import shortcuts as sc
+from app.box_tool import BoxLabelling
 from app.canvas import MAX_BRUSH, MIN_BRUSH, MaskCanvas
 from app.icons import icon
 from app.image_browser import ImageBrowser
@@ -52,6 +53,7 @@ class LabelPage(QWidget):
         self.canvas.undo_state_changed.connect(self._on_undo_state)
         self.canvas.tool_changed.connect(self._on_tool_changed)
         self.canvas.brush_size_changed.connect(self._on_brush_size)
+        self.boxes = BoxLabelling(self)  # typed boxes: tool, types panel, type filter
         self._restore_settings()
         self.set_active(True)
 
@@ -215,6 +217,7 @@ class LabelPage(QWidget):
         self._image_id = -1
         self.history.clear()
         self.canvas.clear()
+        self.boxes.set_project(project)
         self.browser.set_project(project)
         if project is None:
             self.info.setText("No project open")

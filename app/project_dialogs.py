@@ -16,7 +16,7 @@ from core.errors import UserError
 RECENT_KEY = "projects/recent"
 LAST_KEY = "projects/last"
 MAX_RECENT = 10
-EXPORT_FORMATS = ("masks", "coco")  # as `defect-studio export --format`
+EXPORT_FORMATS = ("masks", "coco", "yolo", "voc")  # as `defect-studio export --format`
 
 
 class RecentProjects:

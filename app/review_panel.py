@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 from app.heatmap_view import HeatmapView
 from app.review_viewer import ReviewViewer
 from app.label_history import LabelHistory
+from app.review_boxes import ReviewBoxes
 from app.jobs import (
     FunctionWorker, PredictionItem, PredictionResult, PredictionWorker, expand_heatmap,
 )
@@ -181,6 +182,7 @@ class ReviewPanel(QWidget):
         lay.addLayout(top)
         lay.addWidget(split, 1)
         lay.addWidget(self.status_label)
+        self.boxes = ReviewBoxes(self)  # predicted boxes of detector runs
 
         ctx = Qt.ShortcutContext.WidgetWithChildrenShortcut
         for action, slot in (("review_accept", self.accept_current),
@@ -495,6 +497,7 @@ class ReviewPanel(QWidget):
             self.view.set_message(str(e))
             self.detail_label.setText(str(e))
             return
+        image = self.boxes.decorate(it, image)
         heat = None
         if it.heatmap is not None:
             heat = expand_heatmap(it.heatmap, image.shape[:2])

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export labels and masks")
     s.add_argument("--project", required=True)
-    s.add_argument("--format", required=True, choices=["masks", "coco"])
+    s.add_argument("--format", required=True, choices=["masks", "coco", "yolo", "voc"])
     s.add_argument("--out", required=True, help="output folder")
 
     s = sub.add_parser("info", help="counts of images, labels, masks and splits")
@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model on a project (own process; --events for JSON lines)")
     s.add_argument("--project", required=True)
-    s.add_argument("--model", default=None, help="mffpa (default), mixsup, or an ablation variant")
+    s.add_argument("--model", default=None, help="mffpa (default), mixsup, an ablation variant, or the box "
+                   "detectors relational / detector")
     s.add_argument("--preset", default=None, choices=["quick", "thorough"])
     s.add_argument("--config", help="JSON file with TrainConfig fields")
     s.add_argument("--epochs", type=int)

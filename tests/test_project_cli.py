@@ -44,7 +44,7 @@ def test_info_json_subprocess(small_project):
     counts = json.loads(r.stdout)
     assert counts == {
         "images": 6, "ok": 3, "defective": 2, "unlabeled": 1, "masked": 1, "defective_masked": 1,
-        "splits": counts["splits"], "unassigned": 0,
+        "splits": counts["splits"], "unassigned": 0, "types": {},
     }
     assert sum(counts["splits"].values()) == 6 and counts["splits"]["train"] >= 2
 

@@ -285,7 +285,8 @@ def test_migrations_apply_in_order(tmp_path, monkeypatch):
     db = sqlite3.connect(root / "project.sqlite")
     cols = [r[1] for r in db.execute("PRAGMA table_info(images)")]
     assert "note" in cols
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+        str(schema.SCHEMA_VERSION),)
     db.close()
     Project.open(root, readonly=True).close()
 

@@ -36,6 +36,10 @@ def format_summary(r: dict[str, Any]) -> str:
                      f"({px['n_images']} images: masked ones, OK ones as clean)")
     elif px.get("note"):
         lines.append(f"  pixel metrics: {px['note']}")
+    if "boxes" in r:  # a detector run (core.detection)
+        from core.detection.evaluate import box_summary_lines
+
+        lines += box_summary_lines(r["boxes"])
     if r.get("note"):
         lines.append(f"  note: {r['note']}")
     if r["errors"]:

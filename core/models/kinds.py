@@ -120,3 +120,14 @@ register(ModelKind(
     evaluate="core.anomaly.evaluate:evaluate_anomaly_run",
     config="core.anomaly.config:AnomalyConfig",
 ))
+
+register(ModelKind(
+    name="detector",
+    title="Defect boxes with types (relational enhancement detector)",
+    models=("relational", "detector"),
+    trains_on="boxes",
+    train="core.detection.train:train",
+    predictor="core.detection.predictor:DetectorPredictor",
+    evaluate="core.detection.evaluate:evaluate_detector",
+    config="core.detection.config:DetectorConfig",
+))

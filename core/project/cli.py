@@ -38,11 +38,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     with Project.open(args.project, readonly=True) as project:
         counts = project.counts()
         active = project.active_run()
+        types = project.box_counts()
     if args.json:
-        _print_json(counts)
+        _print_json({**counts, "types": types})
     else:
         print(f"project     {project.root}")
         print(format_counts(counts))
+        if types:
+            print("defect types (boxes / images)")
+            for name, n in types.items():
+                print(f"  {name:<20}{n['boxes']:7d} {n['images']:7d}")
         print(f"active run  {active or '-'}")
     return 0
 

@@ -55,7 +55,37 @@ def _v1_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_initial]
+def _v2_types_and_boxes(db: sqlite3.Connection) -> None:
+    """Defect types (name, colour, hotkey) and per-image boxes of a type."""
+    db.execute(
+        """
+        CREATE TABLE defect_types (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            name     TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            color    TEXT NOT NULL,
+            hotkey   TEXT UNIQUE,
+            position INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE boxes (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            type_id  INTEGER NOT NULL REFERENCES defect_types(id),
+            x        REAL NOT NULL,
+            y        REAL NOT NULL,
+            w        REAL NOT NULL CHECK (w > 0),
+            h        REAL NOT NULL CHECK (h > 0),
+            source   TEXT NOT NULL DEFAULT 'user'
+                     CHECK (source IN ('import', 'user', 'prediction'))
+        )"""
+    )
+    db.execute("CREATE INDEX boxes_image ON boxes(image_id)")
+    db.execute("CREATE INDEX boxes_type ON boxes(type_id)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_initial, _v2_types_and_boxes]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

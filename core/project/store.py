@@ -33,6 +33,7 @@ from core.io import images as imio
 from core.io.atomic import atomic_write_bytes, remove_stale_temps
 from core.project import runs as runs_mod
 from core.project import safety
+from core.project.boxes import BoxesMixin
 from core.project.lock import ProjectLock
 from core.project.runs import RunInfo
 from core.project.splits import normalise_ratios, plan_splits
@@ -104,7 +105,7 @@ def _close_handles(db: sqlite3.Connection | None, lock: ProjectLock | None) -> N
         lock.release()
 
 
-class Project:
+class Project(BoxesMixin):
     """An open project folder. Use Project.create / open / open_or_create, then close()
     (or a `with` block)."""
 
@@ -577,6 +578,11 @@ class Project:
                     # a clean (all-zero) mask says "no defect anywhere": it cannot stay
                     # on a defective image, where it would train as a defect-free part
                     self._drop_mask(db, image_id)
+
+                if lab != "defective" and self._has_boxes(db, image_id):
+                    raise ProjectError(f"'{PurePosixPath(row[2]).name}' (image {image_id}) has "
+                                       f"defect boxes, so it cannot be labelled '{lab}'; "
+                                       "delete its boxes first")
             db.executemany(
                 "UPDATE images SET label = ?, label_source = ? WHERE id = ?",
                 [(lab, source, image_id) for image_id, lab in items],

@@ -30,6 +30,10 @@ IGNORED_DIRS = frozenset({"__macosx", ".git", ".svn", "__pycache__", ".ipynb_che
 # A mask may be given as an array, a file (read when the image size is known), or a
 # function of the image size (height, width) for formats with relative coordinates.
 MaskSource = Union[np.ndarray, Path, Callable[[int, int], np.ndarray]]
+# Boxes with their type name, (type, x, y, w, h) in pixels (top-left corner and size), or a
+# function of the image size (height, width) giving them, for relative coordinates.
+BoxList = list[tuple[str, float, float, float, float]]
+BoxSource = Union[BoxList, Callable[[int, int], BoxList]]
 
 _OK_PHRASES = frozenset({
     "defect_free", "defectfree", "non_defective", "nondefective", "no_defect", "nodefect",
@@ -117,6 +121,7 @@ class ImportItem:
     note: str = ""
     label_from_mask: bool = False
     mask_file: str | None = None  # the mask's own file, named in the report when it is bad
+    boxes: BoxSource | None = None  # typed boxes, kept beside the (rough) mask
 
 
 @dataclass
@@ -128,6 +133,7 @@ class ImportReport:
     imported: int = 0
     duplicates: int = 0
     masks: int = 0
+    boxes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     by_label: dict[str, int] = field(default_factory=dict)
     rows: list[tuple[str, str, str]] = field(default_factory=list)  # file, status, detail
@@ -169,6 +175,7 @@ class ImportReport:
             "imported": self.imported,
             "duplicates": self.duplicates,
             "masks": self.masks,
+            "boxes": self.boxes,
             "by_label": dict(self.by_label),
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
             "skipped_by_reason": self.skipped_by_reason(),

@@ -2,8 +2,10 @@
 
 Segmentation may be polygons, uncompressed RLE ({"counts": [..], "size": [h, w]}) or
 compressed RLE (the COCO string encoding, decoded here); an annotation with only a
-bbox becomes a box (mask marked rough). Images without annotations are OK.
-Annotations of unknown categories or images are reported. Image files are looked
+bbox becomes a box (mask marked rough). Every bbox is also kept as a typed box (its
+category's name is the type), except the mask regions of Defect Studio's own export
+(marked "defect_studio": "mask"; its boxes are marked "box"). Images without
+annotations are OK. Annotations of unknown categories or images are reported. Image files are looked
 up from file_name relative to the JSON's folder (also images/ beside it, its
 parent), then by name anywhere under the source. The source may be the JSON file or
 a folder holding one or more (split from a train/val/test word in the file name).
@@ -158,6 +160,8 @@ def _read_one(js: Path, data: dict, index: ImageIndex, split: str | None,
     cats = data.get("categories")
     cat_ids = {_key(c.get("id")) for c in cats if isinstance(c, dict)} - {None} \
         if isinstance(cats, list) else None
+    names = {_key(c.get("id")): str(c.get("name") or c.get("id")) for c in cats
+             if isinstance(c, dict)} if isinstance(cats, list) else {}
     images: dict = {}
     for im in data["images"]:
         if isinstance(im, dict) and _key(im.get("id")) is not None \
@@ -188,7 +192,7 @@ def _read_one(js: Path, data: dict, index: ImageIndex, split: str | None,
         if path is None:
             report.skip(im["file_name"], f"image not found: listed in {js.name}")
             continue
-        yield _item(path, im, anns[image_id], split, f"{js}#image{image_id}", report)
+        yield _item(path, im, anns[image_id], split, f"{js}#image{image_id}", report, names)
 
 
 def _key(value: object) -> int | str | None:
@@ -199,9 +203,16 @@ def _key(value: object) -> int | str | None:
 
 
 def _item(path: Path, im: dict, anns: list, split: str | None, where: str,
-          report: ImportReport) -> ImportItem:
+          report: ImportReport, names: dict | None = None) -> ImportItem:
     own_label = im.get("label") if im.get("label") in ("ok", "defective", "unlabeled") else None
     own_split = im.get("split") if im.get("split") in ("train", "val", "test") else split
+    boxes = _boxes(anns, names or {})
+    # Defect Studio's export marks its box-only annotations: they are not mask regions
+    anns = [a for a in anns if a.get("defect_studio") != "box"]
+    if not anns and boxes:
+        return ImportItem(path, label=own_label or "defective", split=own_split, boxes=boxes,
+                          mask_file=where, mask=(lambda h, w: np.zeros((h, w), bool))
+                          if im.get("has_mask") else None, mask_rough=bool(im.get("mask_rough")))
     rough = bool(im.get("mask_rough")) or any(not a.get("segmentation") for a in anns)
     if not anns:
         label = own_label or "ok"
@@ -217,7 +228,19 @@ def _item(path: Path, im: dict, anns: list, split: str | None, where: str,
         return out
 
     return ImportItem(path, label=own_label or "defective", mask=make, mask_rough=rough,
-                      split=own_split, mask_file=where)
+                      split=own_split, mask_file=where, boxes=boxes or None)
+
+
+def _boxes(anns: list, names: dict) -> list:
+    """Typed boxes (category name, x, y, w, h) of the annotations with a bbox; the mask
+    regions of Defect Studio's own export are not boxes."""
+    out = []
+    for a in anns:
+        bbox = a.get("bbox")
+        if a.get("defect_studio") == "mask" or not isinstance(bbox, list) or len(bbox) != 4:
+            continue
+        out.append((names.get(a.get("category_id"), str(a.get("category_id"))), *bbox))
+    return out
 
 
 def _ann_mask(a: dict, h: int, w: int) -> np.ndarray:

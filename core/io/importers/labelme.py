@@ -69,7 +69,7 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
 
 
 def _item(img: Path, js: Path, shapes: list, report: ImportReport) -> ImportItem:
-    usable: list[tuple[str, np.ndarray]] = []
+    usable: list[tuple[str, np.ndarray, str]] = []  # kind, points, label (type of a box)
     for i, sh in enumerate(shapes):
         kind = str(sh.get("shape_type") or "polygon") if isinstance(sh, dict) else "?"
         try:
@@ -84,7 +84,8 @@ def _item(img: Path, js: Path, shapes: list, report: ImportReport) -> ImportItem
         if len(pts) < need[kind]:
             report.skip(f"{js}#shape{i}", f"malformed shape: {kind} with {len(pts)} points")
             continue
-        usable.append((kind, pts))
+        name = sh.get("label") if isinstance(sh.get("label"), str) else ""
+        usable.append((kind, pts, name.strip() or "defect"))
     if not usable:
         if shapes:
             return ImportItem(img, label="unlabeled", note="no usable shape", mask_file=str(js))
@@ -92,7 +93,7 @@ def _item(img: Path, js: Path, shapes: list, report: ImportReport) -> ImportItem
 
     def make(h: int, w: int) -> np.ndarray:
         out = np.zeros((h, w), np.uint8)
-        for kind, pts in usable:
+        for kind, pts, _ in usable:
             pts = check_coords(pts, (h, w), f"{kind} points")
             p = np.round(pts).astype(np.int32)
             if kind == "polygon":
@@ -109,5 +110,8 @@ def _item(img: Path, js: Path, shapes: list, report: ImportReport) -> ImportItem
                 cv2.circle(out, (int(p[0][0]), int(p[0][1])), 3, 255, -1)
         return out > 0
 
-    rough = any(kind == "rectangle" for kind, _ in usable)
-    return ImportItem(img, label="defective", mask=make, mask_rough=rough, mask_file=str(js))
+    rough = any(kind == "rectangle" for kind, _, _ in usable)
+    boxes = [(name, *pts[:2].min(axis=0), *np.abs(pts[1] - pts[0]))
+             for kind, pts, name in usable if kind == "rectangle"]
+    return ImportItem(img, label="defective", mask=make, mask_rough=rough, mask_file=str(js),
+                      boxes=boxes or None)

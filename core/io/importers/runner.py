@@ -8,7 +8,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from core.errors import ImageReadError, ImportFormatError, MaskError, ProjectError
+from core.errors import ImageReadError, ImportFormatError, MaskError, ProjectError, UserError
 
 from .base import ImportItem, ImportReport, read_mask_file, resolve_mask
 from .detect import READERS, detect_format
@@ -200,6 +200,8 @@ def _import_one(project, item: ImportItem, copy: bool, report: ImportReport,
         report.note(path, "duplicate", detail)
         return
     seen[rec.id] = str(path)
+    if item.boxes is not None:
+        rec = _add_boxes(project, rec, item, report)
     report.imported += 1
     report.by_label[rec.label] = report.by_label.get(rec.label, 0) + 1
     report.masks += int(rec.has_mask)
@@ -215,6 +217,34 @@ def _add(project, path: Path, copy: bool, label: str, item: ImportItem,
         path, copy=copy, label=label, source="import", split=item.split,
         mask=None if mask is None else mask.astype(np.uint8) * 255,
         mask_rough=item.mask_rough if mask is not None else False)
+
+
+def _add_boxes(project, rec, item: ImportItem, report: ImportReport):
+    """Store the item's typed boxes; a bad box is reported and left out, the rest kept."""
+    from core.project.boxes import BoxError, check_type_name, clean_box
+
+    where = item.mask_file or str(item.image_path)
+    try:
+        boxes = item.boxes(rec.height, rec.width) if callable(item.boxes) else item.boxes
+    except (ValueError, TypeError, ArithmeticError) as e:
+        report.skip(where, f"bad box: {e}")
+        return rec
+    good = []
+    for i, (name, *xywh) in enumerate(boxes):
+        try:
+            good.append((check_type_name(name),
+                         *clean_box(*xywh, rec.width, rec.height, f"box {i + 1}")))
+        except BoxError as e:
+            report.skip(f"{where}#box{i + 1}", f"bad box: {e}")
+    if not good:
+        return rec
+    try:
+        rec = project.set_boxes(rec.id, good, source="import", create_types=True)
+    except UserError as e:  # the image stays, with its (rough) mask
+        report.skip(where, f"boxes not saved: {e}")
+        return rec
+    report.boxes += len(good)
+    return rec
 
 
 def _reason(e: Exception) -> str:

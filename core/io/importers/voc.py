@@ -1,7 +1,8 @@
 """Pascal VOC XML: one <annotation> per image with <filename>, <size> and <object>s
 with <bndbox> (xmin, ymin, xmax, ymax; 1-based inclusive pixel corners).
 
-Boxes become box masks, marked rough; an annotation without objects means OK. The
+Boxes become box masks, marked rough, and typed boxes (<name> is the type); an
+annotation without objects means OK. XML is parsed with defusedxml. The
 image is found from <filename> (also when it lacks its extension) or the XML's stem,
 preferring the image folder that pairs with the XML's folder (JPEGImages/ beside
 Annotations/, IMAGES/ beside ANNOTATIONS/, Validation_Images/ beside
@@ -14,6 +15,8 @@ import math
 import defusedxml.ElementTree as ET  # no entity bombs or external entities
 from pathlib import Path
 from typing import Iterator
+
+from defusedxml import DefusedXmlException
 
 from .base import ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, is_image, \
     walk_files
@@ -61,7 +64,7 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
             report.skip(xml, f"second annotation file: {img.name} has one already")
             continue
         used.add(img)
-        boxes = []
+        boxes, typed = [], []
         for i, obj in enumerate(ann.iter("object")):
             bb = obj.find("bndbox")
             try:
@@ -74,10 +77,14 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
                                                  "be finite numbers")
                 continue
             boxes.append((x0 - 1, y0 - 1, x1 - 1, y1 - 1))  # VOC corners are 1-based
+            # as a typed box: x, y of the pixel corner, w, h spanning the inclusive pixels
+            typed.append(((obj.findtext("name") or "defect").strip() or "defect",
+                          x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1))
         n_obj = sum(1 for _ in ann.iter("object"))
         if boxes:
             yield ImportItem(img, label="defective", mask_rough=True, mask_file=str(xml),
-                             mask=lambda h, w, b=tuple(boxes): box_mask((h, w), b))
+                             mask=lambda h, w, b=tuple(boxes): box_mask((h, w), b),
+                             boxes=typed)
         elif n_obj:
             yield ImportItem(img, label="unlabeled", note="no usable box in XML")
         else:

