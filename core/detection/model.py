@@ -1,5 +1,5 @@
 """The detector network: torchvision's Faster R-CNN with an EfficientNet-Lite0 + FPN
-backbone, and the relational parts of MODEL.md section 4 as switches.
+backbone, and the relational parts (relation networks + IoU-aware loss) as switches.
 
 - ``geometry``: the relative geometry of each pair of regions (log offsets of the
   centres scaled by the box size, log size ratios), embedded with sin/cos of several

@@ -1,6 +1,6 @@
 """The cold-start anomaly model: a frozen teacher and a student that learns its features.
 
-Design (shared/docs/MODEL.md section 3; choices in docs/models.md "Anomaly model"):
+Design (choices in docs/models.md "Anomaly model"):
 reverse distillation. The frozen EfficientNet-Lite0 teacher (core.models.teacher) gives
 features at 1/4 (24 ch), 1/8 (40 ch) and 1/16 (112 ch). A one-class bottleneck squeezes
 the three into one compact 1/16 embedding; the student decoder rebuilds the teacher's three

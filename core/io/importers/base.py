@@ -354,7 +354,14 @@ def box_mask(shape: tuple[int, int], boxes: Iterable[tuple[float, float, float, 
     h, w = shape
     out = np.zeros(shape, bool)
     for box in boxes:
-        x0, y0, x1, y1 = check_coords(box, shape, "box coordinates")
+        try:
+            x0, y0, x1, y1 = (float(v) for v in box)
+        except (TypeError, ValueError):
+            continue  # not numbers: no box (the importer reports it as a bad box)
+        if not np.isfinite([x0, y0, x1, y1]).all():
+            continue  # NaN/inf: no box (reported as a bad box)
+        # far-off corners cost nothing here: a box is clipped before it is drawn
+        x0, x1, y0, y1 = (float(np.clip(v, -1, n)) for v, n in ((x0, w), (x1, w), (y0, h), (y1, h)))
         xa, xb = sorted((int(round(x0)), int(round(x1))))
         ya, yb = sorted((int(round(y0)), int(round(y1))))
         xa, ya = max(xa, 0), max(ya, 0)

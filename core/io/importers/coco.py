@@ -268,7 +268,10 @@ def _ann_mask(a: dict, h: int, w: int) -> np.ndarray:
         return fill_polygons((h, w), polys)
     bbox = a.get("bbox")
     if isinstance(bbox, list) and len(bbox) == 4:
-        x, y, bw, bh = (float(v) for v in check_coords(bbox, (h, w), "bbox"))
+        try:
+            x, y, bw, bh = (float(v) for v in bbox)
+        except (TypeError, ValueError):  # reported as a bad box by the importer
+            return np.zeros((h, w), bool)
         return box_mask((h, w), [(x, y, x + bw - 1, y + bh - 1)])
     return np.zeros((h, w), bool)
 
