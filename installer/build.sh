@@ -37,7 +37,7 @@ fi
 version=$("$py" -c "import tomllib;print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
 arch=$(uname -m)
 start=$(date +%s)
-"$py" -m PyInstaller --noconfirm --clean --log-level WARN \
+"$py" -m PyInstaller --noconfirm --log-level WARN \
   --distpath dist --workpath build/pyinstaller installer/defect_studio.spec
 echo "build.sh: bundle built in $(( $(date +%s) - start )) s"
 
