@@ -268,8 +268,16 @@ def test_export_refuses_bad_runs_and_outputs(trained_project, tmp_path, capsys):
     partial = root / "runs" / "partial"
     shutil.copytree(run, partial)
     (partial / "status.json").write_text(json.dumps({"state": "running", "epoch": 0}))
-    with pytest.raises(ExportError, match="still training"):
+    with pytest.raises(ExportError, match="interrupted"):  # no process holds its run lock
         export_model(partial, tmp_path / "p1")
+    from core.project.runs import hold_run, release_run
+
+    lock = hold_run(partial)  # a live training process
+    try:
+        with pytest.raises(ExportError, match="still training"):
+            export_model(partial, tmp_path / "p1")
+    finally:
+        release_run(lock)
     (partial / "status.json").write_text(json.dumps({"state": "cancelled", "epoch": 0}))
     (partial / "model.pt").unlink()
     with pytest.raises(ModelFileError, match="not found|no trained model"):

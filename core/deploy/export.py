@@ -62,9 +62,11 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
     if not (run_dir / "config.json").is_file():
         raise ExportError(f"{run_dir} is not a training run folder (it has no config.json)")
     run = read_run(run_dir)
-    if run.state in ("running", "damaged"):
-        why = ("is still training: wait until it finishes" if run.state == "running"
-               else "has damaged status files: pick another run")
+    if run.state in ("running", "interrupted", "damaged"):
+        why = {"running": "is still training: wait until it finishes",
+               "interrupted": "was interrupted before it finished: resume it, or pick a "
+                              "finished run",
+               "damaged": "has damaged status files: pick another run"}[run.state]
         raise ExportError(f"run '{run.id}' {why}")
     out = _check_out_dir(Path(out_dir), run_dir, project_root)
     kind = kind_of_run(run_dir)
