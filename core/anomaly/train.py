@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,8 +31,11 @@ from core.training.checkpoint import (
 from core.training.config import TrainConfigError
 from core.training.device import select_device
 from core.training.loop import (
-    _RUN_ID, PROGRESS_INTERVAL_S, _is_oom, _last_epoch, _new_run_id, _rng_state, _RunFolder,
-    _seed_everything, _set_rng_state, _write_json,
+    PROGRESS_INTERVAL_S, _is_oom, _rng_state, _RunFolder, _seed_everything, _write_json,
+)
+from core.training.runjob import (
+    check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
+    run_training_job,
 )
 
 EventSink = Callable[[dict], None]
@@ -46,25 +48,9 @@ def train(project_root: str | Path, config: AnomalyConfig | None = None, *,
 
     Errors and cancelling behave as in core.training.loop.train.
     """
-    from core.project import Project
-
-    folder = _RunFolder(on_event)
-    try:
-        with Project.open(project_root, readonly=True) as project:
-            return _train(project, config, run_id, resume, folder, should_stop or (lambda: False))
-    except CancelledError:
-        raise
-    except UserError as e:
-        folder.emit("error", message=str(e), kind=type(e).__name__)
-        if folder.path is not None:
-            folder.status("failed", _last_epoch(folder.path), str(e))
-        raise
-    except Exception as e:
-        message = f"training failed unexpectedly: {type(e).__name__}: {e}"
-        folder.emit("error", message=message, kind="internal")
-        if folder.path is not None:
-            folder.status("failed", _last_epoch(folder.path), message)
-        raise
+    return run_training_job(
+        project_root, on_event, should_stop,
+        lambda project, folder, stop: _train(project, config, run_id, resume, folder, stop))
 
 
 def read_anomaly_config(run_dir: Path) -> AnomalyConfig:
@@ -157,21 +143,7 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
     runs_dir = Path(project.runs_dir)
     checkpoint: dict[str, Any] | None = None
     if resume:
-        if not run_id:
-            raise TrainConfigError("say which run to resume (--resume RUN)")
-        run_dir = runs_dir / run_id
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise TrainConfigError(f"there is no run {run_id!r} in {runs_dir} to resume")
-        if not (run_dir / CHECKPOINT_FILE).is_file():
-            raise TrainingError(f"run {run_id!r} has no checkpoint yet (it stopped before the "
-                                "first epoch ended); start a new run instead")
-        try:
-            state = json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("state")
-        except (OSError, ValueError, AttributeError):
-            state = None
-        if state == "finished":
-            raise TrainConfigError(f"run {run_id!r} has already finished; "
-                                   "start a new run to train more")
+        run_dir = open_run_to_resume(runs_dir, run_id, folder)
         config = read_anomaly_config(run_dir)
         checkpoint = load_torch(run_dir / CHECKPOINT_FILE, "cpu")
     else:
@@ -179,11 +151,7 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
         if not isinstance(config, AnomalyConfig):
             raise TrainConfigError("the anomaly model needs an AnomalyConfig, "
                                    f"not {type(config).__name__}")
-        if run_id is not None and not _RUN_ID.match(run_id):
-            raise TrainConfigError(f"bad run id {run_id!r}: use letters, digits, '.', '_' and '-'")
-        if run_id is not None and (runs_dir / run_id).exists():
-            raise TrainConfigError(f"a run named {run_id!r} already exists; choose another "
-                                   f"--run-id or continue it with --resume {run_id}")
+        check_new_run_id(runs_dir, run_id)
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -197,22 +165,11 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.5, 0.999))
     start_epoch, elapsed_before = 0, 0.0
     if checkpoint is not None:
-        try:
-            model.load_student_state(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            _set_rng_state(checkpoint["rng"])
-            start_epoch = int(checkpoint["epoch"])
-            elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise TrainingError(f"cannot resume run {run_id!r}: its checkpoint does not fit the "
-                                f"model ({e}); start a new run instead") from None
+        start_epoch, elapsed_before = restore_checkpoint(checkpoint, run_id,
+                                                         model.load_student_state, optimizer)
     else:
-        run_id = run_id or _new_run_id(runs_dir, config.model)
-        run_dir = runs_dir / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        _write_json(run_dir / CONFIG_FILE, {**config.to_dict(), "model_spec": model.spec(),
-                                            "created": created})
+        run_id = create_run_folder(runs_dir, run_id, config.model,
+                                   {**config.to_dict(), "model_spec": model.spec()}, folder)
     folder.path = runs_dir / run_id
     folder.status("running", start_epoch)
     folder.emit("started", run_id=run_id, device=str(device), config=config.to_dict(),

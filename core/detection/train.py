@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,11 +25,13 @@ from core.errors import CancelledError, TrainingError, UserError
 from core.training.checkpoint import (
     CHECKPOINT_FILE, CONFIG_FILE, load_torch, save_model_weights, save_torch,
 )
-from core.training.config import TrainConfigError
 from core.training.device import select_device
 from core.training.loop import (
-    PROGRESS_INTERVAL_S, _RUN_ID, _last_epoch, _new_run_id, _rng_state, _RunFolder,
-    _seed_everything, _set_rng_state, _write_json,
+    PROGRESS_INTERVAL_S, _rng_state, _RunFolder, _seed_everything, _write_json,
+)
+from core.training.runjob import (
+    check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
+    run_training_job,
 )
 
 EventSink = Callable[[dict], None]
@@ -56,25 +57,9 @@ def train(project_root: str | Path, config: DetectorConfig | None = None, *,
           run_id: str | None = None, resume: bool = False, on_event: EventSink | None = None,
           should_stop: Callable[[], bool] | None = None) -> str:
     """Train the box detector on the project's train split (contract of core.training.loop.train)."""
-    from core.project import Project
-
-    folder = _RunFolder(on_event)
-    try:
-        with Project.open(project_root, readonly=True) as project:
-            return _train(project, config, run_id, resume, folder, should_stop or (lambda: False))
-    except CancelledError:
-        raise
-    except UserError as e:
-        folder.emit("error", message=str(e), kind=type(e).__name__)
-        if folder.path is not None:
-            folder.status("failed", _last_epoch(folder.path), str(e))
-        raise
-    except Exception as e:
-        message = f"training failed unexpectedly: {type(e).__name__}: {e}"
-        folder.emit("error", message=message, kind="internal")
-        if folder.path is not None:
-            folder.status("failed", _last_epoch(folder.path), message)
-        raise
+    return run_training_job(
+        project_root, on_event, should_stop,
+        lambda project, folder, stop: _train(project, config, run_id, resume, folder, stop))
 
 
 def _train(project: Any, config: DetectorConfig | None, run_id: str | None, resume: bool,
@@ -84,23 +69,12 @@ def _train(project: Any, config: DetectorConfig | None, run_id: str | None, resu
     runs_dir = Path(project.runs_dir)
     checkpoint, classes = None, None
     if resume:
-        if not run_id:
-            raise TrainConfigError("say which run to resume (--resume RUN)")
-        run_dir = runs_dir / run_id
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise TrainConfigError(f"there is no run {run_id!r} in {runs_dir} to resume")
-        if not (run_dir / CHECKPOINT_FILE).is_file():
-            raise TrainingError(f"run {run_id!r} has no checkpoint yet (it stopped before the "
-                                "first epoch ended); start a new run instead")
+        run_dir = open_run_to_resume(runs_dir, run_id, folder)
         config, classes = read_detector_config(run_dir)
         checkpoint = load_torch(run_dir / CHECKPOINT_FILE, "cpu")
     else:
         config = config or DetectorConfig()
-        if run_id is not None and not _RUN_ID.match(run_id):
-            raise TrainConfigError(f"bad run id {run_id!r}: use letters, digits, '.', '_' and '-'")
-        if run_id is not None and (runs_dir / run_id).exists():
-            raise TrainConfigError(f"a run named {run_id!r} already exists; choose another "
-                                   f"--run-id or continue it with --resume {run_id}")
+        check_new_run_id(runs_dir, run_id)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     _seed_everything(config.seed)
@@ -112,23 +86,12 @@ def _train(project: Any, config: DetectorConfig | None, run_id: str | None, resu
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
     start_epoch, elapsed_before = 0, 0.0
     if checkpoint is not None:
-        try:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            _set_rng_state(checkpoint["rng"])
-            start_epoch = int(checkpoint["epoch"])
-            elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise TrainingError(f"cannot resume run {run_id!r}: its checkpoint does not fit "
-                                f"the model ({e}); start a new run instead") from None
+        start_epoch, elapsed_before = restore_checkpoint(checkpoint, run_id,
+                                                         model.load_state_dict, optimizer)
     else:
-        run_id = run_id or _new_run_id(runs_dir, config.model)
-        run_dir = runs_dir / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        _write_json(run_dir / CONFIG_FILE, {**config.to_dict(), "classes": classes,
-                                            "model_spec": model_spec(config, classes),
-                                            "created": created})
+        run_id = create_run_folder(runs_dir, run_id, config.model,
+                                   {**config.to_dict(), "classes": classes,
+                                    "model_spec": model_spec(config, classes)}, folder)
     folder.path = runs_dir / run_id
     folder.status("running", start_epoch)
     folder.emit("started", run_id=run_id, device=str(device), config=config.to_dict(),

@@ -1,0 +1,131 @@
+"""What the training jobs of every model kind share (core.models.kinds).
+
+One training job = one run folder (docs/ARCHITECTURE.md, "Runs"). Opening the project,
+turning errors into ``error`` events and a "failed" status, holding the run's lock while
+training, the checks before a resume and creating a new run folder are the same for the
+segmentation, anomaly and detector kinds; each kind's ``train`` calls these and keeps only
+its data, network and epoch loop.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import CancelledError, TrainingError, UserError
+from core.project.runs import check_runs_writable, hold_run, release_run, require_run_id
+from core.training.checkpoint import CHECKPOINT_FILE, CONFIG_FILE
+from core.training.config import TrainConfigError
+
+EventSink = Callable[[dict], None]
+JobBody = Callable[[Any, "Any", Callable[[], bool]], str]  # (project, folder, should_stop)
+
+
+def run_training_job(project_root: str | Path, on_event: EventSink | None,
+                     should_stop: Callable[[], bool] | None, body: JobBody) -> str:
+    """Open the project read-only and run ``body(project, folder, should_stop)``.
+
+    A UserError or an unexpected exception becomes an ``error`` event and, once the run
+    folder exists, a "failed" status; CancelledError passes through (the body reported
+    it). The run lock taken by ``open_run_to_resume``/``create_run_folder`` is released
+    however the job ends.
+    """
+    from core.project import Project
+    from core.training.loop import _last_epoch, _RunFolder
+
+    folder = _RunFolder(on_event)  # no folder yet: early errors go to the sink only
+    try:
+        with Project.open(project_root, readonly=True) as project:
+            return body(project, folder, should_stop or (lambda: False))
+    except CancelledError:
+        raise
+    except UserError as e:
+        folder.emit("error", message=str(e), kind=type(e).__name__)
+        if folder.path is not None:
+            folder.status("failed", _last_epoch(folder.path), str(e))
+        raise
+    except Exception as e:
+        message = f"training failed unexpectedly: {type(e).__name__}: {e}"
+        folder.emit("error", message=message, kind="internal")
+        if folder.path is not None:
+            folder.status("failed", _last_epoch(folder.path), message)
+        raise
+    finally:
+        release_run(getattr(folder, "run_lock", None))
+
+
+def open_run_to_resume(runs_dir: Path, run_id: str | None, folder: Any) -> Path:
+    """The folder of run ``run_id`` after the checks of a resume; takes the run's lock.
+
+    Refuses a missing or unsafe id (never a folder outside runs/), a run without config
+    or checkpoint, a finished run, and a run another live process is training.
+    """
+    check_runs_writable(runs_dir)  # a read-only project: a message before any work
+    if not run_id:
+        raise TrainConfigError("say which run to resume (--resume RUN)")
+    run_dir = Path(runs_dir) / require_run_id(run_id)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise TrainConfigError(f"there is no run {run_id!r} in {runs_dir} to resume")
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise TrainingError(f"run {run_id!r} has no checkpoint yet (it stopped before the first "
+                            "epoch ended); start a new run instead")
+    try:
+        state = json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("state")
+    except (OSError, ValueError, AttributeError):
+        state = None
+    if state == "finished":
+        raise TrainConfigError(f"run {run_id!r} has already finished; start a new run to train more")
+    folder.run_lock = hold_run(run_dir)  # a second resume of a live run is refused
+    return run_dir
+
+
+def check_new_run_id(runs_dir: Path, run_id: str | None) -> None:
+    """Before any work: the project can take a new run, and a chosen id is usable and free."""
+    check_runs_writable(runs_dir)
+    if run_id is None:
+        return
+    try:
+        require_run_id(run_id)
+    except UserError:
+        raise TrainConfigError(
+            f"bad run id {run_id!r}: use letters, digits, '.', '_' and '-'") from None
+    if (Path(runs_dir) / run_id).exists():
+        raise TrainConfigError(f"a run named {run_id!r} already exists; choose another "
+                               f"--run-id or continue it with --resume {run_id}")
+
+
+def create_run_folder(runs_dir: Path, run_id: str | None, model_name: str, record: dict,
+                      folder: Any) -> str:
+    """Make the new run's folder (id from the time and model unless given), take its lock
+    and write config.json (``record`` + "created"); returns the run id."""
+    from core.training.loop import _new_run_id, _write_json
+
+    run_id = run_id or _new_run_id(Path(runs_dir), model_name)
+    run_dir = Path(runs_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    folder.run_lock = hold_run(run_dir)
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _write_json(run_dir / CONFIG_FILE, {**record, "created": created})
+    return run_id
+
+
+def restore_checkpoint(checkpoint: dict, run_id: str, load_model: Callable[[Any], Any],
+                       optimizer: Any) -> tuple[int, float]:
+    """Load model, optimiser and RNG state from a checkpoint; (start epoch, elapsed s).
+
+    ``load_model(state_dict)`` loads the network's part (kinds with frozen parts load only
+    what they train). A checkpoint that does not fit is a TrainingError saying so.
+    """
+    from core.training.loop import _set_rng_state
+
+    try:
+        load_model(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        _set_rng_state(checkpoint["rng"])
+        return int(checkpoint["epoch"]), float(checkpoint.get("elapsed_s", 0.0))
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise TrainingError(
+            f"cannot resume run {run_id!r}: its checkpoint does not fit the project's current "
+            f"training images or the model ({e}); start a new run instead") from None

@@ -1,0 +1,68 @@
+"""The run-folder steps every model kind's training job shares (core/training/runjob.py)."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from core.errors import ProjectError, TrainingError, UserError
+from core.project.runs import hold_run, release_run
+from core.training.config import TrainConfigError
+from core.training.runjob import (
+    check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
+)
+
+
+def _run(runs, name, *, state="cancelled", checkpoint=True):
+    d = runs / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"model": "anomaly"}))
+    (d / "status.json").write_text(json.dumps({"state": state, "epoch": 1}))
+    if checkpoint:
+        (d / "checkpoint.pt").write_bytes(b"x")
+    return d
+
+
+def test_resume_checks_and_takes_the_run_lock(tmp_path):
+    runs = tmp_path / "runs"
+    d = _run(runs, "r1")
+    _run(runs, "done", state="finished")
+    _run(runs, "early", checkpoint=False)
+    for bad, err, text in (("../r1", ProjectError, "invalid run id"), ("/etc", ProjectError, "invalid"),
+                           (None, TrainConfigError, "say which run"),
+                           ("nope", TrainConfigError, "there is no run"),
+                           ("done", TrainConfigError, "already finished"),
+                           ("early", TrainingError, "no checkpoint")):
+        with pytest.raises(err, match=text):
+            open_run_to_resume(runs, bad, SimpleNamespace())
+    folder = SimpleNamespace()
+    assert open_run_to_resume(runs, "r1", folder) == d
+    try:  # a second process (here: a second lock) is refused while the first trains
+        with pytest.raises(ProjectError, match="being trained by another process"):
+            hold_run(d)
+    finally:
+        release_run(folder.run_lock)
+
+
+def test_new_run_folder_and_ids(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for bad in ("../x", "a/b", "", ".", "x" * 300):
+        with pytest.raises(UserError):
+            check_new_run_id(runs, bad)
+    folder = SimpleNamespace()
+    run_id = create_run_folder(runs, None, "anomaly", {"model": "anomaly", "epochs": 3}, folder)
+    try:
+        record = json.loads((runs / run_id / "config.json").read_text())
+        assert record["model"] == "anomaly" and record["epochs"] == 3 and "created" in record
+        with pytest.raises(TrainConfigError, match="already exists"):
+            check_new_run_id(runs, run_id)
+    finally:
+        release_run(folder.run_lock)
+
+
+def test_a_checkpoint_that_does_not_fit_is_a_training_error():
+    loaded = []
+    opt = SimpleNamespace(load_state_dict=lambda s: None)
+    with pytest.raises(TrainingError, match="does not fit"):
+        restore_checkpoint({"model": {}}, "r1", loaded.append, opt)  # no optimizer state
