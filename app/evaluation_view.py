@@ -181,6 +181,10 @@ class EvaluationView(QWidget):
         lay.addLayout(plots, 1)
         lay.addLayout(thr_row)
         lay.addWidget(conf_box)
+        from app.sweep_view import SweepView  # issue 7: test AP vs number of masks
+
+        self.sweep_view = SweepView()
+        lay.addWidget(self.sweep_view)
 
     def _fit_confusion(self) -> None:
         """Size the 2x2 table to its headers and cells: all of it readable, no scroll bars."""
@@ -198,6 +202,7 @@ class EvaluationView(QWidget):
     def set_project(self, project) -> None:
         """List `project`'s finished runs and show the active one; None clears the page."""
         self._project = project
+        self.sweep_view.set_project(project)
         self.refresh_runs()
 
     def refresh_runs(self) -> None:

@@ -23,7 +23,7 @@ from app.plot_style import SERIES, foreground_curve, plot_colors, style_plot
 from app.run_history import RunHistory
 
 MODELS = (("MFFPA", "mffpa"), ("MixSup (baseline)", "mixsup"))
-PRESETS = ("quick", "thorough")
+PRESETS = ("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal")  # core.training.config
 DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("CUDA", "cuda"), ("Apple MPS", "mps"))
 SETTINGS_KEY = "ui.train_settings"
 
@@ -106,6 +106,12 @@ class TrainingPanel(QWidget):
         size_row.addWidget(self.width_spin)
         size_row.addWidget(QLabel("\u00d7"))
         size_row.addWidget(self.height_spin)
+        # Why this size (issue 7): the data's median size within the preset's cap.
+        self.size_reason = QLabel("")
+        self.size_reason.setWordWrap(True)
+        self.size_reason.setStyleSheet("color: gray")
+        for spin in (self.width_spin, self.height_spin):
+            spin.valueChanged.connect(self._show_size_reason)
         self.device_combo = QComboBox()
         avail = device_availability()
         for text, name in DEVICES:
@@ -122,6 +128,7 @@ class TrainingPanel(QWidget):
         form.addRow("Preset", self.preset_combo)
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Input size (W\u00d7H)", size_row)
+        form.addRow("", self.size_reason)
         form.addRow("Learning rate", self.lr_spin)
         form.addRow("Device", self.device_combo)
         settings = QGroupBox("Training")
@@ -228,10 +235,46 @@ class TrainingPanel(QWidget):
         if idx >= 0:
             self.model_combo.setCurrentIndex(idx)
         self.epochs_spin.setValue(int(cfg.epochs))
-        w, h = cfg.input_size
-        self.width_spin.setValue(int(w))
-        self.height_spin.setValue(int(h))
+        self._apply_size(cfg)
         self._apply_model_rate()
+
+    def _size_choice(self, cfg=None):
+        """The size the preset would train at on the open project, and why (or None)."""
+        from core.errors import UserError
+        from core.training.sizing import SizeChoice, choose_input_size
+
+        cfg = cfg or preset_config(self.preset_combo.currentText(),
+                                   self.model_combo.currentData() or "mffpa")
+        if cfg.input_size is not None:
+            w, h = cfg.input_size
+            return SizeChoice((w, h), f"input {w}x{h}: the {self.preset_combo.currentText()} "
+                                      "preset's published size")
+        if self._project is None:
+            return None
+        try:
+            return choose_input_size(self._project, cfg)
+        except (UserError, OSError, sqlite3.Error):
+            return None
+
+    def _apply_size(self, cfg=None) -> None:
+        choice = self._size_choice(cfg)
+        if choice is not None:
+            for spin, v in ((self.width_spin, choice.size[0]), (self.height_spin, choice.size[1])):
+                spin.blockSignals(True)
+                spin.setValue(int(v))
+                spin.blockSignals(False)
+        self._show_size_reason()
+
+    def _show_size_reason(self, *_args) -> None:
+        choice = self._size_choice()
+        if choice is None:
+            self.size_reason.setText("Sized from the training images once a project is open.")
+        elif choice.size == (self.width_spin.value(), self.height_spin.value()):
+            self.size_reason.setText(choice.reason)
+        else:
+            w, h = choice.size
+            self.size_reason.setText(f"Set by hand; from the data it would be {w}x{h} "
+                                     f"({choice.reason.split(': ', 1)[-1]}).")
 
     def _apply_model_rate(self, *_args) -> None:
         """The learning rate that works for the chosen model with the chosen preset."""
@@ -255,6 +298,9 @@ class TrainingPanel(QWidget):
             saved = project.get_setting(SETTINGS_KEY, None)
             if isinstance(saved, dict):
                 self._restore_settings(saved)
+            else:
+                self._apply_size()
+        self._show_size_reason()
         self._update_enabled()
 
     def _restore_settings(self, s: dict) -> None:
