@@ -240,6 +240,16 @@ class TrainingPanel(QWidget):
 
     def _size_choice(self, cfg=None):
         """The size the preset would train at on the open project, and why (or None)."""
+        key = (self.preset_combo.currentText(), self.model_combo.currentData(),
+               id(self._project), cfg is None)
+        cached = getattr(self, "_size_cache", None)
+        if cached is not None and cached[0] == key:  # the spins change often; the data does not
+            return cached[1]
+        choice = self._size_choice_uncached(cfg)
+        self._size_cache = (key, choice)
+        return choice
+
+    def _size_choice_uncached(self, cfg=None):
         from core.errors import UserError
         from core.training.sizing import SizeChoice, choose_input_size
 
@@ -257,6 +267,7 @@ class TrainingPanel(QWidget):
             return None
 
     def _apply_size(self, cfg=None) -> None:
+        self._size_cache = None  # a preset or project change: look at the data again
         choice = self._size_choice(cfg)
         if choice is not None:
             for spin, v in ((self.width_spin, choice.size[0]), (self.height_spin, choice.size[1])):
@@ -288,6 +299,7 @@ class TrainingPanel(QWidget):
                 else f"every {cfg.val_every} epochs" if cfg.val_every > 1 else "every epoch")
         self.val_plot.setTitle(f"Validation ({when}; \u2605 = final model)",
                                color=plot_colors()[1].name())
+        self._show_size_reason()
 
     # -- project -------------------------------------------------------------------------
     def set_project(self, project) -> None:

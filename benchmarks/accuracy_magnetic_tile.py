@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 120 images, 64x64, 2 epochs (a couple of minutes)")
+    p.add_argument("--per-class", type=int, default=None, dest="per_class",
+                   help="use only this many images of each defect class (and 7x as many OK "
+                        "ones), a seeded sample: a reduced run")
     p.add_argument("--workdir", help="keep the project here instead of a temporary folder")
     p.add_argument("--json", help="also write the results to this JSON file")
     return p.parse_args(argv)
@@ -121,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     root = work / "project"
     try:
         t = time.perf_counter()
-        if args.quick:  # 10 images of each defect class and 70 OK ones
-            data = subset_tree(data, work / "subset", per_class=10, seed=args.seed)
+        per_class = 10 if args.quick else args.per_class
+        if per_class:  # K images of each defect class and 7K OK ones
+            data = subset_tree(data, work / "subset", per_class=per_class, seed=args.seed)
         report, counts = build_project(root, data, seed=args.seed)
         print(f"imported {report.imported} images in {time.perf_counter() - t:.0f}s; splits "
               f"{counts['splits']}", flush=True)

@@ -28,7 +28,7 @@ def test_sweep_runs_in_the_background_and_plots_ap_vs_masks(qtbot, project, dial
     assert "No sweep yet" in view.status.text()
     view.epochs, view.size, view.device = 1, (32, 32), "cpu"
     view.levels_edit.setText("0,all")
-    with qtbot.waitSignal(view.sweep_ended, timeout=240_000) as blocker:
+    with qtbot.waitSignal(view.sweep_ended, timeout=900_000) as blocker:
         qtbot.mouseClick(view.run_button, Qt.MouseButton.LeftButton)
         assert view.is_running() and view.cancel_button.isEnabled()
         assert not view.run_button.isEnabled()

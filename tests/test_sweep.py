@@ -38,7 +38,7 @@ def test_sweep_job_end_to_end(demo_project_dir):
     cmd = [sys.executable, "-m", "core.cli", "sweep", "--project", str(demo_project_dir),
            "--pixel-labels", "0,all", "--epochs", "1", "--size", "32x32", "--threads", "2",
            "--device", "cpu", "--sweep-id", "s1", "--events"]
-    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     kinds = [e["event"] for e in events]

@@ -220,7 +220,7 @@ class TrainConfig:
 _PAPER = dict(model="mffpa", resize="resize", delta=1.0, batch=1, dyn_balance=True,
               dist_weight=True, augment=False, val_every=5, keep_best=True)
 PRESET_SETTINGS: dict[str, dict[str, Any]] = {
-    "quick": dict(model="mffpa", epochs=10, input_size=None, max_side=128, lr=0.01, delta=1.0,
+    "quick": dict(model="mffpa", epochs=6, input_size=None, max_side=128, lr=0.01, delta=1.0,
                   batch=1, dilate=3, p=2.0, w_max=3.0, val_every=1, dyn_balance=False,
                   augment=True),
     "thorough": dict(model="mffpa", epochs=50, input_size=None, max_side=640, lr=0.01, delta=1.0,
