@@ -229,6 +229,10 @@ class EvaluationView(QWidget):
         lay.addLayout(plots, 1)
         lay.addLayout(thr_row)
         lay.addWidget(conf_box)
+        from app.sweep_view import SweepView  # issue 7: test AP vs number of masks
+
+        self.sweep_view = SweepView()
+        lay.addWidget(self.sweep_view)
 
     def _fit_confusion(self) -> None:
         """Size the 2x2 table to its headers and cells: all of it readable, no scroll bars."""
@@ -252,6 +256,7 @@ class EvaluationView(QWidget):
         self.run_combo.blockSignals(False)
         self._set_evaluation(None)
         self.summary_label.setText("")
+        self.sweep_view.set_project(project)
         self.refresh_runs()
 
     def refresh_runs(self) -> None:

@@ -31,7 +31,7 @@ OTHER_PAGES = (
     ("Evaluate", "evaluate", "app.evaluation_view:EvaluationView"),
     ("Review", "review", "app.review_panel:ReviewPanel"),
 )
-DEMO_COUNT = 300
+DEMO_COUNT = 540  # core.demo.DEMO_DEFAULTS["count"]
 
 
 def load_page(spec: str) -> tuple[QWidget, bool]:
@@ -446,7 +446,7 @@ class MainWindow(QMainWindow):
 
     def open_demo(self) -> bool:
         """Open the demo project, generating it first (with progress) if needed."""
-        from core.demo import default_demo_dir, generate_demo_project
+        from core.demo import DEMO_DEFAULTS, default_demo_dir, generate_demo_project
 
         root = default_demo_dir()
         if not self.may_switch_project(root):
@@ -466,7 +466,8 @@ class MainWindow(QMainWindow):
             QApplication.processEvents()
 
         try:
-            project = generate_demo_project(root, count=DEMO_COUNT, progress=progress)
+            project = generate_demo_project(root, progress=progress,
+                                            **{**DEMO_DEFAULTS, "count": DEMO_COUNT})
         except UserError as exc:
             dlg.close()
             QMessageBox.warning(self, "Demo project", str(exc))

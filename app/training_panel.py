@@ -25,7 +25,7 @@ from app.run_history import RunHistory
 
 MODELS = (("MFFPA", "mffpa"), ("MixSup (baseline)", "mixsup"),
           ("Anomaly model (good parts only)", "anomaly"))
-PRESETS = ("quick", "thorough")
+PRESETS = ("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal")  # core.training.config
 DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("CUDA", "cuda"), ("Apple MPS", "mps"))
 SETTINGS_KEY = "ui.train_settings"
 
@@ -114,6 +114,12 @@ class TrainingPanel(QWidget):
         size_row.addWidget(self.width_spin)
         size_row.addWidget(QLabel("\u00d7"))
         size_row.addWidget(self.height_spin)
+        # Why this size (issue 7): the data's median size within the preset's cap.
+        self.size_reason = QLabel("")
+        self.size_reason.setWordWrap(True)
+        self.size_reason.setStyleSheet("color: gray")
+        for spin in (self.width_spin, self.height_spin):
+            spin.valueChanged.connect(self._show_size_reason)
         self.device_combo = QComboBox()
         avail = device_availability()
         for text, name in DEVICES:
@@ -130,6 +136,7 @@ class TrainingPanel(QWidget):
         form.addRow("Preset", self.preset_combo)
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Input size (W\u00d7H)", size_row)
+        form.addRow("", self.size_reason)
         form.addRow("Learning rate", self.lr_spin)
         form.addRow("Device", self.device_combo)
         settings = QGroupBox("Training")
@@ -279,10 +286,57 @@ class TrainingPanel(QWidget):
         if idx >= 0:
             self.model_combo.setCurrentIndex(idx)
         self.epochs_spin.setValue(int(cfg.epochs))
-        w, h = cfg.input_size
-        self.width_spin.setValue(int(w))
-        self.height_spin.setValue(int(h))
+        self._apply_size(cfg)
         self._apply_model_rate()
+
+    def _size_choice(self, cfg=None):
+        """The size the preset would train at on the open project, and why (or None)."""
+        key = (self.preset_combo.currentText(), self.model_combo.currentData(),
+               id(self._project), cfg is None)
+        cached = getattr(self, "_size_cache", None)
+        if cached is not None and cached[0] == key:  # the spins change often; the data does not
+            return cached[1]
+        choice = self._size_choice_uncached(cfg)
+        self._size_cache = (key, choice)
+        return choice
+
+    def _size_choice_uncached(self, cfg=None):
+        from core.errors import UserError
+        from core.training.sizing import SizeChoice, choose_input_size
+
+        cfg = cfg or preset_config(self.preset_combo.currentText(),
+                                   self.model_combo.currentData() or "mffpa")
+        if cfg.input_size is not None:
+            w, h = cfg.input_size
+            return SizeChoice((w, h), f"input {w}x{h}: the {self.preset_combo.currentText()} "
+                                      "preset's published size")
+        if self._project is None:
+            return None
+        try:
+            return choose_input_size(self._project, cfg)
+        except (UserError, OSError, sqlite3.Error):
+            return None
+
+    def _apply_size(self, cfg=None) -> None:
+        self._size_cache = None  # a preset or project change: look at the data again
+        choice = self._size_choice(cfg)
+        if choice is not None:
+            for spin, v in ((self.width_spin, choice.size[0]), (self.height_spin, choice.size[1])):
+                spin.blockSignals(True)
+                spin.setValue(int(v))
+                spin.blockSignals(False)
+        self._show_size_reason()
+
+    def _show_size_reason(self, *_args) -> None:
+        choice = self._size_choice()
+        if choice is None:
+            self.size_reason.setText("Sized from the training images once a project is open.")
+        elif choice.size == (self.width_spin.value(), self.height_spin.value()):
+            self.size_reason.setText(choice.reason)
+        else:
+            w, h = choice.size
+            self.size_reason.setText(f"Set by hand; from the data it would be {w}x{h} "
+                                     f"({choice.reason.split(': ', 1)[-1]}).")
 
     def _apply_model_rate(self, *_args) -> None:
         """The learning rate that works for the chosen model with the chosen preset."""
@@ -310,6 +364,7 @@ class TrainingPanel(QWidget):
                 else f"every {every} epochs" if every > 1 else "every epoch")
         self.val_plot.setTitle(f"Validation ({when}; \u2605 = final model)",
                                color=plot_colors()[1].name())
+        self._show_size_reason()
 
     # -- project -------------------------------------------------------------------------
     def set_project(self, project) -> None:
@@ -329,8 +384,11 @@ class TrainingPanel(QWidget):
             saved = project.get_setting(SETTINGS_KEY, None)
             if isinstance(saved, dict):
                 self._restore_settings(saved)
+            else:
+                self._apply_size()
             from app.cold_start import propose_anomaly_model
             propose_anomaly_model(self, project)  # no defective label yet: good parts only
+        self._show_size_reason()
         self._update_enabled()
 
     def _restore_settings(self, s: dict) -> None:

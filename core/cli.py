@@ -24,6 +24,7 @@ HANDLERS = {
     "runs": "core.project.cli:cmd_runs",
     "restore": "core.project.cli:cmd_restore",
     "train": "core.training.cli:cmd_train",
+    "sweep": "core.training.sweep:cmd_sweep",
     "evaluate": "core.evaluation.cli:cmd_evaluate",
     "predict": "core.inference.cli:cmd_predict",
     "model-info": "core.models.cli:cmd_model_info",
@@ -52,10 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="generate the demo project (textured surfaces with defects)")
     s.add_argument("--project", required=True, help="folder of the new project")
-    s.add_argument("--count", type=int, default=300, help="number of images (default 300)")
+    s.add_argument("--count", type=int, default=540, help="number of images (default 540)")
     s.add_argument("--size", default="256x256", help="image size WxH (default 256x256)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--defect-rate", type=float, default=0.15, help="share of defective images")
+    s.add_argument("--defect-rate", type=float, default=0.25,
+                   help="share of defective images (default 0.25)")
+    s.add_argument("--test-share", type=float, default=0.40,
+                   help="share of the images held out for testing (default 0.40; 0.15 "
+                        "of them go to validation, the rest to training)")
 
     s = sub.add_parser("import", help="import images, labels and masks from a folder or file")
     s.add_argument("source", help="folder (or annotation file) to import from")
@@ -103,12 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model on a project (own process; --events for JSON lines)")
     s.add_argument("--project", required=True)
-    s.add_argument("--model", default=None, help="mffpa (default), mixsup, an ablation variant, or the box "
-                   "detectors relational / detector")
-    s.add_argument("--preset", default=None, choices=["quick", "thorough"])
+    s.add_argument("--model", default=None, help="mffpa (default), mixsup, an ablation variant, "
+                   "anomaly (good parts only) or the box detectors relational / detector")
+    s.add_argument("--preset", default=None,
+                   choices=["quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal"],
+                   help="quick (minutes on a CPU), thorough (the papers' recipe at the data's "
+                        "scale) or a paper's published settings (ksdd, ksdd2, dagm, severstal)")
     s.add_argument("--config", help="JSON file with TrainConfig fields")
     s.add_argument("--epochs", type=int)
-    s.add_argument("--size", help="input size WxH")
+    s.add_argument("--size", help="input size WxH (default: from the training images' median "
+                                    "size, aspect kept, long side capped by the preset)")
     s.add_argument("--pixel-labels", type=int, dest="pixel_labels",
                    help="keep the masks of only N defective training images")
     s.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
@@ -120,6 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     s.add_argument("--run-id", dest="run_id", help="name of the new run (default: time stamp)")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
+
+    s = sub.add_parser("sweep", help="how many masks do I need: one run per number of pixel "
+                                     "masks, test AP of each (own process; --events)")
+    s.add_argument("--project", required=True)
+    s.add_argument("--pixel-labels", dest="pixel_labels_levels", default="0,25%,50%,all",
+                   help="mask counts to compare: counts, shares and 'all' (default 0,25%%,50%%,all)")
+    s.add_argument("--model", default=None)
+    s.add_argument("--preset", default="quick",
+                   choices=["quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal"])
+    s.add_argument("--config", help="JSON file with TrainConfig fields")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--size", help="input size WxH (default: from the data)")
+    s.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
+    s.add_argument("--seed", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--threads", type=int)
+    s.add_argument("--sweep-id", dest="sweep_id", help="name of the sweep (default: time stamp)")
+    s.add_argument("--events", action="store_true", help="print one JSON object per line")
+    s.set_defaults(pixel_labels=None, augment=None)
 
     s = sub.add_parser("evaluate", help="image- and pixel-level metrics of a run on a split")
     s.add_argument("--project", required=True)

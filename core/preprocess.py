@@ -101,18 +101,30 @@ def heatmap_to_image(map2d: np.ndarray, config: Any, shape: tuple[int, int]) -> 
     """A map over the network input (any resolution, e.g. the 1/8 segmentation) at the
     image's own HxW, undoing the resize or the scale-and-pad of preprocessing.
 
-    One affine warp with fractional coordinates, bilinear, pixel centres aligned:
-    cropping whole map cells instead would stretch the map by up to half a cell
-    whenever the padded content does not end on a cell border.
+    Cells are placed where the training targets put them: the 1/8
+    target of cell i is the mean of input pixels 8i-8 .. 8i+8 (reflect-pad 8, average
+    pool k=17, stride 8), so cell i stands for input pixel 8i, whose centre is at
+    continuous coordinate 8i + 0.5 (pixel j covers [j, j+1)). One affine warp with
+    fractional coordinates, bilinear; edges replicate.
     """
     W, H = config.input_size
     h, w = int(shape[0]), int(shape[1])
     cw, ch = fit_geometry((h, w), config)
     mh, mw = map2d.shape[:2]
-    # image pixel x (centre x + 0.5) sits at input x' = (x + 0.5) * cw / w, which is
-    # map coordinate u = x' * mw / W - 0.5 (map cell centres at (u + 0.5) * W / mw)
-    sx, sy = cw / w * mw / W, ch / h * mh / H
-    m = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]], dtype=np.float64)
+    sx, ox = _cell_axis(w, cw, W, mw)
+    sy, oy = _cell_axis(h, ch, H, mh)
+    m = np.array([[sx, 0.0, ox], [0.0, sy, oy]], dtype=np.float64)
     return cv2.warpAffine(np.ascontiguousarray(map2d, dtype=np.float32), m, (w, h),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
+
+
+def _cell_axis(n_img: int, n_content: int, n_input: int, n_map: int) -> tuple[float, float]:
+    """(scale, offset) with map index u = scale * x + offset for image pixel index x.
+
+    Image pixel x has its centre at x + 0.5; in the input it sits at x' = (x + 0.5) *
+    n_content / n_img. Map cell u is centred on input pixel stride * u, i.e. at x' =
+    stride * u + 0.5, so u = (x' - 0.5) / stride."""
+    stride = n_input / n_map
+    scale = n_content / n_img / stride
+    return scale, 0.5 * scale - 0.5 / stride

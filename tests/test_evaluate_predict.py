@@ -158,13 +158,16 @@ def test_predictor_rejects_missing_or_damaged_runs(_untrained_run, tmp_path):
 
 
 class _EchoNet:
-    """Stands in for the network: its 'segmentation' is the input's first channel at
-    1/8 resolution, so a correct predictor returns (a blurred copy of) the image."""
+    """Stands in for the network: its 'segmentation' is the input's first channel brought
+    to 1/8 as the training targets are (reflect-pad 8, 17x17 average, stride 8), so a
+    correct predictor returns (a blurred copy of) the image."""
 
     def __call__(self, x):
         import torch
 
-        small = torch.nn.functional.avg_pool2d(x[:, :1], 8).clamp(1e-4, 1 - 1e-4)
+        from core.training.losses import downsample8
+
+        small = downsample8(x[:, :1]).clamp(1e-4, 1 - 1e-4)
         return torch.logit(small), torch.logit(small.mean(dim=(1, 2, 3)))
 
     def eval(self):
@@ -184,7 +187,7 @@ def test_heatmap_geometry_undoes_resize_and_padding(_untrained_run, tmp_path, re
     heat = p.predict(img).heatmap
     assert heat.shape == (80, 300)
     rows = heat.mean(axis=1)
-    assert rows[:40].mean() > 0.95 and rows[72:].mean() < 0.2
+    assert rows[:30].mean() > 0.9 and rows[76:].mean() < 0.3  # 17x17 pooling blurs
     edge = int(np.argmin(np.abs(rows - 0.5)))
     assert abs(edge - 60) <= 2  # the boundary stays where it is in the image
 

@@ -209,7 +209,8 @@ def test_switches_override_name_and_spec_round_trip():
     assert model.name == "mffpa"
     spec = json.loads(json.dumps(model.spec()))  # as stored in a run's config.json
     assert spec == {"name": "mffpa", "in_channels": 3, "switches": {
-        "mff": True, "pa": True, "weight_module": "se", "grad_adjust": False}}
+        "mff": True, "pa": True, "weight_module": "se", "grad_adjust": False,
+        "norm": "instance"}}
     rebuilt = build_from_spec(spec)
     assert rebuilt.spec() == spec
     rebuilt.load_state_dict(model.state_dict(), strict=True)

@@ -2,6 +2,7 @@
 scratches, pits, cracks and stains, their masks, and the demo project built from them."""
 
 from core.demo.generator import (
+    DEMO_DEFAULTS,
     DemoImage,
     DemoSettingsError,
     default_demo_dir,
@@ -12,6 +13,7 @@ from core.demo.generator import (
 )
 
 __all__ = [
+    "DEMO_DEFAULTS",
     "DemoImage",
     "DemoSettingsError",
     "default_demo_dir",

@@ -5,9 +5,23 @@ from __future__ import annotations
 import argparse
 import time
 
-from core.demo.generator import DemoSettingsError, generate_demo_project
+from core.demo.generator import DEMO_DEFAULTS, DemoSettingsError, generate_demo_project
 from core.progress import progress_bar
 from core.units import parse_size as _parse_size
+
+VAL_SHARE = 0.15
+
+
+def demo_splits(test_share: float) -> tuple[float, float, float]:
+    """(train, val, test) ratios for a test share; the validation share stays 0.15."""
+    try:
+        t = float(test_share)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (0.05 <= t <= 0.75):  # also refuses NaN
+        raise DemoSettingsError(
+            f"--test-share must be between 0.05 and 0.75, got {test_share!r}")
+    return (round(1.0 - VAL_SHARE - t, 6), VAL_SHARE, t)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -18,13 +32,14 @@ def parse_size(text: str) -> tuple[int, int]:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Create the demo project in args.project; exit code 0, or UserError for bad input."""
     size = parse_size(args.size)
+    splits = demo_splits(getattr(args, "test_share", DEMO_DEFAULTS["splits"][2]))
     started = time.perf_counter()
 
     progress = progress_bar("generating")
 
     project = generate_demo_project(
         args.project, count=args.count, size=size, seed=args.seed,
-        defect_rate=args.defect_rate, progress=progress,
+        defect_rate=args.defect_rate, progress=progress, splits=splits,
     )
     try:
         c = project.counts()

@@ -17,7 +17,7 @@ from .segdec import (
 )
 
 # name -> default switches (mff, pa); the other switches default to weight_module="ca",
-# grad_adjust=True for every name.
+# grad_adjust=True, norm="instance" (what a spec saved without "norm" was built with).
 _VARIANTS = {
     "mixsup": {"mff": False, "pa": False},
     "mixsup+mff": {"mff": True, "pa": False},
@@ -25,7 +25,7 @@ _VARIANTS = {
     "mffpa": {"mff": True, "pa": True},
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_VARIANTS)
-SWITCHES = ("mff", "pa", "weight_module", "grad_adjust")
+SWITCHES = ("mff", "pa", "weight_module", "grad_adjust", "norm")
 
 __all__ = ["MODEL_NAMES", "SWITCHES", "SegDecNet", "build_model", "build_from_spec",
            "ModelConfigError", "ModelInputError", "canonical_name", "pad_to_multiple",
@@ -46,7 +46,8 @@ def build_model(name: str = "mffpa", in_channels: int = 3, **switches: Any) -> S
     if unknown:
         raise ModelConfigError(
             f"unknown model switch(es) {', '.join(unknown)}; known: {', '.join(SWITCHES)}")
-    opts: dict[str, Any] = {"weight_module": "ca", "grad_adjust": True, **_VARIANTS[key]}
+    opts: dict[str, Any] = {"weight_module": "ca", "grad_adjust": True, "norm": "instance",
+                            **_VARIANTS[key]}
     opts.update({k: v for k, v in switches.items() if v is not None})
     return SegDecNet(in_channels, **opts)
 

@@ -20,7 +20,9 @@ from torch import nn
 
 from core.errors import UserError
 
-from .blocks import WEIGHT_MODULES, ConvBlock, FeatureNorm, OutlookBlock, PyramidSplitAttention
+from .blocks import (
+    NORMS, WEIGHT_MODULES, ConvBlock, FeatureNorm, OutlookBlock, PyramidSplitAttention,
+)
 
 
 class ModelConfigError(UserError):
@@ -64,12 +66,12 @@ class MixSupDecisionHead(nn.Module):
     out_channels = 32
     min_input = 64  # three 2x2 pools after the 1/8 seg output
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, norm: str = "instance") -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.MaxPool2d(2), ConvBlock(in_channels, 8, 5),
-            nn.MaxPool2d(2), ConvBlock(8, 16, 5),
-            nn.MaxPool2d(2), ConvBlock(16, 32, 5),
+            nn.MaxPool2d(2), ConvBlock(in_channels, 8, 5, norm=norm),
+            nn.MaxPool2d(2), ConvBlock(8, 16, 5, norm=norm),
+            nn.MaxPool2d(2), ConvBlock(16, 32, 5, norm=norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,15 +89,15 @@ class PADecisionHead(nn.Module):
     min_input = 16  # one 2x2 pool after the 1/8 seg output
     width = 384
 
-    def __init__(self, in_channels: int, weight_module: str) -> None:
+    def __init__(self, in_channels: int, weight_module: str, norm: str = "instance") -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.MaxPool2d(2),
-            ConvBlock(in_channels, self.width, 3),
+            ConvBlock(in_channels, self.width, 3, norm=norm),
             PyramidSplitAttention(self.width, weight_module),
-            FeatureNorm(self.width),
+            FeatureNorm(self.width, mode=norm),
             nn.ReLU(inplace=True),
-            ConvBlock(self.width, 32, 3),
+            ConvBlock(self.width, 32, 3, norm=norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,8 +110,11 @@ class SegDecNet(nn.Module):
     input_multiple = 8
 
     def __init__(self, in_channels: int = 3, *, mff: bool = True, pa: bool = True,
-                 weight_module: str = "ca", grad_adjust: bool = True) -> None:
+                 weight_module: str = "ca", grad_adjust: bool = True,
+                 norm: str = "instance") -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ModelConfigError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
         if weight_module not in WEIGHT_MODULES:
             raise ModelConfigError(
                 f"unknown weight_module {weight_module!r}; choose one of {sorted(WEIGHT_MODULES)}")
@@ -119,30 +124,37 @@ class SegDecNet(nn.Module):
         self.mff, self.pa = bool(mff), bool(pa)
         self.weight_module = weight_module
         self.grad_adjust = bool(grad_adjust)
+        self.norm = norm
         self.name = canonical_name(self.mff, self.pa)
 
-        self.stem = ConvBlock(in_channels, 32, 5)
+        def block(c_in: int, c_out: int, k: int) -> ConvBlock:
+            return ConvBlock(c_in, c_out, k, norm=norm)
+
+        self.stem = block(in_channels, 32, 5)
         self.stage1 = nn.Sequential(
-            nn.MaxPool2d(2), ConvBlock(32, 64, 5), ConvBlock(64, 64, 5), ConvBlock(64, 64, 5))
-        self.stage2 = nn.Sequential(nn.MaxPool2d(2), *[ConvBlock(64, 64, 5) for _ in range(4)])
+            nn.MaxPool2d(2), block(32, 64, 5), block(64, 64, 5), block(64, 64, 5))
+        self.stage2 = nn.Sequential(nn.MaxPool2d(2), *[block(64, 64, 5) for _ in range(4)])
         if self.mff:
-            self.stage3 = nn.Sequential(nn.MaxPool2d(2), ConvBlock(64, 128, 5))
+            self.stage3 = nn.Sequential(nn.MaxPool2d(2), block(64, 128, 5))
             self.fusion = OutlookBlock(64 + 64 + 128, heads=4, kernel=3)
-            self.large = ConvBlock(128, 256, 15)
+            self.large = block(128, 256, 15)
             features = 512
         else:
             self.stage3 = nn.MaxPool2d(2)
             self.fusion = None
             features = 512 if self.pa else 1024
-            self.large = ConvBlock(64, features, 15)
+            self.large = block(64, features, 15)
         self.seg_features = features
         self.seg_out = nn.Conv2d(features, 1, 1, bias=False)
         nn.init.xavier_normal_(self.seg_out.weight)
+        # The MixSup code also normalises the 1x1 seg output (FeatureNorm over the map; its
+        # "no bias" shift is still an nn.Parameter, so it trains): only with norm="original".
+        self.seg_norm = FeatureNorm(1, mode="original") if norm == "original" else None
 
         if self.pa:
-            self.dec_body: nn.Module = PADecisionHead(features + 1, weight_module)
+            self.dec_body: nn.Module = PADecisionHead(features + 1, weight_module, norm)
         else:
-            self.dec_body = MixSupDecisionHead(features + 1)
+            self.dec_body = MixSupDecisionHead(features + 1, norm)
         self.dec_fc = nn.Linear(2 * self.dec_body.out_channels + 2, 1)
         self.min_input_size = max(self.input_multiple, self.dec_body.min_input)
 
@@ -150,6 +162,7 @@ class SegDecNet(nn.Module):
     def seg_modules(self) -> list[nn.Module]:
         """Modules of the segmentation net."""
         mods = [self.stem, self.stage1, self.stage2, self.stage3, self.large, self.seg_out]
+        mods += [self.seg_norm] if self.seg_norm is not None else []
         return mods + ([self.fusion] if self.fusion is not None else [])
 
     def dec_modules(self) -> list[nn.Module]:
@@ -162,7 +175,7 @@ class SegDecNet(nn.Module):
             "name": self.name,
             "in_channels": self.in_channels,
             "switches": {"mff": self.mff, "pa": self.pa, "weight_module": self.weight_module,
-                         "grad_adjust": self.grad_adjust},
+                         "grad_adjust": self.grad_adjust, "norm": self.norm},
         }
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -192,6 +205,8 @@ class SegDecNet(nn.Module):
         else:
             feats = self.large(s3)
         seg = self.seg_out(feats)
+        if self.seg_norm is not None:
+            seg = self.seg_norm(seg)
 
         # Gradient-flow adjustment: the decision loss must not shape the seg net, on all
         # three paths (features, seg map into the head, seg map into the global pools).

@@ -96,7 +96,7 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"cannot read {path}: {e}") from None
     try:
-        return TrainConfig.from_dict(data)
+        return TrainConfig.from_saved(data)
     except UserError as e:
         raise ModelFileError(f"{path} is not a valid run config: {e}") from None
 

@@ -101,8 +101,11 @@ class _HumanPrinter:
             self._say(f"run {e['run_id']}: {e['config']['model']} on {e['device']}, "
                       f"{e['n_train']} training / {e['n_val']} validation images, "
                       f"{e['epochs']} epochs{resumed}")
+            size = e["config"].get("input_size")
+            if size and not any(str(n).startswith("input ") for n in e.get("notes") or []):
+                self._say(f"input {size[0]}x{size[1]}: as set")
             for note in e.get("notes") or []:
-                self._say(f"note: {note}")
+                self._say(note if str(note).startswith("input ") else f"note: {note}")
         elif kind == "progress":
             self.eta = e["eta_s"]
             self.elapsed = e["elapsed_s"]
@@ -120,6 +123,11 @@ class _HumanPrinter:
             auc = "n/a" if m.get("auc") is None else f"{m['auc']:.4f}"
             self._say(f"finished run {e['run_id']} in {_fmt_time(e['elapsed_s'])}: "
                       f"{m['split']} AP {ap}, AUC {auc}, threshold {e['threshold']:.4f}")
+            if m.get("selection") == "best_val_ap":
+                self._say(f"kept epoch {m.get('best_epoch')} (best validation AP); threshold "
+                          f"from {m.get('threshold_source')}")
+            elif m.get("threshold_source"):
+                self._say(f"kept the last epoch; threshold from {m['threshold_source']}")
             if e.get("note"):
                 self._say(f"note: {e['note']}")
         elif kind == "cancelled":

@@ -26,7 +26,18 @@ RESIZE_MODES = ("resize", "pad")
 NEG_SAMPLING = ("least_seen", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 WEIGHT_MODULES = ("ca", "se")
-PRESETS = ("quick", "thorough")
+NORMS = ("instance", "original")
+DEC_TARGETS = ("mask_max", "label")
+LOSS_REDUCTIONS = ("sum", "mean")
+DILATE_AT = ("image", "input")
+PRESETS = ("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal")
+
+# What the fields added later meant before they existed: a run folder saved without
+# them is read with these values, so an old run rebuilds and resumes exactly as trained.
+LEGACY_VALUES: dict[str, Any] = {
+    "norm": "instance", "dec_target": "label", "loss_reduction": "mean", "dilate_at": "input",
+    "max_side": None, "keep_best": False, "auto_dyn_balance": False,
+}
 
 # Keys written next to the config fields in config.json (not TrainConfig fields).
 _EXTRA_KEYS = ("model_spec", "created")
@@ -46,7 +57,7 @@ class TrainConfig:
     pa: bool | None = None
     weight_module: str | None = None
     epochs: int = 30
-    input_size: tuple[int, int] = (256, 256)  # (W, H)
+    input_size: tuple[int, int] | None = None  # (W, H); None: from the data (see max_side)
     resize: str = "resize"
     channels: int | None = None  # None: 1 if every training image is gray, else 3
     lr: float = 0.01
@@ -69,6 +80,16 @@ class TrainConfig:
     # Random flips / 90-degree turns of each training image (with its mask and weights).
     # Off by default, as in the papers; helps when there are few defective images.
     augment: bool = False
+    # -- fidelity switches (docs/models.md, "Training switches") --
+    norm: str = "original"  # conv-block norm: "original" MixSup feature norm or "instance"
+    dec_target: str = "mask_max"  # decision target of a pixel-labelled image
+    loss_reduction: str = "sum"  # over the images of one accumulated batch
+    dilate_at: str = "image"  # dilate masks at image resolution (before resizing) or after
+    auto_dyn_balance: bool = True  # dynamic balancing off when no training image has a mask
+    # -- input size from the data: input_size None = median train image size, aspect
+    # kept, long side at most max_side (None: no cap), multiples of the model's input
+    max_side: int | None = 512
+    keep_best: bool = True  # keep the epoch with the best validation AP (ties: lower loss)
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -77,26 +98,10 @@ class TrainConfig:
     # -- construction -------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
-        """A named starting point: "quick" (minutes on a CPU) or "thorough" (paper-like)."""
-        if name == "quick":
-            # Minutes on a 2-core CPU for the 300-image 256x256 demo project: MFFPA is the
-            # cheaper network per step, 128x128 keeps the defects visible. The decision head
-            # trains from the first epoch (no dynamic balancing: with it, 10 epochs leave the
-            # decision net nearly untrained) and flips/turns keep the net from memorising the
-            # few defective images (one pass sees each of them once). Measured on the demo
-            # project (docs/benchmarks.md): test AP ~0.65, AUC ~0.92 in ~160 s CPU time on
-            # one thread; the goal of test AP >= 0.9 in under 3 minutes is not met yet.
-            base: dict[str, Any] = dict(
-                model="mffpa", epochs=10, input_size=(128, 128), lr=0.01, delta=1.0, batch=1,
-                dilate=3, p=2.0, w_max=3.0, val_every=0, dyn_balance=False, augment=True,
-            )
-        elif name == "thorough":
-            base = dict(
-                model="mffpa", epochs=50, input_size=(256, 256), lr=0.01, delta=1.0, batch=1,
-                dilate=7, p=2.0, w_max=3.0, val_every=5,
-            )
-        else:
+        """A named starting point (see PRESET_SETTINGS); overrides win over its values."""
+        if name not in PRESET_SETTINGS:
             raise TrainConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        base = dict(PRESET_SETTINGS[name])
         base.update(overrides)
         return cls.from_dict(base)
 
@@ -125,6 +130,13 @@ class TrainConfig:
         return cfg
 
     @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> TrainConfig:
+        """A run's saved config.json: settings it predates take their LEGACY_VALUES."""
+        if isinstance(data, dict):
+            data = {**LEGACY_VALUES, **data}
+        return cls.from_dict(data)
+
+    @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
         """Read a JSON file of TrainConfig fields."""
         path = Path(path)
@@ -139,7 +151,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the fields (input_size as a [W, H] list)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        d["input_size"] = list(self.input_size)
+        d["input_size"] = None if self.input_size is None else list(self.input_size)
         return d
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -152,7 +164,7 @@ class TrainConfig:
 
     def model_switches(self) -> dict[str, Any]:
         """Keyword switches for core.models.build_model (only the ones that are set)."""
-        sw: dict[str, Any] = {"grad_adjust": self.grad_adjust}
+        sw: dict[str, Any] = {"grad_adjust": self.grad_adjust, "norm": self.norm}
         for key in ("mff", "pa", "weight_module"):
             value = getattr(self, key)
             if value is not None:
@@ -162,7 +174,7 @@ class TrainConfig:
     # -- validation -----------------------------------------------------------------
     def validate(self) -> None:
         """Check types and ranges; TrainConfigError names the field and what is allowed."""
-        self.input_size = _size(self.input_size)
+        self.input_size = None if self.input_size is None else _size(self.input_size)
         _check(isinstance(self.model, str) and self.model, "model", "a model name such as mffpa")
         for key in ("mff", "pa"):
             v = getattr(self, key)
@@ -188,8 +200,50 @@ class TrainConfig:
         _check(_is_int(self.val_every) and self.val_every >= 0, "val_every", "an integer >= 0")
         _check(self.num_threads is None or (_is_int(self.num_threads) and self.num_threads >= 1),
                "num_threads", "an integer >= 1 or null")
+        _check(self.norm in NORMS, "norm", f"one of {NORMS}")
+        _check(self.dec_target in DEC_TARGETS, "dec_target", f"one of {DEC_TARGETS}")
+        _check(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction", f"one of {LOSS_REDUCTIONS}")
+        _check(self.dilate_at in DILATE_AT, "dilate_at", f"one of {DILATE_AT}")
+        for key in ("keep_best", "auto_dyn_balance"):
+            _check(isinstance(getattr(self, key), bool), key, "true or false")
+        _check(self.max_side is None or (_is_int(self.max_side) and 16 <= self.max_side <= 8192),
+               "max_side", "an integer between 16 and 8192, or null (no cap)")
         _check(self.max_minutes is None or (_is_num(self.max_minutes) and self.max_minutes > 0),
                "max_minutes", "a number > 0 or null")
+
+
+# The presets. "quick": minutes on a 2-core CPU (tuned on the demo project, see
+# docs/benchmarks.md); "thorough": the papers' recipe at the data's own scale; the
+# paper presets carry the published settings of MixSup (../shared/docs/MODEL.md table:
+# input W x H, epochs, lr, delta, batch, p / W_max, dilation; dynamic balancing, which
+# auto_dyn_balance turns off when no training image has a mask, as published for N = 0).
+_PAPER = dict(model="mffpa", resize="resize", delta=1.0, batch=1, dyn_balance=True,
+              dist_weight=True, augment=False, val_every=5, keep_best=True)
+PRESET_SETTINGS: dict[str, dict[str, Any]] = {
+    # Measured on the demo project (docs/benchmarks.md): with these settings test AP 0.925
+    # (216 test images, 54 defective); the paper-exact switches (original norm, mask-max
+    # target, dilation at image resolution) reached only ~0.72 validation AP after 6 epochs.
+    "quick": dict(model="mffpa", epochs=10, input_size=None, max_side=128, lr=0.01, delta=1.0,
+                  batch=1, dilate=3, p=2.0, w_max=3.0, val_every=0, dyn_balance=False,
+                  augment=True, norm="instance", dec_target="label", dilate_at="input"),
+    "thorough": dict(model="mffpa", epochs=50, input_size=None, max_side=640, lr=0.01, delta=1.0,
+                     batch=1, dilate=7, p=2.0, w_max=3.0, val_every=5, dyn_balance=True),
+    # KolektorSDD: 512x1408 gray, 50 epochs, lr 0.01, delta 1 (the original code uses lr 1 and
+    # delta 0.01 once N >= 5), batch 1, p 2, W_max 1, dilate 7.
+    "ksdd": dict(_PAPER, epochs=50, input_size=(512, 1408), channels=1, lr=0.01, p=2.0,
+                 w_max=1.0, dilate=7),
+    # KolektorSDD2: 232x640 RGB, 50 epochs, lr 0.01, delta 1, batch 1, p 2, W_max 3, dilate 15.
+    "ksdd2": dict(_PAPER, epochs=50, input_size=(232, 640), channels=3, lr=0.01, p=2.0,
+                  w_max=3.0, dilate=15),
+    # DAGM: 512x512 gray, 70 epochs, lr 0.05, delta 1, batch 1, p 1, W_max 10, dilate 7.
+    "dagm": dict(_PAPER, epochs=70, input_size=(512, 512), channels=1, lr=0.05, p=1.0,
+                 w_max=10.0, dilate=7),
+    # Severstal: 1600x256 gray, 40-90 epochs (90 here), lr 0.1, delta 0.1, batch 10 (gradient
+    # accumulation, losses summed), p 2, W_max 1, dilate 1.
+    "severstal": dict(_PAPER, epochs=90, input_size=(1600, 256), channels=1, lr=0.1, delta=0.1,
+                      batch=10, p=2.0, w_max=1.0, dilate=1),
+}
+assert tuple(PRESET_SETTINGS) == PRESETS
 
 
 def parse_size(text: str) -> tuple[int, int]:

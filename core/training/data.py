@@ -13,7 +13,7 @@ import torch
 from core.errors import DataError
 from core.preprocess import fit_geometry, place, preprocess_array, to_channels  # noqa: F401
 from core.training.config import TrainConfig
-from core.training.losses import seg_targets
+from core.training.losses import dilate_mask, seg_targets
 
 if TYPE_CHECKING:  # the store is only needed for type hints here
     from core.project import Project
@@ -40,6 +40,26 @@ def preprocess_mask(mask: np.ndarray, config: TrainConfig) -> np.ndarray:
     """
     m = (np.asarray(mask) > 0).astype(np.float32)
     return _place(m, config, cv2.INTER_AREA) > 0
+
+
+def mask_targets(full: np.ndarray, config: TrainConfig, keep_empty: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Target mask and loss weights at 1/8 of the input for a full-resolution mask.
+
+    ``dilate_at="image"`` (as the MixSup code): the mask is dilated with a dilate x dilate
+    square at the image's own resolution, then resized to the input; ``"input"``: resized
+    first, dilated at input resolution. None when the resized mask is empty (unless
+    ``keep_empty``: an OK image's all-zero target).
+    """
+    c = config
+    at_image = c.dilate_at == "image"
+    if at_image:
+        full = dilate_mask(full, c.dilate)
+    small = preprocess_mask(full, c)
+    if not small.any() and not keep_empty:
+        return None
+    return seg_targets(small, dilate=0 if at_image else c.dilate, dist_weight=c.dist_weight,
+                       w_max=c.w_max, p=c.p)
 
 
 # -- the training set ------------------------------------------------------------------
@@ -80,10 +100,16 @@ class TrainingData:
         s = self.train[index]
         hit = self._cache.get(s.image_id)
         if hit is not None:
-            return hit
+            return _as_float(hit[0]), hit[1], hit[2]
         rec = self.project.image(s.image_id)
         img = self.project.read_image(rec)
         x = preprocess_image(img, self.config)
+        if img.dtype == np.uint8:
+            # Cached as 8 bits (4x less memory than float32); an 8-bit source loses at
+            # most half a grey level to the rounding after resizing.
+            cached = (x * 255.0).round_().to(torch.uint8)
+        else:  # 16-bit sources keep their precision
+            cached = x
         mask_t = weight_t = None
         if s.pixel:
             full = np.zeros(img.shape[:2], bool)
@@ -96,27 +122,32 @@ class TrainingData:
                         f"{img.shape[1]}x{img.shape[0]}; redraw or delete that mask, then train again"
                     )
                 full = raw > 0
-            c = self.config
-            small = preprocess_mask(full, c)
+            maps = mask_targets(full, self.config)
             # A defective image whose mask is empty says nothing about where the defect
             # is: train it with its image label only rather than as a clean surface.
-            if s.label == 0 or small.any():
-                mask_t, weight_t = seg_targets(small, dilate=c.dilate, dist_weight=c.dist_weight,
-                                               w_max=c.w_max, p=c.p)
-        self._cache[s.image_id] = (x, mask_t, weight_t)
-        return x, mask_t, weight_t
+            if s.label == 0 or maps is not None:
+                mask_t, weight_t = maps if maps is not None else mask_targets(
+                    full, self.config, keep_empty=True)
+        self._cache[s.image_id] = (cached, mask_t, weight_t)
+        return _as_float(cached), mask_t, weight_t
 
     def val_image(self, sample: Sample) -> torch.Tensor:
         """Preprocessed image of a validation (or training) sample, cached."""
         hit = self._val_cache.get(sample.image_id)
         if hit is None:
             if sample.image_id in self._cache:
-                hit = self._cache[sample.image_id][0]
-            else:
-                hit = preprocess_image(self.project.read_image(self.project.image(sample.image_id)),
-                                       self.config)
+                return _as_float(self._cache[sample.image_id][0])
+            img = self.project.read_image(self.project.image(sample.image_id))
+            hit = preprocess_image(img, self.config)
+            if img.dtype == np.uint8:
+                hit = (hit * 255.0).round_().to(torch.uint8)
             self._val_cache[sample.image_id] = hit
-        return hit
+        return _as_float(hit)
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """A cached image as float32 in [0, 1] (the cache may hold it as uint8)."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
@@ -162,5 +193,17 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
     channels = config.channels
     if channels is None:
         channels = 1 if all(r.channels == 1 for r in train_recs + val_recs) else 3
-    cfg = config.replace(channels=channels)
+    changes: dict[str, Any] = {"channels": channels}
+    if config.input_size is None:
+        from core.training.sizing import choose_input_size
+
+        choice = choose_input_size(project, config)
+        changes["input_size"] = list(choice.size)
+        notes.append(choice.reason)
+    if config.dyn_balance and config.auto_dyn_balance and not chosen:
+        # As published: dynamic balancing is for mixed supervision; with no mask it would
+        # leave the decision loss at weight 0 in epoch 1, so image-level defects teach nothing.
+        changes["dyn_balance"] = False
+        notes.append("dynamic balancing off: no training image has a pixel mask (N = 0)")
+    cfg = config.replace(**changes)
     return TrainingData(project, cfg, train, val, channels, notes)

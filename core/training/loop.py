@@ -29,11 +29,15 @@ from core.training.checkpoint import (
 from core.training.config import TrainConfig, TrainConfigError
 from core.training.data import Sample, TrainingData, build_training_data
 from core.training.device import select_device
-from core.training.losses import balance_weights, mixed_loss
+from core.training.losses import (
+    accumulated_loss, balance_epochs, balance_weights, decision_target, mixed_loss,
+)
 from core.training.sampling import EpochSampler
 
 EventSink = Callable[[dict], None]
 PROGRESS_INTERVAL_S = 0.25  # at most four progress events per second
+BEST_FILE = "best.pt"  # weights of the best validated epoch while the run is going
+DEFAULT_THRESHOLD = 0.5  # without validation images: where the decision logit changes sign
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -202,6 +206,10 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
             f"input size {W}x{H} does not fit {config.model}: width and height must be multiples "
             f"of {model.input_multiple} and at least {model.min_input_size}")
     model.to(device).train()
+    if device.type == "cuda":  # pragma: no cover - no GPU on the test machines
+        # Fixed input size: let cuDNN pick the fastest kernels once; NHWC suits tensor cores.
+        torch.backends.cudnn.benchmark = True
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.0, weight_decay=0.0)
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     sampler = EpochSampler(data.positives, data.negatives, seed=config.seed, mode=config.neg_sampling)
@@ -215,6 +223,8 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
             _set_rng_state(checkpoint["rng"])
             start_epoch = int(checkpoint["epoch"])
             elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
+            resumed_best = checkpoint.get("best")
+            resumed_balance = checkpoint.get("balance_epochs")
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             raise TrainingError(
                 f"cannot resume run {run_id!r}: its checkpoint does not fit the project's current "
@@ -235,6 +245,11 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
                 start_epoch=start_epoch, notes=data.notes)
     job = _Job(config, data, model, optimizer, scaler, sampler, device, folder, should_stop,
                run_id, elapsed_before)
+    if checkpoint is not None:
+        if isinstance(resumed_best, dict) and (folder.path / BEST_FILE).is_file():
+            job.best = dict(resumed_best)
+        if isinstance(resumed_balance, int):
+            job.balance_epochs = resumed_balance
     try:
         epochs_done = job.fit(start_epoch)
     except (torch.OutOfMemoryError, RuntimeError) as e:
@@ -282,6 +297,8 @@ class _Job:
         self.elapsed_before = elapsed_before
         self.t0 = time.monotonic()
         self.budget_note = ""  # set when max_minutes ends training early
+        self.balance_epochs = config.epochs  # the epochs the balancing weight runs over
+        self.best: dict[str, Any] | None = None  # {"epoch", "ap", "loss"} of best.pt
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.t0
@@ -294,7 +311,9 @@ class _Job:
         done_here, last_emit, epoch_times = 0, 0.0, []
         for epoch in range(start_epoch, c.epochs):
             t_epoch = time.monotonic()
-            lw = balance_weights(epoch, c.epochs, c.delta, c.dyn_balance)
+            # The balancing weight runs over the epochs that will actually run: all of them,
+            # or as many as the time budget is expected to allow (re-estimated every epoch).
+            lw = balance_weights(epoch, self.balance_epochs, c.delta, c.dyn_balance)
             order = self.sampler.epoch()
             sums = {"loss": 0.0, "seg": 0.0, "dec": 0.0, "n_seg": 0}
             self.opt.zero_grad(set_to_none=True)
@@ -323,21 +342,40 @@ class _Job:
             n = len(order)
             self.folder.emit("epoch", epoch=epoch + 1, loss=sums["loss"] / n,
                              loss_seg=sums["seg"] / max(1, sums["n_seg"]), loss_dec=sums["dec"] / n,
-                             w_seg=lw.seg, w_dec=lw.dec)
-            if c.val_every and (epoch + 1) % c.val_every == 0 \
-                    and _both_classes(self.data.val):
-                m = self._metrics(self.data.val)
-                self.folder.emit("validation", epoch=epoch + 1, ap=m["ap_sklearn"],
-                                 ap_trapz=m["ap_trapz"], auc=m["auc"])
-            self._save_checkpoint(epoch + 1)
+                             w_seg=lw.seg, w_dec=lw.dec, balance_epochs=self.balance_epochs)
             epoch_times.append(time.monotonic() - t_epoch)
-            if c.max_minutes is not None and epoch + 1 < c.epochs:
+            last = epoch + 1 == c.epochs
+            if c.max_minutes is not None and not last:
                 # Stop before an epoch that would run over the budget, not in the middle of it.
-                if time.monotonic() - self.t0 + max(epoch_times) > c.max_minutes * 60:
+                self.balance_epochs = balance_epochs(
+                    epoch + 1, c.epochs, c.max_minutes * 60, time.monotonic() - self.t0,
+                    epoch_times)
+                if self.balance_epochs == epoch + 1:
                     self.budget_note = (f"time budget of {c.max_minutes:g} min reached after "
                                         f"{epoch + 1} of {c.epochs} epochs")
-                    return epoch + 1
+                    last = True
+            due = c.val_every and (epoch + 1) % c.val_every == 0
+            if (due or (last and c.keep_best)) and _both_classes(self.data.val):
+                self._validate(epoch + 1)
+            self._save_checkpoint(epoch + 1)
+            if last:
+                return epoch + 1
         return c.epochs
+
+    def _validate(self, epoch: int) -> None:
+        """Score the validation split; with keep_best, remember the best epoch's weights
+        (highest AP, ties to the lower decision loss) in best.pt."""
+        m, loss = self._metrics(self.data.val, with_loss=True)
+        self.folder.emit("validation", epoch=epoch, ap=m["ap_sklearn"], ap_trapz=m["ap_trapz"],
+                         auc=m["auc"], loss=loss)
+        if not self.c.keep_best or m["ap_sklearn"] is None:
+            return
+        ap = float(m["ap_sklearn"])
+        b = self.best
+        if b is None or ap > b["ap"] + 1e-12 or (abs(ap - b["ap"]) <= 1e-12 and loss < b["loss"]):
+            self.best = {"epoch": epoch, "ap": ap, "loss": loss}
+            save_torch(self.folder.path / BEST_FILE,
+                       {k: v.detach().cpu() for k, v in self.model.state_dict().items()})
 
     def _step(self, index: int, lw: Any, epoch: int, step: int) -> Any:
         x, mask, weights = self.data.item(index)
@@ -345,16 +383,21 @@ class _Job:
         if self.c.augment:
             x, mask, weights = _augment(x, mask, weights)
         x = x[None].to(self.device)
+        if self.device.type == "cuda":  # pragma: no cover - no GPU on the test machines
+            x = x.contiguous(memory_format=torch.channels_last)
         if mask is not None:
             mask, weights = mask.to(self.device), weights.to(self.device)
         with torch.autocast(self.device.type, enabled=self.scaler is not None):
             seg, dec = self.model(x)
-        terms = mixed_loss(seg[0], dec[0], label=label, mask=mask, weights=weights, lw=lw)
+        target = decision_target(label, mask, self.c.dec_target)
+        terms = mixed_loss(seg[0], dec[0], label=target, mask=mask, weights=weights, lw=lw)
         if not torch.isfinite(terms.total):
             raise TrainingError(
                 f"loss became NaN at epoch {epoch + 1} step {step + 1}; lower the learning rate "
                 f"(now {self.c.lr:g}, try {self.c.lr / 10:g}) and train again")
-        loss = terms.total / self.c.batch
+        # "sum": the accumulated images add up, as in the MixSup code (lr per image);
+        # "mean": divided by the batch (an average over the accumulated images).
+        loss = accumulated_loss(terms.total, self.c.batch, self.c.loss_reduction)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
@@ -369,11 +412,16 @@ class _Job:
             self.opt.step()
         self.opt.zero_grad(set_to_none=True)
 
-    def _metrics(self, samples: list[Sample]) -> dict[str, Any]:
+    def _metrics(self, samples: list[Sample], with_loss: bool = False) -> Any:
         from core.evaluation.metrics import image_metrics
 
         scores = score_samples(self.model, self.data, samples, self.device)
-        return image_metrics([s.label for s in samples], scores)
+        y = np.asarray([s.label for s in samples], dtype=np.float64)
+        m = image_metrics(y.astype(int).tolist(), scores)
+        if not with_loss:
+            return m
+        p = np.clip(scores, 1e-7, 1 - 1e-7)  # mean decision BCE: the tie-breaker
+        return m, float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
     def _save_checkpoint(self, epochs_done: int) -> None:
         path = self.folder.path / CHECKPOINT_FILE
@@ -382,6 +430,8 @@ class _Job:
             "optimizer": self.opt.state_dict(),
             "sampler": self.sampler.state_dict(),
             "epoch": epochs_done,
+            "best": dict(self.best) if self.best is not None else None,
+            "balance_epochs": self.balance_epochs,
             "rng": _rng_state(),
             "elapsed_s": self.elapsed(),
         })
@@ -400,26 +450,45 @@ class _Job:
         raise CancelledError(message)
 
     def finish(self, epochs_done: int) -> str:
-        """Choose the threshold, write weights, metrics, threshold and the final status."""
+        """Keep the best validated epoch, choose the threshold on validation images, write
+        weights, metrics, threshold and the final status.
+
+        The threshold never comes from training images: without a validation split that
+        has OK and defective images it stays at 0.5 (source "default")."""
+        run_dir = self.folder.path
+        best_path = run_dir / BEST_FILE
+        selection = "last_epoch"
+        if self.best is not None and best_path.is_file():
+            if self.best["epoch"] != epochs_done:
+                self.model.load_state_dict(load_torch(best_path, self.device))
+            selection = "best_val_ap"
         val = self.data.val
         if _both_classes(val):
             split, samples = "val", val
         else:  # a tiny project may have no defective (or no OK) validation image
             split, samples = "train", self.data.train
         m = self._metrics(samples)
-        threshold = float(m["best_f1"]["threshold"])
-        if not math.isfinite(threshold):
-            threshold = 0.5
+        threshold, source = DEFAULT_THRESHOLD, "default"
+        if split == "val" and m["best_f1"]["threshold"] is not None \
+                and math.isfinite(float(m["best_f1"]["threshold"])):
+            threshold, source = float(m["best_f1"]["threshold"]), "best_f1"
         metrics = {
             "split": split, "ap": m["ap_sklearn"], "ap_sklearn": m["ap_sklearn"],
             "ap_trapz": m["ap_trapz"], "auc": m["auc"], "best_f1": m["best_f1"],
             "n": m["n"], "n_pos": m["n_pos"], "epochs": epochs_done,
             "elapsed_s": round(self.elapsed(), 2),
+            # which weights were kept and where the threshold came from (docs/models.md)
+            "selection": selection,
+            "best_epoch": self.best["epoch"] if selection == "best_val_ap" else epochs_done,
+            "threshold_source": "val_best_f1" if source == "best_f1" else "default (0.5): "
+                                "no validation split with OK and defective images",
+            "balance_epochs": self.balance_epochs,
         }
-        run_dir = self.folder.path
         save_model_weights(run_dir, self.model)
+        best_path.unlink(missing_ok=True)
+        best_path.with_name(BEST_FILE + ".sha256").unlink(missing_ok=True)
         _write_json(run_dir / "metrics.json", metrics)
-        _write_json(run_dir / "threshold.json", {"threshold": threshold, "source": "best_f1"})
+        _write_json(run_dir / "threshold.json", {"threshold": threshold, "source": source})
         note = self.budget_note
         self.folder.status("finished", epochs_done, note)
         self.folder.emit("finished", run_id=self.run_id, metrics=metrics, threshold=threshold,

@@ -62,7 +62,8 @@ def seg_targets(mask: np.ndarray, *, dilate: int, dist_weight: bool, w_max: floa
                 p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask and loss-weight maps at 1/8 of the mask's size, each [1, H/8, W/8] float32.
 
-    The mask is dilated at input resolution first, then both maps are downsampled.
+    The mask is dilated with ``dilate`` here (0 when the caller dilated it already, at
+    image resolution), then the distance weights are computed and both maps downsampled.
     """
     m = dilate_mask(mask, dilate)
     w = distance_weights(m, w_max, p) if dist_weight else np.ones(m.shape, np.float32)
@@ -77,6 +78,37 @@ class LossWeights:
 
     seg: float
     dec: float
+
+
+def decision_target(label: int, mask: torch.Tensor | None, mode: str) -> float:
+    """Target of the decision output: 0 for an OK image, 1 for an image-level defect, and
+    for a pixel-labelled defect either 1 (``mode="label"``) or, as in the MixSup code,
+    the maximum of its 1/8 target mask (``"mask_max"``: below 1 for a defect so thin
+    that no 17x17 pooling window is full of it)."""
+    if label == 0:
+        return 0.0
+    if mode == "mask_max" and mask is not None:
+        return float(mask.max())
+    return 1.0
+
+
+def accumulated_loss(total: torch.Tensor, batch: int, reduction: str) -> torch.Tensor:
+    """One image's share of an accumulated batch: itself ("sum", as the MixSup code, whose
+    learning rate is per image) or divided by the batch ("mean": an average)."""
+    return total if reduction == "sum" else total / batch
+
+
+def balance_epochs(done: int, epochs: int, budget_s: float | None, used_s: float,
+                   epoch_times: list[float]) -> int:
+    """The number of epochs a run will actually complete, for the balancing weight.
+
+    All ``epochs`` without a time budget; with one, the ``done`` epochs plus as many more
+    as fit in the budget left at the slowest epoch time so far (the rule that stops the
+    run), never fewer than ``done``."""
+    if budget_s is None or not epoch_times:
+        return epochs
+    more = int(max(0.0, budget_s - used_s) // max(epoch_times))
+    return max(done, min(epochs, done + more))
 
 
 def balance_weights(epoch: int, epochs: int, delta: float, dynamic: bool) -> LossWeights:

@@ -1,0 +1,209 @@
+"""How many masks do I need? A label-efficiency sweep: one run per number of pixel masks.
+
+``run_sweep`` trains one run per level of ``pixel_labels`` (0, a share, all...) with the
+same settings on the project's same splits, evaluates each on the test split, and
+records test AP against the number of masks. It reports the same events as training
+(each run's own events, plus ``sweep_started``, ``sweep_point`` and ``sweep_finished``),
+checks ``should_stop`` between steps, and keeps its record in
+``runs/.sweeps/<sweep_id>/sweep.json`` (a hidden folder: the runs list skips it; each
+sweep run is an ordinary run folder ``runs/<sweep_id>-N<n>``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import CancelledError, UserError
+from core.training.config import TrainConfig
+
+SWEEPS_DIR = ".sweeps"
+SWEEP_FILE = "sweep.json"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+class SweepError(UserError):
+    """A sweep that cannot run as asked (bad levels, no masks to sweep over)."""
+
+
+def parse_levels(text: str, n_masked: int) -> list[int]:
+    """"0,25%,50%,all" -> sorted distinct mask counts out of ``n_masked`` masked defects.
+
+    A level is a count (``12``), a share (``25%``, rounded, at least 1 when above 0) or
+    ``all``. Counts above ``n_masked`` are refused (the sweep would repeat ``all``)."""
+    if not isinstance(text, str) or not text.strip():
+        raise SweepError("give the mask counts to compare, e.g. --pixel-labels 0,25%,50%,all")
+    out: set[int] = set()
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        if item == "all":
+            out.add(n_masked)
+            continue
+        try:
+            if item.endswith("%"):
+                share = float(item[:-1])
+                if not (math.isfinite(share) and 0 <= share <= 100):
+                    raise ValueError
+                n = int(math.floor(n_masked * share / 100 + 0.5))
+                out.add(max(1, n) if share > 0 and n_masked else n)
+            else:
+                n = int(item)
+                if n < 0:
+                    raise ValueError
+                if n > n_masked:
+                    raise SweepError(f"pixel-label level {n} is more than the {n_masked} defective "
+                                     "training images with masks; use 'all' or a smaller number")
+                out.add(n)
+        except ValueError:
+            raise SweepError(f"bad pixel-label level {raw.strip()!r}: use a count (12), a share "
+                             "(25%) or 'all'") from None
+    if len(out) > 20:
+        raise SweepError("at most 20 levels per sweep")
+    return sorted(out)
+
+
+def sweep_dir(project_root: str | Path, sweep_id: str) -> Path:
+    return Path(project_root) / "runs" / SWEEPS_DIR / sweep_id
+
+
+def read_sweep(path: str | Path) -> dict[str, Any]:
+    """A sweep record (sweep.json in a sweep folder, or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SWEEP_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SweepError(f"cannot read the sweep record {path}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        raise SweepError(f"{path} is not a sweep record")
+    return data
+
+
+def list_sweeps(project_root: str | Path) -> list[dict[str, Any]]:
+    """All readable sweep records of a project, oldest first."""
+    root = Path(project_root) / "runs" / SWEEPS_DIR
+    out = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            out.append(read_sweep(d))
+        except SweepError:
+            continue
+    return sorted(out, key=lambda s: (str(s.get("created", "")), str(s.get("id", ""))))
+
+
+def run_sweep(project_root: str | Path, config: TrainConfig, levels: str, *,
+              sweep_id: str | None = None, on_event: Callable[[dict], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train and test one run per level; returns the sweep record (see module docstring)."""
+    from core.evaluation import evaluate_run
+    from core.project import Project
+    from core.training import train
+
+    emit = on_event or (lambda e: None)
+    stop = should_stop or (lambda: False)
+    with Project.open(project_root, readonly=True) as p:
+        masked = [r for r in p.images(split="train", label="defective") if r.has_mask]
+        n_test = len([r for r in p.images(split="test") if r.label in ("ok", "defective")])
+    if not masked:
+        raise SweepError("no defective training image has a mask, so there is nothing to sweep "
+                         "over: paint masks on some defective images of the train split first")
+    if not n_test:
+        raise SweepError("the test split has no labelled image: a sweep compares test AP; "
+                         "assign splits first")
+    ns = parse_levels(levels, len(masked))
+    sweep_id = sweep_id or "sweep-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    if not _ID.match(sweep_id):
+        raise SweepError(f"bad sweep id {sweep_id!r}: use letters, digits, '.', '_' and '-'")
+    folder = sweep_dir(project_root, sweep_id)
+    if folder.exists():
+        raise SweepError(f"a sweep named {sweep_id!r} already exists; choose another name")
+    folder.mkdir(parents=True)
+    record: dict[str, Any] = {
+        "id": sweep_id, "state": "running", "levels": levels, "n": ns,
+        "n_masked": len(masked), "config": config.to_dict(), "points": [],
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    _save(folder, record)
+    emit({"event": "sweep_started", "sweep_id": sweep_id, "n": ns, "n_masked": len(masked)})
+    try:
+        for i, n in enumerate(ns):
+            run_id = f"{sweep_id}-N{n}"
+            t0 = time.monotonic()
+            train(project_root, config.replace(pixel_labels=n), run_id=run_id,
+                  on_event=lambda e, n=n: emit({**e, "sweep_n": n}), should_stop=stop)
+            train_s = time.monotonic() - t0
+            if stop():
+                raise CancelledError(f"sweep cancelled after {i + 1} of {len(ns)} runs")
+            r = evaluate_run(project_root, run_id, split="test")
+            point = {"n": n, "run_id": run_id, "ap": r["ap_sklearn"], "ap_trapz": r["ap_trapz"],
+                     "auc": r["auc"], "train_s": round(train_s, 1), "n_test": r["n"],
+                     "n_test_pos": r["n_pos"]}
+            record["points"].append(point)
+            _save(folder, record)
+            emit({"event": "sweep_point", "sweep_id": sweep_id, "index": i, "of": len(ns), **point})
+    except CancelledError:
+        record["state"] = "cancelled"
+        _save(folder, record)
+        emit({"event": "sweep_cancelled", "sweep_id": sweep_id, "done": len(record["points"])})
+        raise
+    except BaseException as e:
+        record["state"], record["message"] = "failed", str(e)
+        _save(folder, record)
+        raise
+    record["state"] = "finished"
+    _save(folder, record)
+    emit({"event": "sweep_finished", "sweep_id": sweep_id, "points": record["points"]})
+    return record
+
+
+def _save(folder: Path, record: dict[str, Any]) -> None:
+    from core.project.runs import write_json_atomic
+
+    write_json_atomic(folder / SWEEP_FILE, record)
+
+
+def cmd_sweep(args: Any) -> int:
+    """Handler of `defect-studio sweep` (exit 0 finished, 2 user error, 3 cancelled)."""
+    import sys
+
+    from core.training.cli import EXIT_CANCELLED, _HumanPrinter, _print_json, _StopFlag, \
+        config_from_args
+
+    config = config_from_args(args)
+    if not isinstance(config, TrainConfig):
+        raise SweepError(f"a sweep compares numbers of pixel masks, which only the mixed-"
+                         f"supervision models use (mffpa, mixsup and their variants), not "
+                         f"{args.model!r}")
+    stop = _StopFlag()
+    stop.install()
+    human = _HumanPrinter(sys.stdout)
+
+    def sink(e: dict) -> None:
+        if args.events:
+            _print_json(e)
+        elif e["event"] == "sweep_started":
+            print(f"sweep {e['sweep_id']}: one run per mask count {e['n']} "
+                  f"(of {e['n_masked']} masked defective training images)", flush=True)
+        elif e["event"] == "sweep_point":
+            print(f"N = {e['n']:>4}: test AP {e['ap']:.4f}  AUC {e['auc']:.4f}  "
+                  f"trained in {e['train_s']:.0f} s", flush=True)
+        elif e["event"] in ("started", "finished", "cancelled"):
+            human(e)
+
+    try:
+        record = run_sweep(args.project, config, args.pixel_labels_levels, sweep_id=args.sweep_id,
+                           on_event=sink, should_stop=stop)
+    except CancelledError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return EXIT_CANCELLED
+    if not args.events:
+        print("\n| masks N | test AP | AUC | train time |\n|---|---|---|---|")
+        for pt in record["points"]:
+            print(f"| {pt['n']} | {pt['ap']:.4f} | {pt['auc']:.4f} | {pt['train_s']:.0f} s |")
+    return 0

@@ -1,0 +1,179 @@
+"""The fidelity switches of training (docs/models.md, "Training switches"): each formula
+checked by hand on a tiny tensor, plus the heatmap cell convention."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.models import build_from_spec, build_model
+from core.models.blocks import FeatureNorm
+from core.training import TrainConfig
+from core.training.losses import (
+    LossWeights, accumulated_loss, balance_epochs, balance_weights, decision_target, dilate_mask,
+    downsample8, mixed_loss, seg_targets,
+)
+
+X = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # one sample, one channel, mean 2.5
+
+
+def test_norm_original_divides_by_sqrt_of_unbiased_std():
+    norm = FeatureNorm(1, mode="original")
+    std = math.sqrt((1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 3)  # unbiased: n - 1 = 3
+    want = (X - 2.5) / math.sqrt(std + 1e-3)
+    assert torch.allclose(norm(X), want, atol=1e-6)
+    # the output spread is about the square root of the input spread
+    big = FeatureNorm(1, mode="original")(X * 100)
+    assert float(big.detach().std()) == pytest.approx(math.sqrt(100) * float(want.std()), rel=1e-3)
+
+
+def test_norm_instance_is_population_instance_norm():
+    norm = FeatureNorm(1, mode="instance")
+    var = (1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 4
+    assert torch.allclose(norm(X), (X - 2.5) / math.sqrt(var + 1e-3), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["instance", "original"])
+def test_norm_scale_shift_and_one_pixel_map(mode):
+    norm = FeatureNorm(1, mode=mode)
+    with torch.no_grad():
+        norm.scale.fill_(2.0)
+        norm.shift.fill_(0.5)
+    base = FeatureNorm(1, mode=mode)(X)
+    assert torch.allclose(norm(X), base * 2 + 0.5, atol=1e-6)
+    one = torch.tensor([[[[7.0]]]], requires_grad=True)
+    out = norm(one)
+    assert float(out) == pytest.approx(0.5)  # a 1x1 map gives the shift, not NaN
+    out.backward()
+    assert torch.isfinite(one.grad).all()
+
+
+def test_norm_switch_builds_the_seg_output_norm_and_old_specs_stay_instance():
+    torch.manual_seed(0)
+    orig = build_model("mffpa", in_channels=1, norm="original")
+    inst = build_model("mffpa", in_channels=1, norm="instance")
+    assert orig.seg_norm is not None and inst.seg_norm is None
+    assert all(m.mode == "original" for m in orig.modules() if isinstance(m, FeatureNorm)
+               and m is not orig.dec_body.body[2].weight.norm)
+    x = torch.rand(2, 1, 32, 32)
+    seg, _ = orig(x)
+    # normalised per image: mean = shift (0 at init) over the 4x4 map
+    assert torch.allclose(seg.mean(dim=(2, 3)), torch.zeros(2, 1), atol=1e-5)
+    spec = json.loads(json.dumps(orig.spec()))
+    assert spec["switches"]["norm"] == "original"
+    assert build_from_spec(spec).seg_norm is not None
+    old = {"name": "mffpa", "in_channels": 1, "switches": {"mff": True, "pa": True}}
+    assert build_from_spec(old).norm == "instance"  # a run saved before the switch
+
+
+def test_decision_target_is_max_of_downsampled_mask():
+    mask = torch.zeros(1, 4, 4)
+    mask[0, 1, 2] = 0.4
+    mask[0, 2, 2] = 0.25
+    assert decision_target(1, mask, "mask_max") == pytest.approx(0.4)
+    assert decision_target(1, mask, "label") == 1.0
+    assert decision_target(1, None, "mask_max") == 1.0  # image-level defect
+    assert decision_target(0, torch.zeros(1, 4, 4), "mask_max") == 0.0
+    # a 2-pixel-wide line: at most 2 * 17 of the 17 * 17 pooled pixels are defect
+    full = np.zeros((64, 64), bool)
+    full[:, 30:32] = True
+    m, _ = seg_targets(full, dilate=0, dist_weight=False, w_max=1, p=1)
+    assert decision_target(1, m, "mask_max") == pytest.approx(2 / 17, abs=1e-6)
+    terms = mixed_loss(torch.zeros(1, 8, 8), torch.tensor([0.3]), label=2 / 17, mask=m,
+                       weights=None, lw=LossWeights(0.0, 1.0))
+    want = F.binary_cross_entropy_with_logits(torch.tensor(0.3), torch.tensor(2 / 17))
+    assert float(terms.dec) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_dynamic_balancing_turns_off_without_masks(demo_project_dir):
+    from core.project import Project
+    from core.training.data import build_training_data
+
+    with Project.open(demo_project_dir, readonly=True) as p:
+        none = build_training_data(p, TrainConfig(pixel_labels=0, input_size=(32, 32)))
+        some = build_training_data(p, TrainConfig(pixel_labels=2, input_size=(32, 32)))
+        kept = build_training_data(p, TrainConfig(pixel_labels=0, input_size=(32, 32),
+                                                  auto_dyn_balance=False))
+    assert none.config.dyn_balance is False
+    assert any("dynamic balancing off" in n for n in none.notes)
+    assert some.config.dyn_balance is True and kept.config.dyn_balance is True
+
+
+def test_accumulated_losses_are_summed():
+    w = torch.tensor(1.0, requires_grad=True)
+    losses = [w * 2.0, w * 3.0]
+    for loss in losses:
+        accumulated_loss(loss, 2, "sum").backward(retain_graph=True)
+    assert float(w.grad) == pytest.approx(5.0)  # the original: lr applies per image
+    w.grad = None
+    for loss in losses:
+        accumulated_loss(loss, 2, "mean").backward(retain_graph=True)
+    assert float(w.grad) == pytest.approx(2.5)
+
+
+def test_balance_weight_runs_over_the_epochs_that_fit_the_budget():
+    # 10 epochs planned, 60 s each, a 5-minute budget: after epoch 1 about 5 will run
+    assert balance_epochs(1, 10, 300.0, 60.0, [60.0]) == 5
+    assert balance_epochs(1, 10, None, 60.0, [60.0]) == 10
+    assert balance_epochs(3, 10, 300.0, 290.0, [60.0, 50.0, 70.0]) == 3  # no time left
+    assert balance_epochs(1, 3, 1e6, 60.0, [60.0]) == 3  # never more than planned
+    lw = balance_weights(4, 5, 1.0, True)  # the last epoch that runs
+    assert (lw.seg, lw.dec) == pytest.approx((0.2, 0.8))
+
+
+def test_dilation_at_image_resolution_before_resizing():
+    from core.training.data import mask_targets, preprocess_mask
+
+    full = np.zeros((64, 64), bool)
+    full[20, 10:50] = True  # a 1-pixel scratch
+    at_image = TrainConfig(input_size=(32, 32), dilate=5, dist_weight=False, dilate_at="image")
+    at_input = at_image.replace(dilate_at="input")
+    m_img, _ = mask_targets(full, at_image)
+    want = downsample8(torch.from_numpy(
+        preprocess_mask(dilate_mask(full, 5), at_image).astype(np.float32)))
+    assert torch.allclose(m_img[0], want)
+    m_in, _ = mask_targets(full, at_input)
+    want_in = downsample8(torch.from_numpy(
+        dilate_mask(preprocess_mask(full, at_input), 5).astype(np.float32)))
+    assert torch.allclose(m_in[0], want_in)
+    # 5 image pixels are 2.5 input pixels: the band is thinner than 5 input pixels
+    assert float(m_img.sum()) < float(m_in.sum())
+
+
+def test_target_cell_i_is_centred_on_input_pixel_8i():
+    """The training target's convention: cell i averages input pixels 8i-8 .. 8i+8."""
+    for c in (16, 24, 40):
+        full = np.zeros((64, 64), np.float32)
+        full[c - 3:c + 4, c - 3:c + 4] = 1.0  # a 7x7 square centred on pixel (c, c)
+        t = downsample8(torch.from_numpy(full))
+        i = c // 8
+        assert int(t.argmax()) == i * 8 + i  # cell (i, i) of the 8x8 map
+        assert float(t[i, i - 1]) == pytest.approx(float(t[i, i + 1]))  # symmetric about i
+        assert float(t[i - 1, i]) == pytest.approx(float(t[i + 1, i]))
+
+
+@pytest.mark.parametrize("resize,shape", [("resize", (64, 64)), ("resize", (96, 128)),
+                                          ("resize", (32, 40)), ("pad", (40, 64))])
+def test_heatmap_cell_maps_back_to_the_pixel_it_stands_for(resize, shape):
+    """One hot cell (i, j) of the 1/8 map, mapped back to the image, is centred where input
+    pixel (8i, 8j) is: continuous image coordinate (8i + 0.5) * h / content height (pixel
+    index that minus 0.5); the old convention put it 3.5 input pixels further."""
+    from core.inference.predictor import heatmap_to_image
+    from core.training.data import fit_geometry
+
+    cfg = TrainConfig(input_size=(64, 64), resize=resize)
+    h, w = shape
+    cw, ch = fit_geometry((h, w), cfg)
+    ys, xs = np.mgrid[0:h, 0:w]
+    for i, j in ((2, 3), (4, 2)):
+        cell = np.zeros((8, 8), np.float32)
+        cell[i, j] = 1.0
+        back = heatmap_to_image(cell, cfg, (h, w))
+        want_y = (8 * i + 0.5) * h / ch - 0.5
+        want_x = (8 * j + 0.5) * w / cw - 0.5
+        gy, gx = (back * ys).sum() / back.sum(), (back * xs).sum() / back.sum()
+        assert abs(gy - want_y) < 0.05 * h / ch + 1e-3 and abs(gx - want_x) < 0.05 * w / cw + 1e-3, \
+            (gy, gx, want_y, want_x)

@@ -1,0 +1,88 @@
+"""The label-efficiency sweep: levels, the job end to end (real subprocess), cancelling."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.training.sweep import SweepError, list_sweeps, parse_levels, read_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_levels():
+    assert parse_levels("0,25%,50%,all", 8) == [0, 2, 4, 8]
+    assert parse_levels(" all , 0 , 3 ", 8) == [0, 3, 8]
+    assert parse_levels("1%", 8) == [1]  # a share above 0 keeps at least one mask
+    assert parse_levels("50%,4", 8) == [4]  # duplicates collapse
+
+
+@pytest.mark.parametrize("bad", ["", "  ", "-1", "abc", "nan%", "150%", "-5%", "9", "../x",
+                                 "1e999", "inf%", ",".join(str(i) for i in range(30))])
+def test_bad_levels_are_refused_with_a_message(bad):
+    with pytest.raises(SweepError):
+        parse_levels(bad, 8)
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env["OMP_NUM_THREADS"] = "2"
+    return env
+
+
+def test_sweep_job_end_to_end(demo_project_dir):
+    cmd = [sys.executable, "-m", "core.cli", "sweep", "--project", str(demo_project_dir),
+           "--pixel-labels", "0,all", "--epochs", "1", "--size", "32x32", "--threads", "2",
+           "--device", "cpu", "--sweep-id", "s1", "--events"]
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "sweep_started" and kinds[-1] == "sweep_finished"
+    assert kinds.count("started") == 2 and kinds.count("sweep_point") == 2
+    points = [e for e in events if e["event"] == "sweep_point"]
+    n_all = events[0]["n_masked"]
+    assert [p["n"] for p in points] == [0, n_all] and n_all > 0
+    assert all(0.0 <= p["ap"] <= 1.0 and p["train_s"] > 0 for p in points)
+    # the record, and two ordinary runs that used 0 and all masks on the same splits
+    record = read_sweep(demo_project_dir / "runs" / ".sweeps" / "s1")
+    assert record["state"] == "finished" and [p["n"] for p in record["points"]] == [0, n_all]
+    assert [s["id"] for s in list_sweeps(demo_project_dir)] == ["s1"]
+    for p in record["points"]:
+        cfg = json.loads((demo_project_dir / "runs" / p["run_id"] / "config.json").read_text())
+        assert cfg["pixel_labels"] == p["n"]
+        assert (demo_project_dir / "runs" / p["run_id"] / "scores.csv").is_file()
+    cfg0 = json.loads((demo_project_dir / "runs" / "s1-N0" / "config.json").read_text())
+    assert cfg0["dyn_balance"] is False  # N = 0: dynamic balancing off, as published
+    from core.project.runs import list_runs
+
+    assert {r.id for r in list_runs(demo_project_dir / "runs")} == {"s1-N0", f"s1-N{n_all}"}
+
+
+def test_sweep_refuses_bad_input(demo_project_dir, tmp_path):
+    cmd = [sys.executable, "-m", "core.cli", "sweep", "--project", str(demo_project_dir),
+           "--pixel-labels", "0,999", "--epochs", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "999" in out.stderr
+    assert not (demo_project_dir / "runs" / ".sweeps").exists()
+
+
+def test_sweep_cancel_records_the_state(demo_project_dir):
+    from core.errors import CancelledError
+    from core.training import TrainConfig
+    from core.training.sweep import run_sweep
+
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3  # a few steps into the first run
+
+    cfg = TrainConfig(model="mffpa", epochs=1, input_size=(32, 32), device="cpu")
+    with pytest.raises(CancelledError):
+        run_sweep(demo_project_dir, cfg, "0,all", sweep_id="c1", should_stop=stop)
+    assert read_sweep(demo_project_dir / "runs" / ".sweeps" / "c1")["state"] == "cancelled"
