@@ -162,7 +162,7 @@ def test_heatmap_cell_maps_back_to_the_pixel_it_stands_for(resize, shape):
     pixel (8i, 8j) is: continuous image coordinate (8i + 0.5) * h / content height (pixel
     index that minus 0.5); the old convention put it 3.5 input pixels further."""
     from core.inference.predictor import heatmap_to_image
-    from core.training.data import fit_geometry
+    from core.preprocess import fit_geometry
 
     cfg = TrainConfig(input_size=(64, 64), resize=resize)
     h, w = shape

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from core.errors import DataError
-from core.preprocess import fit_geometry, place, preprocess_array, to_channels  # noqa: F401
+from core.preprocess import place, preprocess_array
 from core.training.config import TrainConfig
 from core.training.losses import dilate_mask, seg_targets
 

@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from core.errors import CancelledError, TrainingError, UserError
-from core.project.runs import check_runs_writable, hold_run, release_run, require_run_id
+from core.errors import CancelledError, TrainingError
 from core.training.checkpoint import (
-    CHECKPOINT_FILE, CONFIG_FILE, build_run_model, load_torch, read_run_config, save_model_weights,
+    CHECKPOINT_FILE, build_run_model, load_torch, read_run_config, save_model_weights,
     save_torch,
 )
 from core.training.config import TrainConfig, TrainConfigError
@@ -32,13 +30,15 @@ from core.training.device import select_device
 from core.training.losses import (
     accumulated_loss, balance_epochs, balance_weights, decision_target, mixed_loss,
 )
+from core.training.runjob import (
+    check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
+)
 from core.training.sampling import EpochSampler
 
 EventSink = Callable[[dict], None]
 PROGRESS_INTERVAL_S = 0.25  # at most four progress events per second
 BEST_FILE = "best.pt"  # weights of the best validated epoch while the run is going
 DEFAULT_THRESHOLD = 0.5  # without validation images: where the decision logit changes sign
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class _RunFolder:
@@ -131,27 +131,11 @@ def train(project_root: str | Path, config: TrainConfig | None = None, *, run_id
     CancelledError when ``should_stop()`` turned true; each is also reported as an
     ``error`` or ``cancelled`` event.
     """
-    from core.project import Project
+    from core.training.runjob import run_training_job
 
-    folder = _RunFolder(on_event)  # no folder yet: early errors go to the sink only
-    try:
-        with Project.open(project_root, readonly=True) as project:
-            return _train(project, config, run_id, resume, folder, should_stop or (lambda: False))
-    except CancelledError:
-        raise
-    except UserError as e:
-        folder.emit("error", message=str(e), kind=type(e).__name__)
-        if folder.path is not None:
-            folder.status("failed", _last_epoch(folder.path), str(e))
-        raise
-    except Exception as e:
-        message = f"training failed unexpectedly: {type(e).__name__}: {e}"
-        folder.emit("error", message=message, kind="internal")
-        if folder.path is not None:
-            folder.status("failed", _last_epoch(folder.path), message)
-        raise
-    finally:
-        release_run(getattr(folder, "run_lock", None))
+    return run_training_job(
+        project_root, on_event, should_stop,
+        lambda project, folder, stop: _train(project, config, run_id, resume, folder, stop))
 
 
 def _last_epoch(run_dir: Path) -> int:
@@ -165,32 +149,13 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
            folder: _RunFolder, should_stop: Callable[[], bool]) -> str:
     runs_dir = Path(project.runs_dir)
     checkpoint: dict[str, Any] | None = None
-    check_runs_writable(runs_dir)  # a read-only project: a message before any work
     if resume:
-        if not run_id:
-            raise TrainConfigError("say which run to resume (--resume RUN)")
-        run_dir = runs_dir / require_run_id(run_id)  # never a folder outside runs/
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise TrainConfigError(f"there is no run {run_id!r} in {runs_dir} to resume")
-        if not (run_dir / CHECKPOINT_FILE).is_file():
-            raise TrainingError(f"run {run_id!r} has no checkpoint yet (it stopped before the first "
-                                "epoch ended); start a new run instead")
-        try:
-            state = json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("state")
-        except (OSError, ValueError, AttributeError):
-            state = None
-        if state == "finished":
-            raise TrainConfigError(f"run {run_id!r} has already finished; start a new run to train more")
-        folder.run_lock = hold_run(run_dir)  # a second resume of a live run is refused
+        run_dir = open_run_to_resume(runs_dir, run_id, folder)
         config = read_run_config(run_dir)
         checkpoint = load_torch(run_dir / CHECKPOINT_FILE, "cpu")
     else:
         config = config or TrainConfig()
-        if run_id is not None and not _RUN_ID.match(run_id):
-            raise TrainConfigError(f"bad run id {run_id!r}: use letters, digits, '.', '_' and '-'")
-        if run_id is not None and (runs_dir / run_id).exists():
-            raise TrainConfigError(f"a run named {run_id!r} already exists; choose another "
-                                   f"--run-id or continue it with --resume {run_id}")
+        check_new_run_id(runs_dir, run_id)
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -216,27 +181,16 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
     start_epoch, elapsed_before = 0, 0.0
 
     if checkpoint is not None:
-        try:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
+        def load(state: dict) -> None:
+            model.load_state_dict(state)
             sampler.load_state_dict(checkpoint["sampler"])
-            _set_rng_state(checkpoint["rng"])
-            start_epoch = int(checkpoint["epoch"])
-            elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
-            resumed_best = checkpoint.get("best")
-            resumed_balance = checkpoint.get("balance_epochs")
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise TrainingError(
-                f"cannot resume run {run_id!r}: its checkpoint does not fit the project's current "
-                f"training images or the model ({e}); start a new run instead") from None
+
+        start_epoch, elapsed_before = restore_checkpoint(checkpoint, run_id, load, optimizer)
+        resumed_best = checkpoint.get("best")
+        resumed_balance = checkpoint.get("balance_epochs")
     else:
-        run_id = run_id or _new_run_id(runs_dir, config.model)
-        run_dir = runs_dir / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
-        folder.run_lock = hold_run(run_dir)
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        _write_json(run_dir / CONFIG_FILE,
-                    {**config.to_dict(), "model_spec": model.spec(), "created": created})
+        run_id = create_run_folder(runs_dir, run_id, config.model,
+                                   {**config.to_dict(), "model_spec": model.spec()}, folder)
     folder.path = runs_dir / run_id
     folder.status("running", start_epoch)
 

@@ -25,8 +25,10 @@ import numpy as np
 
 from core.errors import ImportFormatError, MaskError
 
-from .base import check_coords, peek_text, ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, \
-    walk_files, walk_images
+from .base import (
+    ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, peek_text,
+    walk_files, walk_images,
+)
 
 NAME = "coco"
 EXPECTS = "a COCO JSON file with \"images\" and \"annotations\" (images beside it or in " \

@@ -16,7 +16,6 @@ import defusedxml.ElementTree as ET  # no entity bombs or external entities
 from pathlib import Path
 from typing import Iterator
 
-from defusedxml import DefusedXmlException
 
 from .base import ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, is_image, \
     walk_files
