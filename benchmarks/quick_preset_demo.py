@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             cpu, wall = _cpu_s() - c0, time.perf_counter() - w0
             m = evaluate_run(root, run_id, split="test", device="cpu")
             saved = json.loads((root / "runs" / run_id / "metrics.json").read_text())
+            used = json.loads((root / "runs" / run_id / "config.json").read_text())
             row = {"seed": seed, "run": run_id, "ap": m["ap_sklearn"], "ap_trapz": m["ap_trapz"],
                    "auc": m["auc"], "n_test": m["n"], "n_test_pos": m["n_pos"],
                    "epochs": saved.get("epochs"), "best_epoch": saved.get("best_epoch"),
-                   "input_size": cfg.to_dict()["input_size"], "cpu_s": round(cpu, 1),
+                   "input_size": used["input_size"], "cpu_s": round(cpu, 1),
                    "wall_s": round(wall, 1)}
             rows.append(row)
             print(f"seed {seed}: test AP {row['ap']:.4f} (trapz {row['ap_trapz']:.4f}) AUC "
