@@ -191,7 +191,8 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
     data = GoodImages(project, config)
     config = data.config
     device = select_device(config.device)
-    model = AnomalyNet(width=config.width, sigma=config.sigma, **config.switches()).to(device)
+    model = AnomalyNet(width=config.width, sigma=config.sigma, map_taps=config.map_taps,
+                       **config.switches()).to(device)
     model.train()
     params = [p for n, p in model.named_parameters() if not n.startswith("teacher.")]
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.5, 0.999))
