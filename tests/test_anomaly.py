@@ -332,3 +332,16 @@ def test_without_cache_room_the_teacher_runs_once_per_image_per_epoch(demo_proje
     train(demo_project_dir, tiny(cache_mb=0, val_every=0), run_id="nc", on_event=events.append)
     n = events[0]["n_train"]
     assert [e["teacher_runs"] for e in events if e["event"] == "epoch"] == [n, 2 * n]
+
+
+def test_runs_saved_before_map_taps_keep_their_map(tmp_path):
+    from core.anomaly.train import read_anomaly_config
+
+    old = AnomalyConfig().to_dict()
+    del old["map_taps"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert read_anomaly_config(tmp_path).map_taps == ("1/4", "1/8", "1/16")
+    assert AnomalyConfig().map_taps == ("1/8", "1/16")
+    (tmp_path / "config.json").write_text("[]")
+    with pytest.raises(ModelFileError):
+        read_anomaly_config(tmp_path)

@@ -72,7 +72,10 @@ def read_anomaly_config(run_dir: Path) -> AnomalyConfig:
 
     path = Path(run_dir) / CONFIG_FILE
     try:
-        return AnomalyConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):  # runs saved before map_taps existed summed all three taps
+            data.setdefault("map_taps", ["1/4", "1/8", "1/16"])
+        return AnomalyConfig.from_dict(data)
     except FileNotFoundError:
         raise ModelFileError(f"{path} not found: {run_dir} is not a training run folder") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, UserError) as e:
