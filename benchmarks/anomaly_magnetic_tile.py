@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="smoke run: 10 images per defect class + 70 OK, 64x64, 2 epochs")
     p.add_argument("--workdir", help="keep the project (and its runs) here")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--map-taps", default="1/8,1/16",
+                   help="teacher taps summed into the KD anomaly map (default 1/8,1/16, "
+                        "as AnomalyConfig)")
     p.add_argument("--reuse", action="store_true",
                    help="with --workdir: evaluate the finished KD runs already there instead of "
                         "training them again (training time then comes from their metrics.json)")
@@ -146,16 +149,18 @@ def run_padim(root: Path, size, x_test, device) -> tuple[np.ndarray, float, floa
     return maps, train_s, per_image
 
 
-def run_kd(root: Path, name: str, size, epochs, seed, threads, device, x_test, reuse=False):
+def run_kd(root: Path, name: str, size, epochs, seed, threads, device, x_test, reuse=False,
+           map_taps=("1/4", "1/8", "1/16")):
     from core.anomaly.config import AnomalyConfig
     from core.anomaly.predictor import AnomalyPredictor
     from core.anomaly.train import train
 
     cfg = AnomalyConfig(model=name, epochs=epochs, input_size=size, seed=seed, device=device,
-                        num_threads=threads, val_every=0)
+                        num_threads=threads, val_every=0, map_taps=map_taps)
     run_dir = root / "runs" / f"bench-{name}"
     if reuse and (run_dir / "model.pt").is_file():  # a finished run of an earlier call
         pred = AnomalyPredictor(run_dir, device=device, num_threads=threads)
+        pred.model.map_taps = cfg.map_taps  # the map is not part of the training
         maps, per_image = timed_maps(lambda b: pred.model(b.to(pred.device)), x_test)
         m = json.loads((run_dir / "metrics.json").read_text())
         return maps, float(m["elapsed_s"]), per_image, m.get("teacher_runs")
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 maps, train_s, per_image, teacher_runs = run_kd(
                     root, name, size, epochs, args.seed, args.threads, args.device, x_test,
-                    reuse=args.reuse)
+                    reuse=args.reuse, map_taps=tuple(args.map_taps.split(",")))
             m = metrics(maps, masks, labels)
             m["per_class_image_auroc"] = per_class_auroc(maps, labels, classes)
             row = {"method": name, **m, "train_s": round(train_s, 1),

@@ -118,6 +118,15 @@ def test_anomaly_map_is_zero_where_student_equals_teacher():
     assert out.shape == (1, 64, 48)
     assert float(net.to_score(net.raw_threshold)) == pytest.approx(0.5)
     assert "teacher.net._conv_stem.weight" not in net.student_state()
+    coarse = AnomalyNet(sspcab=False, simam=False, width=32, map_taps=("1/8", "1/16"),
+                        teacher=net.teacher)
+    coarse.load_student_state(net.student_state())
+    x = torch.rand(1, 3, 64, 64)
+    net.eval()
+    feats = net.teacher(x)
+    s = net.student(feats)
+    expected = disagreement(feats[1:], s[1:], (64, 64), net.sigma)
+    assert torch.allclose(coarse.eval()(x), expected, atol=1e-5)
 
 
 # -- training job ----------------------------------------------------------------------
@@ -242,6 +251,7 @@ def test_cli_trains_the_anomaly_model(demo_project_dir):
     {"input_size": [60, 64]}, {"input_size": [10**6, 64]}, {"input_size": "../64"},
     {"model": "mffpa"}, {"sspcab": "yes"}, {"ok_percentile": 101}, {"sigma": float("inf")},
     {"cache_mb": -1}, {"no_such_key": 1}, {"include_unlabeled": 1},
+    {"map_taps": []}, {"map_taps": ["1/2"]}, {"map_taps": "1/4"}, {"map_taps": ["1/8", "1/8"]},
 ])
 def test_bad_settings_are_refused_with_the_field_name(bad):
     with pytest.raises(TrainConfigError) as e:
@@ -250,7 +260,9 @@ def test_bad_settings_are_refused_with_the_field_name(bad):
 
 
 def test_config_roundtrip_switches_and_files(tmp_path):
-    c = AnomalyConfig.preset("quick", model="anomaly-sspcab", simam=True)
+    c = AnomalyConfig.preset("quick", model="anomaly-sspcab", simam=True,
+                             map_taps=["1/16", "1/8"])
+    assert c.map_taps == ("1/8", "1/16")
     assert AnomalyConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert c.switches() == {"sspcab": True, "simam": True}
     assert AnomalyConfig(model="anomaly-kd").switches() == {"sspcab": False, "simam": False}
@@ -320,3 +332,16 @@ def test_without_cache_room_the_teacher_runs_once_per_image_per_epoch(demo_proje
     train(demo_project_dir, tiny(cache_mb=0, val_every=0), run_id="nc", on_event=events.append)
     n = events[0]["n_train"]
     assert [e["teacher_runs"] for e in events if e["event"] == "epoch"] == [n, 2 * n]
+
+
+def test_runs_saved_before_map_taps_keep_their_map(tmp_path):
+    from core.anomaly.train import read_anomaly_config
+
+    old = AnomalyConfig().to_dict()
+    del old["map_taps"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert read_anomaly_config(tmp_path).map_taps == ("1/4", "1/8", "1/16")
+    assert AnomalyConfig().map_taps == ("1/8", "1/16")
+    (tmp_path / "config.json").write_text("[]")
+    with pytest.raises(ModelFileError):
+        read_anomaly_config(tmp_path)

@@ -24,6 +24,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
 }
 MODEL_NAMES = tuple(VARIANTS)
 PRESETS = ("quick", "thorough")
+MAP_TAPS = ("1/4", "1/8", "1/16")
 _EXTRA_KEYS = ("model_spec", "created")
 
 
@@ -43,6 +44,10 @@ class AnomalyConfig:
     sspcab_weight: float = 0.1  # weight of the SSPCAB reconstruction loss
     width: int = 256  # channels of the bottleneck embedding
     sigma: float = 4.0  # Gaussian smoothing of the anomaly map, in input pixels
+    # Teacher taps summed into the anomaly map (training always distils all three). The
+    # 1/4 term is left out by default: on the magnetic-tile validation split it added noise
+    # (docs/benchmarks.md, "Cold start").
+    map_taps: tuple[str, ...] = ("1/8", "1/16")
     include_unlabeled: bool = False  # also train on unlabeled train images (assumed good)
     ok_percentile: float = 99.0  # calibration: this percentile of OK validation scores -> 0.5
     cache_mb: int = 1024  # teacher features kept in memory up to this size
@@ -121,6 +126,7 @@ class AnomalyConfig:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         d["input_size"] = list(self.input_size)
+        d["map_taps"] = list(self.map_taps)
         return d
 
     def replace(self, **changes: Any) -> AnomalyConfig:
@@ -154,6 +160,11 @@ class AnomalyConfig:
         _check(_is_int(self.width) and 8 <= self.width <= 2048, "width",
                "an integer from 8 to 2048")
         _check(_is_num(self.sigma) and 0 <= self.sigma <= 64, "sigma", "a number from 0 to 64")
+        taps = self.map_taps
+        _check(isinstance(taps, (list, tuple)) and 1 <= len(taps) <= 3
+               and all(t in MAP_TAPS for t in taps) and len(set(taps)) == len(taps),
+               "map_taps", f"a list of distinct teacher taps out of {list(MAP_TAPS)}")
+        self.map_taps = tuple(t for t in MAP_TAPS if t in taps)
         _check(isinstance(self.include_unlabeled, bool), "include_unlabeled", "true or false")
         _check(_is_num(self.ok_percentile) and 50 <= self.ok_percentile <= 100, "ok_percentile",
                "a number from 50 to 100")

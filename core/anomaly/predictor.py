@@ -50,7 +50,8 @@ class AnomalyPredictor(Predictor):
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise ModelFileError(f"{path} is not a model state dict (names -> tensors)")
         c = self.config
-        self.model = AnomalyNet(width=c.width, sigma=c.sigma, **c.switches())
+        self.model = AnomalyNet(width=c.width, sigma=c.sigma, map_taps=c.map_taps,
+                                **c.switches())
         try:
             self.model.load_student_state(sd)
         except RuntimeError as e:

@@ -58,7 +58,10 @@ def read_anomaly_config(run_dir: Path) -> AnomalyConfig:
 
     path = Path(run_dir) / CONFIG_FILE
     try:
-        return AnomalyConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):  # runs saved before map_taps existed summed all three taps
+            data.setdefault("map_taps", ["1/4", "1/8", "1/16"])
+        return AnomalyConfig.from_dict(data)
     except FileNotFoundError:
         raise ModelFileError(f"{path} not found: {run_dir} is not a training run folder") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, UserError) as e:
@@ -159,7 +162,8 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
     data = GoodImages(project, config)
     config = data.config
     device = select_device(config.device)
-    model = AnomalyNet(width=config.width, sigma=config.sigma, **config.switches()).to(device)
+    model = AnomalyNet(width=config.width, sigma=config.sigma, map_taps=config.map_taps,
+                       **config.switches()).to(device)
     model.train()
     params = [p for n, p in model.named_parameters() if not n.startswith("teacher.")]
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.5, 0.999))

@@ -170,12 +170,18 @@ class AnomalyNet(nn.Module):
     min_input_size = 32
 
     def __init__(self, sspcab: bool = True, simam: bool = True, width: int = 256,
-                 sigma: float = 4.0, teacher: Teacher | None = None) -> None:
+                 sigma: float = 4.0, teacher: Teacher | None = None,
+                 map_taps: tuple[str, ...] | None = None) -> None:
         super().__init__()
         self.teacher = teacher if teacher is not None else Teacher()
         chans = self.teacher.channels
         self.switches = {"sspcab": bool(sspcab), "simam": bool(simam), "width": int(width)}
         self.sigma = float(sigma)
+        # taps whose disagreement makes up the anomaly map (the loss always uses all three)
+        self.map_taps = tuple(map_taps) if map_taps else self.teacher.taps
+        unknown = set(self.map_taps) - set(self.teacher.taps)
+        if unknown:
+            raise ValueError(f"unknown map taps {sorted(unknown)}; taps: {self.teacher.taps}")
         self.bottleneck = Bottleneck(chans, width, sspcab)
         self.decoder = Decoder(chans, width, simam)
         self.register_buffer("raw_threshold", torch.tensor(1.0))
@@ -207,7 +213,10 @@ class AnomalyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.teacher(x)
-        return disagreement(feats, self.student(feats), tuple(x.shape[-2:]), self.sigma)
+        keep = [self.teacher.taps.index(t) for t in self.map_taps]
+        student = self.student(feats)
+        return disagreement([feats[i] for i in keep], [student[i] for i in keep],
+                            tuple(x.shape[-2:]), self.sigma)
 
     def to_score(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw map values -> [0, 1): 1 - 2^(-raw / raw_threshold); the calibrated raw threshold
@@ -217,4 +226,5 @@ class AnomalyNet(nn.Module):
 
     def spec(self) -> dict:
         return {"name": "anomaly", "switches": dict(self.switches), "sigma": self.sigma,
+                "map_taps": list(self.map_taps),
                 "teacher": "efficientnet-lite0", "taps": list(self.teacher.taps)}
