@@ -214,7 +214,7 @@ class TrainConfig:
 
 # The presets. "quick": minutes on a 2-core CPU (tuned on the demo project, see
 # docs/benchmarks.md); "thorough": the papers' recipe at the data's own scale; the
-# paper presets carry the published settings of MixSup (../shared/docs/MODEL.md table:
+# paper presets carry the published settings of MixSup (Božič et al. 2021, docs/models.md:
 # input W x H, epochs, lr, delta, batch, p / W_max, dilation; dynamic balancing, which
 # auto_dyn_balance turns off when no training image has a mask, as published for N = 0).
 _PAPER = dict(model="mffpa", resize="resize", delta=1.0, batch=1, dyn_balance=True,
