@@ -75,6 +75,7 @@ class SweepView(QGroupBox):
         self.plot.showGrid(x=True, y=True, alpha=0.3)
         style_plot(self.plot)
         self.plot.setMinimumHeight(160)
+        self.plot.setMaximumHeight(240)  # the PR and ROC curves above keep the room
         green = SERIES["green"]
         self.curve = self.plot.plot([], [], pen=pg.mkPen(green, width=2), symbol="o",
                                     symbolSize=8, symbolBrush=green)

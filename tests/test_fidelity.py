@@ -177,3 +177,43 @@ def test_heatmap_cell_maps_back_to_the_pixel_it_stands_for(resize, shape):
         gy, gx = (back * ys).sum() / back.sum(), (back * xs).sum() / back.sum()
         assert abs(gy - want_y) < 0.05 * h / ch + 1e-3 and abs(gx - want_x) < 0.05 * w / cw + 1e-3, \
             (gy, gx, want_y, want_x)
+
+
+def test_best_epoch_rule():
+    from core.training.loop import better_epoch
+
+    assert better_epoch(0.5, 1.0, None)
+    best = {"epoch": 2, "ap": 0.8, "loss": 0.4}
+    assert better_epoch(0.81, 9.0, best)  # higher AP wins whatever the loss
+    assert not better_epoch(0.79, 0.1, best)
+    assert better_epoch(0.8, 0.3, best)  # a tie goes to the lower loss
+    assert not better_epoch(0.8, 0.4, best)  # a full tie keeps the earlier epoch
+
+
+def test_run_record_says_which_epoch_and_where_the_threshold_came_from(demo_project_dir):
+    from core.project import Project
+    from core.training import train
+
+    cfg = TrainConfig(model="mffpa", epochs=2, input_size=(32, 32), val_every=1, device="cpu",
+                      lr=0.01, seed=0)
+    events: list[dict] = []
+    run = train(demo_project_dir, cfg, run_id="kb", on_event=events.append)
+    m = json.loads((demo_project_dir / "runs" / run / "metrics.json").read_text())
+    val = [e for e in events if e["event"] == "validation"]
+    assert len(val) == 2
+    best = max(val, key=lambda e: (e["ap"], -e["loss"]))
+    assert m["selection"] == "best_val_ap" and m["best_epoch"] == best["epoch"]
+    assert m["split"] == "val" and m["ap"] == pytest.approx(best["ap"])
+    assert m["threshold_source"] == "val_best_f1"
+    thr = json.loads((demo_project_dir / "runs" / run / "threshold.json").read_text())
+    assert thr["source"] == "best_f1"
+    assert not (demo_project_dir / "runs" / run / "best.pt").exists()
+    # without a defective validation image the threshold is not taken from training images
+    with Project.open(demo_project_dir) as p:
+        for r in p.images(split="val", label="defective"):
+            p.set_split(r.id, "test")
+    run = train(demo_project_dir, cfg.replace(epochs=1), run_id="noval")
+    m = json.loads((demo_project_dir / "runs" / run / "metrics.json").read_text())
+    thr = json.loads((demo_project_dir / "runs" / run / "threshold.json").read_text())
+    assert m["selection"] == "last_epoch" and thr == {"threshold": 0.5, "source": "default"}
+    assert m["threshold_source"].startswith("default")

@@ -109,6 +109,16 @@ def score_samples(model: torch.nn.Module, data: TrainingData, samples: list[Samp
     return np.asarray(out, dtype=np.float64)
 
 
+def better_epoch(ap: float, loss: float, best: dict[str, Any] | None) -> bool:
+    """Whether a validated epoch beats the best so far: higher validation AP, or the same
+    AP with a lower validation loss (an earlier epoch wins a full tie)."""
+    if best is None:
+        return True
+    if ap > best["ap"] + 1e-12:
+        return True
+    return abs(ap - best["ap"]) <= 1e-12 and loss < best["loss"]
+
+
 def _both_classes(samples: list[Sample]) -> bool:
     labels = {s.label for s in samples}
     return labels == {0, 1}
@@ -325,8 +335,7 @@ class _Job:
         if not self.c.keep_best or m["ap_sklearn"] is None:
             return
         ap = float(m["ap_sklearn"])
-        b = self.best
-        if b is None or ap > b["ap"] + 1e-12 or (abs(ap - b["ap"]) <= 1e-12 and loss < b["loss"]):
+        if better_epoch(ap, loss, self.best):
             self.best = {"epoch": epoch, "ap": ap, "loss": loss}
             save_torch(self.folder.path / BEST_FILE,
                        {k: v.detach().cpu() for k, v in self.model.state_dict().items()})
