@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from core.anomaly.config import AnomalyConfig
-from core.errors import CancelledError, DataError, TrainingError, UserError
+from core.errors import DataError, TrainingError, UserError
 from core.models.anomaly import AnomalyNet, kd_loss
 from core.training.checkpoint import (
     CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, load_torch, save_torch,
@@ -34,6 +34,7 @@ from core.training.loop import (
     PROGRESS_INTERVAL_S, _is_oom, _rng_state, _RunFolder, _seed_everything, _write_json,
 )
 from core.training.runjob import (
+    cancel_run, save_checkpoint,
     check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
     run_training_job,
 )
@@ -271,21 +272,12 @@ class _Job:
                              raw_scores(self.model, self.data, ids, self.device))
 
     def _save_checkpoint(self, epochs_done: int) -> None:
-        path = self.folder.path / CHECKPOINT_FILE
-        save_torch(path, {"model": self.model.student_state(), "optimizer": self.opt.state_dict(),
-                          "epoch": epochs_done, "rng": _rng_state(), "elapsed_s": self.elapsed()})
-        self.folder.status("running", epochs_done)
-        self.folder.emit("checkpoint", epoch=epochs_done, path=str(path))
+        save_checkpoint(self.folder, {"model": self.model.student_state(),
+                                      "optimizer": self.opt.state_dict(), "rng": _rng_state(),
+                                      "elapsed_s": self.elapsed()}, epochs_done)
 
     def _cancel(self, epoch: int) -> None:
-        if (self.folder.path / CHECKPOINT_FILE).is_file():
-            hint = f"continue it with: defect-studio train --project DIR --resume {self.run_id}"
-        else:
-            hint = "it stopped before the first epoch ended, so there is nothing to resume"
-        message = f"training cancelled during epoch {epoch + 1}; {hint}"
-        self.folder.status("cancelled", epoch, message)
-        self.folder.emit("cancelled", run_id=self.run_id, epoch=epoch)
-        raise CancelledError(message)
+        cancel_run(self.folder, self.run_id, epoch)
 
     def finish(self, epochs_done: int) -> str:
         """Calibrate the score scale, write weights, metrics, threshold and the final status."""

@@ -21,15 +21,16 @@ import torch
 
 from core.detection.config import DetectorConfig
 from core.detection.data import DetSample, build_detection_data, load_sample, to_image_scale
-from core.errors import CancelledError, TrainingError, UserError
+from core.errors import TrainingError, UserError
 from core.training.checkpoint import (
-    CHECKPOINT_FILE, CONFIG_FILE, load_torch, save_model_weights, save_torch,
+    CHECKPOINT_FILE, CONFIG_FILE, load_torch, save_model_weights,
 )
 from core.training.device import select_device
 from core.training.loop import (
     PROGRESS_INTERVAL_S, _rng_state, _RunFolder, _seed_everything, _write_json,
 )
 from core.training.runjob import (
+    cancel_run, save_checkpoint,
     check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
     run_training_job,
 )
@@ -255,23 +256,13 @@ class _DetJob:
         return c.epochs
 
     def _save_checkpoint(self, epochs_done: int) -> None:
-        path = self.folder.path / CHECKPOINT_FILE
-        save_torch(path, {
+        save_checkpoint(self.folder, {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.opt.state_dict(), "epoch": epochs_done, "rng": _rng_state(),
-            "elapsed_s": self.elapsed()})
-        self.folder.status("running", epochs_done)
-        self.folder.emit("checkpoint", epoch=epochs_done, path=str(path))
+            "optimizer": self.opt.state_dict(), "rng": _rng_state(),
+            "elapsed_s": self.elapsed()}, epochs_done)
 
     def _cancel(self, epoch: int) -> None:
-        if (self.folder.path / CHECKPOINT_FILE).is_file():
-            hint = f"continue it with: defect-studio train --project DIR --resume {self.run_id}"
-        else:
-            hint = "it stopped before the first epoch ended, so there is nothing to resume"
-        message = f"training cancelled during epoch {epoch + 1}; {hint}"
-        self.folder.status("cancelled", epoch, message)
-        self.folder.emit("cancelled", run_id=self.run_id, epoch=epoch)
-        raise CancelledError(message)
+        cancel_run(self.folder, self.run_id, epoch)
 
     def finish(self, epochs_done: int) -> str:
         """Threshold (image-level best F1, else box-level best F1), weights, metrics."""

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from core.errors import CancelledError, TrainingError
+from core.errors import TrainingError
 from core.training.checkpoint import (
     CHECKPOINT_FILE, build_run_model, load_torch, read_run_config, save_model_weights,
     save_torch,
@@ -31,6 +31,7 @@ from core.training.losses import (
     accumulated_loss, balance_epochs, balance_weights, decision_target, mixed_loss,
 )
 from core.training.runjob import (
+    cancel_run, save_checkpoint,
     check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
 )
 from core.training.sampling import EpochSampler
@@ -387,30 +388,18 @@ class _Job:
         return m, float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
     def _save_checkpoint(self, epochs_done: int) -> None:
-        path = self.folder.path / CHECKPOINT_FILE
-        save_torch(path, {
+        save_checkpoint(self.folder, {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.opt.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "epoch": epochs_done,
             "best": dict(self.best) if self.best is not None else None,
             "balance_epochs": self.balance_epochs,
             "rng": _rng_state(),
             "elapsed_s": self.elapsed(),
-        })
-        self.folder.status("running", epochs_done)
-        self.folder.emit("checkpoint", epoch=epochs_done, path=str(path))
+        }, epochs_done)
 
     def _cancel(self, epoch: int) -> None:
-        """Stop now; the last epoch checkpoint (if any) stays, so the run can be resumed."""
-        if (self.folder.path / CHECKPOINT_FILE).is_file():
-            hint = f"continue it with: defect-studio train --project DIR --resume {self.run_id}"
-        else:
-            hint = "it stopped before the first epoch ended, so there is nothing to resume"
-        message = f"training cancelled during epoch {epoch + 1}; {hint}"
-        self.folder.status("cancelled", epoch, message)
-        self.folder.emit("cancelled", run_id=self.run_id, epoch=epoch)
-        raise CancelledError(message)
+        cancel_run(self.folder, self.run_id, epoch)
 
     def finish(self, epochs_done: int) -> str:
         """Keep the best validated epoch, choose the threshold on validation images, write

@@ -129,3 +129,26 @@ def restore_checkpoint(checkpoint: dict, run_id: str, load_model: Callable[[Any]
         raise TrainingError(
             f"cannot resume run {run_id!r}: its checkpoint does not fit the project's current "
             f"training images or the model ({e}); start a new run instead") from None
+
+
+def save_checkpoint(folder: Any, state: dict, epochs_done: int) -> None:
+    """Write the run's checkpoint (``state`` + epoch), then say so in status and events."""
+    from core.training.checkpoint import save_torch
+
+    path = folder.path / CHECKPOINT_FILE
+    save_torch(path, {**state, "epoch": epochs_done})
+    folder.status("running", epochs_done)
+    folder.emit("checkpoint", epoch=epochs_done, path=str(path))
+
+
+def cancel_run(folder: Any, run_id: str, epoch: int) -> None:
+    """Stop now (raises CancelledError); the last epoch checkpoint, if any, stays, so the
+    run can be resumed: the message says how."""
+    if (folder.path / CHECKPOINT_FILE).is_file():
+        hint = f"continue it with: defect-studio train --project DIR --resume {run_id}"
+    else:
+        hint = "it stopped before the first epoch ended, so there is nothing to resume"
+    message = f"training cancelled during epoch {epoch + 1}; {hint}"
+    folder.status("cancelled", epoch, message)
+    folder.emit("cancelled", run_id=run_id, epoch=epoch)
+    raise CancelledError(message)
