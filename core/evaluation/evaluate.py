@@ -97,8 +97,14 @@ def evaluate_run(
     device: str = "auto",
     batch_size: int = 8,
     progress: Callable[[int, int], Any] | None = None,
+    predictor_class: Any = None,
+    region_overlap: Any = None,
 ) -> dict[str, Any]:
     """Score the labelled images of ``split`` ("train", "val", "test" or "all") with a run.
+
+    Other model kinds reuse it: ``predictor_class`` (default: the segdec Predictor) loads
+    the run; ``region_overlap`` (e.g. core.anomaly.evaluate.RegionOverlap) collects each
+    image's mask and heatmap and adds its figure to ``pixel`` (AUPRO for anomaly runs).
 
     Ground truth: an image is defective when it is labelled defective or its mask
     has a defect pixel; unlabelled images without a mask are skipped. Returns
@@ -116,7 +122,7 @@ def evaluate_run(
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(EVAL_SPLITS)}")
     t0 = time.perf_counter()
     run_dir = resolve_run_dir(run_id, project_root)
-    predictor = Predictor(run_dir, device=device)
+    predictor = (predictor_class or Predictor)(run_dir, device=device)
 
     # Read-only: no lock, so this works while the GUI has the project open.
     with Project.open(project_root, readonly=True) as project:
@@ -165,6 +171,8 @@ def evaluate_run(
             pm, ph = _pixel_sample(mask, pred.heatmap, per_image, seed=rec.id)
             pix_masks.append(pm)
             pix_heats.append(ph)
+            if region_overlap is not None:
+                region_overlap.add(mask, pred.heatmap)
 
     if not scores:
         raise DataError(f"none of the {len(recs)} images could be scored; first error: "
@@ -176,11 +184,15 @@ def evaluate_run(
     if use_pixels:
         pixel = pixel_metrics(pix_masks, pix_heats)
         pixel["n_images"] = len(pix_masks)
+        if region_overlap is not None:
+            pixel.update(region_overlap.result())
         if pixel_skipped:
             pixel["skipped"] = pixel_skipped
     else:
         pixel = {"pixel_auroc": None, "pixel_ap": None, "n_pixels": 0, "n_images": 0,
                  "subsampled": False, "note": f"no image of the {split} split has a mask"}
+        if region_overlap is not None:
+            pixel.update({k: None for k in region_overlap.result_keys})
 
     result: dict[str, Any] = {
         "run_id": run_dir.name,
@@ -193,6 +205,7 @@ def evaluate_run(
         "ap_sklearn": m["ap_sklearn"],
         "ap_trapz": m["ap_trapz"],
         "auc": m["auc"],
+        **({"image_auroc": m["auc"]} if region_overlap is not None else {}),
         "run_threshold": run_thr,
         "best_f1": m["best_f1"],
         "pixel": pixel,
