@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.training.config import DEVICES, RESIZE_MODES, TrainConfigError, parse_size
+from core.training.config import (  # the same checks and messages as every training setting
+    DEVICES, RESIZE_MODES, TrainConfigError, _check, _is_int, _is_num, _size, parse_size,
+)
 
 # model name -> default switches
 VARIANTS: dict[str, dict[str, bool]] = {
@@ -179,25 +180,3 @@ class AnomalyConfig:
         W, H = self.input_size
         _check(W % 16 == 0 and H % 16 == 0 and min(W, H) >= 32, "input_size",
                "[width, height], multiples of 16 and at least 32 for the anomaly model")
-
-
-def _size(value: Any) -> tuple[int, int]:
-    if isinstance(value, str):
-        return parse_size(value)
-    ok = (isinstance(value, (list, tuple)) and len(value) == 2
-          and all(_is_int(v) and 8 <= v <= 8192 for v in value))
-    _check(ok, "input_size", "[width, height], each an integer between 8 and 8192")
-    return int(value[0]), int(value[1])
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check(ok: Any, key: str, allowed: str) -> None:
-    if not ok:
-        raise TrainConfigError(f"bad training setting {key!r}: must be {allowed}")

@@ -10,9 +10,7 @@ mapping are core.preprocess, the code training used.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,7 +18,7 @@ from core.deploy.package import (
     INPUT_NAME, OPENVINO_CONFIG, OUTPUT_NAMES, PackageError, PackageInfo, read_package,
 )
 from core.errors import UserError
-from core.inference.prediction import Prediction, check_threshold
+from core.inference.prediction import BatchScorer, Prediction, check_image_array, check_threshold
 from core.preprocess import heatmap_to_image, preprocess_array
 
 DEFAULT_CPU_THREADS = 4
@@ -98,7 +96,7 @@ def _first(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-class PackagePredictor:
+class PackagePredictor(BatchScorer):
     """An export package ready to score images (same interface as Predictor).
 
     Not thread-safe: one predictor per worker thread.
@@ -134,11 +132,7 @@ class PackagePredictor:
 
     # -- scoring ---------------------------------------------------------------------
     def _prepare(self, image: np.ndarray) -> np.ndarray:
-        img = np.asarray(image)
-        bad_channels = img.ndim == 3 and img.shape[2] not in (1, 3, 4)
-        if img.ndim not in (2, 3) or img.size == 0 or bad_channels:
-            raise UserError(f"cannot score an array of shape {img.shape}: expected HxW or HxWx3")
-        return preprocess_array(img, self.config)
+        return preprocess_array(check_image_array(image), self.config)
 
     def _run(self, batch: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Prediction]:
         scores, heat = self._backend(np.ascontiguousarray(np.stack(batch), dtype=np.float32))
@@ -149,55 +143,6 @@ class PackagePredictor:
             score = float(scores[i])
             out.append(Prediction(score=score, is_ng=score >= self._threshold, heatmap=h))
         return out
-
-    def predict(self, image: np.ndarray) -> Prediction:
-        """Score one image (HxW or HxWx3 array as core.io.images.read_image returns)."""
-        return self._run([self._prepare(image)], [np.asarray(image).shape[:2]])[0]
-
-    def predict_many(
-        self,
-        items: Iterable[Any],
-        batch_size: int = 8,
-        progress: Callable[[int, int], Any] | None = None,
-    ) -> Iterator[tuple[Any, Prediction | str]]:
-        """Score images or image paths; yields (item, Prediction) or (item, error message),
-        in input order, as Predictor.predict_many does (one bad file never stops a batch)."""
-        from core.io.images import read_image
-
-        if batch_size < 1:
-            raise UserError(f"batch size must be at least 1, got {batch_size}")
-        total = len(items) if hasattr(items, "__len__") else 0  # type: ignore[arg-type]
-        done = 0
-        pending: list[tuple[Any, np.ndarray | None, Any]] = []
-
-        def flush() -> Iterator[tuple[Any, Prediction | str]]:
-            nonlocal done
-            ready = [(x, s) for _, x, s in pending if x is not None]
-            preds: list[Prediction] = []
-            error: str | None = None
-            if ready:
-                try:
-                    preds = self._run([x for x, _ in ready], [s for _, s in ready])
-                except (RuntimeError, MemoryError) as e:
-                    error = f"prediction failed: {_first(e)}"
-            it = iter(preds)
-            for item, x, s in pending:
-                yield item, (s if x is None else (error if error is not None else next(it)))
-            done += len(pending)
-            pending.clear()
-            if progress is not None:
-                progress(done, total)
-
-        for item in items:
-            try:
-                img = read_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
-                pending.append((item, self._prepare(img), tuple(img.shape[:2])))
-            except (UserError, ValueError, OSError) as e:
-                pending.append((item, None, str(e)))
-            if len(pending) >= batch_size:
-                yield from flush()
-        if pending:
-            yield from flush()
 
 
 def load_package(package_dir: str | os.PathLike, num_threads: int | None = None

@@ -7,7 +7,10 @@ Used by the torch ``Predictor`` (core.inference.predictor) and by the deployed r
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,3 +40,91 @@ def check_threshold(value: float) -> float:
     if not (math.isfinite(v) and 0.0 <= v <= 1.0):
         raise UserError(f"a decision threshold must be between 0 and 1, got {value}")
     return v
+
+
+def check_image_array(image: Any) -> np.ndarray:
+    """``image`` as an array a predictor can score (HxW or HxWx1/3/4), or UserError."""
+    img = np.asarray(image)
+    bad_channels = img.ndim == 3 and img.shape[2] not in (1, 3, 4)
+    if img.ndim not in (2, 3) or img.size == 0 or bad_channels:
+        raise UserError(f"cannot score an array of shape {img.shape}: expected HxW or HxWx3")
+    return img
+
+
+class BatchScorer:
+    """``predict`` and ``predict_many`` for every predictor (torch, ONNX Runtime, OpenVINO).
+
+    A subclass provides ``_prepare(image) -> network input`` (one image, an array with a
+    ``shape``) and ``_run(inputs, shapes) -> list[Prediction]`` (one batch of equal-shaped
+    inputs and the images' own HxW).
+    """
+
+    def _prepare(self, image: np.ndarray) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _run(self, batch: list[Any], shapes: list[tuple[int, int]]) -> list[Prediction]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        """Score one image (HxW or HxWx3 array as core.io.images.read_image returns)."""
+        return self._run([self._prepare(image)], [np.asarray(image).shape[:2]])[0]
+
+    def predict_many(
+        self,
+        items: Iterable[Any],
+        batch_size: int = 8,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> Iterator[tuple[Any, Prediction | str]]:
+        """Score images or image paths; yields (item, Prediction) or (item, error message).
+
+        Items are arrays or paths (str / PathLike, read with core.io.images.read_image).
+        An unreadable image yields its error message instead of raising, so one bad
+        file never stops a batch. Results come in input order; at most ``batch_size``
+        images are in memory. progress(done, total) is called after every batch
+        (total is 0 when ``items`` has no length); it may raise (CancelledError) to
+        stop, or the caller simply stops iterating.
+        """
+        from core.io.images import read_image
+
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}")
+        total = len(items) if hasattr(items, "__len__") else 0  # type: ignore[arg-type]
+        done = 0
+        pending: list[tuple[Any, Any, Any]] = []  # (item, input or None, shape or error)
+
+        def flush() -> Iterator[tuple[Any, Prediction | str]]:
+            nonlocal done
+            ready = [(x, s) for _, x, s in pending if x is not None]
+            preds: list[Prediction] = []
+            error: str | None = None
+            if ready:
+                try:
+                    preds = self._run([x for x, _ in ready], [s for _, s in ready])
+                except (RuntimeError, MemoryError) as e:  # e.g. out of memory: per image
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    error = f"prediction failed: {first}"
+            it = iter(preds)
+            for item, x, s in pending:
+                yield item, (s if x is None else (error if error is not None else next(it)))
+            done += len(pending)
+            pending.clear()
+            if progress is not None:
+                progress(done, total)
+
+        for item in items:
+            try:
+                img = read_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
+                entry = (item, self._prepare(img), tuple(img.shape[:2]))
+            except (UserError, ValueError, OSError) as e:
+                entry = (item, None, str(e))
+            # a batch holds inputs of one shape only (all have the run's input size
+            # today; this keeps batching correct should that ever change)
+            if pending and entry[1] is not None:
+                first = next((x for _, x, _ in pending if x is not None), None)
+                if first is not None and tuple(first.shape) != tuple(entry[1].shape):
+                    yield from flush()
+            pending.append(entry)
+            if len(pending) >= batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +19,9 @@ from core.errors import ModelFileError, UserError
 
 # Prediction, DEFAULT_THRESHOLD and heatmap_to_image are torch-free and shared with the
 # deployed runtime (core.deploy); they are re-exported here.
-from core.inference.prediction import DEFAULT_THRESHOLD, Prediction  # noqa: E402,F401
+from core.inference.prediction import (  # noqa: E402,F401
+    DEFAULT_THRESHOLD, BatchScorer, Prediction, check_image_array,
+)
 from core.preprocess import heatmap_to_image  # noqa: E402,F401
 # CPU threads for inference unless told otherwise: enough for speed, few enough to
 # leave the GUI (and other jobs on a small machine) responsive.
@@ -44,7 +44,7 @@ def read_threshold(run_dir: Path) -> tuple[float | None, str]:
     return t, str(data.get("source", "best_f1"))
 
 
-class Predictor:
+class Predictor(BatchScorer):
     """A trained run ready to score images.
 
     ``Predictor(run_dir, device="auto")`` loads the run's config and weights (via
@@ -98,11 +98,7 @@ class Predictor:
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
         from core.training.data import preprocess_image
 
-        img = np.asarray(image)
-        bad_channels = img.ndim == 3 and img.shape[2] not in (1, 3, 4)
-        if img.ndim not in (2, 3) or img.size == 0 or bad_channels:
-            raise UserError(f"cannot score an array of shape {img.shape}: expected HxW or HxWx3")
-        return preprocess_image(img, self.config)
+        return preprocess_image(check_image_array(image), self.config)
 
     def _run(self, batch: list[torch.Tensor], shapes: list[tuple[int, int]]) -> list[Prediction]:
         x = torch.stack(batch).to(self.device)
@@ -116,74 +112,6 @@ class Predictor:
             score = float(scores[i])
             out.append(Prediction(score=score, is_ng=score >= self._threshold, heatmap=heat))
         return out
-
-    def predict(self, image: np.ndarray) -> Prediction:
-        """Score one image (HxW or HxWx3 array as core.io.images.read_image returns)."""
-        return self._run([self._prepare(image)], [np.asarray(image).shape[:2]])[0]
-
-    def predict_many(
-        self,
-        items: Iterable[Any],
-        batch_size: int = 8,
-        progress: Callable[[int, int], Any] | None = None,
-    ) -> Iterator[tuple[Any, Prediction | str]]:
-        """Score images or image paths; yields (item, Prediction) or (item, error message).
-
-        Items are arrays or paths (str / PathLike, read with core.io.images.read_image).
-        An unreadable image yields its error message instead of raising, so one bad
-        file never stops a batch. Results come in input order; at most ``batch_size``
-        images are in memory. progress(done, total) is called after every batch
-        (total is 0 when ``items`` has no length); it may raise (CancelledError) to
-        stop, or the caller simply stops iterating.
-        """
-        from core.io.images import read_image
-
-        if batch_size < 1:
-            raise UserError(f"batch size must be at least 1, got {batch_size}")
-        total = len(items) if hasattr(items, "__len__") else 0  # type: ignore[arg-type]
-        done = 0
-        # pending: (item, tensor or None, shape or error)
-        pending: list[tuple[Any, torch.Tensor | None, Any]] = []
-
-        def flush() -> Iterator[tuple[Any, Prediction | str]]:
-            nonlocal done
-            ready = [(t, s) for _, t, s in pending if t is not None]
-            preds: list[Prediction] = []
-            error: str | None = None
-            if ready:
-                try:
-                    preds = self._run([t for t, _ in ready], [s for _, s in ready])
-                except RuntimeError as e:  # e.g. out of memory: report it per image
-                    error = f"prediction failed: {e}"
-            it = iter(preds)
-            for item, t, s in pending:
-                if t is None:
-                    yield item, s
-                else:
-                    yield item, (error if error is not None else next(it))
-            done += len(pending)
-            pending.clear()
-            if progress is not None:
-                progress(done, total)
-
-        for item in items:
-            try:
-                img = read_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
-                tensor = self._prepare(img)
-                entry = (item, tensor, tuple(img.shape[:2]))
-            except (UserError, ValueError, OSError) as e:
-                entry = (item, None, str(e))
-            # a batch holds tensors of one shape only (they all have the run's input
-            # size today; this keeps batching correct should that ever change)
-            if pending and entry[1] is not None:
-                first = next((t for _, t, _ in pending if t is not None), None)
-                if first is not None and first.shape != entry[1].shape:
-                    yield from flush()
-            pending.append(entry)
-            if len(pending) >= batch_size:
-                yield from flush()
-        if pending:
-            yield from flush()
 
 
 def resolve_run_dir(run: str | os.PathLike, project_root: str | os.PathLike | None = None) -> Path:
