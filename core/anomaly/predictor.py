@@ -7,45 +7,24 @@ resolution, so ``heatmap >= threshold`` is a proposed defect mask.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from core.errors import ModelFileError
-from core.inference.predictor import (
-    DEFAULT_CPU_THREADS, DEFAULT_THRESHOLD, Prediction, Predictor, heatmap_to_image,
-    read_threshold,
-)
+from core.inference.predictor import Prediction, Predictor, heatmap_to_image
 
 
 class AnomalyPredictor(Predictor):
     """``AnomalyPredictor(run_dir, device="auto")``; predict / predict_many / threshold / run_id
     as Predictor."""
 
-    def __init__(self, run_dir: str | os.PathLike, device: str = "auto",
-                 num_threads: int | None = None):
+    def _load_model(self) -> None:
         from core.anomaly.train import read_anomaly_config
         from core.models.anomaly import AnomalyNet
         from core.training.checkpoint import MODEL_FILE, load_torch
-        from core.training.device import select_device
 
-        self.run_dir = Path(run_dir)
-        if not self.run_dir.is_dir():
-            raise ModelFileError(f"run folder not found: {self.run_dir}")
-        self.device = select_device(device)
-        if self.device.type == "cpu":
-            wanted = num_threads or min(DEFAULT_CPU_THREADS, os.cpu_count() or 1)
-            torch.set_num_threads(max(1, min(wanted, torch.get_num_threads())))
         self.config = read_anomaly_config(self.run_dir)
         path = self.run_dir / MODEL_FILE
-        if not path.is_file():
-            from core.project.runs import read_run
-
-            state = read_run(self.run_dir).state
-            raise ModelFileError(f"run '{self.run_dir.name}' has no trained model yet (its state "
-                                 f"is '{state}'): wait until it finishes, or pick a finished run")
         sd = load_torch(path, "cpu")
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise ModelFileError(f"{path} is not a model state dict (names -> tensors)")
@@ -56,10 +35,6 @@ class AnomalyPredictor(Predictor):
             self.model.load_student_state(sd)
         except RuntimeError as e:
             raise ModelFileError(f"{path} does not fit model {c.model!r}: {e}") from None
-        self.model.to(self.device).eval()
-        t, source = read_threshold(self.run_dir)
-        self.threshold_source = source if t is not None else "default"
-        self._threshold = DEFAULT_THRESHOLD if t is None else t
 
     def _run(self, batch: list[torch.Tensor], shapes: list[tuple[int, int]]) -> list[Prediction]:
         x = torch.stack(batch).to(self.device)

@@ -8,16 +8,13 @@ confidence (the highest where boxes overlap), at the image's resolution.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from core.errors import ModelFileError
-from core.inference.predictor import DEFAULT_CPU_THREADS, DEFAULT_THRESHOLD, Prediction, \
-    Predictor, read_threshold
+from core.inference.predictor import Prediction, Predictor
 
 MIN_BOX_SCORE = 0.05  # boxes below this confidence are not returned
 
@@ -60,28 +57,12 @@ def boxes_heatmap(boxes: list[DetectedBox], shape: tuple[int, int]) -> np.ndarra
 class DetectorPredictor(Predictor):
     """A trained detector run ready to score images (see Predictor)."""
 
-    def __init__(self, run_dir: str | os.PathLike, device: str = "auto",
-                 num_threads: int | None = None):
+    def _load_model(self) -> None:
         from core.detection.model import build_detector
         from core.detection.train import read_detector_config
         from core.training.checkpoint import MODEL_FILE, _check_state_dict, load_torch
-        from core.training.device import select_device
 
-        self.run_dir = Path(run_dir)
-        if not self.run_dir.is_dir():
-            raise ModelFileError(f"run folder not found: {self.run_dir}")
-        self.device = select_device(device)
-        if self.device.type == "cpu":
-            wanted = num_threads or min(DEFAULT_CPU_THREADS, os.cpu_count() or 1)
-            torch.set_num_threads(max(1, min(wanted, torch.get_num_threads())))
         path = self.run_dir / MODEL_FILE
-        if not path.is_file():
-            from core.project.runs import read_run
-
-            state = read_run(self.run_dir).state
-            raise ModelFileError(f"run '{self.run_dir.name}' has no trained model yet (its "
-                                 f"state is '{state}'): wait until it finishes, or pick a "
-                                 "finished run")
         self.config, self.classes = read_detector_config(self.run_dir)
         if not self.classes:
             raise ModelFileError(f"{self.run_dir} names no defect types in its config.json")
@@ -94,10 +75,6 @@ class DetectorPredictor(Predictor):
         except RuntimeError as e:
             raise ModelFileError(f"{path} does not fit the detector of this run: "
                                  f"{str(e).splitlines()[0]}") from None
-        self.model.to(self.device).eval()
-        t, source = read_threshold(self.run_dir)
-        self.threshold_source = source if t is not None else "default"
-        self._threshold = DEFAULT_THRESHOLD if t is None else t
 
     def _run(self, batch: list[torch.Tensor], shapes: list[tuple[int, int]]
              ) -> list[DetectionPrediction]:

@@ -55,7 +55,7 @@ class Predictor(BatchScorer):
 
     def __init__(self, run_dir: str | os.PathLike, device: str = "auto",
                  num_threads: int | None = None):
-        from core.training.checkpoint import MODEL_FILE, load_run_model
+        from core.training.checkpoint import MODEL_FILE
         from core.training.device import select_device
 
         self.run_dir = Path(run_dir)
@@ -72,11 +72,18 @@ class Predictor(BatchScorer):
             state = read_run(self.run_dir).state
             raise ModelFileError(f"run '{self.run_dir.name}' has no trained model yet (its state is "
                                  f"'{state}'): wait until it finishes, or pick a finished run")
-        self.model, self.config = load_run_model(self.run_dir, self.device)
-        self.model.eval()
+        self._load_model()
+        self.model.to(self.device).eval()
         t, source = read_threshold(self.run_dir)
         self.threshold_source = source if t is not None else "default"
         self._threshold = DEFAULT_THRESHOLD if t is None else t
+
+    def _load_model(self) -> None:
+        """Set ``self.model`` and ``self.config`` from the run folder (model kinds override
+        this; the checks before and the threshold after are shared)."""
+        from core.training.checkpoint import load_run_model
+
+        self.model, self.config = load_run_model(self.run_dir, self.device)
 
     @property
     def threshold(self) -> float:
