@@ -96,3 +96,32 @@ def isolated_qsettings(tmp_path):
                       str(tmp_path / "settings"))
     QApplication.setOrganizationName("DefectStudioTest")
     yield
+
+
+@pytest.fixture
+def label_window_on(qtbot):
+    """open(project_dir, size=(1000, 700)) -> a shown MainWindow on that project, Label page."""
+    from app.main_window import MainWindow
+
+    windows = []
+
+    def open_(project_dir, size=(1000, 700)):
+        win = MainWindow()
+        qtbot.addWidget(win)
+        win.resize(*size)
+        with qtbot.waitExposed(win):
+            win.show()
+        assert win.open_project(project_dir)
+        win.tabs.setCurrentWidget(win.label_page)
+        windows.append(win)
+        return win
+
+    yield open_
+    for win in windows:
+        win.close()
+
+
+@pytest.fixture
+def window(demo_project_dir, label_window_on):
+    """The main window on the demo project, Label page shown (the GUI tests' default)."""
+    return label_window_on(demo_project_dir)

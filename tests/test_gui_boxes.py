@@ -17,21 +17,11 @@ pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 
 
 @pytest.fixture
-def window(qtbot, demo_project_dir):
-    from app.main_window import MainWindow
-
+def window(demo_project_dir, label_window_on):
     with Project.open(demo_project_dir) as p:
         p.add_type("scratch")
         p.add_type("pit", hotkey="Alt+2")
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1100, 700)
-    with qtbot.waitExposed(win):
-        win.show()
-    assert win.open_project(demo_project_dir)
-    win.tabs.setCurrentWidget(win.label_page)
-    yield win
-    win.close()
+    return label_window_on(demo_project_dir, size=(1100, 700))
 
 
 def saved_boxes(project_dir, image_id):

@@ -16,21 +16,6 @@ from core.project import Project
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 
 
-@pytest.fixture
-def window(qtbot, demo_project_dir):
-    from app.main_window import MainWindow
-
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1000, 700)
-    with qtbot.waitExposed(win):
-        win.show()
-    assert win.open_project(demo_project_dir)
-    win.tabs.setCurrentWidget(win.label_page)
-    yield win
-    win.close()
-
-
 def _send(widget, kind, pos, button, buttons):
     ev = QMouseEvent(kind, QPointF(pos), widget.mapToGlobal(pos.toPoint()).toPointF(),
                      button, buttons, Qt.KeyboardModifier.NoModifier)

@@ -16,21 +16,6 @@ from test_gui_review import make_panel, predict
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 
 
-@pytest.fixture
-def window(qtbot, demo_project_dir):
-    from app.main_window import MainWindow
-
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1000, 700)
-    with qtbot.waitExposed(win):
-        win.show()
-    assert win.open_project(demo_project_dir)
-    win.tabs.setCurrentWidget(win.label_page)
-    yield win
-    win.close()
-
-
 def stored(project_dir, image_id):
     with Project.open(project_dir, readonly=True) as p:
         rec = p.image(image_id)
