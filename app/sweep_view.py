@@ -59,6 +59,7 @@ class SweepView(QGroupBox):
         self.epochs: int | None = None
         self.size: tuple[int, int] | None = None
         self.device = "auto"
+        self.low_priority = True  # the job runs niced, as training does (app.jobs)
         self.levels_edit = QLineEdit(DEFAULT_LEVELS)
         self.levels_edit.setToolTip("Mask counts to compare: counts (12), shares (25%) or 'all'. "
                                     "One quick-preset run per count, on the same splits")
@@ -130,7 +131,7 @@ class SweepView(QGroupBox):
             return
         self.points = []
         self._redraw()
-        job = TrainingJob(self)
+        job = TrainingJob(self, low_priority=self.low_priority)
         job.event.connect(self._on_event)
         job.ended.connect(self._on_ended)
         self.job = job

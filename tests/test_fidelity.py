@@ -191,8 +191,13 @@ def test_best_epoch_rule():
 
 
 def test_run_record_says_which_epoch_and_where_the_threshold_came_from(demo_project_dir):
+    from gui_support import shrink_train_split
+
     from core.project import Project
     from core.training import train
+
+    with Project.open(demo_project_dir) as p:
+        shrink_train_split(p)  # 6 steps per epoch
 
     cfg = TrainConfig(model="mffpa", epochs=2, input_size=(32, 32), val_every=1, device="cpu",
                       lr=0.01, seed=0)

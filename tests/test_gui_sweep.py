@@ -27,6 +27,7 @@ def test_sweep_runs_in_the_background_and_plots_ap_vs_masks(qtbot, project, dial
     view = page.sweep_view
     assert "No sweep yet" in view.status.text()
     view.epochs, view.size, view.device = 1, (32, 32), "cpu"
+    view.low_priority = False  # not niced: the test should not wait behind other jobs
     view.levels_edit.setText("0,all")
     with qtbot.waitSignal(view.sweep_ended, timeout=900_000) as blocker:
         qtbot.mouseClick(view.run_button, Qt.MouseButton.LeftButton)

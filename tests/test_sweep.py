@@ -35,6 +35,12 @@ def _env():
 
 
 def test_sweep_job_end_to_end(demo_project_dir):
+    from gui_support import shrink_train_split
+
+    from core.project import Project
+
+    with Project.open(demo_project_dir) as p:
+        shrink_train_split(p)  # 3 masked defective training images: short epochs
     cmd = [sys.executable, "-m", "core.cli", "sweep", "--project", str(demo_project_dir),
            "--pixel-labels", "0,all", "--epochs", "1", "--size", "32x32", "--threads", "2",
            "--device", "cpu", "--sweep-id", "s1", "--events"]
