@@ -199,7 +199,8 @@ def test_cancel_and_resume_give_the_uninterrupted_result(demo_project_dir):
     train(demo_project_dir, None, run_id="part", resume=True, on_event=resumed.append)
     a = [e["loss"] for e in full if e["event"] == "epoch"][-1]
     b = [e["loss"] for e in resumed if e["event"] == "epoch"][-1]
-    assert b == pytest.approx(a, rel=1e-5)
+    # teacher features are the same stored float16 values in both runs, from the first epoch on
+    assert b == pytest.approx(a, rel=1e-6)
     with pytest.raises(TrainConfigError, match="already finished"):
         train(demo_project_dir, None, run_id="part", resume=True)
 

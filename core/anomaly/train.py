@@ -120,9 +120,11 @@ class TeacherCache:
             feats = self.model.teacher(x)
             self.teacher_runs += len(missing)
             for k, i in enumerate(missing):
-                fresh[i] = [f[k] for f in feats]
-                if self.enabled:
+                if self.enabled:  # the student sees the stored (float16) features every
+                    # epoch, the first included: a resumed run then trains on the same numbers
                     self.store[i] = [f[k].to("cpu", torch.float16) for f in feats]
+                else:
+                    fresh[i] = [f[k] for f in feats]
         rows = [fresh[i] if i in fresh
                 else [t.to(self.device, torch.float32) for t in self.store[i]] for i in ids]
         return [torch.stack([r[s] for r in rows]) for s in range(len(rows[0]))]
