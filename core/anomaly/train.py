@@ -31,10 +31,10 @@ from core.training.checkpoint import (
 from core.training.config import TrainConfigError
 from core.training.device import select_device
 from core.training.loop import (
-    PROGRESS_INTERVAL_S, _is_oom, _rng_state, _RunFolder, _seed_everything, _write_json,
+    _is_oom, _rng_state, _RunFolder, _seed_everything, _write_json,
 )
 from core.training.runjob import (
-    cancel_run, save_checkpoint,
+    StepProgress, cancel_run, save_checkpoint,
     check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
     run_training_job,
 )
@@ -211,7 +211,7 @@ class _Job:
     def fit(self, start_epoch: int) -> int:
         c, ids = self.c, self.data.train
         steps = math.ceil(len(ids) / c.batch)
-        done_here, last_emit, epoch_times = 0, 0.0, []
+        progress, epoch_times = StepProgress(self.folder, c.epochs, self.elapsed), []
         for epoch in range(start_epoch, c.epochs):
             t_epoch = time.monotonic()
             order = torch.randperm(len(ids)).tolist()  # torch's seeded generator: resumable
@@ -224,17 +224,10 @@ class _Job:
                 sums["loss"] += kd + c.sspcab_weight * ss
                 sums["kd"] += kd
                 sums["ss"] += ss
-                done_here += 1
-                now = time.monotonic()
-                if now - last_emit >= PROGRESS_INTERVAL_S or step + 1 == steps:
-                    last_emit = now
-                    rate = (now - self.t0) / done_here
-                    remaining = c.epochs * steps - (epoch * steps + step + 1)
-                    n = step + 1
-                    self.folder.emit(
-                        "progress", epoch=epoch + 1, epochs=c.epochs, step=n, steps=steps,
-                        loss=sums["loss"] / n, loss_seg=sums["kd"] / n, loss_dec=sums["ss"] / n,
-                        eta_s=round(rate * remaining, 1), elapsed_s=round(self.elapsed(), 1))
+                n = step + 1
+                progress.step(epoch, step, steps, c.epochs * steps - (epoch * steps + n),
+                              loss=sums["loss"] / n, loss_seg=sums["kd"] / n,
+                              loss_dec=sums["ss"] / n)
             self.folder.emit("epoch", epoch=epoch + 1, loss=sums["loss"] / steps,
                              loss_seg=sums["kd"] / steps, loss_dec=sums["ss"] / steps,
                              w_seg=1.0, w_dec=c.sspcab_weight, teacher_runs=self.cache.teacher_runs)

@@ -27,10 +27,10 @@ from core.training.checkpoint import (
 )
 from core.training.device import select_device
 from core.training.loop import (
-    PROGRESS_INTERVAL_S, _rng_state, _RunFolder, _seed_everything, _write_json,
+    _rng_state, _RunFolder, _seed_everything, _write_json,
 )
 from core.training.runjob import (
-    cancel_run, save_checkpoint,
+    StepProgress, cancel_run, save_checkpoint,
     check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
     run_training_job,
 )
@@ -192,7 +192,7 @@ class _DetJob:
         steps = math.ceil(n / c.batch_size)
         self.model.train()
         freeze_backbone_norm(self.model)
-        done_here, last_emit, epoch_times = 0, 0.0, []
+        progress, epoch_times = StepProgress(self.folder, c.epochs, self.elapsed), []
         for epoch in range(start_epoch, c.epochs):
             t_epoch = time.monotonic()
             gen = torch.Generator().manual_seed(c.seed * 1000 + epoch)  # same order on resume
@@ -226,17 +226,10 @@ class _DetJob:
                                      + losses["loss_rpn_box_reg"].detach())
                 sums["roi"] += float(losses["loss_classifier"].detach()
                                      + losses["loss_box_reg"].detach())
-                done_here += 1
-                now = time.monotonic()
-                if now - last_emit >= PROGRESS_INTERVAL_S or step + 1 == steps:
-                    last_emit = now
-                    rate = (now - self.t0) / done_here
-                    remaining = c.epochs * steps - (epoch * steps + step + 1)
-                    k = step + 1
-                    self.folder.emit(
-                        "progress", epoch=epoch + 1, epochs=c.epochs, step=k, steps=steps,
-                        loss=sums["loss"] / k, loss_seg=sums["rpn"] / k, loss_dec=sums["roi"] / k,
-                        eta_s=round(rate * remaining, 1), elapsed_s=round(self.elapsed(), 1))
+                k = step + 1
+                progress.step(epoch, step, steps, c.epochs * steps - (epoch * steps + k),
+                              loss=sums["loss"] / k, loss_seg=sums["rpn"] / k,
+                              loss_dec=sums["roi"] / k)
             self.folder.emit("epoch", epoch=epoch + 1, loss=sums["loss"] / steps,
                              loss_seg=sums["rpn"] / steps, loss_dec=sums["roi"] / steps,
                              loss_rpn=sums["rpn"] / steps, loss_roi=sums["roi"] / steps,

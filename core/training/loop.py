@@ -31,7 +31,7 @@ from core.training.losses import (
     accumulated_loss, balance_epochs, balance_weights, decision_target, mixed_loss,
 )
 from core.training.runjob import (
-    cancel_run, save_checkpoint,
+    StepProgress, cancel_run, save_checkpoint,
     check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
 )
 from core.training.sampling import EpochSampler
@@ -273,7 +273,7 @@ class _Job:
         c = self.c
         steps = self.sampler.epoch_length
         total_steps = c.epochs * steps
-        done_here, last_emit, epoch_times = 0, 0.0, []
+        progress, epoch_times = StepProgress(self.folder, c.epochs, self.elapsed), []
         for epoch in range(start_epoch, c.epochs):
             t_epoch = time.monotonic()
             # The balancing weight runs over the epochs that will actually run: all of them,
@@ -293,17 +293,10 @@ class _Job:
                     sums["n_seg"] += 1
                 if (step + 1) % c.batch == 0 or step + 1 == len(order):
                     self._optimizer_step()
-                done_here += 1
-                now = time.monotonic()
-                if now - last_emit >= PROGRESS_INTERVAL_S or step + 1 == len(order):
-                    last_emit = now
-                    rate = (now - self.t0) / done_here
-                    remaining = total_steps - (epoch * steps + step + 1)
-                    self.folder.emit(
-                        "progress", epoch=epoch + 1, epochs=c.epochs, step=step + 1, steps=len(order),
-                        loss=sums["loss"] / (step + 1), loss_seg=sums["seg"] / max(1, sums["n_seg"]),
-                        loss_dec=sums["dec"] / (step + 1), eta_s=round(rate * remaining, 1),
-                        elapsed_s=round(self.elapsed(), 1))
+                progress.step(epoch, step, len(order), total_steps - (epoch * steps + step + 1),
+                              loss=sums["loss"] / (step + 1),
+                              loss_seg=sums["seg"] / max(1, sums["n_seg"]),
+                              loss_dec=sums["dec"] / (step + 1))
             n = len(order)
             self.folder.emit("epoch", epoch=epoch + 1, loss=sums["loss"] / n,
                              loss_seg=sums["seg"] / max(1, sums["n_seg"]), loss_dec=sums["dec"] / n,

@@ -152,3 +152,30 @@ def cancel_run(folder: Any, run_id: str, epoch: int) -> None:
     folder.status("cancelled", epoch, message)
     folder.emit("cancelled", run_id=run_id, epoch=epoch)
     raise CancelledError(message)
+
+
+class StepProgress:
+    """The ``progress`` events of a training job: at most one per PROGRESS_INTERVAL_S (and
+    always at an epoch's last step), with an ETA from the steps done in this process."""
+
+    def __init__(self, folder: Any, epochs: int, elapsed: Callable[[], float]) -> None:
+        import time
+
+        self.folder, self.epochs, self.elapsed = folder, epochs, elapsed
+        self._clock = time.monotonic
+        self.t0, self.done, self.last = self._clock(), 0, 0.0
+
+    def step(self, epoch: int, step: int, steps: int, remaining: int, *, loss: float,
+             loss_seg: float, loss_dec: float) -> None:
+        """One finished step (``epoch``, ``step`` 0-based); ``remaining`` steps in the run."""
+        from core.training.loop import PROGRESS_INTERVAL_S
+
+        self.done += 1
+        now = self._clock()
+        if now - self.last < PROGRESS_INTERVAL_S and step + 1 != steps:
+            return
+        self.last = now
+        rate = (now - self.t0) / self.done
+        self.folder.emit("progress", epoch=epoch + 1, epochs=self.epochs, step=step + 1,
+                         steps=steps, loss=loss, loss_seg=loss_seg, loss_dec=loss_dec,
+                         eta_s=round(rate * remaining, 1), elapsed_s=round(self.elapsed(), 1))
