@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=50, help="epochs per run, every run (default 50)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate of every run (0.01)")
     p.add_argument("--ns", default="0,10%,25%,50%,all",
-                   help="numbers of defective training images with masks (counts, shares, all)")
+                   help="numbers of defective training images with masks (counts, shares, all), "
+                        "run in this order")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default 2)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -59,7 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="use only this many images of each defect class (and 7x as many OK "
                         "ones), a seeded sample: a reduced run")
     p.add_argument("--workdir", help="keep the project here instead of a temporary folder")
-    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a TrainConfig field of every run (JSON value), e.g. "
+                        "cpu_bf16=true")
+    p.add_argument("--json", help="also write the results to this JSON file (rewritten after "
+                                  "every run, so a stopped benchmark keeps what finished)")
     return p.parse_args(argv)
 
 
@@ -95,15 +100,18 @@ def build_project(root: Path, data: Path, *, seed: int):
 
 
 def n_values(text: str, n_train_masked: int) -> list[int]:
+    """The mask counts of --ns in the order given ("all,0" trains all masks first)."""
     from core.training.sweep import parse_levels
 
-    return parse_levels(text, n_train_masked)
+    levels = [parse_levels(item, n_train_masked)[0] for item in text.split(",") if item.strip()]
+    return list(dict.fromkeys(levels))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
+    from benchmarks.common import parse_overrides
     from core.evaluation import evaluate_run
     from core.project import Project
     from core.training import TrainConfig, train
@@ -119,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         epochs, max_side = 2, 64
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    overrides = parse_overrides(args.set)
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="mt-bench-"))
     root = work / "project"
@@ -141,14 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{runs} runs: models {models}, N {ns} of {n_masked} masked ({n_def} defective) "
               f"training images, {shown.reason}, {epochs} epochs each, lr {args.lr}", flush=True)
         rows = []
-        for model in models:
-            for n in ns:
+        # N outer, models inner: a stopped run has both models for every N it reached.
+        for n in ns:
+            for model in models:
                 # The same recipe for both models; dynamic balancing turns itself off for N = 0.
-                cfg = TrainConfig(
-                    model=model, epochs=epochs, input_size=size, max_side=max_side, lr=args.lr,
-                    delta=1.0, batch=1, dyn_balance=True, p=2.0, w_max=3.0, dilate=7,
-                    pixel_labels=n, seed=args.seed, device=args.device, val_every=0,
-                    keep_best=False, num_threads=args.threads)
+                cfg = TrainConfig(**{
+                    **dict(model=model, epochs=epochs, input_size=size, max_side=max_side,
+                           lr=args.lr, delta=1.0, batch=1, dyn_balance=True, p=2.0, w_max=3.0,
+                           dilate=7, pixel_labels=n, seed=args.seed, device=args.device,
+                           val_every=0, keep_best=False, num_threads=args.threads),
+                    **overrides})
                 t = time.perf_counter()
                 run_id = train(root, cfg, run_id=f"{model.replace('+', '-')}-N{n}")
                 train_s = time.perf_counter() - t
@@ -164,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                              "n_test_pos": r["n_pos"]})
                 print(f"  {model:10s} N={n:<4d} AP {r['ap_sklearn']:.4f}  AUC {r['auc']:.4f}  "
                       f"{train_s:.0f}s", flush=True)
+                if args.json:
+                    Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows},
+                                                          indent=2))
         print_table(rows, rows[0]["input_size"] if rows else size, counts)
-        if args.json:
-            Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import sys
 import tempfile
@@ -24,18 +23,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,15 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
+    from benchmarks.common import cpu_seconds, parse_overrides
     from core.demo import DEMO_DEFAULTS, generate_demo_project
     from core.evaluation import evaluate_run
     from core.training import TrainConfig, train
 
     torch.set_num_threads(args.threads)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = _value(value.strip())
+    overrides = parse_overrides(args.set)
     work = None
     if args.project:
         root = Path(args.project)
@@ -78,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
             cfg = TrainConfig.preset(args.preset, **{"seed": seed, "num_threads": args.threads,
                                                      "device": "cpu", **overrides})
-            c0, w0 = _cpu_s(), time.perf_counter()
+            c0, w0 = cpu_seconds(), time.perf_counter()
             run_id = train(root, cfg)
-            cpu, wall = _cpu_s() - c0, time.perf_counter() - w0
+            cpu, wall = cpu_seconds() - c0, time.perf_counter() - w0
             m = evaluate_run(root, run_id, split="test", device="cpu")
             saved = json.loads((root / "runs" / run_id / "metrics.json").read_text())
             used = json.loads((root / "runs" / run_id / "config.json").read_text())

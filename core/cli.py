@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine)")
     s.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random flips / 90-degree turns of the training images")
+    s.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction, default=None,
+                   dest="cpu_bf16",
+                   help="bfloat16 training forward pass on a CPU with native bf16 (the quick "
+                        "preset's default; validation and inference stay float32)")
     s.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     s.add_argument("--run-id", dest="run_id", help="name of the new run (default: time stamp)")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
@@ -151,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="image- and pixel-level metrics of a run on a split")
     s.add_argument("--project", required=True)
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", help="run id (default: the active run, else the newest finished one)")
     s.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     s.add_argument("--json", action="store_true")
 

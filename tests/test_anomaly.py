@@ -286,6 +286,9 @@ def test_config_roundtrip_switches_and_files(tmp_path):
     args.pixel_labels = 3  # a mixed-supervision option
     with pytest.raises(TrainConfigError, match="does not apply to the anomaly model"):
         AnomalyConfig.from_args(args)
+    args.pixel_labels, args.cpu_bf16 = None, True  # a segdec-only option
+    with pytest.raises(TrainConfigError, match="--cpu-bf16 does not apply"):
+        AnomalyConfig.from_args(args)
 
 
 def test_kind_registration():

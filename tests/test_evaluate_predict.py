@@ -266,6 +266,37 @@ def test_evaluate_cli_json_and_unknown_run(trained_project, capsys):
     assert main(["evaluate", "--project", str(trained_project), "--run", "nope"]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "tiny" in err  # names the runs there are
+    for bad in ("../tiny", "/etc/passwd", ""):
+        assert main(["evaluate", "--project", str(trained_project), "--run", bad]) == 2
+        assert "run" in capsys.readouterr().err
+
+
+def test_evaluate_without_run_takes_the_active_else_the_newest_finished(trained_project, tmp_path,
+                                                                       capsys):
+    import shutil as _shutil
+
+    from core.cli import main
+    from core.project import Project
+
+    root = tmp_path / "p"
+    _shutil.copytree(trained_project, root, ignore=_shutil.ignore_patterns("project.lock"))
+    with Project.open(root) as p:
+        p.set_active_run(None)
+    # a newer run that did not finish is not taken
+    _shutil.copytree(root / "runs" / "tiny", root / "runs" / "zz-broken")
+    (root / "runs" / "zz-broken" / "status.json").write_text('{"state": "failed", "epoch": 0}')
+    assert main(["evaluate", "--project", str(root), "--split", "val", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["run_id"] == "tiny"
+    assert "newest finished run tiny" in captured.err
+    with Project.open(root) as p:
+        p.set_active_run("zz-broken")
+    main(["evaluate", "--project", str(root), "--split", "val", "--json"])
+    assert "active run zz-broken" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    Project.create(empty).close()
+    assert main(["evaluate", "--project", str(empty)]) == 2
+    assert "no finished run" in capsys.readouterr().err
 
 
 def test_predict_cli_over_a_folder_with_a_corrupt_file(trained_project, tmp_path):

@@ -222,3 +222,43 @@ def test_run_record_says_which_epoch_and_where_the_threshold_came_from(demo_proj
     thr = json.loads((demo_project_dir / "runs" / run / "threshold.json").read_text())
     assert m["selection"] == "last_epoch" and thr == {"threshold": 0.5, "source": "default"}
     assert m["threshold_source"].startswith("default")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_trains_in_bfloat16_and_validates_in_float32(demo_project_dir, monkeypatch, native):
+    """cpu_bf16: the training forward pass runs under bf16 autocast when the CPU has native
+    bf16 (else float32, with a note); validation and the threshold always see float32."""
+    from gui_support import shrink_train_split
+
+    import core.training.loop as loop
+    from core.project import Project
+    from core.training import train
+
+    with Project.open(demo_project_dir) as p:
+        shrink_train_split(p)
+    monkeypatch.setattr(loop, "cpu_bf16_supported", lambda: native)
+    seen: list[tuple[bool, torch.dtype]] = []  # (training?, dtype of the first conv's output)
+    build = loop.build_run_model
+
+    def spying_build(config):
+        model = build(config)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda mod, inp, out: seen.append((mod.training, out.dtype)))
+        return model
+
+    monkeypatch.setattr(loop, "build_run_model", spying_build)
+    cfg = TrainConfig(model="mffpa", epochs=1, input_size=(32, 32), val_every=1, device="cpu",
+                      seed=0, cpu_bf16=True)
+    events: list[dict] = []
+    run = train(demo_project_dir, cfg, run_id="bf", on_event=events.append)
+    train_dtypes = {d for training, d in seen if training}
+    eval_dtypes = {d for training, d in seen if not training}
+    want = torch.bfloat16 if native else torch.float32
+    assert train_dtypes == {want} and eval_dtypes == {torch.float32}
+    m = json.loads((demo_project_dir / "runs" / run / "metrics.json").read_text())
+    started = next(e for e in events if e["event"] == "started")
+    label = "bfloat16 autocast" if native else "float32"
+    assert m["train_precision"] == started["precision"] == label
+    assert any("no native bf16" in n for n in started["notes"]) is (not native)
+    with pytest.raises(Exception, match="cpu_bf16"):
+        TrainConfig(cpu_bf16="yes")

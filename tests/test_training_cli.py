@@ -89,3 +89,9 @@ def test_single_options_override_the_preset():
     # what the options leave alone comes from the preset
     quick = config_from_args(build_parser().parse_args(["train", "--project", "P", "--preset", "quick"]))
     assert quick.augment is True and quick.epochs == cfg.epochs
+    assert quick.cpu_bf16 is True and cfg.cpu_bf16 is True  # the quick preset's measured default
+    off = config_from_args(build_parser().parse_args(
+        ["train", "--project", "P", "--preset", "quick", "--no-cpu-bf16"]))
+    assert off.cpu_bf16 is False
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--project", "P", "--cpu-bf16=yes"])

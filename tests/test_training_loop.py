@@ -153,4 +153,10 @@ def test_pixel_label_choice_leaves_image_level_defects(demo_project_dir):
                 assert float(mask.max()) > 0
         none = build_training_data(p, tiny(pixel_labels=0))
         assert not any(s.pixel for s in none.train if s.label == 1)
+        # nested: with one seed, more masks add to the smaller choice (a sweep's curve then
+        # adds masks instead of swapping them)
+        chosen = [{s.image_id for s in build_training_data(p, tiny(pixel_labels=k, seed=4)).train
+                   if s.label == 1 and s.pixel} for k in (1, 2, 3)]
+        assert [len(c) for c in chosen] == [1, 2, 3]
+        assert chosen[0] < chosen[1] < chosen[2]
         assert np.all([s.pixel for s in none.train if s.label == 0])

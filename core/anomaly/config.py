@@ -94,9 +94,10 @@ class AnomalyConfig:
     def from_args(cls, args: Any) -> AnomalyConfig:
         """From the `train` command's arguments: --preset, then --config FILE, then options.
         Options of mixed-supervision training that mean nothing here (--pixel-labels,
-        --augment) are an error rather than silently ignored."""
+        --augment, --cpu-bf16) are an error rather than silently ignored."""
         for opt, value in (("--pixel-labels", getattr(args, "pixel_labels", None)),
-                           ("--augment", getattr(args, "augment", None))):
+                           ("--augment", getattr(args, "augment", None)),
+                           ("--cpu-bf16", getattr(args, "cpu_bf16", None))):
             if value is not None:
                 raise TrainConfigError(f"{opt} does not apply to the anomaly model "
                                        "(it trains on good images only)")

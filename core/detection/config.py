@@ -96,9 +96,11 @@ class DetectorConfig:
             "input_size": parse_size(args.size) if getattr(args, "size", None) else None,
         }
         data.update({k: v for k, v in overrides.items() if v is not None})
-        if getattr(args, "pixel_labels", None) is not None:
-            raise TrainConfigError("--pixel-labels applies to segmentation models, not to the "
-                                   "box detector")
+        for opt, value in (("--pixel-labels", getattr(args, "pixel_labels", None)),
+                           ("--cpu-bf16", getattr(args, "cpu_bf16", None))):
+            if value is not None:
+                raise TrainConfigError(f"{opt} applies to segmentation models, not to the "
+                                       "box detector")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

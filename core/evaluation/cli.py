@@ -53,13 +53,34 @@ def format_summary(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def default_run(project_root: str) -> str:
+    """The run `evaluate` takes without --run: the active run, else the newest finished
+    one (said on stderr); UserError when there is none."""
+    from core.errors import UserError
+    from core.project import Project
+
+    with Project.open(project_root, readonly=True) as p:
+        active = p.active_run()
+        finished = [r.id for r in p.runs() if r.state == "finished"]
+    if active:
+        print(f"evaluating the active run {active}", file=sys.stderr)
+        return active
+    if not finished:
+        raise UserError(f"{project_root} has no finished run: train one first, or name one "
+                        "with --run")
+    print(f"evaluating the newest finished run {finished[-1]} (no active run set)",
+          file=sys.stderr)
+    return finished[-1]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate --run on --split of --project; prints JSON (--json) or a summary."""
     from core.evaluation import evaluate_run
     from core.evaluation.evaluate import without_curves
     from core.inference.cli import progress_printer
 
-    result = evaluate_run(args.project, args.run, args.split, progress=progress_printer())
+    run_id = args.run if args.run is not None else default_run(args.project)
+    result = evaluate_run(args.project, run_id, args.split, progress=progress_printer())
     if args.json:
         print(json.dumps(without_curves(result), indent=2))
     else:

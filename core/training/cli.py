@@ -39,6 +39,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "model": args.model, "epochs": args.epochs, "pixel_labels": args.pixel_labels,
         "device": args.device, "seed": args.seed, "lr": getattr(args, "lr", None),
         "num_threads": getattr(args, "threads", None), "augment": getattr(args, "augment", None),
+        "cpu_bf16": getattr(args, "cpu_bf16", None),
         "input_size": parse_size(args.size) if args.size else None,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
@@ -100,7 +101,8 @@ class _HumanPrinter:
             resumed = f", resuming after epoch {e['start_epoch']}" if e.get("start_epoch") else ""
             self._say(f"run {e['run_id']}: {e['config']['model']} on {e['device']}, "
                       f"{e['n_train']} training / {e['n_val']} validation images, "
-                      f"{e['epochs']} epochs{resumed}")
+                      f"{e['epochs']} epochs{resumed}"
+                      + (f", {e['precision']}" if e.get("precision", "float32") != "float32" else ""))
             size = e["config"].get("input_size")
             if size and not any(str(n).startswith("input ") for n in e.get("notes") or []):
                 self._say(f"input {size[0]}x{size[1]}: as set")

@@ -181,9 +181,11 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
     if config.pixel_labels is None:
         chosen = set(masked)
     else:
-        rng = np.random.default_rng(config.seed)
+        # The first k of one seeded order: with the same seed a smaller N keeps a subset of
+        # a larger N's masks, so a label-efficiency sweep adds masks instead of swapping them.
+        order = np.random.default_rng(config.seed).permutation(sorted(masked))
         k = min(config.pixel_labels, len(masked))
-        chosen = set(int(i) for i in rng.choice(sorted(masked), size=k, replace=False)) if k else set()
+        chosen = set(int(i) for i in order[:k])
         if config.pixel_labels > len(masked):
             notes.append(f"pixel_labels={config.pixel_labels} but only {len(masked)} defective "
                          "training images have masks: using all of them")

@@ -35,3 +35,12 @@ def select_device(name: str = "auto") -> torch.device:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def cpu_bf16_supported() -> bool:
+    """True when this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX).
+    Without it bf16 autocast is emulated and slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False

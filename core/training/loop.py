@@ -26,7 +26,7 @@ from core.training.checkpoint import (
 )
 from core.training.config import TrainConfig, TrainConfigError
 from core.training.data import Sample, TrainingData, build_training_data
-from core.training.device import select_device
+from core.training.device import cpu_bf16_supported, select_device
 from core.training.losses import (
     accumulated_loss, balance_epochs, balance_weights, decision_target, mixed_loss,
 )
@@ -205,11 +205,16 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
     folder.path = runs_dir / run_id
     folder.status("running", start_epoch)
 
+    precision, notes = _precision(config, device, use_amp), list(data.notes)
+    if config.cpu_bf16 and device.type == "cpu" and precision == "float32":
+        notes.append("bf16 was asked for, but this CPU has no native bf16: training in float32")
     folder.emit("started", run_id=run_id, device=str(device), config=config.to_dict(),
                 n_train=len(data.train), n_val=len(data.val), epochs=config.epochs,
-                start_epoch=start_epoch, notes=data.notes)
+                start_epoch=start_epoch, notes=notes, precision=precision)
     job = _Job(config, data, model, optimizer, scaler, sampler, device, folder, should_stop,
                run_id, elapsed_before)
+    job.autocast = {"float16 autocast": torch.float16,
+                    "bfloat16 autocast": torch.bfloat16}.get(precision)
     if checkpoint is not None:
         if isinstance(resumed_best, dict) and (folder.path / BEST_FILE).is_file():
             job.best = dict(resumed_best)
@@ -224,6 +229,15 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
             f"out of memory on {device} at input size {W}x{H}: choose a smaller input size "
             "(--size), or train on the CPU (--device cpu)") from None
     return job.finish(epochs_done)
+
+
+def _precision(config: TrainConfig, device: torch.device, use_amp: bool) -> str:
+    """The training forward pass's arithmetic (validation and inference are float32)."""
+    if use_amp:
+        return "float16 autocast"
+    if config.cpu_bf16 and device.type == "cpu" and cpu_bf16_supported():
+        return "bfloat16 autocast"
+    return "float32"
 
 
 def _augment(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor | None
@@ -264,6 +278,7 @@ class _Job:
         self.budget_note = ""  # set when max_minutes ends training early
         self.balance_epochs = config.epochs  # the epochs the balancing weight runs over
         self.best: dict[str, Any] | None = None  # {"epoch", "ap", "loss"} of best.pt
+        self.autocast: torch.dtype | None = None  # the forward pass's autocast dtype
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.t0
@@ -344,8 +359,10 @@ class _Job:
             x = x.contiguous(memory_format=torch.channels_last)
         if mask is not None:
             mask, weights = mask.to(self.device), weights.to(self.device)
-        with torch.autocast(self.device.type, enabled=self.scaler is not None):
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
+                            enabled=self.autocast is not None):
             seg, dec = self.model(x)
+        seg, dec = seg.float(), dec.float()  # the loss in float32
         target = decision_target(label, mask, self.c.dec_target)
         terms = mixed_loss(seg[0], dec[0], label=target, mask=mask, weights=weights, lw=lw)
         if not torch.isfinite(terms.total):
@@ -428,6 +445,9 @@ class _Job:
             "threshold_source": "val_best_f1" if source == "best_f1" else "default (0.5): "
                                 "no validation split with OK and defective images",
             "balance_epochs": self.balance_epochs,
+            # the training forward pass's arithmetic; validation and threshold were float32
+            "train_precision": {torch.bfloat16: "bfloat16 autocast",
+                                torch.float16: "float16 autocast"}.get(self.autocast, "float32"),
         }
         save_model_weights(run_dir, self.model)
         best_path.unlink(missing_ok=True)
