@@ -221,3 +221,20 @@ def test_cancel_then_resume_and_no_boxes_is_a_data_error(tmp_path, demo_project_
     with pytest.raises(DataError, match="draw boxes"):
         train(demo_project_dir, cfg, on_event=errors.append)
     assert errors[-1]["event"] == "error"
+
+
+@pytest.mark.parametrize("option", ["pixel_labels", "cpu_bf16"])
+def test_detector_refuses_segmentation_only_options(option):
+    import argparse
+
+    from core.detection.config import DetectorConfig
+    from core.training.config import TrainConfigError
+
+    args = argparse.Namespace(model="relational", preset=None, config=None, epochs=None,
+                              size=None, device=None, seed=None, lr=None, threads=None,
+                              augment=None, pixel_labels=None, cpu_bf16=None)
+    assert DetectorConfig.from_args(args).model == "relational"
+    setattr(args, option, 3 if option == "pixel_labels" else True)
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(TrainConfigError, match=f"{flag} applies to segmentation models"):
+        DetectorConfig.from_args(args)

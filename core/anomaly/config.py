@@ -15,6 +15,7 @@ from typing import Any
 
 from core.training.config import (  # the same checks and messages as every training setting
     DEVICES, RESIZE_MODES, TrainConfigError, _check, _is_int, _is_num, _size, parse_size,
+    refuse_options,
 )
 
 # model name -> default switches
@@ -95,12 +96,8 @@ class AnomalyConfig:
         """From the `train` command's arguments: --preset, then --config FILE, then options.
         Options of mixed-supervision training that mean nothing here (--pixel-labels,
         --augment, --cpu-bf16) are an error rather than silently ignored."""
-        for opt, value in (("--pixel-labels", getattr(args, "pixel_labels", None)),
-                           ("--augment", getattr(args, "augment", None)),
-                           ("--cpu-bf16", getattr(args, "cpu_bf16", None))):
-            if value is not None:
-                raise TrainConfigError(f"{opt} does not apply to the anomaly model "
-                                       "(it trains on good images only)")
+        refuse_options(args, ("--pixel-labels", "--augment", "--cpu-bf16"),
+                       "does not apply to the anomaly model (it trains on good images only)")
         data: dict[str, Any] = {}
         if getattr(args, "preset", None):
             data.update(cls.preset(args.preset).to_dict())

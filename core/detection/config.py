@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.training.config import (
-    DEVICES, TrainConfigError, _check, _is_int, _is_num, _size, parse_size,
+    DEVICES, TrainConfigError, _check, _is_int, _is_num, _size, parse_size, refuse_options,
 )
 
 DETECTOR_MODELS = ("detector", "relational")
@@ -96,11 +96,8 @@ class DetectorConfig:
             "input_size": parse_size(args.size) if getattr(args, "size", None) else None,
         }
         data.update({k: v for k, v in overrides.items() if v is not None})
-        for opt, value in (("--pixel-labels", getattr(args, "pixel_labels", None)),
-                           ("--cpu-bf16", getattr(args, "cpu_bf16", None))):
-            if value is not None:
-                raise TrainConfigError(f"{opt} applies to segmentation models, not to the "
-                                       "box detector")
+        refuse_options(args, ("--pixel-labels", "--cpu-bf16"),
+                       "applies to segmentation models, not to the box detector")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -252,6 +252,15 @@ PRESET_SETTINGS: dict[str, dict[str, Any]] = {
 assert tuple(PRESET_SETTINGS) == PRESETS
 
 
+def refuse_options(args: Any, options: tuple[str, ...], why: str) -> None:
+    """TrainConfigError "--OPTION <why>" for the first of ``options`` (``--pixel-labels``...)
+    that the `train` command line set: an option another model kind ignores is an error,
+    not silently dropped."""
+    for opt in options:
+        if getattr(args, opt.lstrip("-").replace("-", "_"), None) is not None:
+            raise TrainConfigError(f"{opt} {why}")
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """Parse "WxH" (or a single number for a square) into (W, H) (core.units.parse_size)."""
     from core.units import parse_size as _parse

@@ -213,8 +213,7 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
                 start_epoch=start_epoch, notes=notes, precision=precision)
     job = _Job(config, data, model, optimizer, scaler, sampler, device, folder, should_stop,
                run_id, elapsed_before)
-    job.autocast = {"float16 autocast": torch.float16,
-                    "bfloat16 autocast": torch.bfloat16}.get(precision)
+    job.precision = precision
     if checkpoint is not None:
         if isinstance(resumed_best, dict) and (folder.path / BEST_FILE).is_file():
             job.best = dict(resumed_best)
@@ -229,6 +228,11 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
             f"out of memory on {device} at input size {W}x{H}: choose a smaller input size "
             "(--size), or train on the CPU (--device cpu)") from None
     return job.finish(epochs_done)
+
+
+# The training forward pass's precision (as recorded) -> its autocast dtype.
+_AUTOCAST = {"float32": None, "float16 autocast": torch.float16,
+             "bfloat16 autocast": torch.bfloat16}
 
 
 def _precision(config: TrainConfig, device: torch.device, use_amp: bool) -> str:
@@ -278,7 +282,7 @@ class _Job:
         self.budget_note = ""  # set when max_minutes ends training early
         self.balance_epochs = config.epochs  # the epochs the balancing weight runs over
         self.best: dict[str, Any] | None = None  # {"epoch", "ap", "loss"} of best.pt
-        self.autocast: torch.dtype | None = None  # the forward pass's autocast dtype
+        self.precision = "float32"  # the forward pass's precision (a key of _AUTOCAST)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.t0
@@ -359,8 +363,9 @@ class _Job:
             x = x.contiguous(memory_format=torch.channels_last)
         if mask is not None:
             mask, weights = mask.to(self.device), weights.to(self.device)
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
-                            enabled=self.autocast is not None):
+        dtype = _AUTOCAST[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
             seg, dec = self.model(x)
         seg, dec = seg.float(), dec.float()  # the loss in float32
         target = decision_target(label, mask, self.c.dec_target)
@@ -446,8 +451,7 @@ class _Job:
                                 "no validation split with OK and defective images",
             "balance_epochs": self.balance_epochs,
             # the training forward pass's arithmetic; validation and threshold were float32
-            "train_precision": {torch.bfloat16: "bfloat16 autocast",
-                                torch.float16: "float16 autocast"}.get(self.autocast, "float32"),
+            "train_precision": self.precision,
         }
         save_model_weights(run_dir, self.model)
         best_path.unlink(missing_ok=True)
