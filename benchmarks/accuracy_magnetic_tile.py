@@ -10,7 +10,7 @@ are image-labelled only). The comparison is fair: both models get the same recip
 (learning rate, delta, loss weights, dilation, input size) and complete the same
 number of epochs (no time cap); the input size comes from the data (median image size,
 aspect kept, long side capped by --max-side). Every run is evaluated on the test split
-with core.evaluation; the script prints a table (AP both ways, AUC, epochs, training
+with defect_studio.evaluation; the script prints a table (AP both ways, AUC, epochs, training
 time) and writes nothing outside its temporary folder unless --json is given.
 
     python benchmarks/accuracy_magnetic_tile.py                    # 50 epochs: GPU or CPU-hours
@@ -86,8 +86,8 @@ def subset_tree(data: Path, dst: Path, *, per_class: int, seed: int) -> Path:
 
 def build_project(root: Path, data: Path, *, seed: int):
     """Import magnetic-tile by reference and split it (stratified, seeded)."""
-    from core.io.importers import import_dataset
-    from core.project import Project
+    from defect_studio.io.importers import import_dataset
+    from defect_studio.project import Project
 
     project = Project.create(root)
     report = import_dataset(data, project, fmt="pairs", copy=False)
@@ -101,7 +101,7 @@ def build_project(root: Path, data: Path, *, seed: int):
 
 def n_values(text: str, n_train_masked: int) -> list[int]:
     """The mask counts of --ns in the order given ("all,0" trains all masks first)."""
-    from core.training.sweep import parse_levels
+    from defect_studio.training.sweep import parse_levels
 
     levels = [parse_levels(item, n_train_masked)[0] for item in text.split(",") if item.strip()]
     return list(dict.fromkeys(levels))
@@ -112,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.common import parse_overrides
-    from core.evaluation import evaluate_run
-    from core.project import Project
-    from core.training import TrainConfig, train
-    from core.training.config import parse_size
+    from defect_studio.evaluation import evaluate_run
+    from defect_studio.project import Project
+    from defect_studio.training import TrainConfig, train
+    from defect_studio.kinds.segdec.config import parse_size
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         with Project.open(root, readonly=True) as p:
             n_def = len(p.images(split="train", label="defective"))
             n_masked = len(p.images(split="train", label="defective", has_mask=True))
-            from core.training.sizing import choose_input_size
+            from defect_studio.training.sizing import choose_input_size
 
             shown = choose_input_size(p, TrainConfig(input_size=size, max_side=max_side))
         ns = n_values(args.ns, n_masked)

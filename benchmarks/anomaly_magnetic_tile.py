@@ -67,9 +67,9 @@ def test_set(root: Path, size: tuple[int, int]):
     """Test images [N, C, H, W], masks [N, H, W] (bool) and labels, at the input size."""
     import torch
 
-    from core.anomaly.config import AnomalyConfig
-    from core.project import Project
-    from core.training.data import preprocess_image, preprocess_mask
+    from defect_studio.kinds.anomaly.config import AnomalyConfig
+    from defect_studio.project import Project
+    from defect_studio.kinds.segdec.data import preprocess_image, preprocess_mask
 
     with Project.open(root, readonly=True) as p:
         recs = [r for r in p.images(split="test") if r.label in ("ok", "defective")]
@@ -104,8 +104,8 @@ def per_class_auroc(maps: np.ndarray, labels: np.ndarray, classes: np.ndarray) -
 def metrics(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    from core.anomaly.aupro import aupro
-    from core.evaluation.metrics import pixel_metrics
+    from defect_studio.kinds.anomaly.aupro import aupro
+    from defect_studio.evaluation.metrics import pixel_metrics
 
     scores = maps.reshape(len(maps), -1).max(1)
     pix = pixel_metrics(list(masks), list(maps))
@@ -130,11 +130,11 @@ def timed_maps(fn, x) -> tuple[np.ndarray, float]:
 def run_padim(root: Path, size, x_test, device) -> tuple[np.ndarray, float, float]:
     import torch
 
-    from core.anomaly.baseline import PaDiM
-    from core.anomaly.config import AnomalyConfig
-    from core.anomaly.train import GoodImages
-    from core.models.teacher import Teacher
-    from core.project import Project
+    from defect_studio.kinds.anomaly.baseline import PaDiM
+    from defect_studio.kinds.anomaly.config import AnomalyConfig
+    from defect_studio.kinds.anomaly.train import GoodImages
+    from defect_studio.kinds.anomaly.teacher import Teacher
+    from defect_studio.project import Project
 
     t = time.perf_counter()
     with Project.open(root, readonly=True) as p:
@@ -151,9 +151,9 @@ def run_padim(root: Path, size, x_test, device) -> tuple[np.ndarray, float, floa
 
 def run_kd(root: Path, name: str, size, epochs, seed, threads, device, x_test, reuse=False,
            map_taps=("1/4", "1/8", "1/16")):
-    from core.anomaly.config import AnomalyConfig
-    from core.anomaly.predictor import AnomalyPredictor
-    from core.anomaly.train import train
+    from defect_studio.kinds.anomaly.config import AnomalyConfig
+    from defect_studio.kinds.anomaly.predictor import AnomalyPredictor
+    from defect_studio.kinds.anomaly.train import train
 
     cfg = AnomalyConfig(model=name, epochs=epochs, input_size=size, seed=seed, device=device,
                         num_threads=threads, val_every=0, map_taps=map_taps)
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from core.project import Project
-    from core.training.config import parse_size
+    from defect_studio.project import Project
+    from defect_studio.kinds.segdec.config import parse_size
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)

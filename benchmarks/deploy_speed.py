@@ -32,8 +32,8 @@ import numpy as np
 def _make_run(root: Path, model: str, size: str, channels: int, resize: str) -> Path:
     import torch
 
-    from core.training.checkpoint import build_run_model, save_model_weights
-    from core.training.config import TrainConfig, parse_size
+    from defect_studio.training.checkpoint import build_run_model, save_model_weights
+    from defect_studio.kinds.segdec.config import TrainConfig, parse_size
 
     run = root / "runs" / f"bench-{model}"
     run.mkdir(parents=True)
@@ -46,7 +46,7 @@ def _make_run(root: Path, model: str, size: str, channels: int, resize: str) -> 
 
 
 def _images(args: argparse.Namespace, channels: int) -> list[np.ndarray]:
-    from core.io.images import is_image_file, read_image
+    from defect_studio.io.images import is_image_file, read_image
 
     if args.images:
         files = sorted(p for p in Path(args.images).rglob("*") if is_image_file(p))[:args.count]
@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from core.deploy.export import convert_package, export_model
-    from core.deploy.runtime import load_package
-    from core.inference.predictor import Predictor
+    from defect_studio.deploy.export import convert_package, export_model
+    from defect_studio.deploy.runtime import load_package
+    from defect_studio.kinds.segdec.predictor import Predictor
 
     torch.set_num_threads(args.threads)
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]

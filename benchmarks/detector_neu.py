@@ -71,8 +71,8 @@ def prepare_project(args: argparse.Namespace) -> Path:
     """The NEU-DET project (imported once, by reference) with the subsets pinned."""
     import numpy as np
 
-    from core.io.importers import import_dataset
-    from core.project import Project
+    from defect_studio.io.importers import import_dataset
+    from defect_studio.project import Project
 
     if not Path(args.data).is_dir():
         raise SystemExit(f"NEU-DET not found at {args.data}; give --data")
@@ -96,9 +96,9 @@ def prepare_project(args: argparse.Namespace) -> Path:
 
 
 def run_variant(root: Path, name: str, args: argparse.Namespace) -> dict:
-    from core.detection.config import DetectorConfig
-    from core.detection.evaluate import evaluate_detector
-    from core.detection.train import train
+    from defect_studio.kinds.detector.config import DetectorConfig
+    from defect_studio.kinds.detector.evaluate import evaluate_detector
+    from defect_studio.kinds.detector.train import train
 
     cfg = DetectorConfig.from_dict({
         **VARIANTS[name], "epochs": args.epochs, "input_size": [args.size, args.size],

@@ -77,8 +77,8 @@ def prepare_project(root: Path, count: int, size: int) -> None:
     """Demo project + one small finished run to predict with (made before measuring)."""
     import torch
 
-    from core.demo import generate_demo_project
-    from core.training import TrainConfig, train
+    from defect_studio.demo import generate_demo_project
+    from defect_studio.training import TrainConfig, train
 
     torch.set_num_threads(2)
     project = generate_demo_project(root, count=count, size=(size, size), seed=0, defect_rate=0.2)
@@ -86,7 +86,7 @@ def prepare_project(root: Path, count: int, size: int) -> None:
     cfg = TrainConfig.preset("quick", epochs=1, input_size=(size, size),
                            device="cpu", num_threads=2)
     run_id = train(root, cfg, run_id="bench-base")
-    from core.project import Project
+    from defect_studio.project import Project
 
     with Project.open(root) as p:
         p.set_active_run(run_id)
@@ -95,7 +95,7 @@ def prepare_project(root: Path, count: int, size: int) -> None:
 def build_window(project):
     """(window, train_page, review_page): the main window if available, else the two pages."""
     try:
-        from app.main_window import MainWindow
+        from defect_studio.app.shell.window import MainWindow
 
         win = MainWindow()
         win.set_project(project)
@@ -104,11 +104,11 @@ def build_window(project):
         print(f"main window unavailable ({e}); measuring the pages alone", file=sys.stderr)
     from PySide6.QtWidgets import QTabWidget
 
-    from app.review_panel import ReviewPanel
-    from app.training_panel import TrainingPanel
+    from defect_studio.app.review.page import ReviewPage
+    from defect_studio.app.train.page import TrainPage
 
     tabs = QTabWidget()
-    train_page, review_page = TrainingPanel(), ReviewPanel()
+    train_page, review_page = TrainPage(), ReviewPage()
     tabs.addTab(train_page, "Train")
     tabs.addTab(review_page, "Review")
     train_page.set_project(project)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from core.project import Project
+    from defect_studio.project import Project
 
     app = QApplication.instance() or QApplication(["gui_stall"])
     project = Project.open(root)

@@ -1,7 +1,7 @@
 """Test AP of a preset on the demo project, over several seeds, with its training cost.
 
 Generates the default demo project (or uses --project), trains the preset once per
-seed, evaluates each run on the test split with core.evaluation and prints one row per
+seed, evaluates each run on the test split with defect_studio.evaluation and prints one row per
 seed and the mean. CPU seconds are the process's user + system time during training
 (all threads); on a quiet machine with 1 thread they are about the wall time.
 
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.common import cpu_seconds, parse_overrides
-    from core.demo import DEMO_DEFAULTS, generate_demo_project
-    from core.evaluation import evaluate_run
-    from core.training import TrainConfig, train
+    from defect_studio.demo import DEMO_DEFAULTS, generate_demo_project
+    from defect_studio.evaluation import evaluate_run
+    from defect_studio.training import TrainConfig, train
 
     torch.set_num_threads(args.threads)
     overrides = parse_overrides(args.set)

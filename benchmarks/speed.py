@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from core.models import MODEL_NAMES, build_model
-from core.models.cli import parse_input
-from core.models.complexity import count_macs
+from defect_studio.kinds.segdec.models import MODEL_NAMES, build_model
+from defect_studio.kinds.segdec.cli import parse_input
+from defect_studio.kinds.segdec.complexity import count_macs
 
 
 def _sync(device: torch.device) -> None:

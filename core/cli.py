@@ -11,25 +11,25 @@ import argparse
 import importlib
 import sys
 
-from core.errors import CliError  # noqa: F401 - re-exported: raised by command handlers
+from defect_studio.errors import CliError  # noqa: F401 - re-exported: raised by command handlers
 
 # command name -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
-    "demo": "core.demo.cli:cmd_demo",
-    "import": "core.io.cli:cmd_import",
-    "export": "core.io.cli:cmd_export",
-    "info": "core.project.cli:cmd_info",
-    "split": "core.project.cli:cmd_split",
-    "label": "core.project.cli:cmd_label",
-    "runs": "core.project.cli:cmd_runs",
-    "restore": "core.project.cli:cmd_restore",
-    "train": "core.training.cli:cmd_train",
-    "sweep": "core.training.sweep:cmd_sweep",
-    "evaluate": "core.evaluation.cli:cmd_evaluate",
-    "predict": "core.inference.cli:cmd_predict",
-    "model-info": "core.models.cli:cmd_model_info",
-    "export-model": "core.deploy.cli:cmd_export_model",
-    "watch": "core.deploy.cli:cmd_watch",
+    "demo": "defect_studio.demo.cli:cmd_demo",
+    "import": "defect_studio.io.cli:cmd_import",
+    "export": "defect_studio.io.cli:cmd_export",
+    "info": "defect_studio.project.cli:cmd_info",
+    "split": "defect_studio.project.cli:cmd_split",
+    "label": "defect_studio.project.cli:cmd_label",
+    "runs": "defect_studio.project.cli:cmd_runs",
+    "restore": "defect_studio.project.cli:cmd_restore",
+    "train": "defect_studio.training.cli:cmd_train",
+    "sweep": "defect_studio.training.sweep:cmd_sweep",
+    "evaluate": "defect_studio.evaluation.cli:cmd_evaluate",
+    "predict": "defect_studio.inference.cli:cmd_predict",
+    "model-info": "defect_studio.kinds.segdec.cli:cmd_model_info",
+    "export-model": "defect_studio.deploy.cli:cmd_export_model",
+    "watch": "defect_studio.deploy.cli:cmd_watch",
 }
 
 IMPORT_FORMATS = [
@@ -177,19 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", default="3x640x232", help="CxWxH (default 3x640x232)")
     s.add_argument("--json", action="store_true")
 
-    from core.deploy.cli import add_commands  # export-model, watch
+    from defect_studio.deploy.cli import add_commands  # export-model, watch
 
     add_commands(sub)
     return p
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from defect_studio import __version__
 
-        return version("defect-studio")
-    except Exception:  # running from a source tree without install
-        return "0.1.0"
+    return __version__
 
 
 def run_handler(name: str, args: argparse.Namespace) -> int:
@@ -202,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in (None, "gui"):
-        from app.main import run_gui  # lazy: the headless commands never load Qt
+        from defect_studio.app.shell.main import run_gui  # lazy: the headless commands never load Qt
 
         return run_gui(getattr(args, "project", None))
     try:
@@ -219,7 +216,7 @@ def report_error(e: BaseException, where: str) -> int:
     (UserError, a file that cannot be written), 1 for a bug (its traceback is logged)."""
     import sqlite3
 
-    from core.errors import UserError
+    from defect_studio.errors import UserError
 
     if isinstance(e, UserError):
         print(f"error: {e}", file=sys.stderr)
@@ -233,7 +230,7 @@ def report_error(e: BaseException, where: str) -> int:
         print(f"error: a project database is damaged ({e}); restore it with "
               "`defect-studio restore --project P`", file=sys.stderr)
         return 2
-    from core.crashlog import crash_line, write_crash_log
+    from defect_studio.crashlog import crash_line, write_crash_log
 
     path = write_crash_log(type(e), e, e.__traceback__, where)
     print(f"error: {crash_line(e, path)}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """Image preprocessing and heatmap geometry, in numpy + OpenCV only (no torch).
 
 One implementation for everything that feeds a network or reads its map back:
-training (core.training.data), the torch predictor (core.inference.predictor) and
-the deployed runtime without torch (core.deploy). ``config`` is anything with
+training (defect_studio.kinds.segdec.data), the torch predictor (defect_studio.kinds.segdec.predictor) and
+the deployed runtime without torch (defect_studio.deploy). ``config`` is anything with
 ``input_size`` (W, H), ``resize`` ("resize" | "pad") and ``channels`` (1, 3 or None):
 a TrainConfig, or the ``Preprocessing`` recorded in an export package.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.errors import DataError
+from defect_studio.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,9 @@ def place(arr: np.ndarray, config: Any, interp: int) -> np.ndarray:
 
 
 def preprocess_array(img: np.ndarray, config: Any) -> np.ndarray:
-    """An image as read by core.io.images -> float32 array [C, H, W] in [0, 1] at the
+    """An image as read by defect_studio.io.images -> float32 array [C, H, W] in [0, 1] at the
     model's input size; exactly what the network saw in training."""
-    from core.io.images import to_float01
+    from defect_studio.io.images import to_float01
 
     if img.ndim not in (2, 3):
         raise DataError(f"expected an HxW or HxWx3 image, got an array of shape {img.shape}")

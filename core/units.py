@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from core.errors import UserError
+from defect_studio.errors import UserError
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×*X]\s*(\d+))?\s*$")
 

@@ -1,8 +1,9 @@
 """Entry point of the bundled executables (PyInstaller): the `defect-studio` CLI, which
 starts the desktop app when run without a command.
 
-The GUI starts training as ``sys.executable -m core.cli train ...``; in a bundle
-sys.executable is this program, so a leading ``-m core.cli`` is dropped here.
+The GUI starts training as ``sys.executable -m defect_studio train ...``; in a bundle
+sys.executable is this program, so a leading ``-m defect_studio`` (or ``-m defect_studio.cli``)
+is dropped here.
 """
 
 import multiprocessing
@@ -11,8 +12,8 @@ import sys
 if __name__ == "__main__":
     multiprocessing.freeze_support()
     argv = sys.argv[1:]
-    if argv[:2] == ["-m", "core.cli"]:
+    if argv[:1] == ["-m"] and argv[1:2] in (["defect_studio"], ["defect_studio.cli"]):
         argv = argv[2:]
-    from core.cli import main
+    from defect_studio.cli import main
 
     sys.exit(main(argv))

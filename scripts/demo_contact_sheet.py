@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.demo import generate_demo_images  # noqa: E402
+from defect_studio.demo import generate_demo_images  # noqa: E402
 
 
 def tile_of(item, outline: bool) -> np.ndarray:

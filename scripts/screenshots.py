@@ -207,8 +207,8 @@ def main() -> int:
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(work / "cfg"))
 
-    from app.main_window import MainWindow, create_app
-    from core.demo import generate_demo_project
+    from defect_studio.app.shell.window import MainWindow, create_app
+    from defect_studio.demo import generate_demo_project
 
     app = create_app()
     t0 = time.monotonic()

@@ -25,7 +25,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def _demo_template(tmp_path_factory):
     """A tiny demo project made once per session (48 images of 64x64, ~25 % defective)."""
-    from core.demo import generate_demo_project
+    from defect_studio.demo import generate_demo_project
 
     root = tmp_path_factory.mktemp("demo_template") / "demo"
     project = generate_demo_project(root, count=48, size=(64, 64), seed=1, defect_rate=0.25)
@@ -76,7 +76,7 @@ def _trained_template(_demo_template, tmp_path_factory):
 @pytest.fixture
 def trained_project(_trained_template, tmp_path):
     """A fresh, writable copy of the trained project, with "tiny" as the active run."""
-    from core.project import Project
+    from defect_studio.project import Project
     from gui_support import copy_project
 
     p = Project.open(copy_project(_trained_template, tmp_path / "proj"))
@@ -101,7 +101,7 @@ def isolated_qsettings(tmp_path):
 @pytest.fixture
 def label_window_on(qtbot):
     """open(project_dir, size=(1000, 700)) -> a shown MainWindow on that project, Label page."""
-    from app.main_window import MainWindow
+    from defect_studio.app.shell.window import MainWindow
 
     windows = []
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.io.images import write_png_atomic
-from core.project import Project
+from defect_studio.io.images import write_png_atomic
+from defect_studio.project import Project
 
 
 def make_box_project(root: Path, n: int = 12, size: int = 64, seed: int = 0) -> Path:

@@ -210,7 +210,7 @@ def make_labelme(root: Path) -> Fixture:
 
 
 def make_coco(root: Path) -> Fixture:
-    from core.io.importers.coco import mask_to_rle_counts, rle_encode_string
+    from defect_studio.io.importers.coco import mask_to_rle_counts, rle_encode_string
 
     src = root / "coco"
     names = ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png", "g.png", "h.png"]
@@ -280,7 +280,7 @@ def make_voc(root: Path) -> Fixture:
 
 
 def make_rle_csv(root: Path) -> Fixture:
-    from core.io.importers.rle_csv import mask_to_rle_pairs
+    from defect_studio.io.importers.rle_csv import mask_to_rle_pairs
 
     src = root / "severstal"
     imgs = src / "train_images"

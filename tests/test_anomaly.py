@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.anomaly.aupro import aupro
-from core.anomaly.config import AnomalyConfig
-from core.errors import CancelledError, DataError, ModelFileError
-from core.project import Project
-from core.training.config import TrainConfigError
+from defect_studio.kinds.anomaly.aupro import aupro
+from defect_studio.kinds.anomaly.config import AnomalyConfig
+from defect_studio.errors import CancelledError, DataError, ModelFileError
+from defect_studio.project import Project
+from defect_studio.kinds.segdec.config import TrainConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 # ImageNet classes: buildings a photo of a Chinese temple/palace may be called, and daisy
@@ -45,7 +45,7 @@ def _photo_probs(model, img, mean, std):
 def test_teacher_weights_and_normalisation_classify_the_sample_photos():
     from sklearn.datasets import load_sample_images
 
-    from core.models.efficientnet_lite import MEAN, STD, load_efficientnet_lite0
+    from defect_studio.backbones.efficientnet_lite import MEAN, STD, load_efficientnet_lite0
 
     model = load_efficientnet_lite0()
     china, flower = load_sample_images().images
@@ -60,7 +60,7 @@ def test_teacher_weights_and_normalisation_classify_the_sample_photos():
 
 
 def test_teacher_taps_and_frozen():
-    from core.models.teacher import Teacher
+    from defect_studio.kinds.anomaly.teacher import Teacher
 
     t = Teacher()
     feats = t(torch.rand(1, 1, 64, 96))  # gray input is repeated to RGB
@@ -73,7 +73,7 @@ def test_teacher_taps_and_frozen():
 # -- blocks -----------------------------------------------------------------------------
 
 def test_simam_is_the_published_formula():
-    from core.models.anomaly import SimAM
+    from defect_studio.kinds.anomaly.network import SimAM
 
     x = torch.randn(2, 3, 5, 7)
     mu = x.mean(dim=(2, 3), keepdim=True)
@@ -84,7 +84,7 @@ def test_simam_is_the_published_formula():
 
 
 def test_sspcab_does_not_see_the_centre_and_reports_its_loss():
-    from core.models.anomaly import SSPCAB
+    from defect_studio.kinds.anomaly.network import SSPCAB
 
     torch.manual_seed(0)
     block = SSPCAB(4, kernel=1, dilation=1).eval()
@@ -104,7 +104,7 @@ def test_sspcab_does_not_see_the_centre_and_reports_its_loss():
 
 
 def test_anomaly_map_is_zero_where_student_equals_teacher():
-    from core.models.anomaly import AnomalyNet, disagreement
+    from defect_studio.kinds.anomaly.network import AnomalyNet, disagreement
 
     t = [torch.randn(2, 24, 16, 16), torch.randn(2, 40, 8, 8), torch.randn(2, 112, 4, 4)]
     same = disagreement(t, t, (64, 64), sigma=2.0)
@@ -132,10 +132,10 @@ def test_anomaly_map_is_zero_where_student_equals_teacher():
 # -- training job ----------------------------------------------------------------------
 
 def test_train_on_good_parts_then_predict_and_evaluate(demo_project_dir):
-    from core.evaluation import evaluate_run
-    from core.inference import load_predictor
-    from core.io.images import read_image
-    from core.training import train
+    from defect_studio.evaluation import evaluate_run
+    from defect_studio.inference import load_predictor
+    from defect_studio.io.images import read_image
+    from defect_studio.training import train
 
     events = []
     run_id = train(demo_project_dir, tiny(), run_id="a1", on_event=events.append)
@@ -180,7 +180,7 @@ def test_train_on_good_parts_then_predict_and_evaluate(demo_project_dir):
 
 
 def test_cancel_and_resume_give_the_uninterrupted_result(demo_project_dir):
-    from core.training import train
+    from defect_studio.training import train
 
     full = []
     train(demo_project_dir, tiny(val_every=0), run_id="full", on_event=full.append)
@@ -206,7 +206,7 @@ def test_cancel_and_resume_give_the_uninterrupted_result(demo_project_dir):
 
 
 def test_no_ok_image_is_a_clear_error_and_unlabeled_can_be_allowed(demo_project_dir):
-    from core.training import train
+    from defect_studio.training import train
 
     with Project.open(demo_project_dir) as p:
         for r in p.images(split="train", label="ok"):
@@ -222,8 +222,8 @@ def test_no_ok_image_is_a_clear_error_and_unlabeled_can_be_allowed(demo_project_
 
 
 def test_tampered_model_file_is_refused(demo_project_dir):
-    from core.inference import load_predictor
-    from core.training import train
+    from defect_studio.inference import load_predictor
+    from defect_studio.training import train
 
     train(demo_project_dir, tiny(epochs=1, val_every=0), run_id="t")
     model = demo_project_dir / "runs" / "t" / "model.pt"
@@ -234,7 +234,7 @@ def test_tampered_model_file_is_refused(demo_project_dir):
 
 def test_cli_trains_the_anomaly_model(demo_project_dir):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "core.cli", "train", "--project", str(demo_project_dir),
+    cmd = [sys.executable, "-m", "defect_studio", "train", "--project", str(demo_project_dir),
            "--model", "anomaly-kd", "--epochs", "1", "--size", "64", "--threads", "1",
            "--device", "cpu", "--run-id", "cli", "--events"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
@@ -292,7 +292,7 @@ def test_config_roundtrip_switches_and_files(tmp_path):
 
 
 def test_kind_registration():
-    from core.models.kinds import kind_of_model
+    from defect_studio.kinds import kind_of_model
 
     for name in ("anomaly", "anomaly-sspcab", "anomaly-kd"):
         kind = kind_of_model(name)
@@ -330,7 +330,7 @@ def test_aupro_bad_input():
 
 
 def test_without_cache_room_the_teacher_runs_once_per_image_per_epoch(demo_project_dir):
-    from core.training import train
+    from defect_studio.training import train
 
     events = []
     train(demo_project_dir, tiny(cache_mb=0, val_every=0), run_id="nc", on_event=events.append)
@@ -339,7 +339,7 @@ def test_without_cache_room_the_teacher_runs_once_per_image_per_epoch(demo_proje
 
 
 def test_runs_saved_before_map_taps_keep_their_map(tmp_path):
-    from core.anomaly.train import read_anomaly_config
+    from defect_studio.kinds.anomaly.train import read_anomaly_config
 
     old = AnomalyConfig().to_dict()
     del old["map_taps"]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
-from core.io.exporters import export_project
-from core.io.importers import import_dataset
-from core.project.boxes import Box
-from core.project.store import Project
+from defect_studio.cli import main
+from defect_studio.io.exporters import export_project
+from defect_studio.io.importers import import_dataset
+from defect_studio.project.boxes import Box
+from defect_studio.project.store import Project
 
 from import_fixtures import image
 

@@ -6,11 +6,11 @@ import sqlite3
 import numpy as np
 import pytest
 
-from core.errors import ProjectError, UserError
-from core.io.images import write_png_atomic
-from core.project import Project
-from core.project import schema
-from core.project.boxes import Box, BoxError, clean_box
+from defect_studio.errors import ProjectError, UserError
+from defect_studio.io.images import write_png_atomic
+from defect_studio.project import Project
+from defect_studio.project import schema
+from defect_studio.project.boxes import Box, BoxError, clean_box
 
 
 def _image(tmp_path, name="a.png", size=(40, 30), seed=0):

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.demo import (
+from defect_studio.demo import (
     DemoSettingsError,
     default_demo_dir,
     generate_demo_images,
     generate_demo_project,
     load_recipe,
 )
-from core.errors import ProjectError, UserError
-from core.io.images import read_image
-from core.project import Project
+from defect_studio.errors import ProjectError, UserError
+from defect_studio.io.images import read_image
+from defect_studio.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_defect_rate_and_masks_match_labels(count, rate):
 def test_defects_change_the_pixels_under_the_mask():
     """The mask marks where the image visibly changed: painting a defect on an image
     leaves the pixels outside its (slightly grown) mask nearly untouched."""
-    from core.demo import render_demo_image
+    from defect_studio.demo import render_demo_image
 
     recipe = load_recipe()
     for i in range(12):
@@ -188,7 +188,7 @@ def test_session_fixture_size_is_fast(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "defect_studio", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

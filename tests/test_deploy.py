@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.cli import main
-from core.errors import ModelFileError, UserError
+from defect_studio.cli import main
+from defect_studio.errors import ModelFileError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,8 +21,8 @@ def _mixsup_run(root: Path) -> Path:
     """A MixSup run (1 channel, "pad", own threshold) with seeded untrained weights."""
     import torch
 
-    from core.training.checkpoint import build_run_model, save_model_weights
-    from core.training.config import TrainConfig
+    from defect_studio.training.checkpoint import build_run_model, save_model_weights
+    from defect_studio.kinds.segdec.config import TrainConfig
 
     run = root / "runs" / "mixsup-pad"
     run.mkdir(parents=True)
@@ -39,7 +39,7 @@ def _mixsup_run(root: Path) -> Path:
 def packages(_trained_template, tmp_path_factory):
     """ONNX and OpenVINO packages of the tiny trained MFFPA run (through the CLI) and of a
     MixSup run; exported once for the module."""
-    from core.deploy.export import convert_package
+    from defect_studio.deploy.export import convert_package
 
     base = tmp_path_factory.mktemp("packages")
     out = {}
@@ -52,7 +52,7 @@ def packages(_trained_template, tmp_path_factory):
     out["mixsup", "openvino"] = base / "mixsup-ov"
     assert main(["export-model", "--run", str(mixsup), "--format", "openvino",
                  "--out", str(out["mixsup", "openvino"])]) == 0
-    from core.deploy.export import export_model
+    from defect_studio.deploy.export import export_model
 
     out["mixsup", "onnx"] = export_model(mixsup, base / "mixsup-onnx", "onnx")
     out["runs"] = {"mffpa": _trained_template / "runs" / "tiny", "mixsup": mixsup}
@@ -62,7 +62,7 @@ def packages(_trained_template, tmp_path_factory):
 def _project_images(root: Path) -> list[np.ndarray]:
     """The project's image files as read_image gives them, plus a non-square crop and a
     gray copy (other geometry and channels than the runs)."""
-    from core.io.images import read_image
+    from defect_studio.io.images import read_image
 
     files = sorted((root / "images").rglob("*.png"))[:12]
     imgs = [read_image(p) for p in files]
@@ -74,8 +74,8 @@ def _project_images(root: Path) -> list[np.ndarray]:
 @pytest.mark.parametrize("model", ["mffpa", "mixsup"])
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_package_scores_like_the_torch_predictor(packages, _trained_template, model, fmt):
-    from core.deploy import load_package
-    from core.inference.predictor import Predictor
+    from defect_studio.deploy import load_package
+    from defect_studio.kinds.segdec.predictor import Predictor
 
     ref = Predictor(packages["runs"][model], device="cpu")
     pkg = load_package(packages[model, fmt], num_threads=1)
@@ -107,7 +107,7 @@ def test_package_scores_like_the_torch_predictor(packages, _trained_template, mo
 def test_package_records_the_decision(packages, _trained_template):
     import onnx
 
-    from core.deploy.package import read_package, sha256_file
+    from defect_studio.deploy.package import read_package, sha256_file
 
     root = packages["mffpa", "onnx"]
     info = read_package(root)
@@ -138,15 +138,15 @@ def test_package_records_the_decision(packages, _trained_template):
 
 def test_runtime_and_predict_run_without_torch(packages, _trained_template, tmp_path):
     """The runtime in a process where `import torch` fails: same scores as the Predictor."""
-    from core.inference.predictor import Predictor
+    from defect_studio.kinds.segdec.predictor import Predictor
 
     image = sorted((_trained_template / "images").rglob("*.png"))[0]
     script = (
         "import sys, json\n"
         "sys.modules['torch'] = None\n"  # any import of torch raises ImportError
-        "from core.deploy import load_package\n"
-        "from core.io.images import read_image\n"
-        "from core.cli import main\n"
+        "from defect_studio.deploy import load_package\n"
+        "from defect_studio.io.images import read_image\n"
+        "from defect_studio.cli import main\n"
         f"img = read_image({str(image)!r})\n"
         "scores = [load_package(p).predict(img).score for p in sys.argv[1:3]]\n"
         f"rc = main(['predict', '--model', sys.argv[1], {str(image)!r}, '--out', sys.argv[3]])\n"
@@ -162,7 +162,7 @@ def test_runtime_and_predict_run_without_torch(packages, _trained_template, tmp_
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["torch_modules"] == []
     ref = Predictor(packages["runs"]["mffpa"], device="cpu").predict(
-        __import__("core.io.images", fromlist=["read_image"]).read_image(image)).score
+        __import__("defect_studio.io.images", fromlist=["read_image"]).read_image(image)).score
     assert all(abs(s - ref) <= 1e-4 for s in out["scores"])
     rows = list((tmp_path / "pred" / "predictions.csv").read_text().splitlines())
     assert rows[0].endswith("run_id,threshold") and ",tiny," in rows[1]
@@ -182,8 +182,8 @@ def _edit_manifest(pkg: Path, **changes) -> None:
 
 
 def test_tampered_or_incomplete_packages_are_refused(packages, tmp_path):
-    from core.deploy import load_package
-    from core.deploy.package import PackageError
+    from defect_studio.deploy import load_package
+    from defect_studio.deploy.package import PackageError
 
     src = packages["mixsup", "openvino"]
     pkg = _copy(src, tmp_path / "bin-changed")
@@ -224,8 +224,8 @@ def test_tampered_or_incomplete_packages_are_refused(packages, tmp_path):
 
 
 def test_package_predictor_interface_and_bad_images(packages):
-    from core.deploy.runtime import PackagePredictor
-    from core.inference import load_predictor
+    from defect_studio.deploy.runtime import PackagePredictor
+    from defect_studio.inference import load_predictor
 
     pkg = load_predictor(packages["mixsup", "onnx"], num_threads=1)  # a package folder
     assert isinstance(pkg, PackagePredictor) and pkg.run_id == "mixsup-pad"
@@ -244,7 +244,7 @@ def test_package_predictor_interface_and_bad_images(packages):
 # -- hostile export arguments ------------------------------------------------------------
 
 def test_export_refuses_bad_runs_and_outputs(trained_project, tmp_path, capsys):
-    from core.deploy.export import ExportError, export_model
+    from defect_studio.deploy.export import ExportError, export_model
 
     root = trained_project.root
     trained_project.close()
@@ -272,7 +272,7 @@ def test_export_refuses_bad_runs_and_outputs(trained_project, tmp_path, capsys):
     (partial / "status.json").write_text(json.dumps({"state": "running", "epoch": 0}))
     with pytest.raises(ExportError, match="interrupted"):  # no process holds its run lock
         export_model(partial, tmp_path / "p1")
-    from core.project.runs import hold_run, release_run
+    from defect_studio.project.runs import hold_run, release_run
 
     lock = hold_run(partial)  # a live training process
     try:
@@ -356,9 +356,9 @@ def _stop(watcher, thread):
 def test_watch_scores_slowly_written_files_once(packages, _trained_template, tmp_path):
     import time
 
-    from core.deploy import load_package
-    from core.deploy.watch import Watcher
-    from core.io.images import read_image
+    from defect_studio.deploy import load_package
+    from defect_studio.deploy.watch import Watcher
+    from defect_studio.io.images import read_image
 
     src = sorted((_trained_template / "images").rglob("*.png"))[:2]
     pkg = load_package(packages["mffpa", "onnx"], num_threads=1)
@@ -405,8 +405,8 @@ def test_watch_scores_slowly_written_files_once(packages, _trained_template, tmp
 
 
 def test_watch_survives_restarts(packages, _trained_template, tmp_path):
-    from core.deploy import load_package
-    from core.deploy.watch import Watcher
+    from defect_studio.deploy import load_package
+    from defect_studio.deploy.watch import Watcher
 
     src = sorted((_trained_template / "images").rglob("*.png"))[:4]
     pkg = load_package(packages["mixsup", "openvino"], num_threads=1)
@@ -442,7 +442,7 @@ def test_watch_survives_restarts(packages, _trained_template, tmp_path):
 
 
 def test_watch_refuses_bad_folders(packages, tmp_path, capsys):
-    from core.deploy.watch import WatchError, Watcher
+    from defect_studio.deploy.watch import WatchError, Watcher
 
     (tmp_path / "file").write_text("x")
     (tmp_path / "in").mkdir()

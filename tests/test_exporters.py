@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from core.cli import main
-from core.errors import UserError
-from core.io.exporters import export_project, mask_annotations
-from core.io.importers import import_dataset
-from core.io.importers.coco import _ann_mask
-from core.project.store import Project
+from defect_studio.cli import main
+from defect_studio.errors import UserError
+from defect_studio.io.exporters import export_project, mask_annotations
+from defect_studio.io.importers import import_dataset
+from defect_studio.io.importers.coco import _ann_mask
+from defect_studio.project.store import Project
 
 from import_fixtures import image, make_coco, make_folders, make_pairs
 
@@ -204,9 +204,9 @@ class _Stream:
 
 
 def test_progress_lines():
-    """The one progress helper (core.progress): plain lines off a terminal, a bar on one;
+    """The one progress helper (defect_studio.progress): plain lines off a terminal, a bar on one;
     import passes it its stream (the old printer looked at the wrong one)."""
-    from core.progress import progress_bar
+    from defect_studio.progress import progress_bar
 
     log = _Stream(tty=False)
     prog = progress_bar("importing", log)

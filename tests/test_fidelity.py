@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.models import build_from_spec, build_model
-from core.models.blocks import FeatureNorm
-from core.training import TrainConfig
-from core.training.losses import (
+from defect_studio.kinds.segdec.models import build_from_spec, build_model
+from defect_studio.kinds.segdec.blocks import FeatureNorm
+from defect_studio.training import TrainConfig
+from defect_studio.kinds.segdec.losses import (
     LossWeights, accumulated_loss, balance_epochs, balance_weights, decision_target, dilate_mask,
     downsample8, mixed_loss, seg_targets,
 )
@@ -89,8 +89,8 @@ def test_decision_target_is_max_of_downsampled_mask():
 
 
 def test_dynamic_balancing_turns_off_without_masks(demo_project_dir):
-    from core.project import Project
-    from core.training.data import build_training_data
+    from defect_studio.project import Project
+    from defect_studio.kinds.segdec.data import build_training_data
 
     with Project.open(demo_project_dir, readonly=True) as p:
         none = build_training_data(p, TrainConfig(pixel_labels=0, input_size=(32, 32)))
@@ -125,7 +125,7 @@ def test_balance_weight_runs_over_the_epochs_that_fit_the_budget():
 
 
 def test_dilation_at_image_resolution_before_resizing():
-    from core.training.data import mask_targets, preprocess_mask
+    from defect_studio.kinds.segdec.data import mask_targets, preprocess_mask
 
     full = np.zeros((64, 64), bool)
     full[20, 10:50] = True  # a 1-pixel scratch
@@ -161,8 +161,8 @@ def test_heatmap_cell_maps_back_to_the_pixel_it_stands_for(resize, shape):
     """One hot cell (i, j) of the 1/8 map, mapped back to the image, is centred where input
     pixel (8i, 8j) is: continuous image coordinate (8i + 0.5) * h / content height (pixel
     index that minus 0.5); the old convention put it 3.5 input pixels further."""
-    from core.inference.predictor import heatmap_to_image
-    from core.preprocess import fit_geometry
+    from defect_studio.kinds.segdec.predictor import heatmap_to_image
+    from defect_studio.preprocess import fit_geometry
 
     cfg = TrainConfig(input_size=(64, 64), resize=resize)
     h, w = shape
@@ -180,7 +180,7 @@ def test_heatmap_cell_maps_back_to_the_pixel_it_stands_for(resize, shape):
 
 
 def test_best_epoch_rule():
-    from core.training.loop import better_epoch
+    from defect_studio.kinds.segdec.train import better_epoch
 
     assert better_epoch(0.5, 1.0, None)
     best = {"epoch": 2, "ap": 0.8, "loss": 0.4}
@@ -193,8 +193,8 @@ def test_best_epoch_rule():
 def test_run_record_says_which_epoch_and_where_the_threshold_came_from(demo_project_dir):
     from gui_support import shrink_train_split
 
-    from core.project import Project
-    from core.training import train
+    from defect_studio.project import Project
+    from defect_studio.training import train
 
     with Project.open(demo_project_dir) as p:
         shrink_train_split(p)  # 6 steps per epoch
@@ -230,9 +230,9 @@ def test_cpu_bf16_trains_in_bfloat16_and_validates_in_float32(demo_project_dir, 
     bf16 (else float32, with a note); validation and the threshold always see float32."""
     from gui_support import shrink_train_split
 
-    import core.training.loop as loop
-    from core.project import Project
-    from core.training import train
+    import defect_studio.kinds.segdec.train as loop
+    from defect_studio.project import Project
+    from defect_studio.training import train
 
     with Project.open(demo_project_dir) as p:
         shrink_train_split(p)

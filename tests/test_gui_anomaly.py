@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from core.project import Project
+from defect_studio.project import Project
 
 
 def good_parts_only(project) -> list[int]:
@@ -32,12 +32,12 @@ def cold_project(demo_project_dir):
 
 
 def test_train_page_proposes_and_trains_the_anomaly_model(qtbot, cold_project, dialogs):
-    from app.training_panel import TrainingPanel
+    from defect_studio.app.train.page import TrainPage
 
     project, _ = cold_project
     for r in project.images(split="train", label="ok")[4:]:  # one small step of training
         project.set_split(r.id, "test")
-    panel = TrainingPanel()
+    panel = TrainPage()
     qtbot.addWidget(panel)
     panel.set_project(project)
     assert panel.model_combo.currentData() == "anomaly"
@@ -61,10 +61,10 @@ def test_train_page_proposes_and_trains_the_anomaly_model(qtbot, cold_project, d
 
 
 def test_train_page_keeps_the_form_when_defects_are_labelled(qtbot, demo_project_dir):
-    from app.training_panel import TrainingPanel
+    from defect_studio.app.train.page import TrainPage
 
     with Project.open(demo_project_dir) as project:
-        panel = TrainingPanel()
+        panel = TrainPage()
         qtbot.addWidget(panel)
         panel.set_project(project)
         assert panel.model_combo.currentData() != "anomaly"
@@ -73,9 +73,9 @@ def test_train_page_keeps_the_form_when_defects_are_labelled(qtbot, demo_project
 @pytest.fixture
 def cold_window(qtbot, cold_project):
     """The main window on the cold-start project with a tiny finished anomaly run active."""
-    from app.main_window import MainWindow
-    from core.anomaly.config import AnomalyConfig
-    from core.training import train
+    from defect_studio.app.shell.window import MainWindow
+    from defect_studio.kinds.anomaly.config import AnomalyConfig
+    from defect_studio.training import train
 
     project, hidden = cold_project
     root = project.root
@@ -164,8 +164,8 @@ def test_likely_defects_first_sorts_unlabeled_by_anomaly_score(qtbot, cold_windo
 
 
 def test_propose_mask_draft_from_a_heatmap():
-    from core.anomaly.propose import propose_mask
-    from core.errors import UserError
+    from defect_studio.kinds.anomaly.propose import propose_mask
+    from defect_studio.errors import UserError
 
     heat = np.zeros((40, 40), np.float32)
     heat[5:15, 5:15] = 0.9

@@ -8,8 +8,8 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QApplication
 
-from core.project import Project
-from core.project.boxes import Box
+from defect_studio.project import Project
+from defect_studio.project.boxes import Box
 
 from test_gui_label import drag, select_ok_image
 
@@ -88,10 +88,10 @@ def test_types_panel_adds_a_type_and_filters_the_browser(window, demo_project_di
 def test_review_shows_predicted_boxes_filters_by_type_and_accepts_one(qtbot, tmp_path):
     """A tiny detector run on the Review page: its boxes are listed and drawn, the type
     filter hides parts, and an accepted (corrected) box is saved as a label."""
-    from app.review_panel import ReviewPanel
-    from core.detection.config import DetectorConfig
-    from core.detection.predictor import DetectorPredictor
-    from core.training import train
+    from defect_studio.app.review.page import ReviewPage
+    from defect_studio.kinds.detector.config import DetectorConfig
+    from defect_studio.kinds.detector.predictor import DetectorPredictor
+    from defect_studio.training import train
 
     from detection_fixtures import make_box_project
 
@@ -110,7 +110,7 @@ def test_review_shows_predicted_boxes_filters_by_type_and_accepts_one(qtbot, tmp
         p.set_active_run("det")
     project = Project.open(root)
     try:
-        panel = ReviewPanel()
+        panel = ReviewPage()
         qtbot.addWidget(panel)
         panel.set_project(project)
         panel.resize(900, 700)

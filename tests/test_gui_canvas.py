@@ -8,8 +8,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from app import mask_tools as mt
-from app.canvas import MaskCanvas
+from defect_studio.app.label import mask_tools as mt
+from defect_studio.app.label.canvas import MaskCanvas
 
 
 # ---------------------------------------------------------------------- pure logic

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from app.evaluation_view import SLIDER_STEPS, EvaluationView
-from core.evaluation.metrics import confusion_at
-from core.inference.predictor import Predictor
+from defect_studio.app.evaluate.page import SLIDER_STEPS, EvaluatePage
+from defect_studio.evaluation.metrics import confusion_at
+from defect_studio.kinds.segdec.predictor import Predictor
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def scores_csv(project, run_id="tiny"):
     return y, s
 
 
-def shown_counts(view: EvaluationView) -> dict:
+def shown_counts(view: EvaluatePage) -> dict:
     t = view.confusion
     return {"tp": int(t.item(0, 0).text()), "fn": int(t.item(0, 1).text()),
             "fp": int(t.item(1, 0).text()), "tn": int(t.item(1, 1).text())}
@@ -36,7 +36,7 @@ def shown_counts(view: EvaluationView) -> dict:
 @pytest.fixture
 def view(qtbot, project, dialogs):
     assert not (project.runs_dir / "tiny" / "scores.csv").exists()
-    v = EvaluationView()
+    v = EvaluatePage()
     qtbot.addWidget(v)
     v.set_project(project)
     assert not v.is_busy()  # not evaluated before the page is shown
@@ -101,7 +101,7 @@ def test_damaged_curves_give_a_message(qtbot, project, dialogs):
     for name, text in (("scores.csv", "image_id,score\n1,abc\n"), ("pr_curve.csv", "x\n"),
                        ("roc_curve.csv", "x\n")):
         (run / name).write_text(text)
-    v = EvaluationView()
+    v = EvaluatePage()
     qtbot.addWidget(v)
     v.set_project(project)
     assert "damaged" in v.summary_label.text() and "Evaluate" in v.summary_label.text()

@@ -60,7 +60,7 @@ def test_drilldown_escape_rate_pixels_and_report(qtbot, view, project, tmp_path)
     assert "0.4321 (user)" in view.summary_label.text()
 
     # Export report: HTML with the run's numbers and thumbnails, and a PDF
-    from app.report_dialog import write_report
+    from defect_studio.app.evaluate.report_dialog import write_report
 
     html_path, pdf_path = write_report(view, tmp_path / "out" / "release")
     text = html_path.read_text(encoding="utf-8")

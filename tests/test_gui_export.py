@@ -11,9 +11,9 @@ def _files(root: Path) -> set[str]:
 
 
 def test_export_model_from_run_history(qtbot, trained_project, tmp_path, dialogs):
-    from app.export_dialog import ExportDialog
-    from app.run_history import RunHistory
-    from core.deploy.package import read_package, sha256_file
+    from defect_studio.app.train.export_model_dialog import ExportModelDialog
+    from defect_studio.app.train.run_history import RunHistory
+    from defect_studio.deploy.package import read_package, sha256_file
 
     history = RunHistory()
     qtbot.addWidget(history)
@@ -23,7 +23,7 @@ def test_export_model_from_run_history(qtbot, trained_project, tmp_path, dialogs
     assert history.export_button.isEnabled()
     before = _files(trained_project.root)
     qtbot.mouseClick(history.export_button, Qt.MouseButton.LeftButton)
-    dialog = history.findChild(ExportDialog)
+    dialog = history.findChild(ExportModelDialog)
     assert dialog is not None and dialog.isVisible() and dialog.run_id == "tiny"
     # the proposed folder lies beside the project, never inside it
     proposed = Path(dialog.out_edit.text())

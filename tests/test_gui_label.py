@@ -10,7 +10,7 @@ from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
-from core.project import Project
+from defect_studio.project import Project
 
 
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")

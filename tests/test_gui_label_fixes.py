@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from core.project import Project
+from defect_studio.project import Project
 from test_gui_review import make_panel, predict
 
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
@@ -198,7 +198,7 @@ def test_long_file_names_wrap_instead_of_being_cut(qtbot):
     from PySide6.QtGui import QFontMetrics
     from PySide6.QtWidgets import QLabel
 
-    from app.image_browser import name_lines
+    from defect_studio.app.label.image_browser import name_lines
 
     fm = QFontMetrics(QLabel().font())
     name = "MT_Blowhole_exp1_num_4727_and_more.png"

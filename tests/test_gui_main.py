@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from core.project import ImageRecord, Project
+from defect_studio.project import ImageRecord, Project
 
 
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
@@ -31,7 +31,7 @@ def warnings(monkeypatch):
 
 @pytest.fixture
 def make_window(qtbot):
-    from app.main_window import MainWindow
+    from defect_studio.app.shell.window import MainWindow
 
     made = []
 
@@ -96,11 +96,11 @@ def test_reopens_last_project_and_releases_lock_on_close(make_window, demo_proje
 
 
 def test_first_start_generates_demo(make_window, tmp_path, monkeypatch):
-    import core.demo
+    import defect_studio.demo
 
-    import app.main_window as mw
+    import defect_studio.app.shell.window as mw
 
-    monkeypatch.setattr(core.demo, "default_demo_dir", lambda: tmp_path / "userdata" / "demo")
+    monkeypatch.setattr(defect_studio.demo, "default_demo_dir", lambda: tmp_path / "userdata" / "demo")
     monkeypatch.setattr(mw, "DEMO_COUNT", 6)
     win = make_window()
     win.start_up()
@@ -110,7 +110,7 @@ def test_first_start_generates_demo(make_window, tmp_path, monkeypatch):
 
 
 def test_f1_opens_help_from_shortcut_table(make_window, demo_project_dir, qtbot):
-    from app.shortcuts import SHORTCUTS
+    from defect_studio.app.shell.shortcuts import SHORTCUTS
 
     win = make_window()
     win.open_project(demo_project_dir)
@@ -140,7 +140,7 @@ def _records(n: int, labels=("ok", "defective", "unlabeled")) -> list[ImageRecor
 
 
 def test_browser_filters_and_sort(qtbot):
-    from app.image_browser import ImageBrowser
+    from defect_studio.app.label.image_browser import ImageBrowser
 
     b = ImageBrowser()
     qtbot.addWidget(b)
@@ -176,7 +176,7 @@ def test_browser_filters_and_sort(qtbot):
 
 
 def test_browser_model_setup_is_fast_for_2000_images(qtbot):
-    from app.image_browser import ImageBrowser
+    from defect_studio.app.label.image_browser import ImageBrowser
 
     b = ImageBrowser()
     qtbot.addWidget(b)
@@ -197,7 +197,7 @@ def test_browser_model_setup_is_fast_for_2000_images(qtbot):
 def test_browser_step_and_update_record(qtbot):
     from dataclasses import replace
 
-    from app.image_browser import ImageBrowser
+    from defect_studio.app.label.image_browser import ImageBrowser
 
     b = ImageBrowser()
     qtbot.addWidget(b)
@@ -225,7 +225,7 @@ def _write_folder_dataset(root, n_ok=3, n_ng=2):
 
 
 def test_import_dialog_imports_a_small_folder(make_window, demo_project_dir, tmp_path, qtbot):
-    from app.import_dialog import ImportDialog
+    from defect_studio.app.shell.import_dialog import ImportDialog
 
     src = tmp_path / "src"
     _write_folder_dataset(src)
@@ -249,7 +249,7 @@ def test_import_dialog_imports_a_small_folder(make_window, demo_project_dir, tmp
 
 
 def test_import_dialog_missing_folder(demo_project_dir, qtbot):
-    from app.import_dialog import ImportDialog
+    from defect_studio.app.shell.import_dialog import ImportDialog
 
     with Project.open(demo_project_dir) as p:
         dlg = ImportDialog(p)
@@ -261,12 +261,12 @@ def test_import_dialog_missing_folder(demo_project_dir, qtbot):
 
 
 def test_export_dialog_writes_masks(demo_project_dir, tmp_path, qtbot, monkeypatch, warnings):
-    from app.project_dialogs import ExportDialog
+    from defect_studio.app.shell.project_dialogs import ExportLabelsDialog
 
     monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: QMessageBox.StandardButton.Ok)
     with Project.open(demo_project_dir) as p:
         masked = p.counts()["masked"]
-        dlg = ExportDialog(p)
+        dlg = ExportLabelsDialog(p)
         qtbot.addWidget(dlg)
         dlg.format_box.setCurrentText("masks")
         dlg.out_edit.setText(str(tmp_path / "export"))

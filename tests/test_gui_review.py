@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from app.review_panel import ReviewPanel
-from core.project import Project
+from defect_studio.app.review.page import ReviewPage
+from defect_studio.project import Project
 from gui_support import copy_project
 
 
@@ -19,8 +19,8 @@ def project(trained_project):
     return trained_project
 
 
-def make_panel(qtbot, project) -> ReviewPanel:
-    panel = ReviewPanel()
+def make_panel(qtbot, project) -> ReviewPage:
+    panel = ReviewPage()
     qtbot.addWidget(panel)
     panel.set_project(project)
     panel.resize(900, 600)
@@ -207,8 +207,8 @@ def test_images_combo_shows_what_was_predicted(qtbot, project, dialogs):
 
 
 def test_review_keys_come_from_the_shortcut_table():
-    from app.review_panel import KEY_ACCEPT, KEY_DEFECTIVE, KEY_HEATMAP, KEY_OK
-    from app.shortcuts import SHORTCUTS, help_html
+    from defect_studio.app.review.page import KEY_ACCEPT, KEY_DEFECTIVE, KEY_HEATMAP, KEY_OK
+    from defect_studio.app.shell.shortcuts import SHORTCUTS, help_html
 
     review = {s.action: s.keys[0] for s in SHORTCUTS if s.group == "Review"}
     assert review == {"review_accept": KEY_ACCEPT, "review_ok": KEY_OK,
@@ -218,7 +218,7 @@ def test_review_keys_come_from_the_shortcut_table():
 
 
 def test_empty_page_says_what_to_do(qtbot, project):
-    panel = ReviewPanel()
+    panel = ReviewPage()
     qtbot.addWidget(panel)
     assert "Open a project" in panel.view._message
     project.save_predictions("tiny", [])

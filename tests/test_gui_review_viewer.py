@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 
-from app.heatmap_view import HeatmapView
-from app.review_viewer import SideBySide
-from core.inference.overlay import HEAT_FLOOR
+from defect_studio.app.common.heatmap_view import HeatmapView
+from defect_studio.app.review.viewer import SideBySide
+from defect_studio.inference.overlay import HEAT_FLOOR
 from test_gui_review import make_panel, predict
 
 

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from core.project.runs import hold_run, release_run
+from defect_studio.project.runs import hold_run, release_run
 from PySide6.QtWidgets import QMessageBox
 
-from app.run_history import COLUMNS
-from app.training_panel import TrainingPanel
+from defect_studio.app.train.run_history import COLUMNS
+from defect_studio.app.train.page import TrainPage
 from gui_support import copy_project
 
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
@@ -44,7 +44,7 @@ def panel(qtbot, trained_project):
     fake_run(trained_project, "tiny", "busy", "running", model=False)
     # "busy" is being trained by a live process: it holds the run's lock
     lock = hold_run(trained_project.runs_dir / "busy")
-    p = TrainingPanel()
+    p = TrainPage()
     qtbot.addWidget(p)
     p.set_project(trained_project)
     p.resize(1000, 700)
@@ -77,7 +77,7 @@ def test_resume_starts_the_run_again_with_its_saved_settings(qtbot, panel, train
                                                                monkeypatch):
     # The training process itself (`train --resume`) is covered by test_training_loop and
     # test_training_cli; here: the button starts it for the right run and shows it running.
-    from app.jobs import TrainingJob
+    from defect_studio.app.common.jobs import TrainingJob
 
     started = []
     monkeypatch.setattr(TrainingJob, "start", lambda self, request: started.append(request))
@@ -144,7 +144,7 @@ def test_compare_two_runs_and_reopen_past_curves(qtbot, panel, trained_project):
 
 def test_switching_project_during_training_asks_and_resets(qtbot, trained_project, tmp_path,
                                                            _trained_template, monkeypatch):
-    from app.main_window import MainWindow
+    from defect_studio.app.shell.window import MainWindow
 
     other = copy_project(_trained_template, tmp_path / "other")
     root = trained_project.root
@@ -155,8 +155,8 @@ def test_switching_project_during_training_asks_and_resets(qtbot, trained_projec
     train, review = win.pages["Train"], win.pages["Review"]
     # a run in progress on this project: its progress, curves and log are on the page
     stopped = []
-    monkeypatch.setattr(TrainingPanel, "is_running", lambda self: True)
-    monkeypatch.setattr(TrainingPanel, "shutdown", lambda self, timeout_ms=0: stopped.append(1))
+    monkeypatch.setattr(TrainPage, "is_running", lambda self: True)
+    monkeypatch.setattr(TrainPage, "shutdown", lambda self, timeout_ms=0: stopped.append(1))
     train.job = object()
     train._job_visible = True
     train._run_id = "r-old"
@@ -184,7 +184,7 @@ def test_switching_project_during_training_asks_and_resets(qtbot, trained_projec
 
 
 def test_save_threshold_refreshes_runs_table_and_status(qtbot, trained_project):
-    from app.main_window import MainWindow
+    from defect_studio.app.shell.window import MainWindow
 
     root = trained_project.root
     trained_project.close()
@@ -203,7 +203,7 @@ def test_save_threshold_refreshes_runs_table_and_status(qtbot, trained_project):
 
 def test_evaluate_page_rereads_a_run_of_the_same_name_in_another_project(
         qtbot, trained_project, tmp_path, _trained_template, dialogs):
-    from app.evaluation_view import EvaluationView
+    from defect_studio.app.evaluate.page import EvaluatePage
 
     other = copy_project(_trained_template, tmp_path / "other")
     for root, thr in ((trained_project.root, 0.25), (other, 0.75)):
@@ -214,11 +214,11 @@ def test_evaluate_page_rereads_a_run_of_the_same_name_in_another_project(
         (root / "runs" / "tiny" / "roc_curve.csv").write_text("fpr,tpr,threshold\n0,1,0.5\n")
         (root / "runs" / "tiny" / "threshold.json").write_text(
             json.dumps({"threshold": thr, "source": "user"}))
-    v = EvaluationView()
+    v = EvaluatePage()
     qtbot.addWidget(v)
     v.set_project(trained_project)
     assert "0.2500" in v.summary_label.text()
-    from core.project import Project
+    from defect_studio.project import Project
 
     with Project.open(other) as p2:
         v.set_project(p2)

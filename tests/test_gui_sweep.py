@@ -7,8 +7,8 @@ import json
 import pytest
 from PySide6.QtCore import Qt
 
-from app.evaluation_view import EvaluationView
-from core.project import Project
+from defect_studio.app.evaluate.page import EvaluatePage
+from defect_studio.project import Project
 from gui_support import shrink_train_split
 
 
@@ -21,7 +21,7 @@ def project(demo_project_dir):
 
 def test_sweep_runs_in_the_background_and_plots_ap_vs_masks(qtbot, project, dialogs):
     shrink_train_split(project, n_defective=2)
-    page = EvaluationView()
+    page = EvaluatePage()
     qtbot.addWidget(page)
     page.set_project(project)
     view = page.sweep_view
@@ -42,7 +42,7 @@ def test_sweep_runs_in_the_background_and_plots_ap_vs_masks(qtbot, project, dial
     assert record["state"] == "finished" and [p["n"] for p in record["points"]] == [0, 2]
     assert {p["run_id"] for p in record["points"]} <= {r.id for r in project.runs()}
     # a fresh page on the same project shows the last sweep again
-    again = EvaluationView()
+    again = EvaluatePage()
     qtbot.addWidget(again)
     again.set_project(project)
     assert list(again.sweep_view.curve.getData()[0]) == [0, 2]
@@ -50,7 +50,7 @@ def test_sweep_runs_in_the_background_and_plots_ap_vs_masks(qtbot, project, dial
 
 
 def test_bad_levels_are_reported_not_run(qtbot, project):
-    page = EvaluationView()
+    page = EvaluatePage()
     qtbot.addWidget(page)
     page.set_project(project)
     view = page.sweep_view

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.training_panel import TrainingPanel
-from core.project import Project
+from defect_studio.app.train.page import TrainPage
+from defect_studio.project import Project
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def project(demo_project_dir):
 
 
 def test_size_from_data_shown_with_its_reason(qtbot, project):
-    panel = TrainingPanel()
+    panel = TrainPage()
     qtbot.addWidget(panel)
     assert "once a project is open" in panel.size_reason.text()
     panel.set_project(project)  # the tiny demo: 64x64 images, quick caps the long side at 128

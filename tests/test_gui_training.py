@@ -9,10 +9,10 @@ import stat
 import pytest
 from PySide6.QtCore import Qt
 
-from app.jobs import TrainingJob, TrainRequest, format_eta, parse_event
-from app.run_history import ACTIVE_MARK, COLUMNS
-from app.training_panel import TrainingPanel
-from core.project import Project
+from defect_studio.app.common.jobs import TrainingJob, TrainRequest, format_eta, parse_event
+from defect_studio.app.train.run_history import ACTIVE_MARK, COLUMNS
+from defect_studio.app.train.page import TrainPage
+from defect_studio.project import Project
 from gui_support import shrink_train_split
 
 
@@ -23,8 +23,8 @@ def project(demo_project_dir):
     p.close()
 
 
-def make_panel(qtbot, project, epochs: int) -> TrainingPanel:
-    panel = TrainingPanel()
+def make_panel(qtbot, project, epochs: int) -> TrainPage:
+    panel = TrainPage()
     qtbot.addWidget(panel)
     panel.set_project(project)
     panel.model_combo.setCurrentIndex(panel.model_combo.findData("mixsup"))
@@ -35,7 +35,7 @@ def make_panel(qtbot, project, epochs: int) -> TrainingPanel:
     return panel
 
 
-def cell(panel: TrainingPanel, run_id: str, column: str) -> str:
+def cell(panel: TrainPage, run_id: str, column: str) -> str:
     row = panel.history.run_ids().index(run_id)
     return panel.history.table.item(row, COLUMNS.index(column)).text()
 
@@ -150,7 +150,7 @@ def test_event_parsing_and_eta():
 def test_request_arguments(tmp_path):
     args = TrainRequest(tmp_path, model="mffpa", preset="quick", epochs=3, size=(96, 64),
                         device="cpu").to_args()
-    assert args[:3] == ["-m", "core.cli", "train"]
+    assert args[:3] == ["-m", "defect_studio", "train"]
     assert "--events" in args
     assert args[args.index("--size") + 1] == "96x64"
     assert args[args.index("--epochs") + 1] == "3"
@@ -160,7 +160,7 @@ def test_request_arguments(tmp_path):
 def test_unavailable_devices_are_disabled(qtbot):
     import torch
 
-    panel = TrainingPanel()
+    panel = TrainPage()
     qtbot.addWidget(panel)
     model = panel.device_combo.model()
     cuda = model.item(panel.device_combo.findData("cuda"))
@@ -192,7 +192,7 @@ def test_cancel_kills_a_stuck_process_and_records_cancelled(qtbot, tmp_path):
 
 
 def test_finished_metrics_are_plotted_and_shown_without_validation_events(qtbot):
-    panel = TrainingPanel()
+    panel = TrainPage()
     qtbot.addWidget(panel)
     ev = {"run_id": "r1", "threshold": 0.42, "elapsed_s": 12.0,
           "metrics": {"ap": 0.91, "auc": 0.955, "epochs": 3, "split": "val", "n": 45, "n_pos": 9}}
@@ -212,9 +212,9 @@ def test_plots_follow_the_palette(qtbot):
     from PySide6.QtGui import QColor, QGuiApplication, QPalette
     from PySide6.QtWidgets import QApplication
 
-    from app.plot_style import style_all_plots
+    from defect_studio.app.common.plot_style import style_all_plots
 
-    panel = TrainingPanel()
+    panel = TrainPage()
     qtbot.addWidget(panel)
     app = QApplication.instance()
     old = QGuiApplication.palette()
@@ -237,7 +237,7 @@ def test_plots_follow_the_palette(qtbot):
 
 
 def test_model_choice_gets_a_learning_rate_that_works_for_it(qtbot, monkeypatch):
-    from core.training import TrainConfig
+    from defect_studio.training import TrainConfig
 
     original = TrainConfig.preset.__func__
 
@@ -249,7 +249,7 @@ def test_model_choice_gets_a_learning_rate_that_works_for_it(qtbot, monkeypatch)
         return cls.from_dict(base)
 
     monkeypatch.setattr(TrainConfig, "preset", classmethod(old_presets))
-    panel = TrainingPanel()
+    panel = TrainPage()
     qtbot.addWidget(panel)
     panel.preset_combo.setCurrentText("thorough")
     panel.preset_combo.setCurrentText("quick")
@@ -281,7 +281,7 @@ def test_learning_rate_reaches_the_training_process(qtbot, project, monkeypatch)
 
 
 def test_nan_failure_says_what_to_change_in_the_form(qtbot, dialogs):
-    panel = TrainingPanel()
+    panel = TrainPage()
     qtbot.addWidget(panel)
     panel.lr_spin.setValue(0.05)
     panel._on_failed("loss became NaN at epoch 1 step 3; lower the learning rate "

@@ -10,14 +10,14 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
-from core.project import Project
+from defect_studio.project import Project
 
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 
 
 @pytest.fixture
 def win(qtbot):
-    from app.main_window import MainWindow
+    from defect_studio.app.shell.window import MainWindow
 
     w = MainWindow()
     qtbot.addWidget(w)
@@ -26,7 +26,7 @@ def win(qtbot):
         w.show()
     yield w
     w.close()
-    from app.theme import apply_theme
+    from defect_studio.app.shell.theme import apply_theme
 
     apply_theme(QApplication.instance(), "system")
 
@@ -44,7 +44,7 @@ def test_page_shortcuts(win, qtbot, demo_project_dir):
 
 
 def test_theme_choice_is_applied_and_remembered(win):
-    from app.theme import is_dark, theme_choice
+    from defect_studio.app.shell.theme import is_dark, theme_choice
 
     win.theme_actions["dark"].trigger()
     assert theme_choice() == "dark" and is_dark()
@@ -57,7 +57,7 @@ def test_theme_choice_is_applied_and_remembered(win):
 
 
 def test_help_guide_version_and_log_folder(win, monkeypatch, tmp_path):
-    import app.help_menu as hm
+    import defect_studio.app.shell.help_menu as hm
 
     dlg = win.show_guide()
     assert "Label" in dlg.text.toPlainText() and "Retrain" in dlg.text.toPlainText()
@@ -84,7 +84,7 @@ def test_new_project_in_a_new_folder_name_and_first_texts(win, tmp_path, monkeyp
         return str(target), ""
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(fake_save))
-    import app.main_window as mw
+    import defect_studio.app.shell.window as mw
 
     monkeypatch.setattr(mw.MainWindow, "import_images", lambda self: None)
     win.new_project()
@@ -92,7 +92,7 @@ def test_new_project_in_a_new_folder_name_and_first_texts(win, tmp_path, monkeyp
     assert "No project open" not in win.label_page.info.text()
     assert "Import" in win.label_page.info.text()
     # the next dialog starts where the user went last
-    from app.dialog_dirs import last_folder
+    from defect_studio.app.common.dialog_dirs import last_folder
 
     assert last_folder() == str(tmp_path / "projects")
     review = win.pages["Review"]
@@ -108,7 +108,7 @@ def test_dialogs_remember_the_last_folder(win, tmp_path, monkeypatch, demo_proje
 
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(fake_dir))
     assert win.open_project(demo_project_dir)
-    from app.dialog_dirs import pick_folder
+    from defect_studio.app.common.dialog_dirs import pick_folder
 
     pick_folder(win, "Import from folder")
     win.pages["Review"].source_combo.setCurrentIndex(

@@ -1,4 +1,4 @@
-"""core.io.images: every supported kind of image file, EXIF orientation, bad files, masks."""
+"""defect_studio.io.images: every supported kind of image file, EXIF orientation, bad files, masks."""
 
 import os
 import struct
@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core.errors import ImageReadError, MaskError
-from core.io import images as imio
-from core.io.atomic import TEMP_MARKER
+from defect_studio.errors import ImageReadError, MaskError
+from defect_studio.io import images as imio
+from defect_studio.io.atomic import TEMP_MARKER
 
 
 def _rng():

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core.cli import main
-from core.project.store import Project
+from defect_studio.cli import main
+from defect_studio.project.store import Project
 
 pytestmark = [pytest.mark.dataset, pytest.mark.slow]
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import ImportFormatError, ProjectError
-from core.io.importers import detect_format, import_dataset, label_from_name
-from core.io.importers.coco import (mask_to_rle_counts, rle_decode_string, rle_encode_string,
+from defect_studio.errors import ImportFormatError, ProjectError
+from defect_studio.io.importers import detect_format, import_dataset, label_from_name
+from defect_studio.io.importers.coco import (mask_to_rle_counts, rle_decode_string, rle_encode_string,
                                     rle_to_mask)
-from core.io.importers.rle_csv import mask_to_rle_pairs, rle_pairs_to_mask
-from core.io.importers.yolo import parse_simple_yaml
-from core.project.store import Project
+from defect_studio.io.importers.rle_csv import mask_to_rle_pairs, rle_pairs_to_mask
+from defect_studio.io.importers.yolo import parse_simple_yaml
+from defect_studio.project.store import Project
 
 from import_fixtures import MAKERS, image, make_folders, make_pairs
 
@@ -218,7 +218,7 @@ def test_project_in_use_is_refused(tmp_path, project):
     import sys
 
     fx = make_folders(tmp_path / "src")
-    code = "import sys; from core.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from defect_studio.cli import main; sys.exit(main(sys.argv[1:]))"
     res = subprocess.run([sys.executable, "-c", code, "import", str(fx.source), "--project",
                           str(project.root)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2, res.stderr

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from core.models import MODEL_NAMES
-from core.models.kinds import (
+from defect_studio.kinds.segdec.models import MODEL_NAMES
+from defect_studio.kinds import (
     ModelKind, UnknownModelError, kind_of_model, kind_of_run, kinds, register,
 )
 
@@ -35,8 +35,8 @@ def test_kind_of_run_reads_config(tmp_path):
 
 
 def test_entry_points_load():
-    from core.inference.predictor import Predictor
-    from core.training.loop import train
+    from defect_studio.kinds.segdec.predictor import Predictor
+    from defect_studio.kinds.segdec.train import train
 
     seg = kind_of_model("mffpa")
     assert seg.load("predictor") is Predictor

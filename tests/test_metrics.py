@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from core.errors import DataError
-from core.evaluation.metrics import (
+from defect_studio.errors import DataError
+from defect_studio.evaluation.metrics import (
     ThresholdSweep,
     confusion_at,
     image_metrics,

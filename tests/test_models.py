@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.cli import main as cli_main
-from core.errors import UserError
-from core.models import (
+from defect_studio.cli import main as cli_main
+from defect_studio.errors import UserError
+from defect_studio.kinds.segdec.models import (
     MODEL_NAMES,
     SegDecNet,
     build_from_spec,
@@ -19,15 +19,15 @@ from core.models import (
     pad_to_multiple,
     padded_size,
 )
-from core.models.blocks import (
+from defect_studio.kinds.segdec.blocks import (
     CoordWeight,
     FeatureNorm,
     OutlookAttention,
     PyramidSplitAttention,
     SEWeight,
 )
-from core.models.complexity import count_macs, count_params, split_params
-from core.models.segdec import ModelConfigError, ModelInputError
+from defect_studio.kinds.segdec.complexity import count_macs, count_params, split_params
+from defect_studio.kinds.segdec.network import ModelConfigError, ModelInputError
 
 # Seed paper table 9 at 3x640x232 (W=640, H=232) and the tolerance the brief asks for.
 PAPER = {

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.cli import main
-from core.io.images import write_png_atomic
-from core.project import Project, write_json_atomic
+from defect_studio.cli import main
+from defect_studio.io.images import write_png_atomic
+from defect_studio.project import Project, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "defect_studio", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 

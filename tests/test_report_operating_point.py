@@ -1,12 +1,12 @@
-"""core.evaluation.operating_point and core.evaluation.report without Qt: hostile input."""
+"""defect_studio.evaluation.operating_point and defect_studio.evaluation.report without Qt: hostile input."""
 
 import math
 
 import numpy as np
 import pytest
 
-from core.errors import DataError, ProjectError
-from core.evaluation.operating_point import cell_members, threshold_for_escape_rate
+from defect_studio.errors import DataError, ProjectError
+from defect_studio.evaluation.operating_point import cell_members, threshold_for_escape_rate
 
 
 def test_escape_rate_threshold():
@@ -40,8 +40,8 @@ def test_cell_members_worst_first():
 
 
 def test_report_refuses_unevaluated_run_bad_threshold_and_bad_ids(tmp_path, demo_project_dir):
-    from core.evaluation.report import build_report
-    from core.project import Project
+    from defect_studio.evaluation.report import build_report
+    from defect_studio.project import Project
 
     with Project.open(demo_project_dir) as p:
         (p.runs_dir / "r1").mkdir()

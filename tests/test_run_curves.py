@@ -1,11 +1,11 @@
-"""app.run_curves: curves read back from events.jsonl survive damaged and hostile lines."""
+"""defect_studio.app.train.run_curves: curves read back from events.jsonl survive damaged and hostile lines."""
 
 import json
 import os
 import time
 from types import SimpleNamespace
 
-from app.run_curves import has_model, is_interrupted, read_curves
+from defect_studio.app.train.run_curves import has_model, is_interrupted, read_curves
 
 
 def test_curves_from_events_skip_bad_lines(tmp_path):

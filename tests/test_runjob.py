@@ -5,10 +5,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.errors import ProjectError, TrainingError, UserError
-from core.project.runs import hold_run, release_run
-from core.training.config import TrainConfigError
-from core.training.runjob import (
+from defect_studio.errors import ProjectError, TrainingError, UserError
+from defect_studio.project.runs import hold_run, release_run
+from defect_studio.kinds.segdec.config import TrainConfigError
+from defect_studio.training.runjob import (
     check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
 )
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from core.errors import DataError
-from core.training import TrainConfig, TrainConfigError
-from core.training.sizing import choose_input_size, input_rule, size_from_data
+from defect_studio.errors import DataError
+from defect_studio.training import TrainConfig, TrainConfigError
+from defect_studio.training.sizing import choose_input_size, input_rule, size_from_data
 
 
 def test_tall_parts_keep_their_aspect():
@@ -47,7 +47,7 @@ def test_no_usable_sizes_is_a_clear_error():
 
 
 def test_model_rule_and_project(demo_project_dir):
-    from core.project import Project
+    from defect_studio.project import Project
 
     assert input_rule("mixsup") == (8, 64) and input_rule("mffpa") == (8, 16)
     with Project.open(demo_project_dir, readonly=True) as p:  # 64x64 images
@@ -65,7 +65,7 @@ def test_bad_max_side_is_refused(bad):
 def test_old_run_configs_keep_their_meaning(tmp_path):
     import json
 
-    from core.training.checkpoint import read_run_config
+    from defect_studio.training.checkpoint import read_run_config
 
     old = {"model": "mffpa", "epochs": 3, "input_size": [64, 64], "channels": 1,
            "created": "2026-11-20T00:00:00Z"}

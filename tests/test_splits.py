@@ -1,9 +1,9 @@
-"""core.project.splits: the pure split planner (targets, top-up, tiny classes)."""
+"""defect_studio.project.splits: the pure split planner (targets, top-up, tiny classes)."""
 
 import pytest
 
-from core.errors import ProjectError
-from core.project.splits import apportion, normalise_ratios, plan_splits
+from defect_studio.errors import ProjectError
+from defect_studio.project.splits import apportion, normalise_ratios, plan_splits
 
 
 @pytest.mark.parametrize("n", range(0, 30))

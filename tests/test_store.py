@@ -1,4 +1,4 @@
-"""core.project: round trip, imports, labels, masks, splits, schema, lock, settings, runs."""
+"""defect_studio.project: round trip, imports, labels, masks, splits, schema, lock, settings, runs."""
 
 import json
 import os
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import ImageReadError, MaskError, ProjectError, ProjectInUseError
-from core.io.images import write_png_atomic
-from core.project import Project, RunInfo, list_runs, read_run, write_json_atomic
-from core.project.schema import SCHEMA_VERSION
+from defect_studio.errors import ImageReadError, MaskError, ProjectError, ProjectInUseError
+from defect_studio.io.images import write_png_atomic
+from defect_studio.project import Project, RunInfo, list_runs, read_run, write_json_atomic
+from defect_studio.project.schema import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -264,7 +264,7 @@ def test_schema_version_and_newer_schema_refused(tmp_path):
 
 
 def test_migrations_apply_in_order(tmp_path, monkeypatch):
-    from core.project import schema
+    from defect_studio.project import schema
 
     root = tmp_path / "proj"
     with Project.create(root) as p:
@@ -275,7 +275,7 @@ def test_migrations_apply_in_order(tmp_path, monkeypatch):
 
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + [v2_add_note])
     monkeypatch.setattr(schema, "SCHEMA_VERSION", len(schema.MIGRATIONS))
-    import core.project.store as store
+    import defect_studio.project.store as store
 
     monkeypatch.setattr(store, "SCHEMA_VERSION", schema.SCHEMA_VERSION)
     with pytest.raises(ProjectError, match="older format"):
@@ -323,7 +323,7 @@ def test_closed_project_and_lock_release(tmp_path):
 LOCK_HOLDER = textwrap.dedent(
     """
     import sys
-    from core.project import Project
+    from defect_studio.project import Project
     p = Project.open(sys.argv[1])
     print("locked", flush=True)
     sys.stdin.readline()
@@ -474,7 +474,7 @@ def test_batch_is_one_transaction_and_failed_calls_undo_themselves(tmp_path):
 def test_disk_full_while_saving_a_mask_changes_nothing(tmp_path, monkeypatch):
     import errno
 
-    import core.io.images as imio
+    import defect_studio.io.images as imio
 
     (src,) = make_images(tmp_path / "src", 1)
     with Project.create(tmp_path / "proj") as p:

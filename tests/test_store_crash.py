@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.io.atomic import TEMP_MARKER
-from core.io.images import read_image, write_png_atomic
-from core.project import Project
+from defect_studio.io.atomic import TEMP_MARKER
+from defect_studio.io.images import read_image, write_png_atomic
+from defect_studio.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 N_MASKED = 6  # images that get masks (ids 1..6); the rest get labels toggled
@@ -27,7 +27,7 @@ N_LABELLED = 6
 WRITER = textwrap.dedent(
     """
     import sys, numpy as np
-    from core.project import Project
+    from defect_studio.project import Project
     p = Project.open(sys.argv[1])
     rng = np.random.default_rng(int(sys.argv[2]))
     masked, labelled = [int(x) for x in sys.argv[3].split(",")], \\

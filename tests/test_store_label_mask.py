@@ -5,8 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from core.errors import ProjectError
-from core.project import Project
+from defect_studio.errors import ProjectError
+from defect_studio.project import Project
 from test_store import make_images
 
 

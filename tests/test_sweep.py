@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.training.sweep import SweepError, list_sweeps, parse_levels, read_sweep
+from defect_studio.training.sweep import SweepError, list_sweeps, parse_levels, read_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,11 +37,11 @@ def _env():
 def test_sweep_job_end_to_end(demo_project_dir):
     from gui_support import shrink_train_split
 
-    from core.project import Project
+    from defect_studio.project import Project
 
     with Project.open(demo_project_dir) as p:
         shrink_train_split(p)  # 3 masked defective training images: short epochs
-    cmd = [sys.executable, "-m", "core.cli", "sweep", "--project", str(demo_project_dir),
+    cmd = [sys.executable, "-m", "defect_studio", "sweep", "--project", str(demo_project_dir),
            "--pixel-labels", "0,all", "--epochs", "1", "--size", "32x32", "--threads", "2",
            "--device", "cpu", "--sweep-id", "s1", "--events"]
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
@@ -64,13 +64,13 @@ def test_sweep_job_end_to_end(demo_project_dir):
         assert (demo_project_dir / "runs" / p["run_id"] / "scores.csv").is_file()
     cfg0 = json.loads((demo_project_dir / "runs" / "s1-N0" / "config.json").read_text())
     assert cfg0["dyn_balance"] is False  # N = 0: dynamic balancing off, as published
-    from core.project.runs import list_runs
+    from defect_studio.project.runs import list_runs
 
     assert {r.id for r in list_runs(demo_project_dir / "runs")} == {"s1-N0", f"s1-N{n_all}"}
 
 
 def test_sweep_refuses_bad_input(demo_project_dir, tmp_path):
-    cmd = [sys.executable, "-m", "core.cli", "sweep", "--project", str(demo_project_dir),
+    cmd = [sys.executable, "-m", "defect_studio", "sweep", "--project", str(demo_project_dir),
            "--pixel-labels", "0,999", "--epochs", "1"]
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "999" in out.stderr
@@ -78,9 +78,9 @@ def test_sweep_refuses_bad_input(demo_project_dir, tmp_path):
 
 
 def test_sweep_cancel_records_the_state(demo_project_dir):
-    from core.errors import CancelledError
-    from core.training import TrainConfig
-    from core.training.sweep import run_sweep
+    from defect_studio.errors import CancelledError
+    from defect_studio.training import TrainConfig
+    from defect_studio.training.sweep import run_sweep
 
     calls = {"n": 0}
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from core.cli import build_parser
-from core.training.cli import config_from_args
-from core.training.config import TrainConfigError
+from defect_studio.cli import build_parser
+from defect_studio.training.cli import config_from_args
+from defect_studio.kinds.segdec.config import TrainConfigError
 
 
 def parse(*argv):
@@ -36,7 +36,7 @@ def test_options_override_preset_and_config_file(tmp_path):
 
 def _cli(args, **kw):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "core.cli", "train", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "defect_studio", "train", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -77,8 +77,8 @@ def test_sigterm_cancels_with_exit_3(demo_project_dir):
 
 
 def test_single_options_override_the_preset():
-    from core.cli import build_parser
-    from core.training.cli import config_from_args
+    from defect_studio.cli import build_parser
+    from defect_studio.training.cli import config_from_args
 
     args = build_parser().parse_args(
         ["train", "--project", "P", "--preset", "quick", "--lr", "0.003", "--threads", "1",

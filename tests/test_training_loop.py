@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import CancelledError, DataError, ModelFileError, TrainingError
-from core.evaluation.metrics import image_metrics
-from core.project import Project, read_run
-from core.training import TrainConfig, train
-from core.training.checkpoint import load_run_model, load_torch
-from core.training.data import build_training_data, preprocess_image
+from defect_studio.errors import CancelledError, DataError, ModelFileError, TrainingError
+from defect_studio.evaluation.metrics import image_metrics
+from defect_studio.project import Project, read_run
+from defect_studio.training import TrainConfig, train
+from defect_studio.training.checkpoint import load_run_model, load_torch
+from defect_studio.kinds.segdec.data import build_training_data, preprocess_image
 
 
 def tiny(**overrides):

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import ModelFileError
-from core.training.checkpoint import load_torch, save_torch
-from core.training.config import TrainConfig, TrainConfigError, parse_size
-from core.inference.predictor import heatmap_to_image
-from core.training.data import preprocess_image, preprocess_mask
-from core.training.losses import (
+from defect_studio.errors import ModelFileError
+from defect_studio.training.checkpoint import load_torch, save_torch
+from defect_studio.kinds.segdec.config import TrainConfig, TrainConfigError, parse_size
+from defect_studio.kinds.segdec.predictor import heatmap_to_image
+from defect_studio.kinds.segdec.data import preprocess_image, preprocess_mask
+from defect_studio.kinds.segdec.losses import (
     balance_weights, distance_weights, downsample8, mixed_loss, seg_targets,
 )
-from core.training.sampling import EpochSampler
+from defect_studio.kinds.segdec.sampling import EpochSampler
 
 # -- config -----------------------------------------------------------------------------
 
@@ -72,7 +72,7 @@ def test_presets_and_sizes():
 
 
 def test_augment_moves_image_mask_and_weights_together():
-    from core.training.loop import _augment
+    from defect_studio.kinds.segdec.train import _augment
     torch.manual_seed(0)
     x = torch.zeros(3, 16, 16)
     x[:, 1, 2] = 1.0  # a marked pixel off every symmetry axis

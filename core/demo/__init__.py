@@ -1,7 +1,7 @@
 """Generated demo data: textured surfaces (machined metal, tile, fabric, cast) with
 scratches, pits, cracks and stains, their masks, and the demo project built from them."""
 
-from core.demo.generator import (
+from defect_studio.demo.generator import (
     DEMO_DEFAULTS,
     DemoImage,
     DemoSettingsError,

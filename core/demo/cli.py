@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from core.demo.generator import DEMO_DEFAULTS, DemoSettingsError, generate_demo_project
-from core.progress import progress_bar
-from core.units import parse_size as _parse_size
+from defect_studio.demo.generator import DEMO_DEFAULTS, DemoSettingsError, generate_demo_project
+from defect_studio.progress import progress_bar
+from defect_studio.units import parse_size as _parse_size
 
 VAL_SHARE = 0.15
 
@@ -25,7 +25,7 @@ def demo_splits(test_share: float) -> tuple[float, float, float]:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """Parse "256x256" into (width, height) (core.units.parse_size)."""
+    """Parse "256x256" into (width, height) (defect_studio.units.parse_size)."""
     return _parse_size(text, DemoSettingsError, "256x256")
 
 

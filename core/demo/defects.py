@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.demo.textures import Params, smooth_noise, uniform
+from defect_studio.demo.textures import Params, smooth_noise, uniform
 
 SUPERSAMPLE = 4
 

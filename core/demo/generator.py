@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from core.demo.defects import DEFECTS, Defect, Surface, apply_defect
-from core.demo.textures import TEXTURES, uniform
-from core.errors import ProjectError, UserError
+from defect_studio.demo.defects import DEFECTS, Defect, Surface, apply_defect
+from defect_studio.demo.textures import TEXTURES, uniform
+from defect_studio.errors import ProjectError, UserError
+from defect_studio.resources import RESOURCE_DIR
 
 if TYPE_CHECKING:  # the store imports nothing from here; keep the import lazy at run time
-    from core.project import Project
+    from defect_studio.project import Project
 
-RECIPE_PATH = Path(__file__).resolve().parents[2] / "resources" / "demo_recipe.json"
+RECIPE_PATH = RESOURCE_DIR / "demo_recipe.json"
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 MIN_SIDE, MAX_SIDE = 32, 4096
 MAX_COUNT = 100_000
@@ -258,7 +259,7 @@ def _open_target(root: Path) -> tuple["Project", bool]:
     """Open the folder to fill: a new or empty folder, or an empty project.
 
     Returns the project and whether we made the folder (so a failure can remove it)."""
-    from core.project import Project
+    from defect_studio.project import Project
 
     if root.exists() and not root.is_dir():
         raise ProjectError(f"{root} is a file; give a folder for the demo project")

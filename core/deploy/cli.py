@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from core.errors import UserError
+from defect_studio.errors import UserError
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("export-model",
@@ -41,9 +41,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_export_model(args: argparse.Namespace) -> int:
     import json
 
-    from core.deploy.export import export_model
-    from core.deploy.package import read_package
-    from core.inference.predictor import resolve_run_dir
+    from defect_studio.deploy.export import export_model
+    from defect_studio.deploy.package import read_package
+    from defect_studio.kinds.segdec.predictor import resolve_run_dir
 
     run_dir = resolve_run_dir(args.run, args.project)
     out = export_model(run_dir, Path(args.out), args.format, project_root=args.project,
@@ -61,8 +61,8 @@ def cmd_export_model(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from core.deploy.runtime import load_package
-    from core.deploy.watch import Watcher
+    from defect_studio.deploy.runtime import load_package
+    from defect_studio.deploy.watch import Watcher
 
     if args.settle is None or not (0 <= args.settle <= 3600):
         raise UserError(f"--settle must be between 0 and 3600 seconds, got {args.settle}")

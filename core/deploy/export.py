@@ -19,19 +19,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.deploy.package import (
+from defect_studio.deploy.package import (
     FORMATS, INPUT_NAME, MODEL_FILES, OPENVINO_CONFIG, OUTPUT_NAMES, PACKAGE_FILE, PACKAGE_FORMAT,
     sha256_file,
 )
-from core.errors import ModelFileError, UserError
+from defect_studio.errors import ModelFileError, UserError
 
 ONNX_OPSET = 18
 
-# model kind (core.models.kinds) -> "module:function(run_dir, onnx_path) -> dict".
+# model kind (defect_studio.kinds) -> "module:function(run_dir, onnx_path) -> dict".
 # The function writes the network to onnx_path (input "image", outputs "score" and
 # "heatmap", dynamic batch, opset >= 18) and returns the manifest fields of its kind
 # (at least "model" and "preprocess").
-EXPORTERS = {"segdec": "core.deploy.export_segdec:export_onnx"}
+EXPORTERS = {"segdec": "defect_studio.kinds.segdec.export:export_onnx"}
 
 
 class ExportError(UserError):
@@ -39,9 +39,9 @@ class ExportError(UserError):
 
 
 def package_version() -> str:
-    from core.cli import _version
+    from defect_studio import __version__
 
-    return _version()
+    return __version__
 
 
 def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "onnx", *,
@@ -52,8 +52,8 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
     ``project_root`` (and the project that holds the run) are never written into.
     progress(message) is called at each step.
     """
-    from core.models.kinds import kind_of_run
-    from core.project.runs import read_run
+    from defect_studio.kinds import kind_of_run
+    from defect_studio.project.runs import read_run
 
     say = progress or (lambda _m: None)
     if fmt not in FORMATS:
@@ -72,7 +72,7 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
     kind = kind_of_run(run_dir)
     if kind.name not in EXPORTERS:
         raise ExportError(f"models of kind '{kind.title}' cannot be exported yet")
-    from core.models.kinds import load_entry
+    from defect_studio.kinds import load_entry
 
     exporter = load_entry(EXPORTERS[kind.name])
 
@@ -99,7 +99,7 @@ def convert_package(package_dir: str | os.PathLike, out_dir: str | os.PathLike,
                     fmt: str = "openvino") -> Path:
     """An ONNX package converted to another format (OpenVINO IR) in the new folder
     ``out_dir``, without torch: the same network, threshold and settings."""
-    from core.deploy.package import read_package
+    from defect_studio.deploy.package import read_package
 
     info = read_package(package_dir)
     if fmt not in FORMATS or fmt == "onnx":
@@ -134,7 +134,7 @@ def _temp_beside(out: Path) -> Path:
 
 def _finish(tmp: Path, manifest: dict[str, Any], out: Path) -> None:
     """Hash the files, write package.json, verify, and move the package into place."""
-    from core.deploy.package import read_package
+    from defect_studio.deploy.package import read_package
 
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     manifest["files"] = files
@@ -161,7 +161,7 @@ def _check_out_dir(out: Path, run_dir: Path, project_root: Any) -> Path:
 
 
 def _project_roots(run_dir: Path, project_root: Any) -> list[Path]:
-    from core.project.store import is_project
+    from defect_studio.project.store import is_project
 
     roots = [Path(project_root).resolve()] if project_root is not None else []
     runs = run_dir.resolve().parent
@@ -194,8 +194,8 @@ def _training_summary(run_dir: Path, run: Any) -> dict[str, Any]:
 
 
 def _manifest(run_dir: Path, run: Any, kind: str, fmt: str, fields: dict) -> dict[str, Any]:
-    from core.inference.predictor import DEFAULT_THRESHOLD, read_threshold
-    from core.training.checkpoint import MODEL_FILE
+    from defect_studio.kinds.segdec.predictor import DEFAULT_THRESHOLD, read_threshold
+    from defect_studio.training.checkpoint import MODEL_FILE
 
     t, source = read_threshold(run_dir)
     weights = run_dir / MODEL_FILE

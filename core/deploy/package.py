@@ -9,7 +9,7 @@ Layout (docs/ARCHITECTURE.md, "Export packages")::
 The graph contract, the same for every model kind: one input ``image`` float32
 [batch, C, H, W] (preprocessed as ``preprocess`` says), outputs ``score`` [batch]
 (defect probability) and ``heatmap`` [batch, h, w] (probabilities over the input,
-any resolution; mapped back to the image by core.preprocess.heatmap_to_image).
+any resolution; mapped back to the image by defect_studio.preprocess.heatmap_to_image).
 
 ``read_package`` checks the manifest and the sha256 of every file it lists, so a
 truncated, tampered or incomplete package is refused with a message before use.
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import ModelFileError
-from core.preprocess import Preprocessing
+from defect_studio.errors import ModelFileError
+from defect_studio.preprocess import Preprocessing
 
 PACKAGE_FILE = "package.json"
 PACKAGE_FORMAT = 1  # bump when a reader of the old layout would misread a new package

@@ -1,10 +1,10 @@
 """Scoring images with an export package: ONNX Runtime or OpenVINO, never torch.
 
-``load_package(dir)`` verifies the package (core.deploy.package) and returns a
-``PackagePredictor`` with the interface of core.inference.predictor.Predictor
+``load_package(dir)`` verifies the package (defect_studio.deploy.package) and returns a
+``PackagePredictor`` with the interface of defect_studio.kinds.segdec.predictor.Predictor
 (``predict``, ``predict_many``, ``threshold``, ``run_id``), so the predict command,
 the review page and the watch folder use either one. Preprocessing and the heatmap
-mapping are core.preprocess, the code training used.
+mapping are defect_studio.preprocess, the code training used.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.deploy.package import (
+from defect_studio.deploy.package import (
     INPUT_NAME, OPENVINO_CONFIG, OUTPUT_NAMES, PackageError, PackageInfo, read_package,
 )
-from core.errors import UserError
-from core.inference.prediction import BatchScorer, Prediction, check_image_array, check_threshold
-from core.preprocess import heatmap_to_image, preprocess_array
+from defect_studio.errors import UserError
+from defect_studio.inference.prediction import BatchScorer, Prediction, check_image_array, check_threshold
+from defect_studio.preprocess import heatmap_to_image, preprocess_array
 
 DEFAULT_CPU_THREADS = 4
 

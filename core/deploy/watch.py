@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserError
+from defect_studio.errors import UserError
 
 log = logging.getLogger("defect_studio.watch")
 
@@ -63,7 +63,7 @@ def _file_key(path: Path) -> str:
 
 
 def _candidate(path: Path) -> bool:
-    from core.io.images import is_image_file
+    from defect_studio.io.images import is_image_file
 
     name = path.name
     return (not name.startswith(".") and not name.lower().endswith(_PARTIAL_SUFFIXES)
@@ -215,7 +215,7 @@ class Watcher:
         if key in self.done:
             self._move(path)  # scored before a crash or restart: finish the move only
             return
-        from core.io.images import read_image
+        from defect_studio.io.images import read_image
 
         try:
             image = read_image(path)
@@ -241,8 +241,8 @@ class Watcher:
         self._move(path)
 
     def _write_overlay(self, path: Path, image: Any, pred: Any) -> str:
-        from core.inference.overlay import decision_overlay
-        from core.io.images import write_png_atomic
+        from defect_studio.inference.overlay import decision_overlay
+        from defect_studio.io.images import write_png_atomic
 
         folder = self.out / OVERLAY_DIR
         target = folder / f"{path.stem}_overlay.png"

@@ -1,6 +1,6 @@
 """Evaluation of trained runs: image/pixel metrics (metrics.py) and evaluate_run (evaluate.py).
 
-``evaluate_run`` is imported lazily so that ``core.evaluation.metrics`` (used by
+``evaluate_run`` is imported lazily so that ``defect_studio.evaluation.metrics`` (used by
 training and by the GUI's threshold slider) does not pull in torch.
 """
 
@@ -12,10 +12,10 @@ __all__ = ["evaluate_run", "image_metrics", "pixel_metrics", "confusion_at", "Th
 
 
 def _evaluate_any(project_root: Any, run_id: str, split: str = "test", **kwargs: Any) -> dict:
-    """evaluate_run for a run of any model kind (core.models.kinds); same contract."""
+    """evaluate_run for a run of any model kind (defect_studio.kinds); same contract."""
     from pathlib import Path
 
-    from core.models.kinds import kind_of_run
+    from defect_studio.kinds import kind_of_run
 
     kind = kind_of_run(Path(project_root) / "runs" / str(run_id))
     return kind.load("evaluate")(project_root, run_id, split, **kwargs)
@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
     if name == "evaluate_run":
         return _evaluate_any
     if name in ("image_metrics", "pixel_metrics", "confusion_at", "ThresholdSweep"):
-        from core.evaluation import metrics
+        from defect_studio.evaluation import metrics
 
         return getattr(metrics, name)
-    raise AttributeError(f"module 'core.evaluation' has no attribute {name!r}")
+    raise AttributeError(f"module 'defect_studio.evaluation' has no attribute {name!r}")

@@ -36,8 +36,8 @@ def format_summary(r: dict[str, Any]) -> str:
                      f"({px['n_images']} images: masked ones, OK ones as clean)")
     elif px.get("note"):
         lines.append(f"  pixel metrics: {px['note']}")
-    if "boxes" in r:  # a detector run (core.detection)
-        from core.detection.evaluate import box_summary_lines
+    if "boxes" in r:  # a detector run (defect_studio.kinds.detector)
+        from defect_studio.kinds.detector.evaluate import box_summary_lines
 
         lines += box_summary_lines(r["boxes"])
     if r.get("note"):
@@ -56,8 +56,8 @@ def format_summary(r: dict[str, Any]) -> str:
 def default_run(project_root: str) -> str:
     """The run `evaluate` takes without --run: the active run, else the newest finished
     one (said on stderr); UserError when there is none."""
-    from core.errors import UserError
-    from core.project import Project
+    from defect_studio.errors import UserError
+    from defect_studio.project import Project
 
     with Project.open(project_root, readonly=True) as p:
         active = p.active_run()
@@ -75,9 +75,9 @@ def default_run(project_root: str) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate --run on --split of --project; prints JSON (--json) or a summary."""
-    from core.evaluation import evaluate_run
-    from core.evaluation.evaluate import without_curves
-    from core.inference.cli import progress_printer
+    from defect_studio.evaluation import evaluate_run
+    from defect_studio.evaluation.evaluate import without_curves
+    from defect_studio.inference.cli import progress_printer
 
     run_id = args.run if args.run is not None else default_run(args.project)
     result = evaluate_run(args.project, run_id, args.split, progress=progress_printer())

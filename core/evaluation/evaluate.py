@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import DataError, UserError
-from core.evaluation.metrics import MAX_PIXELS, confusion_at, image_metrics, pixel_metrics
+from defect_studio.errors import DataError, UserError
+from defect_studio.evaluation.metrics import MAX_PIXELS, confusion_at, image_metrics, pixel_metrics
 
 EVAL_SPLITS = ("train", "val", "test", "all")
 CURVE_KEYS = ("pr_curve", "roc_curve")
@@ -58,7 +58,7 @@ def _write_files(run_dir, split: str, rows: list, m: dict,
     """Write scores/pr_curve/roc_curve_<split>.csv and evaluation_<split>.json (and the
     unsuffixed CSVs, the latest evaluation the app shows). Returns (files written, None)
     or ({}, the reason) when the run folder cannot be written: the metrics stand."""
-    from core.io.atomic import atomic_write_bytes, write_json_atomic
+    from defect_studio.io.atomic import atomic_write_bytes, write_json_atomic
 
     pr, roc = m["pr_curve"], m["roc_curve"]
     # precision_recall_curve has one point more than thresholds: its end point (recall 0)
@@ -103,7 +103,7 @@ def evaluate_run(
     """Score the labelled images of ``split`` ("train", "val", "test" or "all") with a run.
 
     Other model kinds reuse it: ``predictor_class`` (default: the segdec Predictor) loads
-    the run; ``region_overlap`` (e.g. core.anomaly.evaluate.RegionOverlap) collects each
+    the run; ``region_overlap`` (e.g. defect_studio.kinds.anomaly.evaluate.RegionOverlap) collects each
     image's mask and heatmap and adds its figure to ``pixel`` (AUPRO for anomaly runs).
 
     Ground truth: an image is defective when it is labelled defective or its mask
@@ -115,8 +115,8 @@ def evaluate_run(
     (without the curve arrays) into the run folder. progress(done, total) follows the
     scoring and may raise (e.g. CancelledError) to stop; nothing is written then.
     """
-    from core.inference.predictor import Predictor, resolve_run_dir
-    from core.project import Project
+    from defect_studio.kinds.segdec.predictor import Predictor, resolve_run_dir
+    from defect_studio.project import Project
 
     if split not in EVAL_SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(EVAL_SPLITS)}")

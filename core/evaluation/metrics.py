@@ -31,7 +31,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core.errors import DataError
+from defect_studio.errors import DataError
 
 # Above this many pixels pixel_metrics works on a seeded random subset: sorting
 # hundreds of millions of floats would take minutes and gigabytes for a metric

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import DataError
+from defect_studio.errors import DataError
 
 CELLS = ("tp", "fn", "fp", "tn")
 

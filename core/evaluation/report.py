@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import DataError, ProjectError
-from core.evaluation.metrics import confusion_at, image_metrics
-from core.evaluation.operating_point import cell_members
+from defect_studio.errors import DataError, ProjectError
+from defect_studio.evaluation.metrics import confusion_at, image_metrics
+from defect_studio.evaluation.operating_point import cell_members
 
 THUMB_SIDE = 160
 SETTINGS = ("model", "epochs", "input_size", "lr", "batch", "seed", "device", "created")
@@ -61,8 +61,8 @@ def _thumbnail(project, image_id: int, out: Path) -> bool:
     """A small 8-bit PNG of an image of the project; False when it cannot be read."""
     import cv2
 
-    from core.errors import UserError
-    from core.io.images import write_png_atomic
+    from defect_studio.errors import UserError
+    from defect_studio.io.images import write_png_atomic
 
     try:
         rec = project.image(image_id)
@@ -218,7 +218,7 @@ def build_report(project, run_id: str, out_html: str | Path, *, threshold: float
            f"<title>Run {e(run_id)} report</title>"
            "<style>body{font-family:sans-serif;max-width:960px} td,th{text-align:left}"
            "</style></head><body>" + "\n".join(parts) + "</body></html>")
-    from core.io.atomic import atomic_write_bytes
+    from defect_studio.io.atomic import atomic_write_bytes
 
     atomic_write_bytes(out_html, doc.encode("utf-8"))
     return out_html

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from core.errors import UserError
+from defect_studio.errors import UserError
 
 CSV_NAME = "predictions.csv"
 CSV_HEADER = ["path", "score", "decision", "error", "overlay", "run_id", "threshold"]
@@ -28,7 +28,7 @@ def collect_inputs(inputs: list[str], exclude: Path | None = None
     (``*_overlay.png``) under ``exclude`` (the output folder) are skipped, so re-running
     into an output folder inside the input folder does not score its own overlays.
     """
-    from core.io.images import is_image_file
+    from defect_studio.io.images import is_image_file
 
     files: list[Path] = []
     problems: list[tuple[Path, str]] = []
@@ -74,9 +74,9 @@ def _unique_overlay_path(out: Path, stem: str, taken: set[str]) -> Path:
 
 
 def progress_printer(label: str = "scoring") -> Callable[[int, int], None]:
-    """A progress(done, total) callback on stderr (core.progress: a bar on a terminal,
+    """A progress(done, total) callback on stderr (defect_studio.progress: a bar on a terminal,
     about ten plain lines otherwise)."""
-    from core.progress import progress_bar
+    from defect_studio.progress import progress_bar
 
     return progress_bar(label)
 
@@ -90,8 +90,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Score INPUTs with --run or --model; write predictions.csv and overlays into --out."""
     import json
 
-    from core.inference.overlay import decision_overlay
-    from core.io.images import read_image, write_png_atomic
+    from defect_studio.inference.overlay import decision_overlay
+    from defect_studio.io.images import read_image, write_png_atomic
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -103,7 +103,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError("--project goes with --run; --model takes a package folder")
     run_dir = None
     if package is None:
-        from core.inference.predictor import resolve_run_dir
+        from defect_studio.kinds.segdec.predictor import resolve_run_dir
 
         run_dir = resolve_run_dir(args.run, args.project)
     files, problems = collect_inputs(args.inputs, exclude=out)
@@ -111,13 +111,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         detail = "; ".join(f"{p}: {why}" for p, why in problems)
         raise UserError(f"no images to score ({detail})" if detail else "no images to score")
     if package is not None:  # the line's runtime: no torch imported
-        from core.deploy.runtime import load_package
+        from defect_studio.deploy.runtime import load_package
 
         if args.device not in ("auto", "cpu"):
             raise UserError("--device applies to --run; an export package runs on the CPU")
         predictor = load_package(package)
     else:
-        from core.inference import load_predictor
+        from defect_studio.inference import load_predictor
 
         predictor = load_predictor(run_dir, device=args.device)
     if args.threshold is not None:

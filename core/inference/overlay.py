@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core.errors import UserError
-from core.io.images import to_float01
+from defect_studio.errors import UserError
+from defect_studio.io.images import to_float01
 
 COLORMAPS = {
     "jet": cv2.COLORMAP_JET,
@@ -27,7 +27,7 @@ NG_COLOR = (255, 70, 70)
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Any project image (HxW, HxWx1, HxWx3; uint8, uint16 or float in [0,1]) as RGB uint8.
 
-    Scaled with core.io.images.to_float01, as the model input is, so what a user
+    Scaled with defect_studio.io.images.to_float01, as the model input is, so what a user
     sees is what the model saw.
     """
     img = np.asarray(image)

@@ -1,7 +1,7 @@
 """What every predictor returns, and the threshold rule they share (no torch here).
 
-Used by the torch ``Predictor`` (core.inference.predictor) and by the deployed runtime
-(core.deploy), so review, predict and the watch folder treat both alike.
+Used by the torch ``Predictor`` (defect_studio.kinds.segdec.predictor) and by the deployed runtime
+(defect_studio.deploy), so review, predict and the watch folder treat both alike.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import UserError
+from defect_studio.errors import UserError
 
 # Without a saved threshold (an interrupted run) a predictor calls NG at 0.5,
 # the point where the decision logit changes sign.
@@ -66,7 +66,7 @@ class BatchScorer:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def predict(self, image: np.ndarray) -> Prediction:
-        """Score one image (HxW or HxWx3 array as core.io.images.read_image returns)."""
+        """Score one image (HxW or HxWx3 array as defect_studio.io.images.read_image returns)."""
         return self._run([self._prepare(image)], [np.asarray(image).shape[:2]])[0]
 
     def predict_many(
@@ -77,14 +77,14 @@ class BatchScorer:
     ) -> Iterator[tuple[Any, Prediction | str]]:
         """Score images or image paths; yields (item, Prediction) or (item, error message).
 
-        Items are arrays or paths (str / PathLike, read with core.io.images.read_image).
+        Items are arrays or paths (str / PathLike, read with defect_studio.io.images.read_image).
         An unreadable image yields its error message instead of raising, so one bad
         file never stops a batch. Results come in input order; at most ``batch_size``
         images are in memory. progress(done, total) is called after every batch
         (total is 0 when ``items`` has no length); it may raise (CancelledError) to
         stop, or the caller simply stops iterating.
         """
-        from core.io.images import read_image
+        from defect_studio.io.images import read_image
 
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")

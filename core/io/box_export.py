@@ -17,7 +17,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from core.io.atomic import atomic_write_bytes
+from defect_studio.io.atomic import atomic_write_bytes
 
 BOX_FORMATS = ("yolo", "voc")
 

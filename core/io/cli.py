@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import CliError, UserError
-from core.progress import progress_bar
+from defect_studio.errors import CliError, UserError
+from defect_studio.progress import progress_bar
 
 def format_report(report, elapsed: float) -> str:
     """The import summary a person reads: counts, labels, skipped files by reason."""
@@ -32,7 +32,7 @@ def format_report(report, elapsed: float) -> str:
 
 def _remove_if_empty(root: Path) -> None:
     """Delete a project folder this command created when it holds no image."""
-    from core.project.store import Project
+    from defect_studio.project.store import Project
 
     try:
         with Project.open(root, readonly=True) as project:
@@ -46,14 +46,14 @@ def _remove_if_empty(root: Path) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     """`defect-studio import SRC --project DIR`: 0 when anything was imported (or was
     already there), 1 when nothing could be imported, 2 on a user error."""
-    from core.io.importers import detect_format, import_dataset
-    from core.project.store import Project
+    from defect_studio.io.importers import detect_format, import_dataset
+    from defect_studio.project.store import Project
 
     started = time.monotonic()
     fmt = detect_format(args.source) if args.format == "auto" else args.format
     root = Path(args.project).expanduser()
     new_folder = not root.exists()
-    from core.io.importers.runner import ImportStopped
+    from defect_studio.io.importers.runner import ImportStopped
 
     stopped: ImportStopped | None = None
     try:
@@ -99,8 +99,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`defect-studio export --project DIR --format masks|coco --out DIR`."""
-    from core.io.exporters import export_project
-    from core.project.store import Project
+    from defect_studio.io.exporters import export_project
+    from defect_studio.project.store import Project
 
     # read-only: exporting works while the app has the project open
     with Project.open(args.project, readonly=True) as project:

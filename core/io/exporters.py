@@ -12,7 +12,7 @@
   `defect-studio import --format coco`. Typed boxes are bbox-only annotations of
   one category per defect type (mask regions are marked "defect_studio": "mask",
   boxes "box", so a re-import keeps them apart).
-- "yolo", "voc": the typed boxes (core.io.box_export).
+- "yolo", "voc": the typed boxes (defect_studio.io.box_export).
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.errors import UserError
-from core.io import box_export
-from core.io.atomic import atomic_write_bytes
-from core.io.images import write_png_atomic
+from defect_studio.errors import UserError
+from defect_studio.io import box_export
+from defect_studio.io.atomic import atomic_write_bytes
+from defect_studio.io.images import write_png_atomic
 
 from .importers.base import fill_polygons
 from .importers.coco import mask_to_rle_counts, rle_encode_string
 
-EXPORT_FORMATS = ("masks", "coco", "yolo", "voc")  # yolo, voc: boxes (core.io.box_export)
+EXPORT_FORMATS = ("masks", "coco", "yolo", "voc")  # yolo, voc: boxes (defect_studio.io.box_export)
 
 
 def export_project(project, fmt: str, out: Path | str) -> dict:

@@ -34,8 +34,8 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 import cv2  # noqa: E402 - after the limit above
 import numpy as np  # noqa: E402
 
-from core.errors import ImageReadError, MaskError  # noqa: E402
-from core.io.atomic import atomic_write_bytes  # noqa: E402
+from defect_studio.errors import ImageReadError, MaskError  # noqa: E402
+from defect_studio.io.atomic import atomic_write_bytes  # noqa: E402
 
 # The one list of image file types (import, predict, review, folders).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

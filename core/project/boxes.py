@@ -7,7 +7,7 @@ corner, w and h the size, in continuous coordinates (the image spans 0..width,
 transaction per change. A box makes its image "defective", so labels, masks and
 boxes never contradict each other.
 
-`BoxesMixin` adds the methods to `core.project.store.Project`.
+`BoxesMixin` adds the methods to `defect_studio.project.store.Project`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 from numbers import Real
 
-from core.errors import ProjectError, UserError
+from defect_studio.errors import ProjectError, UserError
 
 # distinct colours for new types (colour-blind friendly first: Okabe-Ito, then more)
 PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7",
@@ -268,7 +268,7 @@ class BoxesMixin:
 
     def images_with_type(self, name: str | None = None) -> list:
         """Images with at least one box of this type (any type when None), by id."""
-        from core.project.store import _COLUMNS, _record
+        from defect_studio.project.store import _COLUMNS, _record
 
         cols = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
         sql = (f"SELECT DISTINCT {cols} FROM images i JOIN boxes b ON b.image_id = i.id "

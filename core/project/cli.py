@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.errors import ProjectError
-from core.project.store import Project, SPLITS
+from defect_studio.errors import ProjectError
+from defect_studio.project.store import Project, SPLITS
 
 
 def _print_json(obj: object) -> None:
@@ -158,9 +158,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     """`defect-studio restore`: put a backup of project.sqlite back (latest, or --backup)."""
     from pathlib import Path
 
-    from core.project import safety
-    from core.project.lock import ProjectLock
-    from core.project.store import DB_NAME, LOCK_NAME
+    from defect_studio.project import safety
+    from defect_studio.project.lock import ProjectLock
+    from defect_studio.project.store import DB_NAME, LOCK_NAME
 
     root = Path(args.project).expanduser().absolute()
     if not root.is_dir():

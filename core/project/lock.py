@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.errors import ProjectError, ProjectInUseError
+from defect_studio.errors import ProjectError, ProjectInUseError
 
 try:
     import fcntl

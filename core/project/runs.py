@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.errors import ProjectError
-from core.io.atomic import is_temp_name, write_json_atomic
+from defect_studio.errors import ProjectError
+from defect_studio.io.atomic import is_temp_name, write_json_atomic
 
 __all__ = ["RunInfo", "list_runs", "read_run", "write_json_atomic", "valid_run_id", "RUN_STATES",
            "require_run_id", "hold_run", "release_run", "owner_alive", "RunLock"]
@@ -82,7 +82,7 @@ class RunLock:
     def acquire(self) -> "RunLock":
         import threading
 
-        from core.project.lock import _lock, _read_pid
+        from defect_studio.project.lock import _lock, _read_pid
 
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + 2.0  # readers take the lock shared for an instant
@@ -115,7 +115,7 @@ class RunLock:
                 pass
 
     def release(self) -> None:
-        from core.project.lock import _unlock
+        from defect_studio.project.lock import _unlock
 
         fd, self._fd = self._fd, None
         if self._stop is not None:

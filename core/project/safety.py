@@ -20,8 +20,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.errors import ProjectError
-from core.io.images import env_int
+from defect_studio.errors import ProjectError
+from defect_studio.io.images import env_int
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_DIR = "backups"

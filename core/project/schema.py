@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from core.errors import ProjectError
+from defect_studio.errors import ProjectError
 
 
 def _v1_initial(db: sqlite3.Connection) -> None:

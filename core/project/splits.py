@@ -10,7 +10,7 @@ import math
 import random
 from collections.abc import Iterable, Sequence
 
-from core.errors import ProjectError
+from defect_studio.errors import ProjectError
 
 SPLITS = ("train", "val", "test")
 GROUPS = ("unlabeled", "ok", "defective")

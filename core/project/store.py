@@ -28,16 +28,16 @@ from urllib.parse import quote
 
 import numpy as np
 
-from core.errors import ImageReadError, MaskError, ProjectError
-from core.io import images as imio
-from core.io.atomic import atomic_write_bytes, remove_stale_temps
-from core.project import runs as runs_mod
-from core.project import safety
-from core.project.boxes import BoxesMixin
-from core.project.lock import ProjectLock
-from core.project.runs import RunInfo
-from core.project.splits import normalise_ratios, plan_splits
-from core.project.schema import SCHEMA_VERSION, check_version, migrate, read_version
+from defect_studio.errors import ImageReadError, MaskError, ProjectError
+from defect_studio.io import images as imio
+from defect_studio.io.atomic import atomic_write_bytes, remove_stale_temps
+from defect_studio.project import runs as runs_mod
+from defect_studio.project import safety
+from defect_studio.project.boxes import BoxesMixin
+from defect_studio.project.lock import ProjectLock
+from defect_studio.project.runs import RunInfo
+from defect_studio.project.splits import normalise_ratios, plan_splits
+from defect_studio.project.schema import SCHEMA_VERSION, check_version, migrate, read_version
 
 LABELS = ("unlabeled", "ok", "defective")
 LABEL_SOURCES = ("import", "user", "prediction")  # "prediction" = an accepted model decision
@@ -542,7 +542,7 @@ class Project(BoxesMixin):
         return p if p.is_absolute() else self.root / rec.path
 
     def read_image(self, rec: ImageRecord) -> np.ndarray:
-        """The image's pixels (core.io.images.read_image); ImageReadError if unreadable."""
+        """The image's pixels (defect_studio.io.images.read_image); ImageReadError if unreadable."""
         return imio.read_image(self.image_path(rec))
 
     # --- labels ----------------------------------------------------------------------

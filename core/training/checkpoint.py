@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from core.errors import ModelFileError, UserError
-from core.io.atomic import atomic_write, atomic_write_bytes
-from core.training.config import TrainConfig
+from defect_studio.errors import ModelFileError, UserError
+from defect_studio.io.atomic import atomic_write, atomic_write_bytes
+from defect_studio.kinds.segdec.config import TrainConfig
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -103,7 +103,7 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
 
 def build_run_model(config: TrainConfig) -> torch.nn.Module:
     """The (untrained) network a config describes; channels must be resolved."""
-    from core.models import build_model
+    from defect_studio.kinds.segdec.models import build_model
 
     if config.channels is None:
         raise ModelFileError("the run config does not say how many input channels the model has")
@@ -121,7 +121,7 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "auto"
 
     ``device`` is a torch.device or a name ("auto", "cpu", "cuda", "mps").
     """
-    from core.training.device import select_device
+    from defect_studio.training.device import select_device
 
     run_dir = Path(run_dir)
     dev = device if isinstance(device, torch.device) else select_device(device)

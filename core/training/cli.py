@@ -13,8 +13,8 @@ import signal
 import sys
 from typing import Any
 
-from core.errors import CancelledError
-from core.training.config import TrainConfig, parse_size
+from defect_studio.errors import CancelledError
+from defect_studio.kinds.segdec.config import TrainConfig, parse_size
 
 EXIT_CANCELLED = 3
 
@@ -22,10 +22,10 @@ EXIT_CANCELLED = 3
 def config_from_args(args: argparse.Namespace) -> Any:
     """The run's config from --preset, then --config FILE, then the single options.
 
-    Models of another kind than segdec (core.models.kinds) build their own config class
+    Models of another kind than segdec (defect_studio.kinds) build their own config class
     from the same arguments: ``ConfigClass.from_args(args)``.
     """
-    from core.models.kinds import kind_of_model
+    from defect_studio.kinds import kind_of_model
 
     kind = kind_of_model(args.model or "mffpa")
     if kind.name != "segdec":
@@ -141,7 +141,7 @@ class _HumanPrinter:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Handler of `defect-studio train` (exit 0 finished, 2 user error, 3 cancelled)."""
-    from core.training import train
+    from defect_studio.training import train
 
     if args.resume:
         given = [opt for opt, v in (("--preset", args.preset), ("--config", args.config),

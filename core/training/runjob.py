@@ -1,4 +1,4 @@
-"""What the training jobs of every model kind share (core.models.kinds).
+"""What the training jobs of every model kind share (defect_studio.kinds).
 
 One training job = one run folder (docs/ARCHITECTURE.md, "Runs"). Opening the project,
 turning errors into ``error`` events and a "failed" status, holding the run's lock while
@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from core.errors import CancelledError, TrainingError, UserError
-from core.project.runs import check_runs_writable, hold_run, release_run, require_run_id
-from core.training.checkpoint import CHECKPOINT_FILE, CONFIG_FILE
-from core.training.config import TrainConfigError
+from defect_studio.errors import CancelledError, TrainingError, UserError
+from defect_studio.project.runs import check_runs_writable, hold_run, release_run, require_run_id
+from defect_studio.training.checkpoint import CHECKPOINT_FILE, CONFIG_FILE
+from defect_studio.kinds.segdec.config import TrainConfigError
 
 EventSink = Callable[[dict], None]
 JobBody = Callable[[Any, "Any", Callable[[], bool]], str]  # (project, folder, should_stop)
@@ -32,8 +32,8 @@ def run_training_job(project_root: str | Path, on_event: EventSink | None,
     it). The run lock taken by ``open_run_to_resume``/``create_run_folder`` is released
     however the job ends.
     """
-    from core.project import Project
-    from core.training.loop import _last_epoch, _RunFolder
+    from defect_studio.project import Project
+    from defect_studio.kinds.segdec.train import _last_epoch, _RunFolder
 
     folder = _RunFolder(on_event)  # no folder yet: early errors go to the sink only
     try:
@@ -100,7 +100,7 @@ def create_run_folder(runs_dir: Path, run_id: str | None, model_name: str, recor
                       folder: Any) -> str:
     """Make the new run's folder (id from the time and model unless given), take its lock
     and write config.json (``record`` + "created"); returns the run id."""
-    from core.training.loop import _new_run_id, _write_json
+    from defect_studio.kinds.segdec.train import _new_run_id, _write_json
 
     run_id = run_id or _new_run_id(Path(runs_dir), model_name)
     run_dir = Path(runs_dir) / run_id
@@ -118,7 +118,7 @@ def restore_checkpoint(checkpoint: dict, run_id: str, load_model: Callable[[Any]
     ``load_model(state_dict)`` loads the network's part (kinds with frozen parts load only
     what they train). A checkpoint that does not fit is a TrainingError saying so.
     """
-    from core.training.loop import _set_rng_state
+    from defect_studio.kinds.segdec.train import _set_rng_state
 
     try:
         load_model(checkpoint["model"])
@@ -133,7 +133,7 @@ def restore_checkpoint(checkpoint: dict, run_id: str, load_model: Callable[[Any]
 
 def save_checkpoint(folder: Any, state: dict, epochs_done: int) -> None:
     """Write the run's checkpoint (``state`` + epoch), then say so in status and events."""
-    from core.training.checkpoint import save_torch
+    from defect_studio.training.checkpoint import save_torch
 
     path = folder.path / CHECKPOINT_FILE
     save_torch(path, {**state, "epoch": epochs_done})
@@ -168,7 +168,7 @@ class StepProgress:
     def step(self, epoch: int, step: int, steps: int, remaining: int, *, loss: float,
              loss_seg: float, loss_dec: float) -> None:
         """One finished step (``epoch``, ``step`` 0-based); ``remaining`` steps in the run."""
-        from core.training.loop import PROGRESS_INTERVAL_S
+        from defect_studio.kinds.segdec.train import PROGRESS_INTERVAL_S
 
         self.done += 1
         now = self._clock()

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.errors import DataError
+from defect_studio.errors import DataError
 
 if TYPE_CHECKING:
-    from core.training.config import TrainConfig
+    from defect_studio.kinds.segdec.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class SizeChoice:
 
 def input_rule(model: str, **switches: Any) -> tuple[int, int]:
     """(multiple, minimum side) of a model variant's input, without building it."""
-    from core.models import _VARIANTS
-    from core.models.segdec import MixSupDecisionHead, PADecisionHead, SegDecNet
+    from defect_studio.kinds.segdec.models import _VARIANTS
+    from defect_studio.kinds.segdec.network import MixSupDecisionHead, PADecisionHead, SegDecNet
 
     pa = switches.get("pa")
     if pa is None:

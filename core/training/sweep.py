@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from core.errors import CancelledError, UserError
-from core.training.config import TrainConfig
+from defect_studio.errors import CancelledError, UserError
+from defect_studio.kinds.segdec.config import TrainConfig
 
 SWEEPS_DIR = ".sweeps"
 SWEEP_FILE = "sweep.json"
@@ -101,9 +101,9 @@ def run_sweep(project_root: str | Path, config: TrainConfig, levels: str, *,
               sweep_id: str | None = None, on_event: Callable[[dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train and test one run per level; returns the sweep record (see module docstring)."""
-    from core.evaluation import evaluate_run
-    from core.project import Project
-    from core.training import train
+    from defect_studio.evaluation import evaluate_run
+    from defect_studio.project import Project
+    from defect_studio.training import train
 
     emit = on_event or (lambda e: None)
     stop = should_stop or (lambda: False)
@@ -163,7 +163,7 @@ def run_sweep(project_root: str | Path, config: TrainConfig, levels: str, *,
 
 
 def _save(folder: Path, record: dict[str, Any]) -> None:
-    from core.project.runs import write_json_atomic
+    from defect_studio.project.runs import write_json_atomic
 
     write_json_atomic(folder / SWEEP_FILE, record)
 
@@ -172,7 +172,7 @@ def cmd_sweep(args: Any) -> int:
     """Handler of `defect-studio sweep` (exit 0 finished, 2 user error, 3 cancelled)."""
     import sys
 
-    from core.training.cli import EXIT_CANCELLED, _HumanPrinter, _print_json, _StopFlag, \
+    from defect_studio.training.cli import EXIT_CANCELLED, _HumanPrinter, _print_json, _StopFlag, \
         config_from_args
 
     config = config_from_args(args)

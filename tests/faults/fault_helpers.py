@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.io.images import write_png_atomic
+from defect_studio.io.images import write_png_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ def png(path: Path, seed: int = 0, size: int = 16) -> Path:
 
 def tiny_project(root: Path, n: int = 4, *, copy: bool = True, src: Path | None = None):
     """A closed project with n images (every second one defective with a mask)."""
-    from core.project import Project
+    from defect_studio.project import Project
 
     src = src or root.parent / (root.name + "_src")
     src.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ def tiny_project(root: Path, n: int = 4, *, copy: bool = True, src: Path | None 
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess:
-    """Run `python -m core.cli ARGV` in a subprocess (this worktree's code)."""
+    """Run `python -m defect_studio.cli ARGV` in a subprocess (this worktree's code)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "QT_QPA_PLATFORM": "offscreen"}
-    return subprocess.run([sys.executable, "-m", "core.cli", *argv], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "defect_studio", *argv], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=120)

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from core.errors import UserError
+from defect_studio.errors import UserError
 
 
 def test_model_info_totals_unchanged_with_flop_counter(capsys):
     """FlopCounterMode gives the totals the hand-written hooks gave (golden figures)."""
-    from core.cli import main
+    from defect_studio.cli import main
 
     # what the hooks counted at 3x640x232 (all four variants agree, totals and per-module
     # counts; checked once, see docs/reliability.md); mffpa has every kind of layer
@@ -24,8 +24,8 @@ def test_model_info_totals_unchanged_with_flop_counter(capsys):
 
 
 def test_outlook_weighted_sum_is_its_own_module_count():
-    from core.models.blocks import OutlookAttention
-    from core.models.complexity import count_macs
+    from defect_studio.kinds.segdec.blocks import OutlookAttention
+    from defect_studio.kinds.segdec.complexity import count_macs
 
     att = OutlookAttention(32, heads=2, kernel=3)
     total, per = count_macs(att, (32, 6, 5), per_module=True)
@@ -34,10 +34,10 @@ def test_outlook_weighted_sum_is_its_own_module_count():
 
 
 def test_one_parse_size():
-    from core.demo.cli import parse_size as demo_size
-    from core.demo.generator import DemoSettingsError
-    from core.training.config import TrainConfigError, parse_size as train_size
-    from core.units import parse_size
+    from defect_studio.demo.cli import parse_size as demo_size
+    from defect_studio.demo.generator import DemoSettingsError
+    from defect_studio.kinds.segdec.config import TrainConfigError, parse_size as train_size
+    from defect_studio.units import parse_size
 
     for text, want in (("64x48", (64, 48)), ("64×48", (64, 48)), ("64*48", (64, 48)),
                        ("32", (32, 32))):
@@ -52,14 +52,14 @@ def test_one_parse_size():
 
 
 def test_cli_error_is_a_user_error():
-    from core.cli import CliError as FromCli
-    from core.errors import CliError
+    from defect_studio.cli import CliError as FromCli
+    from defect_studio.errors import CliError
 
     assert FromCli is CliError and issubclass(CliError, UserError)
 
 
 def test_import_report_to_unwritable_file_is_cli_error(tmp_path, capsys):
-    from core.cli import main
+    from defect_studio.cli import main
     from fault_helpers import png
 
     src = tmp_path / "src" / "OK"
@@ -71,7 +71,7 @@ def test_import_report_to_unwritable_file_is_cli_error(tmp_path, capsys):
 
 
 def test_evaluate_writes_csvs_per_split(trained_project):
-    from core.evaluation import evaluate_run
+    from defect_studio.evaluation import evaluate_run
 
     root = trained_project.root
     trained_project.close()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import core.cli
+import defect_studio.cli
 
 
 @pytest.fixture
@@ -21,8 +21,8 @@ def test_cli_bug_is_one_line_and_a_log_file(data_home, monkeypatch, capsys, tmp_
     def boom(name, args):
         raise RuntimeError("a bug deep inside")
 
-    monkeypatch.setattr(core.cli, "run_handler", boom)
-    code = core.cli.main(["info", "--project", str(tmp_path)])
+    monkeypatch.setattr(defect_studio.cli, "run_handler", boom)
+    code = defect_studio.cli.main(["info", "--project", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -39,8 +39,8 @@ def test_cli_disk_error_is_one_line_without_a_log(data_home, monkeypatch, capsys
     def full(name, args):
         raise OSError(errno.ENOSPC, "No space left on device", "/x/y")
 
-    monkeypatch.setattr(core.cli, "run_handler", full)
-    assert core.cli.main(["info", "--project", str(tmp_path)]) == 2
+    monkeypatch.setattr(defect_studio.cli, "run_handler", full)
+    assert defect_studio.cli.main(["info", "--project", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "'/x/y'" in err and "Traceback" not in err
 
@@ -48,7 +48,7 @@ def test_cli_disk_error_is_one_line_without_a_log(data_home, monkeypatch, capsys
 def test_gui_exception_is_logged_and_shown(data_home, monkeypatch, qtbot, dialogs, capsys):
     from PySide6.QtCore import QTimer
 
-    from app.main import install_excepthook
+    from defect_studio.app.shell.main import install_excepthook
 
     import threading
 
@@ -72,7 +72,7 @@ def test_worker_thread_exception_is_logged_without_a_dialog(data_home, monkeypat
                                                             dialogs):
     import threading
 
-    from app.main import install_excepthook
+    from defect_studio.app.shell.main import install_excepthook
 
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)

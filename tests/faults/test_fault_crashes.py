@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from core.errors import ProjectError
-from core.io.importers import import_dataset, runner
-from core.project import Project
+from defect_studio.errors import ProjectError
+from defect_studio.io.importers import import_dataset, runner
+from defect_studio.project import Project
 from fault_helpers import cli, png
 
 
@@ -143,7 +143,7 @@ def test_disk_full_during_import_reports_what_was_saved(tmp_path, monkeypatch):
     for i in range(7):
         png(src / f"x{i}.png", seed=60 + i)
     monkeypatch.setattr(runner, "CHUNK", 3)
-    from core.project import store
+    from defect_studio.project import store
 
     real = store.atomic_write_bytes
     calls = {"n": 0}
@@ -173,8 +173,8 @@ def test_disk_full_during_import_reports_what_was_saved(tmp_path, monkeypatch):
 
 def test_evaluate_on_a_read_only_project_prints_its_metrics(trained_project, monkeypatch,
                                                             capsys):
-    from core.cli import main
-    from core.io import atomic
+    from defect_studio.cli import main
+    from defect_studio.io import atomic
 
     root = trained_project.root
     trained_project.close()
@@ -191,8 +191,8 @@ def test_evaluate_on_a_read_only_project_prints_its_metrics(trained_project, mon
 
 
 def test_train_on_a_read_only_project_is_a_clear_message(tmp_path, monkeypatch, capsys):
-    from core.cli import main
-    from core.project import runs
+    from defect_studio.cli import main
+    from defect_studio.project import runs
 
     root = tmp_path / "p"
     from fault_helpers import tiny_project
@@ -214,9 +214,9 @@ def test_train_on_a_read_only_project_is_a_clear_message(tmp_path, monkeypatch, 
 
 def test_disk_full_during_training_is_one_line_and_a_truthful_status(tmp_path, monkeypatch,
                                                                       capsys):
-    from core.cli import main
-    from core.io import atomic
-    from core.project.runs import read_run
+    from defect_studio.cli import main
+    from defect_studio.io import atomic
+    from defect_studio.project.runs import read_run
     from fault_helpers import tiny_project
 
     root = tiny_project(tmp_path / "p", n=12)

@@ -6,10 +6,10 @@ import sqlite3
 
 import pytest
 
-from core.errors import ProjectError, UserError
-from core.io.exporters import export_project
-from core.project import Project
-from core.project import safety
+from defect_studio.errors import ProjectError, UserError
+from defect_studio.io.exporters import export_project
+from defect_studio.project import Project
+from defect_studio.project import safety
 from fault_helpers import cli, png, tiny_project
 
 
@@ -163,7 +163,7 @@ def test_restore_refuses_hostile_backup_arguments(tmp_path, backup):
 
 @pytest.mark.usefixtures("isolated_qsettings")
 def test_app_opening_a_zero_size_database_says_damaged_and_keeps_it(tmp_path, qtbot, dialogs):
-    from app.main_window import MainWindow
+    from defect_studio.app.shell.window import MainWindow
 
     root = tiny_project(tmp_path / "p")
     (root / "project.sqlite").write_bytes(b"")

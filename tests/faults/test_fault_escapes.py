@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from core.errors import ProjectError
-from core.io.importers import import_dataset
-from core.project import Project
-from core.project.runs import require_run_id
+from defect_studio.errors import ProjectError
+from defect_studio.io.importers import import_dataset
+from defect_studio.project import Project
+from defect_studio.project.runs import require_run_id
 from fault_helpers import cli, png, tiny_project
 
 
@@ -25,7 +25,7 @@ def test_train_resume_outside_the_project_writes_nothing(tmp_path, capsys):
     victim.mkdir()
     (victim / "config.json").write_text("{}")
     (victim / "checkpoint.pt").write_bytes(b"")
-    from core.cli import main
+    from defect_studio.cli import main
 
     assert main(["train", "--project", str(root), "--resume", "../../x", "--threads", "1"]) == 2
     err = capsys.readouterr().err

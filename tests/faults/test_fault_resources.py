@@ -9,10 +9,10 @@ import zlib
 
 import pytest
 
-from core.errors import ImageReadError
-from core.io import images as imio
-from core.io.importers import import_dataset
-from core.project import Project
+from defect_studio.errors import ImageReadError
+from defect_studio.io import images as imio
+from defect_studio.io.importers import import_dataset
+from defect_studio.project import Project
 from fault_helpers import png
 
 
@@ -121,7 +121,7 @@ def test_file_size_cap(tmp_path, monkeypatch):
 
 
 def test_webp_is_one_image_type_everywhere():
-    from core.io.importers.base import IMAGE_EXTS, is_image
+    from defect_studio.io.importers.base import IMAGE_EXTS, is_image
 
     assert ".webp" in imio.IMAGE_EXTENSIONS and set(imio.IMAGE_EXTENSIONS) == set(IMAGE_EXTS)
     assert imio.is_image_file("a.webp") and is_image("a.WEBP")

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from core.errors import ProjectError
-from core.project import Project
-from core.project.runs import hold_run, read_run
+from defect_studio.errors import ProjectError
+from defect_studio.project import Project
+from defect_studio.project.runs import hold_run, read_run
 from fault_helpers import REPO, png
 
 
@@ -40,14 +40,14 @@ def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
     run_dir = root / "runs" / "r1"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "train", "--project", str(root), "--run-id", "r1",
+        [sys.executable, "-m", "defect_studio", "train", "--project", str(root), "--run-id", "r1",
          "--epochs", "200", "--size", "32x32", "--threads", "1", "--device", "cpu"],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait(lambda: (run_dir / "checkpoint.pt").is_file(), 90, "the first checkpoint")
         assert _state(root, "r1") == "running"
         # a second process may not resume (and write into) the live run
-        from core.training import train
+        from defect_studio.training import train
 
         with pytest.raises(ProjectError, match="being trained by another process"):
             train(root, run_id="r1", resume=True)
@@ -60,14 +60,14 @@ def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
             proc.kill()
     assert json.loads((run_dir / "status.json").read_text())["state"] == "running"
     assert _state(root, "r1") == "interrupted"
-    from core.cli import main
+    from defect_studio.cli import main
 
     assert main(["runs", "--project", str(root)]) == 0
     assert "interrupted" in capsys.readouterr().out
     hold_run(run_dir).release()  # the lock is free again: it can be resumed
 
     # the app shows it as interrupted, with a Resume action that asks for that run
-    from app.run_history import RunHistory
+    from defect_studio.app.train.run_history import RunHistory
 
     w = RunHistory()
     qtbot.addWidget(w)
@@ -75,7 +75,7 @@ def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
         w.set_project(p)
         w.select_run("r1")
         row = w.run_ids().index("r1")
-        from app.run_history import COLUMNS
+        from defect_studio.app.train.run_history import COLUMNS
 
         assert w.table.item(row, COLUMNS.index("State")).text() == "interrupted"
         assert w.resume_button.isEnabled()
@@ -85,7 +85,7 @@ def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
 
 
 def test_resume_request_builds_a_resume_command(tmp_path):
-    from app.jobs import TrainRequest
+    from defect_studio.app.common.jobs import TrainRequest
 
     args = TrainRequest(project_root=tmp_path, resume="r1").to_args()
     i = args.index("--resume")
@@ -100,7 +100,7 @@ def test_killed_import_leaves_no_orphans_on_the_next_open(tmp_path):
     Project.create(root).close()
     script = textwrap.dedent(f"""
         import os, signal
-        from core.project import Project
+        from defect_studio.project import Project
         p = Project.open({str(root)!r})
         with p.batch():
             p.add_image({str(src / 'a.png')!r})   # copied into images/, not committed

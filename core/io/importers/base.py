@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Iterator, Union
 
 import numpy as np
 
-from core.errors import MaskError
-from core.io.images import IMAGE_EXTENSIONS
+from defect_studio.errors import MaskError
+from defect_studio.io.images import IMAGE_EXTENSIONS
 
 IMAGE_EXTS = frozenset(IMAGE_EXTENSIONS)  # the one list, in core/io/images.py
 # Lossless formats may hold index masks (0/1, class ids); a JPEG mask never does.
@@ -294,7 +294,7 @@ def read_mask_file(path: Path, shape: tuple[int, int] | None = None) -> np.ndarr
     values are all small (0/1 or class ids <= 10) count every nonzero pixel.
     Raises MaskError when the size differs from `shape` (when given), ImageReadError
     when unreadable."""
-    from core.io.images import read_image
+    from defect_studio.io.images import read_image
 
     m = read_image(path)
     if m.ndim == 3:

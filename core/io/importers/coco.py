@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from core.errors import ImportFormatError, MaskError
+from defect_studio.errors import ImportFormatError, MaskError
 
 from .base import (
     ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, peek_text,

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from core.errors import ImportFormatError
+from defect_studio.errors import ImportFormatError
 
 from .base import ImportItem, ImportReport, SourceTree, is_image, split_from_name
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import ImportFormatError
+from defect_studio.errors import ImportFormatError
 
 from . import coco, dagm, folders, labelme, mvtec, pairs, rle_csv, voc, yolo
 from .base import SourceTree

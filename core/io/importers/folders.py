@@ -84,7 +84,7 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
 
 
 def raise_not_folder(src: Path) -> None:
-    from core.errors import ImportFormatError
+    from defect_studio.errors import ImportFormatError
 
     raise ImportFormatError(f"{src} is a file; the 'folders' format expects a folder with "
                             f"OK/ and NG/ (or good/ bad/) sub-folders")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from core.errors import ImportFormatError
+from defect_studio.errors import ImportFormatError
 
 from .base import ImportItem, ImportReport, SourceTree, is_image, walk_images
 

@@ -103,7 +103,7 @@ def detect(tree: SourceTree) -> bool:
 
 def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
     if src.is_file():
-        from core.errors import ImportFormatError
+        from defect_studio.errors import ImportFormatError
 
         raise ImportFormatError(f"{src} is a file; the 'pairs' format expects a folder of "
                                 f"images and masks")

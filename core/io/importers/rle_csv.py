@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from core.errors import ImportFormatError, MaskError
+from defect_studio.errors import ImportFormatError, MaskError
 
 from .base import ImageIndex, ImportItem, ImportReport, SourceTree, walk_images
 

@@ -8,7 +8,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from core.errors import ImageReadError, ImportFormatError, MaskError, ProjectError, UserError
+from defect_studio.errors import ImageReadError, ImportFormatError, MaskError, ProjectError, UserError
 
 from .base import ImportItem, ImportReport, read_mask_file, resolve_mask
 from .detect import READERS, detect_format
@@ -155,7 +155,7 @@ def _import_one(project, item: ImportItem, copy: bool, report: ImportReport,
         shape = None
         if callable(item.mask):
             try:
-                from core.io.images import image_info
+                from defect_studio.io.images import image_info
 
                 meta = image_info(path)
             except ImageReadError as e:
@@ -221,7 +221,7 @@ def _add(project, path: Path, copy: bool, label: str, item: ImportItem,
 
 def _add_boxes(project, rec, item: ImportItem, report: ImportReport):
     """Store the item's typed boxes; a bad box is reported and left out, the rest kept."""
-    from core.project.boxes import BoxError, check_type_name, clean_box
+    from defect_studio.project.boxes import BoxError, check_type_name, clean_box
 
     where = item.mask_file or str(item.image_path)
     try:

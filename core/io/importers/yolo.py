@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from core.errors import ImportFormatError
+from defect_studio.errors import ImportFormatError
 
 from .base import ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, \
     split_from_name, walk_images

@@ -1,0 +1,1 @@
+"""Page 3, Evaluate: curves, threshold and confusion matrix, report, the mask sweep."""

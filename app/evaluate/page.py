@@ -1,0 +1,558 @@
+"""The Evaluate page: PR and ROC curves of a run, and a live threshold with its confusion matrix."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox,
+    QProgressBar, QPushButton, QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from defect_studio.app.evaluate.drilldown import CELL_AT, CellImages
+from defect_studio.app.common.jobs import FunctionWorker
+from defect_studio.app.common.plot_style import SERIES, plot_colors, style_plot
+
+SLIDER_STEPS = 1000
+EVAL_SPLITS = ("test", "val", "all")
+EVALUATION_FILE = "evaluation.json"  # the last evaluate_run result without its curves
+
+
+@dataclass
+class RunEvaluation:
+    """What the page shows of one run's evaluation (read from the files evaluate_run writes)."""
+
+    run_id: str
+    split: str
+    y_true: np.ndarray  # 1 = defective
+    scores: np.ndarray
+    pr: dict  # precision, recall (arrays)
+    roc: dict  # fpr, tpr (arrays)
+    threshold: float | None  # the run's threshold.json value
+    threshold_source: str
+    image_ids: list = field(default_factory=list)  # per score (None: not in the project)
+    names: list = field(default_factory=list)  # file names, per score
+    pixel: dict | None = None  # pixel metrics of the last evaluation (evaluation.json)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _floats(rows: list[dict], key: str) -> np.ndarray:
+    return np.array([float(r[key]) for r in rows if r.get(key, "") != ""], dtype=np.float64)
+
+
+def load_evaluation(run_dir: Path) -> RunEvaluation | None:
+    """The run's scores.csv + pr_curve.csv + roc_curve.csv; None when not evaluated yet."""
+    files = [run_dir / n for n in ("scores.csv", "pr_curve.csv", "roc_curve.csv")]
+    if not all(f.is_file() for f in files):
+        return None
+    from defect_studio.errors import UserError
+
+    try:
+        scores_rows, pr_rows, roc_rows = (_read_csv(f) for f in files)
+        y = np.array([1 if r["label"] == "defective" else 0 for r in scores_rows], dtype=np.int8)
+        s = _floats(scores_rows, "score")
+        pr = {"precision": _floats(pr_rows, "precision"), "recall": _floats(pr_rows, "recall")}
+        roc = {"fpr": _floats(roc_rows, "fpr"), "tpr": _floats(roc_rows, "tpr")}
+    except (KeyError, ValueError, OSError) as e:
+        raise UserError(f"the evaluation files of run {run_dir.name} are damaged ({e}); "
+                        "press Evaluate to write them again") from None
+    splits = {r.get("split", "") for r in scores_rows}
+    split = splits.pop() if len(splits) == 1 else "all"
+    from defect_studio.kinds.segdec.predictor import read_threshold
+
+    thr, source = read_threshold(run_dir)
+    ids = [int(r["image_id"]) if str(r.get("image_id", "")).isdigit() else None
+           for r in scores_rows]
+    names = [Path(str(r.get("path", ""))).name or f"row {n + 1}"
+             for n, r in enumerate(scores_rows)]
+    pixel = None
+    try:
+        saved = json.loads((run_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
+        if isinstance(saved, dict) and isinstance(saved.get("pixel"), dict):
+            pixel = saved["pixel"]
+    except (OSError, ValueError):
+        pass
+    return RunEvaluation(run_dir.name, split or "all", y, s, pr, roc, thr, source, ids, names,
+                         pixel)
+
+
+class EvaluatePage(QWidget):
+    """Evaluate page. `threshold_saved(run_id, threshold)` after Save threshold."""
+
+    threshold_saved = Signal(str, float)
+    evaluation_loaded = Signal(str)
+    open_image_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._project = None
+        self._eval: RunEvaluation | None = None
+        self._sweep = None
+        self._metrics: dict | None = None
+        self._worker: FunctionWorker | None = None
+        self._evaluate_when_shown = False
+        self._build()
+        self._update_enabled()
+
+    # -- UI --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.run_combo = QComboBox()
+        self.run_combo.setMinimumContentsLength(24)
+        self.run_combo.currentIndexChanged.connect(self._on_run_changed)
+        self.split_combo = QComboBox()
+        self.split_combo.addItems(EVAL_SPLITS)
+        self.split_combo.setToolTip("Images to evaluate on (Evaluate writes the run's curves again)")
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.setToolTip("Score the split with the run and compute its curves")
+        self.evaluate_button.clicked.connect(lambda: self.evaluate())
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)  # indeterminate: evaluate_run reports no steps to the GUI
+        self.busy.setMaximumWidth(140)
+        self.busy.setVisible(False)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Run:"))
+        top.addWidget(self.run_combo, 1)
+        top.addWidget(QLabel("Split:"))
+        top.addWidget(self.split_combo)
+        top.addWidget(self.evaluate_button)
+        top.addWidget(self.busy)
+
+        self.summary_label = QLabel("")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.pr_plot = pg.PlotWidget(title="Precision\u2013recall")
+        self.pr_plot.setLabel("bottom", "recall")
+        self.pr_plot.setLabel("left", "precision")
+        self.roc_plot = pg.PlotWidget(title="ROC")
+        self.roc_plot.setLabel("bottom", "false positive rate")
+        self.roc_plot.setLabel("left", "true positive rate")
+        for p in (self.pr_plot, self.roc_plot):
+            p.setXRange(0, 1, padding=0.02)
+            p.setYRange(0, 1, padding=0.02)
+            p.showGrid(x=True, y=True, alpha=0.3)
+            p.setMouseEnabled(False, False)
+        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen(SERIES["gray"], style=Qt.PenStyle.DashLine))
+        self.pr_curve = self.pr_plot.plot([], [], pen=pg.mkPen(SERIES["blue"], width=2))
+        self.roc_curve = self.roc_plot.plot([], [], pen=pg.mkPen(SERIES["blue"], width=2))
+        for p in (self.pr_plot, self.roc_plot):
+            style_plot(p)
+        marker = dict(size=12, brush=pg.mkBrush(SERIES["red"]), pen=pg.mkPen(plot_colors()[0]))
+        self.pr_marker = pg.ScatterPlotItem(**marker)
+        self.roc_marker = pg.ScatterPlotItem(**marker)
+        self.pr_plot.addItem(self.pr_marker)
+        self.roc_plot.addItem(self.roc_marker)
+        plots = QHBoxLayout()
+        plots.addWidget(self.pr_plot)
+        plots.addWidget(self.roc_plot)
+
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, SLIDER_STEPS)
+        self.slider.valueChanged.connect(lambda v: self.set_threshold(v / SLIDER_STEPS))
+        self.spin = QDoubleSpinBox()
+        self.spin.setRange(0.0, 1.0)
+        self.spin.setDecimals(4)
+        self.spin.setSingleStep(0.01)
+        self.spin.valueChanged.connect(self.set_threshold)
+        self.save_button = QPushButton("Save threshold")
+        self.save_button.setToolTip("Prediction and review of this run use this threshold from now on")
+        self.save_button.clicked.connect(self.save_threshold)
+        self.best_button = QPushButton("Best F1")
+        self.best_button.setToolTip("Move the threshold to the best F1 on this split")
+        self.best_button.clicked.connect(self._to_best_f1)
+        self.escape_spin = QDoubleSpinBox()
+        self.escape_spin.setRange(0.0, 100.0)
+        self.escape_spin.setDecimals(1)
+        self.escape_spin.setSingleStep(0.5)
+        self.escape_spin.setSuffix(" %")
+        self.escape_spin.setValue(5.0)
+        self.escape_spin.setToolTip("Escape rate: the share of defective parts the line may "
+                                    "let through (called OK)")
+        self.escape_button = QPushButton("For escape rate")
+        self.escape_button.setToolTip("Highest threshold that misses at most this share of the "
+                                      "defective images (fewest false alarms)")
+        self.escape_button.clicked.connect(lambda: self.threshold_for_escape_rate())
+        self.report_button = QPushButton("Export report\u2026")
+        self.report_button.setToolTip("Write an HTML (and PDF) report of this run's evaluation")
+        self.report_button.clicked.connect(self._export_report)
+        thr_row = QHBoxLayout()
+        thr_row.addWidget(QLabel("Threshold"))
+        thr_row.addWidget(self.slider, 1)
+        thr_row.addWidget(self.spin)
+        thr_row.addWidget(self.best_button)
+        thr_row.addWidget(QLabel("Max. escapes"))
+        thr_row.addWidget(self.escape_spin)
+        thr_row.addWidget(self.escape_button)
+        thr_row.addWidget(self.save_button)
+
+        self.confusion = QTableWidget(2, 2)
+        self.confusion.setHorizontalHeaderLabels(["Predicted NG", "Predicted OK"])
+        self.confusion.setVerticalHeaderLabels(["Actual defective", "Actual OK"])
+        self.confusion.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        for bar in (self.confusion.setHorizontalScrollBarPolicy,
+                    self.confusion.setVerticalScrollBarPolicy):
+            bar(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.confusion.horizontalHeader().setMinimumSectionSize(100)
+        self._fit_confusion()
+        self.confusion.setToolTip("Click a cell to list its images")
+        self.confusion.cellClicked.connect(self.show_cell)
+        self.rates_label = QLabel("")
+        self.cell_images = CellImages()
+        self.cell_images.open_image.connect(self.open_image_requested)
+        conf_box = QGroupBox("At this threshold")
+        cl = QGridLayout(conf_box)
+        cl.addWidget(self.confusion, 0, 0)
+        cl.addWidget(self.rates_label, 0, 1)
+        cl.addWidget(self.cell_images, 0, 2)
+        cl.setColumnStretch(2, 1)
+
+        self.pixel_label = QLabel("")
+        self.pixel_label.setWordWrap(True)
+        head = QHBoxLayout()
+        head.addWidget(self.summary_label, 1)
+        head.addWidget(self.report_button)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addLayout(head)
+        lay.addWidget(self.pixel_label)
+        lay.addLayout(plots, 1)
+        lay.addLayout(thr_row)
+        lay.addWidget(conf_box)
+        from defect_studio.app.evaluate.sweep_view import SweepView  # issue 7: test AP vs number of masks
+
+        self.sweep_view = SweepView()
+        lay.addWidget(self.sweep_view)
+
+    def _fit_confusion(self) -> None:
+        """Size the 2x2 table to its headers and cells: all of it readable, no scroll bars."""
+        t = self.confusion
+        t.resizeColumnsToContents()
+        t.resizeRowsToContents()
+        frame = 2 * t.frameWidth()
+        width = t.verticalHeader().sizeHint().width() + frame + sum(
+            t.columnWidth(c) for c in range(t.columnCount()))
+        height = t.horizontalHeader().sizeHint().height() + frame + sum(
+            t.rowHeight(r) for r in range(t.rowCount()))
+        t.setFixedSize(width, height)
+
+    # -- project and runs ------------------------------------------------------------------
+    def set_project(self, project) -> None:
+        """List `project`'s finished runs and show the active one; None clears the page.
+        Nothing of the previous project stays (a run of the same name is read again)."""
+        self._project = project
+        self.run_combo.blockSignals(True)
+        self.run_combo.clear()
+        self.run_combo.blockSignals(False)
+        self._set_evaluation(None)
+        self.summary_label.setText("")
+        self.sweep_view.set_project(project)
+        self.refresh_runs()
+
+    def refresh_runs(self) -> None:
+        """Re-read the runs (after a training run ended or the active run changed)."""
+        current = self.current_run()
+        self.run_combo.blockSignals(True)
+        self.run_combo.clear()
+        if self._project is not None:
+            active = self._project.active_run()
+            for r in reversed(self._project.runs()):
+                if r.state == "finished":
+                    self.run_combo.addItem(r.id + ("  (active)" if r.id == active else ""), r.id)
+            want = current or active
+            if self._project.active_run() and current is None:
+                want = active
+            idx = self.run_combo.findData(want)
+            if idx >= 0:
+                self.run_combo.setCurrentIndex(idx)
+        self.run_combo.blockSignals(False)
+        if self.current_run() != (self._eval.run_id if self._eval else None):
+            self._on_run_changed()
+        self._update_enabled()
+
+    def refresh(self) -> None:
+        """Re-read the runs (the main window calls this after a run finished)."""
+        self.refresh_runs()
+
+    def current_run(self) -> str | None:
+        return self.run_combo.currentData()
+
+    def select_run(self, run_id: str) -> None:
+        idx = self.run_combo.findData(run_id)
+        if idx >= 0:
+            self.run_combo.setCurrentIndex(idx)
+
+    def _on_run_changed(self, *_args) -> None:
+        run_id = self.current_run()
+        self._set_evaluation(None)
+        self._evaluate_when_shown = False
+        if run_id is None or self._project is None:
+            self.summary_label.setText("No finished run: train a model first."
+                                       if self._project is not None else "")
+            return
+        from defect_studio.errors import UserError
+
+        try:
+            ev = load_evaluation(Path(self._project.runs_dir) / run_id)
+        except UserError as e:
+            self.summary_label.setText(str(e))
+            return
+        if ev is None:
+            # The curves are missing: compute them in the background, but only once the
+            # page is looked at (opening a project must not start scoring images).
+            if self.isVisible():
+                self.evaluate()
+            else:
+                self._evaluate_when_shown = True
+                self.summary_label.setText(f"Run {run_id} has not been evaluated yet.")
+        else:
+            self._set_evaluation(ev)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if self._evaluate_when_shown and self._eval is None:
+            self._evaluate_when_shown = False
+            self.evaluate()
+
+    # -- evaluation ------------------------------------------------------------------------
+    def is_busy(self) -> bool:
+        return self._worker is not None and self._worker.isRunning()
+
+    def evaluate(self, split: str | None = None) -> bool:
+        """Run defect_studio.evaluation.evaluate_run for the selected run in a background thread."""
+        run_id = self.current_run()
+        if self._project is None or run_id is None or self.is_busy():
+            return False
+        split = split or self.split_combo.currentText()
+        root = Path(self._project.root)
+
+        def work():
+            import torch
+
+            from defect_studio.evaluation import evaluate_run
+            from defect_studio.evaluation.evaluate import without_curves
+            from defect_studio.project.runs import write_json_atomic
+
+            torch.set_num_threads(2)
+            result = evaluate_run(root, run_id, split=split)
+            try:  # pixel metrics and counts, shown again when the run is reopened
+                write_json_atomic(root / "runs" / run_id / EVALUATION_FILE,
+                                  without_curves(result))
+            except (OSError, TypeError, ValueError):
+                pass
+            return load_evaluation(root / "runs" / run_id)
+
+        w = FunctionWorker(work, self)
+        # A result for another project (switched meanwhile) is dropped.
+        w.result.connect(lambda ev: self._on_evaluated(ev) if self._project is not None
+                         and Path(self._project.root) == root else None)
+        w.failed.connect(self._on_eval_failed)
+        w.finished.connect(self._on_worker_done)
+        self._worker = w
+        self.busy.setVisible(True)
+        self.summary_label.setText(f"Evaluating run {run_id} on the {split} split\u2026")
+        w.start()
+        self._update_enabled()
+        return True
+
+    def _on_evaluated(self, ev: RunEvaluation | None) -> None:
+        if ev is not None and ev.run_id == self.current_run():
+            self._set_evaluation(ev)
+
+    def _on_eval_failed(self, message: str) -> None:
+        self.summary_label.setText(f"Evaluation failed: {message}")
+        QMessageBox.warning(self, "Evaluation failed", message)
+
+    def _on_worker_done(self) -> None:
+        w, self._worker = self._worker, None
+        if w is not None:
+            w.deleteLater()
+        self.busy.setVisible(False)
+        self._update_enabled()
+
+    def _set_evaluation(self, ev: RunEvaluation | None) -> None:
+        from defect_studio.evaluation.metrics import ThresholdSweep, image_metrics
+
+        self._eval = ev
+        self._sweep = None
+        self._metrics = None
+        if ev is None or ev.scores.size == 0:
+            self.pr_curve.setData([], [])
+            self.roc_curve.setData([], [])
+            self.pr_marker.setData([], [])
+            self.roc_marker.setData([], [])
+            self._show_counts(None)
+            self.pixel_label.setText("")
+            self.summary_label.setToolTip("")
+            self.cell_images.clear()
+            self._update_enabled()
+            return
+        self._metrics = image_metrics(ev.y_true, ev.scores)
+        self._sweep = ThresholdSweep(ev.y_true, ev.scores)
+        self.pr_curve.setData(ev.pr["recall"], ev.pr["precision"])
+        self.roc_curve.setData(ev.roc["fpr"], ev.roc["tpr"])
+        m = self._metrics
+        self._render_summary()
+        start = ev.threshold
+        if start is None:
+            start = m["best_f1"]["threshold"] if m["best_f1"]["threshold"] is not None else 0.5
+        self.set_threshold(float(start))
+        self._update_enabled()
+        self.evaluation_loaded.emit(ev.run_id)
+
+    def _render_summary(self) -> None:
+        """One clear AP in the header; both AP variants and the counts on hover."""
+        ev, m = self._eval, self._metrics
+        if ev is None or m is None:
+            return
+
+        def f(v):
+            return "n/a" if v is None else f"{v:.3f}"
+
+        text = (f"<b>AP {f(m['ap_sklearn'])}</b> \u00b7 ROC AUC {f(m['auc'])} \u00b7 "
+                f"run {ev.run_id}, {ev.split} split: {m['n']} images, {m['n_pos']} defective")
+        if ev.threshold is not None:
+            text += f" \u00b7 threshold {ev.threshold:.4f} ({ev.threshold_source})"
+        if m.get("note"):
+            text += f" \u00b7 note: {m['note']}"
+        self.summary_label.setText(text)
+        self.summary_label.setToolTip(
+            f"AP = average precision (scikit-learn): {f(m['ap_sklearn'])}\n"
+            f"AP as the trapezoidal area under the PR curve: {f(m['ap_trapz'])}\n"
+            f"ROC AUC: {f(m['auc'])}\n"
+            f"Images: {m['n']} ({m['n_pos']} defective, {m['n'] - m['n_pos']} OK)")
+        px = ev.pixel or {}
+        if px.get("pixel_auroc") is not None:
+            self.pixel_label.setText(
+                f"Pixel level ({px.get('n_images', '?')} images with masks or OK): "
+                f"AUROC {f(px.get('pixel_auroc'))} \u00b7 AP {f(px.get('pixel_ap'))}"
+                + (" (sampled pixels)" if px.get("subsampled") else ""))
+        elif px:
+            self.pixel_label.setText(f"Pixel level: {px.get('note', 'not available')}.")
+        else:
+            self.pixel_label.setText("")
+
+    def show_cell(self, row: int, col: int) -> list:
+        """List the images of a confusion cell (row/col of the 2x2 table); their ids."""
+        cell = CELL_AT.get((row, col))
+        if cell is None or self._eval is None or self._sweep is None:
+            return []
+        return self.cell_images.show_cell(cell, self._eval, self.threshold())
+
+    def threshold_for_escape_rate(self, percent: float | None = None) -> float | None:
+        """Move the threshold to the highest one that misses at most `percent` % of the
+        defective images (the spin box's value when None)."""
+        if self._eval is None:
+            return None
+        from defect_studio.errors import UserError
+        from defect_studio.evaluation.operating_point import threshold_for_escape_rate
+
+        if percent is not None:
+            self.escape_spin.setValue(float(percent))
+        try:
+            op = threshold_for_escape_rate(self._eval.y_true, self._eval.scores,
+                                           self.escape_spin.value() / 100.0)
+        except UserError as e:
+            QMessageBox.information(self, "Escape rate", str(e))
+            return None
+        self.set_threshold(op["threshold"])
+        return op["threshold"]
+
+    def _export_report(self) -> None:
+        from defect_studio.app.evaluate.report_dialog import export_report_dialog
+
+        export_report_dialog(self)
+
+    # -- threshold -------------------------------------------------------------------------
+    def threshold(self) -> float:
+        return float(self.spin.value())
+
+    def set_threshold(self, t: float) -> None:
+        """Move slider, spin box and markers to t and update the confusion numbers."""
+        t = float(min(1.0, max(0.0, t)))
+        for w, v in ((self.slider, round(t * SLIDER_STEPS)), (self.spin, t)):
+            w.blockSignals(True)
+            w.setValue(v)
+            w.blockSignals(False)
+        counts = self._sweep.at(t) if self._sweep is not None else None
+        self._show_counts(counts)
+        if self.cell_images.cell is not None and self._eval is not None:
+            self.cell_images.show_cell(self.cell_images.cell, self._eval, t)
+
+    def counts(self) -> dict | None:
+        """Confusion dict at the current threshold (tp, fp, tn, fn, precision, recall, f1...)."""
+        return self._sweep.at(self.threshold()) if self._sweep is not None else None
+
+    def _show_counts(self, c: dict | None) -> None:
+        cells = (("tp", 0, 0), ("fn", 0, 1), ("fp", 1, 0), ("tn", 1, 1))
+        for key, r, col in cells:
+            self.confusion.setItem(r, col, QTableWidgetItem("" if c is None else str(c[key])))
+        if c is None:
+            self.rates_label.setText("")
+            self.pr_marker.setData([], [])
+            self.roc_marker.setData([], [])
+            return
+        called = c["tp"] + c["fp"]
+        n_pos = c["tp"] + c["fn"]
+        # Above the top score nothing is called NG: precision is undefined, not 0
+        # (the PR marker sits at the curve's end, precision 1).
+        prec = f"{c['precision']:.3f}" if called else "\u2014 (no part called NG)"
+        escape = f"{c['fn'] / n_pos * 100:.1f} % ({c['fn']} of {n_pos})" if n_pos else "\u2014"
+        self.rates_label.setText(
+            f"Precision {prec}\nRecall {c['recall']:.3f}\nF1 {c['f1']:.3f}\n"
+            f"Accuracy {c['accuracy']:.3f}\nEscape rate {escape}")
+        neg = c["fp"] + c["tn"]
+        fpr = c["fp"] / neg if neg else 0.0
+        # With no NG call precision is undefined; the marker sits at the curve's end (0, 1).
+        prec = c["precision"] if (c["tp"] + c["fp"]) else 1.0
+        self.pr_marker.setData([c["recall"]], [prec])
+        self.roc_marker.setData([fpr], [c["recall"]])
+
+    def _to_best_f1(self) -> None:
+        if self._metrics and self._metrics["best_f1"]["threshold"] is not None:
+            self.set_threshold(self._metrics["best_f1"]["threshold"])
+
+    def save_threshold(self) -> None:
+        """Write threshold.json of the run: {"threshold": t, "source": "user"}."""
+        run_id = self.current_run()
+        if self._project is None or run_id is None:
+            return
+        from defect_studio.project.runs import write_json_atomic
+
+        t = self.threshold()
+        if not math.isfinite(t):
+            return
+        path = Path(self._project.runs_dir) / run_id / "threshold.json"
+        try:
+            write_json_atomic(path, {"threshold": t, "source": "user"})
+        except OSError as e:
+            QMessageBox.critical(self, "Threshold not saved", f"Could not write {path}: {e}")
+            return
+        if self._eval is not None and self._eval.run_id == run_id:
+            self._eval.threshold, self._eval.threshold_source = t, "user"
+            self._render_summary()
+        self.threshold_saved.emit(run_id, t)
+
+    def _update_enabled(self) -> None:
+        has_run = self._project is not None and self.current_run() is not None
+        busy = self.is_busy()
+        self.evaluate_button.setEnabled(has_run and not busy)
+        self.run_combo.setEnabled(not busy)
+        ready = self._sweep is not None
+        for w in (self.slider, self.spin, self.save_button, self.best_button,
+                  self.escape_button, self.escape_spin, self.report_button):
+            w.setEnabled(ready)
+
+    def shutdown(self) -> None:
+        if self._worker is not None and self._worker.isRunning():
+            self._worker.wait(30000)

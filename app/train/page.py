@@ -1,0 +1,685 @@
+"""The Train page: settings, one-click training in a child process, live curves, run history."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox,
+    QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QTabWidget, QVBoxLayout,
+    QWidget,
+)
+
+from defect_studio.app.common.jobs import TrainingJob, TrainRequest, format_eta
+from defect_studio.app.common.plot_style import SERIES, foreground_curve, plot_colors, style_plot
+from defect_studio.app.train.run_curves import read_curves
+from defect_studio.app.train.run_history import RunHistory
+
+MODELS = (("MFFPA", "mffpa"), ("MixSup (baseline)", "mixsup"),
+          ("Anomaly model (good parts only)", "anomaly"))
+PRESETS = ("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal")  # defect_studio.kinds.segdec.config
+DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("CUDA", "cuda"), ("Apple MPS", "mps"))
+SETTINGS_KEY = "ui.train_settings"
+
+
+def preset_config(preset: str, model: str):
+    """TrainConfig of `preset` for `model`.
+
+    A preset's learning rate was tuned for its own model (quick: MixSup at 0.05, which
+    diverges to NaN for MFFPA). For another model the lower rate of a preset made for
+    that model is taken, so every model/preset pair the form offers trains.
+    """
+    from defect_studio.training import TrainConfig
+    from defect_studio.kinds.segdec.config import PRESETS as CORE_PRESETS
+
+    from defect_studio.app.train.cold_start import anomaly_preset, is_anomaly_model
+    if is_anomaly_model(model):
+        return anomaly_preset(preset, model)
+    cfg = TrainConfig.preset(preset, model=model)
+    if TrainConfig.preset(preset).model != model:
+        tuned = [TrainConfig.preset(p) for p in CORE_PRESETS]
+        rates = [c.lr for c in tuned if c.model == model]
+        if rates and min(rates) < cfg.lr:
+            cfg = cfg.replace(lr=min(rates))
+    return cfg
+
+
+def device_availability() -> dict[str, str | None]:
+    """device -> None when usable, else the reason it is not."""
+    import torch
+
+    out: dict[str, str | None] = {"auto": None, "cpu": None}
+    out["cuda"] = None if torch.cuda.is_available() else (
+        "no CUDA GPU found (or this PyTorch build has no CUDA support)")
+    mps = getattr(torch.backends, "mps", None)
+    out["mps"] = None if (mps is not None and mps.is_available()) else (
+        "Apple Metal (MPS) is only available on Apple-silicon Macs")
+    return out
+
+
+class TrainPage(QWidget):
+    """Train page. `run_finished(run_id)` after a run finished; `start_training()` is a slot."""
+
+    run_finished = Signal(str)
+    active_run_changed = Signal(str)
+    job_ended = Signal(str)  # "finished" | "cancelled" | "failed"
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._project = None
+        self.job: TrainingJob | None = None
+        self._epoch_base: int | None = None
+        self._job_root: Path | None = None  # project the running job trains on
+        self._t0 = 0.0
+        self._tmp_dir: Path | None = None
+        self._job_visible = False  # the running job belongs to the project shown
+        self._run_id: str | None = None  # the run being trained
+        self._build()
+        self._apply_preset("quick")
+        self._update_enabled()
+
+    # -- UI --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.model_combo = QComboBox()
+        for text, name in MODELS:
+            self.model_combo.addItem(text, name)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(PRESETS)
+        self.preset_combo.setToolTip("Fills model, epochs and input size; all stay editable")
+        self.preset_combo.currentTextChanged.connect(self._apply_preset)
+        self.model_combo.currentIndexChanged.connect(self._apply_model_rate)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(4)
+        self.lr_spin.setRange(0.0001, 1.0)
+        self.lr_spin.setSingleStep(0.005)
+        self.lr_spin.setToolTip("Step size of training. Set by the preset for the chosen model; "
+                                "lower it if a run fails with a NaN loss")
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 1000)
+        self.epochs_spin.valueChanged.connect(self._update_val_title)
+        self.width_spin = QSpinBox()
+        self.height_spin = QSpinBox()
+        for s in (self.width_spin, self.height_spin):
+            s.setRange(16, 4096)
+            s.setSingleStep(8)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.width_spin)
+        size_row.addWidget(QLabel("\u00d7"))
+        size_row.addWidget(self.height_spin)
+        # Why this size (issue 7): the data's median size within the preset's cap.
+        self.size_reason = QLabel("")
+        self.size_reason.setWordWrap(True)
+        self.size_reason.setStyleSheet("color: gray")
+        for spin in (self.width_spin, self.height_spin):
+            spin.valueChanged.connect(self._show_size_reason)
+        self.device_combo = QComboBox()
+        avail = device_availability()
+        for text, name in DEVICES:
+            self.device_combo.addItem(text, name)
+            reason = avail.get(name)
+            if reason:
+                idx = self.device_combo.count() - 1
+                item = self.device_combo.model().item(idx)
+                item.setEnabled(False)
+                self.device_combo.setItemData(idx, reason, Qt.ItemDataRole.ToolTipRole)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_combo)
+        form.addRow("Preset", self.preset_combo)
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Input size (W\u00d7H)", size_row)
+        form.addRow("", self.size_reason)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow("Device", self.device_combo)
+        settings = QGroupBox("Training")
+        settings.setLayout(form)
+
+        self.train_button = QPushButton("Train")
+        self.train_button.setToolTip("Train a new model on the labelled images (runs in the background)")
+        self.train_button.clicked.connect(self.start_training)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_training)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setFormat("ready")
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setValue(0)  # a bar that was never set shows no text at all
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+
+        left = QVBoxLayout()
+        left.addWidget(settings)
+        left.addLayout(buttons)
+        left.addWidget(self.progress_bar)
+        left.addWidget(self.status_label)
+        left.addStretch(1)
+        left_w = QWidget()
+        left_w.setLayout(left)
+
+        self.loss_plot = pg.PlotWidget(title="Training loss")
+        self.loss_plot.setLabel("bottom", "epoch")
+        self.loss_plot.addLegend(offset=(-10, 10))
+        self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.curve_total = foreground_curve(self.loss_plot.plot([], [], name="total"))
+        self.curve_seg = self.loss_plot.plot([], [], pen=pg.mkPen(SERIES["blue"], width=1.5),
+                                             name="segmentation")
+        self.curve_dec = self.loss_plot.plot([], [], pen=pg.mkPen(SERIES["orange"], width=1.5),
+                                             name="decision")
+        self.val_plot = pg.PlotWidget(title="Validation")
+        self.val_plot.setLabel("bottom", "epoch")
+        self.val_plot.setYRange(0, 1.02)
+        # Top left: the final stars sit at the right edge, early validation scores are low.
+        self.val_plot.addLegend(offset=(10, 10))
+        self.val_plot.showGrid(x=True, y=True, alpha=0.3)
+        green, magenta = SERIES["green"], SERIES["magenta"]
+        self.curve_ap = self.val_plot.plot([], [], pen=pg.mkPen(green, width=2), symbol="o",
+                                           symbolSize=6, symbolBrush=green, name="AP")
+        self.curve_auc = self.val_plot.plot([], [], pen=pg.mkPen(magenta, width=2), symbol="t",
+                                            symbolSize=6, symbolBrush=magenta, name="ROC AUC")
+        # The metrics of the finished model (the only ones when val_every is 0).
+        self.final_ap = self.val_plot.plot([], [], pen=None, symbol="star", symbolSize=16,
+                                           symbolBrush=green, symbolPen=green, name="final AP")
+        self.final_auc = self.val_plot.plot([], [], pen=None, symbol="star", symbolSize=16,
+                                            symbolBrush=magenta, symbolPen=magenta,
+                                            name="final ROC AUC")
+        for plot in (self.loss_plot, self.val_plot):
+            style_plot(plot)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        tabs = QTabWidget()
+        plots = QWidget()
+        pl = QVBoxLayout(plots)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.loss_plot)
+        pl.addWidget(self.val_plot)
+        tabs.addTab(plots, "Curves")
+        tabs.addTab(self.log_view, "Log")
+        self.tabs = tabs
+
+        self.history = RunHistory()
+        self.history.active_run_changed.connect(self.active_run_changed)
+        self.history.resume_requested.connect(self.resume_training)
+        self.history.selection_changed.connect(self._on_history_selection)
+
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(left_w)
+        top.addWidget(tabs)
+        top.setStretchFactor(1, 1)
+        main = QSplitter(Qt.Orientation.Vertical)
+        main.addWidget(top)
+        hist_box = QGroupBox("Runs")
+        hl = QVBoxLayout(hist_box)
+        hl.addWidget(self.history)
+        main.addWidget(hist_box)
+        main.setStretchFactor(0, 3)
+        main.setStretchFactor(1, 2)
+        lay = QVBoxLayout(self)
+        lay.addWidget(main)
+        self._reset_curves()
+
+    def _hidden_job(self) -> bool:
+        """The job's reports belong to another project than the one shown."""
+        return self.job is not None and not self._job_visible
+
+    def _reset_display(self) -> None:
+        """Nothing of another project's run stays on the page."""
+        self._reset_curves()
+        self.log_view.clear()
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("ready")
+        self.status_label.setText("")
+
+    def _on_history_selection(self, run_id: str) -> None:
+        """A past run selected while nothing trains here: show its curves again."""
+        if (self.is_running() and self._job_visible) or self._project is None:
+            return
+        self.show_run_curves(run_id)
+
+    def show_run_curves(self, run_id: str) -> None:
+        """Plot a run's loss and validation curves from its events.jsonl."""
+        from defect_studio.errors import UserError
+
+        try:
+            c = read_curves(self._project.run_dir(run_id))
+        except UserError:
+            return
+        self._reset_curves()
+        self._epoch_base = 0
+        self._loss = {"x": list(c.loss_x), "total": list(c.loss), "seg": list(c.loss_seg),
+                      "dec": list(c.loss_dec)}
+        self._val = {"x": list(c.val_x), "ap": list(c.val_ap), "auc": list(c.val_auc)}
+        self.curve_total.setData(self._loss["x"], self._loss["total"])
+        self.curve_seg.setData(self._loss["x"], self._loss["seg"])
+        self.curve_dec.setData(self._loss["x"], self._loss["dec"])
+        self.curve_ap.setData(self._val["x"], self._val["ap"])
+        self.curve_auc.setData(self._val["x"], self._val["auc"])
+        if c.final:
+            self._show_final_metrics({"metrics": {**c.final, "epochs": c.epochs}})
+        self.loss_plot.setTitle(f"Training loss \u2014 run {run_id}")
+
+    def _reset_curves(self) -> None:
+        self._loss = {"x": [], "total": [], "seg": [], "dec": []}
+        self._val = {"x": [], "ap": [], "auc": []}
+        self.loss_plot.setTitle("Training loss")
+        for c in (self.curve_total, self.curve_seg, self.curve_dec, self.curve_ap, self.curve_auc,
+                  self.final_ap, self.final_auc):
+            c.setData([], [])
+
+    def _apply_preset(self, name: str) -> None:
+        from defect_studio.training import TrainConfig
+
+        cfg = TrainConfig.preset(name)
+        # The preset's learning rate etc. were tuned for its model, so it picks that too.
+        idx = self.model_combo.findData(cfg.model)
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
+        self.epochs_spin.setValue(int(cfg.epochs))
+        self._apply_size(cfg)
+        self._apply_model_rate()
+
+    def _size_choice(self, cfg=None):
+        """The size the preset would train at on the open project, and why (or None)."""
+        key = (self.preset_combo.currentText(), self.model_combo.currentData(),
+               id(self._project), cfg is None)
+        cached = getattr(self, "_size_cache", None)
+        if cached is not None and cached[0] == key:  # the spins change often; the data does not
+            return cached[1]
+        choice = self._size_choice_uncached(cfg)
+        self._size_cache = (key, choice)
+        return choice
+
+    def _size_choice_uncached(self, cfg=None):
+        from defect_studio.errors import UserError
+        from defect_studio.training.sizing import SizeChoice, choose_input_size
+
+        cfg = cfg or preset_config(self.preset_combo.currentText(),
+                                   self.model_combo.currentData() or "mffpa")
+        if cfg.input_size is not None:
+            w, h = cfg.input_size
+            return SizeChoice((w, h), f"input {w}x{h}: the {self.preset_combo.currentText()} "
+                                      "preset's published size")
+        if self._project is None:
+            return None
+        try:
+            return choose_input_size(self._project, cfg)
+        except (UserError, OSError, sqlite3.Error):
+            return None
+
+    def _apply_size(self, cfg=None) -> None:
+        self._size_cache = None  # a preset or project change: look at the data again
+        choice = self._size_choice(cfg)
+        if choice is not None:
+            for spin, v in ((self.width_spin, choice.size[0]), (self.height_spin, choice.size[1])):
+                spin.blockSignals(True)
+                spin.setValue(int(v))
+                spin.blockSignals(False)
+        self._show_size_reason()
+
+    def _show_size_reason(self, *_args) -> None:
+        choice = self._size_choice()
+        if choice is None:
+            self.size_reason.setText("Sized from the training images once a project is open.")
+        elif choice.size == (self.width_spin.value(), self.height_spin.value()):
+            self.size_reason.setText(choice.reason)
+        else:
+            w, h = choice.size
+            self.size_reason.setText(f"Set by hand; from the data it would be {w}x{h} "
+                                     f"({choice.reason.split(': ', 1)[-1]}).")
+
+    def _apply_model_rate(self, *_args) -> None:
+        """The learning rate that works for the chosen model with the chosen preset."""
+        model = self.model_combo.currentData()
+        if not model:
+            return
+        cfg = preset_config(self.preset_combo.currentText(), model)
+        self.lr_spin.setValue(float(cfg.lr))
+        self._update_val_title()
+
+    def _val_every(self) -> int:
+        """How often the run validates: the preset's, or about 5 points over the run."""
+        model = self.model_combo.currentData()
+        cfg = preset_config(self.preset_combo.currentText(), model)
+        if cfg.val_every or model not in ("mffpa", "mixsup"):
+            return int(cfg.val_every)
+        return max(1, int(self.epochs_spin.value()) // 5)
+
+    def _update_val_title(self, *_args) -> None:
+        if not self.model_combo.currentData():
+            return
+        every = self._val_every()
+        # An empty Validation plot during a run must not look broken: say when points come.
+        when = ("after the last epoch" if not every
+                else f"every {every} epochs" if every > 1 else "every epoch")
+        self.val_plot.setTitle(f"Validation ({when}; \u2605 = final model)",
+                               color=plot_colors()[1].name())
+        self._show_size_reason()
+
+    # -- project -------------------------------------------------------------------------
+    def set_project(self, project) -> None:
+        """Show `project`'s runs; None clears the page. A running job keeps running, but
+        what it reports is shown only with its own project."""
+        old_root = Path(self._project.root) if self._project is not None else None
+        self._project = project
+        new_root = Path(project.root) if project is not None else None
+        if new_root != old_root:
+            self._job_visible = (self.is_running() and new_root is not None
+                                 and new_root == self._job_root)
+            if not self._job_visible:
+                self._reset_display()
+        self.history.running_run = self._run_id if self._job_visible else None
+        self.history.set_project(project)
+        if project is not None:
+            saved = project.get_setting(SETTINGS_KEY, None)
+            if isinstance(saved, dict):
+                self._restore_settings(saved)
+            else:
+                self._apply_size()
+            from defect_studio.app.train.cold_start import propose_anomaly_model
+            propose_anomaly_model(self, project)  # no defective label yet: good parts only
+        self._show_size_reason()
+        self._update_enabled()
+
+    def _restore_settings(self, s: dict) -> None:
+        idx = self.model_combo.findData(s.get("model"))
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
+        if s.get("preset") in PRESETS:
+            self.preset_combo.blockSignals(True)
+            self.preset_combo.setCurrentText(s["preset"])
+            self.preset_combo.blockSignals(False)
+        for spin, key in ((self.epochs_spin, "epochs"), (self.width_spin, "width"),
+                          (self.height_spin, "height")):
+            if isinstance(s.get(key), int):
+                spin.setValue(s[key])
+        lr = s.get("lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) \
+                and math.isfinite(lr) and lr > 0:
+            self.lr_spin.setValue(float(lr))
+        idx = self.device_combo.findData(s.get("device"))
+        if idx >= 0 and self.device_combo.model().item(idx).isEnabled():
+            self.device_combo.setCurrentIndex(idx)
+
+    def settings(self) -> dict:
+        """The form as plain values (also kept with the project)."""
+        return {
+            "model": self.model_combo.currentData(),
+            "preset": self.preset_combo.currentText(),
+            "epochs": self.epochs_spin.value(),
+            "width": self.width_spin.value(),
+            "height": self.height_spin.value(),
+            "lr": self.lr_spin.value(),
+            "device": self.device_combo.currentData(),
+        }
+
+    def refresh(self) -> None:
+        """Re-read the runs list (e.g. after the active run changed elsewhere)."""
+        self.history.refresh()
+
+    def is_running(self) -> bool:
+        return self.job is not None and self.job.is_running()
+
+    # -- the job -------------------------------------------------------------------------
+    @Slot()
+    def start_training(self) -> None:
+        """Start a run with the form's settings (no-op with a note while one is running)."""
+        if self._project is None:
+            self.status_label.setText("Open a project first.")
+            return
+        if self.is_running():
+            self.status_label.setText("A training run is already in progress.")
+            return
+        s = self.settings()
+        from defect_studio.errors import UserError
+
+        try:  # every labelled image in a split: training reads the splits
+            self._project.assign_splits(only_unassigned=True)
+        except UserError as e:
+            self._append_log(f"could not give new images a split: {e}")
+
+        try:
+            self._project.set_setting(SETTINGS_KEY, s)
+        except (UserError, OSError, sqlite3.Error) as e:  # remembering the form is a nicety, never a blocker
+            self._append_log(f"could not remember the training settings: {e}")
+        overrides = {"lr": s["lr"]}
+        if s["model"] in ("mffpa", "mixsup") and not preset_config(s["preset"], s["model"]).val_every:
+            # the validation plot fills while training: about 5 points over the run
+            overrides["val_every"] = self._val_every()
+        try:
+            config_path = self._write_overrides(overrides)
+        except OSError as e:
+            self.status_label.setText(
+                f"Cannot start training: cannot write a temporary file ({e}).")
+            return
+        request = TrainRequest(
+            project_root=self._project.root, model=s["model"], preset=s["preset"],
+            epochs=s["epochs"], size=(s["width"], s["height"]), device=s["device"],
+            config_path=config_path,
+        )
+        self._launch(request)
+
+    def resume_training(self, run_id: str) -> None:
+        """Go on training an interrupted run from its last checkpoint."""
+        if self._project is None or self.is_running():
+            self.status_label.setText("A training run is already in progress."
+                                      if self._project is not None else "Open a project first.")
+            return
+        request = TrainRequest(project_root=self._project.root, resume=run_id,
+                               device=self.device_combo.currentData())
+        self._launch(request)
+        # the curves so far, continued live
+        self.show_run_curves(run_id)
+        self._epoch_base = 1
+
+    def _launch(self, request: TrainRequest) -> None:
+        self._job_root = Path(self._project.root)
+        self._job_visible = True
+        self._run_id = request.resume
+        self.history.running_run = request.resume
+        self._reset_curves()
+        self.log_view.clear()
+        self._epoch_base = None
+        self._t0 = time.monotonic()
+        job = TrainingJob(self)
+        job.log.connect(self._append_log)
+        job.started.connect(self._on_started)
+        job.progress.connect(self._on_progress)
+        job.epoch.connect(self._on_epoch)
+        job.validation.connect(self._on_validation)
+        job.succeeded.connect(self._on_succeeded)
+        job.cancelled.connect(self._on_cancelled)
+        job.failed.connect(self._on_failed)
+        job.ended.connect(self._on_ended)
+        self.job = job
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("starting...")
+        self.status_label.setText("Starting the training process...")
+        job.start(request)
+        self._update_enabled()
+        self.history.refresh()
+
+    def _write_overrides(self, values: dict) -> Path:
+        """A --config file with the form's settings that have no CLI option (the child reads it
+        at start; it is removed when the job ends)."""
+        if self._tmp_dir is None:
+            self._tmp_dir = Path(tempfile.mkdtemp(prefix="defect-studio-train-"))
+        path = self._tmp_dir / "overrides.json"
+        path.write_text(json.dumps(values), encoding="utf-8")
+        return path
+
+    @Slot()
+    def cancel_training(self) -> None:
+        if self.is_running():
+            self.status_label.setText("Cancelling...")
+            self.cancel_button.setEnabled(False)
+            self.job.cancel()
+
+    def _on_started(self, ev: dict) -> None:
+        self._run_id = ev.get("run_id") or self._run_id
+        self.history.running_run = self._run_id
+        if self._hidden_job():
+            return
+        self.status_label.setText(
+            f"Run {ev.get('run_id', '?')} on {ev.get('device', '?')}: "
+            f"{ev.get('n_train', '?')} training / {ev.get('n_val', '?')} validation images")
+        self.history.refresh()
+
+    def _x(self, epoch: float, frac: float = 0.0) -> float:
+        """Epoch axis position: completed epochs (+ fraction of the current one)."""
+        base = self._epoch_base if self._epoch_base is not None else 0
+        return float(epoch) - base + frac
+
+    def _on_progress(self, ev: dict) -> None:
+        if self._hidden_job():
+            return
+        epoch, epochs = ev.get("epoch", 0), max(1, int(ev.get("epochs") or 1))
+        step, steps = ev.get("step", 0), max(1, int(ev.get("steps") or 1))
+        if self._epoch_base is None:
+            # Epochs may be numbered from 0 or 1; the first event tells (step counts from 0 or 1 too).
+            self._epoch_base = 0 if epoch == 0 else 1
+        frac = min(1.0, float(step) / steps)
+        x = self._x(epoch, frac)
+        done = min(1.0, max(0.0, x / epochs))
+        self.progress_bar.setValue(int(done * 1000))
+        eta = ev.get("eta_s")
+        shown_epoch = int(epoch) - self._epoch_base + 1
+        if self._run_id:
+            done_epochs = int(epoch) - self._epoch_base + (1 if step >= steps else 0)
+            self.history.set_live(self._run_id, f"{done_epochs}/{epochs}")
+        self.progress_bar.setFormat(
+            f"epoch {shown_epoch}/{epochs} \u00b7 step {step}/{steps} \u00b7 ETA {format_eta(eta)}")
+        if "loss" in ev:
+            self._loss["x"].append(x)
+            self._loss["total"].append(float(ev.get("loss") or 0.0))
+            self._loss["seg"].append(float(ev.get("loss_seg") or 0.0))
+            self._loss["dec"].append(float(ev.get("loss_dec") or 0.0))
+            self.curve_total.setData(self._loss["x"], self._loss["total"])
+            self.curve_seg.setData(self._loss["x"], self._loss["seg"])
+            self.curve_dec.setData(self._loss["x"], self._loss["dec"])
+
+    def _on_epoch(self, ev: dict) -> None:
+        if self._hidden_job():
+            return
+        self._append_log(
+            f"epoch {ev.get('epoch')}: loss {float(ev.get('loss') or 0):.4f} "
+            f"(seg {float(ev.get('loss_seg') or 0):.4f}, dec {float(ev.get('loss_dec') or 0):.4f})")
+
+    def _on_validation(self, ev: dict) -> None:
+        if self._hidden_job():
+            return
+        if self._epoch_base is None:
+            self._epoch_base = 0 if ev.get("epoch") == 0 else 1
+        self._val["x"].append(self._x(ev.get("epoch", 0), 1.0))
+        self._val["ap"].append(float(ev.get("ap") if ev.get("ap") is not None else float("nan")))
+        self._val["auc"].append(float(ev.get("auc") if ev.get("auc") is not None else float("nan")))
+        self.curve_ap.setData(self._val["x"], self._val["ap"])
+        self.curve_auc.setData(self._val["x"], self._val["auc"])
+
+    def _on_succeeded(self, run_id: str, ev: dict) -> None:
+        if self._hidden_job():
+            return
+        self.progress_bar.setValue(1000)
+        self.progress_bar.setFormat("finished")
+        took = ev.get("elapsed_s", time.monotonic() - self._t0)
+        self.status_label.setText(
+            f"Run {run_id} finished in {format_eta(took)}." + self._show_final_metrics(ev))
+        same_project = (self._project is not None and self._job_root is not None
+                        and Path(self._project.root) == self._job_root)
+        if same_project and run_id:
+            # The newest finished model is what the user means to review next.
+            from defect_studio.errors import UserError
+
+            try:
+                self._project.set_active_run(run_id)
+                self.active_run_changed.emit(run_id)
+            except UserError as e:  # the run stays usable via "Set active"
+                self._append_log(f"could not make {run_id} the active run: {e}")
+        self.history.refresh()
+        self.history.select_run(run_id)
+        self.run_finished.emit(run_id)
+
+    def _show_final_metrics(self, ev: dict) -> str:
+        """Plot the finished model's AP / AUC as stars; the status-line text for them."""
+        m = ev.get("metrics") if isinstance(ev.get("metrics"), dict) else {}
+
+        def num(key):
+            v = m.get(key)
+            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+        ap, auc = num("ap"), num("auc")
+        if ap is None and auc is None:
+            return ""
+        x = num("epochs") or (self._loss["x"][-1] if self._loss["x"] else 1.0)
+        for curve, value in ((self.final_ap, ap), (self.final_auc, auc)):
+            curve.setData([x], [value]) if value is not None else curve.setData([], [])
+        # Same epoch axis as the loss plot (a lone point would get a range around itself).
+        self.val_plot.setXRange(0, x, padding=0.05)
+        parts = [f"{name} {v:.3f}" for name, v in (("AP", ap), ("ROC AUC", auc)) if v is not None]
+        split = {"val": "validation", "train": "training"}.get(m.get("split"), m.get("split"))
+        where = f" on the {split} images" if split else ""
+        if isinstance(m.get("n"), int):
+            where += f" ({m['n']}, {m.get('n_pos', '?')} defective)"
+        thr = ev.get("threshold")
+        thr_text = (f"; decision threshold {float(thr):.3f}"
+                    if isinstance(thr, (int, float)) and math.isfinite(thr) else "")
+        return f" {', '.join(parts)}{where}{thr_text}."
+
+    def _on_cancelled(self, run_id: str) -> None:
+        if self._hidden_job():
+            return
+        self.progress_bar.setFormat("cancelled")
+        self.status_label.setText(f"Run {run_id or ''} cancelled.".replace("  ", " "))
+
+    def _on_failed(self, message: str) -> None:
+        if self._hidden_job():
+            return
+        self.progress_bar.setFormat("failed")
+        self.status_label.setText("Training failed.")
+        if "nan" in message.lower():
+            # The core message names the CLI setting; say where it is in this form.
+            lr = self.lr_spin.value()
+            message += (f"\n\nIn this form: set Learning rate lower (now {lr:g}; try {lr / 10:g}) "
+                        "and press Train again.")
+        QMessageBox.critical(self, "Training failed", message)
+
+    def _on_ended(self, state: str) -> None:
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = None
+        self.history.running_run = None
+        self._run_id = None
+        self.history.refresh()
+        self._update_enabled()
+        self.job_ended.emit(state)
+
+    def _append_log(self, line: str) -> None:
+        if self.is_running() and self._hidden_job():
+            return
+        self.log_view.appendPlainText(line)
+
+    def _update_enabled(self) -> None:
+        running = self.is_running()
+        has_project = self._project is not None
+        self.train_button.setEnabled(has_project and not running)
+        self.cancel_button.setEnabled(running)
+        for w in (self.model_combo, self.preset_combo, self.epochs_spin, self.width_spin,
+                  self.height_spin, self.lr_spin, self.device_combo):
+            w.setEnabled(not running)
+
+    def shutdown(self, timeout_ms: int = 3000) -> None:
+        """Stop a running job (used when the window closes)."""
+        if self.is_running():
+            self.job.cancel()
+            if not self.job.wait_finished(timeout_ms):
+                self.job.kill()

@@ -1,0 +1,330 @@
+"""Training job of the anomaly model: good parts only, same contract as defect_studio.kinds.segdec.train.train.
+
+Same run folder (config.json, events.jsonl, status.json, checkpoint.pt, model.pt with its
+sha256, metrics.json, threshold.json), same events (started / progress / epoch / validation /
+checkpoint / finished / cancelled / error, with the same keys; ``loss_seg`` carries the
+distillation loss and ``loss_dec`` the SSPCAB loss), cancel through ``should_stop`` and
+resume from the last epoch checkpoint. The helpers come from defect_studio.training.
+
+The teacher is frozen and the student reads the teacher's features, so the teacher runs
+once per training image for the whole run when its features fit in ``cache_mb``
+(float16 on the CPU), otherwise once per image per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from defect_studio.kinds.anomaly.config import AnomalyConfig
+from defect_studio.errors import DataError, TrainingError, UserError
+from defect_studio.kinds.anomaly.network import AnomalyNet, kd_loss
+from defect_studio.training.checkpoint import (
+    CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, load_torch, save_torch,
+)
+from defect_studio.kinds.segdec.config import TrainConfigError
+from defect_studio.training.device import select_device
+from defect_studio.kinds.segdec.train import (
+    _is_oom, _rng_state, _RunFolder, _seed_everything, _write_json,
+)
+from defect_studio.training.runjob import (
+    StepProgress, cancel_run, save_checkpoint,
+    check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
+    run_training_job,
+)
+
+EventSink = Callable[[dict], None]
+
+
+def train(project_root: str | Path, config: AnomalyConfig | None = None, *,
+          run_id: str | None = None, resume: bool = False, on_event: EventSink | None = None,
+          should_stop: Callable[[], bool] | None = None) -> str:
+    """Train the anomaly model on the OK images of the project's train split; returns the run id.
+
+    Errors and cancelling behave as in defect_studio.kinds.segdec.train.train.
+    """
+    return run_training_job(
+        project_root, on_event, should_stop,
+        lambda project, folder, stop: _train(project, config, run_id, resume, folder, stop))
+
+
+def read_anomaly_config(run_dir: Path) -> AnomalyConfig:
+    from defect_studio.errors import ModelFileError
+
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):  # runs saved before map_taps existed summed all three taps
+            data.setdefault("map_taps", ["1/4", "1/8", "1/16"])
+        return AnomalyConfig.from_dict(data)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path} not found: {run_dir} is not a training run folder") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, UserError) as e:
+        raise ModelFileError(f"{path} is not a valid anomaly run config: {e}") from None
+
+
+class GoodImages:
+    """Training images (ids) and validation images (id, label 0/1) with preprocessing."""
+
+    def __init__(self, project: Any, config: AnomalyConfig) -> None:
+        wanted = ("ok", "unlabeled") if config.include_unlabeled else ("ok",)
+        train_recs = [r for r in project.images(split="train") if r.label in wanted]
+        if not train_recs:
+            extra = " or unlabeled" if config.include_unlabeled else ""
+            raise DataError(
+                f"the train split has no images labelled OK{extra}: the anomaly model learns what "
+                "good parts look like, so label some good images OK (or allow unlabeled images, "
+                "assumed good) and make sure they have a split (defect-studio split --project DIR)")
+        val_recs = [r for r in project.images(split="val") if r.label in ("ok", "defective")]
+        self.project = project
+        self.train = [r.id for r in train_recs]
+        self.val = [(r.id, int(r.label == "defective")) for r in val_recs]
+        self.notes: list[str] = []
+        if config.include_unlabeled:
+            n_unl = sum(r.label == "unlabeled" for r in train_recs)
+            self.notes.append(f"{n_unl} unlabeled train images are used as good parts")
+        channels = config.channels
+        if channels is None:
+            channels = 1 if all(r.channels == 1 for r in train_recs + val_recs) else 3
+        self.config = config.replace(channels=channels)
+
+    def image(self, image_id: int) -> torch.Tensor:
+        from defect_studio.kinds.segdec.data import preprocess_image
+
+        return preprocess_image(self.project.read_image(self.project.image(image_id)), self.config)
+
+
+class TeacherCache:
+    """Teacher features of the training images: kept (float16, CPU) when they fit the budget."""
+
+    def __init__(self, model: AnomalyNet, data: GoodImages, device: torch.device) -> None:
+        self.model, self.data, self.device = model, data, device
+        W, H = data.config.input_size
+        chans = model.teacher.channels
+        per_image = 2 * sum(c * (W // s) * (H // s) for c, s in zip(chans, (4, 8, 16)))
+        self.enabled = per_image * len(data.train) <= data.config.cache_mb * 2**20
+        self.store: dict[int, list[torch.Tensor]] = {}
+        self.teacher_runs = 0  # how many images the teacher has run on (tests check the caching)
+
+    def batch(self, ids: list[int]) -> list[torch.Tensor]:
+        missing = [i for i in ids if i not in self.store]
+        fresh: dict[int, list[torch.Tensor]] = {}
+        if missing:
+            x = torch.stack([self.data.image(i) for i in missing]).to(self.device)
+            feats = self.model.teacher(x)
+            self.teacher_runs += len(missing)
+            for k, i in enumerate(missing):
+                if self.enabled:  # the student sees the stored (float16) features every
+                    # epoch, the first included: a resumed run then trains on the same numbers
+                    self.store[i] = [f[k].to("cpu", torch.float16) for f in feats]
+                else:
+                    fresh[i] = [f[k] for f in feats]
+        rows = [fresh[i] if i in fresh
+                else [t.to(self.device, torch.float32) for t in self.store[i]] for i in ids]
+        return [torch.stack([r[s] for r in rows]) for s in range(len(rows[0]))]
+
+
+@torch.no_grad()
+def raw_scores(model: AnomalyNet, data: GoodImages, ids: list[int], device: torch.device,
+               batch: int = 8) -> np.ndarray:
+    """Raw image scores (max of the raw anomaly map) of some images, model in eval mode."""
+    was = model.training
+    model.eval()
+    out: list[float] = []
+    for i in range(0, len(ids), batch):
+        x = torch.stack([data.image(j) for j in ids[i:i + batch]]).to(device)
+        out.extend(model(x).flatten(1).amax(1).cpu().tolist())
+    model.train(was)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resume: bool,
+           folder: _RunFolder, should_stop: Callable[[], bool]) -> str:
+    runs_dir = Path(project.runs_dir)
+    checkpoint: dict[str, Any] | None = None
+    if resume:
+        run_dir = open_run_to_resume(runs_dir, run_id, folder)
+        config = read_anomaly_config(run_dir)
+        checkpoint = load_torch(run_dir / CHECKPOINT_FILE, "cpu")
+    else:
+        config = config or AnomalyConfig()
+        if not isinstance(config, AnomalyConfig):
+            raise TrainConfigError("the anomaly model needs an AnomalyConfig, "
+                                   f"not {type(config).__name__}")
+        check_new_run_id(runs_dir, run_id)
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    _seed_everything(config.seed)
+    data = GoodImages(project, config)
+    config = data.config
+    device = select_device(config.device)
+    model = AnomalyNet(width=config.width, sigma=config.sigma, map_taps=config.map_taps,
+                       **config.switches()).to(device)
+    model.train()
+    params = [p for n, p in model.named_parameters() if not n.startswith("teacher.")]
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.5, 0.999))
+    start_epoch, elapsed_before = 0, 0.0
+    if checkpoint is not None:
+        start_epoch, elapsed_before = restore_checkpoint(checkpoint, run_id,
+                                                         model.load_student_state, optimizer)
+    else:
+        run_id = create_run_folder(runs_dir, run_id, config.model,
+                                   {**config.to_dict(), "model_spec": model.spec()}, folder)
+    folder.path = runs_dir / run_id
+    folder.status("running", start_epoch)
+    folder.emit("started", run_id=run_id, device=str(device), config=config.to_dict(),
+                n_train=len(data.train), n_val=len(data.val), epochs=config.epochs,
+                start_epoch=start_epoch, notes=data.notes)
+    job = _Job(config, data, model, optimizer, device, folder, should_stop, run_id, elapsed_before)
+    try:
+        epochs_done = job.fit(start_epoch)
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not _is_oom(e):
+            raise
+        W, H = config.input_size
+        raise TrainingError(f"out of memory on {device} at input size {W}x{H}: choose a smaller "
+                            "input size (--size), or train on the CPU (--device cpu)") from None
+    return job.finish(epochs_done)
+
+
+class _Job:
+    def __init__(self, config: AnomalyConfig, data: GoodImages, model: AnomalyNet,
+                 optimizer: torch.optim.Optimizer, device: torch.device, folder: _RunFolder,
+                 should_stop: Callable[[], bool], run_id: str, elapsed_before: float) -> None:
+        self.c, self.data, self.model, self.opt = config, data, model, optimizer
+        self.device = device
+        self.folder, self.should_stop, self.run_id = folder, should_stop, run_id
+        self.elapsed_before, self.t0 = elapsed_before, time.monotonic()
+        self.cache = TeacherCache(model, data, device)
+        self.budget_note = ""
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.t0
+
+    def fit(self, start_epoch: int) -> int:
+        c, ids = self.c, self.data.train
+        steps = math.ceil(len(ids) / c.batch)
+        progress, epoch_times = StepProgress(self.folder, c.epochs, self.elapsed), []
+        for epoch in range(start_epoch, c.epochs):
+            t_epoch = time.monotonic()
+            order = torch.randperm(len(ids)).tolist()  # torch's seeded generator: resumable
+            sums = {"loss": 0.0, "kd": 0.0, "ss": 0.0}
+            for step in range(steps):
+                if self.should_stop():
+                    self._cancel(epoch)
+                batch = [ids[j] for j in order[step * c.batch:(step + 1) * c.batch]]
+                kd, ss = self._step(batch, epoch, step)
+                sums["loss"] += kd + c.sspcab_weight * ss
+                sums["kd"] += kd
+                sums["ss"] += ss
+                n = step + 1
+                progress.step(epoch, step, steps, c.epochs * steps - (epoch * steps + n),
+                              loss=sums["loss"] / n, loss_seg=sums["kd"] / n,
+                              loss_dec=sums["ss"] / n)
+            self.folder.emit("epoch", epoch=epoch + 1, loss=sums["loss"] / steps,
+                             loss_seg=sums["kd"] / steps, loss_dec=sums["ss"] / steps,
+                             w_seg=1.0, w_dec=c.sspcab_weight, teacher_runs=self.cache.teacher_runs)
+            if c.val_every and (epoch + 1) % c.val_every == 0 and _both(self.data.val):
+                m = self._val_metrics()
+                self.folder.emit("validation", epoch=epoch + 1, ap=m["ap_sklearn"],
+                                 ap_trapz=m["ap_trapz"], auc=m["auc"])
+            self._save_checkpoint(epoch + 1)
+            epoch_times.append(time.monotonic() - t_epoch)
+            if c.max_minutes is not None and epoch + 1 < c.epochs:
+                if time.monotonic() - self.t0 + max(epoch_times) > c.max_minutes * 60:
+                    self.budget_note = (f"time budget of {c.max_minutes:g} min reached after "
+                                        f"{epoch + 1} of {c.epochs} epochs")
+                    return epoch + 1
+        return c.epochs
+
+    def _step(self, batch: list[int], epoch: int, step: int) -> tuple[float, float]:
+        feats = self.cache.batch(batch)
+        student = self.model.student(feats)
+        kd = kd_loss(feats, student)
+        ss = self.model.sspcab_loss()
+        loss = kd + (self.c.sspcab_weight * ss if ss is not None else 0.0)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became NaN at epoch {epoch + 1} step {step + 1}; lower the learning rate "
+                f"(now {self.c.lr:g}, try {self.c.lr / 10:g}) and train again")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(kd.detach()), float(ss.detach()) if ss is not None else 0.0
+
+    def _val_metrics(self) -> dict[str, Any]:
+        from defect_studio.evaluation.metrics import image_metrics
+
+        ids = [i for i, _ in self.data.val]
+        return image_metrics([y for _, y in self.data.val],
+                             raw_scores(self.model, self.data, ids, self.device))
+
+    def _save_checkpoint(self, epochs_done: int) -> None:
+        save_checkpoint(self.folder, {"model": self.model.student_state(),
+                                      "optimizer": self.opt.state_dict(), "rng": _rng_state(),
+                                      "elapsed_s": self.elapsed()}, epochs_done)
+
+    def _cancel(self, epoch: int) -> None:
+        cancel_run(self.folder, self.run_id, epoch)
+
+    def finish(self, epochs_done: int) -> str:
+        """Calibrate the score scale, write weights, metrics, threshold and the final status."""
+        from defect_studio.evaluation.metrics import image_metrics
+
+        raw_t, source, split, m = calibrate(self.model, self.data, self.device,
+                                            self.c.ok_percentile)
+        self.model.raw_threshold.fill_(raw_t)
+        metrics: dict[str, Any] = {"split": split, "ap": None, "ap_sklearn": None, "ap_trapz": None,
+                                   "auc": None, "best_f1": None, "n": m["n"], "n_pos": m["n_pos"],
+                                   "epochs": epochs_done, "elapsed_s": round(self.elapsed(), 2),
+                                   "raw_threshold": raw_t, "calibration": source,
+                                   "teacher_runs": self.cache.teacher_runs}
+        if m.get("scores") is not None and m["n_pos"]:
+            im = image_metrics(m["labels"], self.model.to_score(torch.tensor(m["scores"])).numpy())
+            metrics.update(ap=im["ap_sklearn"], ap_sklearn=im["ap_sklearn"],
+                           ap_trapz=im["ap_trapz"], auc=im["auc"], best_f1=im["best_f1"])
+        run_dir = self.folder.path
+        save_torch(run_dir / MODEL_FILE, self.model.student_state())
+        _write_json(run_dir / "metrics.json", metrics)
+        _write_json(run_dir / "threshold.json", {"threshold": 0.5, "source": source})
+        note = self.budget_note
+        self.folder.status("finished", epochs_done, note)
+        self.folder.emit("finished", run_id=self.run_id, metrics=metrics, threshold=0.5,
+                         elapsed_s=round(self.elapsed(), 2), **({"note": note} if note else {}))
+        return self.run_id
+
+
+def _both(val: list[tuple[int, int]]) -> bool:
+    return {y for _, y in val} == {0, 1}
+
+
+def calibrate(model: AnomalyNet, data: GoodImages, device: torch.device, percentile: float
+              ) -> tuple[float, str, str, dict[str, Any]]:
+    """The raw score that becomes 0.5: the best-F1 raw threshold when the validation split has
+    OK and defective images, else the ``percentile`` of the OK validation scores (of the OK
+    training scores when validation has no OK image). Returns (raw threshold, source, split,
+    {n, n_pos, labels, scores})."""
+    from defect_studio.evaluation.metrics import image_metrics
+
+    val = data.val
+    if _both(val):
+        ids, labels = [i for i, _ in val], [y for _, y in val]
+        s = raw_scores(model, data, ids, device)
+        best = image_metrics(labels, s)["best_f1"]["threshold"]
+        ok_top = float(np.max(s[np.asarray(labels) == 0]))
+        t = float(best) if best is not None and math.isfinite(best) else ok_top
+        return max(t, 1e-6), "best_f1", "val", {"n": len(ids), "n_pos": sum(labels),
+                                                "labels": labels, "scores": s.tolist()}
+    ok_val = [i for i, y in val if y == 0]
+    split, ids = ("val", ok_val) if ok_val else ("train", data.train)
+    s = raw_scores(model, data, ids, device)
+    t = float(np.percentile(s, percentile))
+    return max(t, 1e-6), f"ok_p{percentile:g}_{split}", split, {"n": len(ids), "n_pos": 0,
+                                                                 "labels": None, "scores": None}
