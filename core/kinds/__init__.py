@@ -43,6 +43,19 @@ class ModelKind:
     predictor: str  # class: (run_dir, device="auto", num_threads=None) -> .predict(image)
     evaluate: str   # (project_root, run_id, split="test", *, device, batch_size, progress) -> dict
     config: str     # config dataclass: .preset(name, **overrides), .from_dict(d), .to_dict()
+    export: str = ""  # (run_dir, onnx_path) -> manifest fields; "" = cannot be exported yet
+    # what the GUI and the CLI show and offer, so that no caller lists models by hand:
+    model_titles: tuple[tuple[str, str], ...] = ()  # (model name, title shown to the user)
+    presets: tuple[str, ...] = ("quick", "thorough")  # names its config's .preset accepts
+    outputs_boxes: bool = False  # its predictions carry typed boxes (the Review page draws them)
+
+    @property
+    def default_model(self) -> str:
+        """The model this kind trains when none is named (the first of ``models``)."""
+        return self.models[0]
+
+    def model_title(self, model: str) -> str:
+        return dict(self.model_titles).get(model, model)
 
     def load(self, entry: str) -> Any:
         """The object behind one of the entry-point fields ("train", "predictor", ...)."""
@@ -108,6 +121,10 @@ register(ModelKind(
     predictor="defect_studio.kinds.segdec.predictor:Predictor",
     evaluate="defect_studio.evaluation.evaluate:evaluate_run",
     config="defect_studio.kinds.segdec.config:TrainConfig",
+    export="defect_studio.kinds.segdec.export:export_onnx",
+    model_titles=(("mffpa", "MFFPA"), ("mixsup", "MixSup (baseline)"),
+                  ("mixsup+mff", "MixSup + MFF (ablation)"), ("mixsup+pa", "MixSup + PA (ablation)")),
+    presets=("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal"),
 ))
 
 register(ModelKind(
@@ -119,6 +136,9 @@ register(ModelKind(
     predictor="defect_studio.kinds.anomaly.predictor:AnomalyPredictor",
     evaluate="defect_studio.kinds.anomaly.evaluate:evaluate_anomaly_run",
     config="defect_studio.kinds.anomaly.config:AnomalyConfig",
+    model_titles=(("anomaly", "Anomaly model (good parts only)"),
+                  ("anomaly-sspcab", "Anomaly model without SimAM (ablation)"),
+                  ("anomaly-kd", "Anomaly model, plain distillation (ablation)")),
 ))
 
 register(ModelKind(
@@ -130,4 +150,7 @@ register(ModelKind(
     predictor="defect_studio.kinds.detector.predictor:DetectorPredictor",
     evaluate="defect_studio.kinds.detector.evaluate:evaluate_detector",
     config="defect_studio.kinds.detector.config:DetectorConfig",
+    model_titles=(("relational", "Relational detector (boxes with types)"),
+                  ("detector", "Plain two-stage detector (ablation)")),
+    outputs_boxes=True,
 ))
