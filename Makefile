@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install clean-venv
+.PHONY: run test lint install clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the lint half of `make test`: ruff and the import contracts (.importlinter)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) scripts/import_contracts.py
+
 run: $(STAMP)
 	$(VENV)/bin/defect-studio
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 clean-venv:

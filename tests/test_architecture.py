@@ -1,0 +1,114 @@
+"""The rules of the code's shape, checked by the machine (docs/ARCHITECTURE.md, "Rules").
+
+- the import contracts of .importlinter hold and there is no import circle
+  (scripts/import_contracts.py), and the checker does catch a broken rule;
+- the wheel installs `defect_studio` and nothing else at the top level;
+- a user's own `core` or `app` package in the working folder does not shadow ours;
+- every page of app/ is a room: page.py (Qt) and state.py (plain Python).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import import_contracts  # noqa: E402
+
+
+def test_import_contracts_hold():
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "import_contracts.py")],
+                       capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert "BROKEN" not in r.stdout and "No import circle" in r.stdout
+
+
+def test_the_checker_sees_the_gui_and_catches_breaks():
+    graph = import_contracts.build_graph()
+    modules = set(graph.modules)
+    # the GUI lives in app/ but is part of the graph (grimp alone would miss it)
+    assert "defect_studio.app.shell.window" in modules
+    assert "defect_studio.kinds.segdec.train" in modules
+    assert "PySide6" in graph.find_modules_directly_imported_by("defect_studio.app.shell.window")
+    assert import_contracts.circles(graph) is None
+    graph.add_import(importer="defect_studio.project.runs", imported="defect_studio.cli")
+    graph.add_import(importer="defect_studio.cli", imported="defect_studio.project.runs")
+    assert import_contracts.circles(graph) is not None
+
+
+def test_a_forbidden_import_breaks_a_contract(monkeypatch):
+    from importlinter import configuration
+    from importlinter.application import use_cases
+    from importlinter.application.app_config import settings
+
+    class Broken(import_contracts.RepoGraphBuilder):
+        def build(self, *args, **kwargs):
+            g = import_contracts.build_graph()
+            g.add_import(importer="defect_studio.deploy.runtime", imported="torch")
+            return g
+
+    configuration.configure()
+    settings.configure(GRAPH_BUILDER=Broken(), DEFAULT_CACHE_DIR=None)
+    assert use_cases.lint_imports(config_filename=str(REPO / ".importlinter")) is False
+
+
+def test_pyproject_lists_every_package_folder():
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = set(cfg["tool"]["setuptools"]["packages"])
+    dirs = cfg["tool"]["setuptools"]["package-dir"]
+    found = set()
+    for package, folder in dirs.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder)
+            found.add(".".join([package, *rel.parts]))
+    assert declared == found
+    mods = import_contracts.module_files()
+    assert all(m.startswith("defect_studio") for m in mods)
+
+
+@pytest.mark.slow
+def test_wheel_installs_only_defect_studio(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                        str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wheel = next(tmp_path.glob("defect_studio-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"defect_studio", wheel.name.split("-py3")[0] + ".dist-info"}, tops
+    for needed in ("defect_studio/__init__.py", "defect_studio/__main__.py",
+                   "defect_studio/app/shell/window.py", "defect_studio/kinds/segdec/train.py",
+                   "defect_studio/resources/icons/app.svg",
+                   "defect_studio/resources/demo_recipe.json"):
+        assert needed in names
+    assert not any("/tests/" in n or n.startswith("tests/") for n in names)
+
+
+def test_a_users_core_package_does_not_shadow_ours(tmp_path):
+    """A Django-style `core/` (and `app/`) in the working folder, which broke `python -m core.cli`."""
+    for name in ("core", "app", "resources"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('user package')\n")
+    (tmp_path / "core" / "cli.py").write_text("raise SystemExit('wrong cli')\n")
+    r = subprocess.run([sys.executable, "-m", "defect_studio", "--version"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    code = ("from defect_studio.deploy.runtime import load_package; "
+            "from defect_studio.resources import RESOURCE_DIR; "
+            "print((RESOURCE_DIR / 'demo_recipe.json').is_file())")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr
+
+
+def test_every_page_is_a_room():
+    for page in ("label", "train", "evaluate", "review"):
+        folder = REPO / "app" / page
+        assert (folder / "page.py").is_file(), page
+        assert (folder / "state.py").is_file(), f"app/{page}/state.py (the page's Qt-free state)"
