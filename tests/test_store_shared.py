@@ -86,7 +86,7 @@ def test_readonly_open_shares_the_writers_connection_and_refuses_writes(tmp_path
     ids = _make_project(root)
     with Project.open(root) as writer:
         view = Project.open(root, readonly=True)
-        assert handles.open_count() == 1 and view._shared is writer._shared
+        assert view._shared is writer._shared and writer._shared.users == 2
         writer.set_label(ids[0], "defective")
         assert view.image(ids[0]).label == "defective"  # the same connection: at once
         with pytest.raises(ProjectError, match="read-only"):
@@ -95,7 +95,7 @@ def test_readonly_open_shares_the_writers_connection_and_refuses_writes(tmp_path
         assert view.closed and not writer.closed
         writer.set_label(ids[1], "ok")  # closing the view left the connection open
         assert writer.image(ids[1]).label == "ok"
-    assert handles.open_count() == 0
+    assert handles.lookup(root / "project.sqlite") is None  # the last user closed it
 
 
 def test_writer_closing_before_its_view_leaves_a_read_only_connection(tmp_path):
@@ -117,11 +117,11 @@ def test_writer_closing_before_its_view_leaves_a_read_only_connection(tmp_path):
         view._conn().execute("UPDATE images SET label = 'ok'")
     # a new writer in this process takes the connection over; the view keeps reading
     with Project.open(root) as again:
-        assert again._shared is view._shared and handles.open_count() == 1
+        assert again._shared is view._shared and view._shared.users == 2
         again.set_label(ids[2], "defective")
         assert view.image(ids[2]).label == "defective"
     view.close()
-    assert handles.open_count() == 0
+    assert handles.lookup(root / "project.sqlite") is None  # the last user closed it
 
 
 def test_writer_opened_after_a_view_takes_it_over(tmp_path):
@@ -130,7 +130,7 @@ def test_writer_opened_after_a_view_takes_it_over(tmp_path):
     db_file = root / "project.sqlite"
     view = Project.open(root, readonly=True)  # e.g. an evaluation started first
     with Project.open(root) as writer:
-        assert writer._shared is view._shared and handles.open_count() == 1
+        assert writer._shared is view._shared and view._shared.users == 2
         _py(PLAIN_READER, str(db_file))
         writer.set_label(ids[0], "ok")
         assert view.image(ids[0]).label == "ok"
@@ -139,7 +139,7 @@ def test_writer_opened_after_a_view_takes_it_over(tmp_path):
         assert seen[str(ids[0])] == "ok"
     assert view.image(ids[0]).label == "ok"
     view.close()
-    assert handles.open_count() == 0
+    assert handles.lookup(root / "project.sqlite") is None  # the last user closed it
 
 
 def test_header_and_files_of_an_open_database_are_never_read_outside_sqlite(tmp_path,

@@ -3,7 +3,9 @@
 A project is a folder (see docs/ARCHITECTURE.md, "Project on disk"): an SQLite
 database in WAL mode plus masks/, images/, runs/ and cache/. One process at a time
 opens it for writing (an OS lock on project.lock); any number may open it read-only
-at the same time, e.g. the training process while the GUI is open.
+at the same time, e.g. the training process while the GUI is open. Within one process
+there is one SQLite connection per project: a read-only open of a project the process
+has open already is a view of that connection (core/project/handles.py explains why).
 
 Durability: every call that returns has its change on disk. Masks are written to a
 temp file, fsynced and renamed before the database row that points at them is
@@ -193,7 +195,8 @@ class Project(BoxesMixin):
 
         ProjectError if `root` is not a project (or is damaged, or of a newer schema);
         ProjectInUseError when readonly=False and another process has it open for
-        writing. Read-only opens take no lock and work while a writer is active.
+        writing. Read-only opens take no lock and work while a writer is active; in a
+        process that has the project open already they share its connection.
         """
         root = Path(root).expanduser().absolute()
         if not root.is_dir():
