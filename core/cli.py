@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         from defect_studio.app.shell.main import run_gui  # lazy: the headless commands never load Qt
 
         return run_gui(getattr(args, "project", None))
+    from defect_studio import notices
+
+    notices.listeners.append(_print_notice)  # e.g. orphan files moved aside on open
     try:
         return run_handler(args.command, args)
     except KeyboardInterrupt:
@@ -209,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
         return report_error(e, f"defect-studio {args.command}")
+    finally:
+        notices.listeners.remove(_print_notice)
+
+
+def _print_notice(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
 def report_error(e: BaseException, where: str) -> int:

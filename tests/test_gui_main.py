@@ -95,6 +95,24 @@ def test_reopens_last_project_and_releases_lock_on_close(make_window, demo_proje
     assert win2.project is not None and win2.project.root == demo_project_dir.absolute()
 
 
+def test_opening_a_project_that_moves_orphans_says_so(make_window, demo_project_dir,
+                                                      dialogs):
+    # a copy left by an import killed before its commit: no row points at it
+    (demo_project_dir / "images" / "left_by_a_killed_import.png").write_bytes(b"not used")
+    win = make_window()
+    assert win.open_project(demo_project_dir)
+    assert win.project.orphans_moved == ["images/left_by_a_killed_import.png"]
+    assert [t for t, _ in dialogs] == ["Files moved aside"]
+    text = dialogs[0][1]
+    assert "images/left_by_a_killed_import.png" in text and "orphans" in text
+    assert "moved 1 file" in win.statusBar().currentMessage()
+    assert list((demo_project_dir / "orphans").glob("*/images/left_by_a_killed_import.png"))
+    # the next open has nothing to move: no message
+    win.set_project(None)
+    assert win.open_project(demo_project_dir)
+    assert win.project.orphans_moved == [] and len(dialogs) == 1
+
+
 def test_first_start_generates_demo(make_window, tmp_path, monkeypatch):
     import defect_studio.demo
 

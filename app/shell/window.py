@@ -410,6 +410,19 @@ class MainWindow(QMainWindow):
             act.setEnabled(project is not None)
         self._on_tab_changed(self.tabs.currentIndex())
         self.update_status()
+        if project is not None and project.orphans_moved:
+            self._tell_orphans(project)
+
+    def _tell_orphans(self, project) -> None:
+        """Opening moved files no image uses to orphans/ (a cut-short import): say so,
+        never silently."""
+        text = project.orphans_message
+        self.statusBar().showMessage(text, 60000)
+        QMessageBox.information(
+            self, "Files moved aside",
+            f"When {Path(project.root).name} was opened, Defect Studio {text}.\n\n"
+            "They are copies left by an import that was cut short; import them again "
+            "if you still need them.")
 
     def _pages_set_project(self, project) -> None:
         for title, page in self.pages.items():

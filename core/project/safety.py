@@ -8,7 +8,11 @@
   closing a project that changed backs up its final state (at most one a minute).
 - Files in images/ and masks/ that no database row points at (an import killed
   between the copy and the commit) are moved to PROJECT/orphans/ on the next open for
-  writing, so a re-import reuses their names and nothing is deleted.
+  writing, so a re-import reuses their names and nothing is deleted. The open says so
+  (Project.orphans_message; the CLI prints it, the app shows it).
+- Nothing here opens a database file outside SQLite while this process has an SQLite
+  connection to it (core/project/handles.py: closing such a descriptor would drop
+  SQLite's locks and let another process delete the WAL in use).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from defect_studio.errors import ProjectError
 from defect_studio.io.images import env_int
+from defect_studio.project import handles
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_DIR = "backups"
@@ -63,13 +68,21 @@ def nothing_to_lose(root: Path) -> bool:
 def check_header(db_path: Path, *, allow_empty: bool = False) -> bool:
     """DamagedProjectError when the file is empty or not an SQLite database. With
     allow_empty, an empty file in a project that has nothing to lose is fine: returns
-    True (treat as new)."""
-    try:
-        with open(db_path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
-    except OSError as e:
-        raise ProjectError(f"cannot read project database '{db_path}': {e.strerror or e}") \
-            from None
+    True (treat as new).
+
+    The header is read with a plain open() only while this process holds no SQLite
+    connection to the file (checked under the registry lock, so no thread connects in
+    between): closing that descriptor would drop the connection's locks. A file this
+    process has open through SQLite is a database already: nothing to check."""
+    with handles.registry_lock():
+        if handles.holds(db_path):
+            return False
+        try:
+            with open(db_path, "rb") as fh:
+                head = fh.read(len(SQLITE_MAGIC))
+        except OSError as e:
+            raise ProjectError(
+                f"cannot read project database '{db_path}': {e.strerror or e}") from None
     if not head:
         if allow_empty and nothing_to_lose(db_path.parent):
             return True
@@ -152,6 +165,11 @@ def restore_backup(root: Path, backup: Path | None = None) -> dict:
     project.sqlite.damaged-<time>, never deleted. ProjectError when there is no backup or
     the backup itself fails the integrity check."""
     root = Path(root)
+    if handles.holds(root / "project.sqlite"):
+        # moving the file and its -wal/-shm away under a live connection of this process
+        # would leave it writing to files nobody else sees
+        raise ProjectError(f"project '{root}' is open in this program; close it before "
+                           "restoring a backup")
     backups = list_backups(root)
     if backup is None:
         if not backups:
@@ -191,6 +209,11 @@ def restore_backup(root: Path, backup: Path | None = None) -> dict:
 def move_orphans(root: Path, db: sqlite3.Connection) -> list[str]:
     """Move files of images/ and masks/ without a database row to orphans/<time>/;
     returns their old project-relative paths."""
+    return move_orphans_to(root, db)[0]
+
+
+def move_orphans_to(root: Path, db: sqlite3.Connection) -> tuple[list[str], Path | None]:
+    """move_orphans, and the folder they went to (None when nothing moved)."""
     root = Path(root)
     used_images = {r[0] for r in db.execute("SELECT path FROM images WHERE path LIKE 'images/%'")}
     used_masks = {f"masks/{r[0]}.png" for r in db.execute("SELECT id FROM images WHERE has_mask = 1")}
@@ -206,7 +229,7 @@ def move_orphans(root: Path, db: sqlite3.Connection) -> list[str]:
             if rel not in used:
                 orphans.append(rel)
     if not orphans:
-        return []
+        return [], None
     dest = root / ORPHANS_DIR / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     moved = []
     for rel in orphans:
@@ -217,4 +240,4 @@ def move_orphans(root: Path, db: sqlite3.Connection) -> list[str]:
             moved.append(rel)
         except OSError:
             pass
-    return moved
+    return moved, (dest if moved else None)

@@ -3,7 +3,9 @@
 A project is a folder (see docs/ARCHITECTURE.md, "Project on disk"): an SQLite
 database in WAL mode plus masks/, images/, runs/ and cache/. One process at a time
 opens it for writing (an OS lock on project.lock); any number may open it read-only
-at the same time, e.g. the training process while the GUI is open.
+at the same time, e.g. the training process while the GUI is open. Within one process
+there is one SQLite connection per project: a read-only open of a project the process
+has open already is a view of that connection (core/project/handles.py explains why).
 
 Durability: every call that returns has its change on disk. Masks are written to a
 temp file, fsynced and renamed before the database row that points at them is
@@ -17,7 +19,6 @@ import json
 import math
 import os
 import sqlite3
-import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,9 +29,11 @@ from urllib.parse import quote
 
 import numpy as np
 
+from defect_studio import notices
 from defect_studio.errors import ImageReadError, MaskError, ProjectError
 from defect_studio.io import images as imio
 from defect_studio.io.atomic import atomic_write_bytes, remove_stale_temps
+from defect_studio.project import handles
 from defect_studio.project import runs as runs_mod
 from defect_studio.project import safety
 from defect_studio.project.boxes import BoxesMixin
@@ -94,22 +97,30 @@ def _check_choice(value: object, choices: tuple[str, ...], what: str) -> None:
         raise ProjectError(f"unknown {what} {value!r}; use one of {', '.join(choices)}")
 
 
-def _close_handles(db: sqlite3.Connection | None, lock: ProjectLock | None) -> None:
-    # also run by weakref.finalize, so a Project dropped without close() frees the lock
-    if db is not None:
-        try:
-            db.close()
-        except sqlite3.Error:
-            pass
-    if lock is not None:
-        lock.release()
+def _release_handles(shared: handles.SharedDb, lock: ProjectLock | None,
+                     writer: bool) -> None:
+    # weakref.finalize of a Project (close() runs it too): its share of the connection,
+    # then its write lock, so a Project dropped without close() frees both
+    try:
+        handles.release_later(shared, writer)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _raise_database_error(e: BaseException, db_path: Path) -> None:
+    """Turn SQLite's errors while opening into ProjectError / DamagedProjectError."""
+    if isinstance(e, sqlite3.OperationalError):
+        raise ProjectError(f"project database '{db_path}' cannot be opened: {e}") from None
+    if isinstance(e, sqlite3.DatabaseError):
+        raise safety.DamagedProjectError(safety.damaged_message(db_path, str(e))) from None
 
 
 class Project(BoxesMixin):
     """An open project folder. Use Project.create / open / open_or_create, then close()
     (or a `with` block)."""
 
-    def __init__(self, root: Path, db: sqlite3.Connection, lock: ProjectLock | None,
+    def __init__(self, root: Path, shared: handles.SharedDb, lock: ProjectLock | None,
                  readonly: bool):
         # internal: use the class methods
         self.root = root
@@ -119,16 +130,34 @@ class Project(BoxesMixin):
         self.runs_dir = root / "runs"
         self.cache_dir = root / "cache"
         self.readonly = readonly
-        self._db: sqlite3.Connection | None = db
+        self._shared = shared  # this process's one connection to the database
+        self._closed = False
         self._lock = lock
-        self._mutex = threading.RLock()  # the GUI reads from worker threads too
+        self._mutex = shared.mutex  # the GUI reads from worker threads too
         self._tx_depth = 0
         self._taken_names: set[str] | None = None  # lower-case names in images/
         self._new_files: list[Path] = []  # copies made in the open transaction
         self._after_commit: list[Path] = []  # files to delete once the transaction is in
-        self._finalizer = weakref.finalize(self, _close_handles, db, lock)
+        self._finalizer = weakref.finalize(self, _release_handles, shared, lock, not readonly)
         self.orphans_moved: list[str] = []  # set by open-for-writing (safety.move_orphans)
+        self.orphans_dir: Path | None = None  # where they went (PROJECT/orphans/<time>)
         self._changes_at_open = 0  # db.total_changes after opening: close() backs up changes
+
+    @property
+    def _db(self) -> sqlite3.Connection | None:
+        return None if self._closed else self._shared.db
+
+    @property
+    def orphans_message(self) -> str | None:
+        """One line saying which files this open moved to orphans/, None if none."""
+        if not self.orphans_moved:
+            return None
+        n = len(self.orphans_moved)
+        where = self.orphans_dir or (self.root / safety.ORPHANS_DIR)
+        shown = ", ".join(self.orphans_moved[:3]) + (f" and {n - 3} more" if n > 3 else "")
+        return (f"moved {n} file{'s' if n != 1 else ''} that no image of project "
+                f"'{self.root.name}' uses ({shown}; left by an import that was cut short) "
+                f"to {where}; nothing was deleted")
 
     # --- opening and closing ---------------------------------------------------------
 
@@ -166,7 +195,8 @@ class Project(BoxesMixin):
 
         ProjectError if `root` is not a project (or is damaged, or of a newer schema);
         ProjectInUseError when readonly=False and another process has it open for
-        writing. Read-only opens take no lock and work while a writer is active.
+        writing. Read-only opens take no lock and work while a writer is active; in a
+        process that has the project open already they share its connection.
         """
         root = Path(root).expanduser().absolute()
         if not root.is_dir():
@@ -197,80 +227,152 @@ class Project(BoxesMixin):
     def _connect(cls, root: Path, lock: ProjectLock | None, readonly: bool,
                  new: bool = False) -> Project:
         db_path = root / DB_NAME
-        db = None
-        if not new:  # an empty or foreign file is damaged, never a new project
-            new = safety.check_header(db_path, allow_empty=not readonly)
-        try:
+        with handles.registry_lock():
+            shared = handles.lookup(db_path)
+            if readonly and shared is not None:
+                # this process has it open already: a read-only view of that connection
+                shared.users += 1
+                return cls(root, shared, None, readonly=True)
+            if shared is None and not new:
+                # an empty or foreign file is damaged, never a new project. The plain
+                # read is safe only here: this process holds no connection to the file
+                # (a registered one would lose its locks when the descriptor closes)
+                new = safety.check_header(db_path, allow_empty=not readonly)
             if readonly:
-                uri = f"file:{quote(db_path.as_posix())}?mode=ro"
-                if not os.access(root, os.W_OK) and not (root / (DB_NAME + "-wal")).exists():
-                    # read-only media: WAL readers cannot create their -shm file; nobody
-                    # can write there either, so the file may be treated as immutable
-                    uri += "&immutable=1"
-                db = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                     check_same_thread=False, timeout=30)
-                db.execute("PRAGMA query_only = ON")
-                version = read_version(db)
-                check_version(version, db_path)
-                if version < SCHEMA_VERSION:
-                    raise ProjectError(
-                        f"project '{root}' has an older format (schema {version}); "
-                        "open it once for writing (in the app) to upgrade it"
-                    )
+                db = cls._connect_readonly(root, db_path)
+                shared = handles.register(db_path, db, writable=False)
             else:
-                db = sqlite3.connect(db_path, isolation_level=None,
-                                     check_same_thread=False, timeout=30)
-                if not new:  # checked before anything (even the journal mode) is written
-                    safety.quick_check(db, db_path)
-                    if not safety.has_tables(db) and not safety.nothing_to_lose(root):
-                        raise safety.DamagedProjectError(
-                            safety.damaged_message(db_path, "it holds no tables"))
-                db.execute("PRAGMA journal_mode = WAL")
-                # FULL, not NORMAL: with WAL, NORMAL already survives a killed process
-                # (SIGKILL, crash), but can lose the last commits on power loss or an OS
-                # crash. A label the user saw saved must stay saved, and a commit here is
-                # one key press, so one fsync per commit costs nothing noticeable.
-                db.execute("PRAGMA synchronous = FULL")
-                migrate(db, db_path)
-            db.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.DatabaseError as e:
-            if db is not None:
-                db.close()
-            if isinstance(e, sqlite3.OperationalError):
-                raise ProjectError(f"project database '{db_path}' cannot be opened: {e}") from None
-            raise safety.DamagedProjectError(safety.damaged_message(db_path, str(e))) from None
-        except BaseException:
-            if db is not None:
-                db.close()
-            raise
-        project = cls(root, db, lock, readonly)
-        if not readonly:
-            for d in (project.images_dir, project.masks_dir, project.runs_dir,
-                      project.cache_dir):
-                d.mkdir(exist_ok=True)
-            # leftovers of writes cut short by a crash; never mistaken for masks/images
-            remove_stale_temps(project.masks_dir)
-            remove_stale_temps(project.images_dir)
-            # copies of an import killed before its commit: moved aside, never deleted
-            project.orphans_moved = safety.move_orphans(root, db)
-            if not new:  # the state before this session's changes
-                safety.make_backup(db, root)
-            project._changes_at_open = db.total_changes
+                shared = cls._connect_writer(root, db_path, shared, new)
+            shared.users += 1
+            shared.writer = shared.writer or not readonly
+            project = cls(root, shared, lock, readonly)
+            if not readonly:
+                try:
+                    with shared.mutex:
+                        project._prepare_writer(new)
+                except BaseException:
+                    project._finalizer.detach()
+                    handles.release(shared, writer=True)
+                    raise
+        if project.orphans_moved:
+            notices.tell(project.orphans_message)
         return project
 
+    @staticmethod
+    def _connect_readonly(root: Path, db_path: Path) -> sqlite3.Connection:
+        db = None
+        try:
+            uri = f"file:{quote(db_path.as_posix())}?mode=ro"
+            if not os.access(root, os.W_OK) and not (root / (DB_NAME + "-wal")).exists():
+                # read-only media: WAL readers cannot create their -shm file; nobody
+                # can write there either, so the file may be treated as immutable
+                uri += "&immutable=1"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                 check_same_thread=False, timeout=30)
+            db.execute("PRAGMA query_only = ON")
+            version = read_version(db)
+            check_version(version, db_path)
+            if version < SCHEMA_VERSION:
+                raise ProjectError(
+                    f"project '{root}' has an older format (schema {version}); "
+                    "open it once for writing (in the app) to upgrade it"
+                )
+            db.execute("PRAGMA foreign_keys = ON")
+        except BaseException as e:
+            if db is not None:
+                db.close()
+            _raise_database_error(e, db_path)
+            raise
+        return db
+
+    @staticmethod
+    def _setup_writer_db(db: sqlite3.Connection, root: Path, db_path: Path,
+                         new: bool) -> None:
+        if not new:  # checked before anything (even the journal mode) is written
+            safety.quick_check(db, db_path)
+            if not safety.has_tables(db) and not safety.nothing_to_lose(root):
+                raise safety.DamagedProjectError(
+                    safety.damaged_message(db_path, "it holds no tables"))
+        db.execute("PRAGMA journal_mode = WAL")
+        # FULL, not NORMAL: with WAL, NORMAL already survives a killed process
+        # (SIGKILL, crash), but can lose the last commits on power loss or an OS
+        # crash. A label the user saw saved must stay saved, and a commit here is
+        # one key press, so one fsync per commit costs nothing noticeable.
+        db.execute("PRAGMA synchronous = FULL")
+        migrate(db, db_path)
+        db.execute("PRAGMA foreign_keys = ON")
+
+    @classmethod
+    def _connect_writer(cls, root: Path, db_path: Path, shared: handles.SharedDb | None,
+                        new: bool) -> handles.SharedDb:
+        """The writer's connection (under the registry lock): a new one; the read-write
+        connection of this process's views (left by a writer that closed); or a new one
+        that replaces the read-only connection of the views."""
+        if shared is not None and shared.writable:
+            with shared.mutex:
+                try:
+                    shared.db.execute("PRAGMA query_only = OFF")
+                    cls._setup_writer_db(shared.db, root, db_path, new)
+                except BaseException as e:
+                    try:
+                        shared.db.execute("PRAGMA query_only = ON")
+                    except sqlite3.Error:
+                        pass
+                    _raise_database_error(e, db_path)
+                    raise
+            return shared
+        db = None
+        try:
+            db = sqlite3.connect(db_path, isolation_level=None,
+                                 check_same_thread=False, timeout=30)
+            cls._setup_writer_db(db, root, db_path, new)
+        except BaseException as e:
+            if db is not None:
+                db.close()
+            _raise_database_error(e, db_path)
+            raise
+        if shared is None:
+            return handles.register(db_path, db, writable=True)
+        with shared.mutex:  # the views move to the read-write connection
+            old, shared.db, shared.writable = shared.db, db, True
+            try:
+                old.close()
+            except sqlite3.Error:
+                pass
+        return shared
+
+    def _prepare_writer(self, new: bool) -> None:
+        db = self._conn()
+        for d in (self.images_dir, self.masks_dir, self.runs_dir, self.cache_dir):
+            d.mkdir(exist_ok=True)
+        # leftovers of writes cut short by a crash; never mistaken for masks/images
+        remove_stale_temps(self.masks_dir)
+        remove_stale_temps(self.images_dir)
+        # copies of an import killed before its commit: moved aside, never deleted,
+        # and said (orphans_message; the CLI and the app show it)
+        self.orphans_moved, self.orphans_dir = safety.move_orphans_to(self.root, db)
+        if not new:  # the state before this session's changes
+            safety.make_backup(db, self.root)
+        self._changes_at_open = db.total_changes
+
     def close(self) -> None:
-        """Close the database and release the write lock (idempotent). A writable
-        project that changed since it was opened leaves a backup of its final state."""
+        """Close the project (idempotent): release the write lock, and the database
+        connection unless another Project of this process (a read-only view) still
+        uses it. A writable project that changed since it was opened leaves a backup of
+        its final state."""
         with self._mutex:
-            db = self._db
-            if db is not None and not self.readonly and db.total_changes > self._changes_at_open:
+            if self._closed:
+                return
+            db = self._shared.db
+            if not self.readonly and db.total_changes > self._changes_at_open:
                 safety.make_backup(db, self.root, min_age_s=safety.BACKUP_CLOSE_GAP_S)
-            self._db = None
-            self._finalizer()
+            self._closed = True
+        # outside the mutex: the registry lock comes first (core/project/handles.py)
+        self._finalizer()
 
     @property
     def closed(self) -> bool:
-        return self._db is None
+        return self._closed
 
     def __enter__(self) -> Project:
         return self
@@ -408,6 +510,9 @@ class Project(BoxesMixin):
         if split is not None:
             _check_choice(split, SPLITS, "split")
         src = Path(src)
+        if handles.holds(src):  # reading it would close a descriptor SQLite's locks are on
+            raise ProjectError(f"'{src}' is a project database (open in this program), "
+                               "not an image")
         data = imio.read_bytes(src)
         img = imio.decode_image(data, str(src))
         meta = imio.meta_of(img)
