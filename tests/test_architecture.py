@@ -112,3 +112,16 @@ def test_every_page_is_a_room():
         folder = REPO / "app" / page
         assert (folder / "page.py").is_file(), page
         assert (folder / "state.py").is_file(), f"app/{page}/state.py (the page's Qt-free state)"
+
+
+def test_the_gui_free_contract_names_every_part_of_core():
+    """A new module at core/'s top is covered by "core never imports the GUI or Qt"."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / ".importlinter")
+    listed = set(cfg["importlinter:contract:core-gui-free"]["source_modules"].split())
+    parts = {".".join(m.split(".")[:2]) for m in import_contracts.module_files()
+             if m.count(".") >= 1}
+    parts -= {"defect_studio.app", "defect_studio.__main__"}
+    assert parts <= listed, sorted(parts - listed)
