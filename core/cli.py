@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the results as JSON")
 
     s = sub.add_parser("model-info", help="parameters and multiply-accumulates of a model variant")
-    s.add_argument("--model", default="mffpa")
+    s.add_argument("--model", default=None, help="a segmentation model variant or 'all' "
+                                                  "(default: mffpa)")
     s.add_argument("--input", default="3x640x232", help="CxWxH (default 3x640x232)")
     s.add_argument("--json", action="store_true")
 

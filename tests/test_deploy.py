@@ -21,7 +21,8 @@ def _mixsup_run(root: Path) -> Path:
     """A MixSup run (1 channel, "pad", own threshold) with seeded untrained weights."""
     import torch
 
-    from defect_studio.training.checkpoint import build_run_model, save_model_weights
+    from defect_studio.kinds.segdec.runmodel import build_run_model
+    from defect_studio.training.checkpoint import save_model_weights
     from defect_studio.kinds.segdec.config import TrainConfig
 
     run = root / "runs" / "mixsup-pad"

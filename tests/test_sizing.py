@@ -65,7 +65,7 @@ def test_bad_max_side_is_refused(bad):
 def test_old_run_configs_keep_their_meaning(tmp_path):
     import json
 
-    from defect_studio.training.checkpoint import read_run_config
+    from defect_studio.kinds.segdec.runmodel import read_run_config
 
     old = {"model": "mffpa", "epochs": 3, "input_size": [64, 64], "channels": 1,
            "created": "2026-11-20T00:00:00Z"}

@@ -11,7 +11,8 @@ from defect_studio.errors import CancelledError, DataError, ModelFileError, Trai
 from defect_studio.evaluation.metrics import image_metrics
 from defect_studio.project import Project, read_run
 from defect_studio.training import TrainConfig, train
-from defect_studio.training.checkpoint import load_run_model, load_torch
+from defect_studio.kinds.segdec.runmodel import load_run_model
+from defect_studio.training.checkpoint import load_torch
 from defect_studio.kinds.segdec.data import build_training_data, preprocess_image
 
 

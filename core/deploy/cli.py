@@ -43,7 +43,7 @@ def cmd_export_model(args: argparse.Namespace) -> int:
 
     from defect_studio.deploy.export import export_model
     from defect_studio.deploy.package import read_package
-    from defect_studio.kinds.segdec.predictor import resolve_run_dir
+    from defect_studio.inference.predictor import resolve_run_dir
 
     run_dir = resolve_run_dir(args.run, args.project)
     out = export_model(run_dir, Path(args.out), args.format, project_root=args.project,

@@ -1,10 +1,10 @@
 """Exporting a trained run as a self-contained package (ONNX or OpenVINO IR).
 
 ``export_model(run_dir, out_dir, fmt)`` checks the run, lets the run's model kind
-write its network as ONNX (EXPORTERS: kind name -> "module:function"; a kind adds its
-own exporter there), stamps the decision settings into the ONNX ``metadata_props``,
-converts to OpenVINO IR when asked, and writes package.json with the sha256 of every
-file. The package is built in a temp folder beside ``out_dir`` and renamed into place,
+write its network as ONNX (the kind's ``export`` entry, defect_studio.kinds.base), stamps
+the decision settings into the ONNX ``metadata_props``, converts to OpenVINO IR when
+asked, and writes package.json with the sha256 of every file. The package is built in a
+temp folder beside ``out_dir`` and renamed into place,
 so a failed export leaves nothing half-written. Never writes into a project folder.
 """
 
@@ -27,11 +27,10 @@ from defect_studio.errors import ModelFileError, UserError
 
 ONNX_OPSET = 18
 
-# model kind (defect_studio.kinds) -> "module:function(run_dir, onnx_path) -> dict".
-# The function writes the network to onnx_path (input "image", outputs "score" and
-# "heatmap", dynamic batch, opset >= 18) and returns the manifest fields of its kind
-# (at least "model" and "preprocess").
-EXPORTERS = {"segdec": "defect_studio.kinds.segdec.export:export_onnx"}
+# A kind's ``export`` entry (defect_studio.kinds.base.ModelKind) is a function
+# (run_dir, onnx_path) -> dict: it writes the network to onnx_path (input "image", outputs
+# "score" and "heatmap", dynamic batch, opset >= 18) and returns the manifest fields of
+# its kind (at least "model" and "preprocess").
 
 
 class ExportError(UserError):
@@ -70,11 +69,7 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
         raise ExportError(f"run '{run.id}' {why}")
     out = _check_out_dir(Path(out_dir), run_dir, project_root)
     kind = kind_of_run(run_dir)
-    if kind.name not in EXPORTERS:
-        raise ExportError(f"models of kind '{kind.title}' cannot be exported yet")
-    from defect_studio.kinds import load_entry
-
-    exporter = load_entry(EXPORTERS[kind.name])
+    exporter = _exporter(kind)
 
     tmp = _temp_beside(out)
     try:
@@ -93,6 +88,22 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _exporter(kind: Any) -> Callable[[Path, Path], dict]:
+    """The kind's ``export`` entry; ExportError when the kind has none (or its module is
+    not there yet)."""
+    entry = kind.export
+    module = entry.partition(":")[0]
+    try:
+        if entry:
+            return kind.load("export")
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
+            raise  # a module the exporter itself needs is missing: not this case
+    except AttributeError:
+        pass
+    raise ExportError(f"models of kind '{kind.title}' cannot be exported yet")
 
 
 def convert_package(package_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -194,7 +205,7 @@ def _training_summary(run_dir: Path, run: Any) -> dict[str, Any]:
 
 
 def _manifest(run_dir: Path, run: Any, kind: str, fmt: str, fields: dict) -> dict[str, Any]:
-    from defect_studio.kinds.segdec.predictor import DEFAULT_THRESHOLD, read_threshold
+    from defect_studio.inference.prediction import DEFAULT_THRESHOLD, read_threshold
     from defect_studio.training.checkpoint import MODEL_FILE
 
     t, source = read_threshold(run_dir)

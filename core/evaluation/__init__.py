@@ -12,7 +12,10 @@ __all__ = ["evaluate_run", "image_metrics", "pixel_metrics", "confusion_at", "Th
 
 
 def _evaluate_any(project_root: Any, run_id: str, split: str = "test", **kwargs: Any) -> dict:
-    """evaluate_run for a run of any model kind (defect_studio.kinds); same contract."""
+    """evaluate_run for a run of any model kind: the ``evaluate`` entry of the run's kind
+    (defect_studio.kinds), ``(project_root, run_id, split="test", *, device="auto",
+    batch_size=8, progress=None) -> dict`` with at least the keys of
+    defect_studio.evaluation.evaluate.evaluate_run ("ap_sklearn", "auc", ...)."""
     from pathlib import Path
 
     from defect_studio.kinds import kind_of_run

@@ -36,10 +36,12 @@ def format_summary(r: dict[str, Any]) -> str:
                      f"({px['n_images']} images: masked ones, OK ones as clean)")
     elif px.get("note"):
         lines.append(f"  pixel metrics: {px['note']}")
-    if "boxes" in r:  # a detector run (defect_studio.kinds.detector)
-        from defect_studio.kinds.detector.evaluate import box_summary_lines
+    from defect_studio.kinds import UnknownModelError, kind_of_model
 
-        lines += box_summary_lines(r["boxes"])
+    try:  # the parts of the result that are the run's kind's own (e.g. boxes)
+        lines += kind_of_model(str(r.get("model"))).evaluation_lines(r)
+    except UnknownModelError:
+        pass
     if r.get("note"):
         lines.append(f"  note: {r['note']}")
     if r["errors"]:

@@ -102,27 +102,28 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score the labelled images of ``split`` ("train", "val", "test" or "all") with a run.
 
-    Other model kinds reuse it: ``predictor_class`` (default: the segdec Predictor) loads
-    the run; ``region_overlap`` (e.g. defect_studio.kinds.anomaly.evaluate.RegionOverlap) collects each
-    image's mask and heatmap and adds its figure to ``pixel`` (AUPRO for anomaly runs).
+    Every model kind can use it: ``predictor_class`` (default: the predictor entry of the
+    run's kind, defect_studio.kinds) loads the run; ``region_overlap`` (e.g. the anomaly
+    kind's RegionOverlap) collects each image's mask and heatmap and adds its figure to ``pixel`` (AUPRO for anomaly runs).
 
     Ground truth: an image is defective when it is labelled defective or its mask
     has a defect pixel; unlabelled images without a mask are skipped. Returns
-    {run_id, split, model, n, n_pos, n_errors, errors, ap_sklearn, ap_trapz, auc,
+    {run_id, split, model, n, n_pos, n_errors, errors, ap (= ap_sklearn), ap_sklearn, ap_trapz, auc,
     run_threshold {threshold, source, precision, recall, f1, accuracy, tp, fp, tn, fn},
     best_f1 {same keys}, pixel {pixel_auroc, pixel_ap, ...}, pr_curve, roc_curve,
     files, save_error, elapsed_s[, note]} and writes the CSVs and evaluation_<split>.json
     (without the curve arrays) into the run folder. progress(done, total) follows the
     scoring and may raise (e.g. CancelledError) to stop; nothing is written then.
     """
-    from defect_studio.kinds.segdec.predictor import Predictor, resolve_run_dir
+    from defect_studio.inference.predictor import resolve_run_dir
+    from defect_studio.kinds import kind_of_run
     from defect_studio.project import Project
 
     if split not in EVAL_SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(EVAL_SPLITS)}")
     t0 = time.perf_counter()
     run_dir = resolve_run_dir(run_id, project_root)
-    predictor = (predictor_class or Predictor)(run_dir, device=device)
+    predictor = (predictor_class or kind_of_run(run_dir).load("predictor"))(run_dir, device=device)
 
     # Read-only: no lock, so this works while the GUI has the project open.
     with Project.open(project_root, readonly=True) as project:
@@ -202,6 +203,7 @@ def evaluate_run(
         "n_pos": m["n_pos"],
         "n_errors": len(errors),
         "errors": errors,
+        "ap": m["ap_sklearn"],  # the image-level AP every kind reports (= ap_sklearn)
         "ap_sklearn": m["ap_sklearn"],
         "ap_trapz": m["ap_trapz"],
         "auc": m["auc"],

@@ -1,6 +1,10 @@
-"""Scoring images with a trained run (Predictor) and rendering heatmap overlays.
+"""Scoring images with a trained run and rendering heatmap overlays.
 
-``Predictor`` and ``Prediction`` are imported lazily: ``overlay`` is used by the GUI
+``load_predictor(run_dir)`` gives the predictor of a run of any model kind (through the
+kind registry, defect_studio.kinds) or of an export package. Every kind's predictor
+subclasses ``RunPredictor`` (defect_studio.inference.predictor) and returns ``Prediction``
+(defect_studio.inference.prediction). ``Predictor`` is the predictor class of the default
+kind (kept for older callers). These are imported lazily: ``overlay`` is used by the GUI
 and must not pull in torch.
 """
 
@@ -10,13 +14,13 @@ from typing import Any
 
 from defect_studio.inference.overlay import COLORMAPS, colorize, decision_overlay, overlay
 
-__all__ = ["Predictor", "Prediction", "load_predictor", "overlay", "colorize", "decision_overlay", "COLORMAPS"]
+__all__ = ["Predictor", "Prediction", "RunPredictor", "load_predictor", "overlay", "colorize", "decision_overlay", "COLORMAPS"]
 
 
 def load_predictor(run_dir: Any, device: str = "auto", num_threads: int | None = None) -> Any:
     """The predictor of a run of any model kind (defect_studio.kinds), or of an export package
     folder (defect_studio.deploy, without torch): ``.predict(image)``,
-    ``.predict_many(...)``, ``.threshold``, ``.run_id`` as defect_studio.kinds.segdec.predictor.Predictor."""
+    ``.predict_many(...)``, ``.threshold``, ``.run_id`` as defect_studio.inference.predictor.RunPredictor."""
     from defect_studio.deploy.package import is_package
 
     if is_package(run_dir):  # an export package: the torch-free runtime (defect_studio.deploy)
@@ -29,8 +33,12 @@ def load_predictor(run_dir: Any, device: str = "auto", num_threads: int | None =
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Predictor", "Prediction"):
-        from defect_studio.kinds.segdec import predictor
+    if name in ("Prediction", "RunPredictor"):
+        from defect_studio.inference import predictor
 
         return getattr(predictor, name)
+    if name == "Predictor":
+        from defect_studio.kinds import default_model, kind_of_model
+
+        return kind_of_model(default_model()).load("predictor")
     raise AttributeError(f"module 'defect_studio.inference' has no attribute {name!r}")

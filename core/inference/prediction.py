@@ -1,20 +1,23 @@
 """What every predictor returns, and the threshold rule they share (no torch here).
 
-Used by the torch ``Predictor`` (defect_studio.kinds.segdec.predictor) and by the deployed runtime
-(defect_studio.deploy), so review, predict and the watch folder treat both alike.
+Used by every kind's torch predictor (defect_studio.inference.predictor.RunPredictor) and by
+the deployed runtime (defect_studio.deploy), so review, predict and the watch folder treat
+both alike.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from defect_studio.errors import UserError
+from defect_studio.errors import ModelFileError, UserError
 
 # Without a saved threshold (an interrupted run) a predictor calls NG at 0.5,
 # the point where the decision logit changes sign.
@@ -40,6 +43,22 @@ def check_threshold(value: float) -> float:
     if not (math.isfinite(v) and 0.0 <= v <= 1.0):
         raise UserError(f"a decision threshold must be between 0 and 1, got {value}")
     return v
+
+
+def read_threshold(run_dir: str | os.PathLike) -> tuple[float | None, str]:
+    """(threshold, source) from a run's threshold.json; (None, "missing") without one."""
+    path = Path(run_dir) / "threshold.json"
+    if not path.is_file():
+        return None, "missing"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        t = float(data["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelFileError(f"the threshold file {path} is damaged ({e}); "
+                             "re-evaluate the run or delete the file") from None
+    if not math.isfinite(t):
+        raise ModelFileError(f"the threshold file {path} holds {t}, not a number; delete it")
+    return t, str(data.get("source", "best_f1"))
 
 
 def check_image_array(image: Any) -> np.ndarray:

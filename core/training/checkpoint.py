@@ -1,4 +1,4 @@
-"""Saving and loading weights and checkpoints safely.
+"""Saving and loading weights and checkpoints safely (every model kind).
 
 Model files are data, not code: everything is read with ``torch.load(weights_only=True)``
 (no arbitrary unpickling), and each file has a ``<name>.sha256`` beside it so that
@@ -8,7 +8,6 @@ truncated or tampered files are rejected with ModelFileError before they are use
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Any
 
 import torch
 
-from defect_studio.errors import ModelFileError, UserError
+from defect_studio.errors import ModelFileError
 from defect_studio.io.atomic import atomic_write, atomic_write_bytes
-from defect_studio.kinds.segdec.config import TrainConfig
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -61,77 +59,31 @@ def load_torch(path: str | Path, device: torch.device | str = "cpu") -> Any:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         raise ModelFileError(
-            f"{path} contains more than plain weights (e.g. code) and was not loaded: {_first(e)}"
+            f"{path} contains more than plain weights (e.g. code) and was not loaded: {first_line(e)}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
         raise ModelFileError(f"{path} is not a readable model file (truncated or damaged?): "
-                             f"{_first(e)}") from None
+                             f"{first_line(e)}") from None
 
 
-def _first(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty)."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 
 
-def _check_state_dict(sd: Any, path: Path) -> dict[str, torch.Tensor]:
+def check_state_dict(sd: Any, path: Path) -> dict[str, torch.Tensor]:
+    """``sd`` if it is a plain state dict (names -> tensors), else ModelFileError."""
     if not isinstance(sd, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise ModelFileError(f"{path} is not a model state dict (names -> tensors)")
     return sd
 
 
+_check_state_dict = check_state_dict  # the older private name
+
+
 def save_model_weights(run_dir: str | Path, model: torch.nn.Module) -> Path:
     """Write the model's plain state dict to ``run_dir/model.pt`` (on the CPU)."""
     sd = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
     return save_torch(Path(run_dir) / MODEL_FILE, sd)
-
-
-def read_run_config(run_dir: str | Path) -> TrainConfig:
-    """The TrainConfig saved with a run (ModelFileError if missing or unreadable)."""
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelFileError(f"{path} not found: {run_dir} is not a training run folder") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"cannot read {path}: {e}") from None
-    try:
-        return TrainConfig.from_saved(data)
-    except UserError as e:
-        raise ModelFileError(f"{path} is not a valid run config: {e}") from None
-
-
-def build_run_model(config: TrainConfig) -> torch.nn.Module:
-    """The (untrained) network a config describes; channels must be resolved."""
-    from defect_studio.kinds.segdec.models import build_model
-
-    if config.channels is None:
-        raise ModelFileError("the run config does not say how many input channels the model has")
-    try:
-        return build_model(config.model, in_channels=config.channels, **config.model_switches())
-    except UserError:
-        raise
-    except (KeyError, ValueError, TypeError) as e:
-        raise ModelFileError(f"cannot build model {config.model!r}: {e}") from None
-
-
-def load_run_model(run_dir: str | Path, device: torch.device | str = "auto"
-                   ) -> tuple[torch.nn.Module, TrainConfig]:
-    """The trained model of a run, in eval mode on ``device``, and its TrainConfig.
-
-    ``device`` is a torch.device or a name ("auto", "cpu", "cuda", "mps").
-    """
-    from defect_studio.training.device import select_device
-
-    run_dir = Path(run_dir)
-    dev = device if isinstance(device, torch.device) else select_device(device)
-    config = read_run_config(run_dir)
-    model = build_run_model(config)
-    path = run_dir / MODEL_FILE
-    sd = _check_state_dict(load_torch(path, "cpu"), path)
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise ModelFileError(f"{path} does not fit model {config.model!r}: {_first(e)}") from None
-    model.to(dev).eval()
-    return model, config

@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 from defect_studio.errors import CancelledError
-from defect_studio.kinds.segdec.config import TrainConfig, parse_size
 
 EXIT_CANCELLED = 3
 
@@ -22,36 +21,12 @@ EXIT_CANCELLED = 3
 def config_from_args(args: argparse.Namespace) -> Any:
     """The run's config from --preset, then --config FILE, then the single options.
 
-    Models of another kind than segdec (defect_studio.kinds) build their own config class
-    from the same arguments: ``ConfigClass.from_args(args)``.
+    The model's kind (defect_studio.kinds; the default model without --model) builds its
+    own config class from the arguments (``kind.config_from_args(args)``).
     """
-    from defect_studio.kinds import kind_of_model
+    from defect_studio.kinds import default_model, kind_of_model
 
-    kind = kind_of_model(args.model or "mffpa")
-    if kind.name != "segdec":
-        return kind.load("config").from_args(args)
-    data: dict[str, Any] = {}
-    if args.preset:
-        data.update(TrainConfig.preset(args.preset).to_dict())
-    if args.config:
-        data.update({k: v for k, v in _read_config_file(args.config).items()})
-    overrides = {
-        "model": args.model, "epochs": args.epochs, "pixel_labels": args.pixel_labels,
-        "device": args.device, "seed": args.seed, "lr": getattr(args, "lr", None),
-        "num_threads": getattr(args, "threads", None), "augment": getattr(args, "augment", None),
-        "cpu_bf16": getattr(args, "cpu_bf16", None),
-        "input_size": parse_size(args.size) if args.size else None,
-    }
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.from_dict(data)
-
-
-def _read_config_file(path: str) -> dict[str, Any]:
-    # from_file validates the whole file; the dict keeps only what the file set, so
-    # a preset's values survive for the fields the file leaves out.
-    TrainConfig.from_file(path)
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return kind_of_model(args.model or default_model()).config_from_args(args)
 
 
 class _StopFlag:

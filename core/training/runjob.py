@@ -1,15 +1,22 @@
-"""What the training jobs of every model kind share (defect_studio.kinds).
+"""The training job machinery every model kind shares (defect_studio.kinds).
 
 One training job = one run folder (docs/ARCHITECTURE.md, "Runs"). Opening the project,
 turning errors into ``error`` events and a "failed" status, holding the run's lock while
-training, the checks before a resume and creating a new run folder are the same for the
-segmentation, anomaly and detector kinds; each kind's ``train`` calls these and keeps only
+training, the checks before a resume, creating a new run folder, saving and restoring
+checkpoints, cancelling, the ``progress`` events, seeding and the RNG state are the same
+for every kind; each kind's ``train`` wraps its job in ``run_training_job`` and keeps only
 its data, network and epoch loop.
+
+Public names: RunFolder, EventSink, PROGRESS_INTERVAL_S, run_training_job,
+open_run_to_resume, check_new_run_id, create_run_folder, new_run_id, write_json,
+last_epoch, restore_checkpoint, save_checkpoint, cancel_run, StepProgress,
+seed_everything, rng_state, set_rng_state, is_oom.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -17,10 +24,100 @@ from typing import Any, Callable
 from defect_studio.errors import CancelledError, TrainingError, UserError
 from defect_studio.project.runs import check_runs_writable, hold_run, release_run, require_run_id
 from defect_studio.training.checkpoint import CHECKPOINT_FILE, CONFIG_FILE
-from defect_studio.kinds.segdec.config import TrainConfigError
+from defect_studio.training.config import TrainConfigError
 
 EventSink = Callable[[dict], None]
-JobBody = Callable[[Any, "Any", Callable[[], bool]], str]  # (project, folder, should_stop)
+JobBody = Callable[[Any, "RunFolder", Callable[[], bool]], str]  # (project, folder, should_stop)
+PROGRESS_INTERVAL_S = 0.25  # at most four progress events per second
+
+
+class RunFolder:
+    """The run's folder: events.jsonl, status.json and the caller's event sink.
+
+    ``path`` is None until the run folder exists (early events go to the sink only);
+    ``run_lock`` is the run's lock while the job holds it.
+    """
+
+    def __init__(self, on_event: EventSink | None) -> None:
+        self.path: Path | None = None  # set once the run folder exists
+        self.on_event = on_event
+        self.run_lock: Any = None
+
+    def emit(self, name: str, **fields: Any) -> None:
+        """One event: appended to events.jsonl (once the folder exists) and sent to the sink."""
+        event = {"event": name, **fields}
+        if self.path is not None:
+            with open(self.path / "events.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(event) + "\n")
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def status(self, state: str, epoch: int, message: str = "") -> None:
+        """Write status.json: the run's state, its epochs done and a message."""
+        write_json(self.path / "status.json", {"state": state, "epoch": epoch, "message": message})
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write a JSON file of the run folder atomically."""
+    from defect_studio.project.runs import write_json_atomic
+
+    write_json_atomic(path, obj)
+
+
+def new_run_id(runs_dir: Path, model: str) -> str:
+    """A free run id from the time and the model name (``20240101-120000-mffpa``)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{model.replace('+', '-')}"
+    run_id, n = base, 2
+    while (Path(runs_dir) / run_id).exists():
+        run_id, n = f"{base}-{n}", n + 1
+    return run_id
+
+
+def last_epoch(run_dir: Path) -> int:
+    """The epochs done according to the run's status.json (0 when unreadable)."""
+    try:
+        return int(json.loads((Path(run_dir) / "status.json").read_text()).get("epoch", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's generator state (and CUDA's), for a checkpoint."""
+    import torch
+
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore a state from ``rng_state``."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def is_oom(e: BaseException) -> bool:
+    """Whether an exception of the training step is an out-of-memory error."""
+    import torch
+
+    text = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text or \
+        "can't allocate memory" in text
 
 
 def run_training_job(project_root: str | Path, on_event: EventSink | None,
@@ -33,9 +130,8 @@ def run_training_job(project_root: str | Path, on_event: EventSink | None,
     however the job ends.
     """
     from defect_studio.project import Project
-    from defect_studio.kinds.segdec.train import _last_epoch, _RunFolder
 
-    folder = _RunFolder(on_event)  # no folder yet: early errors go to the sink only
+    folder = RunFolder(on_event)  # no folder yet: early errors go to the sink only
     try:
         with Project.open(project_root, readonly=True) as project:
             return body(project, folder, should_stop or (lambda: False))
@@ -44,19 +140,19 @@ def run_training_job(project_root: str | Path, on_event: EventSink | None,
     except UserError as e:
         folder.emit("error", message=str(e), kind=type(e).__name__)
         if folder.path is not None:
-            folder.status("failed", _last_epoch(folder.path), str(e))
+            folder.status("failed", last_epoch(folder.path), str(e))
         raise
     except Exception as e:
         message = f"training failed unexpectedly: {type(e).__name__}: {e}"
         folder.emit("error", message=message, kind="internal")
         if folder.path is not None:
-            folder.status("failed", _last_epoch(folder.path), message)
+            folder.status("failed", last_epoch(folder.path), message)
         raise
     finally:
         release_run(getattr(folder, "run_lock", None))
 
 
-def open_run_to_resume(runs_dir: Path, run_id: str | None, folder: Any) -> Path:
+def open_run_to_resume(runs_dir: Path, run_id: str | None, folder: RunFolder) -> Path:
     """The folder of run ``run_id`` after the checks of a resume; takes the run's lock.
 
     Refuses a missing or unsafe id (never a folder outside runs/), a run without config
@@ -97,17 +193,15 @@ def check_new_run_id(runs_dir: Path, run_id: str | None) -> None:
 
 
 def create_run_folder(runs_dir: Path, run_id: str | None, model_name: str, record: dict,
-                      folder: Any) -> str:
+                      folder: RunFolder) -> str:
     """Make the new run's folder (id from the time and model unless given), take its lock
     and write config.json (``record`` + "created"); returns the run id."""
-    from defect_studio.kinds.segdec.train import _new_run_id, _write_json
-
-    run_id = run_id or _new_run_id(Path(runs_dir), model_name)
+    run_id = run_id or new_run_id(Path(runs_dir), model_name)
     run_dir = Path(runs_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     folder.run_lock = hold_run(run_dir)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    _write_json(run_dir / CONFIG_FILE, {**record, "created": created})
+    write_json(run_dir / CONFIG_FILE, {**record, "created": created})
     return run_id
 
 
@@ -118,12 +212,10 @@ def restore_checkpoint(checkpoint: dict, run_id: str, load_model: Callable[[Any]
     ``load_model(state_dict)`` loads the network's part (kinds with frozen parts load only
     what they train). A checkpoint that does not fit is a TrainingError saying so.
     """
-    from defect_studio.kinds.segdec.train import _set_rng_state
-
     try:
         load_model(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        _set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"])
         return int(checkpoint["epoch"]), float(checkpoint.get("elapsed_s", 0.0))
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise TrainingError(
@@ -168,8 +260,6 @@ class StepProgress:
     def step(self, epoch: int, step: int, steps: int, remaining: int, *, loss: float,
              loss_seg: float, loss_dec: float) -> None:
         """One finished step (``epoch``, ``step`` 0-based); ``remaining`` steps in the run."""
-        from defect_studio.kinds.segdec.train import PROGRESS_INTERVAL_S
-
         self.done += 1
         now = self._clock()
         if now - self.last < PROGRESS_INTERVAL_S and step + 1 != steps:

@@ -18,7 +18,7 @@ import numpy as np
 from defect_studio.errors import DataError
 
 if TYPE_CHECKING:
-    from defect_studio.kinds.segdec.config import TrainConfig
+    from defect_studio.training.config import KindConfig
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,11 @@ class SizeChoice:
 
 
 def input_rule(model: str, **switches: Any) -> tuple[int, int]:
-    """(multiple, minimum side) of a model variant's input, without building it."""
-    from defect_studio.kinds.segdec.models import _VARIANTS
-    from defect_studio.kinds.segdec.network import MixSupDecisionHead, PADecisionHead, SegDecNet
+    """(multiple, minimum side) of a model's input, without building it: asked of the
+    model's kind (its ``input_rule`` entry, defect_studio.kinds.base)."""
+    from defect_studio.kinds import kind_of_model
 
-    pa = switches.get("pa")
-    if pa is None:
-        pa = _VARIANTS.get(str(model).strip().lower(), {"pa": True})["pa"]
-    head = PADecisionHead if pa else MixSupDecisionHead
-    return SegDecNet.input_multiple, max(SegDecNet.input_multiple, head.min_input)
+    return kind_of_model(model).input_size_rule(model, **switches)
 
 
 def size_from_data(sizes: list[tuple[int, int]], max_side: int | None, multiple: int = 8,
@@ -74,17 +70,19 @@ def size_from_data(sizes: list[tuple[int, int]], max_side: int | None, multiple:
     return SizeChoice((W, H), f"input {W}x{H}: " + ", ".join(parts))
 
 
-def choose_input_size(project: Any, config: TrainConfig) -> SizeChoice:
+def choose_input_size(project: Any, config: KindConfig) -> SizeChoice:
     """The size a run of ``config`` on ``project`` trains at, and why.
 
     A size given in the config wins; otherwise the rule above over the labelled images of
-    the train split (all labelled images when the train split is still empty).
+    the train split (all labelled images when the train split is still empty). ``config``
+    is a kind's config with ``model``, ``input_size`` and ``max_side``.
     """
-    multiple, min_side = input_rule(config.model, pa=config.pa)
+    multiple, min_side = input_rule(config.model, **config.model_switches())
     if config.input_size is not None:
         W, H = config.input_size
         return SizeChoice((W, H), f"input {W}x{H}: as set")
     recs = [r for r in project.images(split="train") if r.label in ("ok", "defective")]
     if not recs:
         recs = [r for r in project.images() if r.label in ("ok", "defective")]
-    return size_from_data([(r.width, r.height) for r in recs], config.max_side, multiple, min_side)
+    return size_from_data([(r.width, r.height) for r in recs], getattr(config, "max_side", None),
+                          multiple, min_side)

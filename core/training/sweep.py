@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from defect_studio.errors import CancelledError, UserError
-from defect_studio.kinds.segdec.config import TrainConfig
+from defect_studio.training.config import KindConfig
 
 SWEEPS_DIR = ".sweeps"
 SWEEP_FILE = "sweep.json"
@@ -97,7 +97,7 @@ def list_sweeps(project_root: str | Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda s: (str(s.get("created", "")), str(s.get("id", ""))))
 
 
-def run_sweep(project_root: str | Path, config: TrainConfig, levels: str, *,
+def run_sweep(project_root: str | Path, config: KindConfig, levels: str, *,
               sweep_id: str | None = None, on_event: Callable[[dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train and test one run per level; returns the sweep record (see module docstring)."""
@@ -175,11 +175,13 @@ def cmd_sweep(args: Any) -> int:
     from defect_studio.training.cli import EXIT_CANCELLED, _HumanPrinter, _print_json, _StopFlag, \
         config_from_args
 
+    from defect_studio.kinds import kind_of_model, kinds
+
     config = config_from_args(args)
-    if not isinstance(config, TrainConfig):
+    if kind_of_model(config.model).trains_on != "mixed":
+        masked = ", ".join(m for k in kinds() if k.trains_on == "mixed" for m in k.models)
         raise SweepError(f"a sweep compares numbers of pixel masks, which only the mixed-"
-                         f"supervision models use (mffpa, mixsup and their variants), not "
-                         f"{args.model!r}")
+                         f"supervision models use ({masked}), not {args.model!r}")
     stop = _StopFlag()
     stop.install()
     human = _HumanPrinter(sys.stdout)

@@ -1,4 +1,5 @@
-"""AnomalyPredictor: a trained anomaly run with the defect_studio.kinds.segdec.predictor.Predictor interface.
+"""AnomalyPredictor: a trained anomaly run with the interface of every kind's predictor
+(defect_studio.inference.predictor.RunPredictor).
 
 Score = the calibrated image score in [0, 1) (0.5 = the run's calibrated threshold, see
 defect_studio.kinds.anomaly.network.AnomalyNet.to_score); heatmap = the calibrated anomaly map at the image's
@@ -11,12 +12,12 @@ import numpy as np
 import torch
 
 from defect_studio.errors import ModelFileError
-from defect_studio.kinds.segdec.predictor import Prediction, Predictor, heatmap_to_image
+from defect_studio.inference.predictor import Prediction, RunPredictor, heatmap_to_image
 
 
-class AnomalyPredictor(Predictor):
+class AnomalyPredictor(RunPredictor):
     """``AnomalyPredictor(run_dir, device="auto")``; predict / predict_many / threshold / run_id
-    as Predictor."""
+    as RunPredictor."""
 
     def _load_model(self) -> None:
         from defect_studio.kinds.anomaly.train import read_anomaly_config

@@ -1,4 +1,5 @@
-"""Training job of the anomaly model: good parts only, same contract as defect_studio.kinds.segdec.train.train.
+"""Training job of the anomaly model: good parts only, same contract as every kind's train
+(defect_studio.training.train).
 
 Same run folder (config.json, events.jsonl, status.json, checkpoint.pt, model.pt with its
 sha256, metrics.json, threshold.json), same events (started / progress / epoch / validation /
@@ -28,15 +29,12 @@ from defect_studio.kinds.anomaly.network import AnomalyNet, kd_loss
 from defect_studio.training.checkpoint import (
     CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, load_torch, save_torch,
 )
-from defect_studio.kinds.segdec.config import TrainConfigError
+from defect_studio.training.config import TrainConfigError
 from defect_studio.training.device import select_device
-from defect_studio.kinds.segdec.train import (
-    _is_oom, _rng_state, _RunFolder, _seed_everything, _write_json,
-)
 from defect_studio.training.runjob import (
-    StepProgress, cancel_run, save_checkpoint,
-    check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
-    run_training_job,
+    RunFolder, StepProgress, cancel_run, check_new_run_id, create_run_folder, is_oom,
+    open_run_to_resume, restore_checkpoint, rng_state, run_training_job, save_checkpoint,
+    seed_everything, write_json,
 )
 
 EventSink = Callable[[dict], None]
@@ -47,7 +45,7 @@ def train(project_root: str | Path, config: AnomalyConfig | None = None, *,
           should_stop: Callable[[], bool] | None = None) -> str:
     """Train the anomaly model on the OK images of the project's train split; returns the run id.
 
-    Errors and cancelling behave as in defect_studio.kinds.segdec.train.train.
+    Errors and cancelling behave as in every kind's train (defect_studio.training.train).
     """
     return run_training_job(
         project_root, on_event, should_stop,
@@ -95,7 +93,7 @@ class GoodImages:
         self.config = config.replace(channels=channels)
 
     def image(self, image_id: int) -> torch.Tensor:
-        from defect_studio.kinds.segdec.data import preprocess_image
+        from defect_studio.training.data import preprocess_image
 
         return preprocess_image(self.project.read_image(self.project.image(image_id)), self.config)
 
@@ -145,7 +143,7 @@ def raw_scores(model: AnomalyNet, data: GoodImages, ids: list[int], device: torc
 
 
 def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resume: bool,
-           folder: _RunFolder, should_stop: Callable[[], bool]) -> str:
+           folder: RunFolder, should_stop: Callable[[], bool]) -> str:
     runs_dir = Path(project.runs_dir)
     checkpoint: dict[str, Any] | None = None
     if resume:
@@ -161,7 +159,7 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     data = GoodImages(project, config)
     config = data.config
     device = select_device(config.device)
@@ -186,7 +184,7 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
     try:
         epochs_done = job.fit(start_epoch)
     except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not _is_oom(e):
+        if not is_oom(e):
             raise
         W, H = config.input_size
         raise TrainingError(f"out of memory on {device} at input size {W}x{H}: choose a smaller "
@@ -196,7 +194,7 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
 
 class _Job:
     def __init__(self, config: AnomalyConfig, data: GoodImages, model: AnomalyNet,
-                 optimizer: torch.optim.Optimizer, device: torch.device, folder: _RunFolder,
+                 optimizer: torch.optim.Optimizer, device: torch.device, folder: RunFolder,
                  should_stop: Callable[[], bool], run_id: str, elapsed_before: float) -> None:
         self.c, self.data, self.model, self.opt = config, data, model, optimizer
         self.device = device
@@ -268,7 +266,7 @@ class _Job:
 
     def _save_checkpoint(self, epochs_done: int) -> None:
         save_checkpoint(self.folder, {"model": self.model.student_state(),
-                                      "optimizer": self.opt.state_dict(), "rng": _rng_state(),
+                                      "optimizer": self.opt.state_dict(), "rng": rng_state(),
                                       "elapsed_s": self.elapsed()}, epochs_done)
 
     def _cancel(self, epoch: int) -> None:
@@ -292,8 +290,8 @@ class _Job:
                            ap_trapz=im["ap_trapz"], auc=im["auc"], best_f1=im["best_f1"])
         run_dir = self.folder.path
         save_torch(run_dir / MODEL_FILE, self.model.student_state())
-        _write_json(run_dir / "metrics.json", metrics)
-        _write_json(run_dir / "threshold.json", {"threshold": 0.5, "source": source})
+        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "threshold.json", {"threshold": 0.5, "source": source})
         note = self.budget_note
         self.folder.status("finished", epochs_done, note)
         self.folder.emit("finished", run_id=self.run_id, metrics=metrics, threshold=0.5,

@@ -9,25 +9,30 @@ output) and ``iou_loss`` (the position-sensitive classification loss).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from defect_studio.kinds.segdec.config import (
-    DEVICES, TrainConfigError, _check, _is_int, _is_num, _size, parse_size, refuse_options,
+from defect_studio.training.config import (
+    KindConfig, check as _check, is_int as _is_int, is_num as _is_num, size_value as _size,
 )
 
 DETECTOR_MODELS = ("detector", "relational")
 DETECTOR_PRESETS = ("quick", "thorough")
 _SWITCHES = ("relation", "geometry", "gate", "iou_loss")
-_EXTRA_KEYS = ("model_spec", "created", "classes")
 
 
 @dataclass
-class DetectorConfig:
-    """Settings of one detector run."""
+class DetectorConfig(KindConfig):
+    """Settings of one detector run; the shared settings and the construction come from
+    KindConfig (defect_studio.training.config)."""
+
+    PRESET_SETTINGS = {"quick": dict(epochs=6, input_size=(160, 160), batch_size=4),
+                       "thorough": dict(epochs=24, input_size=(320, 320), batch_size=4,
+                                        val_every=2)}
+    EXTRA_KEYS = ("model_spec", "created", "classes")
+    SETTINGS_NOUN = "detector"
+    ARG_FIELDS = ("augment",)
+    REFUSED_ARGS = ("--pixel-labels", "--cpu-bf16")
+    REFUSED_WHY = "applies to segmentation models, not to the box detector"
 
     model: str = "relational"
     relation: bool | None = None  # None: the model's default (on for "relational")
@@ -39,71 +44,9 @@ class DetectorConfig:
     input_size: tuple[int, int] = (224, 224)  # (W, H): images are resized to this
     lr: float = 0.01
     batch_size: int = 4
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = None
-    val_every: int = 1
-    max_minutes: float | None = None
     augment: bool = True  # random horizontal / vertical flips
     channels: int | None = 3  # the backbone is RGB: gray images are repeated
-    resize: str = "resize"  # for defect_studio.kinds.segdec.data.preprocess_image
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> DetectorConfig:
-        """"quick" (minutes on a CPU) or "thorough"."""
-        if name == "quick":
-            base: dict[str, Any] = dict(epochs=6, input_size=(160, 160), batch_size=4)
-        elif name == "thorough":
-            base = dict(epochs=24, input_size=(320, 320), batch_size=4, val_every=2)
-        else:
-            raise TrainConfigError(
-                f"unknown preset {name!r}; choose one of {', '.join(DETECTOR_PRESETS)}")
-        base.update(overrides)
-        return cls.from_dict(base)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
-        """From a dict (config.json); unknown keys are an error."""
-        if not isinstance(data, dict):
-            raise TrainConfigError("a training config must be a JSON object of field: value")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in data if k not in names and k not in _EXTRA_KEYS)
-        if unknown:
-            raise TrainConfigError(f"unknown detector setting(s): {', '.join(unknown)}; known "
-                                   f"settings are: {', '.join(sorted(names))}")
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    @classmethod
-    def from_args(cls, args: Any) -> DetectorConfig:
-        """From the arguments of `defect-studio train` (--preset, --config, single options)."""
-        data: dict[str, Any] = {}
-        if getattr(args, "preset", None):
-            data.update(cls.preset(args.preset).to_dict())
-        if getattr(args, "config", None):
-            path = Path(args.config)
-            try:
-                data.update(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError, ValueError) as e:
-                raise TrainConfigError(f"cannot read config file {path}: {e}") from None
-        overrides = {
-            "model": getattr(args, "model", None), "epochs": getattr(args, "epochs", None),
-            "device": getattr(args, "device", None), "seed": getattr(args, "seed", None),
-            "lr": getattr(args, "lr", None), "num_threads": getattr(args, "threads", None),
-            "augment": getattr(args, "augment", None),
-            "input_size": parse_size(args.size) if getattr(args, "size", None) else None,
-        }
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        refuse_options(args, ("--pixel-labels", "--cpu-bf16"),
-                       "applies to segmentation models, not to the box detector")
-        return cls.from_dict(data)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["input_size"] = list(self.input_size)
-        return d
+    resize: str = "resize"  # for defect_studio.training.data.preprocess_image
 
     def switches(self) -> dict[str, bool]:
         """The relational switches in effect (defaults from the model name)."""
@@ -126,12 +69,6 @@ class DetectorConfig:
         _check(_is_num(self.lr) and 0 < self.lr <= 1, "lr", "a number in (0, 1]")
         _check(_is_int(self.batch_size) and 1 <= self.batch_size <= 256, "batch_size",
                "an integer from 1 to 256")
-        _check(_is_int(self.seed), "seed", "an integer")
-        _check(self.device in DEVICES, "device", f"one of {DEVICES}")
-        _check(self.num_threads is None or (_is_int(self.num_threads) and self.num_threads >= 1),
-               "num_threads", "an integer >= 1 or null")
-        _check(_is_int(self.val_every) and self.val_every >= 0, "val_every", "an integer >= 0")
-        _check(self.max_minutes is None or (_is_num(self.max_minutes) and self.max_minutes > 0),
-               "max_minutes", "a number > 0 or null")
         _check(self.channels == 3, "channels", "3 (the backbone is RGB)")
         _check(self.resize == "resize", "resize", "\"resize\"")
+        super().validate()

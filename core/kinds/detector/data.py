@@ -81,7 +81,7 @@ def load_sample(sample: DetSample, config: DetectorConfig, flip_h: bool = False,
                 flip_v: bool = False) -> tuple[torch.Tensor, dict]:
     """The network input [3, H, W] in [0, 1] and its target (boxes at input scale)."""
     from defect_studio.io.images import read_image
-    from defect_studio.kinds.segdec.data import preprocess_image
+    from defect_studio.training.data import preprocess_image
 
     x = preprocess_image(read_image(sample.path), config)
     W, H = config.input_size

@@ -35,7 +35,7 @@ def evaluate_detector(project_root: str | os.PathLike, run_id: str, split: str =
     """Score the split's images that have boxes or are labelled OK; see the module doc.
 
     Returns {run_id, split, model, n, n_pos, n_errors, errors, boxes {map, map_50,
-    per_type, confusion, fragmentation, box_f1}, ap_sklearn, ap_trapz, auc,
+    per_type, confusion, fragmentation, box_f1}, ap (= ap_sklearn), ap_sklearn, ap_trapz, auc,
     run_threshold, best_f1, pixel, pr_curve, roc_curve, files, elapsed_s[, note]}.
     """
     from defect_studio.kinds.detector.data import split_samples
@@ -44,7 +44,7 @@ def evaluate_detector(project_root: str | os.PathLike, run_id: str, split: str =
     )
     from defect_studio.kinds.detector.predictor import DetectorPredictor
     from defect_studio.evaluation.metrics import confusion_at, image_metrics
-    from defect_studio.kinds.segdec.predictor import resolve_run_dir
+    from defect_studio.inference.predictor import resolve_run_dir
     from defect_studio.io.atomic import atomic_write_bytes, write_json_atomic
     from defect_studio.project import Project
 
@@ -95,7 +95,8 @@ def evaluate_detector(project_root: str | os.PathLike, run_id: str, split: str =
     result: dict[str, Any] = {
         "run_id": run_dir.name, "split": split, "model": predictor.config.model,
         "n": m["n"], "n_pos": m["n_pos"], "n_errors": len(errors), "errors": errors,
-        "boxes": boxes, "ap_sklearn": m["ap_sklearn"], "ap_trapz": m["ap_trapz"],
+        "boxes": boxes, "ap": m["ap_sklearn"], "ap_sklearn": m["ap_sklearn"],
+        "ap_trapz": m["ap_trapz"],
         "auc": m["auc"], "run_threshold": run_thr, "best_f1": m["best_f1"],
         "pixel": {"pixel_auroc": None, "pixel_ap": None, "n_pixels": 0, "n_images": 0,
                   "subsampled": False, "note": "a detector predicts boxes, not pixels"},
@@ -120,6 +121,11 @@ def evaluate_detector(project_root: str | os.PathLike, run_id: str, split: str =
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     write_json_atomic(files["json"], without_curves(result))
     return result
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The kind's ``summary_lines`` entry: the box lines of an evaluation result."""
+    return box_summary_lines(result["boxes"]) if "boxes" in result else []
 
 
 def box_summary_lines(boxes: dict) -> list[str]:

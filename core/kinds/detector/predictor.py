@@ -1,4 +1,4 @@
-"""The detector's predictor: the defect_studio.kinds.segdec.predictor.Predictor interface (score,
+"""The detector's predictor: the defect_studio.inference.predictor.RunPredictor interface (score,
 is_ng, heatmap, threshold, predict_many) plus the boxes with their type and confidence.
 
 Score = the highest box confidence; heatmap = each box's area filled with its
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from defect_studio.errors import ModelFileError
-from defect_studio.kinds.segdec.predictor import Prediction, Predictor
+from defect_studio.inference.predictor import Prediction, RunPredictor
 
 MIN_BOX_SCORE = 0.05  # boxes below this confidence are not returned
 
@@ -54,13 +54,13 @@ def boxes_heatmap(boxes: list[DetectedBox], shape: tuple[int, int]) -> np.ndarra
     return heat
 
 
-class DetectorPredictor(Predictor):
-    """A trained detector run ready to score images (see Predictor)."""
+class DetectorPredictor(RunPredictor):
+    """A trained detector run ready to score images (see RunPredictor)."""
 
     def _load_model(self) -> None:
         from defect_studio.kinds.detector.network import build_detector
         from defect_studio.kinds.detector.train import read_detector_config
-        from defect_studio.training.checkpoint import MODEL_FILE, _check_state_dict, load_torch
+        from defect_studio.training.checkpoint import MODEL_FILE, check_state_dict, load_torch
 
         path = self.run_dir / MODEL_FILE
         self.config, self.classes = read_detector_config(self.run_dir)
@@ -69,7 +69,7 @@ class DetectorPredictor(Predictor):
         # the saved weights replace the pretrained ones: do not read the package's file
         self.model = build_detector(self.config.__class__.from_dict(
             {**self.config.to_dict(), "pretrained": False}), len(self.classes))
-        sd = _check_state_dict(load_torch(path, "cpu"), path)
+        sd = check_state_dict(load_torch(path, "cpu"), path)
         try:
             self.model.load_state_dict(sd, strict=True)
         except RuntimeError as e:

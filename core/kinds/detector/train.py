@@ -1,4 +1,4 @@
-"""The detector's training job, on the same machinery as defect_studio.kinds.segdec.train: the same
+"""The detector's training job, on the kind-neutral machinery (defect_studio.training.runjob): the same
 events (started, progress, epoch, validation, checkpoint, finished, cancelled, error),
 status.json, events.jsonl, checkpoint.pt after every epoch (resume), cancel through
 ``should_stop``, and model.pt with its sha256 (plain state dict, weights_only).
@@ -26,13 +26,10 @@ from defect_studio.training.checkpoint import (
     CHECKPOINT_FILE, CONFIG_FILE, load_torch, save_model_weights,
 )
 from defect_studio.training.device import select_device
-from defect_studio.kinds.segdec.train import (
-    _rng_state, _RunFolder, _seed_everything, _write_json,
-)
 from defect_studio.training.runjob import (
-    StepProgress, cancel_run, save_checkpoint,
-    check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
-    run_training_job,
+    RunFolder, StepProgress, cancel_run, check_new_run_id, create_run_folder,
+    open_run_to_resume, restore_checkpoint, rng_state, run_training_job, save_checkpoint,
+    seed_everything, write_json,
 )
 
 EventSink = Callable[[dict], None]
@@ -57,14 +54,14 @@ def read_detector_config(run_dir: Path) -> tuple[DetectorConfig, list[str]]:
 def train(project_root: str | Path, config: DetectorConfig | None = None, *,
           run_id: str | None = None, resume: bool = False, on_event: EventSink | None = None,
           should_stop: Callable[[], bool] | None = None) -> str:
-    """Train the box detector on the project's train split (contract of defect_studio.kinds.segdec.train.train)."""
+    """Train the box detector on the project's train split (the contract of defect_studio.training.train)."""
     return run_training_job(
         project_root, on_event, should_stop,
         lambda project, folder, stop: _train(project, config, run_id, resume, folder, stop))
 
 
 def _train(project: Any, config: DetectorConfig | None, run_id: str | None, resume: bool,
-           folder: _RunFolder, should_stop: Callable[[], bool]) -> str:
+           folder: RunFolder, should_stop: Callable[[], bool]) -> str:
     from defect_studio.kinds.detector.network import build_detector, model_spec
 
     runs_dir = Path(project.runs_dir)
@@ -78,7 +75,7 @@ def _train(project: Any, config: DetectorConfig | None, run_id: str | None, resu
         check_new_run_id(runs_dir, run_id)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     train_s, val_s, classes, notes = build_detection_data(project, config, classes)
     device = select_device(config.device)
     model = build_detector(config, len(classes)).to(device)
@@ -167,7 +164,7 @@ def box_summary(preds: list[dict], samples: list[DetSample], classes: list[str])
 class _DetJob:
     def __init__(self, config: DetectorConfig, classes: list[str], train_s: list[DetSample],
                  val_s: list[DetSample], model: torch.nn.Module, optimizer: Any,
-                 device: torch.device, folder: _RunFolder, should_stop: Callable[[], bool],
+                 device: torch.device, folder: RunFolder, should_stop: Callable[[], bool],
                  run_id: str, elapsed_before: float) -> None:
         self.c, self.classes, self.train_s, self.val_s = config, classes, train_s, val_s
         self.model, self.opt, self.device, self.folder = model, optimizer, device, folder
@@ -251,7 +248,7 @@ class _DetJob:
     def _save_checkpoint(self, epochs_done: int) -> None:
         save_checkpoint(self.folder, {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.opt.state_dict(), "rng": _rng_state(),
+            "optimizer": self.opt.state_dict(), "rng": rng_state(),
             "elapsed_s": self.elapsed()}, epochs_done)
 
     def _cancel(self, epoch: int) -> None:
@@ -274,8 +271,8 @@ class _DetJob:
                    "elapsed_s": round(self.elapsed(), 2)}
         run_dir = self.folder.path
         save_model_weights(run_dir, self.model)
-        _write_json(run_dir / "metrics.json", metrics)
-        _write_json(run_dir / "threshold.json", {"threshold": threshold, "source": source})
+        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "threshold.json", {"threshold": threshold, "source": source})
         self.folder.status("finished", epochs_done, self.note)
         self.folder.emit("finished", run_id=self.run_id, metrics=metrics, threshold=threshold,
                          elapsed_s=round(self.elapsed(), 2),

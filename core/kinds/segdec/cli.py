@@ -78,8 +78,11 @@ def _table(rows: list[dict]) -> str:
 
 def cmd_model_info(args: argparse.Namespace) -> int:
     """Print size figures of one variant (or `all`) as a table or JSON."""
+    from defect_studio.kinds.segdec.kind import KIND
+
     cwh = parse_input(args.input)
-    names = list(MODEL_NAMES) if str(args.model).strip().lower() == "all" else [args.model]
+    model = args.model or KIND.default_model
+    names = list(MODEL_NAMES) if str(model).strip().lower() == "all" else [model]
     rows = [model_info(n, cwh) for n in names]
     if args.json:
         print(json.dumps(rows if len(names) > 1 else rows[0], indent=2))

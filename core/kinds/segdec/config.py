@@ -13,18 +13,15 @@ Resize modes:
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from defect_studio.errors import UserError
+from defect_studio.training.config import (  # noqa: F401 - re-exported for this kind's callers
+    DEVICES, RESIZE_MODES, KindConfig, TrainConfigError, check as _check, is_int as _is_int,
+    is_num as _is_num, parse_size, refuse_options, size_value as _size,
+)
 
-RESIZE_MODES = ("resize", "pad")
 NEG_SAMPLING = ("least_seen", "random")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 WEIGHT_MODULES = ("ca", "se")
 NORMS = ("instance", "original")
 DEC_TARGETS = ("mask_max", "label")
@@ -39,17 +36,17 @@ LEGACY_VALUES: dict[str, Any] = {
     "max_side": None, "keep_best": False, "auto_dyn_balance": False,
 }
 
-# Keys written next to the config fields in config.json (not TrainConfig fields).
-_EXTRA_KEYS = ("model_spec", "created")
-
-
-class TrainConfigError(UserError):
-    """A training configuration has an unknown key or a bad value."""
-
 
 @dataclass
-class TrainConfig:
-    """Settings of one training run (see docs/models.md and README.md for their meaning)."""
+class TrainConfig(KindConfig):
+    """Settings of one training run (see docs/models.md and README.md for their meaning).
+
+    seed, device, num_threads, val_every and max_minutes come from KindConfig
+    (defect_studio.training.config), as do preset / from_dict / from_file / from_args /
+    to_dict / replace.
+    """
+
+    ARG_FIELDS = ("pixel_labels", "augment", "cpu_bf16")  # `train` options of this kind
 
     model: str = "mffpa"
     # Overrides of the model's own switches; None keeps the variant's default.
@@ -71,16 +68,11 @@ class TrainConfig:
     grad_adjust: bool = True
     neg_sampling: str = "least_seen"
     pixel_labels: int | None = None  # None: every mask; N: masks of N defective train images
-    seed: int = 0
-    device: str = "auto"
     amp: bool = True  # only ever used on CUDA
     # bfloat16 autocast of the training forward pass on a CPU with native bf16 (AVX512-BF16
     # or AMX); ignored elsewhere. Validation, the threshold and inference stay float32, so
     # the threshold is calibrated with the numbers the deployed model produces.
     cpu_bf16: bool = False
-    val_every: int = 1  # 0: validate only at the end
-    num_threads: int | None = None  # CPU threads for torch; None: torch's default
-    max_minutes: float | None = None  # time budget: no new epoch once it would run over
     # Random flips / 90-degree turns of each training image (with its mask and weights).
     # Off by default, as in the papers; helps when there are few defective images.
     augment: bool = False
@@ -94,77 +86,14 @@ class TrainConfig:
     # kept, long side at most max_side (None: no cap), multiples of the model's input
     max_side: int | None = 512
     keep_best: bool = True  # keep the epoch with the best validation AP (ties: lower loss)
-    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self.validate()
 
     # -- construction -------------------------------------------------------------
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
-        """A named starting point (see PRESET_SETTINGS); overrides win over its values."""
-        if name not in PRESET_SETTINGS:
-            raise TrainConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        base = dict(PRESET_SETTINGS[name])
-        base.update(overrides)
-        return cls.from_dict(base)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict (e.g. config.json); unknown keys are an error, not ignored."""
-        if not isinstance(data, dict):
-            raise TrainConfigError("a training config must be a JSON object of field: value")
-        names = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
-        unknown = sorted(k for k in data if k not in names and k not in _EXTRA_KEYS)
-        if unknown:
-            raise TrainConfigError(
-                f"unknown training setting(s): {', '.join(unknown)}; "
-                f"known settings are: {', '.join(sorted(names))}"
-            )
-        values = {k: v for k, v in data.items() if k in names}
-        model = values.get("model")
-        if isinstance(model, dict):  # a saved "model" block: {"name": ..., switches}
-            values["model"] = model.get("name")
-        extra = {k: data[k] for k in _EXTRA_KEYS if k in data}
-        try:
-            cfg = cls(**values)
-        except TypeError as e:  # pragma: no cover - guarded by the key check above
-            raise TrainConfigError(str(e)) from e
-        cfg.extra = extra
-        return cfg
-
     @classmethod
     def from_saved(cls, data: dict[str, Any]) -> TrainConfig:
         """A run's saved config.json: settings it predates take their LEGACY_VALUES."""
         if isinstance(data, dict):
             data = {**LEGACY_VALUES, **data}
         return cls.from_dict(data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> TrainConfig:
-        """Read a JSON file of TrainConfig fields."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise TrainConfigError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise TrainConfigError(f"cannot read config file {path}: {e}") from None
-        return cls.from_dict(data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of the fields (input_size as a [W, H] list)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        d["input_size"] = None if self.input_size is None else list(self.input_size)
-        return d
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A validated copy with some fields changed."""
-        d = self.to_dict()
-        d.update(changes)
-        cfg = TrainConfig.from_dict(d)
-        cfg.extra = dict(self.extra)
-        return cfg
 
     def model_switches(self) -> dict[str, Any]:
         """Keyword switches for defect_studio.kinds.segdec.models.build_model (only the ones that are set)."""
@@ -199,11 +128,6 @@ class TrainConfig:
         _check(self.neg_sampling in NEG_SAMPLING, "neg_sampling", f"one of {NEG_SAMPLING}")
         _check(self.pixel_labels is None or (_is_int(self.pixel_labels) and self.pixel_labels >= 0),
                "pixel_labels", "an integer >= 0 or null (all masks)")
-        _check(_is_int(self.seed), "seed", "an integer")
-        _check(self.device in DEVICES, "device", f"one of {DEVICES}")
-        _check(_is_int(self.val_every) and self.val_every >= 0, "val_every", "an integer >= 0")
-        _check(self.num_threads is None or (_is_int(self.num_threads) and self.num_threads >= 1),
-               "num_threads", "an integer >= 1 or null")
         _check(self.norm in NORMS, "norm", f"one of {NORMS}")
         _check(self.dec_target in DEC_TARGETS, "dec_target", f"one of {DEC_TARGETS}")
         _check(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction", f"one of {LOSS_REDUCTIONS}")
@@ -212,8 +136,7 @@ class TrainConfig:
             _check(isinstance(getattr(self, key), bool), key, "true or false")
         _check(self.max_side is None or (_is_int(self.max_side) and 16 <= self.max_side <= 8192),
                "max_side", "an integer between 16 and 8192, or null (no cap)")
-        _check(self.max_minutes is None or (_is_num(self.max_minutes) and self.max_minutes > 0),
-               "max_minutes", "a number > 0 or null")
+        super().validate()
 
 
 # The presets. "quick": minutes on a 2-core CPU (tuned on the demo project, see
@@ -251,40 +174,4 @@ PRESET_SETTINGS: dict[str, dict[str, Any]] = {
 }
 assert tuple(PRESET_SETTINGS) == PRESETS
 
-
-def refuse_options(args: Any, options: tuple[str, ...], why: str) -> None:
-    """TrainConfigError "--OPTION <why>" for the first of ``options`` (``--pixel-labels``...)
-    that the `train` command line set: an option another model kind ignores is an error,
-    not silently dropped."""
-    for opt in options:
-        if getattr(args, opt.lstrip("-").replace("-", "_"), None) is not None:
-            raise TrainConfigError(f"{opt} {why}")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse "WxH" (or a single number for a square) into (W, H) (defect_studio.units.parse_size)."""
-    from defect_studio.units import parse_size as _parse
-
-    return _size(list(_parse(text, TrainConfigError, "160x160")))
-
-
-def _size(value: Any) -> tuple[int, int]:
-    if isinstance(value, str):
-        return parse_size(value)
-    ok = (isinstance(value, (list, tuple)) and len(value) == 2
-          and all(_is_int(v) and 8 <= v <= 8192 for v in value))
-    _check(ok, "input_size", "[width, height], each an integer between 8 and 8192")
-    return int(value[0]), int(value[1])
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
-
-
-def _check(ok: Any, key: str, allowed: str) -> None:
-    if not ok:
-        raise TrainConfigError(f"bad training setting {key!r}: must be {allowed}")
+TrainConfig.PRESET_SETTINGS = PRESET_SETTINGS

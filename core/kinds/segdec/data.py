@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from defect_studio.errors import DataError
-from defect_studio.preprocess import place, preprocess_array
+from defect_studio.preprocess import place, preprocess_array  # noqa: F401
+from defect_studio.training.data import preprocess_image  # noqa: F401 - shared with every kind
 from defect_studio.kinds.segdec.config import TrainConfig
 from defect_studio.kinds.segdec.losses import dilate_mask, seg_targets
 
@@ -24,12 +25,6 @@ if TYPE_CHECKING:  # the store is only needed for type hints here
 # to_channels, fit_geometry and the placement into the input live in defect_studio.preprocess
 # (numpy + OpenCV only), shared with the deployed runtime that runs without torch.
 _place = place
-
-
-def preprocess_image(img: np.ndarray, config: TrainConfig) -> torch.Tensor:
-    """An image as read by defect_studio.io.images -> float tensor [C, H, W] in [0, 1] at the
-    run's input size; exactly what the network saw in training."""
-    return torch.from_numpy(preprocess_array(img, config))
 
 
 def preprocess_mask(mask: np.ndarray, config: TrainConfig) -> np.ndarray:

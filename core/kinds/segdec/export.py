@@ -35,7 +35,7 @@ def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
     """Write the run's network to ``onnx_path``; returns its manifest fields."""
     from defect_studio.deploy.export import ONNX_OPSET
     from defect_studio.deploy.package import INPUT_NAME, OUTPUT_NAMES
-    from defect_studio.training.checkpoint import load_run_model
+    from defect_studio.kinds.segdec.runmodel import load_run_model
 
     model, config = load_run_model(run_dir, "cpu")
     wrapper = _Probabilities(model).eval()

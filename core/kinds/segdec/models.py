@@ -27,7 +27,7 @@ _VARIANTS = {
 MODEL_NAMES: tuple[str, ...] = tuple(_VARIANTS)
 SWITCHES = ("mff", "pa", "weight_module", "grad_adjust", "norm")
 
-__all__ = ["MODEL_NAMES", "SWITCHES", "SegDecNet", "build_model", "build_from_spec",
+__all__ = ["MODEL_NAMES", "SWITCHES", "SegDecNet", "build_model", "build_from_spec", "input_rule",
            "ModelConfigError", "ModelInputError", "canonical_name", "pad_to_multiple",
            "padded_size"]
 
@@ -50,6 +50,18 @@ def build_model(name: str = "mffpa", in_channels: int = 3, **switches: Any) -> S
                             **_VARIANTS[key]}
     opts.update({k: v for k, v in switches.items() if v is not None})
     return SegDecNet(in_channels, **opts)
+
+
+def input_rule(model: str, **switches: Any) -> tuple[int, int]:
+    """(multiple, minimum side) of a model variant's input, without building it (the
+    kind's ``input_rule`` entry, read by defect_studio.training.sizing)."""
+    from defect_studio.kinds.segdec.network import MixSupDecisionHead, PADecisionHead
+
+    pa = switches.get("pa")
+    if pa is None:
+        pa = _VARIANTS.get(str(model).strip().lower(), {"pa": True})["pa"]
+    head = PADecisionHead if pa else MixSupDecisionHead
+    return SegDecNet.input_multiple, max(SegDecNet.input_multiple, head.min_input)
 
 
 def build_from_spec(spec: dict) -> SegDecNet:

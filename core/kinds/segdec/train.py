@@ -8,11 +8,8 @@ epoch checkpoint.
 
 from __future__ import annotations
 
-import json
 import math
-import random
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,78 +18,25 @@ import torch
 
 from defect_studio.errors import TrainingError
 from defect_studio.training.checkpoint import (
-    CHECKPOINT_FILE, build_run_model, load_torch, read_run_config, save_model_weights,
-    save_torch,
+    CHECKPOINT_FILE, load_torch, save_model_weights, save_torch,
 )
 from defect_studio.kinds.segdec.config import TrainConfig, TrainConfigError
 from defect_studio.kinds.segdec.data import Sample, TrainingData, build_training_data
+from defect_studio.kinds.segdec.runmodel import build_run_model, read_run_config
 from defect_studio.training.device import cpu_bf16_supported, select_device
 from defect_studio.kinds.segdec.losses import (
     accumulated_loss, balance_epochs, balance_weights, decision_target, mixed_loss,
 )
 from defect_studio.training.runjob import (
-    StepProgress, cancel_run, save_checkpoint,
-    check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
+    RunFolder, StepProgress, cancel_run, check_new_run_id,
+    create_run_folder, is_oom, open_run_to_resume, restore_checkpoint, rng_state,
+    run_training_job, save_checkpoint, seed_everything, write_json,
 )
 from defect_studio.kinds.segdec.sampling import EpochSampler
 
 EventSink = Callable[[dict], None]
-PROGRESS_INTERVAL_S = 0.25  # at most four progress events per second
 BEST_FILE = "best.pt"  # weights of the best validated epoch while the run is going
 DEFAULT_THRESHOLD = 0.5  # without validation images: where the decision logit changes sign
-
-
-class _RunFolder:
-    """The run's folder: events.jsonl, status.json and the caller's event sink."""
-
-    def __init__(self, on_event: EventSink | None) -> None:
-        self.path: Path | None = None  # set once the run folder exists
-        self.on_event = on_event
-
-    def emit(self, name: str, **fields: Any) -> None:
-        event = {"event": name, **fields}
-        if self.path is not None:
-            with open(self.path / "events.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(event) + "\n")
-        if self.on_event is not None:
-            self.on_event(event)
-
-    def status(self, state: str, epoch: int, message: str = "") -> None:
-        _write_json(self.path / "status.json", {"state": state, "epoch": epoch, "message": message})
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from defect_studio.project.runs import write_json_atomic
-
-    write_json_atomic(path, obj)
-
-
-def _new_run_id(runs_dir: Path, model: str) -> str:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{model.replace('+', '-')}"
-    run_id, n = base, 2
-    while (runs_dir / run_id).exists():
-        run_id, n = f"{base}-{n}", n + 1
-    return run_id
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @torch.no_grad()
@@ -125,12 +69,6 @@ def _both_classes(samples: list[Sample]) -> bool:
     return labels == {0, 1}
 
 
-def _is_oom(e: BaseException) -> bool:
-    text = str(e).lower()
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text or \
-        "can't allocate memory" in text
-
-
 def train(project_root: str | Path, config: TrainConfig | None = None, *, run_id: str | None = None,
           resume: bool = False, on_event: EventSink | None = None,
           should_stop: Callable[[], bool] | None = None) -> str:
@@ -142,22 +80,13 @@ def train(project_root: str | Path, config: TrainConfig | None = None, *, run_id
     CancelledError when ``should_stop()`` turned true; each is also reported as an
     ``error`` or ``cancelled`` event.
     """
-    from defect_studio.training.runjob import run_training_job
-
     return run_training_job(
         project_root, on_event, should_stop,
         lambda project, folder, stop: _train(project, config, run_id, resume, folder, stop))
 
 
-def _last_epoch(run_dir: Path) -> int:
-    try:
-        return int(json.loads((run_dir / "status.json").read_text()).get("epoch", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0
-
-
 def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume: bool,
-           folder: _RunFolder, should_stop: Callable[[], bool]) -> str:
+           folder: RunFolder, should_stop: Callable[[], bool]) -> str:
     runs_dir = Path(project.runs_dir)
     checkpoint: dict[str, Any] | None = None
     if resume:
@@ -170,7 +99,7 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     data = build_training_data(project, config)
     config = data.config
     device = select_device(config.device)
@@ -222,7 +151,7 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
     try:
         epochs_done = job.fit(start_epoch)
     except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not _is_oom(e):
+        if not is_oom(e):
             raise
         raise TrainingError(
             f"out of memory on {device} at input size {W}x{H}: choose a smaller input size "
@@ -272,7 +201,7 @@ class _Job:
 
     def __init__(self, config: TrainConfig, data: TrainingData, model: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, scaler: Any, sampler: EpochSampler,
-                 device: torch.device, folder: _RunFolder, should_stop: Callable[[], bool],
+                 device: torch.device, folder: RunFolder, should_stop: Callable[[], bool],
                  run_id: str, elapsed_before: float) -> None:
         self.c, self.data, self.model, self.opt = config, data, model, optimizer
         self.scaler, self.sampler, self.device, self.folder = scaler, sampler, device, folder
@@ -409,7 +338,7 @@ class _Job:
             "sampler": self.sampler.state_dict(),
             "best": dict(self.best) if self.best is not None else None,
             "balance_epochs": self.balance_epochs,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "elapsed_s": self.elapsed(),
         }, epochs_done)
 
@@ -456,8 +385,8 @@ class _Job:
         save_model_weights(run_dir, self.model)
         best_path.unlink(missing_ok=True)
         best_path.with_name(BEST_FILE + ".sha256").unlink(missing_ok=True)
-        _write_json(run_dir / "metrics.json", metrics)
-        _write_json(run_dir / "threshold.json", {"threshold": threshold, "source": source})
+        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "threshold.json", {"threshold": threshold, "source": source})
         note = self.budget_note
         self.folder.status("finished", epochs_done, note)
         self.folder.emit("finished", run_id=self.run_id, metrics=metrics, threshold=threshold,
