@@ -9,7 +9,6 @@ folder with package.json. Also: the protocol each kind declares, and the import 
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import shutil
@@ -162,38 +161,5 @@ def test_config_from_args_goes_through_the_kind_of_the_model():
 
 # -- import boundaries ---------------------------------------------------------------------
 
-def _imports(path: Path) -> set[str]:
-    """Every module a source file imports (module level or inside functions)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            out.add(node.module)
-            out.update(f"{node.module}.{a.name}" for a in node.names)
-    return out
-
-
-def _kind_imported(module: str) -> str | None:
-    parts = module.split(".")
-    if parts[:2] == ["defect_studio", "kinds"] and len(parts) > 2 and parts[2] in KIND_NAMES:
-        return parts[2]
-    return None
-
-
-def test_no_kind_imports_another_kind():
-    for name in KIND_NAMES:
-        for path in (CORE / "kinds" / name).rglob("*.py"):
-            others = {_kind_imported(m) for m in _imports(path)} - {None, name}
-            assert not others, f"{path} imports kind(s) {others}"
-
-
-@pytest.mark.parametrize("package", ["training", "inference", "evaluation", "deploy",
-                                     "project", "io", "demo"])
-def test_kind_neutral_packages_reach_kinds_only_through_the_registry(package):
-    for path in (CORE / package).rglob("*.py"):
-        if path.relative_to(CORE).as_posix() == "inference/cli.py":
-            continue  # another branch moves its run lookup to defect_studio.inference.predictor
-        kinds_used = {_kind_imported(m) for m in _imports(path)} - {None}
-        assert not kinds_used, f"{path} imports kind(s) {kinds_used}"
+# That no kind imports another, and that the kind-neutral packages reach a kind only
+# through the registry, is checked by the import contracts (tests/test_architecture.py).

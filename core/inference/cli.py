@@ -103,7 +103,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError("--project goes with --run; --model takes a package folder")
     run_dir = None
     if package is None:
-        from defect_studio.kinds.segdec.predictor import resolve_run_dir
+        from defect_studio.inference.predictor import resolve_run_dir
 
         run_dir = resolve_run_dir(args.run, args.project)
     files, problems = collect_inputs(args.inputs, exclude=out)
