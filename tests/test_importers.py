@@ -14,7 +14,7 @@ from defect_studio.errors import ImportFormatError, MaskError, ProjectError
 from defect_studio.io.importers import detect_format, import_dataset, label_from_name
 from defect_studio.io.importers.coco import decode_rle, encode_rle
 from defect_studio.io.importers.rle_csv import mask_to_rle_pairs, rle_pairs_to_mask
-from defect_studio.io.importers.yolo import parse_simple_yaml
+from defect_studio.io.importers.yolo import load_data_yaml
 from defect_studio.project.store import Project
 
 from import_fixtures import (MAKERS, SIZE, image, make_folders, make_pairs, mask_to_rle_counts,
@@ -241,13 +241,15 @@ def test_label_words():
     assert label_from_name("images") is None
 
 
-def test_simple_yaml_shapes():
-    d = parse_simple_yaml(
-        "path: ../data  # root\ntrain: [images/a, 'images/b']\nval: images/val\n"
-        "test:\nnames:\n  - scratch\n  - 'dent # big'\nnc: 2\n")
-    assert d == {"path": "../data", "train": ["images/a", "images/b"], "val": "images/val",
-                 "test": None, "names": ["scratch", "dent # big"], "nc": 2}
-    assert parse_simple_yaml("names: {0: a, 1: b}")["names"] == {0: "a", 1: "b"}
+def test_data_yaml_shapes(tmp_path):
+    p = tmp_path / "data.yaml"
+    p.write_text("path: ../data  # root\ntrain: [images/a, 'images/b']\nval: images/val\n"
+                 "test:\nnames:\n  - scratch\n  - 'dent # big'\nnc: 2\n")
+    assert load_data_yaml(p) == {"path": "../data", "train": ["images/a", "images/b"],
+                                 "val": "images/val", "test": "",
+                                 "names": ["scratch", "dent # big"], "nc": "2"}
+    p.write_text("names: {0: a, 1: b}")
+    assert load_data_yaml(p)["names"] == {"0": "a", "1": "b"}
 
 
 def test_coco_rle_codec():
