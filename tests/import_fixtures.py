@@ -209,8 +209,17 @@ def make_labelme(root: Path) -> Fixture:
                    masks={"a.png": rect_mask(2, 2, 10, 6)})
 
 
+def mask_to_rle_counts(mask: np.ndarray) -> list[int]:
+    """Uncompressed COCO RLE counts (column-major, first run background) of a bool mask:
+    written independently of pycocotools, to check the importer against."""
+    flat = np.asarray(mask, bool).T.reshape(-1)
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
+    return ([0] + runs if flat.size and flat[0] else runs)
+
+
 def make_coco(root: Path) -> Fixture:
-    from defect_studio.io.importers.coco import mask_to_rle_counts, rle_encode_string
+    from defect_studio.io.importers.coco import encode_rle
 
     src = root / "coco"
     names = ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png", "g.png", "h.png"]
@@ -228,7 +237,7 @@ def make_coco(root: Path) -> Fixture:
          "segmentation": {"size": [SIZE, SIZE], "counts": mask_to_rle_counts(mb)}},
         {"image_id": 3, "category_id": 1, "iscrowd": 1,
          "segmentation": {"size": [SIZE, SIZE],
-                          "counts": rle_encode_string(mask_to_rle_counts(mc))}},
+                          "counts": encode_rle(mc)["counts"]}},
         {"image_id": 4, "category_id": 1, "bbox": [4, 4, 6, 3], "area": 18, "iscrowd": 0},
         {"image_id": 6, "category_id": 1, "bbox": [4, 4, 6, 3]},
         {"image_id": 99, "category_id": 1, "bbox": [4, 4, 6, 3]},

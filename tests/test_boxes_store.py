@@ -142,3 +142,21 @@ def test_migrating_a_version_1_project_keeps_its_data(tmp_path):
         str(schema.SCHEMA_VERSION),)
     assert db.execute("SELECT COUNT(*) FROM boxes").fetchone() == (1,)
     db.close()
+
+
+def test_box_tables_do_not_import_the_store():
+    # boxes.py and store.py used to import each other (a function-level import of the
+    # record helpers); the record now lives in project/records.py, which both import
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "core" / "project" / "boxes.py"
+    imported = {n.module for n in ast.walk(ast.parse(src.read_text()))
+                if isinstance(n, ast.ImportFrom)}
+    assert "defect_studio.project.records" in imported
+    assert not any(m and m.endswith("project.store") for m in imported), imported
+    from defect_studio.project import ImageRecord
+    from defect_studio.project.records import ImageRecord as Rec
+    from defect_studio.project.store import ImageRecord as StoreRec
+
+    assert ImageRecord is Rec is StoreRec

@@ -238,3 +238,32 @@ def test_detector_refuses_segmentation_only_options(option):
     flag = "--" + option.replace("_", "-")
     with pytest.raises(TrainConfigError, match=f"{flag} applies to segmentation models"):
         DetectorConfig.from_args(args)
+
+
+def test_box_iou_is_torchvision_and_keeps_the_former_numbers():
+    from defect_studio.kinds.detector.metrics import _iou
+
+    def by_hand(a, b):  # the former numpy IoU, kept here as the reference
+        ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2])
+                     - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+        iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3])
+                     - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+        inter = ix * iy
+        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        union = area_a[:, None] + area_b[None, :] - inter
+        return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+    rng = np.random.default_rng(3)
+    xy = rng.random((40, 2)) * 100
+    a = np.concatenate([xy, xy + rng.random((40, 2)) * 30], axis=1)
+    xy = rng.random((25, 2)) * 100
+    b = np.concatenate([xy, xy + rng.random((25, 2)) * 30], axis=1)
+    # degenerate boxes: zero width, a point, a negative size, an exact duplicate
+    b = np.concatenate([b, [[5, 5, 5, 9], [7, 7, 7, 7], [9, 9, 3, 3], a[0]]])
+    ious = _iou(a, b)
+    assert ious.shape == (40, 29) and np.isfinite(ious).all()
+    assert np.allclose(ious, by_hand(a, b), rtol=0, atol=1e-12)
+    assert ious[0, 28] == pytest.approx(1.0)
+    assert (ious[:, 25:28] == 0).all()
+    assert _iou(np.zeros((0, 4)), b).shape == (0, 29)

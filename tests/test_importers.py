@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defect_studio.errors import ImportFormatError, ProjectError
+from defect_studio.errors import ImportFormatError, MaskError, ProjectError
 from defect_studio.io.importers import detect_format, import_dataset, label_from_name
-from defect_studio.io.importers.coco import (mask_to_rle_counts, rle_decode_string, rle_encode_string,
-                                    rle_to_mask)
+from defect_studio.io.importers.coco import decode_rle, encode_rle
 from defect_studio.io.importers.rle_csv import mask_to_rle_pairs, rle_pairs_to_mask
-from defect_studio.io.importers.yolo import parse_simple_yaml
+from defect_studio.io.importers.yolo import load_data_yaml
 from defect_studio.project.store import Project
 
-from import_fixtures import MAKERS, image, make_folders, make_pairs
+from import_fixtures import (MAKERS, SIZE, image, make_folders, make_pairs, mask_to_rle_counts,
+                             rect_mask)
 
 
 @pytest.fixture
@@ -241,29 +241,101 @@ def test_label_words():
     assert label_from_name("images") is None
 
 
-def test_simple_yaml_shapes():
-    d = parse_simple_yaml(
-        "path: ../data  # root\ntrain: [images/a, 'images/b']\nval: images/val\n"
-        "test:\nnames:\n  - scratch\n  - 'dent # big'\nnc: 2\n")
-    assert d == {"path": "../data", "train": ["images/a", "images/b"], "val": "images/val",
-                 "test": None, "names": ["scratch", "dent # big"], "nc": 2}
-    assert parse_simple_yaml("names: {0: a, 1: b}")["names"] == {0: "a", 1: "b"}
+def test_data_yaml_shapes(tmp_path):
+    p = tmp_path / "data.yaml"
+    p.write_text("path: ../data  # root\ntrain: [images/a, 'images/b']\nval: images/val\n"
+                 "test:\nnames:\n  - scratch\n  - 'dent # big'\nnc: 2\n")
+    assert load_data_yaml(p) == {"path": "../data", "train": ["images/a", "images/b"],
+                                 "val": "images/val", "test": "",
+                                 "names": ["scratch", "dent # big"], "nc": "2"}
+    p.write_text("names: {0: a, 1: b}")
+    assert load_data_yaml(p)["names"] == {"0": "a", "1": "b"}
 
 
 def test_coco_rle_codec():
-    # hand-computed: deltas from the third count on, 5-bit groups with a sign bit
-    assert rle_encode_string([3, 2, 5]) == "325"
-    assert rle_encode_string([10, 20, 1, 2]) == ":d01^O"
-    assert rle_decode_string(":d01^O") == [10, 20, 1, 2]
+    # hand-computed compressed counts: deltas from the third count on, 5-bit groups with a
+    # sign bit (the strings the hand-written encoder gave before pycocotools replaced it)
+    m = np.zeros((1, 10), bool)
+    m[0, 3:5] = True  # runs 3, 2, 5
+    assert encode_rle(m) == {"size": [1, 10], "counts": "325"}
+    m = np.zeros((1, 33), bool)
+    m[0, 10:30] = True
+    m[0, 31:33] = True  # runs 10, 20, 1, 2
+    assert encode_rle(m)["counts"] == ":d01^O"
+    assert np.array_equal(decode_rle({"size": [1, 33], "counts": ":d01^O"}, 1, 33), m)
     rng = np.random.default_rng(0)
     for _ in range(20):
         m = rng.random((13, 7)) < 0.3
         counts = mask_to_rle_counts(m)
         assert sum(counts) == m.size
-        assert rle_decode_string(rle_encode_string(counts)) == counts
-        assert np.array_equal(rle_to_mask(counts, 13, 7), m)
-    with pytest.raises(ValueError):
-        rle_to_mask([5, 5], 4, 4)
+        assert np.array_equal(decode_rle(encode_rle(m), 13, 7), m)
+        assert np.array_equal(decode_rle({"size": [13, 7], "counts": counts}, 13, 7), m)
+    with pytest.raises(MaskError, match="cover 10 pixels"):
+        decode_rle({"size": [4, 4], "counts": [5, 5]}, 4, 4)
+
+
+@pytest.mark.parametrize("seg, why", [
+    ({"size": [4, 4], "counts": [-5, 21]}, "negative"),
+    ({"size": [4, 4], "counts": [5, 100]}, "longer than the image"),
+    ({"size": [4, 4], "counts": [5, 5]}, "cover 10 pixels"),             # runs fall short
+    ({"size": [4, 4], "counts": [8, 8, 1]}, "cover 17 pixels"),          # runs run past
+    ({"size": [4, 4], "counts": [10**23, 5]}, "longer than the image"),
+    ({"size": [4, 4], "counts": [2.5, 13.5]}, "whole numbers"),
+    ({"size": [4, 4], "counts": [float("nan"), 16]}, "whole numbers"),
+    ({"size": [4, 4], "counts": ["8", "8"]}, "numbers"),
+    ({"size": [4, 4], "counts": [[8], 8]}, "numbers"),
+    ({"size": [4, 4], "counts": [0] * 18}, "more runs than pixels"),
+    ({"size": [4, 4], "counts": {"a": 1}}, "counts must be"),
+    ({"size": [4, 4], "counts": None}, "counts must be"),
+    ({"size": [4, 4], "counts": 16}, "counts must be"),
+    ({"size": [4, 4], "counts": "0a"}, "cut off"),                       # continuation at end
+    ({"size": [4, 4], "counts": "9"}, "cover 9 pixels"),
+    ({"size": [4, 4], "counts": "<"}, "cover 12 pixels"),
+    ({"size": [4, 4], "counts": "2\x7f"}, "outside '0'..'o'"),
+    ({"size": [4, 4], "counts": "2\u00e9"}, "outside '0'..'o'"),
+    ({"size": [4, 4], "counts": "o" * 12 + "0"}, "too long"),
+    ({"size": [4, 4], "counts": "ooo"}, "cut off"),
+    ({"size": [4, 4], "counts": "21O"}, "negative"),                    # 2, 1, then 1 - 2
+    ({"size": [4, 4], "counts": "x" * 10**6}, "longer than the image"),
+    ({"size": [10**9, 10**9], "counts": [10**18]}, "does not match"),
+    ({"size": [4, "4"], "counts": [16]}, "size must be"),
+    ({"size": [4, True], "counts": [16]}, "size must be"),
+    ({"size": "4x4", "counts": [16]}, "size must be"),
+])
+def test_hostile_coco_rle_is_a_clear_mask_error(seg, why):
+    with pytest.raises(MaskError, match=why):
+        decode_rle(seg, 4, 4)
+
+
+def test_coco_rle_without_size_and_all_background_or_defect():
+    assert not decode_rle({"counts": [16]}, 4, 4).any()
+    assert decode_rle({"counts": [0, 16]}, 4, 4).all()
+    assert decode_rle({"counts": encode_rle(np.ones((4, 4), bool))["counts"]}, 4, 4).all()
+
+
+def test_hostile_rle_in_a_coco_file_skips_only_its_image(tmp_path):
+    src = tmp_path / "coco"
+    for i in range(4):
+        image(src / f"i{i}.png", 40 + i)
+    hostile = [{"size": [SIZE, SIZE], "counts": [-1, SIZE * SIZE + 1]},
+               {"size": [SIZE, SIZE], "counts": "0a"},
+               {"size": [SIZE, SIZE], "counts": [5, 5]}]
+    anns = [{"id": k + 1, "image_id": k + 1, "category_id": 1, "segmentation": seg}
+            for k, seg in enumerate(hostile)]
+    good = rect_mask(3, 3, 9, 9)
+    anns.append({"id": 4, "image_id": 4, "category_id": 1, "segmentation": encode_rle(good)})
+    (src / "ann.json").write_text(json.dumps({
+        "images": [{"id": i + 1, "file_name": f"i{i}.png"} for i in range(4)],
+        "annotations": anns, "categories": [{"id": 1, "name": "defect"}]}))
+    project = Project.create(tmp_path / "proj")
+    report = import_dataset(src, project, fmt="coco", copy=False)
+    recs = {r.name: r for r in project.images()}
+    assert sorted(recs) == ["i0.png", "i1.png", "i2.png", "i3.png"]  # the batch went on
+    assert [r.has_mask for n, r in sorted(recs.items())] == [False, False, False, True]
+    assert np.array_equal(project.load_mask(recs["i3.png"].id) > 0, good)
+    reasons = " ".join(r for _, r in report.skipped)
+    assert reasons.count("bad RLE") == 3, reasons
+    project.close()
 
 
 def test_severstal_rle_is_column_major_one_based():

@@ -131,3 +131,28 @@ def test_pixel_metrics_undefined_and_bad_shapes():
     assert pixel_metrics([], [])["pixel_ap"] is None
     with pytest.raises(DataError, match="heatmap"):
         pixel_metrics([np.zeros((4, 4))], [np.zeros((4, 5))])
+
+
+def test_trapezoid_ap_matches_the_hand_written_sum_on_random_curves():
+    # the former hand-written formula: sum |dR| (P_n + P_{n-1}) / 2 over the curve points
+    from sklearn.metrics import precision_recall_curve
+
+    rng = np.random.default_rng(7)
+    for n in (2, 5, 40, 300):
+        y = rng.integers(0, 2, n)
+        y[0] = 1
+        s = np.round(rng.random(n), 2)  # ties on purpose: repeated recalls
+        p, r, _ = precision_recall_curve(y, s)
+        by_hand = float(np.sum(np.abs(np.diff(r)) * (p[1:] + p[:-1]) / 2.0))
+        assert abs(trapezoid_ap(p, r) - by_hand) < 1e-9
+        assert abs(image_metrics(y, s)["ap_trapz"] - by_hand) < 1e-9
+
+
+def test_trapezoid_ap_edge_cases():
+    assert trapezoid_ap(np.array([1.0]), np.array([0.0])) == 0.0
+    assert trapezoid_ap(np.array([]), np.array([])) == 0.0
+    assert trapezoid_ap(np.array([1.0, 0.5]), np.array([0.0, 1.0])) == pytest.approx(0.75)
+    with pytest.raises(DataError, match="points"):
+        trapezoid_ap(np.array([1.0, 0.5]), np.array([0.0]))
+    with pytest.raises(DataError, match="not a precision-recall curve"):
+        trapezoid_ap(np.array([1.0, 0.5, 0.7]), np.array([0.0, 1.0, 0.5]))

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from defect_studio.errors import UserError
+from defect_studio.inference.results import ResultsTable, ResultsWriter
 
 log = logging.getLogger("defect_studio.watch")
 
@@ -112,6 +113,11 @@ class Watcher:
         self._events: queue.SimpleQueue[Path] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._load_ledger()
+        # the ledger's two JSON-lines files, appended to and fsync'd row by row (a line cut
+        # off by a crash is ended first); overlays unique against those already written
+        self._results = ResultsWriter(self.out, RESULTS_FILE, overlay_dir=OVERLAY_DIR,
+                                      append=True, durable=True)
+        self._rejected = ResultsTable(self.rejected_path, append=True, durable=True)
 
     # -- the ledger ------------------------------------------------------------------
     def _load_ledger(self) -> None:
@@ -127,15 +133,9 @@ class Watcher:
                     continue
                 if isinstance(entry, dict) and isinstance(entry.get("key"), str):
                     self.done.add(entry["key"])
-            if data and not data.endswith(b"\n"):  # end a cut-off line before appending
-                with open(path, "ab") as f:
-                    f.write(b"\n")
 
-    def _append(self, path: Path, entry: dict[str, Any]) -> None:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def _append(self, table: ResultsTable, entry: dict[str, Any]) -> None:
+        table.add(entry)
         self.done.add(entry["key"])
 
     # -- finding files ---------------------------------------------------------------
@@ -222,7 +222,7 @@ class Watcher:
             pred = self.predictor.predict(image)
         except (UserError, ValueError, OSError, RuntimeError, MemoryError) as e:
             log.warning("rejected %s: %s", path.name, e)
-            self._append(self.rejected_path, {"file": str(path), "time": _now(),
+            self._append(self._rejected, {"file": str(path), "time": _now(),
                                               "error": str(e), "key": key})
             self.counts["rejected"] += 1
             self._move(path)
@@ -231,7 +231,7 @@ class Watcher:
         overlay = ""
         if pred.is_ng and self.overlays:
             overlay = self._write_overlay(path, image, pred)
-        self._append(self.results_path, {
+        self._append(self._results.table, {
             "file": str(path), "time": _now(), "score": round(float(pred.score), 6),
             "decision": decision, "run_id": self.predictor.run_id,
             "threshold": float(self.predictor.threshold), "overlay": overlay, "key": key,
@@ -241,22 +241,8 @@ class Watcher:
         self._move(path)
 
     def _write_overlay(self, path: Path, image: Any, pred: Any) -> str:
-        from defect_studio.inference.overlay import decision_overlay
-        from defect_studio.io.images import write_png_atomic
-
-        folder = self.out / OVERLAY_DIR
-        target = folder / f"{path.stem}_overlay.png"
-        i = 2
-        while target.exists():
-            target = folder / f"{path.stem}_{i}_overlay.png"
-            i += 1
-        try:
-            folder.mkdir(exist_ok=True)
-            write_png_atomic(target, decision_overlay(image, pred.heatmap, pred.score, True))
-        except (OSError, UserError) as e:
-            log.warning("could not write the overlay of %s: %s", path.name, e)
-            return ""
-        return str(target.relative_to(self.out))
+        # overlays/<stem>_overlay.png; "" (and a warning in the log) when it cannot be made
+        return self._results.write_overlay(path, image, pred.heatmap, pred.score, True)
 
     def _move(self, path: Path) -> None:
         if self.move_to is None:

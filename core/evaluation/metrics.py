@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from sklearn.metrics import (
+    auc,
     average_precision_score,
     precision_recall_curve,
     roc_auc_score,
@@ -138,17 +139,24 @@ def _best_f1(y: np.ndarray, s: np.ndarray, n_pos: int) -> dict[str, Any]:
 
 
 def trapezoid_ap(precision: np.ndarray, recall: np.ndarray) -> float:
-    """Trapezoidal area under a precision-recall curve, as sklearn.metrics.auc(recall, precision).
+    """Trapezoidal area under a precision-recall curve: sklearn.metrics.auc(recall, precision).
 
     The points must be in curve order (by threshold, as precision_recall_curve
-    returns them; recall is then monotone). They are not re-sorted: at a repeated
-    recall the order of the precisions decides which neighbours get joined.
+    returns them: recall falls monotonically). They are not re-sorted: at a repeated
+    recall the order of the precisions decides which neighbours get joined. Fewer than
+    two points enclose no area (0.0); DataError for mismatched lengths or a recall that
+    goes back and forth (not a curve).
     """
-    r = np.asarray(recall, dtype=np.float64)
-    p = np.asarray(precision, dtype=np.float64)
+    r = np.asarray(recall, dtype=np.float64).reshape(-1)
+    p = np.asarray(precision, dtype=np.float64).reshape(-1)
     if r.shape != p.shape:
         raise DataError(f"precision has {p.size} points but recall {r.size}")
-    return float(np.sum(np.abs(np.diff(r)) * (p[1:] + p[:-1]) / 2.0))
+    if r.size < 2:
+        return 0.0
+    try:
+        return float(auc(r, p))
+    except ValueError as e:  # recall neither increasing nor decreasing
+        raise DataError(f"not a precision-recall curve: {e}") from None
 
 
 def image_metrics(y_true: Sequence[Any], scores: Sequence[Any]) -> dict[str, Any]:

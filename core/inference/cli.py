@@ -8,16 +8,16 @@ stop the job; the exit code is 0 when at least one image was scored, 1 otherwise
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from defect_studio.errors import UserError
+from defect_studio.inference.results import PREDICT_COLUMNS, ResultsWriter
 
 CSV_NAME = "predictions.csv"
-CSV_HEADER = ["path", "score", "decision", "error", "overlay", "run_id", "threshold"]
+CSV_HEADER = list(PREDICT_COLUMNS)
 
 
 def collect_inputs(inputs: list[str], exclude: Path | None = None
@@ -63,16 +63,6 @@ def _is_own_output(path: Path, out: Path | None) -> bool:
             and out in path.resolve().parents)
 
 
-def _unique_overlay_path(out: Path, stem: str, taken: set[str]) -> Path:
-    name = f"{stem}_overlay.png"
-    i = 2
-    while name in taken:  # same stem from two folders (or a.png and a.jpg)
-        name = f"{stem}_{i}_overlay.png"
-        i += 1
-    taken.add(name)
-    return out / name
-
-
 def progress_printer(label: str = "scoring") -> Callable[[int, int], None]:
     """A progress(done, total) callback on stderr (defect_studio.progress: a bar on a terminal,
     about ten plain lines otherwise)."""
@@ -90,8 +80,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Score INPUTs with --run or --model; write predictions.csv and overlays into --out."""
     import json
 
-    from defect_studio.inference.overlay import decision_overlay
-    from defect_studio.io.images import read_image, write_png_atomic
+    from defect_studio.io.images import read_image
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -122,62 +111,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor = load_predictor(run_dir, device=args.device)
     if args.threshold is not None:
         predictor.threshold = args.threshold
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    # predictions.csv + <stem>_overlay.png (defect_studio.inference.results); each row is
+    # flushed as it is written, so partial results survive an interrupted job
+    writer = ResultsWriter(out, CSV_NAME, CSV_HEADER)
 
     n_ok = n_ng = 0
     errors: list[tuple[Path, str]] = list(problems)
-    taken: set[str] = set()
     total = len(files)
     done = 0
     show_progress = progress_printer()
-    csv_path = out / CSV_NAME
+    csv_path = writer.table.path
     run_id, thr = predictor.run_id, repr(float(predictor.threshold))
     rows: list[dict] = []
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        csv_writer = csv.writer(fh)
 
-        def write_row(row: list) -> None:  # into the CSV, and kept for --json
-            row = row + [run_id, thr]
-            csv_writer.writerow(row)
-            rows.append(dict(zip(CSV_HEADER, row)))
+    def write_row(row: list) -> None:  # into the CSV, and kept for --json
+        record = dict(zip(CSV_HEADER, row + [run_id, thr]))
+        writer.add(record)
+        rows.append(record)
 
-        csv_writer.writerow(CSV_HEADER)
-        for p, why in problems:
-            write_row([str(p), "", "", why, ""])
-        for chunk in _chunks(files, args.batch_size):
-            images = {}
-            for p in chunk:
-                try:
-                    images[p] = read_image(p)
-                except UserError as e:
-                    errors.append((p, str(e)))
-                    write_row([str(p), "", "", str(e), ""])
-            ready = list(images)
-            results = predictor.predict_many([images[p] for p in ready], batch_size=len(chunk))
-            for p, (_, pred) in zip(ready, results):
-                if isinstance(pred, str):
-                    errors.append((p, pred))
-                    write_row([str(p), "", "", pred, ""])
-                    continue
-                n_ng += pred.is_ng
-                n_ok += not pred.is_ng
-                overlay_name = ""
-                if not args.no_overlays:
-                    target = _unique_overlay_path(out, p.stem, taken)
-                    img = decision_overlay(images[p], pred.heatmap, pred.score, pred.is_ng)
-                    write_png_atomic(target, img)
-                    overlay_name = target.name
-                write_row([str(p), f"{pred.score:.6f}", "NG" if pred.is_ng else "OK", "",
-                                 overlay_name])
-            fh.flush()  # partial results survive an interrupted job
-            done += len(chunk)
-            show_progress(done, total)
+    for p, why in problems:
+        write_row([str(p), "", "", why, ""])
+    for chunk in _chunks(files, args.batch_size):
+        images = {}
+        for p in chunk:
+            try:
+                images[p] = read_image(p)
+            except UserError as e:
+                errors.append((p, str(e)))
+                write_row([str(p), "", "", str(e), ""])
+        ready = list(images)
+        results = predictor.predict_many([images[p] for p in ready], batch_size=len(chunk))
+        for p, (_, pred) in zip(ready, results):
+            if isinstance(pred, str):
+                errors.append((p, pred))
+                write_row([str(p), "", "", pred, ""])
+                continue
+            n_ng += pred.is_ng
+            n_ok += not pred.is_ng
+            overlay_name = "" if args.no_overlays else writer.write_overlay(
+                p, images[p], pred.heatmap, pred.score, pred.is_ng)
+            write_row([str(p), f"{pred.score:.6f}", "NG" if pred.is_ng else "OK", "",
+                       overlay_name])
+        done += len(chunk)
+        show_progress(done, total)
+    writer.close()
 
     for p, why in errors:
         print(f"could not score {p}: {why}", file=sys.stderr)
+    for p, why in writer.problems:  # scored, but its overlay could not be written
+        print(f"could not write the overlay of {p}: {why}", file=sys.stderr)
     if getattr(args, "json", False):
         for r in rows:
             r["score"] = float(r["score"]) if r["score"] else None

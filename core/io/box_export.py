@@ -1,7 +1,8 @@
 """Box exporters: a project's typed boxes as YOLO detection and Pascal VOC, and the
 box annotations of the COCO export.
 
-- "yolo": OUT/data.yaml (names = the project's defect types), OUT/images/<split>/ and
+- "yolo": OUT/data.yaml (written by PyYAML: path, the splits, names = the project's
+  defect types by class id), OUT/images/<split>/ and
   OUT/labels/<split>/<stem>.txt with "class cx cy w h" (relative) per box. OK images
   get an empty label file (YOLO's background images).
 - "voc": OUT/Annotations/<stem>.xml (written with xml.etree) and OUT/JPEGImages/ with
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import yaml
 
 from defect_studio.io.atomic import atomic_write_bytes
 
@@ -81,15 +84,13 @@ def export_yolo(project, out: Path, link_or_copy, unique_stems) -> dict:
         label.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(label, "".join(line + "\n" for line in lines).encode())
     splits = sorted({r.split or "train" for r, *_ in rows})
-    yaml = ["path: .", *(f"{s}: images/{s}" for s in splits), "names:"]
-    yaml += [f"  {i}: {_yaml_quote(n)}" for i, n in enumerate(names)]
-    atomic_write_bytes(out / "data.yaml", ("\n".join(yaml) + "\n").encode("utf-8"))
+    data = {"path": ".", **{s: f"images/{s}" for s in splits},
+            "names": dict(enumerate(names))}
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False,
+                          width=1 << 16)
+    atomic_write_bytes(out / "data.yaml", text.encode("utf-8"))
     return {"format": "yolo", "out": str(out), "images": len(rows), "boxes": n_boxes,
             "types": names, "left_out": left_out, "missing": missing}
-
-
-def _yaml_quote(name: str) -> str:
-    return "'" + name.replace("'", "''") + "'"
 
 
 def export_voc(project, out: Path, link_or_copy, unique_stems) -> dict:

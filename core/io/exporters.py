@@ -6,7 +6,7 @@
 - "coco": OUT/annotations.json + OUT/images/ (hard links where possible, else
   copies). One "defect" category; one annotation per connected defect region with a
   polygon from its contour (pixel centres, x + 0.5) when filling that polygon gives
-  the region back exactly, else compressed RLE (regions with holes, 1-pixel lines),
+  the region back exactly, else compressed RLE (pycocotools; regions with holes, 1-pixel lines),
   plus bbox and area. Each image also carries "label", "split", "has_mask" and
   "mask_rough", so labels without masks survive a round trip through
   `defect-studio import --format coco`. Typed boxes are bbox-only annotations of
@@ -32,7 +32,7 @@ from defect_studio.io.atomic import atomic_write_bytes
 from defect_studio.io.images import write_png_atomic
 
 from .importers.base import fill_polygons
-from .importers.coco import mask_to_rle_counts, rle_encode_string
+from .importers.coco import encode_rle
 
 EXPORT_FORMATS = ("masks", "coco", "yolo", "voc")  # yolo, voc: boxes (defect_studio.io.box_export)
 
@@ -135,7 +135,7 @@ def mask_annotations(mask: np.ndarray) -> list[dict]:
         if polys and np.array_equal(fill_polygons((h, w), polys), region):
             seg: list | dict = [[round(float(v) + 0.5, 1) for v in p.reshape(-1)] for p in polys]
         else:
-            seg = {"size": [h, w], "counts": rle_encode_string(mask_to_rle_counts(region))}
+            seg = encode_rle(region)  # pycocotools' compressed RLE
         anns.append({"segmentation": seg, "bbox": [x, y, bw, bh], "area": area, "iscrowd": 0})
     return anns
 

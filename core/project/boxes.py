@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from numbers import Real
 
 from defect_studio.errors import ProjectError, UserError
+from defect_studio.project.records import COLUMNS, record_from_row
 
 # distinct colours for new types (colour-blind friendly first: Okabe-Ito, then more)
 PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7",
@@ -268,16 +269,14 @@ class BoxesMixin:
 
     def images_with_type(self, name: str | None = None) -> list:
         """Images with at least one box of this type (any type when None), by id."""
-        from defect_studio.project.store import _COLUMNS, _record
-
-        cols = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
+        cols = ", ".join(f"i.{c.strip()}" for c in COLUMNS.split(","))
         sql = (f"SELECT DISTINCT {cols} FROM images i JOIN boxes b ON b.image_id = i.id "
                "JOIN defect_types t ON t.id = b.type_id")
         params: tuple = ()
         if name is not None:
             sql += " WHERE t.name = ?"
             params = (str(name).strip(),)
-        return [_record(r) for r in self._query(sql + " ORDER BY i.id", params)]
+        return [record_from_row(r) for r in self._query(sql + " ORDER BY i.id", params)]
 
     def _has_boxes(self, db: sqlite3.Connection, image_id: int) -> bool:
         return db.execute("SELECT 1 FROM boxes WHERE image_id = ? LIMIT 1",

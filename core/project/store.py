@@ -22,7 +22,6 @@ import sqlite3
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -37,6 +36,9 @@ from defect_studio.project import handles
 from defect_studio.project import runs as runs_mod
 from defect_studio.project import safety
 from defect_studio.project.boxes import BoxesMixin
+from defect_studio.project.records import COLUMNS as _COLUMNS
+from defect_studio.project.records import ImageRecord
+from defect_studio.project.records import record_from_row as _record
 from defect_studio.project.lock import ProjectLock
 from defect_studio.project.runs import RunInfo
 from defect_studio.project.splits import normalise_ratios, plan_splits
@@ -49,42 +51,6 @@ SPLITS = ("train", "val", "test")
 DB_NAME = "project.sqlite"
 LOCK_NAME = "project.lock"
 ACTIVE_RUN_KEY = "active_run"
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image of a project, as stored in the database."""
-
-    id: int
-    path: str  # relative (posix) to the project root when inside it, else absolute
-    hash: str  # sha1 hex of the file's bytes
-    width: int
-    height: int
-    channels: int
-    bit_depth: int
-    split: str | None  # None until assigned
-    split_pinned: bool  # user-pinned: automatic re-splitting leaves it alone
-    label: str  # one of LABELS
-    label_source: str  # one of LABEL_SOURCES
-    has_mask: bool
-    mask_rough: bool  # mask made from boxes: only roughly right
-    name: str  # file name for display
-
-
-_COLUMNS = (
-    "id, path, hash, width, height, channels, bit_depth, split, split_pinned, label, "
-    "label_source, has_mask, mask_rough"
-)
-
-
-def _record(row: tuple) -> ImageRecord:
-    (id_, path, hash_, w, h, c, bd, split, pinned, label, source, has_mask, rough) = row
-    return ImageRecord(
-        id=int(id_), path=path, hash=hash_, width=int(w), height=int(h), channels=int(c),
-        bit_depth=int(bd), split=split, split_pinned=bool(pinned), label=label,
-        label_source=source, has_mask=bool(has_mask), mask_rough=bool(rough),
-        name=PurePosixPath(path).name,
-    )
 
 
 def is_project(root: str | os.PathLike) -> bool:

@@ -1,7 +1,8 @@
 """COCO JSON: {"images": [...], "annotations": [...], "categories": [...]}.
 
 Segmentation may be polygons, uncompressed RLE ({"counts": [..], "size": [h, w]}) or
-compressed RLE (the COCO string encoding, decoded here); an annotation with only a
+compressed RLE (the COCO string encoding; both decoded by pycocotools after their runs
+are checked); an annotation with only a
 bbox becomes a box (mask marked rough). Every bbox is also kept as a typed box (its
 category's name is the type), except the mask regions of Defect Studio's own export
 (marked "defect_studio": "mask"; its boxes are marked "box"). Images without
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from pycocotools import mask as coco_mask
 
 from defect_studio.errors import ImportFormatError, MaskError
 
@@ -35,67 +38,113 @@ EXPECTS = "a COCO JSON file with \"images\" and \"annotations\" (images beside i
           "images/)"
 
 
-# ---------------------------------------------------------------- RLE
+# ---------------------------------------------------------------- RLE (pycocotools)
 
-def rle_decode_string(s: str) -> list[int]:
-    """Counts of a compressed COCO RLE string (pycocotools' 6-bit, delta-coded format)."""
-    counts: list[int] = []
-    p = 0
-    while p < len(s):
-        x = 0
-        k = 0
-        more = True
-        while more:
-            if p >= len(s):
-                raise ValueError("truncated RLE string")
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
+# pycocotools keeps run counts as unsigned 32-bit numbers
+_MAX_COUNT = 2**32 - 1
+# a compressed count is 1..7 six-bit characters ('0'..'o'); 7 hold any 32-bit delta
+_MAX_CHARS_PER_COUNT = 7
 
 
-def rle_encode_string(counts: list[int]) -> str:
-    """The compressed COCO RLE string of run counts (inverse of rle_decode_string)."""
-    out: list[str] = []
-    for i, x in enumerate(counts):
-        if i > 2:
-            x -= counts[i - 2]
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if (c & 0x10) else (x != 0)
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
+def encode_rle(mask: np.ndarray) -> dict:
+    """The compressed COCO RLE {"size": [h, w], "counts": text} of a mask (pycocotools)."""
+    m = np.asfortranarray(np.asarray(mask, bool).astype(np.uint8))
+    rle = coco_mask.encode(m)
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def rle_to_mask(counts: list[int], h: int, w: int) -> np.ndarray:
-    """Bool HxW from COCO run counts (column-major, starting with a background run)."""
-    cnt = np.asarray(counts, np.int64)  # OverflowError for counts like 10**23
-    if cnt.ndim != 1 or (cnt < 0).any() or (cnt > h * w).any() or int(cnt.sum()) != h * w:
-        raise ValueError(f"RLE covers {int(cnt.sum())} pixels, image has {h * w}")
-    flat = np.repeat(np.arange(len(cnt)) % 2 == 1, cnt)
-    return flat.reshape(w, h).T
+def decode_rle(seg: dict, h: int, w: int) -> np.ndarray:
+    """Bool HxW of a COCO RLE segmentation, uncompressed ({"counts": [..]}) or compressed
+    ({"counts": "text"}), decoded by pycocotools.
+
+    MaskError (one bad annotation, never the whole file) for a size that is not the
+    image's, counts that are not a list of whole numbers or an RLE text, negative runs,
+    or runs that do not cover the image exactly: pycocotools' C decoder trusts its
+    input (runs that fall short leave pixels uninitialised), so they are checked first.
+    """
+    counts = seg.get("counts")
+    size = seg.get("size") or [h, w]
+    if not isinstance(size, list) or len(size) != 2 or \
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
+        raise MaskError(f"RLE size must be [height, width] numbers, got {str(size)[:40]}")
+    if [size[0], size[1]] != [h, w]:
+        raise MaskError(f"RLE size {size[1]}x{size[0]} does not match image {w}x{h}")
+    if isinstance(counts, str):
+        runs = _compressed_counts(counts, h * w)
+        rle = {"size": [h, w], "counts": counts.encode("ascii")}
+    elif isinstance(counts, list):
+        runs = _plain_counts(counts, h * w)
+        rle = coco_mask.frPyObjects({"size": [h, w], "counts": runs.tolist()}, h, w)
+    else:
+        raise MaskError(f"bad RLE: counts must be a list of numbers or an RLE text, not "
+                        f"{type(counts).__name__}")
+    total = int(runs.sum())
+    if total != h * w:
+        raise MaskError(f"bad RLE: the runs cover {total} pixels, the image has {h * w}")
+    try:
+        with warnings.catch_warnings():  # numpy 2's copy-keyword notice about pycocotools
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return coco_mask.decode(rle).astype(bool)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise MaskError(f"bad RLE: {e}") from e
 
 
-def mask_to_rle_counts(mask: np.ndarray) -> list[int]:
-    """Run counts (column-major, first run background) of a bool mask."""
-    flat = np.asarray(mask, bool).T.reshape(-1)
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    edges = np.concatenate([[0], change, [flat.size]])
-    runs = np.diff(edges).tolist()
-    if flat.size and flat[0]:
-        runs = [0] + runs
-    return [int(r) for r in runs]
+def _plain_counts(counts: list, n_pixels: int) -> np.ndarray:
+    if len(counts) > n_pixels + 1:
+        raise MaskError("bad RLE: more runs than pixels")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in counts):
+        raise MaskError("bad RLE: counts must be numbers")
+    try:
+        cnt = np.asarray(counts, np.float64)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise MaskError(f"bad RLE: {e}") from e
+    if not np.isfinite(cnt).all() or (cnt != np.floor(cnt)).any():
+        raise MaskError("bad RLE: counts must be whole numbers")
+    if (cnt < 0).any():
+        raise MaskError("bad RLE: negative run length")
+    if (cnt > min(n_pixels, _MAX_COUNT)).any():
+        raise MaskError(f"bad RLE: a run is longer than the image ({n_pixels} pixels)")
+    return cnt.astype(np.int64)
+
+
+def _compressed_counts(text: str, n_pixels: int) -> np.ndarray:
+    """The run counts of a compressed RLE text, for checking them (not for decoding: that
+    is pycocotools' job). MaskError for characters outside '0'..'o', a count cut off, a
+    count too long to be 32-bit, or a negative run."""
+    if len(text) > _MAX_CHARS_PER_COUNT * (n_pixels + 1):
+        raise MaskError("bad RLE: the counts text is longer than the image")
+    try:
+        c = np.frombuffer(text.encode("ascii"), np.uint8).astype(np.int64) - 48
+    except UnicodeEncodeError:
+        raise MaskError("bad RLE: the counts text has characters outside '0'..'o'") from None
+    if c.size == 0:
+        return np.zeros(0, np.int64)
+    if ((c < 0) | (c > 63)).any():
+        raise MaskError("bad RLE: the counts text has characters outside '0'..'o'")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise MaskError("bad RLE: the counts text is cut off")
+    ends = np.flatnonzero(~more)  # last character of each count
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > _MAX_CHARS_PER_COUNT:
+        raise MaskError("bad RLE: a count in the counts text is too long")
+    group = np.repeat(np.arange(ends.size), lengths)
+    k = np.arange(c.size) - starts[group]  # position of each character in its count
+    x = np.zeros(ends.size, np.int64)
+    np.add.at(x, group, (c & 0x1F) << (5 * k))
+    negative = (c[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * lengths[negative])  # sign-extend
+    # from the third count on, each is stored as the difference to the one two before
+    runs = x.copy()
+    runs[2::2] = np.cumsum(x[2::2])
+    if x.size > 3:
+        runs[3::2] = x[1] + np.cumsum(x[3::2])
+    if (runs < 0).any():
+        raise MaskError("bad RLE: negative run length")
+    if (runs > _MAX_COUNT).any():
+        raise MaskError(f"bad RLE: a run is longer than the image ({n_pixels} pixels)")
+    return runs
 
 
 # ---------------------------------------------------------------- detection
@@ -248,22 +297,7 @@ def _boxes(anns: list, names: dict) -> list:
 def _ann_mask(a: dict, h: int, w: int) -> np.ndarray:
     seg = a.get("segmentation")
     if isinstance(seg, dict):
-        counts = seg.get("counts")
-        size = seg.get("size") or [h, w]
-        if not isinstance(size, list) or len(size) != 2 or \
-                not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
-            raise MaskError(f"RLE size must be [height, width] numbers, got {str(size)[:40]}")
-        if [size[0], size[1]] != [h, w]:
-            raise MaskError(f"RLE size {size[1]}x{size[0]} does not match image {w}x{h}")
-        if isinstance(counts, str) and len(counts) > 8 * h * w + 64:
-            raise MaskError("bad RLE: the counts string is longer than the image")
-        if isinstance(counts, list) and len(counts) > h * w + 1:
-            raise MaskError("bad RLE: more runs than pixels")
-        try:
-            cnt = rle_decode_string(counts) if isinstance(counts, str) else list(counts)
-            return rle_to_mask(cnt, h, w)
-        except (ValueError, TypeError, OverflowError) as e:
-            raise MaskError(f"bad RLE: {e}") from e
+        return decode_rle(seg, h, w)
     if isinstance(seg, list) and seg:
         polys = [np.floor(np.asarray(p, np.float64).reshape(-1, 2)) for p in seg
                  if isinstance(p, list) and len(p) >= 6]

@@ -5,17 +5,19 @@ Each image's label file is the image path with its last images/ folder replaced 
 labels/ and the extension by .txt. A line "c x1 y1 x2 y2 x3 y3 ..." is a polygon
 (filled into the mask); "c cx cy w h" is a box (mask marked rough, and a typed box named by `names`). Coordinates are
 relative to the image size. An empty label file, or none, means OK (YOLO's
-"background" images). Classes missing from `names` are reported and left out.
+"background" images). Class ids that are negative, not whole numbers, or missing from `names` are reported
+and left out (never a new type; without `names`, ids 0..999 name the types "0", "1", ...).
+data.yaml is parsed by PyYAML (at most 1 MiB read); its paths stay in the source folder.
 Splits come from the data.yaml keys, else from train/val/test folder names.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import yaml
 
 from defect_studio.errors import ImportFormatError
 
@@ -27,67 +29,44 @@ EXPECTS = "data.yaml (path, train, val, names) with images/ and labels/*.txt, or
           "images/ + labels/ folders"
 
 MAX_RELATIVE = 10.0  # relative coordinates beyond this are nonsense, not a slightly-off box
+MAX_YAML_BYTES = 1 << 20  # a data.yaml is a few lines; only this much is ever read
+# Without `names` in a data.yaml, class ids name the types ("0", "1", ...): only these.
+MAX_UNNAMED_CLASS = 999
 _YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 
 
-def parse_simple_yaml(text: str) -> dict:
-    """The few data.yaml shapes YOLO data sets use: `key: scalar`, `key: [a, b]`, block
-    lists (`- a`) and one-level mappings (`  0: name`). Not a general YAML parser."""
-    out: dict = {}
-    key: str | None = None
-    for raw in text.splitlines():
-        line = _strip_comment(raw).rstrip()
-        if not line.strip():
-            continue
-        indented = line[0] in " \t"
-        s = line.strip()
-        if indented or s.startswith("- "):
-            if key is None:
-                continue
-            if s.startswith("-"):
-                if not isinstance(out.get(key), list):
-                    out[key] = []
-                out[key].append(_scalar(s[1:].strip()))
-            elif ":" in s:
-                k, v = s.split(":", 1)
-                if not isinstance(out.get(key), dict):
-                    out[key] = {}
-                out[key][_scalar(k.strip())] = _scalar(v.strip())
-            continue
-        if ":" not in s:
-            continue
-        k, v = s.split(":", 1)
-        key, v = k.strip(), v.strip()
-        if v.startswith("[") and v.endswith("]"):
-            out[key] = [_scalar(x.strip()) for x in _split_inline(v[1:-1]) if x.strip()]
-        elif v.startswith("{") and v.endswith("}"):
-            out[key] = {_scalar(a.split(":", 1)[0].strip()): _scalar(a.split(":", 1)[1].strip())
-                        for a in _split_inline(v[1:-1]) if ":" in a}
-        else:
-            out[key] = _scalar(v) if v else None
-    return out
+def load_data_yaml(path: Path) -> dict:
+    """A data.yaml as a mapping, parsed by PyYAML's BaseLoader: it builds nothing but text,
+    lists and mappings (no tags, no objects; `yes`, `null` or `1.0` stay the text written,
+    as class names must), and an alias is shared, never copied.
+
+    ImportFormatError for a file over MAX_YAML_BYTES (only that much is read), text that
+    is not YAML, nesting too deep to parse, or a top level that is not a mapping."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise ImportFormatError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ImportFormatError(f"{path} is larger than {MAX_YAML_BYTES // 1024} KiB: not a "
+                                "YOLO data.yaml")
+    try:
+        text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        data = yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError as e:
+        raise ImportFormatError(f"{path} is not valid YAML: {str(e)[:200]}") from None
+    except RecursionError:
+        raise ImportFormatError(f"{path} is nested too deeply to be a YOLO data.yaml") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ImportFormatError(f"{path} must be a mapping (keys path, train, val, names), "
+                                f"not a {_kind(data)}")
+    return data
 
 
-def _strip_comment(line: str) -> str:
-    quote = None
-    for i, ch in enumerate(line):
-        if ch in "'\"":
-            quote = None if quote == ch else (quote or ch)
-        elif ch == "#" and quote is None and (i == 0 or line[i - 1] in " \t"):
-            return line[:i]
-    return line
-
-
-def _split_inline(s: str) -> list[str]:
-    return re.findall(r"""(?:'[^']*'|"[^"]*"|[^,])+""", s)
-
-
-def _scalar(v: str):
-    if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
-        return v[1:-1]
-    if re.fullmatch(r"-?\d+", v):
-        return int(v)
-    return v
+def _kind(value: object) -> str:
+    return {dict: "mapping", list: "list", str: "text"}.get(type(value), type(value).__name__)
 
 
 def find_yaml(src: Path) -> Path | None:
@@ -117,23 +96,52 @@ def label_path(image: Path) -> Path:
     return image.with_suffix(".txt")
 
 
-def _names(data: dict) -> dict[int, str] | None:
+def _names(data: dict, yaml_path: Path, report: ImportReport) -> dict[int, str] | None:
+    """Class id -> type name from `names` (a list, or a mapping of ids); None without
+    names. Entries that are not text, and ids that are not whole numbers >= 0, are
+    reported and left out (lines of those classes are then unknown classes)."""
     names = data.get("names")
+    if names is None or names == "":
+        return None
     if isinstance(names, list):
-        return {i: str(n) for i, n in enumerate(names)}
-    if isinstance(names, dict):
-        return {int(k): str(v) for k, v in names.items() if str(k).lstrip("-").isdigit()}
+        items = list(enumerate(names))
+    elif isinstance(names, dict):
+        items = list(names.items())
+    else:
+        raise ImportFormatError(f"{yaml_path}: names must be a list or a mapping of class "
+                                f"ids to names, not {_kind(names)}")
+    out: dict[int, str] = {}
+    for key, value in items:
+        k = str(key) if isinstance(key, (str, int)) else None
+        if k is None or not (k.isascii() and k.isdigit()):
+            report.skip(yaml_path, f"bad class id in names: "
+                                   f"{k[:40] if k is not None else 'a ' + _kind(key)} is not "
+                                   "a whole number >= 0")
+            continue
+        if not isinstance(value, str) or not value.strip():
+            what = "empty" if isinstance(value, str) else f"a {_kind(value)}"
+            report.skip(yaml_path, f"bad class name in names: class {k} is {what}, not a name")
+            continue
+        out[int(k)] = value
+    return out
+
+
+def _texts(value: object) -> list[str] | None:
+    """A split entry as a list of texts (one text or a list of texts); None otherwise."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
     return None
 
 
-def _split_images(base: Path, entry, report: ImportReport) -> list[Path]:
+def _split_images(base: Path, entry: list[str], report: ImportReport) -> list[Path]:
     """Images of one data.yaml split entry: folders, list files, or lists of those."""
-    entries = entry if isinstance(entry, list) else [entry]
     out: list[Path] = []
-    for e in entries:
-        if e is None or e == "":
+    for e in entry:
+        if not e.strip():
             continue
-        p = Path(str(e))
+        p = Path(e.strip())
         p = p if p.is_absolute() else base / p
         if not report.inside(p):
             report.skip(p, "outside the source folder: named in data.yaml; pass "
@@ -160,24 +168,30 @@ def _split_images(base: Path, entry, report: ImportReport) -> list[Path]:
 
 
 def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
-    yaml = find_yaml(src)
+    yaml_path = find_yaml(src)
     names: dict[int, str] | None = None
     listed: list[tuple[Path, str | None]] = []
-    if yaml is not None:
-        try:
-            data = parse_simple_yaml(yaml.read_text(encoding="utf-8", errors="replace"))
-        except OSError as e:
-            raise ImportFormatError(f"cannot read {yaml}: {e}") from e
-        names = _names(data)
-        base = Path(str(data["path"])) if data.get("path") else yaml.parent
-        base = base if base.is_absolute() else (yaml.parent / base)
-        if not base.is_dir() or not report.inside(base):  # data.yaml moved with its data set: path is stale
-            base = yaml.parent
+    if yaml_path is not None:
+        data = load_data_yaml(yaml_path)
+        names = _names(data, yaml_path, report)
+        path = data.get("path")
+        base = Path(path) if isinstance(path, str) and path.strip() else yaml_path.parent
+        base = base if base.is_absolute() else (yaml_path.parent / base)
+        # data.yaml moved with its data set (path is stale) or path leaves the source
+        if not base.is_dir() or not report.inside(base):
+            base = yaml_path.parent
         for key, split in (("train", "train"), ("val", "val"), ("test", "test")):
-            if data.get(key):
-                listed.extend((p, split) for p in _split_images(base, data[key], report))
+            value = data.get(key)
+            if value is None or value == "":
+                continue
+            entries = _texts(value)
+            if entries is None:
+                report.skip(yaml_path, f"bad split entry: {key} is a {_kind(value)}, not a "
+                                       "folder or list file (or a list of them)")
+                continue
+            listed.extend((p, split) for p in _split_images(base, entries, report))
         if not listed and not any(data.get(k) for k in ("train", "val", "test")):
-            raise ImportFormatError(f"{yaml} names no train/val/test images")
+            raise ImportFormatError(f"{yaml_path} names no train/val/test images")
     else:
         if src.is_file():
             raise ImportFormatError(f"{src}: YOLO expects a data.yaml or a folder")
@@ -211,10 +225,22 @@ def _item(img: Path, split: str | None, names: dict[int, str] | None,
         if not tok:
             continue
         try:
-            cls = int(float(tok[0]))
+            cls_value = float(tok[0])
             vals = np.array([float(t) for t in tok[1:]], np.float64)
         except (ValueError, OverflowError):
             report.skip(f"{lp}:{n}", "malformed line: not numbers")
+            continue
+        if not cls_value.is_integer():
+            report.skip(f"{lp}:{n}", f"malformed line: class id {tok[0][:20]} is not a whole "
+                                     "number")
+            continue
+        cls = int(cls_value)
+        if cls < 0:
+            report.skip(f"{lp}:{n}", f"unknown class: class id {cls} is negative")
+            continue
+        if names is None and cls > MAX_UNNAMED_CLASS:
+            report.skip(f"{lp}:{n}", f"unknown class: {cls} (without names in a data.yaml "
+                                     f"only class ids 0..{MAX_UNNAMED_CLASS} are read)")
             continue
         if not np.isfinite(vals).all() or np.abs(vals).max(initial=0) > MAX_RELATIVE:
             report.skip(f"{lp}:{n}", "malformed line: coordinates must be finite numbers "

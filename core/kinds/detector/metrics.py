@@ -16,18 +16,16 @@ MATCH_IOU = 0.5
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU [len(a), len(b)] of x0, y0, x1, y1 boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2])
-                 - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3])
-                 - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    """Pairwise IoU [len(a), len(b)] of x0, y0, x1, y1 boxes (torchvision.ops.box_iou, in
+    float64); 0 where the union is empty (degenerate boxes), never NaN."""
+    import torch
+    from torchvision.ops import box_iou
+
+    a = torch.as_tensor(np.asarray(a, np.float64).reshape(-1, 4))
+    b = torch.as_tensor(np.asarray(b, np.float64).reshape(-1, 4))
+    iou = box_iou(a, b).numpy()
+    # a box of zero or negative size overlaps nothing: its 0/0 or 0/negative is no overlap
+    return np.where(iou > 0, iou, 0.0)
 
 
 def _above(pred: dict, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
