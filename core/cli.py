@@ -32,14 +32,10 @@ HANDLERS = {
     "watch": "defect_studio.deploy.cli:cmd_watch",
 }
 
-IMPORT_FORMATS = [
-    "auto", "folders", "pairs", "mvtec", "yolo", "labelme", "coco", "voc", "dagm", "rle-csv",
-]
-
-
-
 
 def build_parser() -> argparse.ArgumentParser:
+    from defect_studio.io.importers import IMPORT_FORMATS  # the formats live with the importers
+
     p = argparse.ArgumentParser(
         prog="defect-studio",
         description="Defect Studio: label, train and review surface-defect models. "

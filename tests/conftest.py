@@ -125,3 +125,24 @@ def label_window_on(qtbot):
 def window(demo_project_dir, label_window_on):
     """The main window on the demo project, Label page shown (the GUI tests' default)."""
     return label_window_on(demo_project_dir)
+
+
+@pytest.fixture
+def demo_project(demo_project_dir):
+    """The tiny demo project, open (closed after the test)."""
+    from defect_studio.project import Project
+
+    p = Project.open(demo_project_dir)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def box_project(tmp_path):
+    """A tiny open project with typed boxes (tests/detection_fixtures.py)."""
+    from defect_studio.project import Project
+    from detection_fixtures import make_box_project
+
+    p = Project.open(make_box_project(tmp_path / "boxes"))
+    yield p
+    p.close()

@@ -288,3 +288,43 @@ def test_nan_failure_says_what_to_change_in_the_form(qtbot, dialogs):
                      "(now 0.05, try 0.005) and train again")
     (title, text), = dialogs
     assert "Learning rate" in text and "0.005" in text
+
+
+def test_detector_is_offered_and_trains_from_the_page(qtbot, tmp_path, dialogs):
+    """The model list comes from the kind registry: the box detector is on it, with its
+    kind's presets, and the Train button trains it on a project with boxes."""
+    from detection_fixtures import make_box_project
+
+    from defect_studio.kinds import kind_of_model
+
+    root = make_box_project(tmp_path / "boxes")
+    with Project.open(root) as project:
+        panel = TrainPage()
+        qtbot.addWidget(panel)
+        panel.set_project(project)
+        models = [panel.model_combo.itemData(i) for i in range(panel.model_combo.count())]
+        detector = next(m for m in models if kind_of_model(m).trains_on == "boxes")
+        assert detector == kind_of_model(detector).default_model
+        panel.model_combo.setCurrentIndex(panel.model_combo.findData(detector))
+        presets = [panel.preset_combo.itemText(i) for i in range(panel.preset_combo.count())]
+        assert presets == list(kind_of_model(detector).presets)
+        # the detector's own quick preset: its epochs, size and learning rate
+        quick = kind_of_model(detector).load("config").preset("quick")
+        assert panel.epochs_spin.value() == quick.epochs
+        assert (panel.width_spin.value(), panel.height_spin.value()) == tuple(quick.input_size)
+        assert panel.lr_spin.value() == pytest.approx(quick.lr)
+        panel.epochs_spin.setValue(1)
+        panel.width_spin.setValue(64)
+        panel.height_spin.setValue(64)
+        panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
+        with qtbot.waitSignal(panel.job_ended, timeout=240_000) as ended:
+            qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+        assert ended.args == ["finished"], (dialogs, panel.log_view.toPlainText()[-2000:])
+        assert dialogs == []
+        run_id = project.active_run()
+        run = project.run(run_id)
+        assert run.state == "finished" and run.model == detector
+        config = json.loads((project.runs_dir / run_id / "config.json").read_text())
+        assert config["epochs"] == 1 and config["input_size"] == [64, 64]
+        assert config["lr"] == pytest.approx(quick.lr)
+        assert project.get_setting("ui.train_settings")["model"] == detector

@@ -24,57 +24,16 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QThread, QTimer, Signal
 
+# Qt-free pieces, re-exported here for the callers of the jobs:
+from defect_studio.app.common.heatmaps import HEATMAP_KEEP_SIDE, expand_heatmap, shrink_heatmap
+from defect_studio.app.common.train_request import TrainRequest
+
 # Scheduling niceness of background work (POSIX): the GUI thread keeps priority.
 TRAIN_NICENESS = 10
 PREDICT_NICENESS = 5
 
 # Exit codes of `defect-studio train` (docs/ARCHITECTURE.md).
 EXIT_FINISHED, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 2, 3
-
-# Downsampled heatmaps are kept for the review queue: the network's map is 1/8 of the
-# image anyway, so 256 px on the long side loses nothing visible and bounds memory.
-HEATMAP_KEEP_SIDE = 256
-
-
-@dataclass
-class TrainRequest:
-    """What the Train button asks for; turned into `defect-studio train` arguments."""
-
-    project_root: Path
-    model: str = "mffpa"
-    preset: str | None = None
-    epochs: int | None = None
-    size: tuple[int, int] | None = None  # (W, H)
-    device: str = "auto"
-    seed: int | None = None
-    run_id: str | None = None
-    config_path: Path | None = None  # extra TrainConfig fields as JSON
-    resume: str | None = None  # go on with this interrupted run (its saved settings)
-
-    def to_args(self) -> list[str]:
-        """Arguments after the interpreter: `-m defect_studio.cli train ... --events`."""
-        args = ["-m", "defect_studio", "train", "--project", str(self.project_root), "--events"]
-        if self.resume:
-            args += ["--resume", self.resume]
-            if self.device:
-                args += ["--device", self.device]
-            return args
-        args += ["--model", self.model]
-        if self.config_path is not None:
-            args += ["--config", str(self.config_path)]
-        if self.preset:
-            args += ["--preset", self.preset]
-        if self.epochs is not None:
-            args += ["--epochs", str(int(self.epochs))]
-        if self.size is not None:
-            args += ["--size", f"{int(self.size[0])}x{int(self.size[1])}"]
-        if self.device:
-            args += ["--device", self.device]
-        if self.seed is not None:
-            args += ["--seed", str(int(self.seed))]
-        if self.run_id:
-            args += ["--run-id", self.run_id]
-        return args
 
 
 class TrainingJob(QObject):
@@ -349,30 +308,6 @@ class PredictionResult:
     heatmap: np.ndarray | None = None  # uint8, long side <= HEATMAP_KEEP_SIDE
     image_shape: tuple[int, int] | None = None  # (H, W) of the image the heatmap belongs to
     error: str | None = None
-
-
-def shrink_heatmap(heatmap: np.ndarray) -> np.ndarray:
-    """float [0,1] HxW -> uint8 with the long side at most HEATMAP_KEEP_SIDE."""
-    import cv2
-
-    h, w = heatmap.shape[:2]
-    scale = HEATMAP_KEEP_SIDE / max(h, w)
-    hm = np.clip(np.nan_to_num(heatmap.astype(np.float32)), 0.0, 1.0)
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        hm = cv2.resize(hm, size, interpolation=cv2.INTER_AREA)
-    return (hm * 255.0 + 0.5).astype(np.uint8)
-
-
-def expand_heatmap(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """uint8 small heatmap -> float32 [0,1] at (H, W)."""
-    import cv2
-
-    h, w = shape
-    hm = small.astype(np.float32) / 255.0
-    if hm.shape[:2] != (h, w):
-        hm = cv2.resize(hm, (w, h), interpolation=cv2.INTER_LINEAR)
-    return hm
 
 
 class PredictionWorker(QThread):

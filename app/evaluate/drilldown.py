@@ -8,10 +8,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from defect_studio.evaluation.operating_point import cell_members
-
-CELL_TITLES = {"tp": "Defects caught (true NG)", "fn": "Missed defects (escapes)",
-               "fp": "False alarms (good parts called NG)", "tn": "Good parts passed (true OK)"}
+from defect_studio.app.evaluate.state import CELL_TITLES, CellRow
 # (row, column) of each cell in the Evaluate page's 2x2 table
 CELL_AT = {(0, 0): "tp", (0, 1): "fn", (1, 0): "fp", (1, 1): "tn"}
 
@@ -51,23 +48,20 @@ class CellImages(QWidget):
         self.table.setRowCount(0)
         self.title.setText("Click a cell of the table to list its images.")
 
-    def show_cell(self, cell: str, ev, threshold: float) -> list[int | None]:
-        """List the images of `cell` of evaluation `ev` at `threshold`; returns their ids."""
-        idx = cell_members(ev.y_true, ev.scores, threshold, cell)
+    def show_cell(self, cell: str, rows: list[CellRow], threshold: float) -> list[int | None]:
+        """List the images of `cell` (EvaluateState.cell_rows) at `threshold`; their ids."""
         self.cell = cell
-        self._ids = [ev.image_ids[i] for i in idx]
-        self.table.setRowCount(len(idx))
-        for row, i in enumerate(idx):
-            cells = (ev.names[i], f"{ev.scores[i]:.4f}",
-                     "defective" if ev.y_true[i] else "ok")
-            for col, text in enumerate(cells):
+        self._ids = [r.image_id for r in rows]
+        self.table.setRowCount(len(rows))
+        for row, r in enumerate(rows):
+            for col, text in enumerate((r.name, f"{r.score:.4f}", r.label)):
                 item = QTableWidgetItem(text)
                 if col == 0:
-                    item.setToolTip(ev.names[i])
+                    item.setToolTip(r.name)
                 self.table.setItem(row, col, item)
-        self.title.setText(f"<b>{CELL_TITLES[cell]}</b>: {len(idx)} image"
-                           f"{'s' if len(idx) != 1 else ''} at threshold {threshold:.4f}"
-                           + (" (double-click to open)" if idx else ""))
+        self.title.setText(f"<b>{CELL_TITLES[cell]}</b>: {len(rows)} image"
+                           f"{'s' if len(rows) != 1 else ''} at threshold {threshold:.4f}"
+                           + (" (double-click to open)" if rows else ""))
         return list(self._ids)
 
     def image_ids(self) -> list[int | None]:

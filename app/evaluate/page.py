@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -16,75 +12,15 @@ from PySide6.QtWidgets import (
     QProgressBar, QPushButton, QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from defect_studio.app.evaluate.drilldown import CELL_AT, CellImages
 from defect_studio.app.common.jobs import FunctionWorker
 from defect_studio.app.common.plot_style import SERIES, plot_colors, style_plot
+from defect_studio.app.evaluate.drilldown import CELL_AT, CellImages
+from defect_studio.app.evaluate.state import (  # noqa: F401 - the page's names
+    EVAL_SPLITS, EVALUATION_FILE, EvaluateState, RunEvaluation, evaluate_and_load,
+    load_evaluation,
+)
 
 SLIDER_STEPS = 1000
-EVAL_SPLITS = ("test", "val", "all")
-EVALUATION_FILE = "evaluation.json"  # the last evaluate_run result without its curves
-
-
-@dataclass
-class RunEvaluation:
-    """What the page shows of one run's evaluation (read from the files evaluate_run writes)."""
-
-    run_id: str
-    split: str
-    y_true: np.ndarray  # 1 = defective
-    scores: np.ndarray
-    pr: dict  # precision, recall (arrays)
-    roc: dict  # fpr, tpr (arrays)
-    threshold: float | None  # the run's threshold.json value
-    threshold_source: str
-    image_ids: list = field(default_factory=list)  # per score (None: not in the project)
-    names: list = field(default_factory=list)  # file names, per score
-    pixel: dict | None = None  # pixel metrics of the last evaluation (evaluation.json)
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _floats(rows: list[dict], key: str) -> np.ndarray:
-    return np.array([float(r[key]) for r in rows if r.get(key, "") != ""], dtype=np.float64)
-
-
-def load_evaluation(run_dir: Path) -> RunEvaluation | None:
-    """The run's scores.csv + pr_curve.csv + roc_curve.csv; None when not evaluated yet."""
-    files = [run_dir / n for n in ("scores.csv", "pr_curve.csv", "roc_curve.csv")]
-    if not all(f.is_file() for f in files):
-        return None
-    from defect_studio.errors import UserError
-
-    try:
-        scores_rows, pr_rows, roc_rows = (_read_csv(f) for f in files)
-        y = np.array([1 if r["label"] == "defective" else 0 for r in scores_rows], dtype=np.int8)
-        s = _floats(scores_rows, "score")
-        pr = {"precision": _floats(pr_rows, "precision"), "recall": _floats(pr_rows, "recall")}
-        roc = {"fpr": _floats(roc_rows, "fpr"), "tpr": _floats(roc_rows, "tpr")}
-    except (KeyError, ValueError, OSError) as e:
-        raise UserError(f"the evaluation files of run {run_dir.name} are damaged ({e}); "
-                        "press Evaluate to write them again") from None
-    splits = {r.get("split", "") for r in scores_rows}
-    split = splits.pop() if len(splits) == 1 else "all"
-    from defect_studio.kinds.segdec.predictor import read_threshold
-
-    thr, source = read_threshold(run_dir)
-    ids = [int(r["image_id"]) if str(r.get("image_id", "")).isdigit() else None
-           for r in scores_rows]
-    names = [Path(str(r.get("path", ""))).name or f"row {n + 1}"
-             for n, r in enumerate(scores_rows)]
-    pixel = None
-    try:
-        saved = json.loads((run_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
-        if isinstance(saved, dict) and isinstance(saved.get("pixel"), dict):
-            pixel = saved["pixel"]
-    except (OSError, ValueError):
-        pass
-    return RunEvaluation(run_dir.name, split or "all", y, s, pr, roc, thr, source, ids, names,
-                         pixel)
 
 
 class EvaluatePage(QWidget):
@@ -96,10 +32,7 @@ class EvaluatePage(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._project = None
-        self._eval: RunEvaluation | None = None
-        self._sweep = None
-        self._metrics: dict | None = None
+        self.state = EvaluateState()
         self._worker: FunctionWorker | None = None
         self._evaluate_when_shown = False
         self._build()
@@ -247,10 +180,18 @@ class EvaluatePage(QWidget):
         t.setFixedSize(width, height)
 
     # -- project and runs ------------------------------------------------------------------
+    @property
+    def _project(self):
+        return self.state.project
+
+    @property
+    def _eval(self) -> RunEvaluation | None:
+        return self.state.evaluation
+
     def set_project(self, project) -> None:
         """List `project`'s finished runs and show the active one; None clears the page.
         Nothing of the previous project stays (a run of the same name is read again)."""
-        self._project = project
+        self.state.project = project
         self.run_combo.blockSignals(True)
         self.run_combo.clear()
         self.run_combo.blockSignals(False)
@@ -264,17 +205,12 @@ class EvaluatePage(QWidget):
         current = self.current_run()
         self.run_combo.blockSignals(True)
         self.run_combo.clear()
-        if self._project is not None:
-            active = self._project.active_run()
-            for r in reversed(self._project.runs()):
-                if r.state == "finished":
-                    self.run_combo.addItem(r.id + ("  (active)" if r.id == active else ""), r.id)
-            want = current or active
-            if self._project.active_run() and current is None:
-                want = active
-            idx = self.run_combo.findData(want)
-            if idx >= 0:
-                self.run_combo.setCurrentIndex(idx)
+        runs = self.state.runs()
+        for run_id, text in runs:
+            self.run_combo.addItem(text, run_id)
+        shown = self.state.run_to_show(current, [r for r, _ in runs])
+        if shown is not None:
+            self.run_combo.setCurrentIndex(self.run_combo.findData(shown))
         self.run_combo.blockSignals(False)
         if self.current_run() != (self._eval.run_id if self._eval else None):
             self._on_run_changed()
@@ -303,7 +239,7 @@ class EvaluatePage(QWidget):
         from defect_studio.errors import UserError
 
         try:
-            ev = load_evaluation(Path(self._project.runs_dir) / run_id)
+            ev = self.state.load(run_id)
         except UserError as e:
             self.summary_label.setText(str(e))
             return
@@ -339,18 +275,8 @@ class EvaluatePage(QWidget):
         def work():
             import torch
 
-            from defect_studio.evaluation import evaluate_run
-            from defect_studio.evaluation.evaluate import without_curves
-            from defect_studio.project.runs import write_json_atomic
-
             torch.set_num_threads(2)
-            result = evaluate_run(root, run_id, split=split)
-            try:  # pixel metrics and counts, shown again when the run is reopened
-                write_json_atomic(root / "runs" / run_id / EVALUATION_FILE,
-                                  without_curves(result))
-            except (OSError, TypeError, ValueError):
-                pass
-            return load_evaluation(root / "runs" / run_id)
+            return evaluate_and_load(root, run_id, split)
 
         w = FunctionWorker(work, self)
         # A result for another project (switched meanwhile) is dropped.
@@ -381,12 +307,7 @@ class EvaluatePage(QWidget):
         self._update_enabled()
 
     def _set_evaluation(self, ev: RunEvaluation | None) -> None:
-        from defect_studio.evaluation.metrics import ThresholdSweep, image_metrics
-
-        self._eval = ev
-        self._sweep = None
-        self._metrics = None
-        if ev is None or ev.scores.size == 0:
+        if not self.state.set_evaluation(ev):
             self.pr_curve.setData([], [])
             self.roc_curve.setData([], [])
             self.pr_marker.setData([], [])
@@ -397,57 +318,29 @@ class EvaluatePage(QWidget):
             self.cell_images.clear()
             self._update_enabled()
             return
-        self._metrics = image_metrics(ev.y_true, ev.scores)
-        self._sweep = ThresholdSweep(ev.y_true, ev.scores)
         self.pr_curve.setData(ev.pr["recall"], ev.pr["precision"])
         self.roc_curve.setData(ev.roc["fpr"], ev.roc["tpr"])
-        m = self._metrics
         self._render_summary()
-        start = ev.threshold
-        if start is None:
-            start = m["best_f1"]["threshold"] if m["best_f1"]["threshold"] is not None else 0.5
-        self.set_threshold(float(start))
+        self.set_threshold(self.state.threshold)
         self._update_enabled()
         self.evaluation_loaded.emit(ev.run_id)
 
     def _render_summary(self) -> None:
         """One clear AP in the header; both AP variants and the counts on hover."""
-        ev, m = self._eval, self._metrics
-        if ev is None or m is None:
+        if self.state.metrics is None:
             return
-
-        def f(v):
-            return "n/a" if v is None else f"{v:.3f}"
-
-        text = (f"<b>AP {f(m['ap_sklearn'])}</b> \u00b7 ROC AUC {f(m['auc'])} \u00b7 "
-                f"run {ev.run_id}, {ev.split} split: {m['n']} images, {m['n_pos']} defective")
-        if ev.threshold is not None:
-            text += f" \u00b7 threshold {ev.threshold:.4f} ({ev.threshold_source})"
-        if m.get("note"):
-            text += f" \u00b7 note: {m['note']}"
+        text, tip = self.state.summary()
         self.summary_label.setText(text)
-        self.summary_label.setToolTip(
-            f"AP = average precision (scikit-learn): {f(m['ap_sklearn'])}\n"
-            f"AP as the trapezoidal area under the PR curve: {f(m['ap_trapz'])}\n"
-            f"ROC AUC: {f(m['auc'])}\n"
-            f"Images: {m['n']} ({m['n_pos']} defective, {m['n'] - m['n_pos']} OK)")
-        px = ev.pixel or {}
-        if px.get("pixel_auroc") is not None:
-            self.pixel_label.setText(
-                f"Pixel level ({px.get('n_images', '?')} images with masks or OK): "
-                f"AUROC {f(px.get('pixel_auroc'))} \u00b7 AP {f(px.get('pixel_ap'))}"
-                + (" (sampled pixels)" if px.get("subsampled") else ""))
-        elif px:
-            self.pixel_label.setText(f"Pixel level: {px.get('note', 'not available')}.")
-        else:
-            self.pixel_label.setText("")
+        self.summary_label.setToolTip(tip)
+        self.pixel_label.setText(self.state.pixel_text())
 
     def show_cell(self, row: int, col: int) -> list:
         """List the images of a confusion cell (row/col of the 2x2 table); their ids."""
         cell = CELL_AT.get((row, col))
-        if cell is None or self._eval is None or self._sweep is None:
+        if cell is None or not self.state.ready():
             return []
-        return self.cell_images.show_cell(cell, self._eval, self.threshold())
+        t = self.threshold()
+        return self.cell_images.show_cell(cell, self.state.cell_rows(cell, t), t)
 
     def threshold_for_escape_rate(self, percent: float | None = None) -> float | None:
         """Move the threshold to the highest one that misses at most `percent` % of the
@@ -455,18 +348,16 @@ class EvaluatePage(QWidget):
         if self._eval is None:
             return None
         from defect_studio.errors import UserError
-        from defect_studio.evaluation.operating_point import threshold_for_escape_rate
 
         if percent is not None:
             self.escape_spin.setValue(float(percent))
         try:
-            op = threshold_for_escape_rate(self._eval.y_true, self._eval.scores,
-                                           self.escape_spin.value() / 100.0)
+            t = self.state.threshold_for_escape_rate(self.escape_spin.value() / 100.0)
         except UserError as e:
             QMessageBox.information(self, "Escape rate", str(e))
             return None
-        self.set_threshold(op["threshold"])
-        return op["threshold"]
+        self.set_threshold(t)
+        return t
 
     def _export_report(self) -> None:
         from defect_studio.app.evaluate.report_dialog import export_report_dialog
@@ -479,67 +370,53 @@ class EvaluatePage(QWidget):
 
     def set_threshold(self, t: float) -> None:
         """Move slider, spin box and markers to t and update the confusion numbers."""
-        t = float(min(1.0, max(0.0, t)))
+        t = self.state.set_threshold(t)
         for w, v in ((self.slider, round(t * SLIDER_STEPS)), (self.spin, t)):
             w.blockSignals(True)
             w.setValue(v)
             w.blockSignals(False)
-        counts = self._sweep.at(t) if self._sweep is not None else None
-        self._show_counts(counts)
-        if self.cell_images.cell is not None and self._eval is not None:
-            self.cell_images.show_cell(self.cell_images.cell, self._eval, t)
+        self._show_counts(self.state.counts())
+        if self.cell_images.cell is not None and self.state.ready():
+            cell = self.cell_images.cell
+            self.cell_images.show_cell(cell, self.state.cell_rows(cell), t)
 
     def counts(self) -> dict | None:
         """Confusion dict at the current threshold (tp, fp, tn, fn, precision, recall, f1...)."""
-        return self._sweep.at(self.threshold()) if self._sweep is not None else None
+        return self.state.counts(self.threshold())
 
     def _show_counts(self, c: dict | None) -> None:
         cells = (("tp", 0, 0), ("fn", 0, 1), ("fp", 1, 0), ("tn", 1, 1))
         for key, r, col in cells:
             self.confusion.setItem(r, col, QTableWidgetItem("" if c is None else str(c[key])))
+        self.rates_label.setText(self.state.rates_text(c))
         if c is None:
-            self.rates_label.setText("")
             self.pr_marker.setData([], [])
             self.roc_marker.setData([], [])
             return
-        called = c["tp"] + c["fp"]
-        n_pos = c["tp"] + c["fn"]
-        # Above the top score nothing is called NG: precision is undefined, not 0
-        # (the PR marker sits at the curve's end, precision 1).
-        prec = f"{c['precision']:.3f}" if called else "\u2014 (no part called NG)"
-        escape = f"{c['fn'] / n_pos * 100:.1f} % ({c['fn']} of {n_pos})" if n_pos else "\u2014"
-        self.rates_label.setText(
-            f"Precision {prec}\nRecall {c['recall']:.3f}\nF1 {c['f1']:.3f}\n"
-            f"Accuracy {c['accuracy']:.3f}\nEscape rate {escape}")
-        neg = c["fp"] + c["tn"]
-        fpr = c["fp"] / neg if neg else 0.0
-        # With no NG call precision is undefined; the marker sits at the curve's end (0, 1).
-        prec = c["precision"] if (c["tp"] + c["fp"]) else 1.0
-        self.pr_marker.setData([c["recall"]], [prec])
-        self.roc_marker.setData([fpr], [c["recall"]])
+        (recall, prec), (fpr, tpr) = self.state.markers(c)
+        self.pr_marker.setData([recall], [prec])
+        self.roc_marker.setData([fpr], [tpr])
 
     def _to_best_f1(self) -> None:
-        if self._metrics and self._metrics["best_f1"]["threshold"] is not None:
-            self.set_threshold(self._metrics["best_f1"]["threshold"])
+        t = self.state.best_f1_threshold()
+        if t is not None:
+            self.set_threshold(t)
 
     def save_threshold(self) -> None:
         """Write threshold.json of the run: {"threshold": t, "source": "user"}."""
         run_id = self.current_run()
         if self._project is None or run_id is None:
             return
-        from defect_studio.project.runs import write_json_atomic
-
         t = self.threshold()
         if not math.isfinite(t):
             return
-        path = Path(self._project.runs_dir) / run_id / "threshold.json"
         try:
-            write_json_atomic(path, {"threshold": t, "source": "user"})
+            self.state.save_threshold(run_id, t)
         except OSError as e:
-            QMessageBox.critical(self, "Threshold not saved", f"Could not write {path}: {e}")
+            QMessageBox.critical(self, "Threshold not saved",
+                                 f"Could not write {self.state.threshold_path(run_id)}: {e}")
             return
         if self._eval is not None and self._eval.run_id == run_id:
-            self._eval.threshold, self._eval.threshold_source = t, "user"
             self._render_summary()
         self.threshold_saved.emit(run_id, t)
 
@@ -548,7 +425,7 @@ class EvaluatePage(QWidget):
         busy = self.is_busy()
         self.evaluate_button.setEnabled(has_run and not busy)
         self.run_combo.setEnabled(not busy)
-        ready = self._sweep is not None
+        ready = self.state.ready()
         for w in (self.slider, self.spin, self.save_button, self.best_button,
                   self.escape_button, self.escape_spin, self.report_button):
             w.setEnabled(ready)

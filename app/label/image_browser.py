@@ -14,23 +14,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from defect_studio.app.shell.theme import colors
 from defect_studio.app.common.thumbnails import THUMB_SIZE, ThumbnailWorker
-
-FILTERS = {
-    "all": "All images",
-    "unlabeled": "Unlabeled",
-    "ok": "OK",
-    "defective": "Defective (NG)",
-    "masked": "With mask",
-    "pred_ng": "Predicted NG",
-    "disagree": "Prediction disagrees",
-}
-SORTS = {"name": "Sort by name", "score": "Sort by score (high first)",
-         "id": "Sort by import order"}
-SPLIT_FILTERS = {"all": "All splits", "train": "Train split", "val": "Validation split",
-                 "test": "Test split", "none": "No split"}
-SPLIT_BADGES = {"train": "tr", "val": "va", "test": "te"}
+from defect_studio.app.label.state import (  # noqa: F401 - FILTERS...: the browser's names
+    FILTERS, SORTS, SPLIT_BADGES, SPLIT_FILTERS, LabelState,
+)
+from defect_studio.app.shell.theme import colors
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
 ScoreRole = Qt.ItemDataRole.UserRole + 2
@@ -39,24 +27,18 @@ ImageIdRole = Qt.ItemDataRole.UserRole + 4
 
 
 class ImageListModel(QAbstractListModel):
-    """Rows = the images that pass the filter, in the chosen order.
+    """Shows a LabelState: rows = the images that pass its filters, in its order.
 
     Records come from Project.images(); predictions from Project.predictions(run).
     Thumbnails are requested from the worker when a row is first painted.
     """
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, state: LabelState | None = None) -> None:
         super().__init__(parent)
-        self._records: dict[int, object] = {}
-        self._preds: dict[int, tuple[float, bool]] = {}
+        self.state = state if state is not None else LabelState()
         self._errors: dict[int, str] = {}
         self._rows: list[int] = []
         self._row_of: dict[int, int] = {}
-        self._filter = "all"
-        self._split_filter = "all"
-        self._search = ""
-        self._only_ids: set[int] | None = None  # e.g. images with a box of one type
-        self._sort = "name"
         self._thumbs: dict[int, QPixmap] = {}
         self._paths: dict[int, tuple[str, str]] = {}
         self._worker: ThumbnailWorker | None = None
@@ -66,16 +48,15 @@ class ImageListModel(QAbstractListModel):
                    predictions: dict[int, tuple[float, bool]] | None = None) -> None:
         """Replace all records; paths maps id -> (absolute file path, cache key)."""
         self.beginResetModel()
-        self._records = {r.id: r for r in records}
+        self.state.set_images(records, predictions)
         self._paths = dict(paths or {})
-        self._preds = dict(predictions or {})
         self._errors = {}
         self._thumbs = {}
         self._rebuild_rows()
         self.endResetModel()
 
     def set_predictions(self, predictions: dict[int, tuple[float, bool]]) -> None:
-        self._preds = dict(predictions)
+        self.state.predictions = dict(predictions)
         self.refilter()
 
     def set_thumbnail_worker(self, worker: ThumbnailWorker | None) -> None:
@@ -90,7 +71,7 @@ class ImageListModel(QAbstractListModel):
     def update_record(self, rec) -> None:
         """A record changed (label, mask): repaint its row. It stays in view until the
         next refilter, so labelling inside a filter does not make rows jump away."""
-        self._records[rec.id] = rec
+        self.state.update_record(rec)
         row = self._row_of.get(rec.id)
         if row is not None:
             idx = self.index(row)
@@ -105,27 +86,21 @@ class ImageListModel(QAbstractListModel):
             self.dataChanged.emit(idx, idx)
 
     def set_filter(self, name: str) -> None:
-        if name not in FILTERS:
-            raise ValueError(f"unknown filter {name!r}; one of {', '.join(FILTERS)}")
-        self._filter = name
+        self.state.set_filter(name)
         self.refilter()
 
     def set_split_filter(self, name: str) -> None:
         """Show only one split ("train", "val", "test", "none" = no split, "all")."""
-        if name not in SPLIT_FILTERS:
-            raise ValueError(f"unknown split filter {name!r}; one of {', '.join(SPLIT_FILTERS)}")
-        self._split_filter = name
+        self.state.set_split_filter(name)
         self.refilter()
 
     def set_search(self, text: str) -> None:
         """Show only images whose file name contains `text` (any case)."""
-        self._search = text.strip().lower()
+        self.state.set_search(text)
         self.refilter()
 
     def set_sort(self, name: str) -> None:
-        if name not in SORTS:
-            raise ValueError(f"unknown sort {name!r}; one of {', '.join(SORTS)}")
-        self._sort = name
+        self.state.set_sort(name)
         self.refilter()
 
     def refilter(self) -> None:
@@ -135,53 +110,21 @@ class ImageListModel(QAbstractListModel):
 
     def set_only_ids(self, ids: set[int] | None) -> None:
         """Show only these images on top of the filter (None: no such limit)."""
-        self._only_ids = None if ids is None else set(ids)
+        self.state.set_only_ids(ids)
         self.refilter()
 
-    def _passes(self, rec) -> bool:
-        if self._only_ids is not None and rec.id not in self._only_ids:
-            return False
-        sf = self._split_filter
-        if sf != "all" and (rec.split or "none") != sf:
-            return False
-        if self._search and self._search not in rec.name.lower():
-            return False
-        f = self._filter
-        if f == "all":
-            return True
-        if f in ("unlabeled", "ok", "defective"):
-            return rec.label == f
-        if f == "masked":
-            return bool(rec.has_mask)
-        pred = self._preds.get(rec.id)
-        if f == "pred_ng":
-            return pred is not None and bool(pred[1])
-        if f == "disagree":
-            return (pred is not None and rec.label != "unlabeled"
-                    and bool(pred[1]) != (rec.label == "defective"))
-        return True
-
     def _rebuild_rows(self) -> None:
-        recs = [r for r in self._records.values() if self._passes(r)]
-        if self._sort == "name":
-            recs.sort(key=lambda r: (r.name.lower(), r.id))
-        elif self._sort == "score":
-            # Highest score first; images without a prediction go last, by name.
-            recs.sort(key=lambda r: (r.id not in self._preds,
-                                     -self._preds.get(r.id, (0.0, False))[0], r.name.lower()))
-        else:
-            recs.sort(key=lambda r: r.id)
-        self._rows = [r.id for r in recs]
+        self._rows = self.state.ordered_ids()
         self._row_of = {i: n for n, i in enumerate(self._rows)}
 
     # ---- data out
     @property
     def filter_name(self) -> str:
-        return self._filter
+        return self.state.filter
 
     @property
     def sort_name(self) -> str:
-        return self._sort
+        return self.state.sort
 
     def image_ids(self) -> list[int]:
         """The ids in view order."""
@@ -191,26 +134,20 @@ class ImageListModel(QAbstractListModel):
         return self._row_of.get(image_id)
 
     def record(self, image_id: int):
-        return self._records.get(image_id)
+        return self.state.records.get(image_id)
 
     def records(self) -> list:
-        return list(self._records.values())
+        return list(self.state.records.values())
 
     def prediction(self, image_id: int) -> tuple[float, bool] | None:
-        return self._preds.get(image_id)
+        return self.state.predictions.get(image_id)
 
     def error(self, image_id: int) -> str | None:
         return self._errors.get(image_id)
 
     def counts(self) -> dict[str, int]:
         """Counts over all images (not just the filtered ones)."""
-        c = {"images": len(self._records), "ok": 0, "defective": 0, "unlabeled": 0, "masked": 0,
-             "train": 0, "val": 0, "test": 0, "no_split": 0}
-        for r in self._records.values():
-            c[r.label] = c.get(r.label, 0) + 1
-            c["masked"] += bool(r.has_mask)
-            c[r.split if r.split in SPLIT_BADGES else "no_split"] += 1
-        return c
+        return self.state.counts()
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008 - Qt signature
         return 0 if parent.isValid() else len(self._rows)
@@ -219,7 +156,7 @@ class ImageListModel(QAbstractListModel):
         if not index.isValid() or index.row() >= len(self._rows):
             return None
         image_id = self._rows[index.row()]
-        rec = self._records[image_id]
+        rec = self.state.records[image_id]
         if role == Qt.ItemDataRole.DisplayRole:
             return rec.name
         if role == Qt.ItemDataRole.DecorationRole:
@@ -231,7 +168,7 @@ class ImageListModel(QAbstractListModel):
         if role == ImageIdRole:
             return image_id
         if role == ScoreRole:
-            p = self._preds.get(image_id)
+            p = self.state.predictions.get(image_id)
             return None if p is None else p[0]
         if role == ErrorRole:
             return self._errors.get(image_id)
@@ -242,7 +179,7 @@ class ImageListModel(QAbstractListModel):
                  f"split: {rec.split or 'none'}" + (" (pinned)" if rec.split_pinned else "")]
         if rec.has_mask:
             lines.append("mask" + (" (rough)" if rec.mask_rough else ""))
-        p = self._preds.get(rec.id)
+        p = self.state.predictions.get(rec.id)
         if p is not None:
             lines.append(f"score {p[0]:.3f} -> {'NG' if p[1] else 'OK'}")
         if rec.id in self._errors:
@@ -548,18 +485,9 @@ class ImageBrowser(QWidget):
 
     def step(self, delta: int, *, unlabeled_only: bool = False) -> bool:
         """Select the next (+1) / previous (-1) image in view order; False at the end."""
-        ids = self.model.image_ids()
-        if not ids:
-            return False
-        row = self.model.row_of(self._current)
-        start = -1 if row is None and delta > 0 else (len(ids) if row is None else row)
-        i = start + delta
-        while 0 <= i < len(ids):
-            rec = self.model.record(ids[i])
-            if not unlabeled_only or rec.label == "unlabeled":
-                return self.select_image(ids[i])
-            i += delta
-        return False
+        target = self.model.state.step(self.model.image_ids(), self._current, delta,
+                                       unlabeled_only=unlabeled_only)
+        return target is not None and self.select_image(target)
 
     def _on_current(self, current: QModelIndex, _prev: QModelIndex) -> None:
         image_id = current.data(ImageIdRole) if current.isValid() else -1
@@ -579,12 +507,4 @@ class ImageBrowser(QWidget):
                 self.view.viewport().update()
 
     def update_counts(self) -> None:
-        c = self.model.counts()
-        shown = self.model.rowCount()
-        done = ("\nAll images are labelled \u2713 \u2014 train a model on the Train page."
-                if c["images"] and not c["unlabeled"] else "")
-        self.counts_label.setText(
-            f"{c['images']} images, {shown} shown\n{c['ok']} OK · {c['defective']} NG · "
-            f"{c['unlabeled']} unlabeled · {c['masked']} masked\n"
-            f"train {c['train']} · val {c['val']} · test {c['test']}"
-            + (f" · no split {c['no_split']}" if c["no_split"] else "") + done)
+        self.counts_label.setText(self.model.state.counts_text(self.model.rowCount()))

@@ -18,6 +18,7 @@ from defect_studio.app.label.canvas import MAX_BRUSH, MIN_BRUSH, MaskCanvas
 from defect_studio.app.common.icons import icon
 from defect_studio.app.label.image_browser import ImageBrowser
 from defect_studio.app.common.label_history import LabelHistory
+from defect_studio.app.label.state import LabelState
 from defect_studio.app.shell.theme import colors
 from defect_studio.errors import UserError
 
@@ -42,6 +43,7 @@ class LabelPage(QWidget):
         self._active = True
         self.history = LabelHistory()  # label changes made here, for Ctrl+Z
         self.browser = ImageBrowser()
+        self.state: LabelState = self.browser.model.state  # records, filters, decisions
         self.canvas = MaskCanvas()
         self.info = QLabel()
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -76,10 +78,12 @@ class LabelPage(QWidget):
 
     def _build_actions(self) -> None:
         c = colors()
-        self._action("label_ok", lambda: self.set_label("ok"), "ok", "OK", color=c.ok.name())
-        self._action("label_defective", lambda: self.set_label("defective"), "defective", "NG",
-                     color=c.defective.name())
-        self._action("label_clear", lambda: self.set_label("unlabeled"), "clear_label", "Clear")
+        self._action("label_ok", lambda: self.press_label_key("label_ok"), "ok", "OK",
+                     color=c.ok.name())
+        self._action("label_defective", lambda: self.press_label_key("label_defective"),
+                     "defective", "NG", color=c.defective.name())
+        self._action("label_clear", lambda: self.press_label_key("label_clear"), "clear_label",
+                     "Clear")
         self._action("next_image", lambda: self.browser.step(+1), "next")
         self._action("prev_image", lambda: self.browser.step(-1), "prev")
         group = QActionGroup(self)
@@ -243,6 +247,10 @@ class LabelPage(QWidget):
         return self._image_id
 
     # ------------------------------------------------------------------ labelling
+    def press_label_key(self, action_id: str) -> None:
+        """A labelling key: the label it writes (LabelState.label_of_key)."""
+        self.set_label(self.state.label_of_key(action_id))
+
     def set_label(self, label: str) -> None:
         """Label the current image and, if chosen, move to the next unlabeled one."""
         if self.project is None or self._image_id < 0:
@@ -256,14 +264,14 @@ class LabelPage(QWidget):
         if old is not None:
             self.history.record(rec.id, rec.name, (old.label, old.label_source),
                                 (rec.label, rec.label_source))
-        if rec.split is None and label != "unlabeled":
+        if self.state.needs_split(rec, label):
             rec = self._give_split(rec)
         self._on_undo_state(self.canvas.undo_stack.can_undo(), self.canvas.undo_stack.can_redo())
         self.browser.update_record(rec)
         self._show_info(rec)
         self.labels_changed.emit()
         self.status_message.emit(f"{rec.name}: {label}")
-        if label != "unlabeled" and self.auto_next.isChecked():
+        if self.state.goes_next(label, self.auto_next.isChecked()):
             self._go_next_unlabeled()
 
     def _give_split(self, rec):
@@ -302,17 +310,11 @@ class LabelPage(QWidget):
 
     def _go_next_unlabeled(self) -> None:
         b = self.browser
-        if b.step(+1, unlabeled_only=True):
-            return
-        # Nothing unlabeled ahead: wrap to the first unlabeled one, else just go on.
-        for image_id in b.model.image_ids():
-            if b.model.record(image_id).label == "unlabeled":
-                b.select_image(image_id)
-                return
-        if not b.model.counts()["unlabeled"]:
-            self.status_message.emit("All images are labelled \u2014 train a model on the "
-                                     "Train page (Ctrl+2).")
-        b.step(+1)
+        target, note = self.state.next_unlabeled(b.model.image_ids(), b.current_id())
+        if note:
+            self.status_message.emit(note)
+        if target is not None:
+            b.select_image(target)
 
     def _on_current_changed(self, image_id: int) -> None:
         self.canvas.finish_edit()  # a stroke in progress belongs to the old image
@@ -347,14 +349,16 @@ class LabelPage(QWidget):
         mask = self.canvas.mask()
         if mask is None:
             return
+        action = self.state.mask_action(bool(mask.any()),
+                                        None if self._initial is None else self._initial[2])
         try:
-            if not mask.any() and self._initial is not None and not self._initial[2]:
+            if action == "restore":
                 # Back to no mask on an image that had none: undo the whole thing,
                 # label included, instead of leaving an empty "clean" mask behind.
                 self.project.delete_mask(self._image_id)
                 label, source, _ = self._initial
                 rec = self.project.set_label(self._image_id, label, source)
-            elif not mask.any():
+            elif action == "delete":
                 # Clearing a mask deletes it (the label stays): no "M" with 0 pixels.
                 rec = self.project.delete_mask(self._image_id)
             else:
@@ -367,12 +371,7 @@ class LabelPage(QWidget):
         self.labels_changed.emit()
 
     def _show_info(self, rec) -> None:
-        pred = self.browser.model.prediction(rec.id)
-        ptxt = "" if pred is None else f"  |  score {pred[0]:.3f} ({'NG' if pred[1] else 'OK'})"
-        mask = "  |  mask" + (" (rough)" if rec.mask_rough else "") if rec.has_mask else ""
-        self.info.setText(
-            f"<b>{rec.name}</b>  {rec.width}x{rec.height}  |  label: <b>{rec.label}</b> "
-            f"({rec.label_source})  |  split: {rec.split or '-'}{mask}{ptxt}")
+        self.info.setText(self.state.info_text(rec))
 
     # ------------------------------------------------------------------ tool state
     def _on_undo_state(self, can_undo: bool, can_redo: bool) -> None:

@@ -24,11 +24,12 @@ from defect_studio.project.boxes import PALETTE, Box
 
 
 def is_detector_run(run_dir: Path | None) -> bool:
+    """The run's predictions carry typed boxes (its kind says so in the registry)."""
     if run_dir is None or not (run_dir / "config.json").is_file():
         return False
     from defect_studio.kinds import kind_of_run
 
-    return kind_of_run(run_dir).name == "detector"
+    return kind_of_run(run_dir).outputs_boxes
 
 
 def draw_boxes(image: np.ndarray, boxes: list, colors: dict[str, str]) -> np.ndarray:

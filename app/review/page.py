@@ -3,7 +3,6 @@ accept or correct each decision with one key, export the results."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal, Slot
@@ -20,18 +19,12 @@ from defect_studio.app.review.boxes import ReviewBoxes
 from defect_studio.app.common.jobs import (
     FunctionWorker, PredictionItem, PredictionResult, PredictionWorker, expand_heatmap,
 )
-from defect_studio.app.review.queue import ReviewItem, ReviewQueueModel
-from defect_studio.app.shell.shortcuts import key_sequences, shortcut
-from defect_studio.io.images import IMAGE_EXTENSIONS  # the one list of image types
-from defect_studio.inference.overlay import COLORMAPS
-
-SOURCES = (
-    ("Unlabeled images", "unlabeled"),
-    ("Test split", "test"),
-    ("All images", "all"),
-    ("Folder of new parts\u2026", "folder"),
+from defect_studio.app.review.queue import ReviewQueueModel
+from defect_studio.app.review.state import (
+    SOURCES, ReviewItem, ReviewState, decide, write_review_export,
 )
-IMAGE_SUFFIXES = set(IMAGE_EXTENSIONS)
+from defect_studio.app.shell.shortcuts import key_sequences, shortcut
+from defect_studio.inference.overlay import COLORMAPS
 # Review keys come from the shortcut table, so F1 lists the keys that work here.
 KEY_ACCEPT, KEY_OK, KEY_DEFECTIVE, KEY_HEATMAP = (
     shortcut(a).keys[0]
@@ -51,8 +44,7 @@ class ReviewPage(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._project = None
-        self._run_id: str | None = None
+        self.state = ReviewState()
         self.worker: PredictionWorker | None = None
         self._heatmap_worker: PredictionWorker | None = None
         self._heatmap_wanted: ReviewItem | None = None
@@ -90,7 +82,7 @@ class ReviewPage(QWidget):
         top.addWidget(self.cancel_button)
         top.addWidget(self.progress_bar, 1)
 
-        self.model = ReviewQueueModel(self)
+        self.model = ReviewQueueModel(self, self.state.queue)
         self.queue_view = QTableView()
         self.queue_view.setModel(self.model)
         self.queue_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -114,10 +106,10 @@ class ReviewPage(QWidget):
         self.accept_button.clicked.connect(self.accept_current)
         self.ok_button = QPushButton(f"OK ({KEY_OK})")
         self.ok_button.setToolTip("Correct to OK")
-        self.ok_button.clicked.connect(lambda: self.label_current("ok"))
+        self.ok_button.clicked.connect(lambda: self.decide_current("review_ok"))
         self.ng_button = QPushButton(f"Defective ({KEY_DEFECTIVE})")
         self.ng_button.setToolTip("Correct to defective")
-        self.ng_button.clicked.connect(lambda: self.label_current("defective"))
+        self.ng_button.clicked.connect(lambda: self.decide_current("review_defective"))
         self.mask_button = QPushButton("Paint mask\u2026")
         self.mask_button.setToolTip("Open this image on the Label page to paint its defect mask")
         self.mask_button.clicked.connect(self._request_mask)
@@ -186,8 +178,8 @@ class ReviewPage(QWidget):
 
         ctx = Qt.ShortcutContext.WidgetWithChildrenShortcut
         for action, slot in (("review_accept", self.accept_current),
-                             ("review_ok", lambda: self.label_current("ok")),
-                             ("review_defective", lambda: self.label_current("defective")),
+                             ("review_ok", lambda: self.decide_current("review_ok")),
+                             ("review_defective", lambda: self.decide_current("review_defective")),
                              ("review_heatmap", self.heatmap_check.toggle),
                              ("review_undo", self.undo_label)):
             for seq in key_sequences(action):
@@ -196,17 +188,24 @@ class ReviewPage(QWidget):
                 sc.activated.connect(slot)
 
     # -- project and run -------------------------------------------------------------------
+    @property
+    def _project(self):
+        return self.state.project
+
+    @property
+    def _run_id(self) -> str | None:
+        return self.state.run_id
+
     def set_project(self, project) -> None:
         """Show the stored predictions of `project`'s active run; None clears the page."""
         self._retire_workers()
-        self._project = project
+        self.state.set_project(project)
         self.history.clear()
         self.status_label.setText("")
         self.detail_label.setText("")
         self.model.clear()
         self.view.clear()
         self.viewer.clear()
-        self._run_id = project.active_run() if project is not None else None
         self.viewer.set_runs(project, self._run_id)
         self._load_stored()
         self._update_enabled()
@@ -219,7 +218,7 @@ class ReviewPage(QWidget):
         self.viewer.set_runs(self._project, run_id)
         if run_id != self._run_id:
             self._retire_workers()
-            self._run_id = run_id
+            self.state.run_id = run_id
             self.model.clear()
             self.view.clear()
             self._load_stored()
@@ -229,12 +228,8 @@ class ReviewPage(QWidget):
 
     def _reload_labels(self) -> None:
         """Labels may have changed on the Label page: show the stored ones."""
-        recs = {r.id: r for r in self._project.images()}
-        for row, it in enumerate(self.model.items()):
-            rec = recs.get(it.image_id) if it.image_id is not None else None
-            if rec is not None and (rec.label, rec.label_source) != (it.label, it.label_source):
-                it.label, it.label_source = rec.label, rec.label_source
-                self.model.item_changed(row)
+        for row in self.state.reload_labels():
+            self.model.item_changed(row)
 
     def _retire_workers(self) -> None:
         """Stop and disconnect running scoring workers: their results belong to the old
@@ -271,26 +266,14 @@ class ReviewPage(QWidget):
         return self._run_id
 
     def _run_dir(self) -> Path | None:
-        if self._project is None or not self._run_id:
-            return None
-        return Path(self._project.runs_dir) / self._run_id
+        return self.state.run_dir()
 
     def _load_stored(self) -> None:
         self.run_label.setText(f"Run: {self._run_id or 'none (train one first)'}")
         if self._project is None or not self._run_id:
             return
-        stored = self._project.predictions(self._run_id)
-        recs = {r.id: r for r in self._project.images()}
-        # An image deleted since the prediction is left out.
-        items = [self._item_for(recs[i], score=score, is_ng=is_ng)
-                 for i, (score, is_ng) in stored.items() if i in recs]
-        self.model.set_items(items)
+        self.model.set_items(self.state.stored_items())
         self._after_queue_change(select_first=True)
-
-    def _item_for(self, rec, *, score: float = float("nan"), is_ng: bool = False) -> ReviewItem:
-        return ReviewItem(path=str(self._project.image_path(rec)), name=rec.name, image_id=rec.id,
-                          score=float(score), is_ng=bool(is_ng), label=rec.label,
-                          label_source=rec.label_source)
 
     # -- prediction ------------------------------------------------------------------------
     def _on_predict_clicked(self) -> None:
@@ -309,14 +292,7 @@ class ReviewPage(QWidget):
         """Score the project's "unlabeled" / "test" / "all" images; False if nothing to do."""
         if self._project is None:
             return False
-        if source == "unlabeled":
-            recs = self._project.images(label="unlabeled")
-        elif source == "test":
-            recs = self._project.images(split="test")
-        elif source == "all":
-            recs = self._project.images()
-        else:
-            raise ValueError(f"unknown review source {source!r}")
+        recs = self.state.images_of(source)
         items = [PredictionItem(str(self._project.image_path(r)), r.id, r.name) for r in recs]
         if not items:
             self.status_label.setText(
@@ -338,8 +314,7 @@ class ReviewPage(QWidget):
     def predict_folder(self, folder: str | Path) -> bool:
         """Score the image files of a folder (new parts, not yet in the project)."""
         folder = Path(folder)
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                       and p.is_file())
+        files = self.state.folder_images(folder)
         if not files:
             QMessageBox.warning(self, "No images", f"No image files found in {folder}.")
             return False
@@ -437,15 +412,10 @@ class ReviewPage(QWidget):
 
     def _store_predictions(self, rows: list[tuple[int, float, bool]]) -> None:
         """Add rows to the run's stored predictions (save_predictions replaces them all)."""
-        if self._project is None or not self._run_id:
-            return
         from defect_studio.errors import UserError
 
         try:
-            merged = self._project.predictions(self._run_id)
-            merged.update({i: (score, ng) for i, score, ng in rows})
-            self._project.save_predictions(
-                self._run_id, [(i, score, ng) for i, (score, ng) in merged.items()])
+            self.state.store_predictions(rows)
         except (UserError, OSError) as e:  # the results stay on screen and exportable
             QMessageBox.warning(self, "Predictions not saved", str(e))
 
@@ -465,12 +435,10 @@ class ReviewPage(QWidget):
             self.queue_view.scrollTo(idx)
 
     def _after_queue_change(self, *, select_first: bool = False, keep: ReviewItem | None = None) -> None:
-        items = self.model.items()
-        n_ng = sum(1 for it in items if it.is_ng and not it.error)
-        self.counts_label.setText(f"{len(items)} parts, {n_ng} NG")
+        self.counts_label.setText(self.state.queue.counts_text())
         if keep is not None and self.model.row_of(keep) >= 0:
             self.select_row(self.model.row_of(keep))
-        elif select_first and items:
+        elif select_first and self.model.rowCount():
             self.select_row(0)
         self._update_enabled()
 
@@ -555,60 +523,45 @@ class ReviewPage(QWidget):
     @Slot()
     def accept_current(self) -> None:
         """A: the model's decision becomes the label (source "prediction")."""
+        self.decide_current("review_accept")
+
+    def label_current(self, label: str) -> None:
+        """O / D: the user's correction (source "user")."""
+        self.decide_current({"ok": "review_ok", "defective": "review_defective"}[label])
+
+    def decide_current(self, key: str) -> None:
+        """What a decision key ("review_accept", "review_ok", "review_defective") does with
+        the current part (ReviewState's `decide`); this page asks and shows."""
         it = self.current_item()
-        if it is None or it.error:
+        d = decide(it, key)
+        if d.action == "none":
             return
-        decision = "defective" if it.is_ng else "ok"
-        if it.label == decision:
+        if d.action == "keep":
             # Already labelled so (by a person or an import): keep that label and its source.
-            self.status_label.setText(f"{it.name}: already labelled {decision}.")
+            self.status_label.setText(f"{it.name}: already labelled {d.label}.")
             self._advance(self.model.row_of(it))
             return
-        if it.label != "unlabeled" and it.label_source != "prediction":
-            who = {"user": "by a person", "import": "on import"}.get(it.label_source,
-                                                                    it.label_source)
+        if d.action == "ask":
             answer = QMessageBox.question(
-                self, "Replace the label?",
-                f"{it.name} was labelled {it.label} {who}; the model says {decision}.\n\n"
-                f"Replace the label with the model's decision?",
+                self, "Replace the label?", d.question,
                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                 QMessageBox.StandardButton.No)
             if answer != QMessageBox.StandardButton.Yes:
                 self.status_label.setText(f"{it.name}: label kept ({it.label}).")
                 return
-        self._write_label(it, decision, "prediction")
-
-    def label_current(self, label: str) -> None:
-        """O / D: the user's correction (source "user")."""
-        it = self.current_item()
-        if it is None or it.error:
-            return
-        self._write_label(it, label, "user")
+        self._write_label(it, d.label, d.source)
 
     def _write_label(self, it: ReviewItem, label: str, source: str) -> None:
         if self._project is None:
             return
         from defect_studio.errors import UserError
 
-        before = (it.label, it.label_source)
         try:
-            if it.image_id is None:
-                # A new part becomes training data: copy it into the project with its
-                # label, and give it a split so that Retrain uses it.
-                rec = self._project.add_image(it.path, copy=True, label=label, source=source)
-                it.image_id = rec.id
-                before = ("unlabeled", "import")
-                if rec.split is None:
-                    self._project.assign_splits(only_unassigned=True)
-                    rec = self._project.image(rec.id)
-                self._store_predictions([(rec.id, it.score, it.is_ng)])
-            else:
-                rec = self._project.set_label(it.image_id, label, source=source)
+            rec, before = self.state.write_label(it, label, source)
         except UserError as e:
             QMessageBox.warning(self, "Label not saved", str(e))
             return
         self.history.record(rec.id, it.name, before, (rec.label, rec.label_source))
-        it.label, it.label_source = rec.label, rec.label_source
         self._labelled_during_run = True
         row = self.model.row_of(it)
         self.model.item_changed(row)
@@ -620,8 +573,9 @@ class ReviewPage(QWidget):
 
     def _advance(self, row: int) -> None:
         """The next part comes up (the queue order does not change with labels)."""
-        if row + 1 < self.model.rowCount():
-            self.select_row(row + 1)
+        nxt = self.state.queue.next_row(row)
+        if nxt is not None:
+            self.select_row(nxt)
         else:
             it = self.current_item()
             if it is not None:
@@ -662,14 +616,13 @@ class ReviewPage(QWidget):
 
     def export_results(self, folder: str | Path, *, overlays: bool = True) -> bool:
         """Write review.csv (path, score, decision, label) and overlay PNGs in the background."""
-        items = [it for it in self.model.items() if not it.error]
+        rows = self.state.export_rows()
         run_dir = self._run_dir()
-        if not items or run_dir is None:
+        if not rows or run_dir is None:
             self.status_label.setText("Nothing to export: score some images first.")
             return False
         if self._export_worker is not None and self._export_worker.isRunning():
             return False
-        rows = [(it.path, it.score, it.is_ng, it.label, it.heatmap) for it in items]
         alpha, cmap = self.view.alpha(), self.view.colormap()
         worker = FunctionWorker(
             lambda: write_review_export(Path(folder), run_dir, rows, overlays=overlays,
@@ -689,16 +642,7 @@ class ReviewPage(QWidget):
 
     def empty_hint(self) -> str:
         """What the empty image area says: the next step, not just "No image"."""
-        if self._project is None:
-            return "Open a project to review its parts."
-        if not self._run_id:
-            return "No trained model yet: train one on the Train page, then score parts here."
-        if self.is_predicting():
-            return "Scoring\u2026"
-        if self.model.rowCount() == 0:
-            return (f"Choose the images to score under \u201cImages\u201d above and press "
-                    f"Predict (model: run {self._run_id}).")
-        return "Select a part in the list."
+        return self.state.empty_hint(self.is_predicting())
 
     def _update_enabled(self) -> None:
         if self.current_item() is None:
@@ -726,49 +670,3 @@ class ReviewPage(QWidget):
                     w.cancel()
                 w.wait(5000)
 
-
-def write_review_export(folder: Path, run_dir: Path, rows: list, *, overlays: bool = True,
-                        alpha: float = 0.5, colormap: str = "jet") -> int:
-    """review.csv + overlays/<name>.png for (path, score, is_ng, label, small heatmap) rows.
-
-    Overlays are drawn by defect_studio.inference.overlay.decision_overlay (the predict CLI's look);
-    rows without a heatmap are scored again with the run to get one.
-    """
-    from defect_studio.inference.overlay import decision_overlay
-    from defect_studio.io.images import read_image, write_png_atomic
-
-    folder.mkdir(parents=True, exist_ok=True)
-    if overlays:
-        (folder / "overlays").mkdir(exist_ok=True)
-    predictor = None
-    used: set[str] = set()
-    out_rows = []
-    for path, score, is_ng, label, small in rows:
-        overlay_name = ""
-        if overlays:
-            image = read_image(path)
-            if small is not None:
-                heat = expand_heatmap(small, image.shape[:2])
-            else:
-                if predictor is None:
-                    from defect_studio.inference import load_predictor
-
-                    predictor = load_predictor(run_dir)
-                heat = predictor.predict(image).heatmap
-            stem = Path(path).stem
-            name, k = f"{stem}.png", 1
-            while name in used:  # same file name in two folders
-                k += 1
-                name = f"{stem}_{k}.png"
-            used.add(name)
-            write_png_atomic(folder / "overlays" / name,
-                             decision_overlay(image, heat, score, is_ng, alpha=alpha, colormap=colormap))
-            overlay_name = f"overlays/{name}"
-        out_rows.append((path, f"{score:.6f}", "NG" if is_ng else "OK", label, overlay_name))
-    tmp = folder / "review.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "score", "decision", "label", "overlay"])
-        w.writerows(out_rows)
-    tmp.replace(folder / "review.csv")
-    return len(out_rows)

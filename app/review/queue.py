@@ -1,67 +1,34 @@
-"""The review queue: predicted parts sorted worst-first, as a Qt table model."""
+"""The review queue as a Qt table model (its order and content: ReviewQueue, Qt-free)."""
 
 from __future__ import annotations
 
-import bisect
-import math
-from dataclasses import dataclass
-
-import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 
+from defect_studio.app.review.state import ReviewItem, ReviewQueue  # noqa: F401 - re-exported
 from defect_studio.inference.overlay import NG_COLOR, OK_COLOR
-
-
-@dataclass
-class ReviewItem:
-    """One scored part. image_id is None for a file outside the project (until labelled)."""
-
-    path: str  # absolute path of the image file
-    name: str
-    image_id: int | None = None
-    score: float = float("nan")
-    is_ng: bool = False
-    label: str = "unlabeled"
-    label_source: str = ""
-    heatmap: np.ndarray | None = None  # uint8, small (see defect_studio.app.common.jobs.shrink_heatmap)
-    image_shape: tuple[int, int] | None = None
-    error: str | None = None
-
-    @property
-    def decision(self) -> str:
-        if self.error:
-            return "error"
-        return "NG" if self.is_ng else "OK"
-
-    def sort_key(self) -> tuple:
-        """Worst first: NG before OK, then by score descending; errors last."""
-        bad = self.error is not None or not math.isfinite(self.score)
-        return (bad, not self.is_ng, -(self.score if not bad else 0.0), self.name)
 
 
 COLUMNS = ("Image", "Score", "Decision", "Label")
 
 
 class ReviewQueueModel(QAbstractTableModel):
-    """Rows of ReviewItem, always kept in worst-first order."""
+    """Shows a ReviewQueue (always in worst-first order) as rows."""
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, queue: ReviewQueue | None = None) -> None:
         super().__init__(parent)
-        self._items: list[ReviewItem] = []
-        self._keys: list[tuple] = []  # sort keys of _items, for bisect
+        self.queue = queue if queue is not None else ReviewQueue()
 
     # -- content ---------------------------------------------------------------------------
     def items(self) -> list[ReviewItem]:
-        return list(self._items)
+        return self.queue.items()
 
     def item(self, row: int) -> ReviewItem:
-        return self._items[row]
+        return self.queue.item(row)
 
     def set_items(self, items: list[ReviewItem]) -> None:
         self.beginResetModel()
-        self._items = sorted(items, key=ReviewItem.sort_key)
-        self._keys = [it.sort_key() for it in self._items]
+        self.queue.set_items(items)
         self.endResetModel()
 
     def add_items(self, new: list[ReviewItem]) -> None:
@@ -72,40 +39,31 @@ class ReviewQueueModel(QAbstractTableModel):
         of results arriving while prediction runs.
         """
         for it in new:
-            old = self.row_of_path(it.path)
+            old = self.queue.row_of_path(it.path)
             if old >= 0:
                 self.beginRemoveRows(QModelIndex(), old, old)
-                del self._items[old]
-                del self._keys[old]
+                self.queue.remove(old)
                 self.endRemoveRows()
-            key = it.sort_key()
-            row = bisect.bisect_left(self._keys, key)
+            row = self.queue.insertion_row(it)
             self.beginInsertRows(QModelIndex(), row, row)
-            self._items.insert(row, it)
-            self._keys.insert(row, key)
+            self.queue.insert(row, it)
             self.endInsertRows()
 
     def clear(self) -> None:
         self.set_items([])
 
     def row_of(self, item: ReviewItem) -> int:
-        for i, it in enumerate(self._items):
-            if it is item:
-                return i
-        return -1
+        return self.queue.row_of(item)
 
     def row_of_path(self, path: str) -> int:
-        for i, it in enumerate(self._items):
-            if it.path == path:
-                return i
-        return -1
+        return self.queue.row_of_path(path)
 
     def item_changed(self, row: int) -> None:
         self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
 
     # -- Qt model API ----------------------------------------------------------------------
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802,B008
-        return 0 if parent.isValid() else len(self._items)
+        return 0 if parent.isValid() else len(self.queue)
 
     def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802,B008
         return 0 if parent.isValid() else len(COLUMNS)
@@ -119,7 +77,7 @@ class ReviewQueueModel(QAbstractTableModel):
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        it = self._items[index.row()]
+        it = self.queue.item(index.row())
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:

@@ -12,8 +12,8 @@ from PySide6.QtWidgets import (
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from defect_studio.cli import IMPORT_FORMATS
 from defect_studio.errors import UserError
+from defect_studio.io.importers import IMPORT_FORMATS
 
 
 class ImportDialog(QDialog):

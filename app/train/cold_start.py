@@ -1,10 +1,10 @@
 """Cold start in the GUI: a project without defective labels trains the anomaly model
 (good parts only), whose scores then put the likely defects first on the Label page.
 
-Train page: ``propose_anomaly_model(panel, project)`` picks "Anomaly model (good parts
-only)" when no image is labelled defective. Label page: ``LikelyDefectsButton`` shows the
-unlabeled images sorted by the newest anomaly run's score, scoring the ones it has not
-scored yet in the background.
+Train page: ``TrainState.propose_cold_start`` (defect_studio.app.train.state) picks the
+model of the kind that trains on good parts only when no image is labelled defective.
+Label page: ``LikelyDefectsButton`` shows the unlabeled images sorted by the newest
+anomaly run's score, scoring the ones it has not scored yet in the background.
 """
 
 from __future__ import annotations
@@ -12,40 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtWidgets import QPushButton, QWidget
-
-ANOMALY_MODEL = "anomaly"
-
-
-def anomaly_preset(preset: str, model: str):
-    """AnomalyConfig of a preset for an anomaly model name (the Train form's settings)."""
-    from defect_studio.kinds.anomaly.config import AnomalyConfig
-
-    return AnomalyConfig.preset(preset, model=model)
-
-
-def is_anomaly_model(model: str | None) -> bool:
-    from defect_studio.kinds.anomaly.config import MODEL_NAMES
-
-    return model in MODEL_NAMES
-
-
-def propose_anomaly_model(panel, project) -> bool:
-    """Select the anomaly model on the Train page when the project has OK images but no
-    defective one; say why in the status line. True when it did."""
-    if project is None or panel.is_running():
-        return False
-    counts = project.counts()
-    if counts["defective"] > 0 or counts["ok"] + counts["unlabeled"] == 0:
-        return False
-    idx = panel.model_combo.findData(ANOMALY_MODEL)
-    if idx < 0:
-        return False
-    panel.model_combo.setCurrentIndex(idx)
-    panel.status_label.setText(
-        f"No image is labelled defective yet, so the Anomaly model (good parts only) is "
-        f"selected: it learns from the {counts['ok']} OK images, then proposes the first "
-        "defects to label (Review page, and 'Likely defects first' on the Label page).")
-    return True
 
 
 class LikelyDefectsButton(QPushButton):

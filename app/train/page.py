@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sqlite3
 import tempfile
@@ -22,47 +21,9 @@ from defect_studio.app.common.jobs import TrainingJob, TrainRequest, format_eta
 from defect_studio.app.common.plot_style import SERIES, foreground_curve, plot_colors, style_plot
 from defect_studio.app.train.run_curves import read_curves
 from defect_studio.app.train.run_history import RunHistory
-
-MODELS = (("MFFPA", "mffpa"), ("MixSup (baseline)", "mixsup"),
-          ("Anomaly model (good parts only)", "anomaly"))
-PRESETS = ("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal")  # defect_studio.kinds.segdec.config
-DEVICES = (("Auto", "auto"), ("CPU", "cpu"), ("CUDA", "cuda"), ("Apple MPS", "mps"))
-SETTINGS_KEY = "ui.train_settings"
-
-
-def preset_config(preset: str, model: str):
-    """TrainConfig of `preset` for `model`.
-
-    A preset's learning rate was tuned for its own model (quick: MixSup at 0.05, which
-    diverges to NaN for MFFPA). For another model the lower rate of a preset made for
-    that model is taken, so every model/preset pair the form offers trains.
-    """
-    from defect_studio.training import TrainConfig
-    from defect_studio.kinds.segdec.config import PRESETS as CORE_PRESETS
-
-    from defect_studio.app.train.cold_start import anomaly_preset, is_anomaly_model
-    if is_anomaly_model(model):
-        return anomaly_preset(preset, model)
-    cfg = TrainConfig.preset(preset, model=model)
-    if TrainConfig.preset(preset).model != model:
-        tuned = [TrainConfig.preset(p) for p in CORE_PRESETS]
-        rates = [c.lr for c in tuned if c.model == model]
-        if rates and min(rates) < cfg.lr:
-            cfg = cfg.replace(lr=min(rates))
-    return cfg
-
-
-def device_availability() -> dict[str, str | None]:
-    """device -> None when usable, else the reason it is not."""
-    import torch
-
-    out: dict[str, str | None] = {"auto": None, "cpu": None}
-    out["cuda"] = None if torch.cuda.is_available() else (
-        "no CUDA GPU found (or this PyTorch build has no CUDA support)")
-    mps = getattr(torch.backends, "mps", None)
-    out["mps"] = None if (mps is not None and mps.is_available()) else (
-        "Apple Metal (MPS) is only available on Apple-silicon Macs")
-    return out
+from defect_studio.app.train.state import (
+    DEVICES, SETTINGS_KEY, TrainState, device_availability, failure_hint, final_metrics,
+)
 
 
 class TrainPage(QWidget):
@@ -82,29 +43,30 @@ class TrainPage(QWidget):
         self._tmp_dir: Path | None = None
         self._job_visible = False  # the running job belongs to the project shown
         self._run_id: str | None = None  # the run being trained
+        self.state = TrainState(device_availability())
         self._build()
-        self._apply_preset("quick")
+        self._show_form()
         self._update_enabled()
 
     # -- UI --------------------------------------------------------------------------------
     def _build(self) -> None:
         self.model_combo = QComboBox()
-        for text, name in MODELS:
+        for name, text in self.state.models:  # from the kind registry
             self.model_combo.addItem(text, name)
         self.preset_combo = QComboBox()
-        self.preset_combo.addItems(PRESETS)
         self.preset_combo.setToolTip("Fills model, epochs and input size; all stay editable")
-        self.preset_combo.currentTextChanged.connect(self._apply_preset)
-        self.model_combo.currentIndexChanged.connect(self._apply_model_rate)
+        self.preset_combo.currentTextChanged.connect(self._on_preset)
+        self.model_combo.currentIndexChanged.connect(self._on_model)
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(4)
         self.lr_spin.setRange(0.0001, 1.0)
         self.lr_spin.setSingleStep(0.005)
         self.lr_spin.setToolTip("Step size of training. Set by the preset for the chosen model; "
                                 "lower it if a run fails with a NaN loss")
+        self.lr_spin.valueChanged.connect(self._on_lr)
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 1000)
-        self.epochs_spin.valueChanged.connect(self._update_val_title)
+        self.epochs_spin.valueChanged.connect(self._on_epochs)
         self.width_spin = QSpinBox()
         self.height_spin = QSpinBox()
         for s in (self.width_spin, self.height_spin):
@@ -119,9 +81,9 @@ class TrainPage(QWidget):
         self.size_reason.setWordWrap(True)
         self.size_reason.setStyleSheet("color: gray")
         for spin in (self.width_spin, self.height_spin):
-            spin.valueChanged.connect(self._show_size_reason)
+            spin.valueChanged.connect(self._on_size)
         self.device_combo = QComboBox()
-        avail = device_availability()
+        avail = self.state.availability
         for text, name in DEVICES:
             self.device_combo.addItem(text, name)
             reason = avail.get(name)
@@ -130,6 +92,7 @@ class TrainPage(QWidget):
                 item = self.device_combo.model().item(idx)
                 item.setEnabled(False)
                 self.device_combo.setItemData(idx, reason, Qt.ItemDataRole.ToolTipRole)
+        self.device_combo.currentIndexChanged.connect(self._on_device)
 
         form = QFormLayout()
         form.addRow("Model", self.model_combo)
@@ -277,93 +240,70 @@ class TrainPage(QWidget):
                   self.final_ap, self.final_auc):
             c.setData([], [])
 
-    def _apply_preset(self, name: str) -> None:
-        from defect_studio.training import TrainConfig
-
-        cfg = TrainConfig.preset(name)
-        # The preset's learning rate etc. were tuned for its model, so it picks that too.
-        idx = self.model_combo.findData(cfg.model)
-        if idx >= 0:
-            self.model_combo.setCurrentIndex(idx)
-        self.epochs_spin.setValue(int(cfg.epochs))
-        self._apply_size(cfg)
-        self._apply_model_rate()
-
-    def _size_choice(self, cfg=None):
-        """The size the preset would train at on the open project, and why (or None)."""
-        key = (self.preset_combo.currentText(), self.model_combo.currentData(),
-               id(self._project), cfg is None)
-        cached = getattr(self, "_size_cache", None)
-        if cached is not None and cached[0] == key:  # the spins change often; the data does not
-            return cached[1]
-        choice = self._size_choice_uncached(cfg)
-        self._size_cache = (key, choice)
-        return choice
-
-    def _size_choice_uncached(self, cfg=None):
-        from defect_studio.errors import UserError
-        from defect_studio.training.sizing import SizeChoice, choose_input_size
-
-        cfg = cfg or preset_config(self.preset_combo.currentText(),
-                                   self.model_combo.currentData() or "mffpa")
-        if cfg.input_size is not None:
-            w, h = cfg.input_size
-            return SizeChoice((w, h), f"input {w}x{h}: the {self.preset_combo.currentText()} "
-                                      "preset's published size")
-        if self._project is None:
-            return None
+    # -- the form: TrainState decides, the widgets show it -----------------------------------
+    def _show_form(self) -> None:
+        """Put the state's values into the widgets (without their change signals)."""
+        st = self.state
+        widgets = (self.model_combo, self.preset_combo, self.epochs_spin, self.width_spin,
+                   self.height_spin, self.lr_spin, self.device_combo)
+        for w in widgets:
+            w.blockSignals(True)
         try:
-            return choose_input_size(self._project, cfg)
-        except (UserError, OSError, sqlite3.Error):
-            return None
-
-    def _apply_size(self, cfg=None) -> None:
-        self._size_cache = None  # a preset or project change: look at the data again
-        choice = self._size_choice(cfg)
-        if choice is not None:
-            for spin, v in ((self.width_spin, choice.size[0]), (self.height_spin, choice.size[1])):
-                spin.blockSignals(True)
-                spin.setValue(int(v))
-                spin.blockSignals(False)
-        self._show_size_reason()
-
-    def _show_size_reason(self, *_args) -> None:
-        choice = self._size_choice()
-        if choice is None:
-            self.size_reason.setText("Sized from the training images once a project is open.")
-        elif choice.size == (self.width_spin.value(), self.height_spin.value()):
-            self.size_reason.setText(choice.reason)
-        else:
-            w, h = choice.size
-            self.size_reason.setText(f"Set by hand; from the data it would be {w}x{h} "
-                                     f"({choice.reason.split(': ', 1)[-1]}).")
-
-    def _apply_model_rate(self, *_args) -> None:
-        """The learning rate that works for the chosen model with the chosen preset."""
-        model = self.model_combo.currentData()
-        if not model:
-            return
-        cfg = preset_config(self.preset_combo.currentText(), model)
-        self.lr_spin.setValue(float(cfg.lr))
+            self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(st.model)))
+            shown = [self.preset_combo.itemText(i) for i in range(self.preset_combo.count())]
+            if shown != list(st.presets):
+                self.preset_combo.clear()
+                self.preset_combo.addItems(list(st.presets))
+            self.preset_combo.setCurrentText(st.preset)
+            self.epochs_spin.setValue(int(st.epochs))
+            self.width_spin.setValue(int(st.size[0]))
+            self.height_spin.setValue(int(st.size[1]))
+            self.lr_spin.setValue(float(st.lr))
+            idx = self.device_combo.findData(st.device)
+            if idx >= 0:
+                self.device_combo.setCurrentIndex(idx)
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
+        # what the widgets could hold (their ranges) is what trains
+        st.epochs = self.epochs_spin.value()
+        st.size = (self.width_spin.value(), self.height_spin.value())
+        st.lr = self.lr_spin.value()
         self._update_val_title()
 
-    def _val_every(self) -> int:
-        """How often the run validates: the preset's, or about 5 points over the run."""
+    def _on_preset(self, name: str) -> None:
+        if name and name in self.state.presets:
+            self.state.apply_preset(name)
+            self._show_form()
+
+    def _on_model(self, *_args) -> None:
         model = self.model_combo.currentData()
-        cfg = preset_config(self.preset_combo.currentText(), model)
-        if cfg.val_every or model not in ("mffpa", "mixsup"):
-            return int(cfg.val_every)
-        return max(1, int(self.epochs_spin.value()) // 5)
+        if model:
+            self.state.set_model(model)
+            self._show_form()
+
+    def _on_epochs(self, value: int) -> None:
+        self.state.epochs = int(value)
+        self._update_val_title()
+
+    def _on_size(self, *_args) -> None:
+        self.state.size = (self.width_spin.value(), self.height_spin.value())
+        self._show_size_reason()
+
+    def _on_lr(self, value: float) -> None:
+        self.state.lr = float(value)
+
+    def _on_device(self, *_args) -> None:
+        self.state.device = self.device_combo.currentData()
+
+    def _show_size_reason(self, *_args) -> None:
+        self.size_reason.setText(self.state.size_reason())
+
+    def _val_every(self) -> int:
+        return self.state.val_every()
 
     def _update_val_title(self, *_args) -> None:
-        if not self.model_combo.currentData():
-            return
-        every = self._val_every()
-        # An empty Validation plot during a run must not look broken: say when points come.
-        when = ("after the last epoch" if not every
-                else f"every {every} epochs" if every > 1 else "every epoch")
-        self.val_plot.setTitle(f"Validation ({when}; \u2605 = final model)",
-                               color=plot_colors()[1].name())
+        self.val_plot.setTitle(self.state.val_title(), color=plot_colors()[1].name())
         self._show_size_reason()
 
     # -- project -------------------------------------------------------------------------
@@ -380,48 +320,23 @@ class TrainPage(QWidget):
                 self._reset_display()
         self.history.running_run = self._run_id if self._job_visible else None
         self.history.set_project(project)
+        self.state.project = project
         if project is not None:
             saved = project.get_setting(SETTINGS_KEY, None)
             if isinstance(saved, dict):
-                self._restore_settings(saved)
+                self.state.restore(saved)
             else:
-                self._apply_size()
-            from defect_studio.app.train.cold_start import propose_anomaly_model
-            propose_anomaly_model(self, project)  # no defective label yet: good parts only
-        self._show_size_reason()
+                self.state.apply_size()
+            if not self.is_running():  # no defective label yet: good parts only
+                note = self.state.propose_cold_start()
+                if note:
+                    self.status_label.setText(note)
+        self._show_form()
         self._update_enabled()
-
-    def _restore_settings(self, s: dict) -> None:
-        idx = self.model_combo.findData(s.get("model"))
-        if idx >= 0:
-            self.model_combo.setCurrentIndex(idx)
-        if s.get("preset") in PRESETS:
-            self.preset_combo.blockSignals(True)
-            self.preset_combo.setCurrentText(s["preset"])
-            self.preset_combo.blockSignals(False)
-        for spin, key in ((self.epochs_spin, "epochs"), (self.width_spin, "width"),
-                          (self.height_spin, "height")):
-            if isinstance(s.get(key), int):
-                spin.setValue(s[key])
-        lr = s.get("lr")
-        if isinstance(lr, (int, float)) and not isinstance(lr, bool) \
-                and math.isfinite(lr) and lr > 0:
-            self.lr_spin.setValue(float(lr))
-        idx = self.device_combo.findData(s.get("device"))
-        if idx >= 0 and self.device_combo.model().item(idx).isEnabled():
-            self.device_combo.setCurrentIndex(idx)
 
     def settings(self) -> dict:
         """The form as plain values (also kept with the project)."""
-        return {
-            "model": self.model_combo.currentData(),
-            "preset": self.preset_combo.currentText(),
-            "epochs": self.epochs_spin.value(),
-            "width": self.width_spin.value(),
-            "height": self.height_spin.value(),
-            "lr": self.lr_spin.value(),
-            "device": self.device_combo.currentData(),
-        }
+        return self.state.settings()
 
     def refresh(self) -> None:
         """Re-read the runs list (e.g. after the active run changed elsewhere)."""
@@ -452,22 +367,13 @@ class TrainPage(QWidget):
             self._project.set_setting(SETTINGS_KEY, s)
         except (UserError, OSError, sqlite3.Error) as e:  # remembering the form is a nicety, never a blocker
             self._append_log(f"could not remember the training settings: {e}")
-        overrides = {"lr": s["lr"]}
-        if s["model"] in ("mffpa", "mixsup") and not preset_config(s["preset"], s["model"]).val_every:
-            # the validation plot fills while training: about 5 points over the run
-            overrides["val_every"] = self._val_every()
         try:
-            config_path = self._write_overrides(overrides)
+            config_path = self._write_overrides(self.state.overrides())
         except OSError as e:
             self.status_label.setText(
                 f"Cannot start training: cannot write a temporary file ({e}).")
             return
-        request = TrainRequest(
-            project_root=self._project.root, model=s["model"], preset=s["preset"],
-            epochs=s["epochs"], size=(s["width"], s["height"]), device=s["device"],
-            config_path=config_path,
-        )
-        self._launch(request)
+        self._launch(self.state.request(config_path))
 
     def resume_training(self, run_id: str) -> None:
         """Go on training an interrupted run from its last checkpoint."""
@@ -475,9 +381,7 @@ class TrainPage(QWidget):
             self.status_label.setText("A training run is already in progress."
                                       if self._project is not None else "Open a project first.")
             return
-        request = TrainRequest(project_root=self._project.root, resume=run_id,
-                               device=self.device_combo.currentData())
-        self._launch(request)
+        self._launch(self.state.resume_request(run_id))
         # the curves so far, continued live
         self.show_run_curves(run_id)
         self._epoch_base = 1
@@ -611,29 +515,14 @@ class TrainPage(QWidget):
 
     def _show_final_metrics(self, ev: dict) -> str:
         """Plot the finished model's AP / AUC as stars; the status-line text for them."""
-        m = ev.get("metrics") if isinstance(ev.get("metrics"), dict) else {}
-
-        def num(key):
-            v = m.get(key)
-            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-        ap, auc = num("ap"), num("auc")
-        if ap is None and auc is None:
+        fm = final_metrics(ev, self._loss["x"][-1] if self._loss["x"] else None)
+        if fm is None:
             return ""
-        x = num("epochs") or (self._loss["x"][-1] if self._loss["x"] else 1.0)
-        for curve, value in ((self.final_ap, ap), (self.final_auc, auc)):
-            curve.setData([x], [value]) if value is not None else curve.setData([], [])
+        for curve, value in ((self.final_ap, fm.ap), (self.final_auc, fm.auc)):
+            curve.setData([fm.x], [value]) if value is not None else curve.setData([], [])
         # Same epoch axis as the loss plot (a lone point would get a range around itself).
-        self.val_plot.setXRange(0, x, padding=0.05)
-        parts = [f"{name} {v:.3f}" for name, v in (("AP", ap), ("ROC AUC", auc)) if v is not None]
-        split = {"val": "validation", "train": "training"}.get(m.get("split"), m.get("split"))
-        where = f" on the {split} images" if split else ""
-        if isinstance(m.get("n"), int):
-            where += f" ({m['n']}, {m.get('n_pos', '?')} defective)"
-        thr = ev.get("threshold")
-        thr_text = (f"; decision threshold {float(thr):.3f}"
-                    if isinstance(thr, (int, float)) and math.isfinite(thr) else "")
-        return f" {', '.join(parts)}{where}{thr_text}."
+        self.val_plot.setXRange(0, fm.x, padding=0.05)
+        return fm.text
 
     def _on_cancelled(self, run_id: str) -> None:
         if self._hidden_job():
@@ -646,12 +535,7 @@ class TrainPage(QWidget):
             return
         self.progress_bar.setFormat("failed")
         self.status_label.setText("Training failed.")
-        if "nan" in message.lower():
-            # The core message names the CLI setting; say where it is in this form.
-            lr = self.lr_spin.value()
-            message += (f"\n\nIn this form: set Learning rate lower (now {lr:g}; try {lr / 10:g}) "
-                        "and press Train again.")
-        QMessageBox.critical(self, "Training failed", message)
+        QMessageBox.critical(self, "Training failed", failure_hint(message, self.lr_spin.value()))
 
     def _on_ended(self, state: str) -> None:
         if self._tmp_dir is not None:

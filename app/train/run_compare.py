@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
 
 from defect_studio.app.common.plot_style import SERIES, style_plot
 from defect_studio.app.train.run_curves import read_curves
-from defect_studio.app.train.run_history import metric_value
+from defect_studio.app.train.state import metric_value
 
 ROWS = (
     ("State", lambda r, c: str(r.state)),

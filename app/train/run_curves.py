@@ -8,9 +8,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODEL_FILES = ("model.safetensors", "model.pt")
-CHECKPOINT_FILE = "checkpoint.pt"
-STALE_RUNNING_S = 15 * 60  # "running" with no sign of life for this long: interrupted
+# What a run folder says about its run (Qt-free), kept with the Train page's state:
+from defect_studio.app.train.state import (  # noqa: F401 - re-exported
+    CHECKPOINT_FILE, MODEL_FILES, STALE_RUNNING_S, has_model, is_interrupted,
+)
 
 
 @dataclass
@@ -75,29 +76,3 @@ def read_curves(run_dir: str | Path, max_bytes: int = 50_000_000) -> RunCurves:
         elif kind == "finished" and isinstance(ev.get("metrics"), dict):
             out.final = dict(ev["metrics"])
     return out
-
-
-def has_model(run) -> bool:
-    """A finished run with its model file: the only kind that can be made active."""
-    return run.state == "finished" and any((Path(run.path) / f).is_file() for f in MODEL_FILES)
-
-
-def is_interrupted(run, running_here: str | None = None, now: float | None = None) -> bool:
-    """Stopped before the end with a checkpoint to go on from: cancelled, failed, marked
-    "interrupted", or still "running" though nothing has written to it for a long time
-    (the training process was killed)."""
-    import time
-
-    path = Path(run.path)
-    if run.id == running_here or not (path / CHECKPOINT_FILE).is_file():
-        return False
-    if run.state in ("interrupted", "cancelled", "failed"):
-        return True
-    if run.state == "running":
-        try:
-            last = max((path / n).stat().st_mtime for n in ("status.json", "events.jsonl")
-                       if (path / n).exists())
-        except ValueError:
-            return True
-        return (now if now is not None else time.time()) - last > STALE_RUNNING_S
-    return False

@@ -14,24 +14,10 @@ from PySide6.QtWidgets import (
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from defect_studio.app.train.run_curves import has_model, is_interrupted
+from defect_studio.app.train.state import has_model, is_interrupted, metric_value
 
 COLUMNS = ("Run", "Model", "Date", "Epochs", "State", "AP", "AUC", "Threshold")
 ACTIVE_MARK = "\u25cf "  # shown before the active run's id
-
-
-def metric_value(metrics: dict | None, name: str) -> float | None:
-    """`metrics["ap"]`, or the first nested dict's value ("test"/"val" blocks), or None."""
-    if not isinstance(metrics, dict):
-        return None
-    v = metrics.get(name)
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    for key in ("test", "val", "validation"):
-        sub = metrics.get(key)
-        if isinstance(sub, dict) and isinstance(sub.get(name), (int, float)):
-            return float(sub[name])
-    return None
 
 
 def _fmt_created(created: Any) -> str:

@@ -12,6 +12,9 @@ from .detect import DETECTION_ORDER, READERS, detect_format
 from .runner import import_dataset
 
 FORMATS = tuple(READERS)
+# What `import --format` and the GUI's Import dialog offer, in the order they show it.
+IMPORT_FORMATS = ("auto", "folders", "pairs", "mvtec", "yolo", "labelme", "coco", "voc", "dagm",
+                  "rle-csv")
 
 __all__ = ["import_dataset", "detect_format", "ImportReport", "ImportItem", "FORMATS",
-           "READERS", "DETECTION_ORDER", "label_from_name"]
+           "IMPORT_FORMATS", "READERS", "DETECTION_ORDER", "label_from_name"]
