@@ -113,7 +113,7 @@ def test_confusion_cells_list_their_images_worst_first(state):
 
 
 def test_saved_threshold_is_written_and_shown(state):
-    from defect_studio.kinds.segdec.predictor import read_threshold
+    from defect_studio.inference.prediction import read_threshold
 
     state.set_evaluation(state.load("tiny"))
     state.set_threshold(0.4321)

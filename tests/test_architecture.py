@@ -75,8 +75,18 @@ def test_pyproject_lists_every_package_folder():
 
 @pytest.mark.slow
 def test_wheel_installs_only_defect_studio(tmp_path):
+    # build from a copy: setuptools writes build/ and *.egg-info into the source folder
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for name in ("core", "app", "resources"):
+        shutil.copytree(REPO / name, src / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                        str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+                        str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     wheel = next(tmp_path.glob("defect_studio-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

@@ -164,7 +164,7 @@ def test_likely_defects_first_sorts_unlabeled_by_anomaly_score(qtbot, cold_windo
 
 
 def test_propose_mask_draft_from_a_heatmap():
-    from defect_studio.kinds.anomaly.propose import propose_mask
+    from defect_studio.inference.propose import propose_mask
     from defect_studio.errors import UserError
 
     heat = np.zeros((40, 40), np.float32)

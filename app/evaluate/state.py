@@ -68,7 +68,7 @@ def load_evaluation(run_dir: Path) -> RunEvaluation | None:
                         "press Evaluate to write them again") from None
     splits = {r.get("split", "") for r in scores_rows}
     split = splits.pop() if len(splits) == 1 else "all"
-    from defect_studio.kinds.segdec.predictor import read_threshold
+    from defect_studio.inference.prediction import read_threshold
 
     thr, source = read_threshold(run_dir)
     ids = [int(r["image_id"]) if str(r.get("image_id", "")).isdigit() else None

@@ -26,11 +26,12 @@ class LikelyDefectsButton(QPushButton):
         self.clicked.connect(self.start)
 
     def _run(self) -> str | None:
-        """The active run when it is an anomaly run, else the newest finished anomaly run."""
-        from defect_studio.kinds.anomaly.propose import anomaly_runs
+        """The active run when it is a run trained on good parts only (the anomaly model),
+        else the newest such finished run."""
+        from defect_studio.inference.propose import runs_trained_on
 
         project = self.page.project
-        runs = anomaly_runs(project.runs_dir)
+        runs = runs_trained_on(project.runs_dir, "ok_only")
         active = project.active_run()
         return active if active in runs else (runs[0] if runs else None)
 

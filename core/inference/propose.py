@@ -1,8 +1,9 @@
-"""Draft defect masks and "likely defects first" orders from an anomaly run.
+"""Draft defect masks from a heatmap, and the runs that can sort "likely defects first".
 
-``propose_mask`` turns a heatmap (the predictor's calibrated map at the image's size) into a
-draft mask for the inspector to correct; ``anomaly_runs`` finds the project's finished
-anomaly runs (newest first) whose scores sort the unlabeled images.
+``propose_mask`` turns a heatmap (a predictor's calibrated map at the image's size, of any
+model kind) into a draft mask for the inspector to correct; ``runs_trained_on`` finds the
+project's finished runs of the kinds that train on given data (e.g. "ok_only": the anomaly
+model of a cold start), newest first, whose scores sort the unlabeled images.
 """
 
 from __future__ import annotations
@@ -54,14 +55,15 @@ def propose_mask(heatmap: np.ndarray, threshold: float, *, min_area: int = 9
     return (m.astype(np.uint8) * 255), t
 
 
-def anomaly_runs(runs_dir: str | Path) -> list[str]:
-    """Ids of the finished anomaly runs in ``runs_dir``, newest first."""
+def runs_trained_on(runs_dir: str | Path, trains_on: str) -> list[str]:
+    """Ids of the finished runs in ``runs_dir`` whose kind trains on ``trains_on`` (one of
+    defect_studio.kinds.base.TRAINS_ON), newest first."""
     from defect_studio.kinds import kind_of_run
     from defect_studio.project.runs import list_runs
 
     out = []
     for r in list_runs(Path(runs_dir)):
-        if r.state == "finished" and kind_of_run(Path(runs_dir) / r.id).name == "anomaly":
+        if r.state == "finished" and kind_of_run(Path(runs_dir) / r.id).trains_on == trains_on:
             out.append(r)
     out.sort(key=lambda r: (str(getattr(r, "created", "") or ""), r.id), reverse=True)
     return [r.id for r in out]
