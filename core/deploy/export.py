@@ -31,7 +31,9 @@ ONNX_OPSET = 18
 # The function writes the network to onnx_path (input "image", outputs "score" and
 # "heatmap", dynamic batch, opset >= 18) and returns the manifest fields of its kind
 # (at least "model" and "preprocess").
-EXPORTERS = {"segdec": "defect_studio.kinds.segdec.export:export_onnx"}
+EXPORTERS = {"segdec": "defect_studio.kinds.segdec.export:export_onnx",
+             "anomaly": "defect_studio.kinds.anomaly.export:export_onnx",
+             "detector": "defect_studio.kinds.detector.export:export_onnx"}
 
 
 class ExportError(UserError):
