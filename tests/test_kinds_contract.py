@@ -34,10 +34,6 @@ TINY = {
 }
 PROJECT = {"segdec": "demo", "anomaly": "demo", "detector": "boxes"}
 
-NO_EXPORTER_YET = pytest.mark.xfail(strict=False,
-                                    reason="exporter arrives in the export branch")
-
-
 @pytest.fixture(scope="module")
 def trained(request, _demo_template, tmp_path_factory):
     """(kind name, project root, run id): a tiny project with one tiny finished run."""
@@ -54,9 +50,8 @@ def trained(request, _demo_template, tmp_path_factory):
     return name, root, run_id
 
 
-def _params(export: bool = False) -> list:
-    return [pytest.param(n, marks=NO_EXPORTER_YET if export and n != "segdec" else ())
-            for n in KIND_NAMES]
+def _params() -> list:
+    return list(KIND_NAMES)
 
 
 @pytest.mark.parametrize("trained", _params(), indirect=True)
@@ -98,12 +93,25 @@ def test_load_predictor_predicts_a_score_and_a_heatmap_of_the_image_size(trained
     assert np.isfinite(pred.heatmap).all()
 
 
-@pytest.mark.parametrize("trained", _params(export=True), indirect=True)
-def test_export_model_writes_a_package(trained, tmp_path):
+@pytest.mark.parametrize("trained", _params(), indirect=True)
+def test_export_model_writes_a_package_that_scores_like_the_run(trained, tmp_path):
+    """export_model, then load_predictor on the package (the torch-free runtime)."""
+    from defect_studio.project import Project
+
     name, root, run_id = trained
     out = defect_studio.export_model(root / "runs" / run_id, tmp_path / "pkg", fmt="onnx")
     manifest = json.loads((Path(out) / "package.json").read_text())
     assert manifest["kind"] == name and manifest["run_id"] == run_id
+    with Project.open(root, readonly=True) as p:
+        images = [p.read_image(r) for r in p.images()[:3]]
+    run = defect_studio.load_predictor(root / "runs" / run_id, device="cpu")
+    package = defect_studio.load_predictor(out)
+    assert type(package).__module__ == "defect_studio.deploy.runtime"
+    for image in images:
+        a, b = run.predict(image), package.predict(image)
+        assert abs(a.score - b.score) < 1e-4, (name, a.score, b.score)
+        assert b.heatmap.shape == image.shape[:2]
+        assert float(np.abs(a.heatmap - b.heatmap).max()) < 1e-3
 
 
 @pytest.mark.parametrize("trained", ["segdec"], indirect=True)

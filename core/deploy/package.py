@@ -8,8 +8,15 @@ Layout (docs/ARCHITECTURE.md, "Export packages")::
 
 The graph contract, the same for every model kind: one input ``image`` float32
 [batch, C, H, W] (preprocessed as ``preprocess`` says), outputs ``score`` [batch]
-(defect probability) and ``heatmap`` [batch, h, w] (probabilities over the input,
-any resolution; mapped back to the image by defect_studio.preprocess.heatmap_to_image).
+(defect probability, or the kind's calibrated score) and ``heatmap`` [batch, h, w]
+(values in [0, 1] over the input, any resolution; mapped back to the image by
+defect_studio.preprocess.heatmap_to_image). The kinds the runtime knows are RUNTIME_KINDS:
+
+- ``segdec`` and ``anomaly``: score and heatmap only, dynamic batch;
+- ``detector``: batch 1, and besides score and heatmap the box outputs named in the
+  manifest's ``box_outputs`` (BOX_OUTPUT_NAMES: ``boxes`` [N, 4] x0, y0, x1, y1 in input
+  pixels, ``box_scores`` [N], ``box_labels`` [N] int64 index into ``box_types``, the
+  defect type names). Its image heatmap is drawn from the boxes scaled to the image.
 
 ``read_package`` checks the manifest and the sha256 of every file it lists, so a
 truncated, tampered or incomplete package is refused with a message before use.
@@ -34,6 +41,9 @@ FORMATS = ("onnx", "openvino")
 MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("score", "heatmap")
+BOX_OUTPUT_NAMES = ("boxes", "box_scores", "box_labels")
+# model kind -> what its graph gives: "map" (score + heatmap) or "boxes" (+ the box outputs)
+RUNTIME_KINDS = {"segdec": "map", "anomaly": "map", "detector": "boxes"}
 # OpenVINO runs in bf16 on CPUs that have it unless told otherwise; the threshold was
 # calibrated in fp32 and bf16 moved the decision logit by 0.02 in a trial.
 OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -57,6 +67,16 @@ class PackageInfo:
     threshold_source: str
     run_id: str
     model: str
+    box_types: tuple[str, ...] = ()  # "boxes" kinds: the type name of each box label
+
+    @property
+    def outputs_boxes(self) -> bool:
+        return RUNTIME_KINDS[self.kind] == "boxes"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The graph outputs the runtime reads, in the order it reads them."""
+        return OUTPUT_NAMES + (BOX_OUTPUT_NAMES if self.outputs_boxes else ())
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -105,6 +125,17 @@ def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
                            f"{fmt_version}, this one reads up to {PACKAGE_FORMAT}); update it")
     fmt = need("format", lambda v: v in FORMATS, f"one of {FORMATS}")
     kind = need("kind", lambda v: isinstance(v, str) and v, "a model kind")
+    if kind not in RUNTIME_KINDS:
+        raise PackageError(f"{root} holds a model of kind {kind!r}, which this runtime cannot "
+                           f"run (it knows: {', '.join(RUNTIME_KINDS)}); update Defect Studio, "
+                           "or export the model with this version")
+    box_types: tuple[str, ...] = ()
+    if RUNTIME_KINDS[kind] == "boxes":
+        need("box_outputs", lambda v: v == list(BOX_OUTPUT_NAMES),
+             f"the names of the box outputs {list(BOX_OUTPUT_NAMES)}")
+        box_types = tuple(need(
+            "box_types", lambda v: isinstance(v, list) and v
+            and all(isinstance(t, str) and t for t in v), "the list of defect type names"))
     files = need("files", lambda v: isinstance(v, dict) and v, "a map of file name to sha256")
     for name, digest in files.items():
         if not _plain_name(name):
@@ -131,7 +162,7 @@ def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
         preprocessing=preprocessing, threshold=float(threshold),
         threshold_source=str(manifest.get("threshold_source", "unknown")),
         run_id=str(need("run_id", lambda v: isinstance(v, str) and v, "the run id")),
-        model=str(manifest.get("model", "")),
+        model=str(manifest.get("model", "")), box_types=box_types,
     )
 
 

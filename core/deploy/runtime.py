@@ -1,10 +1,13 @@
 """Scoring images with an export package: ONNX Runtime or OpenVINO, never torch.
 
 ``load_package(dir)`` verifies the package (defect_studio.deploy.package) and returns a
-``PackagePredictor`` with the interface of defect_studio.kinds.segdec.predictor.Predictor
-(``predict``, ``predict_many``, ``threshold``, ``run_id``), so the predict command,
-the review page and the watch folder use either one. Preprocessing and the heatmap
-mapping are defect_studio.preprocess, the code training used.
+``PackagePredictor`` with the interface of the kind's torch predictor (``predict``,
+``predict_many``, ``threshold``, ``run_id``), so the predict command, the review page
+and the watch folder use either one. Preprocessing and the heatmap mapping are
+defect_studio.preprocess, the code training used. Every kind of
+defect_studio.deploy.package.RUNTIME_KINDS runs here: a map kind (segdec, anomaly) gives
+a Prediction; the detector gives a DetectionPrediction whose boxes are scaled to the
+image and whose heatmap is drawn from them, as its torch predictor does.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from defect_studio.deploy.package import (
-    INPUT_NAME, OPENVINO_CONFIG, OUTPUT_NAMES, PackageError, PackageInfo, read_package,
+    INPUT_NAME, OPENVINO_CONFIG, PackageError, PackageInfo, read_package,
 )
 from defect_studio.errors import UserError
-from defect_studio.inference.prediction import BatchScorer, Prediction, check_image_array, check_threshold
+from defect_studio.inference.prediction import (
+    BatchScorer, DetectedBox, DetectionPrediction, Prediction, boxes_heatmap, check_image_array,
+    check_threshold,
+)
 from defect_studio.preprocess import heatmap_to_image, preprocess_array
 
 DEFAULT_CPU_THREADS = 4
@@ -42,16 +48,18 @@ class _OnnxBackend:
                                                 providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own unrelated types
             raise PackageError(f"ONNX Runtime cannot load {info.model_file}: {_first(e)}") from None
-        names = {i.name for i in self.session.get_inputs()}
+        inputs = {i.name: i for i in self.session.get_inputs()}
         outs = {o.name for o in self.session.get_outputs()}
-        if INPUT_NAME not in names or not set(OUTPUT_NAMES) <= outs:
-            raise PackageError(f"{info.model_file} has inputs {sorted(names)} and outputs "
-                               f"{sorted(outs)}, not '{INPUT_NAME}' -> {OUTPUT_NAMES}")
+        self.output_names = list(info.output_names)
+        if INPUT_NAME not in inputs or not set(self.output_names) <= outs:
+            raise PackageError(f"{info.model_file} has inputs {sorted(inputs)} and outputs "
+                               f"{sorted(outs)}, not '{INPUT_NAME}' -> {self.output_names}")
+        batch = inputs[INPUT_NAME].shape[0] if inputs[INPUT_NAME].shape else None
+        self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.precision = "f32"
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        score, heat = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-        return score, heat
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {INPUT_NAME: x})
 
 
 class _OpenVinoBackend:
@@ -77,15 +85,18 @@ class _OpenVinoBackend:
             raise PackageError(f"OpenVINO runs {info.model_file} in {precision}, not f32; "
                                "the threshold was calibrated in f32")
         self.precision = "f32"
-        outs = {o.get_any_name(): o for o in self.model.outputs}
-        if not set(OUTPUT_NAMES) <= set(outs):
-            raise PackageError(f"{info.model_file} has outputs {sorted(outs)}, not {OUTPUT_NAMES}")
-        self._outs = [outs[n] for n in OUTPUT_NAMES]
+        names = list(info.output_names)
+        outs = {n: o for o in self.model.outputs for n in o.get_names()}
+        if not set(names) <= set(outs):
+            raise PackageError(f"{info.model_file} has outputs {sorted(outs)}, not {names}")
+        self._outs = [outs[n] for n in names]
+        batch = self.model.inputs[0].get_partial_shape()[0]
+        self.max_batch = batch.get_length() if batch.is_static else None
         self.request = self.model.create_infer_request()
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer({INPUT_NAME: x})
-        return np.array(result[self._outs[0]]), np.array(result[self._outs[1]])
+        return [np.array(result[o]) for o in self._outs]
 
 
 _BACKENDS = {"onnx": _OnnxBackend, "openvino": _OpenVinoBackend}
@@ -97,7 +108,9 @@ def _first(e: BaseException) -> str:
 
 
 class PackagePredictor(BatchScorer):
-    """An export package ready to score images (same interface as Predictor).
+    """An export package ready to score images (same interface as the kind's torch
+    predictor; a detector package also has ``classes``, its defect type names, and gives
+    DetectionPrediction).
 
     Not thread-safe: one predictor per worker thread.
     """
@@ -116,6 +129,7 @@ class PackagePredictor(BatchScorer):
         self.inference_precision = self._backend.precision
         self.threshold_source = self.info.threshold_source
         self._threshold = self.info.threshold
+        self.classes = list(self.info.box_types)
 
     @property
     def threshold(self) -> float:
@@ -135,14 +149,44 @@ class PackagePredictor(BatchScorer):
         return preprocess_array(check_image_array(image), self.config)
 
     def _run(self, batch: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Prediction]:
-        scores, heat = self._backend(np.ascontiguousarray(np.stack(batch), dtype=np.float32))
-        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        # a box graph (and any graph of a fixed batch 1) takes one image a call
+        step = 1 if self.info.outputs_boxes else (self._backend.max_batch or len(batch))
+        out: list[Prediction] = []
+        for i in range(0, len(batch), step):
+            x = np.ascontiguousarray(np.stack(batch[i:i + step]), dtype=np.float32)
+            outputs = self._backend(x)
+            if self.info.outputs_boxes:
+                out.append(self._boxes(outputs, shapes[i]))
+            else:
+                out.extend(self._maps(outputs, shapes[i:i + step]))
+        return out
+
+    def _maps(self, outputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Prediction]:
+        scores, heat = np.asarray(outputs[0], dtype=np.float32).reshape(-1), outputs[1]
         out = []
         for i, shape in enumerate(shapes):
             h = np.clip(heatmap_to_image(heat[i], self.config, shape), 0.0, 1.0)
             score = float(scores[i])
             out.append(Prediction(score=score, is_ng=score >= self._threshold, heatmap=h))
         return out
+
+    def _boxes(self, outputs: list[np.ndarray], shape: tuple[int, int]) -> DetectionPrediction:
+        """One image's boxes (input pixels -> image pixels), its score and box heatmap."""
+        _, _, xyxy, box_scores, labels = outputs
+        W, H = self.config.input_size
+        xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4).copy()
+        xyxy[:, 0::2] *= shape[1] / W
+        xyxy[:, 1::2] *= shape[0] / H
+        types = self.info.box_types
+        boxes = tuple(DetectedBox(types[int(c)], float(x0), float(y0), float(x1 - x0),
+                                  float(y1 - y0), float(s))
+                      for (x0, y0, x1, y1), s, c in zip(xyxy, np.asarray(box_scores).reshape(-1),
+                                                        np.asarray(labels).reshape(-1))
+                      if 0 <= int(c) < len(types))
+        boxes = tuple(sorted(boxes, key=lambda b: -b.score))
+        score = boxes[0].score if boxes else 0.0
+        return DetectionPrediction(score=score, is_ng=score >= self._threshold,
+                                   heatmap=boxes_heatmap(list(boxes), shape), boxes=boxes)
 
 
 def load_package(package_dir: str | os.PathLike, num_threads: int | None = None

@@ -2,7 +2,7 @@
 
 Used by every kind's torch predictor (defect_studio.inference.predictor.RunPredictor) and by
 the deployed runtime (defect_studio.deploy), so review, predict and the watch folder treat
-both alike.
+both alike. A detector's prediction (``DetectionPrediction``) adds its typed boxes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,42 @@ class Prediction:
     score: float  # sigmoid of the decision logit: defect probability in [0, 1]
     is_ng: bool  # score >= the predictor's threshold
     heatmap: np.ndarray  # float32 HxW in [0, 1] at the image's own resolution
+
+
+@dataclass(frozen=True)
+class DetectedBox:
+    """A predicted defect box in image pixels (x, y top-left, w, h)."""
+
+    type: str
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionPrediction(Prediction):
+    """A Prediction with the boxes (most confident first, at least the detector's
+    minimum box confidence)."""
+
+    boxes: tuple[DetectedBox, ...] = field(default=())
+
+    def boxes_at(self, threshold: float) -> list[DetectedBox]:
+        return [b for b in self.boxes if b.score >= threshold]
+
+
+def boxes_heatmap(boxes: list[DetectedBox], shape: tuple[int, int]) -> np.ndarray:
+    """float32 HxW: each box's pixels set to its confidence (max over boxes)."""
+    h, w = int(shape[0]), int(shape[1])
+    heat = np.zeros((h, w), np.float32)
+    for b in sorted(boxes, key=lambda b: b.score):
+        x0, y0 = max(0, int(math.floor(b.x))), max(0, int(math.floor(b.y)))
+        x1, y1 = min(w, int(math.ceil(b.x + b.w))), min(h, int(math.ceil(b.y + b.h)))
+        if x1 > x0 and y1 > y0:
+            region = heat[y0:y1, x0:x1]
+            np.maximum(region, b.score, out=region)
+    return heat
 
 
 def check_threshold(value: float) -> float:

@@ -7,51 +7,17 @@ confidence (the highest where boxes overlap), at the image's resolution.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
-import numpy as np
 import torch
 
 from defect_studio.errors import ModelFileError
-from defect_studio.inference.predictor import Prediction, RunPredictor
+from defect_studio.inference.predictor import RunPredictor
+# the boxes, their prediction and heatmap are torch-free, shared with the deployed runtime
+# (defect_studio.deploy.runtime); re-exported here
+from defect_studio.inference.prediction import (  # noqa: F401
+    DetectedBox, DetectionPrediction, Prediction, boxes_heatmap,
+)
 
 MIN_BOX_SCORE = 0.05  # boxes below this confidence are not returned
-
-
-@dataclass(frozen=True)
-class DetectedBox:
-    """A predicted defect box in image pixels (x, y top-left, w, h)."""
-
-    type: str
-    x: float
-    y: float
-    w: float
-    h: float
-    score: float
-
-
-@dataclass(frozen=True, eq=False)
-class DetectionPrediction(Prediction):
-    """A Prediction with the boxes (most confident first, at least MIN_BOX_SCORE)."""
-
-    boxes: tuple[DetectedBox, ...] = field(default=())
-
-    def boxes_at(self, threshold: float) -> list[DetectedBox]:
-        return [b for b in self.boxes if b.score >= threshold]
-
-
-def boxes_heatmap(boxes: list[DetectedBox], shape: tuple[int, int]) -> np.ndarray:
-    """float32 HxW: each box's pixels set to its confidence (max over boxes)."""
-    h, w = int(shape[0]), int(shape[1])
-    heat = np.zeros((h, w), np.float32)
-    for b in sorted(boxes, key=lambda b: b.score):
-        x0, y0 = max(0, int(math.floor(b.x))), max(0, int(math.floor(b.y)))
-        x1, y1 = min(w, int(math.ceil(b.x + b.w))), min(h, int(math.ceil(b.y + b.h)))
-        if x1 > x0 and y1 > y0:
-            region = heat[y0:y1, x0:x1]
-            np.maximum(region, b.score, out=region)
-    return heat
 
 
 class DetectorPredictor(RunPredictor):
