@@ -10,12 +10,14 @@ The graph contract, the same for every model kind: one input ``image`` float32
 [batch, C, H, W] (preprocessed as ``preprocess`` says), outputs ``score`` [batch]
 (defect probability, or the kind's calibrated score) and ``heatmap`` [batch, h, w]
 (values in [0, 1] over the input, any resolution; mapped back to the image by
-defect_studio.preprocess.heatmap_to_image). The kinds the runtime knows are RUNTIME_KINDS:
+defect_studio.preprocess.heatmap_to_image). The runtime runs the kinds of the registry
+that can be exported (``runtime_kinds()``, from each ModelKind's ``export`` and
+``outputs_boxes``; the registry is light, no torch):
 
-- ``segdec`` and ``anomaly``: score and heatmap only, dynamic batch;
-- ``detector``: batch 1, and besides score and heatmap the box outputs named in the
-  manifest's ``box_outputs`` (BOX_OUTPUT_NAMES: ``boxes`` [N, 4] x0, y0, x1, y1 in input
-  pixels, ``box_scores`` [N], ``box_labels`` [N] int64 index into ``box_types``, the
+- kinds without boxes (segdec, anomaly): score and heatmap only, dynamic batch;
+- kinds with boxes (detector): batch 1, and besides score and heatmap the box outputs named
+  in the manifest's ``box_outputs`` (BOX_OUTPUT_NAMES: ``boxes`` [N, 4] x0, y0, x1, y1 in
+  input pixels, ``box_scores`` [N], ``box_labels`` [N] int64 index into ``box_types``, the
   defect type names). Its image heatmap is drawn from the boxes scaled to the image.
 
 ``read_package`` checks the manifest and the sha256 of every file it lists, so a
@@ -42,8 +44,15 @@ MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("score", "heatmap")
 BOX_OUTPUT_NAMES = ("boxes", "box_scores", "box_labels")
-# model kind -> what its graph gives: "map" (score + heatmap) or "boxes" (+ the box outputs)
-RUNTIME_KINDS = {"segdec": "map", "anomaly": "map", "detector": "boxes"}
+
+
+def runtime_kinds() -> dict[str, bool]:
+    """Model kind -> whether its graph gives the box outputs besides score and heatmap: the
+    registered kinds that can be exported."""
+    from defect_studio.kinds import kinds
+
+    return {k.name: k.outputs_boxes for k in kinds() if k.export}
+
 # OpenVINO runs in bf16 on CPUs that have it unless told otherwise; the threshold was
 # calibrated in fp32 and bf16 moved the decision logit by 0.02 in a trial.
 OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -71,7 +80,7 @@ class PackageInfo:
 
     @property
     def outputs_boxes(self) -> bool:
-        return RUNTIME_KINDS[self.kind] == "boxes"
+        return runtime_kinds()[self.kind]
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -125,12 +134,13 @@ def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
                            f"{fmt_version}, this one reads up to {PACKAGE_FORMAT}); update it")
     fmt = need("format", lambda v: v in FORMATS, f"one of {FORMATS}")
     kind = need("kind", lambda v: isinstance(v, str) and v, "a model kind")
-    if kind not in RUNTIME_KINDS:
+    known = runtime_kinds()
+    if kind not in known:
         raise PackageError(f"{root} holds a model of kind {kind!r}, which this runtime cannot "
-                           f"run (it knows: {', '.join(RUNTIME_KINDS)}); update Defect Studio, "
+                           f"run (it knows: {', '.join(known)}); update Defect Studio, "
                            "or export the model with this version")
     box_types: tuple[str, ...] = ()
-    if RUNTIME_KINDS[kind] == "boxes":
+    if known[kind]:
         need("box_outputs", lambda v: v == list(BOX_OUTPUT_NAMES),
              f"the names of the box outputs {list(BOX_OUTPUT_NAMES)}")
         box_types = tuple(need(

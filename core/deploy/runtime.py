@@ -5,9 +5,10 @@
 ``predict_many``, ``threshold``, ``run_id``), so the predict command, the review page
 and the watch folder use either one. Preprocessing and the heatmap mapping are
 defect_studio.preprocess, the code training used. Every kind of
-defect_studio.deploy.package.RUNTIME_KINDS runs here: a map kind (segdec, anomaly) gives
-a Prediction; the detector gives a DetectionPrediction whose boxes are scaled to the
-image and whose heatmap is drawn from them, as its torch predictor does.
+defect_studio.deploy.package.runtime_kinds() runs here: a kind without boxes (segdec,
+anomaly) gives a Prediction; a kind with boxes (the detector) gives a DetectionPrediction
+whose boxes are scaled to the image and whose heatmap is drawn from them, as its torch
+predictor does.
 """
 
 from __future__ import annotations
