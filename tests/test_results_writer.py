@@ -164,9 +164,12 @@ def test_the_writer_needs_neither_torch_nor_qt(tmp_path):
     assert (tmp_path / "a_overlay.png").is_file()
 
 
-def test_the_review_export_call_gives_the_same_files(tmp_path, qapp):
-    # the call proposed for app/review/page.py's write_review_export gives what it writes now
-    from defect_studio.app.review.page import expand_heatmap, write_review_export
+def test_the_review_export_writes_through_the_shared_writer(tmp_path):
+    """The Review page's export: review.csv with the run's decisions and one overlay per part,
+    named uniquely when two folders hold the same file name (no Qt needed)."""
+    from defect_studio.app.review.state import write_review_export
+    from defect_studio.inference.overlay import decision_overlay
+    from defect_studio.app.common.heatmaps import expand_heatmap
 
     src = tmp_path / "src"
     rows = []
@@ -175,19 +178,13 @@ def test_the_review_export_call_gives_the_same_files(tmp_path, qapp):
         write_png_atomic(src / sub / name, img)
         rows.append((str(src / sub / name), 0.3 * i, i % 2 == 1, "ok", _heat()))
     assert write_review_export(tmp_path / "gui", tmp_path / "no-run", rows) == 3
-
-    with ResultsWriter(tmp_path / "new", "review.csv", REVIEW_COLUMNS, overlay_dir="overlays",
-                       overlay_suffix="", atomic=True) as out:
-        for path, score, is_ng, label, small in rows:
-            image = read_image(path)
-            heat = expand_heatmap(small, image.shape[:2])
-            overlay = out.write_overlay(path, image, heat, score, is_ng, alpha=0.5,
-                                        colormap="jet")
-            out.add({"path": path, "score": f"{score:.6f}", "decision": "NG" if is_ng else "OK",
-                     "label": label, "overlay": overlay})
-    assert out.count == 3
-    assert (tmp_path / "new" / "review.csv").read_bytes() == \
-        (tmp_path / "gui" / "review.csv").read_bytes()
-    for name in ("x.png", "x_2.png", "y.png"):
-        assert np.array_equal(read_image(tmp_path / "new" / "overlays" / name),
-                              read_image(tmp_path / "gui" / "overlays" / name))
+    lines = (tmp_path / "gui" / "review.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == ",".join(REVIEW_COLUMNS)
+    assert lines[1:] == [f"{src / 'a' / 'x.png'},0.000000,OK,ok,overlays/x.png",
+                         f"{src / 'b' / 'x.png'},0.300000,NG,ok,overlays/x_2.png",
+                         f"{src / 'a' / 'y.png'},0.600000,OK,ok,overlays/y.png"]
+    for (path, score, is_ng, _, small), name in zip(rows, ("x.png", "x_2.png", "y.png")):
+        image = read_image(path)
+        expected = decision_overlay(image, expand_heatmap(small, image.shape[:2]), score, is_ng)
+        assert np.array_equal(read_image(tmp_path / "gui" / "overlays" / name), expected)
+    assert not list((tmp_path / "gui").glob("*.tmp"))

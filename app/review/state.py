@@ -8,7 +8,6 @@ export (results CSV + overlay PNGs).
 from __future__ import annotations
 
 import bisect
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ KEY_LABELS = {"review_ok": ("ok", "user"), "review_defective": ("defective", "us
               "review_accept": (None, "prediction")}
 SOURCE_WORDS = {"user": "by a person", "import": "on import"}
 REVIEW_CSV = "review.csv"
-REVIEW_COLUMNS = ("path", "score", "decision", "label", "overlay")
 
 
 @dataclass
@@ -261,57 +259,37 @@ class ReviewState:
                 for it in self.queue.items() if not it.error]
 
 
-def write_review_csv(folder: Path, rows: list[tuple]) -> int:
-    """review.csv of (path, score, is_ng, label, overlay file or "") rows, written atomically;
-    the number of rows."""
-    tmp = folder / (REVIEW_CSV + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(REVIEW_COLUMNS)
-        w.writerows((path, f"{score:.6f}", "NG" if is_ng else "OK", label, overlay)
-                    for path, score, is_ng, label, overlay in rows)
-    tmp.replace(folder / REVIEW_CSV)
-    return len(rows)
-
-
 def write_review_export(folder: Path, run_dir: Path, rows: list, *, overlays: bool = True,
                         alpha: float = 0.5, colormap: str = "jet") -> int:
-    """review.csv + overlays/<name>.png for (path, score, is_ng, label, small heatmap) rows.
+    """review.csv + overlays/<name>.png for (path, score, is_ng, label, small heatmap) rows;
+    the number of rows.
 
-    Overlays are drawn by defect_studio.inference.overlay.decision_overlay (the predict CLI's
-    look); rows without a heatmap are scored again with the run to get one.
+    Written by the one writer of results and overlays that predict and watch use too
+    (defect_studio.inference.results: review.csv atomically, overlays with unique names,
+    bounded in size, a failed overlay left empty without stopping the export); rows
+    without a heatmap are scored again with the run to get one.
     """
-    from defect_studio.inference.overlay import decision_overlay
-    from defect_studio.io.images import read_image, write_png_atomic
+    from defect_studio.inference.results import REVIEW_COLUMNS, ResultsWriter
+    from defect_studio.io.images import read_image
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if overlays:
-        (folder / "overlays").mkdir(exist_ok=True)
     predictor = None
-    used: set[str] = set()
-    out_rows = []
-    for path, score, is_ng, label, small in rows:
-        overlay_name = ""
-        if overlays:
-            image = read_image(path)
-            if small is not None:
-                heat = expand_heatmap(small, image.shape[:2])
-            else:
-                if predictor is None:
-                    from defect_studio.inference import load_predictor
+    with ResultsWriter(Path(folder), REVIEW_CSV, REVIEW_COLUMNS,
+                       overlay_dir="overlays" if overlays else "", overlay_suffix="",
+                       atomic=True) as out:
+        for path, score, is_ng, label, small in rows:
+            overlay_name = ""
+            if overlays:
+                image = read_image(path)
+                if small is not None:
+                    heat = expand_heatmap(small, image.shape[:2])
+                else:
+                    if predictor is None:
+                        from defect_studio.inference import load_predictor
 
-                    predictor = load_predictor(run_dir)
-                heat = predictor.predict(image).heatmap
-            stem = Path(path).stem
-            name, k = f"{stem}.png", 1
-            while name in used:  # same file name in two folders
-                k += 1
-                name = f"{stem}_{k}.png"
-            used.add(name)
-            write_png_atomic(folder / "overlays" / name,
-                             decision_overlay(image, heat, score, is_ng, alpha=alpha,
-                                              colormap=colormap))
-            overlay_name = f"overlays/{name}"
-        out_rows.append((path, score, is_ng, label, overlay_name))
-    return write_review_csv(folder, out_rows)
+                        predictor = load_predictor(run_dir)
+                    heat = predictor.predict(image).heatmap
+                overlay_name = out.write_overlay(path, image, heat, score, is_ng,
+                                                 alpha=alpha, colormap=colormap)
+            out.add({"path": path, "score": f"{score:.6f}", "decision": "NG" if is_ng else "OK",
+                     "label": label, "overlay": overlay_name})
+    return out.count
