@@ -113,14 +113,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.common import parse_overrides
     from defect_studio.evaluation import evaluate_run
+    from defect_studio.kinds.segdec.config import parse_size
     from defect_studio.project import Project
     from defect_studio.training import TrainConfig, train
-    from defect_studio.kinds.segdec.config import parse_size
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)
     if not data.is_dir():
-        print(f"magnetic-tile not found at {data} (see ../shared/datasets/README.md)", file=sys.stderr)
+        print(f"magnetic-tile not found at {data} (see ../shared/datasets/README.md)",
+              file=sys.stderr)
         return 2
     size = parse_size(args.size) if args.size else None
     epochs, max_side = args.epochs, args.max_side
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(rows: list[dict], size: tuple[int, int], counts: dict) -> None:
     print()
-    print(f"magnetic-tile, test split ({rows[0]['n_test']} images, {rows[0]['n_test_pos']} defective), "
+    print(f"magnetic-tile, test split ({rows[0]['n_test']} images, "
+          f"{rows[0]['n_test_pos']} defective), "
           f"input {size[0]}x{size[1]}; AP in % (sklearn = average_precision_score, "
           "trapz = trapezoidal PR area)")
     print("| model | N | epochs | AP sklearn | AP trapz | AUC | train time |")

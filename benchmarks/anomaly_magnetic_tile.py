@@ -68,8 +68,8 @@ def test_set(root: Path, size: tuple[int, int]):
     import torch
 
     from defect_studio.kinds.anomaly.config import AnomalyConfig
-    from defect_studio.project import Project
     from defect_studio.kinds.segdec.data import preprocess_image, preprocess_mask
+    from defect_studio.project import Project
 
     with Project.open(root, readonly=True) as p:
         recs = [r for r in p.images(split="test") if r.label in ("ok", "defective")]
@@ -104,8 +104,8 @@ def per_class_auroc(maps: np.ndarray, labels: np.ndarray, classes: np.ndarray) -
 def metrics(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    from defect_studio.kinds.anomaly.aupro import aupro
     from defect_studio.evaluation.metrics import pixel_metrics
+    from defect_studio.kinds.anomaly.aupro import aupro
 
     scores = maps.reshape(len(maps), -1).max(1)
     pix = pixel_metrics(list(masks), list(maps))
@@ -132,8 +132,8 @@ def run_padim(root: Path, size, x_test, device) -> tuple[np.ndarray, float, floa
 
     from defect_studio.kinds.anomaly.baseline import PaDiM
     from defect_studio.kinds.anomaly.config import AnomalyConfig
-    from defect_studio.kinds.anomaly.train import GoodImages
     from defect_studio.kinds.anomaly.teacher import Teacher
+    from defect_studio.kinds.anomaly.train import GoodImages
     from defect_studio.project import Project
 
     t = time.perf_counter()
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from defect_studio.project import Project
     from defect_studio.kinds.segdec.config import parse_size
+    from defect_studio.project import Project
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)

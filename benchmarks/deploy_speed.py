@@ -32,8 +32,8 @@ import numpy as np
 def _make_run(root: Path, model: str, size: str, channels: int, resize: str) -> Path:
     import torch
 
-    from defect_studio.training.checkpoint import build_run_model, save_model_weights
     from defect_studio.kinds.segdec.config import TrainConfig, parse_size
+    from defect_studio.training.checkpoint import build_run_model, save_model_weights
 
     run = root / "runs" / f"bench-{model}"
     run.mkdir(parents=True)
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     W, H = config.input_size
     print(f"run {run.name}: input {W}x{H}x{config.channels} ({config.resize}); {len(images)} "
           f"images of {images[0].shape[1]}x{images[0].shape[0]}; batch {args.batch}; "
-          f"{args.threads} thread(s); {args.repeats} rounds; {platform.processor() or platform.machine()}"
+          f"{args.threads} thread(s); {args.repeats} rounds; "
+          f"{platform.processor() or platform.machine()}"
           f", {os.cpu_count()} CPUs; ONNX export took {export_s:.1f} s\n")
     print("| backend | images/s (median) | images/s (best) | max abs score diff to torch |")
     print("|---|---:|---:|---:|")

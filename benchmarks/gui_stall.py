@@ -56,7 +56,8 @@ class StallProbe:
             gap = now - self._last
             self.gaps.append(gap)
             if gap - self.interval_s > 0.05:
-                self.timeline.append((now - self._t0, f"stall {1000 * (gap - self.interval_s):.0f} ms"))
+                self.timeline.append((now - self._t0,
+                                      f"stall {1000 * (gap - self.interval_s):.0f} ms"))
         self._last = now
 
     def summary(self) -> dict:
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from defect_studio.project import Project
 
-    app = QApplication.instance() or QApplication(["gui_stall"])
+    _app = QApplication.instance() or QApplication(["gui_stall"])
     project = Project.open(root)
     win, train_page, review_page, what = build_window(project)
     win.resize(1280, 800)

@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from defect_studio.kinds.segdec.models import MODEL_NAMES, build_model
 from defect_studio.kinds.segdec.cli import parse_input
 from defect_studio.kinds.segdec.complexity import count_macs
+from defect_studio.kinds.segdec.models import MODEL_NAMES, build_model
 
 
 def _sync(device: torch.device) -> None:
@@ -43,7 +43,7 @@ def measure(names: list[str], cwh: tuple[int, int, int], device: torch.device,
         models[n] = m
     times: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
-        for n, m in models.items():
+        for _name, m in models.items():
             for _ in range(warmup):
                 m(x)
         _sync(device)
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.repeats < 1 or args.warmup < 0:
         p.error("--repeats must be >= 1 and --warmup >= 0")
-    names = list(MODEL_NAMES) if args.models == "all" else [s.strip() for s in args.models.split(",")]
+    names = (list(MODEL_NAMES) if args.models == "all"
+             else [s.strip() for s in args.models.split(",")])
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown:
         p.error(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")

@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("split", help="(re)assign train/val/test splits, stratified and seeded")
     s.add_argument("--project", required=True)
-    s.add_argument("--ratios", default="0.7,0.15,0.15", help="train,val,test (default 0.7,0.15,0.15)")
+    s.add_argument("--ratios", default="0.7,0.15,0.15",
+                   help="train,val,test (default 0.7,0.15,0.15)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--all", action="store_true", help="reassign every unpinned image, not only new ones")
+    s.add_argument("--all", action="store_true",
+                   help="reassign every unpinned image, not only new ones")
 
     s = sub.add_parser("label", help="set image-level labels from the command line")
     s.add_argument("--project", required=True)
@@ -102,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backup", help="backup file to restore (default: the newest in backups/)")
     s.add_argument("--list", action="store_true", help="list the backups and stop")
 
-    s = sub.add_parser("train", help="train a model on a project (own process; --events for JSON lines)")
+    s = sub.add_parser("train",
+                       help="train a model on a project (own process; --events for JSON lines)")
     s.add_argument("--project", required=True)
     s.add_argument("--model", default=None, help="mffpa (default), mixsup, an ablation variant, "
                    "anomaly (good parts only) or the box detectors relational / detector")
@@ -119,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--seed", type=int)
     s.add_argument("--lr", type=float, help="learning rate")
-    s.add_argument("--threads", type=int, help="CPU threads for torch (1 is fastest on a busy machine)")
+    s.add_argument("--threads", type=int,
+                   help="CPU threads for torch (1 is fastest on a busy machine)")
     s.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random flips / 90-degree turns of the training images")
     s.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction, default=None,
@@ -134,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "masks, test AP of each (own process; --events)")
     s.add_argument("--project", required=True)
     s.add_argument("--pixel-labels", dest="pixel_labels_levels", default="0,25%,50%,all",
-                   help="mask counts to compare: counts, shares and 'all' (default 0,25%%,50%%,all)")
+                   help="mask counts to compare: counts, shares and 'all' "
+                        "(default 0,25%%,50%%,all)")
     s.add_argument("--model", default=None)
     s.add_argument("--preset", default="quick",
                    choices=["quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal"])
@@ -196,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in (None, "gui"):
-        from defect_studio.app.shell.main import run_gui  # lazy: the headless commands never load Qt
+        from defect_studio.app.shell.main import (
+            run_gui,  # lazy: the headless commands never load Qt
+        )
 
         return run_gui(getattr(args, "project", None))
     from defect_studio import notices

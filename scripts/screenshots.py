@@ -210,7 +210,7 @@ def main() -> int:
     from defect_studio.app.shell.window import MainWindow, create_app
     from defect_studio.demo import generate_demo_project
 
-    app = create_app()
+    _app = create_app()
     t0 = time.monotonic()
     project = generate_demo_project(work / "demo", count=args.count,
                                     size=(args.size, args.size), seed=0, defect_rate=0.3)

@@ -76,8 +76,9 @@ def _trained_template(_demo_template, tmp_path_factory):
 @pytest.fixture
 def trained_project(_trained_template, tmp_path):
     """A fresh, writable copy of the trained project, with "tiny" as the active run."""
-    from defect_studio.project import Project
     from gui_support import copy_project
+
+    from defect_studio.project import Project
 
     p = Project.open(copy_project(_trained_template, tmp_path / "proj"))
     p.set_active_run("tiny")
@@ -140,8 +141,9 @@ def demo_project(demo_project_dir):
 @pytest.fixture
 def box_project(tmp_path):
     """A tiny open project with typed boxes (tests/detection_fixtures.py)."""
-    from defect_studio.project import Project
     from detection_fixtures import make_box_project
+
+    from defect_studio.project import Project
 
     p = Project.open(make_box_project(tmp_path / "boxes"))
     yield p

@@ -32,7 +32,8 @@ def make_box_project(root: Path, n: int = 12, size: int = 64, seed: int = 0) -> 
                     boxes.append(("bar", x, y, 20, 6))
             f = src / f"img{i:02d}.png"
             write_png_atomic(f, img)
-            rec = p.add_image(f, label="unlabeled" if boxes else "ok", split="train" if i < 8 else ("val", "test")[i % 2])
+            rec = p.add_image(f, label="unlabeled" if boxes else "ok",
+                              split="train" if i < 8 else ("val", "test")[i % 2])
             if boxes:
                 p.set_boxes(rec.id, boxes)
     return root

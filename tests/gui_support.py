@@ -15,9 +15,8 @@ TINY = dict(model="mffpa", epochs=1, input_size=(64, 64), device="cpu", num_thre
 def trained_template(demo_template: Path, tmp_path_factory) -> Path:
     """A copy of the demo project with one finished tiny run (trained once per session)."""
     if "root" not in _TRAINED:
-        from defect_studio.training import TrainConfig, train
-
         from defect_studio.project import Project
+        from defect_studio.training import TrainConfig, train
 
         root = tmp_path_factory.mktemp("gui_trained") / "demo"
         shutil.copytree(demo_template, root, ignore=shutil.ignore_patterns("project.lock"))

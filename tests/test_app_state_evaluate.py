@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+
 from defect_studio.app.evaluate.state import CELLS, EvaluateState, evaluate_and_load
 from defect_studio.project import Project
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from defect_studio.app.label.state import ALL_LABELLED, LabelState
 
 

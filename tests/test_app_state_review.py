@@ -8,6 +8,7 @@ import csv
 
 import numpy as np
 import pytest
+
 from defect_studio.app.review.state import (
     ReviewItem,
     ReviewQueue,

@@ -8,6 +8,7 @@ import math
 import time
 
 import pytest
+
 from defect_studio.app.train.state import (
     TrainState,
     failure_hint,

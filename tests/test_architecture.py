@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -101,7 +101,8 @@ def test_wheel_installs_only_defect_studio(tmp_path):
 
 
 def test_a_users_core_package_does_not_shadow_ours(tmp_path):
-    """A Django-style `core/` (and `app/`) in the working folder, which broke `python -m core.cli`."""
+    """A Django-style `core/` (and `app/`) in the working folder, which broke
+    `python -m core.cli`."""
     for name in ("core", "app", "resources"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text("raise ImportError('user package')\n")

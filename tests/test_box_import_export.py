@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from import_fixtures import image
 
 from defect_studio.cli import main
 from defect_studio.io.exporters import export_project
 from defect_studio.io.importers import import_dataset
 from defect_studio.project.boxes import Box
 from defect_studio.project.store import Project
-
-from import_fixtures import image
 
 
 def _voc_xml(path: Path, filename: str, objects: list[tuple[str, str, str, str, str]]) -> None:

@@ -8,8 +8,7 @@ import pytest
 
 from defect_studio.errors import ProjectError, UserError
 from defect_studio.io.images import write_png_atomic
-from defect_studio.project import Project
-from defect_studio.project import schema
+from defect_studio.project import Project, schema
 from defect_studio.project.boxes import Box, BoxError, clean_box
 
 

@@ -21,9 +21,9 @@ def _mixsup_run(root: Path) -> Path:
     """A MixSup run (1 channel, "pad", own threshold) with seeded untrained weights."""
     import torch
 
+    from defect_studio.kinds.segdec.config import TrainConfig
     from defect_studio.kinds.segdec.runmodel import build_run_model
     from defect_studio.training.checkpoint import save_model_weights
-    from defect_studio.kinds.segdec.config import TrainConfig
 
     run = root / "runs" / "mixsup-pad"
     run.mkdir(parents=True)
@@ -443,7 +443,7 @@ def test_watch_survives_restarts(packages, _trained_template, tmp_path):
 
 
 def test_watch_refuses_bad_folders(packages, tmp_path, capsys):
-    from defect_studio.deploy.watch import WatchError, Watcher
+    from defect_studio.deploy.watch import Watcher, WatchError
 
     (tmp_path / "file").write_text("x")
     (tmp_path / "in").mkdir()

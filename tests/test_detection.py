@@ -13,16 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from detection_fixtures import make_box_project
 
 from defect_studio.cli import build_parser, main
+from defect_studio.errors import CancelledError, DataError
 from defect_studio.kinds.detector.config import DetectorConfig
 from defect_studio.kinds.detector.metrics import (
-    best_box_f1, confusion_by_type, fragmentation, mean_average_precision,
+    best_box_f1,
+    confusion_by_type,
+    fragmentation,
+    mean_average_precision,
 )
-from defect_studio.errors import CancelledError, DataError
 from defect_studio.kinds.segdec.config import TrainConfigError
-
-from detection_fixtures import make_box_project
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,9 +160,9 @@ def test_config_from_cli_args_and_bad_values(tmp_path):
 
 
 def test_train_relational_via_cli_then_evaluate_and_predict(tmp_path, capsys):
-    from defect_studio.kinds.detector.predictor import DetectionPrediction
     from defect_studio.inference import load_predictor
     from defect_studio.kinds import kind_of_run
+    from defect_studio.kinds.detector.predictor import DetectionPrediction
 
     root = make_box_project(tmp_path / "proj")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))

@@ -78,9 +78,9 @@ def _untrained_run(tmp_path_factory):
     """A run folder (config + weights, no threshold) of an untrained 1-channel mixsup net."""
     import torch
 
+    from defect_studio.kinds.segdec.config import TrainConfig
     from defect_studio.kinds.segdec.runmodel import build_run_model
     from defect_studio.training.checkpoint import save_model_weights
-    from defect_studio.kinds.segdec.config import TrainConfig
 
     run_dir = tmp_path_factory.mktemp("runs") / "untrained"
     cfg = TrainConfig(model="mixsup", input_size=(80, 64), channels=1, epochs=1)

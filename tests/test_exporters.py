@@ -8,6 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from import_fixtures import image, make_coco, make_folders, make_pairs
 
 from defect_studio.cli import main
 from defect_studio.errors import UserError
@@ -15,8 +16,6 @@ from defect_studio.io.exporters import export_project, mask_annotations
 from defect_studio.io.importers import import_dataset
 from defect_studio.io.importers.coco import _ann_mask
 from defect_studio.project.store import Project
-
-from import_fixtures import image, make_coco, make_folders, make_pairs
 
 
 def _mixed_project(tmp_path) -> Project:

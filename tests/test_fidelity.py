@@ -9,13 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defect_studio.kinds.segdec.models import build_from_spec, build_model
 from defect_studio.kinds.segdec.blocks import FeatureNorm
-from defect_studio.training import TrainConfig
 from defect_studio.kinds.segdec.losses import (
-    LossWeights, accumulated_loss, balance_epochs, balance_weights, decision_target, dilate_mask,
-    downsample8, mixed_loss, seg_targets,
+    LossWeights,
+    accumulated_loss,
+    balance_epochs,
+    balance_weights,
+    decision_target,
+    dilate_mask,
+    downsample8,
+    mixed_loss,
+    seg_targets,
 )
+from defect_studio.kinds.segdec.models import build_from_spec, build_model
+from defect_studio.training import TrainConfig
 
 X = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # one sample, one channel, mean 2.5
 
@@ -89,8 +96,8 @@ def test_decision_target_is_max_of_downsampled_mask():
 
 
 def test_dynamic_balancing_turns_off_without_masks(demo_project_dir):
-    from defect_studio.project import Project
     from defect_studio.kinds.segdec.data import build_training_data
+    from defect_studio.project import Project
 
     with Project.open(demo_project_dir, readonly=True) as p:
         none = build_training_data(p, TrainConfig(pixel_labels=0, input_size=(32, 32)))
@@ -175,8 +182,8 @@ def test_heatmap_cell_maps_back_to_the_pixel_it_stands_for(resize, shape):
         want_y = (8 * i + 0.5) * h / ch - 0.5
         want_x = (8 * j + 0.5) * w / cw - 0.5
         gy, gx = (back * ys).sum() / back.sum(), (back * xs).sum() / back.sum()
-        assert abs(gy - want_y) < 0.05 * h / ch + 1e-3 and abs(gx - want_x) < 0.05 * w / cw + 1e-3, \
-            (gy, gx, want_y, want_x)
+        assert (abs(gy - want_y) < 0.05 * h / ch + 1e-3
+                and abs(gx - want_x) < 0.05 * w / cw + 1e-3), (gy, gx, want_y, want_x)
 
 
 def test_best_epoch_rule():
@@ -225,7 +232,8 @@ def test_run_record_says_which_epoch_and_where_the_threshold_came_from(demo_proj
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_cpu_bf16_trains_in_bfloat16_and_validates_in_float32(demo_project_dir, monkeypatch, native):
+def test_cpu_bf16_trains_in_bfloat16_and_validates_in_float32(demo_project_dir, monkeypatch,
+                                                              native):
     """cpu_bf16: the training forward pass runs under bf16 autocast when the CPU has native
     bf16 (else float32, with a note); validation and the threshold always see float32."""
     from gui_support import shrink_train_split

@@ -164,8 +164,8 @@ def test_likely_defects_first_sorts_unlabeled_by_anomaly_score(qtbot, cold_windo
 
 
 def test_propose_mask_draft_from_a_heatmap():
-    from defect_studio.inference.propose import propose_mask
     from defect_studio.errors import UserError
+    from defect_studio.inference.propose import propose_mask
 
     heat = np.zeros((40, 40), np.float32)
     heat[5:15, 5:15] = 0.9

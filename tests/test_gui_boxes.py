@@ -7,11 +7,10 @@ import pytest
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QApplication
+from test_gui_label import drag, select_ok_image
 
 from defect_studio.project import Project
 from defect_studio.project.boxes import Box
-
-from test_gui_label import drag, select_ok_image
 
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 
@@ -88,12 +87,12 @@ def test_types_panel_adds_a_type_and_filters_the_browser(window, demo_project_di
 def test_review_shows_predicted_boxes_filters_by_type_and_accepts_one(qtbot, tmp_path):
     """A tiny detector run on the Review page: its boxes are listed and drawn, the type
     filter hides parts, and an accepted (corrected) box is saved as a label."""
+    from detection_fixtures import make_box_project
+
     from defect_studio.app.review.page import ReviewPage
     from defect_studio.kinds.detector.config import DetectorConfig
     from defect_studio.kinds.detector.predictor import DetectorPredictor
     from defect_studio.training import train
-
-    from detection_fixtures import make_box_project
 
     root = make_box_project(tmp_path / "proj")
     train(root, DetectorConfig(model="relational", epochs=1, input_size=(64, 64),

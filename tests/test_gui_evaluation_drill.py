@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-
 from test_gui_evaluation import project, scores_csv, shown_counts, view  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")

@@ -12,7 +12,6 @@ from PySide6.QtWidgets import QApplication
 
 from defect_studio.project import Project
 
-
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 
 

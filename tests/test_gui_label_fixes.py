@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
+from test_gui_review import make_panel, predict
 
 from defect_studio.project import Project
-from test_gui_review import make_panel, predict
 
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 

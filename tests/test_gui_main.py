@@ -12,7 +12,6 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from defect_studio.project import ImageRecord, Project
 
-
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 
 
@@ -114,11 +113,11 @@ def test_opening_a_project_that_moves_orphans_says_so(make_window, demo_project_
 
 
 def test_first_start_generates_demo(make_window, tmp_path, monkeypatch):
+    import defect_studio.app.shell.window as mw
     import defect_studio.demo
 
-    import defect_studio.app.shell.window as mw
-
-    monkeypatch.setattr(defect_studio.demo, "default_demo_dir", lambda: tmp_path / "userdata" / "demo")
+    monkeypatch.setattr(defect_studio.demo, "default_demo_dir",
+                        lambda: tmp_path / "userdata" / "demo")
     monkeypatch.setattr(mw, "DEMO_COUNT", 6)
     win = make_window()
     win.start_up()

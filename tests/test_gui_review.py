@@ -7,11 +7,11 @@ import csv
 import cv2
 import numpy as np
 import pytest
+from gui_support import copy_project
 from PySide6.QtCore import Qt
 
 from defect_studio.app.review.page import ReviewPage
 from defect_studio.project import Project
-from gui_support import copy_project
 
 
 @pytest.fixture

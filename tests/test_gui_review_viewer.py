@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
+from test_gui_review import make_panel, predict
 
 from defect_studio.app.common.heatmap_view import HeatmapView
 from defect_studio.app.review.viewer import SideBySide
 from defect_studio.inference.overlay import HEAT_FLOOR
-from test_gui_review import make_panel, predict
 
 
 def _img():

@@ -10,13 +10,12 @@ import shutil
 import time
 
 import pytest
-
-from defect_studio.project.runs import hold_run, release_run
+from gui_support import copy_project
 from PySide6.QtWidgets import QMessageBox
 
-from defect_studio.app.train.run_history import COLUMNS
 from defect_studio.app.train.page import TrainPage
-from gui_support import copy_project
+from defect_studio.app.train.run_history import COLUMNS
+from defect_studio.project.runs import hold_run, release_run
 
 pytestmark = pytest.mark.usefixtures("isolated_qsettings")
 
@@ -210,7 +209,8 @@ def test_evaluate_page_rereads_a_run_of_the_same_name_in_another_project(
         (root / "runs" / "tiny" / "scores.csv").write_text(
             "image_id,path,label,score,decision,split\n1,a.png,defective,0.9,NG,test\n"
             "2,b.png,ok,0.1,OK,test\n")
-        (root / "runs" / "tiny" / "pr_curve.csv").write_text("precision,recall,threshold\n1,1,0.5\n")
+        (root / "runs" / "tiny" / "pr_curve.csv").write_text(
+            "precision,recall,threshold\n1,1,0.5\n")
         (root / "runs" / "tiny" / "roc_curve.csv").write_text("fpr,tpr,threshold\n0,1,0.5\n")
         (root / "runs" / "tiny" / "threshold.json").write_text(
             json.dumps({"threshold": thr, "source": "user"}))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from gui_support import shrink_train_split
 from PySide6.QtCore import Qt
 
 from defect_studio.app.evaluate.page import EvaluatePage
 from defect_studio.project import Project
-from gui_support import shrink_train_split
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import os
 import stat
 
 import pytest
+from gui_support import shrink_train_split
 from PySide6.QtCore import Qt
 
 from defect_studio.app.common.jobs import TrainingJob, TrainRequest, format_eta, parse_event
-from defect_studio.app.train.run_history import ACTIVE_MARK, COLUMNS
 from defect_studio.app.train.page import TrainPage
+from defect_studio.app.train.run_history import ACTIVE_MARK, COLUMNS
 from defect_studio.project import Project
-from gui_support import shrink_train_split
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""defect_studio.io.images: every supported kind of image file, EXIF orientation, bad files, masks."""
+"""defect_studio.io.images: every supported kind of image file, EXIF orientation, bad files,
+masks."""
 
 import os
 import struct

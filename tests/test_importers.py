@@ -9,6 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from import_fixtures import (
+    MAKERS,
+    SIZE,
+    image,
+    make_folders,
+    make_pairs,
+    mask_to_rle_counts,
+    rect_mask,
+)
 
 from defect_studio.errors import ImportFormatError, MaskError, ProjectError
 from defect_studio.io.importers import detect_format, import_dataset, label_from_name
@@ -16,9 +25,6 @@ from defect_studio.io.importers.coco import decode_rle, encode_rle
 from defect_studio.io.importers.rle_csv import mask_to_rle_pairs, rle_pairs_to_mask
 from defect_studio.io.importers.yolo import load_data_yaml
 from defect_studio.project.store import Project
-
-from import_fixtures import (MAKERS, SIZE, image, make_folders, make_pairs, mask_to_rle_counts,
-                             rect_mask)
 
 
 @pytest.fixture

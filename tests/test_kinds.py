@@ -4,10 +4,15 @@ import json
 
 import pytest
 
-from defect_studio.kinds.segdec.models import MODEL_NAMES
 from defect_studio.kinds import (
-    ModelKind, UnknownModelError, kind_of_model, kind_of_run, kinds, register,
+    ModelKind,
+    UnknownModelError,
+    kind_of_model,
+    kind_of_run,
+    kinds,
+    register,
 )
+from defect_studio.kinds.segdec.models import MODEL_NAMES
 
 
 def test_every_segdec_model_name_is_registered():

@@ -76,8 +76,8 @@ def test_evaluate_gives_metrics_with_ap(trained):
 
 @pytest.mark.parametrize("trained", _params(), indirect=True)
 def test_load_predictor_predicts_a_score_and_a_heatmap_of_the_image_size(trained):
-    from defect_studio.inference.predictor import RunPredictor
     from defect_studio.inference.prediction import Prediction
+    from defect_studio.inference.predictor import RunPredictor
     from defect_studio.project import Project
 
     _, root, run_id = trained

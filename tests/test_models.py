@@ -11,14 +11,6 @@ from torch import nn
 
 from defect_studio.cli import main as cli_main
 from defect_studio.errors import UserError
-from defect_studio.kinds.segdec.models import (
-    MODEL_NAMES,
-    SegDecNet,
-    build_from_spec,
-    build_model,
-    pad_to_multiple,
-    padded_size,
-)
 from defect_studio.kinds.segdec.blocks import (
     CoordWeight,
     FeatureNorm,
@@ -27,6 +19,14 @@ from defect_studio.kinds.segdec.blocks import (
     SEWeight,
 )
 from defect_studio.kinds.segdec.complexity import count_macs, count_params, split_params
+from defect_studio.kinds.segdec.models import (
+    MODEL_NAMES,
+    SegDecNet,
+    build_from_spec,
+    build_model,
+    pad_to_multiple,
+    padded_size,
+)
 from defect_studio.kinds.segdec.network import ModelConfigError, ModelInputError
 
 # Seed paper table 9 at 3x640x232 (W=640, H=232) and the tolerance the brief asks for.

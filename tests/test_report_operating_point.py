@@ -1,4 +1,5 @@
-"""defect_studio.evaluation.operating_point and defect_studio.evaluation.report without Qt: hostile input."""
+"""defect_studio.evaluation.operating_point and defect_studio.evaluation.report without Qt:
+hostile input."""
 
 import math
 

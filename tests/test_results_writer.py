@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from defect_studio.inference.results import (
-    PREDICT_COLUMNS, REVIEW_COLUMNS, ResultsTable, ResultsWriter,
+    PREDICT_COLUMNS,
+    REVIEW_COLUMNS,
+    ResultsTable,
+    ResultsWriter,
 )
 from defect_studio.io.images import read_image, write_png_atomic
 
@@ -167,9 +170,9 @@ def test_the_writer_needs_neither_torch_nor_qt(tmp_path):
 def test_the_review_export_writes_through_the_shared_writer(tmp_path):
     """The Review page's export: review.csv with the run's decisions and one overlay per part,
     named uniquely when two folders hold the same file name (no Qt needed)."""
+    from defect_studio.app.common.heatmaps import expand_heatmap
     from defect_studio.app.review.state import write_review_export
     from defect_studio.inference.overlay import decision_overlay
-    from defect_studio.app.common.heatmaps import expand_heatmap
 
     src = tmp_path / "src"
     rows = []

@@ -1,4 +1,5 @@
-"""defect_studio.app.train.run_curves: curves read back from events.jsonl survive damaged and hostile lines."""
+"""defect_studio.app.train.run_curves: curves read back from events.jsonl survive damaged and
+hostile lines."""
 
 import json
 import os

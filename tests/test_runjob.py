@@ -6,10 +6,13 @@ from types import SimpleNamespace
 import pytest
 
 from defect_studio.errors import ProjectError, TrainingError, UserError
-from defect_studio.project.runs import hold_run, release_run
 from defect_studio.kinds.segdec.config import TrainConfigError
+from defect_studio.project.runs import hold_run, release_run
 from defect_studio.training.runjob import (
-    check_new_run_id, create_run_folder, open_run_to_resume, restore_checkpoint,
+    check_new_run_id,
+    create_run_folder,
+    open_run_to_resume,
+    restore_checkpoint,
 )
 
 
@@ -28,7 +31,8 @@ def test_resume_checks_and_takes_the_run_lock(tmp_path):
     d = _run(runs, "r1")
     _run(runs, "done", state="finished")
     _run(runs, "early", checkpoint=False)
-    for bad, err, text in (("../r1", ProjectError, "invalid run id"), ("/etc", ProjectError, "invalid"),
+    for bad, err, text in (("../r1", ProjectError, "invalid run id"),
+                           ("/etc", ProjectError, "invalid"),
                            (None, TrainConfigError, "say which run"),
                            ("nope", TrainConfigError, "there is no run"),
                            ("done", TrainConfigError, "already finished"),

@@ -1,4 +1,5 @@
-"""defect_studio.project: round trip, imports, labels, masks, splits, schema, lock, settings, runs."""
+"""defect_studio.project: round trip, imports, labels, masks, splits, schema, lock, settings,
+runs."""
 
 import json
 import os
@@ -72,7 +73,8 @@ def test_round_trip_copy_link_labels_masks(tmp_path):
         assert p.images(has_mask=True) == [c, d]
         assert p.images(split="test") == [d]
         assert p.counts() == {
-            "images": 4, "ok": 1, "defective": 2, "unlabeled": 1, "masked": 2, "defective_masked": 1,
+            "images": 4, "ok": 1, "defective": 2, "unlabeled": 1, "masked": 2,
+            "defective_masked": 1,
             "splits": {"train": 0, "val": 0, "test": 1}, "unassigned": 3,
         }
         p.delete_mask(c.id)

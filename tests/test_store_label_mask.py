@@ -4,10 +4,10 @@ import random
 
 import numpy as np
 import pytest
+from test_store import make_images
 
 from defect_studio.errors import ProjectError
 from defect_studio.project import Project
-from test_store import make_images
 
 
 def _check_invariant(p: Project) -> None:
@@ -61,7 +61,7 @@ def test_random_label_and_mask_sequences_never_contradict(tmp_path):
     empty = np.zeros((20, 24), np.uint8)
     with Project.create(tmp_path / "proj") as p:
         ids = [p.add_image(s).id for s in src]
-        for step in range(120):
+        for _step in range(120):
             i = rng.choice(ids)
             op = rng.choice(("ok", "defective", "unlabeled", "paint", "clear", "delete", "batch"))
             try:

@@ -172,7 +172,8 @@ def test_cli_says_when_an_open_moved_orphans(tmp_path):
     (root / "images" / "left_over.png").write_bytes(b"copy of a killed import")
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "defect_studio", *args, "--project", str(root)],
+        return subprocess.run([sys.executable, "-m", "defect_studio", *args,
+                               "--project", str(root)],
                               cwd=REPO, capture_output=True, text=True, timeout=60)
 
     r = cli("info", "--json")  # read-only: moves nothing, says nothing

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from defect_studio.cli import build_parser
-from defect_studio.training.cli import config_from_args
 from defect_studio.kinds.segdec.config import TrainConfigError
+from defect_studio.training.cli import config_from_args
 
 
 def parse(*argv):
@@ -21,7 +21,8 @@ def parse(*argv):
 def test_options_override_preset_and_config_file(tmp_path):
     cfg = config_from_args(parse("--preset", "quick", "--epochs", "2", "--size", "64x32",
                                  "--pixel-labels", "3", "--seed", "7", "--model", "mffpa"))
-    assert (cfg.epochs, cfg.input_size, cfg.pixel_labels, cfg.seed, cfg.model) == (2, (64, 32), 3, 7, "mffpa")
+    assert (cfg.epochs, cfg.input_size, cfg.pixel_labels, cfg.seed, cfg.model) == (
+        2, (64, 32), 3, 7, "mffpa")
     file = tmp_path / "c.json"
     file.write_text(json.dumps({"lr": 0.2, "dilate": 1}))
     cfg = config_from_args(parse("--preset", "quick", "--config", str(file)))
@@ -48,7 +49,8 @@ def test_train_events_in_a_subprocess(demo_project_dir):
     events = [json.loads(line) for line in out.splitlines()]  # every line is one JSON object
     assert events[0]["event"] == "started" and events[-1]["event"] == "finished"
     assert all(list(e)[0] == "event" for e in events)
-    assert events[-1]["run_id"] == "cli" and (demo_project_dir / "runs" / "cli" / "model.pt").is_file()
+    assert (events[-1]["run_id"] == "cli"
+            and (demo_project_dir / "runs" / "cli" / "model.pt").is_file())
 
 
 def test_user_error_exits_2_with_a_message(demo_project_dir):
@@ -87,7 +89,8 @@ def test_single_options_override_the_preset():
     assert cfg.lr == 0.003 and cfg.num_threads == 1 and cfg.augment is False
     assert tuple(cfg.input_size) == (96, 64)
     # what the options leave alone comes from the preset
-    quick = config_from_args(build_parser().parse_args(["train", "--project", "P", "--preset", "quick"]))
+    quick = config_from_args(
+        build_parser().parse_args(["train", "--project", "P", "--preset", "quick"]))
     assert quick.augment is True and quick.epochs == cfg.epochs
     assert quick.cpu_bf16 is True and cfg.cpu_bf16 is True  # the quick preset's measured default
     off = config_from_args(build_parser().parse_args(

@@ -9,11 +9,11 @@ import torch
 
 from defect_studio.errors import CancelledError, DataError, ModelFileError, TrainingError
 from defect_studio.evaluation.metrics import image_metrics
+from defect_studio.kinds.segdec.data import build_training_data, preprocess_image
+from defect_studio.kinds.segdec.runmodel import load_run_model
 from defect_studio.project import Project, read_run
 from defect_studio.training import TrainConfig, train
-from defect_studio.kinds.segdec.runmodel import load_run_model
 from defect_studio.training.checkpoint import load_torch
-from defect_studio.kinds.segdec.data import build_training_data, preprocess_image
 
 
 def tiny(**overrides):
@@ -120,8 +120,8 @@ def test_cancel_then_resume_matches_an_uninterrupted_run(demo_project_dir):
 def test_nan_loss_stops_with_an_error_event(demo_project_dir):
     events = []
     with pytest.raises(TrainingError, match="NaN.*learning rate"):
-        train(demo_project_dir, tiny(model="mffpa", input_size=(32, 32), lr=1e6, epochs=2), run_id="nan",
-              on_event=events.append)
+        train(demo_project_dir, tiny(model="mffpa", input_size=(32, 32), lr=1e6, epochs=2),
+              run_id="nan", on_event=events.append)
     assert events[-1]["event"] == "error" and events[-1]["kind"] == "TrainingError"
     status = json.loads((demo_project_dir / "runs" / "nan" / "status.json").read_text())
     assert status["state"] == "failed" and "NaN" in status["message"]
@@ -135,7 +135,8 @@ def test_one_class_data_is_refused(demo_project_dir):
     with pytest.raises(DataError, match="label at least one defective image"):
         train(demo_project_dir, tiny(), on_event=events.append)
     assert events == [{"event": "error", "message": events[0]["message"], "kind": "DataError"}]
-    assert not (demo_project_dir / "runs").exists() or not any((demo_project_dir / "runs").iterdir())
+    assert (not (demo_project_dir / "runs").exists()
+            or not any((demo_project_dir / "runs").iterdir()))
 
 
 def test_pixel_label_choice_leaves_image_level_defects(demo_project_dir):
@@ -143,7 +144,8 @@ def test_pixel_label_choice_leaves_image_level_defects(demo_project_dir):
         data = build_training_data(p, tiny(pixel_labels=2, seed=4))
         again = build_training_data(p, tiny(pixel_labels=2, seed=4))
         pixel_defects = [s for s in data.train if s.label == 1 and s.pixel]
-        assert len(pixel_defects) == 2 and pixel_defects == [s for s in again.train if s.label == 1 and s.pixel]
+        assert len(pixel_defects) == 2 and pixel_defects == [
+            s for s in again.train if s.label == 1 and s.pixel]
         for i, s in enumerate(data.train):
             _, mask, weights = data.item(i)
             if s.label == 1 and not s.pixel:

@@ -9,14 +9,18 @@ import pytest
 import torch
 
 from defect_studio.errors import ModelFileError
-from defect_studio.training.checkpoint import load_torch, save_torch
 from defect_studio.kinds.segdec.config import TrainConfig, TrainConfigError, parse_size
-from defect_studio.kinds.segdec.predictor import heatmap_to_image
 from defect_studio.kinds.segdec.data import preprocess_image, preprocess_mask
 from defect_studio.kinds.segdec.losses import (
-    balance_weights, distance_weights, downsample8, mixed_loss, seg_targets,
+    balance_weights,
+    distance_weights,
+    downsample8,
+    mixed_loss,
+    seg_targets,
 )
+from defect_studio.kinds.segdec.predictor import heatmap_to_image
 from defect_studio.kinds.segdec.sampling import EpochSampler
+from defect_studio.training.checkpoint import load_torch, save_torch
 
 # -- config -----------------------------------------------------------------------------
 
@@ -137,7 +141,8 @@ def test_image_level_defect_has_no_seg_loss():
     lw = balance_weights(2, 10, 1.0, True)
     terms = mixed_loss(seg, dec, label=1, mask=None, weights=None, lw=lw)
     assert terms.seg is None
-    expected_dec = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(0.2), torch.tensor(1.0))
+    expected_dec = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(0.2),
+                                                                        torch.tensor(1.0))
     assert float(terms.total.detach()) == pytest.approx(lw.dec * float(expected_dec))
     terms.total.backward()
     assert seg.grad is None or float(seg.grad.abs().sum()) == 0.0
@@ -149,7 +154,8 @@ def test_image_level_defect_has_no_seg_loss():
     t2 = mixed_loss(seg.detach(), dec.detach(), label=0, mask=mask, weights=weights, lw=lw)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(3.0), torch.tensor(0.0))
     assert float(t2.seg) == pytest.approx(float(bce) * (15 + 5) / 16, rel=1e-5)
-    assert float(t2.total) == pytest.approx(lw.seg * float(t2.seg) + lw.dec * float(t2.dec), rel=1e-5)
+    assert float(t2.total) == pytest.approx(lw.seg * float(t2.seg) + lw.dec * float(t2.dec),
+                                            rel=1e-5)
 
 
 # -- sampling ---------------------------------------------------------------------------
@@ -171,7 +177,8 @@ def test_sampler_each_defective_once_and_least_seen_negatives():
 
 
 def test_sampler_is_seeded_and_state_round_trips():
-    a, b = EpochSampler([0, 1], list(range(2, 9)), seed=5), EpochSampler([0, 1], list(range(2, 9)), seed=5)
+    a, b = (EpochSampler([0, 1], list(range(2, 9)), seed=5),
+            EpochSampler([0, 1], list(range(2, 9)), seed=5))
     assert [a.epoch() for _ in range(3)] == [b.epoch() for _ in range(3)]
     state = a.state_dict()
     c = EpochSampler([0, 1], list(range(2, 9)), seed=99)
@@ -191,12 +198,14 @@ def test_preprocess_image_channels_and_geometry():
     assert x.shape == (3, 16, 32) and x.dtype == torch.float32
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     rgb16 = np.full((20, 20, 3), 65535, np.uint16)
-    assert preprocess_image(rgb16, TrainConfig(input_size=(16, 16), channels=1)).shape == (1, 16, 16)
+    assert preprocess_image(rgb16,
+                            TrainConfig(input_size=(16, 16), channels=1)).shape == (1, 16, 16)
     # "pad": aspect kept, padding zero at the bottom
     padded = preprocess_image(np.full((10, 40), 255, np.uint8),
                               TrainConfig(input_size=(32, 32), channels=1, resize="pad"))
     assert float(padded[0, :8].min()) == pytest.approx(1.0) and float(padded[0, 8:].max()) == 0.0
-    back = heatmap_to_image(np.ones((4, 4), np.float32), TrainConfig(input_size=(32, 32), resize="pad"), (10, 40))
+    back = heatmap_to_image(np.ones((4, 4), np.float32),
+                            TrainConfig(input_size=(32, 32), resize="pad"), (10, 40))
     assert back.shape == (10, 40)
 
 

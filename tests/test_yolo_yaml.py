@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from import_fixtures import image
 
 from defect_studio.errors import ImportFormatError
 from defect_studio.io.exporters import export_project
 from defect_studio.io.importers import import_dataset
 from defect_studio.io.importers.yolo import MAX_YAML_BYTES, load_data_yaml
 from defect_studio.project.store import Project
-
-from import_fixtures import image
 
 HOSTILE_NAMES = ["it's", 'say "hi"', "a: b", "x #y", "#hash", "ünï cödé ✓", "- x", "{}", "[1]",
                  "yes", "null", "1.0", "0x1F", "~", "&anchor", "*alias", "!tag", "%d", "@at",

@@ -15,7 +15,8 @@ from defect_studio.inference.overlay import NG_COLOR, OK_COLOR, colorize, overla
 __all__ = ["HeatmapView", "rgb_to_qimage", "heat_peak"]
 
 
-def heat_peak(heatmap: np.ndarray | None, shape: tuple[int, int]) -> tuple[float, float, float] | None:
+def heat_peak(heatmap: np.ndarray | None,
+              shape: tuple[int, int]) -> tuple[float, float, float] | None:
     """(peak value, x, y) of a heatmap in the coordinates of an image of `shape` (H, W)."""
     if heatmap is None or np.size(heatmap) == 0:
         return None

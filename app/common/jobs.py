@@ -17,9 +17,10 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QThread, QTimer, Signal
@@ -185,7 +186,8 @@ class TrainingJob(QObject):
     def _on_error(self, err: QProcess.ProcessError) -> None:
         # FailedToStart never reaches finished(); the other errors are followed by it.
         if err == QProcess.ProcessError.FailedToStart:
-            self._finish("failed", f"could not start the training process: {self._proc.errorString()}")
+            self._finish("failed", "could not start the training process: "
+                         f"{self._proc.errorString()}")
 
     def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
         self._kill_timer.stop()
@@ -363,7 +365,8 @@ class PredictionWorker(QThread):
                 if self._stop:
                     break
                 n += 1
-                pending.append(self._result(by_path.get(str(item)) or PredictionItem(str(item)), pred))
+                pending.append(self._result(by_path.get(str(item)) or PredictionItem(str(item)),
+                                            pred))
                 now = time.monotonic()
                 # Batching the signals keeps the GUI thread's share of the work small.
                 if len(pending) >= 16 or now - last_flush > 0.1:

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from defect_studio.app.evaluate.state import CELL_TITLES, CellRow
+
 # (row, column) of each cell in the Evaluate page's 2x2 table
 CELL_AT = {(0, 0): "tp", (0, 1): "fn", (1, 0): "fp", (1, 1): "tn"}
 

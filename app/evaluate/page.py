@@ -8,15 +8,31 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox,
-    QProgressBar, QPushButton, QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from defect_studio.app.common.jobs import FunctionWorker
 from defect_studio.app.common.plot_style import SERIES, plot_colors, style_plot
 from defect_studio.app.evaluate.drilldown import CELL_AT, CellImages
 from defect_studio.app.evaluate.state import (  # noqa: F401 - the page's names
-    EVAL_SPLITS, EVALUATION_FILE, EvaluateState, RunEvaluation, evaluate_and_load,
+    EVAL_SPLITS,
+    EVALUATION_FILE,
+    EvaluateState,
+    RunEvaluation,
+    evaluate_and_load,
     load_evaluation,
 )
 
@@ -45,7 +61,8 @@ class EvaluatePage(QWidget):
         self.run_combo.currentIndexChanged.connect(self._on_run_changed)
         self.split_combo = QComboBox()
         self.split_combo.addItems(EVAL_SPLITS)
-        self.split_combo.setToolTip("Images to evaluate on (Evaluate writes the run's curves again)")
+        self.split_combo.setToolTip("Images to evaluate on "
+                                    "(Evaluate writes the run's curves again)")
         self.evaluate_button = QPushButton("Evaluate")
         self.evaluate_button.setToolTip("Score the split with the run and compute its curves")
         self.evaluate_button.clicked.connect(lambda: self.evaluate())
@@ -99,7 +116,8 @@ class EvaluatePage(QWidget):
         self.spin.setSingleStep(0.01)
         self.spin.valueChanged.connect(self.set_threshold)
         self.save_button = QPushButton("Save threshold")
-        self.save_button.setToolTip("Prediction and review of this run use this threshold from now on")
+        self.save_button.setToolTip("Prediction and review of this run use this threshold "
+                                    "from now on")
         self.save_button.clicked.connect(self.save_threshold)
         self.best_button = QPushButton("Best F1")
         self.best_button.setToolTip("Move the threshold to the best F1 on this split")
@@ -162,7 +180,9 @@ class EvaluatePage(QWidget):
         lay.addLayout(plots, 1)
         lay.addLayout(thr_row)
         lay.addWidget(conf_box)
-        from defect_studio.app.evaluate.sweep_view import SweepView  # issue 7: test AP vs number of masks
+        from defect_studio.app.evaluate.sweep_view import (
+            SweepView,  # issue 7: test AP vs number of masks
+        )
 
         self.sweep_view = SweepView()
         lay.addWidget(self.sweep_view)

@@ -14,7 +14,13 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
-    QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from defect_studio.app.common.jobs import TrainingJob
@@ -59,7 +65,8 @@ class SweepView(QGroupBox):
         self.epochs: int | None = None
         self.size: tuple[int, int] | None = None
         self.device = "auto"
-        self.low_priority = True  # the job runs niced, as training does (defect_studio.app.common.jobs)
+        # the job runs niced, as training does (defect_studio.app.common.jobs)
+        self.low_priority = True
         self.levels_edit = QLineEdit(DEFAULT_LEVELS)
         self.levels_edit.setToolTip("Mask counts to compare: counts (12), shares (25%) or 'all'. "
                                     "One quick-preset run per count, on the same splits")

@@ -11,11 +11,25 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
-    QBrush, QColor, QImage, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QWheelEvent,
+    QBrush,
+    QColor,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QPixmap,
+    QWheelEvent,
 )
 from PySide6.QtWidgets import (
-    QGraphicsEllipseItem, QGraphicsItem, QGraphicsPathItem, QGraphicsPixmapItem,
-    QGraphicsRectItem, QGraphicsScene, QGraphicsTextItem, QGraphicsView,
+    QGraphicsEllipseItem,
+    QGraphicsItem,
+    QGraphicsPathItem,
+    QGraphicsPixmapItem,
+    QGraphicsRectItem,
+    QGraphicsScene,
+    QGraphicsTextItem,
+    QGraphicsView,
 )
 
 from defect_studio.app.label import mask_tools as mt
@@ -114,7 +128,8 @@ class MaskCanvas(QGraphicsView):
         self._pan_last = None
         self._space = False
         self._stroke_active = False
-        self.box_tool = None  # defect_studio.app.label.box_tool.BoxTool: gets the mouse and keys first when on
+        # defect_studio.app.label.box_tool.BoxTool: gets the mouse and keys first when on
+        self.box_tool = None
 
     # ------------------------------------------------------------------ content
     def set_image(self, image: np.ndarray, mask: np.ndarray | None = None) -> None:

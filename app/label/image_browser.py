@@ -10,13 +10,25 @@ from __future__ import annotations
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QLabel, QLineEdit, QListView, QMenu, QStyle, QStyledItemDelegate,
-    QVBoxLayout, QWidget,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QMenu,
+    QStyle,
+    QStyledItemDelegate,
+    QVBoxLayout,
+    QWidget,
 )
 
 from defect_studio.app.common.thumbnails import THUMB_SIZE, ThumbnailWorker
 from defect_studio.app.label.state import (  # noqa: F401 - FILTERS...: the browser's names
-    FILTERS, SORTS, SPLIT_BADGES, SPLIT_FILTERS, LabelState,
+    FILTERS,
+    SORTS,
+    SPLIT_BADGES,
+    SPLIT_FILTERS,
+    LabelState,
 )
 from defect_studio.app.shell.theme import colors
 

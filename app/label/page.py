@@ -9,16 +9,23 @@ from __future__ import annotations
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import (
-    QCheckBox, QHBoxLayout, QLabel, QSlider, QSplitter, QToolBar, QVBoxLayout, QWidget,
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QSplitter,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
 )
 
-from defect_studio.app.shell import shortcuts as sc
+from defect_studio.app.common.icons import icon
+from defect_studio.app.common.label_history import LabelHistory
 from defect_studio.app.label.box_tool import BoxLabelling
 from defect_studio.app.label.canvas import MAX_BRUSH, MIN_BRUSH, MaskCanvas
-from defect_studio.app.common.icons import icon
 from defect_studio.app.label.image_browser import ImageBrowser
-from defect_studio.app.common.label_history import LabelHistory
 from defect_studio.app.label.state import LabelState
+from defect_studio.app.shell import shortcuts as sc
 from defect_studio.app.shell.theme import colors
 from defect_studio.errors import UserError
 
@@ -160,8 +167,8 @@ class LabelPage(QWidget):
         settings_row.addSpacing(12)
         settings_row.addWidget(self.auto_next)
         settings_row.addStretch(1)
-        from defect_studio.app.train.cold_start import LikelyDefectsButton
         from defect_studio.app.review.mask_proposal import MaskProposalBar
+        from defect_studio.app.train.cold_start import LikelyDefectsButton
         self.likely_defects_button = LikelyDefectsButton(self)
         settings_row.addWidget(self.likely_defects_button)
         self.proposal = MaskProposalBar(self)  # a proposed mask waiting for Save / Discard

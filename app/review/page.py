@@ -8,23 +8,44 @@ from pathlib import Path
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal, Slot
 from PySide6.QtGui import QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel,
-    QMessageBox, QProgressBar, QPushButton, QSlider, QSplitter, QTableView, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
 )
 
 from defect_studio.app.common.heatmap_view import HeatmapView
-from defect_studio.app.review.viewer import ReviewViewer
+from defect_studio.app.common.jobs import (
+    FunctionWorker,
+    PredictionItem,
+    PredictionResult,
+    PredictionWorker,
+    expand_heatmap,
+)
 from defect_studio.app.common.label_history import LabelHistory
 from defect_studio.app.review.boxes import ReviewBoxes
-from defect_studio.app.common.jobs import (
-    FunctionWorker, PredictionItem, PredictionResult, PredictionWorker, expand_heatmap,
-)
 from defect_studio.app.review.queue import ReviewQueueModel
 from defect_studio.app.review.state import (
-    SOURCES, ReviewItem, ReviewState, decide, write_review_export,
+    SOURCES,
+    ReviewItem,
+    ReviewState,
+    decide,
+    write_review_export,
 )
+from defect_studio.app.review.viewer import ReviewViewer
 from defect_studio.app.shell.shortcuts import key_sequences, shortcut
 from defect_studio.inference.overlay import COLORMAPS
+
 # Review keys come from the shortcut table, so F1 lists the keys that work here.
 KEY_ACCEPT, KEY_OK, KEY_DEFECTIVE, KEY_HEATMAP = (
     shortcut(a).keys[0]
@@ -38,7 +59,8 @@ class ReviewPage(QWidget):
     labels_changed = Signal()
     retrain_requested = Signal()
     edit_mask_requested = Signal(int)
-    propose_mask_requested = Signal(int, object)  # image id, draft mask (defect_studio.app.review.mask_proposal)
+    # image id, draft mask (defect_studio.app.review.mask_proposal)
+    propose_mask_requested = Signal(int, object)
     prediction_ended = Signal(str)
     export_finished = Signal(str)
 
@@ -65,7 +87,8 @@ class ReviewPage(QWidget):
         for text, key in SOURCES:
             self.source_combo.addItem(text, key)
         self.predict_button = QPushButton("Predict")
-        self.predict_button.setToolTip("Score the chosen images with the active run (in the background)")
+        self.predict_button.setToolTip("Score the chosen images with the active run "
+                                       "(in the background)")
         self.predict_button.clicked.connect(self._on_predict_clicked)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel_prediction)
@@ -247,7 +270,8 @@ class ReviewPage(QWidget):
                     pass
             if w.isRunning():
                 self._retired.append(w)  # keep a reference until the thread has ended
-                w.finished.connect(lambda w=w: self._retired.remove(w) if w in self._retired else None)
+                w.finished.connect(
+                    lambda w=w: self._retired.remove(w) if w in self._retired else None)
                 w.finished.connect(w.deleteLater)
             else:
                 w.deleteLater()
@@ -395,7 +419,8 @@ class ReviewPage(QWidget):
         n_err = sum(1 for r in self._new_results if r.error)
         if rows:
             self._store_predictions(rows)
-        msg = {"finished": "Scored", "cancelled": "Cancelled after", "failed": "Failed after"}[state]
+        msg = {"finished": "Scored", "cancelled": "Cancelled after",
+               "failed": "Failed after"}[state]
         text = f"{msg} {len(self._new_results)} images"
         if n_err:
             text += f" ({n_err} could not be read: see the tooltips)"
@@ -434,7 +459,8 @@ class ReviewPage(QWidget):
                 | QItemSelectionModel.SelectionFlag.Rows)
             self.queue_view.scrollTo(idx)
 
-    def _after_queue_change(self, *, select_first: bool = False, keep: ReviewItem | None = None) -> None:
+    def _after_queue_change(self, *, select_first: bool = False,
+                            keep: ReviewItem | None = None) -> None:
         self.counts_label.setText(self.state.queue.counts_text())
         if keep is not None and self.model.row_of(keep) >= 0:
             self.select_row(self.model.row_of(keep))

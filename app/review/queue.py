@@ -8,7 +8,6 @@ from PySide6.QtGui import QBrush, QColor
 from defect_studio.app.review.state import ReviewItem, ReviewQueue  # noqa: F401 - re-exported
 from defect_studio.inference.overlay import NG_COLOR, OK_COLOR
 
-
 COLUMNS = ("Image", "Score", "Decision", "Label")
 
 
@@ -74,7 +73,8 @@ class ReviewQueueModel(QAbstractTableModel):
             return COLUMNS[section]
         return None
 
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+    def data(self, index: QModelIndex | QPersistentModelIndex,
+             role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         it = self.queue.item(index.row())

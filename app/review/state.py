@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from defect_studio.app.common.heatmaps import expand_heatmap
 from defect_studio.io.images import IMAGE_EXTENSIONS  # the one list of image types
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget,
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from defect_studio.app.common.heatmap_view import HeatmapView, heat_peak

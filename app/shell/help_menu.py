@@ -22,7 +22,8 @@ Ctrl+Z undoes a mask edit or a label. Right-click thumbnails to move them to ano
 background; the curves fill as it goes. An interrupted run can be resumed from the runs list.</li>
 <li><b>Evaluate</b> (Ctrl+3): check AP and the confusion matrix; click a cell to see its
 images. Choose a threshold by best F1 or by the escape rate you can accept, then
-<b>Save threshold</b>. <b>Export report&hellip;</b> writes an HTML/PDF for the release decision.</li>
+<b>Save threshold</b>. <b>Export report&hellip;</b> writes an HTML/PDF \
+for the release decision.</li>
 <li><b>Review</b> (Ctrl+4): score new parts, walk the rejected ones worst first, press
 <b>A</b> to accept the model's decision or <b>O</b>/<b>D</b> to correct it.</li>
 <li><b>Retrain</b> with your corrections and compare the new run with the old one

@@ -10,15 +10,28 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
-    QApplication, QDialog, QDialogButtonBox, QLabel, QMainWindow, QMessageBox, QProgressDialog,
-    QTabWidget, QTextBrowser, QToolBar, QVBoxLayout, QWidget,
+    QApplication,
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressDialog,
+    QTabWidget,
+    QTextBrowser,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
 )
 
-from defect_studio.app.shell import shortcuts as sc
 from defect_studio.app.common.icons import icon
 from defect_studio.app.label.page import LabelPage
+from defect_studio.app.shell import shortcuts as sc
 from defect_studio.app.shell.project_dialogs import (
-    ExportLabelsDialog, RecentProjects, choose_new_project_dir, choose_project_dir,
+    ExportLabelsDialog,
+    RecentProjects,
+    choose_new_project_dir,
+    choose_project_dir,
 )
 from defect_studio.errors import ProjectInUseError, UserError
 
@@ -169,14 +182,14 @@ class MainWindow(QMainWindow):
             b.select_image(image_id)
 
     def show_proposed_mask(self, image_id: int, mask) -> None:
-        """A draft mask from Review: open the image on the Label page with it, to correct and save."""
+        """A draft mask from Review: open the image on the Label page with it, to correct and
+        save."""
         self.show_image_in_label_page(image_id)
         self.label_page.proposal.start(image_id, mask)
 
     def _on_color_scheme(self, *_args) -> None:
-        from defect_studio.app.shell.theme import colors
-
         from defect_studio.app.common.plot_style import style_all_plots
+        from defect_studio.app.shell.theme import colors
 
         self.label_page.canvas.setBackgroundBrush(colors().canvas_bg)
         style_all_plots(self)

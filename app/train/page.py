@@ -12,8 +12,20 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QMessageBox,
-    QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter, QTabWidget, QVBoxLayout,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -22,7 +34,12 @@ from defect_studio.app.common.plot_style import SERIES, foreground_curve, plot_c
 from defect_studio.app.train.run_curves import read_curves
 from defect_studio.app.train.run_history import RunHistory
 from defect_studio.app.train.state import (
-    DEVICES, SETTINGS_KEY, TrainState, device_availability, failure_hint, final_metrics,
+    DEVICES,
+    SETTINGS_KEY,
+    TrainState,
+    device_availability,
+    failure_hint,
+    final_metrics,
 )
 
 
@@ -106,7 +123,8 @@ class TrainPage(QWidget):
         settings.setLayout(form)
 
         self.train_button = QPushButton("Train")
-        self.train_button.setToolTip("Train a new model on the labelled images (runs in the background)")
+        self.train_button.setToolTip("Train a new model on the labelled images "
+                                     "(runs in the background)")
         self.train_button.clicked.connect(self.start_training)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel_training)
@@ -365,7 +383,8 @@ class TrainPage(QWidget):
 
         try:
             self._project.set_setting(SETTINGS_KEY, s)
-        except (UserError, OSError, sqlite3.Error) as e:  # remembering the form is a nicety, never a blocker
+        except (UserError, OSError, sqlite3.Error) as e:
+            # remembering the form is a nicety, never a blocker
             self._append_log(f"could not remember the training settings: {e}")
         try:
             config_path = self._write_overrides(self.state.overrides())
@@ -450,7 +469,8 @@ class TrainPage(QWidget):
         epoch, epochs = ev.get("epoch", 0), max(1, int(ev.get("epochs") or 1))
         step, steps = ev.get("step", 0), max(1, int(ev.get("steps") or 1))
         if self._epoch_base is None:
-            # Epochs may be numbered from 0 or 1; the first event tells (step counts from 0 or 1 too).
+            # Epochs may be numbered from 0 or 1; the first event tells (step counts from
+            # 0 or 1 too).
             self._epoch_base = 0 if epoch == 0 else 1
         frac = min(1.0, float(step) / steps)
         x = self._x(epoch, frac)

@@ -255,7 +255,7 @@ def default_demo_dir() -> Path:
     return base / "DefectStudio" / "demo"
 
 
-def _open_target(root: Path) -> tuple["Project", bool]:
+def _open_target(root: Path) -> tuple[Project, bool]:
     """Open the folder to fill: a new or empty folder, or an empty project.
 
     Returns the project and whether we made the folder (so a failure can remove it)."""
@@ -290,7 +290,7 @@ def generate_demo_project(
     defect_rate: float = 0.15,
     progress: Progress | None = None,
     splits: tuple[float, float, float] = DEFAULT_SPLITS,
-) -> "Project":
+) -> Project:
     """Create the demo project at ``root`` and return it open for writing.
 
     ``size`` is (width, height). Every image is labelled OK or defective (source

@@ -2,8 +2,8 @@
 
 - ``defect_studio.deploy.export`` (needs torch): ``export_model(run_dir, out_dir, fmt)`` writes a
   self-contained package (ONNX or OpenVINO IR + package.json) of a run.
-- ``defect_studio.deploy.package`` and ``defect_studio.deploy.runtime`` (numpy, OpenCV, onnxruntime or
-  openvino; never torch): ``load_package(dir)`` verifies a package and returns a
+- ``defect_studio.deploy.package`` and ``defect_studio.deploy.runtime`` (numpy, OpenCV,
+  onnxruntime or openvino; never torch): ``load_package(dir)`` verifies a package and returns a
   ``PackagePredictor`` with the interface of defect_studio.kinds.segdec.predictor.Predictor.
 - ``defect_studio.deploy.watch``: the watch folder that scores images as they land.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from defect_studio.errors import UserError
 
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("export-model",
                        help="export a trained run as a package for the line (ONNX or OpenVINO)")

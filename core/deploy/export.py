@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from defect_studio.deploy.package import (
-    FORMATS, INPUT_NAME, MODEL_FILES, OPENVINO_CONFIG, OUTPUT_NAMES, PACKAGE_FILE, PACKAGE_FORMAT,
+    FORMATS,
+    INPUT_NAME,
+    MODEL_FILES,
+    OPENVINO_CONFIG,
+    OUTPUT_NAMES,
+    PACKAGE_FILE,
+    PACKAGE_FORMAT,
     sha256_file,
 )
 from defect_studio.errors import ModelFileError, UserError

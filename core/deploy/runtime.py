@@ -19,11 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from defect_studio.deploy.package import (
-    INPUT_NAME, OPENVINO_CONFIG, PackageError, PackageInfo, read_package,
+    INPUT_NAME,
+    OPENVINO_CONFIG,
+    PackageError,
+    PackageInfo,
+    read_package,
 )
 from defect_studio.errors import UserError
 from defect_studio.inference.prediction import (
-    BatchScorer, DetectedBox, DetectionPrediction, Prediction, boxes_heatmap, check_image_array,
+    BatchScorer,
+    DetectedBox,
+    DetectionPrediction,
+    Prediction,
+    boxes_heatmap,
+    check_image_array,
     check_threshold,
 )
 from defect_studio.preprocess import heatmap_to_image, preprocess_array

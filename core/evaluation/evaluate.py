@@ -104,7 +104,8 @@ def evaluate_run(
 
     Every model kind can use it: ``predictor_class`` (default: the predictor entry of the
     run's kind, defect_studio.kinds) loads the run; ``region_overlap`` (e.g. the anomaly
-    kind's RegionOverlap) collects each image's mask and heatmap and adds its figure to ``pixel`` (AUPRO for anomaly runs).
+    kind's RegionOverlap) collects each image's mask and heatmap and adds its figure to
+    ``pixel`` (AUPRO for anomaly runs).
 
     Ground truth: an image is defective when it is labelled defective or its mask
     has a defect pixel; unlabelled images without a mask are skipped. Returns

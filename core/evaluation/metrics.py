@@ -21,7 +21,8 @@ for that case, because small validation splits hit it in normal use.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -50,7 +51,7 @@ def _as_arrays(y_true: Sequence[Any], scores: Sequence[Any]) -> tuple[np.ndarray
     if not np.all(np.isfinite(s)):
         raise DataError("some scores are NaN or infinite: the model output is not usable")
     values = set(np.unique(y).tolist())
-    if not values <= {0, 1, False, True}:
+    if not values <= {0, 1}:
         raise DataError(f"labels must be 0 (OK) or 1 (defective), got {sorted(values)}")
     return y.astype(np.int8), s
 

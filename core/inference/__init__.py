@@ -14,13 +14,15 @@ from typing import Any
 
 from defect_studio.inference.overlay import COLORMAPS, colorize, decision_overlay, overlay
 
-__all__ = ["Predictor", "Prediction", "RunPredictor", "load_predictor", "overlay", "colorize", "decision_overlay", "COLORMAPS"]
+__all__ = ["Predictor", "Prediction", "RunPredictor", "load_predictor", "overlay", "colorize",
+           "decision_overlay", "COLORMAPS"]
 
 
 def load_predictor(run_dir: Any, device: str = "auto", num_threads: int | None = None) -> Any:
     """The predictor of a run of any model kind (defect_studio.kinds), or of an export package
     folder (defect_studio.deploy, without torch): ``.predict(image)``,
-    ``.predict_many(...)``, ``.threshold``, ``.run_id`` as defect_studio.inference.predictor.RunPredictor."""
+    ``.predict_many(...)``, ``.threshold``, ``.run_id`` as
+    defect_studio.inference.predictor.RunPredictor."""
     from defect_studio.deploy.package import is_package
 
     if is_package(run_dir):  # an export package: the torch-free runtime (defect_studio.deploy)

@@ -24,7 +24,11 @@ import numpy as np
 
 from defect_studio.errors import ModelFileError, UserError
 from defect_studio.inference.prediction import (  # noqa: F401 - part of this module's interface
-    DEFAULT_THRESHOLD, BatchScorer, Prediction, check_image_array, read_threshold,
+    DEFAULT_THRESHOLD,
+    BatchScorer,
+    Prediction,
+    check_image_array,
+    read_threshold,
 )
 from defect_studio.preprocess import heatmap_to_image  # noqa: F401 - re-exported
 
@@ -64,8 +68,9 @@ class RunPredictor(BatchScorer):
             from defect_studio.project.runs import read_run
 
             state = read_run(self.run_dir).state
-            raise ModelFileError(f"run '{self.run_dir.name}' has no trained model yet (its state is "
-                                 f"'{state}'): wait until it finishes, or pick a finished run")
+            raise ModelFileError(
+                f"run '{self.run_dir.name}' has no trained model yet (its state is "
+                f"'{state}'): wait until it finishes, or pick a finished run")
         self._load_model()
         self.model.to(self.device).eval()
         t, source = read_threshold(self.run_dir)

@@ -161,7 +161,7 @@ class ResultsWriter:
     def close(self) -> None:
         self.table.commit()
 
-    def __enter__(self) -> "ResultsWriter":
+    def __enter__(self) -> ResultsWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

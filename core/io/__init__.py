@@ -1,2 +1,2 @@
-"""Image reading/writing (`defect_studio.io.images`), crash-safe writes (`defect_studio.io.atomic`) and the
-dataset importers/exporters."""
+"""Image reading/writing (`defect_studio.io.images`), crash-safe writes
+(`defect_studio.io.atomic`) and the dataset importers/exporters."""

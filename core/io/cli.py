@@ -12,11 +12,12 @@ from pathlib import Path
 from defect_studio.errors import CliError, UserError
 from defect_studio.progress import progress_bar
 
+
 def format_report(report, elapsed: float) -> str:
     """The import summary a person reads: counts, labels, skipped files by reason."""
     lines = [f"format      {report.format}",
-             f"imported    {report.imported} images ({report.masks} with masks, {report.boxes} boxes) in "
-             f"{elapsed:.1f} s"]
+             f"imported    {report.imported} images ({report.masks} with masks, "
+             f"{report.boxes} boxes) in {elapsed:.1f} s"]
     labels = ", ".join(f"{k} {v}" for k, v in sorted(report.by_label.items()))
     lines.append(f"labels      {labels or '-'}")
     lines.append(f"duplicates  {report.duplicates}")

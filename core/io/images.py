@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
 def env_int(name: str, default: int) -> int:
     """A positive integer from the environment; `default` when unset or not one."""
     try:

@@ -74,7 +74,8 @@ def kind_of_model(name: str) -> ModelKind:
     for kind in _KINDS.values():
         if key in kind.models:
             return kind
-    raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(all_model_names())}")
+    raise UnknownModelError(f"unknown model {name!r}; choose one of: "
+                            f"{', '.join(all_model_names())}")
 
 
 def kind_of_run(run_dir: str | Path) -> ModelKind:

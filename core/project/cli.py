@@ -6,7 +6,7 @@ import argparse
 import json
 
 from defect_studio.errors import ProjectError
-from defect_studio.project.store import Project, SPLITS
+from defect_studio.project.store import SPLITS, Project
 
 
 def _print_json(obj: object) -> None:

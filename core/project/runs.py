@@ -79,7 +79,7 @@ class RunLock:
         self._fd: int | None = None
         self._stop = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import threading
 
         from defect_studio.project.lock import _lock, _read_pid

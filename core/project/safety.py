@@ -216,7 +216,8 @@ def move_orphans_to(root: Path, db: sqlite3.Connection) -> tuple[list[str], Path
     """move_orphans, and the folder they went to (None when nothing moved)."""
     root = Path(root)
     used_images = {r[0] for r in db.execute("SELECT path FROM images WHERE path LIKE 'images/%'")}
-    used_masks = {f"masks/{r[0]}.png" for r in db.execute("SELECT id FROM images WHERE has_mask = 1")}
+    used_masks = {f"masks/{r[0]}.png"
+                  for r in db.execute("SELECT id FROM images WHERE has_mask = 1")}
     orphans: list[str] = []
     for sub, used in (("images", used_images), ("masks", used_masks)):
         folder = root / sub

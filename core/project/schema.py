@@ -102,7 +102,8 @@ def read_version(db: sqlite3.Connection) -> int:
     try:
         return int(row[0])
     except (TypeError, ValueError):
-        raise ProjectError(f"the project database has an invalid schema_version {row[0]!r}")
+        raise ProjectError(
+            f"the project database has an invalid schema_version {row[0]!r}") from None
 
 
 def check_version(version: int, db_path: Path) -> None:

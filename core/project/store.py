@@ -32,17 +32,16 @@ from defect_studio import notices
 from defect_studio.errors import ImageReadError, MaskError, ProjectError
 from defect_studio.io import images as imio
 from defect_studio.io.atomic import atomic_write_bytes, remove_stale_temps
-from defect_studio.project import handles
+from defect_studio.project import handles, safety
 from defect_studio.project import runs as runs_mod
-from defect_studio.project import safety
 from defect_studio.project.boxes import BoxesMixin
+from defect_studio.project.lock import ProjectLock
 from defect_studio.project.records import COLUMNS as _COLUMNS
 from defect_studio.project.records import ImageRecord
 from defect_studio.project.records import record_from_row as _record
-from defect_studio.project.lock import ProjectLock
 from defect_studio.project.runs import RunInfo
-from defect_studio.project.splits import normalise_ratios, plan_splits
 from defect_studio.project.schema import SCHEMA_VERSION, check_version, migrate, read_version
+from defect_studio.project.splits import normalise_ratios, plan_splits
 
 LABELS = ("unlabeled", "ok", "defective")
 LABEL_SOURCES = ("import", "user", "prediction")  # "prediction" = an accepted model decision
@@ -136,7 +135,8 @@ class Project(BoxesMixin):
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ProjectError(f"cannot create project folder '{root}': {e.strerror or e}")
+            raise ProjectError(
+                f"cannot create project folder '{root}': {e.strerror or e}") from None
         lock = ProjectLock(root / LOCK_NAME, root)
         lock.acquire()
         try:

@@ -59,7 +59,8 @@ def load_torch(path: str | Path, device: torch.device | str = "cpu") -> Any:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         raise ModelFileError(
-            f"{path} contains more than plain weights (e.g. code) and was not loaded: {first_line(e)}"
+            f"{path} contains more than plain weights (e.g. code) and was not loaded: "
+            f"{first_line(e)}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
         raise ModelFileError(f"{path} is not a readable model file (truncated or damaged?): "

@@ -77,7 +77,8 @@ class _HumanPrinter:
             self._say(f"run {e['run_id']}: {e['config']['model']} on {e['device']}, "
                       f"{e['n_train']} training / {e['n_val']} validation images, "
                       f"{e['epochs']} epochs{resumed}"
-                      + (f", {e['precision']}" if e.get("precision", "float32") != "float32" else ""))
+                      + (f", {e['precision']}"
+                         if e.get("precision", "float32") != "float32" else ""))
             size = e["config"].get("input_size")
             if size and not any(str(n).startswith("input ") for n in e.get("notes") or []):
                 self._say(f"input {size[0]}x{size[1]}: as set")
@@ -89,7 +90,8 @@ class _HumanPrinter:
         elif kind == "epoch":
             self._say(f"epoch {e['epoch']}/{self.epochs}  loss {e['loss']:.4f} "
                       f"(seg {e['loss_seg']:.4f}, dec {e['loss_dec']:.4f})  "
-                      f"elapsed {_fmt_time(getattr(self, 'elapsed', 0))}  eta {_fmt_time(self.eta)}")
+                      f"elapsed {_fmt_time(getattr(self, 'elapsed', 0))}  "
+                      f"eta {_fmt_time(self.eta)}")
         elif kind == "validation":
             ap = "n/a" if e["ap"] is None else f"{e['ap']:.4f}"
             auc = "n/a" if e["auc"] is None else f"{e['auc']:.4f}"

@@ -55,7 +55,8 @@ def check(ok: Any, key: str, allowed: str) -> None:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """Parse "WxH" (or a single number for a square) into (W, H) (defect_studio.units.parse_size)."""
+    """Parse "WxH" (or a single number for a square) into (W, H)
+    (defect_studio.units.parse_size)."""
     from defect_studio.units import parse_size as _parse
 
     return size_value(list(_parse(text, TrainConfigError, "160x160")))
@@ -114,7 +115,8 @@ class KindConfig:
     PRESET_SETTINGS: ClassVar[Any] = {}  # preset name -> settings (``preset``)
     EXTRA_KEYS: ClassVar[Any] = ("model_spec", "created")  # saved keys that are not settings
     SETTINGS_NOUN: ClassVar[Any] = "training"  # "unknown <noun> setting(s)" in messages
-    ARG_FIELDS: ClassVar[Any] = ()  # `train` options read besides COMMON_ARGS and --size (same name)
+    # `train` options read besides COMMON_ARGS and --size (same name)
+    ARG_FIELDS: ClassVar[Any] = ()
     REFUSED_ARGS: ClassVar[Any] = ()  # `train` options this kind refuses (e.g. "--pixel-labels")
     REFUSED_WHY: ClassVar[Any] = "does not apply to this model"
 

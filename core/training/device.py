@@ -23,7 +23,8 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("CUDA was requested but no CUDA GPU is available; use --device auto or cpu")
+            raise DeviceError("CUDA was requested but no CUDA GPU is available; "
+                              "use --device auto or cpu")
         return torch.device("cuda")
     if name == "mps":
         if not _mps_available():

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from defect_studio.errors import CancelledError, TrainingError, UserError
 from defect_studio.project.runs import check_runs_writable, hold_run, release_run, require_run_id
@@ -172,7 +173,8 @@ def open_run_to_resume(runs_dir: Path, run_id: str | None, folder: RunFolder) ->
     except (OSError, ValueError, AttributeError):
         state = None
     if state == "finished":
-        raise TrainConfigError(f"run {run_id!r} has already finished; start a new run to train more")
+        raise TrainConfigError(f"run {run_id!r} has already finished; "
+                               "start a new run to train more")
     folder.run_lock = hold_run(run_dir)  # a second resume of a live run is refused
     return run_dir
 

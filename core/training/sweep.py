@@ -15,9 +15,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from defect_studio.errors import CancelledError, UserError
 from defect_studio.training.config import KindConfig
@@ -172,10 +173,14 @@ def cmd_sweep(args: Any) -> int:
     """Handler of `defect-studio sweep` (exit 0 finished, 2 user error, 3 cancelled)."""
     import sys
 
-    from defect_studio.training.cli import EXIT_CANCELLED, _HumanPrinter, _print_json, _StopFlag, \
-        config_from_args
-
     from defect_studio.kinds import kind_of_model, kinds
+    from defect_studio.training.cli import (
+        EXIT_CANCELLED,
+        _HumanPrinter,
+        _print_json,
+        _StopFlag,
+        config_from_args,
+    )
 
     config = config_from_args(args)
     if kind_of_model(config.model).trains_on != "mixed":

@@ -36,7 +36,8 @@ def test_outlook_weighted_sum_is_its_own_module_count():
 def test_one_parse_size():
     from defect_studio.demo.cli import parse_size as demo_size
     from defect_studio.demo.generator import DemoSettingsError
-    from defect_studio.kinds.segdec.config import TrainConfigError, parse_size as train_size
+    from defect_studio.kinds.segdec.config import TrainConfigError
+    from defect_studio.kinds.segdec.config import parse_size as train_size
     from defect_studio.units import parse_size
 
     for text, want in (("64x48", (64, 48)), ("64×48", (64, 48)), ("64*48", (64, 48)),
@@ -59,8 +60,9 @@ def test_cli_error_is_a_user_error():
 
 
 def test_import_report_to_unwritable_file_is_cli_error(tmp_path, capsys):
-    from defect_studio.cli import main
     from fault_helpers import png
+
+    from defect_studio.cli import main
 
     src = tmp_path / "src" / "OK"
     src.mkdir(parents=True)

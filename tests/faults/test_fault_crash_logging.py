@@ -46,11 +46,11 @@ def test_cli_disk_error_is_one_line_without_a_log(data_home, monkeypatch, capsys
 
 
 def test_gui_exception_is_logged_and_shown(data_home, monkeypatch, qtbot, dialogs, capsys):
+    import threading
+
     from PySide6.QtCore import QTimer
 
     from defect_studio.app.shell.main import install_excepthook
-
-    import threading
 
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)

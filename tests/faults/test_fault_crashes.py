@@ -8,13 +8,11 @@ import json
 import os
 import time
 
-import numpy as np
 import pytest
+from fault_helpers import cli, png
 
-from defect_studio.errors import ProjectError
 from defect_studio.io.importers import import_dataset, runner
 from defect_studio.project import Project
-from fault_helpers import cli, png
 
 
 def _run(src, tmp_path, fmt):
@@ -192,7 +190,6 @@ def test_evaluate_on_a_read_only_project_prints_its_metrics(trained_project, mon
 
 def test_train_on_a_read_only_project_is_a_clear_message(tmp_path, monkeypatch, capsys):
     from defect_studio.cli import main
-    from defect_studio.project import runs
 
     root = tmp_path / "p"
     from fault_helpers import tiny_project
@@ -214,10 +211,11 @@ def test_train_on_a_read_only_project_is_a_clear_message(tmp_path, monkeypatch, 
 
 def test_disk_full_during_training_is_one_line_and_a_truthful_status(tmp_path, monkeypatch,
                                                                       capsys):
+    from fault_helpers import tiny_project
+
     from defect_studio.cli import main
     from defect_studio.io import atomic
     from defect_studio.project.runs import read_run
-    from fault_helpers import tiny_project
 
     root = tiny_project(tmp_path / "p", n=12)
     real = atomic.tempfile.mkstemp

@@ -5,12 +5,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
-from defect_studio.errors import ProjectError, UserError
-from defect_studio.io.exporters import export_project
-from defect_studio.project import Project
-from defect_studio.project import safety
 from fault_helpers import cli, png, tiny_project
+
+from defect_studio.errors import UserError
+from defect_studio.io.exporters import export_project
+from defect_studio.project import Project, safety
 
 
 def test_export_into_project_folder_is_refused_and_deletes_nothing(tmp_path):
@@ -83,7 +82,8 @@ def test_damaged_index_is_detected_before_any_write(tmp_path):
     root = tiny_project(tmp_path / "p")
     _checkpoint(root)
     db = sqlite3.connect(root / "project.sqlite")
-    rootpage = db.execute("SELECT rootpage FROM sqlite_master WHERE name='images_hash'").fetchone()[0]
+    rootpage = db.execute(
+        "SELECT rootpage FROM sqlite_master WHERE name='images_hash'").fetchone()[0]
     db.close()
     _corrupt_page(root / "project.sqlite", rootpage)
     before = (root / "project.sqlite").read_bytes()

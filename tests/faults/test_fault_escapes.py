@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from fault_helpers import cli, png, tiny_project
 
 from defect_studio.errors import ProjectError
 from defect_studio.io.importers import import_dataset
 from defect_studio.project import Project
 from defect_studio.project.runs import require_run_id
-from fault_helpers import cli, png, tiny_project
 
 
 @pytest.mark.parametrize("bad", ["../../../x", "../x", "/tmp/x", "a/b", "..", "", "a\\b"])

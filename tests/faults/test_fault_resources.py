@@ -8,12 +8,12 @@ import threading
 import zlib
 
 import pytest
+from fault_helpers import png
 
 from defect_studio.errors import ImageReadError
 from defect_studio.io import images as imio
 from defect_studio.io.importers import import_dataset
 from defect_studio.project import Project
-from fault_helpers import png
 
 
 def _png_header_only(width: int, height: int) -> bytes:

@@ -11,11 +11,11 @@ import textwrap
 import time
 
 import pytest
+from fault_helpers import REPO, png
 
 from defect_studio.errors import ProjectError
 from defect_studio.project import Project
 from defect_studio.project.runs import hold_run, read_run
-from fault_helpers import REPO, png
 
 
 def _wait(cond, timeout: float, what: str) -> None:

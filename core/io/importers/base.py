@@ -12,9 +12,9 @@ import csv
 import os
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Union
 
 import numpy as np
 
@@ -29,11 +29,11 @@ IGNORED_DIRS = frozenset({"__macosx", ".git", ".svn", "__pycache__", ".ipynb_che
 
 # A mask may be given as an array, a file (read when the image size is known), or a
 # function of the image size (height, width) for formats with relative coordinates.
-MaskSource = Union[np.ndarray, Path, Callable[[int, int], np.ndarray]]
+MaskSource = np.ndarray | Path | Callable[[int, int], np.ndarray]
 # Boxes with their type name, (type, x, y, w, h) in pixels (top-left corner and size), or a
 # function of the image size (height, width) giving them, for relative coordinates.
 BoxList = list[tuple[str, float, float, float, float]]
-BoxSource = Union[BoxList, Callable[[int, int], BoxList]]
+BoxSource = BoxList | Callable[[int, int], BoxList]
 
 _OK_PHRASES = frozenset({
     "defect_free", "defectfree", "non_defective", "nondefective", "no_defect", "nodefect",
@@ -382,7 +382,7 @@ class SourceTree:
     truncated: bool = False
 
     @classmethod
-    def scan(cls, root: Path, limit: int = 200_000) -> "SourceTree":
+    def scan(cls, root: Path, limit: int = 200_000) -> SourceTree:
         files = [p.relative_to(root) for p in walk_files(root, limit)]
         return cls(root, files, len(files) >= limit)
 

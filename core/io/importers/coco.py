@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from pycocotools import mask as coco_mask
@@ -29,8 +29,15 @@ from pycocotools import mask as coco_mask
 from defect_studio.errors import ImportFormatError, MaskError
 
 from .base import (
-    ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, peek_text,
-    walk_files, walk_images,
+    ImageIndex,
+    ImportItem,
+    ImportReport,
+    SourceTree,
+    box_mask,
+    fill_polygons,
+    peek_text,
+    walk_files,
+    walk_images,
 )
 
 NAME = "coco"

@@ -10,8 +10,8 @@ without a mask; every other image is OK. A folder holding several classes
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from defect_studio.errors import ImportFormatError
 

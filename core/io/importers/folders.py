@@ -9,11 +9,17 @@ both work). Images in no such folder are imported unlabeled.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from .base import ImportItem, ImportReport, SourceTree, label_from_name, split_from_name, \
-    walk_images
+from .base import (
+    ImportItem,
+    ImportReport,
+    SourceTree,
+    label_from_name,
+    split_from_name,
+    walk_images,
+)
 
 NAME = "folders"
 EXPECTS = "image folders named by their class: OK/ NG/, good/ bad/, pass/ fail/ " \

@@ -12,13 +12,22 @@ imported unlabeled; JSONs whose image is missing are reported.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
 
-from .base import check_coords, ImageIndex, ImportItem, ImportReport, SourceTree, walk_files, is_image, peek_text
+from .base import (
+    ImageIndex,
+    ImportItem,
+    ImportReport,
+    SourceTree,
+    check_coords,
+    is_image,
+    peek_text,
+    walk_files,
+)
 
 NAME = "labelme"
 EXPECTS = "labelme JSON files (with \"shapes\") beside their images"

@@ -9,8 +9,8 @@ product, so import one category at a time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from defect_studio.errors import ImportFormatError
 

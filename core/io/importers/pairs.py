@@ -20,8 +20,8 @@ image are reported.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .base import ImportItem, ImportReport, SourceTree, is_image, walk_files
 from .folders import FolderLabels

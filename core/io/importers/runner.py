@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
-from defect_studio.errors import ImageReadError, ImportFormatError, MaskError, ProjectError, UserError
+from defect_studio.errors import (
+    ImageReadError,
+    ImportFormatError,
+    MaskError,
+    ProjectError,
+    UserError,
+)
 
 from .base import ImportItem, ImportReport, read_mask_file, resolve_mask
 from .detect import READERS, detect_format

@@ -12,13 +12,12 @@ Validation_Annotations/). Images with no XML are imported unlabeled.
 from __future__ import annotations
 
 import math
-import defusedxml.ElementTree as ET  # no entity bombs or external entities
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+import defusedxml.ElementTree as ET  # no entity bombs or external entities
 
-from .base import ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, is_image, \
-    walk_files
+from .base import ImageIndex, ImportItem, ImportReport, SourceTree, box_mask, is_image, walk_files
 
 NAME = "voc"
 EXPECTS = "Pascal VOC XML files (<annotation> with <object><bndbox>) and their images"

@@ -3,26 +3,34 @@ images/ and labels/ trees, or just images/ + labels/ folders.
 
 Each image's label file is the image path with its last images/ folder replaced by
 labels/ and the extension by .txt. A line "c x1 y1 x2 y2 x3 y3 ..." is a polygon
-(filled into the mask); "c cx cy w h" is a box (mask marked rough, and a typed box named by `names`). Coordinates are
-relative to the image size. An empty label file, or none, means OK (YOLO's
-"background" images). Class ids that are negative, not whole numbers, or missing from `names` are reported
-and left out (never a new type; without `names`, ids 0..999 name the types "0", "1", ...).
+(filled into the mask); "c cx cy w h" is a box (mask marked rough, and a typed box named by
+`names`). Coordinates are relative to the image size. An empty label file, or none, means
+OK (YOLO's "background" images). Class ids that are negative, not whole numbers, or missing
+from `names` are reported and left out (never a new type; without `names`, ids 0..999 name
+the types "0", "1", ...).
 data.yaml is parsed by PyYAML (at most 1 MiB read); its paths stay in the source folder.
 Splits come from the data.yaml keys, else from train/val/test folder names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import yaml
 
 from defect_studio.errors import ImportFormatError
 
-from .base import ImportItem, ImportReport, SourceTree, box_mask, fill_polygons, \
-    split_from_name, walk_images
+from .base import (
+    ImportItem,
+    ImportReport,
+    SourceTree,
+    box_mask,
+    fill_polygons,
+    split_from_name,
+    walk_images,
+)
 
 NAME = "yolo"
 EXPECTS = "data.yaml (path, train, val, names) with images/ and labels/*.txt, or " \

@@ -12,7 +12,7 @@ divided by ``max_fpr``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

@@ -9,8 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from defect_studio.training.config import (  # the same checks and messages as every training setting
-    RESIZE_MODES, KindConfig, check as _check, is_int as _is_int, is_num as _is_num,
+# the same checks and messages as every training setting
+from defect_studio.training.config import (
+    RESIZE_MODES,
+    KindConfig,
+)
+from defect_studio.training.config import (
+    check as _check,
+)
+from defect_studio.training.config import (
+    is_int as _is_int,
+)
+from defect_studio.training.config import (
+    is_num as _is_num,
+)
+from defect_studio.training.config import (
     size_value as _size,
 )
 

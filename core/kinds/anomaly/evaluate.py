@@ -57,8 +57,8 @@ def evaluate_anomaly_run(
     progress: Callable[[int, int], Any] | None = None,
 ) -> dict[str, Any]:
     """Score the labelled images of ``split`` with an anomaly run (see evaluate_run)."""
-    from defect_studio.kinds.anomaly.predictor import AnomalyPredictor
     from defect_studio.evaluation.evaluate import evaluate_run
+    from defect_studio.kinds.anomaly.predictor import AnomalyPredictor
 
     return evaluate_run(project_root, run_id, split, device=device, batch_size=batch_size,
                         progress=progress, predictor_class=AnomalyPredictor,

@@ -1,8 +1,8 @@
 """The cold-start anomaly model: a frozen teacher and a student that learns its features.
 
 Design (choices in docs/models.md "Anomaly model"):
-reverse distillation. The frozen EfficientNet-Lite0 teacher (defect_studio.kinds.anomaly.teacher) gives
-features at 1/4 (24 ch), 1/8 (40 ch) and 1/16 (112 ch). A one-class bottleneck squeezes
+reverse distillation. The frozen EfficientNet-Lite0 teacher (defect_studio.kinds.anomaly.teacher)
+gives features at 1/4 (24 ch), 1/8 (40 ch) and 1/16 (112 ch). A one-class bottleneck squeezes
 the three into one compact 1/16 embedding; the student decoder rebuilds the teacher's three
 maps from it. Trained on good parts only, the student reproduces normal texture and fails
 on what it never saw: the per-pixel disagreement 1 - cos(teacher, student) at each scale,

@@ -2,8 +2,8 @@
 (defect_studio.inference.predictor.RunPredictor).
 
 Score = the calibrated image score in [0, 1) (0.5 = the run's calibrated threshold, see
-defect_studio.kinds.anomaly.network.AnomalyNet.to_score); heatmap = the calibrated anomaly map at the image's
-resolution, so ``heatmap >= threshold`` is a proposed defect mask.
+defect_studio.kinds.anomaly.network.AnomalyNet.to_score); heatmap = the calibrated anomaly map
+at the image's resolution, so ``heatmap >= threshold`` is a proposed defect mask.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ class AnomalyPredictor(RunPredictor):
     as RunPredictor."""
 
     def _load_model(self) -> None:
-        from defect_studio.kinds.anomaly.train import read_anomaly_config
         from defect_studio.kinds.anomaly.network import AnomalyNet
+        from defect_studio.kinds.anomaly.train import read_anomaly_config
         from defect_studio.training.checkpoint import MODEL_FILE, load_torch
 
         self.config = read_anomaly_config(self.run_dir)

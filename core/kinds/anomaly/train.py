@@ -17,24 +17,39 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from defect_studio.kinds.anomaly.config import AnomalyConfig
 from defect_studio.errors import DataError, TrainingError, UserError
+from defect_studio.kinds.anomaly.config import AnomalyConfig
 from defect_studio.kinds.anomaly.network import AnomalyNet, kd_loss
 from defect_studio.training.checkpoint import (
-    CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, load_torch, save_torch,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    load_torch,
+    save_torch,
 )
 from defect_studio.training.config import TrainConfigError
 from defect_studio.training.device import select_device
 from defect_studio.training.runjob import (
-    RunFolder, StepProgress, cancel_run, check_new_run_id, create_run_folder, is_oom,
-    open_run_to_resume, restore_checkpoint, rng_state, run_training_job, save_checkpoint,
-    seed_everything, write_json,
+    RunFolder,
+    StepProgress,
+    cancel_run,
+    check_new_run_id,
+    create_run_folder,
+    is_oom,
+    open_run_to_resume,
+    restore_checkpoint,
+    rng_state,
+    run_training_job,
+    save_checkpoint,
+    seed_everything,
+    write_json,
 )
 
 EventSink = Callable[[dict], None]

@@ -12,7 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from defect_studio.training.config import (
-    KindConfig, check as _check, is_int as _is_int, is_num as _is_num, size_value as _size,
+    KindConfig,
+)
+from defect_studio.training.config import (
+    check as _check,
+)
+from defect_studio.training.config import (
+    is_int as _is_int,
+)
+from defect_studio.training.config import (
+    is_num as _is_num,
+)
+from defect_studio.training.config import (
+    size_value as _size,
 )
 
 DETECTOR_MODELS = ("detector", "relational")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defect_studio.kinds.detector.config import DetectorConfig
 from defect_studio.errors import DataError
+from defect_studio.kinds.detector.config import DetectorConfig
 
 
 @dataclass(frozen=True)

@@ -38,14 +38,17 @@ def evaluate_detector(project_root: str | os.PathLike, run_id: str, split: str =
     per_type, confusion, fragmentation, box_f1}, ap (= ap_sklearn), ap_sklearn, ap_trapz, auc,
     run_threshold, best_f1, pixel, pr_curve, roc_curve, files, elapsed_s[, note]}.
     """
-    from defect_studio.kinds.detector.data import split_samples
-    from defect_studio.kinds.detector.metrics import (
-        best_box_f1, confusion_by_type, fragmentation, mean_average_precision,
-    )
-    from defect_studio.kinds.detector.predictor import DetectorPredictor
     from defect_studio.evaluation.metrics import confusion_at, image_metrics
     from defect_studio.inference.predictor import resolve_run_dir
     from defect_studio.io.atomic import atomic_write_bytes, write_json_atomic
+    from defect_studio.kinds.detector.data import split_samples
+    from defect_studio.kinds.detector.metrics import (
+        best_box_f1,
+        confusion_by_type,
+        fragmentation,
+        mean_average_precision,
+    )
+    from defect_studio.kinds.detector.predictor import DetectorPredictor
     from defect_studio.project import Project
 
     if split not in EVAL_SPLITS:

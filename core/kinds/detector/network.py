@@ -30,8 +30,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, box_iou
 
-from defect_studio.kinds.detector.config import DetectorConfig
 from defect_studio.backbones.efficientnet_lite import FEATURE_CHANNELS, efficientnet_lite0
+from defect_studio.kinds.detector.config import DetectorConfig
 
 FPN_CHANNELS = 64
 REPRESENTATION = 256  # size of a region's feature vector

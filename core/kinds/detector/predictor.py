@@ -10,12 +10,16 @@ from __future__ import annotations
 import torch
 
 from defect_studio.errors import ModelFileError
-from defect_studio.inference.predictor import RunPredictor
+
 # the boxes, their prediction and heatmap are torch-free, shared with the deployed runtime
 # (defect_studio.deploy.runtime); re-exported here
 from defect_studio.inference.prediction import (  # noqa: F401
-    DetectedBox, DetectionPrediction, Prediction, boxes_heatmap,
+    DetectedBox,
+    DetectionPrediction,
+    Prediction,
+    boxes_heatmap,
 )
+from defect_studio.inference.predictor import RunPredictor
 
 MIN_BOX_SCORE = 0.05  # boxes below this confidence are not returned
 

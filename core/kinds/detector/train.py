@@ -1,5 +1,5 @@
-"""The detector's training job, on the kind-neutral machinery (defect_studio.training.runjob): the same
-events (started, progress, epoch, validation, checkpoint, finished, cancelled, error),
+"""The detector's training job, on the kind-neutral machinery (defect_studio.training.runjob):
+the same events (started, progress, epoch, validation, checkpoint, finished, cancelled, error),
 status.json, events.jsonl, checkpoint.pt after every epoch (resume), cancel through
 ``should_stop``, and model.pt with its sha256 (plain state dict, weights_only).
 
@@ -13,23 +13,41 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from defect_studio.kinds.detector.config import DetectorConfig
-from defect_studio.kinds.detector.data import DetSample, build_detection_data, load_sample, to_image_scale
 from defect_studio.errors import TrainingError, UserError
+from defect_studio.kinds.detector.config import DetectorConfig
+from defect_studio.kinds.detector.data import (
+    DetSample,
+    build_detection_data,
+    load_sample,
+    to_image_scale,
+)
 from defect_studio.training.checkpoint import (
-    CHECKPOINT_FILE, CONFIG_FILE, load_torch, save_model_weights,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    load_torch,
+    save_model_weights,
 )
 from defect_studio.training.device import select_device
 from defect_studio.training.runjob import (
-    RunFolder, StepProgress, cancel_run, check_new_run_id, create_run_folder,
-    open_run_to_resume, restore_checkpoint, rng_state, run_training_job, save_checkpoint,
-    seed_everything, write_json,
+    RunFolder,
+    StepProgress,
+    cancel_run,
+    check_new_run_id,
+    create_run_folder,
+    open_run_to_resume,
+    restore_checkpoint,
+    rng_state,
+    run_training_job,
+    save_checkpoint,
+    seed_everything,
+    write_json,
 )
 
 EventSink = Callable[[dict], None]
@@ -54,7 +72,8 @@ def read_detector_config(run_dir: Path) -> tuple[DetectorConfig, list[str]]:
 def train(project_root: str | Path, config: DetectorConfig | None = None, *,
           run_id: str | None = None, resume: bool = False, on_event: EventSink | None = None,
           should_stop: Callable[[], bool] | None = None) -> str:
-    """Train the box detector on the project's train split (the contract of defect_studio.training.train)."""
+    """Train the box detector on the project's train split (the contract of
+    defect_studio.training.train)."""
     return run_training_job(
         project_root, on_event, should_stop,
         lambda project, folder, stop: _train(project, config, run_id, resume, folder, stop))
@@ -146,8 +165,8 @@ def image_score(pred: dict) -> float:
 
 def box_summary(preds: list[dict], samples: list[DetSample], classes: list[str]) -> dict:
     """Image-level AP/AUC/best F1 (when both classes are there), mAP and the box F1."""
-    from defect_studio.kinds.detector.metrics import best_box_f1, mean_average_precision
     from defect_studio.evaluation.metrics import image_metrics
+    from defect_studio.kinds.detector.metrics import best_box_f1, mean_average_precision
 
     gts = [{"boxes": s.boxes, "labels": s.labels} for s in samples]
     out: dict[str, Any] = mean_average_precision(preds, gts, classes)

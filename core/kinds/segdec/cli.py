@@ -6,8 +6,8 @@ import argparse
 import json
 import re
 
-from defect_studio.kinds.segdec.models import MODEL_NAMES, build_model
 from defect_studio.kinds.segdec.complexity import count_macs, count_params, split_params
+from defect_studio.kinds.segdec.models import MODEL_NAMES, build_model
 from defect_studio.kinds.segdec.network import ModelInputError
 
 # Seed paper, table 9, at a 3x640x232 (C x W x H) input.

@@ -17,8 +17,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from defect_studio.training.config import (  # noqa: F401 - re-exported for this kind's callers
-    DEVICES, RESIZE_MODES, KindConfig, TrainConfigError, check as _check, is_int as _is_int,
-    is_num as _is_num, parse_size, refuse_options, size_value as _size,
+    DEVICES,
+    RESIZE_MODES,
+    KindConfig,
+    TrainConfigError,
+    parse_size,
+    refuse_options,
+)
+from defect_studio.training.config import (
+    check as _check,
+)
+from defect_studio.training.config import (
+    is_int as _is_int,
+)
+from defect_studio.training.config import (
+    is_num as _is_num,
+)
+from defect_studio.training.config import (
+    size_value as _size,
 )
 
 NEG_SAMPLING = ("least_seen", "random")
@@ -96,7 +112,8 @@ class TrainConfig(KindConfig):
         return cls.from_dict(data)
 
     def model_switches(self) -> dict[str, Any]:
-        """Keyword switches for defect_studio.kinds.segdec.models.build_model (only the ones that are set)."""
+        """Keyword switches for defect_studio.kinds.segdec.models.build_model (only the ones
+        that are set)."""
         sw: dict[str, Any] = {"grad_adjust": self.grad_adjust, "norm": self.norm}
         for key in ("mff", "pa", "weight_module"):
             value = getattr(self, key)
@@ -130,7 +147,8 @@ class TrainConfig(KindConfig):
                "pixel_labels", "an integer >= 0 or null (all masks)")
         _check(self.norm in NORMS, "norm", f"one of {NORMS}")
         _check(self.dec_target in DEC_TARGETS, "dec_target", f"one of {DEC_TARGETS}")
-        _check(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction", f"one of {LOSS_REDUCTIONS}")
+        _check(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction",
+               f"one of {LOSS_REDUCTIONS}")
         _check(self.dilate_at in DILATE_AT, "dilate_at", f"one of {DILATE_AT}")
         for key in ("keep_best", "auto_dyn_balance"):
             _check(isinstance(getattr(self, key), bool), key, "true or false")

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from defect_studio.errors import DataError
-from defect_studio.preprocess import place, preprocess_array  # noqa: F401
-from defect_studio.training.data import preprocess_image  # noqa: F401 - shared with every kind
 from defect_studio.kinds.segdec.config import TrainConfig
 from defect_studio.kinds.segdec.losses import dilate_mask, seg_targets
+from defect_studio.preprocess import place, preprocess_array  # noqa: F401
+from defect_studio.training.data import preprocess_image  # noqa: F401 - shared with every kind
 
 if TYPE_CHECKING:  # the store is only needed for type hints here
     from defect_studio.project import Project
@@ -114,7 +114,8 @@ class TrainingData:
                     got = "missing" if raw is None else f"{raw.shape[1]}x{raw.shape[0]}"
                     raise DataError(
                         f"the mask of image {rec.name} (id {rec.id}) is {got} but the image is "
-                        f"{img.shape[1]}x{img.shape[0]}; redraw or delete that mask, then train again"
+                        f"{img.shape[1]}x{img.shape[0]}; redraw or delete that mask, "
+                        "then train again"
                     )
                 full = raw > 0
             maps = mask_targets(full, self.config)
@@ -184,7 +185,8 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
         if config.pixel_labels > len(masked):
             notes.append(f"pixel_labels={config.pixel_labels} but only {len(masked)} defective "
                          "training images have masks: using all of them")
-    train = [Sample(r.id, 1, r.id in chosen) for r in defective] + [Sample(r.id, 0, True) for r in ok]
+    train = ([Sample(r.id, 1, r.id in chosen) for r in defective]
+             + [Sample(r.id, 0, True) for r in ok])
     train.sort(key=lambda s: s.image_id)
     val = [Sample(r.id, int(r.label == "defective"), False) for r in val_recs]
     channels = config.channels

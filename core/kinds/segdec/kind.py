@@ -13,7 +13,8 @@ KIND = ModelKind(
     config="defect_studio.kinds.segdec.config:TrainConfig",
     export="defect_studio.kinds.segdec.export:export_onnx",
     model_titles=(("mffpa", "MFFPA"), ("mixsup", "MixSup (baseline)"),
-                  ("mixsup+mff", "MixSup + MFF (ablation)"), ("mixsup+pa", "MixSup + PA (ablation)")),
+                  ("mixsup+mff", "MixSup + MFF (ablation)"),
+                  ("mixsup+pa", "MixSup + PA (ablation)")),
     presets=("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal"),
     input_rule="defect_studio.kinds.segdec.models:input_rule",
 )

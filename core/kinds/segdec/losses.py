@@ -1,5 +1,5 @@
-"""The mixed-supervision loss (the seed paper's MixSup loss; see docs/models.md): distance-transform weights,
-mask downsampling to 1/8, the per-image loss and dynamic balancing."""
+"""The mixed-supervision loss (the seed paper's MixSup loss; see docs/models.md):
+distance-transform weights, mask downsampling to 1/8, the per-image loss and dynamic balancing."""
 
 from __future__ import annotations
 

@@ -19,9 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from defect_studio.errors import UserError
-
 from defect_studio.kinds.segdec.blocks import (
-    NORMS, WEIGHT_MODULES, ConvBlock, FeatureNorm, OutlookBlock, PyramidSplitAttention,
+    NORMS,
+    WEIGHT_MODULES,
+    ConvBlock,
+    FeatureNorm,
+    OutlookBlock,
+    PyramidSplitAttention,
 )
 
 

@@ -14,7 +14,11 @@ import torch
 from defect_studio.errors import ModelFileError, UserError
 from defect_studio.kinds.segdec.config import TrainConfig
 from defect_studio.training.checkpoint import (
-    CONFIG_FILE, MODEL_FILE, check_state_dict, first_line, load_torch,
+    CONFIG_FILE,
+    MODEL_FILE,
+    check_state_dict,
+    first_line,
+    load_torch,
 )
 
 
@@ -64,6 +68,7 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "auto"
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise ModelFileError(f"{path} does not fit model {config.model!r}: {first_line(e)}") from None
+        raise ModelFileError(
+            f"{path} does not fit model {config.model!r}: {first_line(e)}") from None
     model.to(dev).eval()
     return model, config

@@ -10,29 +10,47 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from defect_studio.errors import TrainingError
-from defect_studio.training.checkpoint import (
-    CHECKPOINT_FILE, load_torch, save_model_weights, save_torch,
-)
 from defect_studio.kinds.segdec.config import TrainConfig, TrainConfigError
 from defect_studio.kinds.segdec.data import Sample, TrainingData, build_training_data
-from defect_studio.kinds.segdec.runmodel import build_run_model, read_run_config
-from defect_studio.training.device import cpu_bf16_supported, select_device
 from defect_studio.kinds.segdec.losses import (
-    accumulated_loss, balance_epochs, balance_weights, decision_target, mixed_loss,
+    accumulated_loss,
+    balance_epochs,
+    balance_weights,
+    decision_target,
+    mixed_loss,
 )
-from defect_studio.training.runjob import (
-    RunFolder, StepProgress, cancel_run, check_new_run_id,
-    create_run_folder, is_oom, open_run_to_resume, restore_checkpoint, rng_state,
-    run_training_job, save_checkpoint, seed_everything, write_json,
-)
+from defect_studio.kinds.segdec.runmodel import build_run_model, read_run_config
 from defect_studio.kinds.segdec.sampling import EpochSampler
+from defect_studio.training.checkpoint import (
+    CHECKPOINT_FILE,
+    load_torch,
+    save_model_weights,
+    save_torch,
+)
+from defect_studio.training.device import cpu_bf16_supported, select_device
+from defect_studio.training.runjob import (
+    RunFolder,
+    StepProgress,
+    cancel_run,
+    check_new_run_id,
+    create_run_folder,
+    is_oom,
+    open_run_to_resume,
+    restore_checkpoint,
+    rng_state,
+    run_training_job,
+    save_checkpoint,
+    seed_everything,
+    write_json,
+)
 
 EventSink = Callable[[dict], None]
 BEST_FILE = "best.pt"  # weights of the best validated epoch while the run is going
@@ -117,7 +135,8 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.0, weight_decay=0.0)
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
-    sampler = EpochSampler(data.positives, data.negatives, seed=config.seed, mode=config.neg_sampling)
+    sampler = EpochSampler(data.positives, data.negatives, seed=config.seed,
+                           mode=config.neg_sampling)
     start_epoch, elapsed_before = 0, 0.0
 
     if checkpoint is not None:
