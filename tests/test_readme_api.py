@@ -43,8 +43,9 @@ def test_public_api_names_and_version():
 
 def test_importing_the_package_stays_light():
     """`import defect_studio` (and the line runtime) pull in neither torch nor Qt."""
-    code = ("import sys, defect_studio, defect_studio.deploy.runtime as r; "
-            "r.runtime_kinds(); "
+    code = ("import sys, defect_studio, defect_studio.deploy.runtime, "
+            "defect_studio.deploy.package as p; "
+            "p.runtime_kinds(); "
             "print(sorted(m for m in ('torch', 'PySide6') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -23,6 +23,7 @@ from defect_studio.deploy.package import (
     FORMATS,
     INPUT_NAME,
     MODEL_FILES,
+    ONNX_OPSET,
     OPENVINO_CONFIG,
     OUTPUT_NAMES,
     PACKAGE_FILE,
@@ -30,8 +31,6 @@ from defect_studio.deploy.package import (
     sha256_file,
 )
 from defect_studio.errors import ModelFileError, UserError
-
-ONNX_OPSET = 18
 
 # A kind's ``export`` entry (defect_studio.kinds.base.ModelKind) is a function
 # (run_dir, onnx_path) -> dict: it writes the network to onnx_path (input "image", outputs

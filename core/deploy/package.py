@@ -42,6 +42,7 @@ PACKAGE_FORMAT = 1  # bump when a reader of the old layout would misread a new p
 FORMATS = ("onnx", "openvino")
 MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
 INPUT_NAME = "image"
+ONNX_OPSET = 18  # the opset every kind's graph is exported at
 OUTPUT_NAMES = ("score", "heatmap")
 BOX_OUTPUT_NAMES = ("boxes", "box_scores", "box_labels")
 

@@ -17,16 +17,11 @@ clipped to [0, 1], as the predictor does.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from defect_studio.errors import ModelFileError
 from defect_studio.preprocess import Preprocessing
 
 
@@ -42,18 +37,10 @@ class _CalibratedMaps(torch.nn.Module):
         return maps.flatten(1).amax(1), maps
 
 
-def _export_error(run_dir: Path, e: BaseException) -> ModelFileError:
-    """The exporter's exception as a one-line ModelFileError naming the run."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # the exporter colours its text
-    first = (text.splitlines() or [type(e).__name__])[0]
-    return ModelFileError(f"the network of run '{Path(run_dir).name}' could not be exported "
-                          f"to ONNX: {first}")
-
-
 def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
     """Write the run's teacher + student to ``onnx_path``; returns its manifest fields."""
-    from defect_studio.deploy.export import ONNX_OPSET
-    from defect_studio.deploy.package import INPUT_NAME, OUTPUT_NAMES
+    from defect_studio.deploy.onnx_export import export_graph
+    from defect_studio.deploy.package import OUTPUT_NAMES
     from defect_studio.kinds.anomaly.predictor import AnomalyPredictor
 
     predictor = AnomalyPredictor(run_dir, device="cpu")  # the same loading and checks
@@ -61,18 +48,8 @@ def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
     wrapper = _CalibratedMaps(model).eval()
     W, H = config.input_size
     example = torch.zeros(2, int(config.channels), H, W)  # batch 2: not specialised to 1
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    sink = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                wrapper, (example,), dynamo=True, opset_version=ONNX_OPSET,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                dynamic_shapes={"image": {0: batch}}, external_data=False, verbose=False)
-            program.save(str(onnx_path), external_data=False)
-    except Exception as e:  # noqa: BLE001 - the exporter raises many types; say which run
-        raise _export_error(run_dir, e) from None
+    export_graph(wrapper, example, onnx_path, run_dir, output_names=OUTPUT_NAMES,
+                 what="teacher and student")
     return {
         "model": config.model,
         "preprocess": Preprocessing.of(config).to_dict(),

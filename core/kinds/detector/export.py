@@ -24,16 +24,11 @@ the image's own size, and the image's heatmap is drawn from those boxes
 
 from __future__ import annotations
 
-import contextlib
-import io
-import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from defect_studio.errors import ModelFileError
 from defect_studio.preprocess import Preprocessing
 
 
@@ -68,7 +63,7 @@ class _Detections(torch.nn.Module):
 
 def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
     """Write the run's detector to ``onnx_path``; returns its manifest fields."""
-    from defect_studio.deploy.export import ONNX_OPSET
+    from defect_studio.deploy.onnx_export import export_graph
     from defect_studio.deploy.package import BOX_OUTPUT_NAMES, INPUT_NAME, OUTPUT_NAMES
     from defect_studio.kinds.detector.predictor import MIN_BOX_SCORE, DetectorPredictor
 
@@ -78,19 +73,9 @@ def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
     wrapper = _Detections(model, MIN_BOX_SCORE, (W, H)).eval()
     example = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(0))
     names = list(OUTPUT_NAMES) + list(BOX_OUTPUT_NAMES)
-    sink = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
-                contextlib.redirect_stderr(sink), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (example,), str(onnx_path), dynamo=False,
-                              opset_version=ONNX_OPSET, input_names=[INPUT_NAME],
-                              output_names=names, do_constant_folding=True)
-    except Exception as e:  # noqa: BLE001 - the exporter raises many types; say which run
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
-        first = (text.splitlines() or [type(e).__name__])[0]
-        raise ModelFileError(f"the detector of run '{Path(run_dir).name}' could not be "
-                             f"exported to ONNX: {first}") from None
+    # fixed batch 1 with the TorchScript exporter: the dynamo exporter fails on NMS
+    export_graph(wrapper, example, onnx_path, run_dir, output_names=names,
+                 dynamic_batch=False, what="detector")
     boxes, box_scores, box_labels = BOX_OUTPUT_NAMES
     return {
         "model": config.model,

@@ -6,16 +6,11 @@ package's outputs are probabilities: ``score`` [batch] and ``heatmap`` [batch, H
 
 from __future__ import annotations
 
-import contextlib
-import io
-import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from defect_studio.errors import ModelFileError
 from defect_studio.preprocess import Preprocessing
 
 
@@ -33,29 +28,15 @@ class _Probabilities(torch.nn.Module):
 
 def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
     """Write the run's network to ``onnx_path``; returns its manifest fields."""
-    from defect_studio.deploy.export import ONNX_OPSET
-    from defect_studio.deploy.package import INPUT_NAME, OUTPUT_NAMES
+    from defect_studio.deploy.onnx_export import export_graph
+    from defect_studio.deploy.package import OUTPUT_NAMES
     from defect_studio.kinds.segdec.runmodel import load_run_model
 
     model, config = load_run_model(run_dir, "cpu")
     wrapper = _Probabilities(model).eval()
     W, H = config.input_size
     example = torch.zeros(2, int(config.channels), H, W)  # batch 2: not specialised to 1
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    sink = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                wrapper, (example,), dynamo=True, opset_version=ONNX_OPSET,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                dynamic_shapes={"image": {0: batch}}, external_data=False, verbose=False)
-            program.save(str(onnx_path), external_data=False)
-    except Exception as e:  # noqa: BLE001 - the exporter raises many types; say which run
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # the exporter colours its text
-        first = (text.splitlines() or [type(e).__name__])[0]
-        raise ModelFileError(f"the network of run '{Path(run_dir).name}' could not be exported "
-                             f"to ONNX: {first}") from None
+    export_graph(wrapper, example, onnx_path, run_dir, output_names=OUTPUT_NAMES)
     return {
         "model": config.model,
         "preprocess": Preprocessing.of(config).to_dict(),
