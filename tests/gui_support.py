@@ -40,3 +40,20 @@ def shrink_train_split(project, n_defective: int = 3) -> None:
     defective = [r for r in project.images(split="train", label="defective")]
     for rec in defective[n_defective:]:
         project.set_split(rec.id, "test")
+
+
+def train_one_tiny_epoch(qtbot, panel, dialogs: list, *, size: int = 64):
+    """Press Train on a TrainPage set to 1 epoch at size x size on the CPU; wait until the
+    job ends, check it finished without a dialog; returns the project's new active run."""
+    from PySide6.QtCore import Qt
+
+    panel.epochs_spin.setValue(1)
+    panel.width_spin.setValue(size)
+    panel.height_spin.setValue(size)
+    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
+    with qtbot.waitSignal(panel.job_ended, timeout=240_000) as ended:
+        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    assert ended.args == ["finished"], (dialogs, panel.log_view.toPlainText()[-2000:])
+    assert dialogs == []
+    project = panel.state.project
+    return project.run(project.active_run())

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from gui_support import train_one_tiny_epoch
 from PySide6.QtCore import Qt
 
 from defect_studio.project import Project
@@ -43,16 +44,8 @@ def test_train_page_proposes_and_trains_the_anomaly_model(qtbot, cold_project, d
     assert panel.model_combo.currentData() == "anomaly"
     assert "good parts only" in panel.status_label.text()
     assert panel.lr_spin.value() == pytest.approx(0.005)  # the anomaly preset's rate
-    panel.epochs_spin.setValue(1)
-    panel.width_spin.setValue(64)
-    panel.height_spin.setValue(64)
-    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
-    with qtbot.waitSignal(panel.job_ended, timeout=240_000) as ended:
-        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
-    assert ended.args == ["finished"], (dialogs, panel.log_view.toPlainText()[-2000:])
-    assert dialogs == []
-    run_id = project.active_run()
-    run = project.run(run_id)
+    run = train_one_tiny_epoch(qtbot, panel, dialogs)
+    run_id = run.id
     assert run.state == "finished" and run.model == "anomaly"
     assert project.active_run() == run_id
     config = json.loads((project.runs_dir / run_id / "config.json").read_text())

@@ -7,7 +7,7 @@ import os
 import stat
 
 import pytest
-from gui_support import shrink_train_split
+from gui_support import shrink_train_split, train_one_tiny_epoch
 from PySide6.QtCore import Qt
 
 from defect_studio.app.common.jobs import TrainingJob, TrainRequest, format_eta, parse_event
@@ -313,16 +313,8 @@ def test_detector_is_offered_and_trains_from_the_page(qtbot, tmp_path, dialogs):
         assert panel.epochs_spin.value() == quick.epochs
         assert (panel.width_spin.value(), panel.height_spin.value()) == tuple(quick.input_size)
         assert panel.lr_spin.value() == pytest.approx(quick.lr)
-        panel.epochs_spin.setValue(1)
-        panel.width_spin.setValue(64)
-        panel.height_spin.setValue(64)
-        panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
-        with qtbot.waitSignal(panel.job_ended, timeout=240_000) as ended:
-            qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
-        assert ended.args == ["finished"], (dialogs, panel.log_view.toPlainText()[-2000:])
-        assert dialogs == []
-        run_id = project.active_run()
-        run = project.run(run_id)
+        run = train_one_tiny_epoch(qtbot, panel, dialogs)
+        run_id = run.id
         assert run.state == "finished" and run.model == detector
         config = json.loads((project.runs_dir / run_id / "config.json").read_text())
         assert config["epochs"] == 1 and config["input_size"] == [64, 64]
