@@ -6,7 +6,8 @@ The graph is the real one (scripts/import_contracts.py reads every import statem
 core/, app/ and resources/), squashed to rooms: each page of app/, the window shell, the
 shared widgets, each model kind, the kind registry and each kind-neutral package of core/.
 An arrow A -> B says that some module of A imports one of B. Dashed arrows are imports
-made inside a function (lazily) and nowhere at module level.
+made inside a function (lazily) and nowhere at module level. Arrows into the base layer
+(project, io and the small shared modules), which every room may use, are left out.
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ ROOM_LABELS = {
     "kinds": "kinds (registry)\nModelKind", "kinds.segdec": "segdec\nMixSup / MFFPA",
     "kinds.anomaly": "anomaly\ngood parts only", "kinds.detector": "detector\nboxes + types",
     "training": "training\nrun framework", "deploy": "deploy\nexport, runtime, watch",
-    "base": "errors, units,\npreprocess, progress",
+    "base": "errors, units, notices,\npreprocess, progress",
+    "project": "project\nthe store", "io": "io\nimages, importers",
 }
+# rooms that every other room may use: arrows into them are left out of the picture
+BASE_LAYER = ("base", "project", "io")
 
 
 def room(module: str) -> str | None:
@@ -48,11 +52,13 @@ def room(module: str) -> str | None:
     if parts[0] != "defect_studio" or len(parts) == 1:
         return None
     rest = parts[1:]
+    if rest[0] == "kinds" and len(rest) > 1 and rest[1] == "base":
+        return "kinds"
     if rest[0] in ("app", "kinds") and len(rest) > 1:
         return f"{rest[0]}.{rest[1]}"
     if rest[0] in ("resources", "__main__", "app"):
         return None
-    if rest[0] in ("errors", "units", "preprocess", "progress", "crashlog"):
+    if rest[0] in ("errors", "units", "preprocess", "progress", "crashlog", "notices"):
         return "base"
     return rest[0]
 
@@ -84,7 +90,7 @@ def main() -> int:
             continue
         for t in graph.find_modules_directly_imported_by(m):
             b = room(t)
-            if b is None or b == a or b == "base":
+            if b is None or b == a or b in BASE_LAYER:
                 continue
             eager = not any((m, t2) in lazy for t2 in (t,))
             edges[(a, b)] |= eager
