@@ -37,6 +37,7 @@ from defect_studio.training.checkpoint import (
 from defect_studio.training.config import TrainConfigError
 from defect_studio.training.device import select_device
 from defect_studio.training.runjob import (
+    EventSink,
     RunFolder,
     StepProgress,
     cancel_run,
@@ -51,8 +52,6 @@ from defect_studio.training.runjob import (
     seed_everything,
     write_json,
 )
-
-EventSink = Callable[[dict], None]
 
 
 def train(project_root: str | Path, config: AnomalyConfig | None = None, *,

@@ -36,6 +36,7 @@ from defect_studio.training.checkpoint import (
 )
 from defect_studio.training.device import select_device
 from defect_studio.training.runjob import (
+    EventSink,
     RunFolder,
     StepProgress,
     cancel_run,
@@ -49,8 +50,6 @@ from defect_studio.training.runjob import (
     seed_everything,
     write_json,
 )
-
-EventSink = Callable[[dict], None]
 
 
 def read_detector_config(run_dir: Path) -> tuple[DetectorConfig, list[str]]:

@@ -37,6 +37,7 @@ from defect_studio.training.checkpoint import (
 )
 from defect_studio.training.device import cpu_bf16_supported, select_device
 from defect_studio.training.runjob import (
+    EventSink,
     RunFolder,
     StepProgress,
     cancel_run,
@@ -52,7 +53,6 @@ from defect_studio.training.runjob import (
     write_json,
 )
 
-EventSink = Callable[[dict], None]
 BEST_FILE = "best.pt"  # weights of the best validated epoch while the run is going
 DEFAULT_THRESHOLD = 0.5  # without validation images: where the decision logit changes sign
 
