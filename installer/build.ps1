@@ -19,7 +19,7 @@ if ($env:PYTHON) { $py = $env:PYTHON } else {
 }
 & $py -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build\pyinstaller installer\defect_studio.spec
 if ($LASTEXITCODE -ne 0) { throw "PyInstaller failed" }
-$version = & $py -c "import tomllib;print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])"
+$version = & $py -c "import defect_studio; print(defect_studio.__version__)"
 & dist\DefectStudio\defect-studio.exe --version
 if ($LASTEXITCODE -ne 0) { throw "the bundled program does not start" }
 $iscc = Get-Command iscc.exe -ErrorAction SilentlyContinue

@@ -34,7 +34,7 @@ else
 fi
 "$py" -c 'import PyInstaller' 2>/dev/null || "$py" -m pip install -q "pyinstaller>=6.10"
 
-version=$("$py" -c "import tomllib;print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
+version=$("$py" -c "import defect_studio; print(defect_studio.__version__)")
 arch=$(uname -m)
 start=$(date +%s)
 "$py" -m PyInstaller --noconfirm --log-level WARN \
