@@ -35,6 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32  # masks and images are SIZE x SIZE
+NO_MASK = "none"  # the allowed value of an image that has no mask row yet
 
 WRITER = textwrap.dedent(
     """
@@ -173,8 +174,15 @@ def make_project(root: Path, n_masked: int = 4, n_labelled: int = 4, n_cli: int 
             write_png_atomic(path, rng.integers(0, 256, size=(SIZE, SIZE), dtype=np.uint8))
             p.add_image(path)
         ids = [r.id for r in p.images()]
-    return Soak(root, ids[:n_masked], ids[n_masked:n_masked + n_labelled],
+    soak = Soak(root, ids[:n_masked], ids[n_masked:n_masked + n_labelled],
                 ids[n_masked + n_labelled:])
+    # what a fresh process may see before any write is acked: the state as created (an
+    # attempted write that was refused or killed leaves it; "none" = no mask row)
+    for i in soak.labelled + soak.cli_ids:  # masked images: labelled by their masks
+        soak.allowed[("label", i)] = {"unlabeled"}
+    for i in soak.masked:
+        soak.allowed[("mask", i)] = {NO_MASK}
+    return soak
 
 
 def _python(code_or_args: list[str], **kw) -> subprocess.Popen:
@@ -332,7 +340,7 @@ def check(soak: Soak, where: str) -> None:
         label, has_mask, pixels = rows[i]
         if kind == "label" and label not in values:
             fig.failures.append(f"{where}: image {i} label {label!r}, acked {sorted(values)}")
-        if kind == "mask" and (not has_mask or str(pixels) not in values):
+        if kind == "mask" and (str(pixels) if has_mask else NO_MASK) not in values:
             fig.failures.append(f"{where}: image {i} mask ({has_mask}, {pixels} px), "
                                 f"acked {sorted(values)}")
     for i, (label, has_mask, pixels) in rows.items():
