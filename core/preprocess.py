@@ -1,9 +1,9 @@
 """Image preprocessing and heatmap geometry, in numpy + OpenCV only (no torch).
 
 One implementation for everything that feeds a network or reads its map back:
-training (defect_studio.kinds.segdec.data), the torch predictor
-(defect_studio.kinds.segdec.predictor) and the deployed runtime without torch
-(defect_studio.deploy). ``config`` is anything with
+training of every kind (defect_studio.training.data.preprocess_image), the torch
+predictors (defect_studio.inference.predictor.RunPredictor) and the deployed runtime
+without torch (defect_studio.deploy). ``config`` is anything with
 ``input_size`` (W, H), ``resize`` ("resize" | "pad") and ``channels`` (1, 3 or None):
 a TrainConfig, or the ``Preprocessing`` recorded in an export package.
 """

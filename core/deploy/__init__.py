@@ -4,7 +4,7 @@
   self-contained package (ONNX or OpenVINO IR + package.json) of a run.
 - ``defect_studio.deploy.package`` and ``defect_studio.deploy.runtime`` (numpy, OpenCV,
   onnxruntime or openvino; never torch): ``load_package(dir)`` verifies a package and returns a
-  ``PackagePredictor`` with the interface of defect_studio.kinds.segdec.predictor.Predictor.
+  ``PackagePredictor`` with the interface of defect_studio.inference.predictor.RunPredictor.
 - ``defect_studio.deploy.watch``: the watch folder that scores images as they land.
 
 Nothing here imports torch at module level; only the exporter does, when called.
