@@ -70,3 +70,25 @@ def test_a_checkpoint_that_does_not_fit_is_a_training_error():
     opt = SimpleNamespace(load_state_dict=lambda s: None)
     with pytest.raises(TrainingError, match="does not fit"):
         restore_checkpoint({"model": {}}, "r1", loaded.append, opt)  # no optimizer state
+
+
+def test_fit_within_memory_explains_out_of_memory_and_passes_other_errors():
+    import torch
+
+    from defect_studio.errors import TrainingError
+    from defect_studio.training.runjob import OOM_ADVICE, fit_within_memory
+
+    assert fit_within_memory(lambda start: start + 3, 2, "cpu", (64, 32), OOM_ADVICE) == 5
+
+    def oom(_start):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    with pytest.raises(TrainingError, match=r"out of memory on cuda:0 at input size 64x32: "
+                                            r"choose a smaller input size"):
+        fit_within_memory(oom, 0, "cuda:0", (64, 32), OOM_ADVICE)
+
+    def other(_start):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        fit_within_memory(other, 0, "cpu", (64, 32), OOM_ADVICE)

@@ -121,6 +121,26 @@ def is_oom(e: BaseException) -> bool:
         "can't allocate memory" in text
 
 
+# what to change when a segmentation-style job runs out of memory
+OOM_ADVICE = "choose a smaller input size (--size), or train on the CPU (--device cpu)"
+
+
+def fit_within_memory(fit: Callable[[int], int], start_epoch: int, device: Any,
+                      input_size: tuple[int, int], advice: str) -> int:
+    """``fit(start_epoch)`` (a kind's epochs; returns the epochs done); running out of memory
+    becomes a TrainingError that names the device and size and says what to change."""
+    import torch
+
+    try:
+        return fit(start_epoch)
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not is_oom(e):
+            raise
+        W, H = input_size
+        raise TrainingError(f"out of memory on {device} at input size {W}x{H}: {advice}") \
+            from None
+
+
 def run_training_job(project_root: str | Path, on_event: EventSink | None,
                      should_stop: Callable[[], bool] | None, body: JobBody) -> str:
     """Open the project read-only and run ``body(project, folder, should_stop)``.

@@ -37,13 +37,14 @@ from defect_studio.training.checkpoint import (
 from defect_studio.training.config import TrainConfigError
 from defect_studio.training.device import select_device
 from defect_studio.training.runjob import (
+    OOM_ADVICE,
     EventSink,
     RunFolder,
     StepProgress,
     cancel_run,
     check_new_run_id,
     create_run_folder,
-    is_oom,
+    fit_within_memory,
     open_run_to_resume,
     restore_checkpoint,
     rng_state,
@@ -195,14 +196,8 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
                 n_train=len(data.train), n_val=len(data.val), epochs=config.epochs,
                 start_epoch=start_epoch, notes=data.notes)
     job = _Job(config, data, model, optimizer, device, folder, should_stop, run_id, elapsed_before)
-    try:
-        epochs_done = job.fit(start_epoch)
-    except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not is_oom(e):
-            raise
-        W, H = config.input_size
-        raise TrainingError(f"out of memory on {device} at input size {W}x{H}: choose a smaller "
-                            "input size (--size), or train on the CPU (--device cpu)") from None
+    epochs_done = fit_within_memory(job.fit, start_epoch, device, config.input_size,
+                                    OOM_ADVICE)
     return job.finish(epochs_done)
 
 

@@ -42,6 +42,7 @@ from defect_studio.training.runjob import (
     cancel_run,
     check_new_run_id,
     create_run_folder,
+    fit_within_memory,
     open_run_to_resume,
     restore_checkpoint,
     rng_state,
@@ -115,14 +116,8 @@ def _train(project: Any, config: DetectorConfig | None, run_id: str | None, resu
                 start_epoch=start_epoch, notes=notes, classes=classes)
     job = _DetJob(config, classes, train_s, val_s, model, optimizer, device, folder,
                   should_stop, run_id, elapsed_before)
-    try:
-        done = job.fit(start_epoch)
-    except (torch.OutOfMemoryError, RuntimeError) as e:
-        if "out of memory" not in str(e).lower() and not isinstance(e, torch.OutOfMemoryError):
-            raise
-        W, H = config.input_size
-        raise TrainingError(f"out of memory on {device} at input size {W}x{H}: choose a "
-                            "smaller input size (--size) or batch") from None
+    done = fit_within_memory(job.fit, start_epoch, device, config.input_size,
+                             "choose a smaller input size (--size) or batch")
     return job.finish(done)
 
 

@@ -37,13 +37,14 @@ from defect_studio.training.checkpoint import (
 )
 from defect_studio.training.device import cpu_bf16_supported, select_device
 from defect_studio.training.runjob import (
+    OOM_ADVICE,
     EventSink,
     RunFolder,
     StepProgress,
     cancel_run,
     check_new_run_id,
     create_run_folder,
-    is_oom,
+    fit_within_memory,
     open_run_to_resume,
     restore_checkpoint,
     rng_state,
@@ -167,14 +168,7 @@ def _train(project: Any, config: TrainConfig | None, run_id: str | None, resume:
             job.best = dict(resumed_best)
         if isinstance(resumed_balance, int):
             job.balance_epochs = resumed_balance
-    try:
-        epochs_done = job.fit(start_epoch)
-    except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not is_oom(e):
-            raise
-        raise TrainingError(
-            f"out of memory on {device} at input size {W}x{H}: choose a smaller input size "
-            "(--size), or train on the CPU (--device cpu)") from None
+    epochs_done = fit_within_memory(job.fit, start_epoch, device, (W, H), OOM_ADVICE)
     return job.finish(epochs_done)
 
 
