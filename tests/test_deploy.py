@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deploy_support import compare, with_odd_copies
 
 from defect_studio.cli import main
 from defect_studio.errors import ModelFileError, UserError
@@ -67,9 +68,7 @@ def _project_images(root: Path) -> list[np.ndarray]:
 
     files = sorted((root / "images").rglob("*.png"))[:12]
     imgs = [read_image(p) for p in files]
-    imgs.append(np.ascontiguousarray(imgs[0][5:60, 3:40]))
-    imgs.append(imgs[1].mean(axis=2).astype(np.uint8) if imgs[1].ndim == 3 else imgs[1])
-    return imgs
+    return with_odd_copies(imgs, crop_from=0, gray_from=1)
 
 
 @pytest.mark.parametrize("model", ["mffpa", "mixsup"])
@@ -83,16 +82,9 @@ def test_package_scores_like_the_torch_predictor(packages, _trained_template, mo
     assert (pkg.run_id, pkg.threshold) == (ref.run_id, ref.threshold)
     assert pkg.threshold_source == ref.threshold_source
     images = _project_images(_trained_template)
-    first = [p for _, p in pkg.predict_many(images, batch_size=5)]  # batches of 5, 5, 4
-    # a threshold that splits these images both ways, to compare decisions
-    t = float(np.median([p.score for p in first]))
-    ref.threshold = pkg.threshold = t
-    want = [p for _, p in ref.predict_many(images)]
-    got = [pkg.predict(img) for img in images]
-    assert len(got) == len(want) == len(first)
-    d_score = max(abs(a.score - b.score) for a, b in zip(want, got))
-    d_batch = max(abs(a.score - b.score) for a, b in zip(first, got))
-    d_heat = max(float(np.abs(a.heatmap - b.heatmap).max()) for a, b in zip(want, got))
+    # batches of 5, 5, 4; a threshold that splits these images both ways, to compare decisions
+    r = compare(ref, pkg, images, lambda first: float(np.median([p.score for p in first])))
+    want, got, d_score, d_batch, d_heat = r.want, r.got, r.d_score, r.d_batch, r.d_heat
     # heatmaps: 1e-3, well under one grey level; OpenVINO's f32 kernels differ from torch's
     # by ~1e-4 at 192x192 (benchmarks/deploy_parity_magnetic_tile.py)
     assert d_score <= 1e-4 and d_heat <= 1e-3 and d_batch <= 1e-5, (d_score, d_heat, d_batch)

@@ -17,6 +17,7 @@ from defect_studio.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from deploy_support import compare, with_odd_copies  # noqa: E402
 from detection_fixtures import make_box_project  # noqa: E402
 
 
@@ -25,11 +26,7 @@ def _images(files: list[Path]) -> list[np.ndarray]:
     geometry and channels than the runs)."""
     from defect_studio.io.images import read_image
 
-    imgs = [read_image(p) for p in files]
-    imgs.append(np.ascontiguousarray(imgs[1][5:60, 3:40]))
-    imgs.append(imgs[2].mean(axis=2).astype(np.uint8) if imgs[2].ndim == 3 else
-                np.repeat(imgs[2][:, :, None], 3, axis=2))
-    return imgs
+    return with_odd_copies([read_image(p) for p in files], crop_from=1, gray_from=2)
 
 
 def _split_threshold(preds) -> float:
@@ -73,13 +70,8 @@ def test_anomaly_package_scores_like_the_torch_predictor(anomaly, fmt):
     assert (pkg.run_id, pkg.threshold, pkg.threshold_source) == \
         (ref.run_id, ref.threshold, ref.threshold_source)
     images = _images(anomaly["images"])
-    batched = [p for _, p in pkg.predict_many(images, batch_size=5)]  # batches of 5, 5, 2
-    ref.threshold = pkg.threshold = _split_threshold(batched)
-    want = [p for _, p in ref.predict_many(images)]
-    got = [pkg.predict(img) for img in images]
-    d_score = max(abs(a.score - b.score) for a, b in zip(want, got))
-    d_batch = max(abs(a.score - b.score) for a, b in zip(batched, got))
-    d_heat = max(float(np.abs(a.heatmap - b.heatmap).max()) for a, b in zip(want, got))
+    r = compare(ref, pkg, images, _split_threshold)  # batches of 5, 5, 2
+    want, got, d_score, d_batch, d_heat = r.want, r.got, r.d_score, r.d_batch, r.d_heat
     # measured: ~3e-7 (ONNX Runtime and OpenVINO f32) on maps in [0, 1)
     assert d_score <= 1e-4 and d_heat <= 1e-4 and d_batch <= 1e-5, (d_score, d_heat, d_batch)
     assert all(a.heatmap.shape == b.heatmap.shape == img.shape[:2]
