@@ -77,11 +77,8 @@ class PackageInfo:
     threshold_source: str
     run_id: str
     model: str
-    box_types: tuple[str, ...] = ()  # "boxes" kinds: the type name of each box label
-
-    @property
-    def outputs_boxes(self) -> bool:
-        return runtime_kinds()[self.kind]
+    box_types: tuple[str, ...] = ()  # kinds with boxes: the type name of each box label
+    outputs_boxes: bool = False  # the graph gives the box outputs (the kind's, read once)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -174,6 +171,7 @@ def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
         threshold_source=str(manifest.get("threshold_source", "unknown")),
         run_id=str(need("run_id", lambda v: isinstance(v, str) and v, "the run id")),
         model=str(manifest.get("model", "")), box_types=box_types,
+        outputs_boxes=known[kind],
     )
 
 
