@@ -32,8 +32,10 @@ import numpy as np
 def _make_run(root: Path, model: str, size: str, channels: int, resize: str) -> Path:
     import torch
 
-    from defect_studio.kinds.segdec.config import TrainConfig, parse_size
-    from defect_studio.training.checkpoint import build_run_model, save_model_weights
+    from defect_studio.kinds.segdec.config import TrainConfig
+    from defect_studio.kinds.segdec.runmodel import build_run_model
+    from defect_studio.training.checkpoint import save_model_weights
+    from defect_studio.training.config import parse_size
 
     run = root / "runs" / f"bench-{model}"
     run.mkdir(parents=True)
