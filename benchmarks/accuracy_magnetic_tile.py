@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.common import parse_overrides
     from defect_studio.evaluation import evaluate_run
-    from defect_studio.kinds.segdec.config import parse_size
     from defect_studio.project import Project
     from defect_studio.training import TrainConfig, train
+    from defect_studio.training.config import parse_size
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)

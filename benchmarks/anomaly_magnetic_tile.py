@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from defect_studio.kinds.segdec.config import parse_size
     from defect_studio.project import Project
+    from defect_studio.training.config import parse_size
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)

@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     from defect_studio.cli import main as cli
     from defect_studio.deploy.export import convert_package, export_model
     from defect_studio.deploy.runtime import load_package
-    from defect_studio.kinds.segdec.config import parse_size
     from defect_studio.kinds.segdec.predictor import Predictor
     from defect_studio.project import Project
     from defect_studio.training import TrainConfig, train
+    from defect_studio.training.config import parse_size
 
     torch.set_num_threads(args.threads)
     if not Path(args.data).is_dir():

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from defect_studio.errors import CancelledError, DataError, ModelFileError
 from defect_studio.kinds.anomaly.aupro import aupro
 from defect_studio.kinds.anomaly.config import AnomalyConfig
-from defect_studio.kinds.segdec.config import TrainConfigError
 from defect_studio.project import Project
+from defect_studio.training.config import TrainConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 # ImageNet classes: buildings a photo of a Chinese temple/palace may be called, and daisy

@@ -24,7 +24,7 @@ from defect_studio.kinds.detector.metrics import (
     fragmentation,
     mean_average_precision,
 )
-from defect_studio.kinds.segdec.config import TrainConfigError
+from defect_studio.training.config import TrainConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -230,7 +230,7 @@ def test_detector_refuses_segmentation_only_options(option):
     import argparse
 
     from defect_studio.kinds.detector.config import DetectorConfig
-    from defect_studio.kinds.segdec.config import TrainConfigError
+    from defect_studio.training.config import TrainConfigError
 
     args = argparse.Namespace(model="relational", preset=None, config=None, epochs=None,
                               size=None, device=None, seed=None, lr=None, threads=None,

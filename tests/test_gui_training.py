@@ -10,7 +10,8 @@ import pytest
 from gui_support import shrink_train_split, train_one_tiny_epoch
 from PySide6.QtCore import Qt
 
-from defect_studio.app.common.jobs import TrainingJob, TrainRequest, format_eta, parse_event
+from defect_studio.app.common.jobs import TrainingJob, format_eta, parse_event
+from defect_studio.app.common.train_request import TrainRequest
 from defect_studio.app.train.page import TrainPage
 from defect_studio.app.train.run_history import ACTIVE_MARK, COLUMNS
 from defect_studio.project import Project

@@ -6,7 +6,8 @@ import os
 import time
 from types import SimpleNamespace
 
-from defect_studio.app.train.run_curves import has_model, is_interrupted, read_curves
+from defect_studio.app.train.run_curves import read_curves
+from defect_studio.app.train.state import has_model, is_interrupted
 
 
 def test_curves_from_events_skip_bad_lines(tmp_path):

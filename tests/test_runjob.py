@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from defect_studio.errors import ProjectError, TrainingError, UserError
-from defect_studio.kinds.segdec.config import TrainConfigError
 from defect_studio.project.runs import hold_run, release_run
+from defect_studio.training.config import TrainConfigError
 from defect_studio.training.runjob import (
     check_new_run_id,
     create_run_folder,

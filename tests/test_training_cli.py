@@ -10,8 +10,8 @@ import time
 import pytest
 
 from defect_studio.cli import build_parser
-from defect_studio.kinds.segdec.config import TrainConfigError
 from defect_studio.training.cli import config_from_args
+from defect_studio.training.config import TrainConfigError
 
 
 def parse(*argv):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from defect_studio.errors import ModelFileError
-from defect_studio.kinds.segdec.config import TrainConfig, TrainConfigError, parse_size
+from defect_studio.kinds.segdec.config import TrainConfig
 from defect_studio.kinds.segdec.data import preprocess_image, preprocess_mask
 from defect_studio.kinds.segdec.losses import (
     balance_weights,
@@ -21,6 +21,7 @@ from defect_studio.kinds.segdec.losses import (
 from defect_studio.kinds.segdec.predictor import heatmap_to_image
 from defect_studio.kinds.segdec.sampling import EpochSampler
 from defect_studio.training.checkpoint import load_torch, save_torch
+from defect_studio.training.config import TrainConfigError, parse_size
 
 # -- config -----------------------------------------------------------------------------
 

@@ -27,13 +27,11 @@ from PySide6.QtWidgets import (
 from defect_studio.app.common.jobs import FunctionWorker
 from defect_studio.app.common.plot_style import SERIES, plot_colors, style_plot
 from defect_studio.app.evaluate.drilldown import CELL_AT, CellImages
-from defect_studio.app.evaluate.state import (  # noqa: F401 - the page's names
+from defect_studio.app.evaluate.state import (
     EVAL_SPLITS,
-    EVALUATION_FILE,
     EvaluateState,
     RunEvaluation,
     evaluate_and_load,
-    load_evaluation,
 )
 
 SLIDER_STEPS = 1000

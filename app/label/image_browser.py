@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from defect_studio.app.common.thumbnails import THUMB_SIZE, ThumbnailWorker
-from defect_studio.app.label.state import (  # noqa: F401 - FILTERS...: the browser's names
+from defect_studio.app.label.state import (
     FILTERS,
     SORTS,
     SPLIT_BADGES,

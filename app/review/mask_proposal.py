@@ -27,7 +27,7 @@ def add_propose_button(panel, layout) -> QPushButton:
 
 def proposal_for(panel) -> tuple[int, np.ndarray] | str:
     """(image_id, mask) for the Review page's current part, or why there is none."""
-    from defect_studio.app.common.jobs import expand_heatmap
+    from defect_studio.app.common.heatmaps import expand_heatmap
     from defect_studio.inference.prediction import read_threshold
     from defect_studio.inference.propose import propose_mask
 

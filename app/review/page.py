@@ -25,12 +25,12 @@ from PySide6.QtWidgets import (
 )
 
 from defect_studio.app.common.heatmap_view import HeatmapView
+from defect_studio.app.common.heatmaps import expand_heatmap
 from defect_studio.app.common.jobs import (
     FunctionWorker,
     PredictionItem,
     PredictionResult,
     PredictionWorker,
-    expand_heatmap,
 )
 from defect_studio.app.common.label_history import LabelHistory
 from defect_studio.app.review.boxes import ReviewBoxes

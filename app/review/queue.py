@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 
-from defect_studio.app.review.state import ReviewItem, ReviewQueue  # noqa: F401 - re-exported
+from defect_studio.app.review.state import ReviewItem, ReviewQueue
 from defect_studio.inference.overlay import NG_COLOR, OK_COLOR
 
 COLUMNS = ("Image", "Score", "Decision", "Label")

@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
 )
 
 from defect_studio.app.common.heatmap_view import HeatmapView, heat_peak
-from defect_studio.app.common.jobs import PredictionItem, PredictionWorker, expand_heatmap
+from defect_studio.app.common.heatmaps import expand_heatmap
+from defect_studio.app.common.jobs import PredictionItem, PredictionWorker
 from defect_studio.app.common.zoom_image import ZoomImage, link_views
 from defect_studio.inference.overlay import colorize, to_rgb_uint8
 
@@ -150,7 +151,7 @@ class CompareRuns(QWidget):
 
     def set_runs(self, project, active: str | None) -> None:
         """List the project's other runs with a model."""
-        from defect_studio.app.train.run_curves import has_model
+        from defect_studio.app.train.state import has_model
 
         self._project, self._run_id = project, active
         keep = self.run_combo.currentData()

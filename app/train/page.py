@@ -29,8 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from defect_studio.app.common.jobs import TrainingJob, TrainRequest, format_eta
+from defect_studio.app.common.jobs import TrainingJob, format_eta
 from defect_studio.app.common.plot_style import SERIES, foreground_curve, plot_colors, style_plot
+from defect_studio.app.common.train_request import TrainRequest
 from defect_studio.app.train.run_curves import read_curves
 from defect_studio.app.train.run_history import RunHistory
 from defect_studio.app.train.state import (

@@ -9,13 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # What a run folder says about its run (Qt-free), kept with the Train page's state:
-from defect_studio.app.train.state import (  # noqa: F401 - re-exported
-    CHECKPOINT_FILE,
-    MODEL_FILES,
-    STALE_RUNNING_S,
-    has_model,
-    is_interrupted,
-)
 
 
 @dataclass

@@ -36,8 +36,8 @@ def test_outlook_weighted_sum_is_its_own_module_count():
 def test_one_parse_size():
     from defect_studio.demo.cli import parse_size as demo_size
     from defect_studio.demo.generator import DemoSettingsError
-    from defect_studio.kinds.segdec.config import TrainConfigError
-    from defect_studio.kinds.segdec.config import parse_size as train_size
+    from defect_studio.training.config import TrainConfigError
+    from defect_studio.training.config import parse_size as train_size
     from defect_studio.units import parse_size
 
     for text, want in (("64x48", (64, 48)), ("64×48", (64, 48)), ("64*48", (64, 48)),

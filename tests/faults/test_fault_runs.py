@@ -85,7 +85,7 @@ def test_killed_training_is_interrupted_and_a_live_run_cannot_be_resumed_twice(
 
 
 def test_resume_request_builds_a_resume_command(tmp_path):
-    from defect_studio.app.common.jobs import TrainRequest
+    from defect_studio.app.common.train_request import TrainRequest
 
     args = TrainRequest(project_root=tmp_path, resume="r1").to_args()
     i = args.index("--resume")

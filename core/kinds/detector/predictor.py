@@ -13,10 +13,9 @@ from defect_studio.errors import ModelFileError
 
 # the boxes, their prediction and heatmap are torch-free, shared with the deployed runtime
 # (defect_studio.deploy.runtime); re-exported here
-from defect_studio.inference.prediction import (  # noqa: F401
+from defect_studio.inference.prediction import (
     DetectedBox,
     DetectionPrediction,
-    Prediction,
     boxes_heatmap,
 )
 from defect_studio.inference.predictor import RunPredictor

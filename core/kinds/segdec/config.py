@@ -16,13 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from defect_studio.training.config import (  # noqa: F401 - re-exported for this kind's callers
-    DEVICES,
+from defect_studio.training.config import (
     RESIZE_MODES,
     KindConfig,
-    TrainConfigError,
-    parse_size,
-    refuse_options,
 )
 from defect_studio.training.config import (
     check as _check,

@@ -13,8 +13,8 @@ import torch
 from defect_studio.errors import DataError
 from defect_studio.kinds.segdec.config import TrainConfig
 from defect_studio.kinds.segdec.losses import dilate_mask, seg_targets
-from defect_studio.preprocess import place, preprocess_array  # noqa: F401
-from defect_studio.training.data import preprocess_image  # noqa: F401 - shared with every kind
+from defect_studio.preprocess import place
+from defect_studio.training.data import preprocess_image
 
 if TYPE_CHECKING:  # the store is only needed for type hints here
     from defect_studio.project import Project

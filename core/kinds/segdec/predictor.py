@@ -12,14 +12,10 @@ import torch
 
 # The kind-neutral pieces live in defect_studio.inference.predictor; re-exported here for
 # this kind's callers.
-from defect_studio.inference.predictor import (  # noqa: F401
-    DEFAULT_CPU_THREADS,
-    DEFAULT_THRESHOLD,
+from defect_studio.inference.predictor import (
     Prediction,
     RunPredictor,
     heatmap_to_image,
-    read_threshold,
-    resolve_run_dir,
 )
 
 

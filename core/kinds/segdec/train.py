@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from defect_studio.errors import TrainingError
-from defect_studio.kinds.segdec.config import TrainConfig, TrainConfigError
+from defect_studio.kinds.segdec.config import TrainConfig
 from defect_studio.kinds.segdec.data import Sample, TrainingData, build_training_data
 from defect_studio.kinds.segdec.losses import (
     accumulated_loss,
@@ -35,6 +35,7 @@ from defect_studio.training.checkpoint import (
     save_model_weights,
     save_torch,
 )
+from defect_studio.training.config import TrainConfigError
 from defect_studio.training.device import cpu_bf16_supported, select_device
 from defect_studio.training.runjob import (
     OOM_ADVICE,
