@@ -393,7 +393,10 @@ def test_watch_scores_slowly_written_files_once(packages, _trained_template, tmp
     rejected = _lines(out / "rejected.jsonl")[0]
     assert Path(rejected["file"]).name == "broken.png" and rejected["error"]
     assert sorted(p.name for p in done.iterdir()) == ["broken.png", "part1.png", "part2.png"]
-    assert sorted(p.name for p in inbox.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in inbox.iterdir()) == [".ds-claims", "notes.txt"]
+    # moved parts leave no claim or done mark behind, a stopped station no heartbeat
+    assert [p.name for p in (inbox / ".ds-claims").iterdir()] == ["stations"]
+    assert list((inbox / ".ds-claims" / "stations").iterdir()) == []
     assert w.counts == {"OK": 1, "NG": 1, "rejected": 1}
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from defect_studio.errors import UserError
 
+MAX_THREADS = 256  # more is never faster, and 100,000 made the runtime allocate for minutes
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("export-model",
@@ -35,8 +37,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threshold", type=float, help="override the package's threshold")
     s.add_argument("--settle", type=float, default=1.0,
                    help="seconds a file must stay unchanged before it is scored (default 1)")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
+    s.add_argument("--threads", type=int, default=None,
+                   help=f"CPU threads for the runtime (1 to {MAX_THREADS})")
     s.add_argument("--no-overlays", action="store_true")
+    s.add_argument("--station", help="this station's name in the results (default: the host "
+                   "name); any number of stations may watch one inbox, each part is scored once")
+    s.add_argument("--lease", type=float, default=30.0, metavar="SECONDS",
+                   help="a station whose heartbeat is still this long is taken as dead and its "
+                   "part is scored by another (default 30)")
+    s.add_argument("--rescan", type=float, default=10.0, metavar="SECONDS",
+                   help="list the inbox this often besides file events (network shares; "
+                   "default 10)")
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:
@@ -67,18 +78,34 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     if args.settle is None or not (0 <= args.settle <= 3600):
         raise UserError(f"--settle must be between 0 and 3600 seconds, got {args.settle}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    if args.threads is not None and not (1 <= args.threads <= MAX_THREADS):
+        raise UserError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
+    for name, value, low in (("--lease", args.lease, 1.0), ("--rescan", args.rescan, 0.1)):
+        if value is None or not (low <= value <= 3600):
+            raise UserError(f"{name} must be between {low:g} and 3600 seconds, got {value}")
+    if args.station is not None:
+        from defect_studio.deploy.claim import check_station_name
+
+        check_station_name(args.station)
+    if args.threshold is not None:  # checked before the package is loaded
+        from defect_studio.inference.prediction import check_threshold
+
+        check_threshold(args.threshold)
     predictor = load_package(args.model, num_threads=args.threads)
     if args.threshold is not None:
         predictor.threshold = args.threshold
     watcher = Watcher(args.folder, predictor, args.out, args.move_to, settle_s=args.settle,
-                      overlays=not args.no_overlays)
+                      overlays=not args.no_overlays, station=args.station,
+                      lease_s=args.lease, rescan_s=args.rescan)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if threading.current_thread() is threading.main_thread():
+        def on_signal(_sig: int, _frame: object) -> None:
+            watcher.stop()  # sets a flag only: no lock, no I/O in a signal handler
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: watcher.stop())
-    print(f"watching {watcher.folder} with run {predictor.run_id} ({predictor.backend}) at "
+            signal.signal(sig, on_signal)
+    print(f"station {watcher.station or '-'} watching {watcher.folder} with run "
+          f"{predictor.run_id} ({predictor.backend}) at "
           f"threshold {predictor.threshold:.4f}; results in {watcher.results_path}; "
           f"{len(watcher.done)} part(s) already done; Ctrl+C stops", file=sys.stderr, flush=True)
     watcher.run()
