@@ -113,6 +113,10 @@ class Claim:
     def tries(self) -> int:
         return self.generation
 
+    @property
+    def marker_name(self) -> str:
+        return f"{self.digest}.{self.generation}.claim"
+
     def still_mine(self) -> bool:
         """False when another station took this claim over (this one stalled too long)."""
         nxt = self.claims.dir / f"{self.digest}.{self.generation + 1}.claim"

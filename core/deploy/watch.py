@@ -311,7 +311,8 @@ class Watcher:
 
     def _handle_claimed(self, path: Path, claim: Any) -> bool | None:
         """Score (or reject) one part this station holds; True when it left the inbox,
-        None when it could not be read (the claim is given back)."""
+        None when it could not be read or moved (the claim is given back: the ledger keeps
+        it from being scored again, and the move is tried again)."""
         try:
             key = _file_key(path)
         except OSError as e:
@@ -354,7 +355,7 @@ class Watcher:
         log.info("%s %s %.4f", decision, path.name, pred.score)
         return self._move(path, key)
 
-    def _reject(self, path: Path, key: str, claim: Any, why: str) -> bool:
+    def _reject(self, path: Path, key: str, claim: Any, why: str) -> bool | None:
         log.warning("rejected %s: %s", path.name, why)
         self._append(self._rejected, {"file": str(path), "time": _now(), "error": why,
                                       "key": key})
@@ -367,10 +368,10 @@ class Watcher:
         name = f"{path.stem}_{key.rpartition(':')[2][:8]}{path.suffix}"
         return self._results.write_overlay(name, image, pred.heatmap, pred.score, True)
 
-    def _move(self, path: Path, key: str) -> bool:
+    def _move(self, path: Path, key: str) -> bool | None:
         """Copy the part into --move-to, check the copy, then remove the original. True when
-        the part left the inbox; on any failure (a full disk) the original stays, and no
-        file under a real name is left half-written."""
+        the part left the inbox, False without --move-to; None on a failure (a full disk):
+        the original stays, and no file under a real name is left half-written."""
         if self.move_to is None:
             return False
         digest = key.rpartition(":")[2]
@@ -392,7 +393,7 @@ class Watcher:
             why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
             log.warning("could not move %s to %s (%s): it stays in the inbox", path.name,
                         self.move_to, why)
-            return False
+            return None
         try:
             path.unlink()
         except FileNotFoundError:
@@ -400,7 +401,7 @@ class Watcher:
         except OSError as e:
             log.warning("copied %s to %s but cannot remove the original: %s", path.name,
                         target, e.strerror or e)
-            return False
+            return None
         return True
 
     def _place(self, tmp: Path, path: Path) -> Path:
