@@ -182,38 +182,55 @@ def test_claims_of_a_dead_station_are_taken_over_and_a_crashing_part_given_up(pa
 
 
 def test_watch_stops_on_sigterm_at_random_moments(package, tmp_path):
-    """SIGTERM (once, twice, three times) at random moments: during start, while scoring a
-    stream of parts, while idle; every station stops within seconds, every time."""
+    """SIGTERM (once, twice, three times) at random moments: while one station starts,
+    while the others score a stream of parts or sit idle; each stops within seconds,
+    every time, and cleanly once its handler is in place."""
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
     rng = random.Random(11)
     procs = [_station(inbox, package, out, f"t{i}") for i in range(4)]
-    started = time.monotonic()
-    plan = sorted((rng.uniform(0.3, 4.0), i, rng.randint(1, 3)) for i in range(4))
+    beats = inbox / ".ds-claims" / "stations"
+
+    def ready(i):  # its Watcher exists: the handler is installed a moment later
+        return beats.is_dir() and any(beats.glob(f"t{i}~*.alive"))
+
+    plan = {0: (0.0, 1)}  # station 0: SIGTERM while it starts up
+    plan.update({i: (rng.uniform(0.3, 2.5), rng.randint(1, 3)) for i in (1, 2, 3)})
+    since: dict[int, float] = {}
+    stopped_at: dict[int, float] = {}
     feed = 0
-    stopped_at = {}
-    for at, i, times in plan:
-        while time.monotonic() - started < at:
-            _parts(inbox, [f"f{feed:04d}.png"], seed=feed)
-            feed += 1
-            time.sleep(0.02)
-        for _ in range(times):
-            procs[i].send_signal(signal.SIGTERM)
-            time.sleep(rng.uniform(0, 0.05))
-        stopped_at[i] = time.monotonic()
+    deadline = time.monotonic() + 30
+    while len(stopped_at) < 4 and time.monotonic() < deadline:
+        _parts(inbox, [f"f{feed:04d}.png"], seed=feed)  # a part every ~20 ms
+        feed += 1
+        time.sleep(0.02)
+        for i, (delay, times) in plan.items():
+            if i in stopped_at:
+                continue
+            if i not in since and (i == 0 or ready(i)):
+                since[i] = time.monotonic()
+            if i in since and time.monotonic() - since[i] >= delay:
+                for _ in range(times):
+                    procs[i].send_signal(signal.SIGTERM)
+                    time.sleep(rng.uniform(0, 0.05))
+                stopped_at[i] = time.monotonic()
+    codes = {}
     for i, p in enumerate(procs):
         try:
-            rc = p.wait(timeout=max(1.0, 8.0 - (time.monotonic() - stopped_at[i])))
+            codes[i] = p.wait(timeout=max(1.0, 8.0 - (time.monotonic() - stopped_at.get(i, 0))))
         except subprocess.TimeoutExpired:
             p.kill()
             raise AssertionError(f"station {i} ignored SIGTERM: "
                                  f"{p.stderr.read()[-2000:]}") from None
+        err = p.stderr.read()
         # before its handler is installed SIGTERM ends it the default way; after: cleanly
-        assert rc in (0, -signal.SIGTERM), p.stderr.read()[-2000:]
-        if rc == 0:
-            assert "stopped:" in p.stderr.read()
+        assert codes[i] in (0, -signal.SIGTERM), err[-2000:]
+        if codes[i] == 0:
+            assert "stopped:" in err
+    assert len(stopped_at) == 4
+    assert codes[1] == codes[2] == codes[3] == 0, (codes, plan)
     keys = [r["key"] for r in _lines(out / "results.jsonl")]
-    assert len(keys) == len(set(keys))
+    assert len(keys) == len(set(keys)) > 0
 
 
 def test_move_to_on_a_full_disk_leaves_the_original(package, tmp_path, monkeypatch):

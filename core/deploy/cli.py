@@ -109,6 +109,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
           f"threshold {predictor.threshold:.4f}; results in {watcher.results_path}; "
           f"{len(watcher.done)} part(s) already done; Ctrl+C stops", file=sys.stderr, flush=True)
     watcher.run()
+    if threading.current_thread() is threading.main_thread():
+        # stopping: more signals are ignored (at exit Python puts back the default handler,
+        # and a second SIGTERM then would end the process mid-way with -15)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     c = watcher.counts
     print(f"stopped: {c['OK']} OK, {c['NG']} NG, {c['rejected']} rejected", file=sys.stderr)
     return 0
