@@ -46,11 +46,13 @@ def compare(ref, pkg, images: list[np.ndarray], threshold: Callable[[list], floa
 
 
 def tiny_package(folder, size=(32, 32), channels=1, graph_size=None, graph_channels=None,
-                 threshold=0.5, resize="resize"):
+                 threshold=0.5, resize="resize", stamp=False, broken=False):
     """A hand-made ONNX export package, no torch and no training: score = sigmoid(4 * (mean
     of the image in [0, 1]) - 2), heatmap = the image's mean over channels. ``graph_size`` /
     ``graph_channels``: fixed input dimensions of the graph (default: dynamic), to make a
-    package whose preprocessing does not match its graph."""
+    package whose preprocessing does not match its graph. ``stamp``: the manifest's kind and
+    preprocessing also in the ONNX metadata, as export-model writes them. ``broken``: the
+    graph reshapes its input to [1, 1, 32, 32], so ONNX Runtime fails on anything else."""
     import hashlib
     import json
     from pathlib import Path
@@ -63,17 +65,22 @@ def tiny_package(folder, size=(32, 32), channels=1, graph_size=None, graph_chann
     gc = graph_channels if graph_channels is not None else "C"
     gh, gw = (graph_size[1], graph_size[0]) if graph_size else ("H", "W")
     nodes = [
-        helper.make_node("ReduceMean", ["image", "all_axes"], ["m"], keepdims=0),
+        helper.make_node("ReduceMean", ["x", "all_axes"], ["m"], keepdims=0),
         helper.make_node("Mul", ["m", "four"], ["m4"]),
         helper.make_node("Sub", ["m4", "two"], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], ["score"]),
-        helper.make_node("ReduceMean", ["image", "channel_axis"], ["heat"], keepdims=0),
+        helper.make_node("ReduceMean", ["x", "channel_axis"], ["heat"], keepdims=0),
         helper.make_node("Clip", ["heat", "zero", "one"], ["heatmap"]),
     ]
     inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v])
              for n, v in (("four", 4.0), ("two", 2.0), ("zero", 0.0), ("one", 1.0))]
     inits += [helper.make_tensor("all_axes", TensorProto.INT64, [3], [1, 2, 3]),
               helper.make_tensor("channel_axis", TensorProto.INT64, [1], [1])]
+    if broken:
+        nodes.insert(0, helper.make_node("Reshape", ["image", "fixed"], ["x"]))
+        inits.append(helper.make_tensor("fixed", TensorProto.INT64, [4], [1, 1, 32, 32]))
+    else:
+        nodes.insert(0, helper.make_node("Identity", ["image"], ["x"]))
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
                                                       ["N", gc, gh, gw])],
@@ -81,12 +88,16 @@ def tiny_package(folder, size=(32, 32), channels=1, graph_size=None, graph_chann
          helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["N", gh, gw])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
+    pre = {"input_size": list(size), "resize": resize, "channels": channels}
+    if stamp:
+        for key, value in (("kind", "segdec"), ("preprocess", json.dumps(pre))):
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
     onnx.save(model, str(folder / "model.onnx"))
     digest = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
     manifest = {"package_format": 1, "kind": "segdec", "format": "onnx", "model": "tiny",
                 "run_id": "tiny-pkg", "threshold": threshold, "threshold_source": "test",
-                "preprocess": {"input_size": list(size), "resize": resize,
-                               "channels": channels},
+                "preprocess": pre,
                 "files": {"model.onnx": digest}, "model_sha256": digest}
     (folder / "package.json").write_text(json.dumps(manifest, indent=2))
     return folder

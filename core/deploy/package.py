@@ -45,6 +45,9 @@ INPUT_NAME = "image"
 ONNX_OPSET = 18  # the opset every kind's graph is exported at
 OUTPUT_NAMES = ("score", "heatmap")
 BOX_OUTPUT_NAMES = ("boxes", "box_scores", "box_labels")
+MAX_MANIFEST_BYTES = 1 << 20  # package.json is a few kB
+MAX_INPUT_PIXELS = 4096 * 4096  # network input of one image: 16.8 MP (a float32 copy: 64 MB
+# a channel); beyond it one part allocated 9.7 GB and ran a minute before it failed
 
 
 def runtime_kinds() -> dict[str, bool]:
@@ -111,8 +114,15 @@ def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
     if not mf.is_file():
         raise PackageError(f"{root} is not a model package: it has no {PACKAGE_FILE} "
                            "(make one with defect-studio export-model)")
+    _inside(root, mf, PACKAGE_FILE)
     try:
+        if mf.stat().st_size > MAX_MANIFEST_BYTES:
+            raise PackageError(f"{mf} is {mf.stat().st_size / 1e6:.1f} MB, not a package "
+                               "manifest (a few kB); export the model again")
         manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise PackageError(f"{mf} is damaged (nested too deep); export the model again"
+                           ) from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise PackageError(f"{mf} is damaged ({e}); export the model again") from None
     if not isinstance(manifest, dict):
@@ -156,6 +166,7 @@ def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
         raise PackageError(f"{mf} does not list {model_name}, the network of a {fmt} package")
     for name, digest in files.items():
         f = root / name
+        _inside(root, f, name)
         if not f.is_file():
             raise PackageError(f"the package {root} is incomplete: {name} is missing; copy the "
                                "whole package folder, or export the model again")
@@ -165,6 +176,13 @@ def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
     pre = need("preprocess", lambda v: isinstance(v, dict), "an object")
     preprocessing = _preprocessing(pre, mf)
     threshold = need("threshold", _is_unit, "a number between 0 and 1")
+    runtime = manifest.get("runtime", {})
+    if not (isinstance(runtime, dict) and all(
+            isinstance(k, str) and isinstance(v, dict) and all(
+                isinstance(o, str) and isinstance(x, (str, int, float, bool))
+                for o, x in v.items()) for k, v in runtime.items())):
+        raise PackageError(f"{mf}: 'runtime' must map a runtime to its settings (name: value), "
+                           f"found {_short(runtime)}; export the model again")
     return PackageInfo(
         path=root, manifest=manifest, format=fmt, kind=kind, model_file=root / model_name,
         preprocessing=preprocessing, threshold=float(threshold),
@@ -173,6 +191,65 @@ def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
         model=str(manifest.get("model", "")), box_types=box_types,
         outputs_boxes=known[kind],
     )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _inside(root: Path, f: Path, name: str) -> None:
+    """PackageError when ``f`` is a link that leads out of the package folder (a package is
+    self-contained: a link to a file elsewhere would be read as the package's own)."""
+    try:
+        if not f.is_symlink():
+            return
+        target = f.resolve(strict=True)
+        inside = target.parent == root.resolve(strict=True)
+    except (OSError, RuntimeError):
+        inside = False
+    if not inside:
+        raise PackageError(f"{f} is a link to a file outside the package {root}; a package "
+                           "holds its own files: copy the package folder again (not its links)")
+
+
+def check_graph_input(info: PackageInfo, dims: list[Any]) -> None:
+    """PackageError when the network's input ``dims`` [batch, C, H, W] (an int for a fixed
+    size, anything else for a free one) cannot take what the package's preprocessing gives
+    (a package.json that does not belong to its network)."""
+    pre = info.preprocessing
+    W, H = pre.input_size
+    mf = info.path / PACKAGE_FILE
+    if len(dims) != 4:
+        raise PackageError(f"{info.model_file} takes a {len(dims)}-dimensional input, not "
+                           "[batch, channels, height, width]; export the model again")
+    c, h, w = (d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None
+               for d in dims[1:])
+    if c is not None and c != pre.channels:
+        raise PackageError(f"{mf} gives the network {pre.channels}-channel images, but "
+                           f"{info.model_file.name} takes {c} channels: the manifest does not "
+                           "belong to this network; export the model again")
+    if (h is not None and h != H) or (w is not None and w != W):
+        raise PackageError(f"{mf} gives the network {W}x{H} images, but "
+                           f"{info.model_file.name} takes {w or 'any'}x{h or 'any'}: the "
+                           "manifest does not belong to this network; export the model again")
+
+
+def check_graph_manifest(info: PackageInfo, stamped: dict[str, Any]) -> None:
+    """PackageError when the settings stamped into the network at export (its ONNX metadata)
+    differ from package.json's: a manifest edited or taken from another package."""
+    for key in ("kind", "preprocess"):
+        if key not in stamped:
+            continue
+        try:
+            value = json.loads(stamped[key]) if key == "preprocess" else stamped[key]
+        except (ValueError, RecursionError, TypeError):
+            continue
+        if value != info.manifest.get(key):
+            raise PackageError(f"{info.path / PACKAGE_FILE}: '{key}' is {info.manifest.get(key)!r}"
+                               f" but the network was exported with {_short(value)}: the "
+                               "manifest does not belong to this network; export the model "
+                               "again")
 
 
 def _plain_name(name: Any) -> bool:
@@ -192,6 +269,10 @@ def _preprocessing(pre: dict, mf: Path) -> Preprocessing:
           and resize in ("resize", "pad") and channels in (1, 3)
           and not isinstance(channels, bool))
     if not ok:
-        raise PackageError(f"{mf}: the preprocessing settings are invalid ({pre!r}); "
+        raise PackageError(f"{mf}: the preprocessing settings are invalid ({_short(pre)}); "
                            "export the model again")
+    if size[0] * size[1] > MAX_INPUT_PIXELS:
+        raise PackageError(f"{mf}: the network input {size[0]}x{size[1]} is more than this "
+                           f"runtime scores ({MAX_INPUT_PIXELS / 1e6:.1f} megapixels); train "
+                           "at a smaller input size")
     return Preprocessing((size[0], size[1]), resize, channels)

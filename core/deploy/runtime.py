@@ -23,6 +23,8 @@ from defect_studio.deploy.package import (
     OPENVINO_CONFIG,
     PackageError,
     PackageInfo,
+    check_graph_input,
+    check_graph_manifest,
     read_package,
 )
 from defect_studio.errors import UserError
@@ -135,6 +137,7 @@ class PackagePredictor(BatchScorer):
         self.manifest = self.info.manifest
         threads = num_threads or min(DEFAULT_CPU_THREADS, os.cpu_count() or 1)
         self._backend = _BACKENDS[self.info.format](self.info, max(1, int(threads)))
+        _check_against_graph(self.info, self._backend)
         self.backend = self._backend.name
         self.inference_precision = self._backend.precision
         self.threshold_source = self.info.threshold_source
@@ -164,7 +167,13 @@ class PackagePredictor(BatchScorer):
         out: list[Prediction] = []
         for i in range(0, len(batch), step):
             x = np.ascontiguousarray(np.stack(batch[i:i + step]), dtype=np.float32)
-            outputs = self._backend(x)
+            try:
+                outputs = self._backend(x)
+            except (RuntimeError, MemoryError):
+                raise
+            except Exception as e:  # noqa: BLE001 - ONNX Runtime's errors (InvalidArgument
+                # ...) are not RuntimeErrors: one failed part is a failed part, never a crash
+                raise RuntimeError(f"{self._backend.name}: {_first(e)}") from None
             if self.info.outputs_boxes:
                 out.append(self._boxes(outputs, shapes[i]))
             else:
@@ -197,6 +206,26 @@ class PackagePredictor(BatchScorer):
         score = boxes[0].score if boxes else 0.0
         return DetectionPrediction(score=score, is_ng=score >= self._threshold,
                                    heatmap=boxes_heatmap(list(boxes), shape), boxes=boxes)
+
+
+def _check_against_graph(info: PackageInfo, backend: object) -> None:
+    """The package's preprocessing against its network's input (and, for ONNX, against the
+    settings stamped into the network at export): PackageError before the first part."""
+    session = getattr(backend, "session", None)
+    if session is not None:  # ONNX Runtime
+        inputs = {i.name: i for i in session.get_inputs()}
+        check_graph_input(info, list(inputs[INPUT_NAME].shape or []))
+        try:
+            stamped = dict(session.get_modelmeta().custom_metadata_map)
+        except Exception:  # noqa: BLE001 - a graph without metadata: nothing to compare
+            stamped = {}
+        check_graph_manifest(info, stamped)
+        return
+    model = getattr(backend, "model", None)
+    if model is not None:  # OpenVINO
+        shape = model.inputs[0].get_partial_shape()
+        if shape.rank.is_static:
+            check_graph_input(info, [d.get_length() if d.is_static else None for d in shape])
 
 
 def load_package(package_dir: str | os.PathLike, num_threads: int | None = None
