@@ -131,3 +131,106 @@ def test_a_part_the_runtime_fails_on_is_rejected_and_never_retried(tmp_path, cap
     look(w2)
     assert w2.counts == {"OK": 0, "NG": 0, "rejected": 0}
     assert len((out / "rejected.jsonl").read_text().splitlines()) == 2
+
+
+def _fake_run(root: Path, threshold=0.5) -> Path:
+    """A finished run folder as far as export-model looks before it exports (no weights)."""
+    from defect_studio.kinds.segdec.config import TrainConfig
+
+    run = root / "runs" / "r1"
+    run.mkdir(parents=True)
+    cfg = TrainConfig(model="mixsup", input_size=(32, 32), channels=1, epochs=1)
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (run / "status.json").write_text(json.dumps({"state": "finished", "epoch": 1}))
+    (run / "threshold.json").write_text(json.dumps({"threshold": threshold, "source": "user"}))
+    return run
+
+
+def test_export_model_refuses_a_linked_out_and_a_bad_threshold_before_the_work(tmp_path,
+                                                                                capsys):
+    from defect_studio.deploy.export import convert_package
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("user data")
+    (tmp_path / "empty").mkdir()
+    run = _fake_run(tmp_path / "proj")
+    for target in (full, tmp_path / "empty"):
+        link = tmp_path / f"link-{target.name}"
+        link.symlink_to(target)
+        assert main(["export-model", "--run", str(run), "--out", str(link)]) == 2
+        err = capsys.readouterr().err
+        assert "is a link" in err and "Not a directory" not in err
+        with pytest.raises(Exception, match="is a link"):
+            convert_package(tiny_package(tmp_path / f"pkg-{target.name}"), link)
+    assert (full / "keep.txt").read_text() == "user data" and link.is_symlink()
+    # a run whose saved threshold is -5: the message says what to do (not "export again")
+    run = _fake_run(tmp_path / "proj2", threshold=-5)
+    assert main(["export-model", "--run", str(run), "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert "holds -5.0, not a threshold between 0 and 1" in err and "export again" not in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_temporary_folders_of_killed_exports_are_removed(tmp_path):
+    """An export killed mid-way leaves .<out>.dstmp-<pid>-*; the next export beside it
+    removes those whose process is gone (and old ones of the previous naming), never a
+    running export's."""
+    import subprocess
+    import sys
+
+    from defect_studio.deploy.export import remove_stale_temps
+
+    out = tmp_path / "pkg"
+    code = ("import os, sys; from pathlib import Path; "
+            "from defect_studio.deploy.export import _temp_beside; "
+            "t = _temp_beside(Path(sys.argv[1])); (t / 'model.onnx').write_bytes(b'x' * 1000); "
+            "os.kill(os.getpid(), 9)")
+    killed = subprocess.run([sys.executable, "-c", code, str(out)])
+    assert killed.returncode == -9
+    left = [p for p in tmp_path.iterdir() if ".dstmp-" in p.name]
+    assert len(left) == 1
+    running = tmp_path / f".pkg.dstmp-{os.getpid()}-abc"  # this process: an export running
+    running.mkdir()
+    old = tmp_path / ".pkg.dstmp-old"
+    old.mkdir()
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    other = tmp_path / ".other.dstmp-1-x"  # beside another package: not ours to judge
+    other.mkdir()
+    assert sorted(remove_stale_temps(out)) == sorted([left[0], old])
+    assert running.is_dir() and other.is_dir() and not left[0].exists()
+
+
+def test_predict_on_a_full_disk_names_the_file_and_keeps_no_partial_csv(tmp_path, capsys,
+                                                                         monkeypatch):
+    import errno
+
+    import cv2
+
+    from defect_studio.inference.results import ResultsTable
+
+    pkg = tiny_package(tmp_path / "p")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(imgs / f"{i}.png"), np.full((16, 16), 40 * i, np.uint8))
+    real = ResultsTable._write
+    calls = {"n": 0}
+
+    def filling(self, text, truncate=False):
+        calls["n"] += 1
+        if calls["n"] > 3:  # the header and two rows fit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, truncate)
+
+    monkeypatch.setattr(ResultsTable, "_write", filling)
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(pkg), str(imgs), "--out", str(out),
+                 "--no-overlays"]) == 2
+    err = capsys.readouterr().err
+    assert f"could not write {out / 'predictions.csv'}: the disk is full" in err
+    assert "Traceback" not in err and not (out / "predictions.csv").exists()
+    monkeypatch.setattr(ResultsTable, "_write", real)
+    assert main(["predict", "--model", str(pkg), str(imgs), "--out", str(out), "--no-overlays",
+                 "--batch-size", "100000"]) == 2
+    assert "--batch-size must be between 1 and 1024" in capsys.readouterr().err

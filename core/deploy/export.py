@@ -73,6 +73,9 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
                "damaged": "has damaged status files: pick another run"}[run.state]
         raise ExportError(f"run '{run.id}' {why}")
     out = _check_out_dir(Path(out_dir), run_dir, project_root)
+    from defect_studio.inference.prediction import read_threshold
+
+    read_threshold(run_dir)  # a damaged or out-of-range threshold: said now, before the work
     kind = kind_of_run(run_dir)
     exporter = _exporter(kind)
 
@@ -122,11 +125,7 @@ def convert_package(package_dir: str | os.PathLike, out_dir: str | os.PathLike,
         raise ExportError(f"a package can be converted to: openvino, not {fmt!r}")
     if info.format != "onnx":
         raise ExportError(f"{info.path} is a {info.format} package; convert an ONNX package")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file; give a new (or empty) folder for the package")
-    if out.is_dir() and any(out.iterdir()):
-        raise ExportError(f"--out {out} is not empty; give a new (or empty) folder")
+    out = _check_new_folder(Path(out_dir))
     manifest = {k: v for k, v in info.manifest.items() if k not in ("files", "model_sha256")}
     manifest["format"] = fmt
     manifest["runtime"] = {"openvino": dict(OPENVINO_CONFIG)}
@@ -140,12 +139,69 @@ def convert_package(package_dir: str | os.PathLike, out_dir: str | os.PathLike,
     return out
 
 
+TEMP_MARK = ".dstmp-"
+STALE_TEMP_S = 24 * 3600  # a temporary folder without a pid in its name: left by a crash
+
+
 def _temp_beside(out: Path) -> Path:
+    """A new temporary folder beside ``out`` (``.<name>.dstmp-<pid>-<random>``); those of
+    exports that were killed (their process is gone) are removed first."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.dstmp-", dir=out.parent))
+        remove_stale_temps(out)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}{TEMP_MARK}{os.getpid()}-",
+                                     dir=out.parent))
     except OSError as e:
         raise ExportError(f"cannot write the package beside {out}: {e.strerror or e}") from None
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary folders beside ``out`` that killed exports left behind: their
+    pid (in the name) is not running on this host, or, in the older naming without a pid,
+    they are more than a day old. Returns what was removed."""
+    import time
+
+    from defect_studio.deploy.claim import pid_alive
+
+    prefix = f".{out.name}{TEMP_MARK}"
+    removed = []
+    try:
+        entries = [e for e in os.scandir(out.parent) if e.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for e in entries:
+        pid, sep, _ = e.name[len(prefix):].partition("-")
+        try:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+            if sep and pid.isdigit():
+                stale = int(pid) != os.getpid() and not pid_alive(int(pid))
+            else:
+                stale = time.time() - e.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(e.path, ignore_errors=True)
+            removed.append(Path(e.path))
+    return removed
+
+
+def _check_new_folder(out: Path) -> Path:
+    """``out`` as a new (or empty) folder for a package, or ExportError now, before any
+    work (the package is moved into its place at the end)."""
+    if out.is_symlink():
+        raise ExportError(f"--out {out} is a link (to {os.readlink(out)}); give the path of a "
+                          "new folder, not a link: the package folder is put in its place")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a new (or empty) folder for the package")
+    try:
+        full = out.is_dir() and any(out.iterdir())
+    except OSError as e:
+        raise ExportError(f"cannot read --out {out}: {e.strerror or e}") from None
+    if full:
+        raise ExportError(f"--out {out} is not empty; give a new (or empty) folder, so that no "
+                          "file of an older export is mixed into the package")
+    return out
 
 
 def _finish(tmp: Path, manifest: dict[str, Any], out: Path) -> None:
@@ -163,16 +219,12 @@ def _finish(tmp: Path, manifest: dict[str, Any], out: Path) -> None:
 
 
 def _check_out_dir(out: Path, run_dir: Path, project_root: Any) -> Path:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file; give a new (or empty) folder for the package")
+    _check_new_folder(out)
     target = out.resolve()
     for root in _project_roots(run_dir, project_root):
         if target == root or root in target.parents:
             raise ExportError(f"--out {out} is inside the project folder {root}; write the "
                               "package outside the project (a project holds only its own files)")
-    if out.is_dir() and any(out.iterdir()):
-        raise ExportError(f"--out {out} is not empty; give a new (or empty) folder, so that no "
-                          "file of an older export is mixed into the package")
     return out
 
 

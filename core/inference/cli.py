@@ -8,6 +8,8 @@ stop the job; the exit code is 0 when at least one image was scored, 1 otherwise
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ from defect_studio.errors import UserError
 from defect_studio.inference.results import PREDICT_COLUMNS, ResultsWriter
 
 CSV_NAME = "predictions.csv"
+MAX_BATCH = 1024  # images in memory at once
 CSV_HEADER = list(PREDICT_COLUMNS)
 
 
@@ -78,12 +81,10 @@ def _chunks(seq: list[Path], n: int) -> Iterator[list[Path]]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score INPUTs with --run or --model; write predictions.csv and overlays into --out."""
-    import json
 
-    from defect_studio.io.images import read_image
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise UserError(f"--batch-size must be between 1 and {MAX_BATCH}, got {args.batch_size}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the predictions")
@@ -112,8 +113,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         predictor.threshold = args.threshold
     # predictions.csv + <stem>_overlay.png (defect_studio.inference.results); each row is
-    # flushed as it is written, so partial results survive an interrupted job
-    writer = ResultsWriter(out, CSV_NAME, CSV_HEADER)
+    # flushed as it is written, so partial results survive an interrupted job; a file that
+    # cannot be written (a full disk) ends the job with its name, and no partial CSV is kept
+    try:
+        writer = ResultsWriter(out, CSV_NAME, CSV_HEADER)
+    except OSError as e:
+        raise _write_failed(out / CSV_NAME, e) from None
+    try:
+        return _score_all(args, files, problems, predictor, writer, out, package, run_dir)
+    except _WriteError as e:
+        with contextlib.suppress(OSError):
+            writer.table.path.unlink()
+        raise _write_failed(writer.table.path, e.args[0]) from None
+
+
+class _WriteError(Exception):
+    """The results file could not be written (args[0]: the OSError)."""
+
+
+def _write_failed(path: Path, e: OSError) -> UserError:
+    why = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+    return UserError(f"could not write {path}: {why}; the incomplete results file was removed, "
+                     "make room and run predict again")
+
+
+def _score_all(args: argparse.Namespace, files: list[Path], problems: list, predictor,
+               writer: ResultsWriter, out: Path, package, run_dir) -> int:
+    import json
+
+    from defect_studio.io.images import read_image
 
     n_ok = n_ng = 0
     errors: list[tuple[Path, str]] = list(problems)
@@ -126,7 +154,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     def write_row(row: list) -> None:  # into the CSV, and kept for --json
         record = dict(zip(CSV_HEADER, row + [run_id, thr]))
-        writer.add(record)
+        try:
+            writer.add(record)
+        except OSError as e:
+            raise _WriteError(e) from None
         rows.append(record)
 
     for p, why in problems:

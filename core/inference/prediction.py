@@ -94,6 +94,10 @@ def read_threshold(run_dir: str | os.PathLike) -> tuple[float | None, str]:
                              "re-evaluate the run or delete the file") from None
     if not math.isfinite(t):
         raise ModelFileError(f"the threshold file {path} holds {t}, not a number; delete it")
+    if not 0.0 <= t <= 1.0:
+        raise ModelFileError(f"the threshold file {path} holds {t}, not a threshold between 0 "
+                             "and 1: save the threshold again on the Evaluate page, or delete "
+                             "the file (the run then uses the default)")
     return t, str(data.get("source", "best_f1"))
 
 
