@@ -234,3 +234,31 @@ def test_predict_on_a_full_disk_names_the_file_and_keeps_no_partial_csv(tmp_path
     assert main(["predict", "--model", str(pkg), str(imgs), "--out", str(out), "--no-overlays",
                  "--batch-size", "100000"]) == 2
     assert "--batch-size must be between 1 and 1024" in capsys.readouterr().err
+
+
+def test_overlay_of_a_huge_image_is_bounded(tmp_path):
+    """The overlay of a huge part (a 100 MP one took 5.5 GB and 35 s): at most 2048 px on
+    its longer side, and the memory it takes does not grow with the image."""
+    import tracemalloc
+
+    import cv2
+
+    from defect_studio.inference.results import MAX_OVERLAY_SIDE, ResultsWriter
+
+    assert MAX_OVERLAY_SIDE == 2048  # the default; below, the same bound at 1/8 the scale
+    w = ResultsWriter(tmp_path, "r.jsonl", overlay_dir="overlays", max_overlay_side=256)
+    peaks = []
+    for h, wd in ((400, 500), (1600, 2000)):
+        img = np.random.default_rng(0).integers(0, 255, (h, wd), dtype=np.uint8)
+        heat = np.zeros((h, wd), np.float32)
+        heat[h // 4:h // 3, wd // 3:wd // 2] = 0.9
+        tracemalloc.start()
+        try:
+            name = w.write_overlay(f"big{h}.png", img, heat, 0.9, True)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert name and w.problems == []
+        assert cv2.imread(str(tmp_path / name)).shape == (205, 256, 3)
+    # 16x the pixels: a float RGB copy of the larger image alone would add 38 MB
+    assert peaks[1] < peaks[0] + 5e6, peaks

@@ -58,6 +58,7 @@ RESULTS_FILE = "results.jsonl"
 REJECTED_FILE = "rejected.jsonl"
 OVERLAY_DIR = "overlays"
 LOCK_FILE = ".results.lock"
+RESCAN_DEFAULT_S = 10.0
 TEMP_MARK = ".dstmp-"  # temporary copies in --move-to: hidden, never a real-looking part
 # names that writers use while a file is still being written, and hidden files
 _PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart", "~")
@@ -100,12 +101,13 @@ def _file_key(path: Path) -> str:
     return f"{path.name}:{_sha256(path)}"
 
 
-def _candidate(path: Path) -> bool:
-    from defect_studio.io.images import is_image_file
+def _candidate(name: str) -> bool:
+    """A file name the watcher scores (an image, not hidden, not being written)."""
+    from defect_studio.io.images import IMAGE_EXTENSIONS
 
-    name = path.name
-    return (not name.startswith(".") and not name.lower().endswith(_PARTIAL_SUFFIXES)
-            and ".dstmp-" not in name and is_image_file(path))
+    low = name.lower()
+    return (not name.startswith(".") and not low.endswith(_PARTIAL_SUFFIXES)
+            and ".dstmp-" not in name and os.path.splitext(low)[1] in IMAGE_EXTENSIONS)
 
 
 def _now() -> str:
@@ -121,7 +123,7 @@ class Watcher:
 
     def __init__(self, folder: str | os.PathLike, predictor: Any, out_dir: str | os.PathLike,
                  move_to: str | os.PathLike | None = None, *, settle_s: float = 1.0,
-                 poll_s: float = 0.25, rescan_s: float = 10.0, overlays: bool = True,
+                 poll_s: float = 0.25, rescan_s: float = RESCAN_DEFAULT_S, overlays: bool = True,
                  station: str | None = None, lease_s: float = 30.0) -> None:
         self.folder = Path(folder).absolute()
         if not self.folder.is_dir():
@@ -149,7 +151,7 @@ class Watcher:
         self.done: set[str] = set()
         self.counts = {"OK": 0, "NG": 0, "rejected": 0}
         self._pending: dict[Path, _Pending] = {}
-        self._seen: dict[Path, tuple[int, int]] = {}  # handled files: (size, mtime) then
+        self._seen: dict[str, tuple[int, int]] = {}  # handled files by name: (size, mtime) then
         self._events: queue.SimpleQueue[Path] = queue.SimpleQueue()
         self._stop = False  # a plain flag: safe to set from a signal handler
         self._ledger_pos: dict[Path, int] = {}
@@ -216,16 +218,19 @@ class Watcher:
             return
         # straight from the listing (no path resolving per file: a watcher beside 20,000
         # handled files stays idle); files handled and unchanged are skipped by stat alone
+        seen, pending = self._seen, self._pending
         for entry in entries:
-            p = Path(entry.path)
-            if p in self._pending or not _candidate(p):
+            name = entry.name
+            if not _candidate(name):
                 continue
             try:
                 s = entry.stat()
             except OSError:
                 continue
-            if self._seen.get(p) != (s.st_size, s.st_mtime_ns):
-                self._pending[p] = _Pending(-1, -1, time.monotonic())
+            if seen.get(name) != (s.st_size, s.st_mtime_ns):
+                p = Path(entry.path)
+                if p not in pending:
+                    pending[p] = _Pending(-1, -1, time.monotonic())
 
     def _collect(self) -> None:
         while True:
@@ -233,7 +238,7 @@ class Watcher:
                 p = self._events.get_nowait()
             except queue.Empty:
                 return
-            if p in self._pending or not _candidate(p):
+            if p in self._pending or not _candidate(p.name):
                 continue
             if p.parent != self.folder and p.parent.resolve() != self._folder_real:
                 continue
@@ -241,7 +246,7 @@ class Watcher:
                 s = p.stat()
             except OSError:
                 continue
-            if self._seen.get(p) == (s.st_size, s.st_mtime_ns):
+            if self._seen.get(p.name) == (s.st_size, s.st_mtime_ns):
                 continue  # handled already and unchanged: do not hash it again
             self._pending[p] = _Pending(-1, -1, time.monotonic())
 
@@ -292,11 +297,11 @@ class Watcher:
             claim = self.claims.claim(path, s)
             if claim is None:
                 if self.claims.is_done(path, s):
-                    self._seen[path] = (s.st_size, s.st_mtime_ns)
+                    self._seen[path.name] = (s.st_size, s.st_mtime_ns)
                 # else another station scores it now: looked at again at the next rescan,
                 # and taken over if that station dies
                 return
-        self._seen[path] = (s.st_size, s.st_mtime_ns)
+        self._seen[path.name] = (s.st_size, s.st_mtime_ns)
         try:
             moved = self._handle_claimed(path, claim)
         except BaseException:
