@@ -186,14 +186,16 @@ def remove_stale_temps(out: Path) -> list[Path]:
     return removed
 
 
-def _check_new_folder(out: Path) -> Path:
+def _check_new_folder(out: Path, empty: bool = True) -> Path:
     """``out`` as a new (or empty) folder for a package, or ExportError now, before any
-    work (the package is moved into its place at the end)."""
+    work (the package is moved into its place at the end). ``empty``: check that too."""
     if out.is_symlink():
         raise ExportError(f"--out {out} is a link (to {os.readlink(out)}); give the path of a "
                           "new folder, not a link: the package folder is put in its place")
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; give a new (or empty) folder for the package")
+    if not empty:
+        return out
     try:
         full = out.is_dir() and any(out.iterdir())
     except OSError as e:
@@ -219,13 +221,13 @@ def _finish(tmp: Path, manifest: dict[str, Any], out: Path) -> None:
 
 
 def _check_out_dir(out: Path, run_dir: Path, project_root: Any) -> Path:
-    _check_new_folder(out)
+    _check_new_folder(out, empty=False)
     target = out.resolve()
     for root in _project_roots(run_dir, project_root):
         if target == root or root in target.parents:
             raise ExportError(f"--out {out} is inside the project folder {root}; write the "
                               "package outside the project (a project holds only its own files)")
-    return out
+    return _check_new_folder(out)
 
 
 def _project_roots(run_dir: Path, project_root: Any) -> list[Path]:
