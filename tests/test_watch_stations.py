@@ -361,4 +361,10 @@ def test_idle_watcher_beside_scored_parts_does_no_work(package, tmp_path, monkey
     _parts(inbox, ["new.png"], seed=5)  # a new part is still found at the next rescan
     _scan(w)
     assert calls["key"] == 1 and len(_lines(out / "results.jsonl")) == 61
+    import shutil
+
+    shutil.rmtree(inbox / ".ds-claims")  # someone cleans the inbox: the claims are made again
+    _parts(inbox, ["new2.png"], seed=6)
+    _scan(w)
+    assert len(_lines(out / "results.jsonl")) == 62
     w.claims.close()

@@ -250,6 +250,8 @@ class Claims:
         done = self.done_path(h)
         if done.exists():
             return None
+        if not self.dir.is_dir():  # removed by someone: made again (OSError if it cannot be)
+            (self.dir / STATIONS_DIR).mkdir(parents=True, exist_ok=True)
         n = 1
         while True:
             marker = self.dir / f"{h}.{n}.claim"

@@ -71,7 +71,7 @@ class WatchError(UserError):
 def _check_writable(what: str, folder: Path) -> None:
     """WatchError now when nothing can be written into ``folder`` (a read-only share),
     rather than at the first part."""
-    probe = folder / f".ds-write-test-{os.getpid()}"
+    probe = folder / f".ds-write-test-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         with open(probe, "wb") as f:
             f.write(b"x")
@@ -282,7 +282,11 @@ class Watcher:
             if self._stop:
                 break
             del self._pending[p]
-            self._handle(p)
+            try:
+                self._handle(p)
+            except OSError as e:  # the output or claim folder went away (a share dropped):
+                # this part is looked at again at the next rescan; the watcher goes on
+                log.warning("could not handle %s: %s", p.name, e.strerror or e)
             handled += 1
         return handled
 
@@ -433,7 +437,7 @@ class Watcher:
             return target
 
     def _remove_stale_temps(self) -> None:
-        """Temporary copies of this host's stations that died while copying."""
+        """Temporary copies left by stations that died while copying."""
         from defect_studio.deploy.claim import pid_alive
 
         with contextlib.suppress(OSError):
@@ -441,8 +445,11 @@ class Watcher:
                 if not (e.name.startswith(".") and TEMP_MARK in e.name):
                     continue
                 pid = e.name.rpartition(TEMP_MARK)[2]
-                if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
-                    with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):
+                    # another PC's station may be copying (its pid means nothing here):
+                    # only copies an hour old whose pid is gone on this host
+                    old = time.time() - e.stat(follow_symlinks=False).st_mtime > 3600
+                    if pid.isdigit() and old and not pid_alive(int(pid)):
                         os.unlink(e.path)
 
     # -- running ---------------------------------------------------------------------
