@@ -116,6 +116,18 @@ def test_three_stations_score_each_part_once_across_a_kill(package, tmp_path):
         assert cv2.imread(str(done / name), cv2.IMREAD_UNCHANGED).tobytes() == \
             images[name].tobytes()
     assert not [p for p in (inbox / ".ds-claims").iterdir() if p.suffix == ".claim"]
+    # the killed station's heartbeat stays until it is a day old, then a start removes it
+    from defect_studio.deploy.claim import Claims
+
+    beats = list((inbox / ".ds-claims" / "stations").iterdir())
+    assert len(beats) == 1 and beats[0].name.startswith(f"s{procs.index(victim)}~")
+    os.utime(beats[0], (time.time() - 2 * 86400,) * 2)
+    cleaner = Claims(inbox, "cleaner")
+    cleaner.prune()
+    left = [p.name for p in (inbox / ".ds-claims" / "stations").iterdir()]
+    assert len(left) == 1 and left[0].startswith("cleaner~")
+    cleaner.close()
+
 
 
 def _dead_owner_claim(inbox: Path, part: Path, generation: int, host="other-pc:1") -> Path:

@@ -49,6 +49,7 @@ log = logging.getLogger("defect_studio.watch")
 
 CLAIM_DIR = ".ds-claims"
 STATIONS_DIR = "stations"
+STALE_BEAT_S = 24 * 3600  # a heartbeat file this old belongs to a station long dead
 MAX_TRIES = 2  # claims taken over after a station died while scoring: then the part is rejected
 _STATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -272,7 +273,8 @@ class Claims:
             n += 1
 
     def prune(self, present: set[str] | None = None) -> int:
-        """Remove done marks whose part is no longer in the inbox; returns how many.
+        """Remove done marks whose part is no longer in the inbox (returns how many) and
+        heartbeat files a day old.
         ``present``: digests of the parts in the inbox now (computed when None)."""
         if present is None:
             present = set()
@@ -287,6 +289,12 @@ class Claims:
                 if e.name.endswith(".done") and e.name[:-5] not in present:
                     _unlink(Path(e.path))
                     removed += 1
+        # heartbeats of stations killed long ago (a live one rewrites its own every few s)
+        with contextlib.suppress(OSError):
+            for e in os.scandir(self.dir / STATIONS_DIR):
+                with contextlib.suppress(OSError):
+                    if time.time() - e.stat().st_mtime > STALE_BEAT_S:
+                        _unlink(Path(e.path))
         return removed
 
 
