@@ -1,6 +1,6 @@
 """One writer of scoring results: a table (CSV or JSON lines) plus overlay PNGs, used by
 `defect-studio predict` (predictions.csv + <stem>_overlay.png), the line's watch folder
-(results.jsonl / rejected.jsonl + overlays/<stem>_overlay.png) and the GUI's Review
+(results.jsonl / rejected.jsonl + overlays/<stem>_<hash>_overlay.png) and the GUI's Review
 export (review.csv + overlays/<stem>.png).
 
 numpy and OpenCV only (no torch, no Qt): the torch-free line runtime uses it.
