@@ -36,8 +36,8 @@ line-runtime:
 	@test -x $(LINE_VENV)/bin/python || $(PYTHON) -m venv $(LINE_VENV)
 	$(PYTHON) line/stage.py $(LINE_STAGE)
 	$(LINE_VENV)/bin/python -m pip install -q --upgrade \
-	  "./$(LINE_STAGE)$(if $(LINE_EXTRAS),[$(LINE_EXTRAS)])"
-	$(LINE_VENV)/bin/python -m pip install -q --no-deps --force-reinstall ./$(LINE_STAGE)
+	  "$(abspath $(LINE_STAGE))$(if $(LINE_EXTRAS),[$(LINE_EXTRAS)])"
+	$(LINE_VENV)/bin/python -m pip install -q --no-deps --force-reinstall $(abspath $(LINE_STAGE))
 	@$(LINE_VENV)/bin/python -c "import importlib.util as u, sys; \
 	  bad = [m for m in ('torch', 'PySide6', 'pyqtgraph') if u.find_spec(m)]; \
 	  sys.exit(f'line-runtime: {bad} found in $(LINE_VENV); it must stay torch- and Qt-free' \
