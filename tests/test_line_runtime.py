@@ -251,6 +251,7 @@ def test_staged_runtime_runs_without_the_full_install(tmp_path):
         "assert line_main(['model-info', '--model', sys.argv[1], '--json']) == 0\n"
         "assert line_main(['predict', '--model', sys.argv[1], '--out', sys.argv[3],"
         " sys.argv[2]]) == 0\n"
+        "import defect_studio.deploy.watch, watchdog.observers\n"  # watch's own imports
         "mods = [m for m in sys.modules if m.startswith('defect_studio')]\n"
         "outside = [m for m in mods if not sys.modules[m].__file__.startswith(sys.path[0])]\n"
         "print(json.dumps({'outside': outside, 'modules': mods}))\n"
@@ -268,10 +269,38 @@ def test_staged_runtime_runs_without_the_full_install(tmp_path):
     assert info["run_id"] == "tiny-run" and info["backend"] == "onnxruntime"
     assert info["input"] == {"width": 32, "height": 32, "channels": 3, "resize": "resize"}
     loaded = json.loads(lines[-1])
-    assert loaded["outside"] == [] and "defect_studio.deploy.watch" not in loaded["modules"]
+    assert loaded["outside"] == [] and "defect_studio.deploy.watch" in loaded["modules"]
+    assert not any(m.startswith(("defect_studio.training", "defect_studio.app"))
+                   for m in loaded["modules"])
     rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
     by_name = {Path(r.split(",")[0]).name: r.split(",") for r in rows[1:]}
     assert by_name["part_0.png"][2] == "OK" and by_name["part_1.png"][2] == "NG"
     assert by_name["broken.png"][3]  # the unreadable file: an error row, the batch went on
     assert "could not score" in res.stderr and "Traceback" not in res.stderr
     assert (tmp_path / "out" / "part_1_overlay.png").is_file()
+
+
+def test_full_cli_runtime_commands_need_no_torch_or_qt(tmp_path):
+    """The full install's CLI: --version, model-info --model PACKAGE, predict --model and the
+    watch command's modules with torch, Qt, scikit-learn and scipy unimportable."""
+    import cv2
+
+    pkg = _tiny_package(tmp_path / "pkg")
+    cv2.imwrite(str(tmp_path / "part.png"), np.full((32, 32, 3), 200, np.uint8))
+    script = (
+        "import sys\n"
+        f"for m in {NEVER!r}: sys.modules[m] = None\n"
+        "from defect_studio.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit as e:\n    assert not e.code\n"
+        "assert main(['model-info', '--model', sys.argv[1]]) == 0\n"
+        "assert main(['predict', '--model', sys.argv[1], '--out', 'out', 'part.png']) == 0\n"
+        "import defect_studio.deploy.cli, defect_studio.deploy.watch, watchdog.observers\n"
+        f"print([m for m in {NEVER!r} if sys.modules.get(m) is not None])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script, str(pkg)], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+    assert "runs here with onnxruntime" in res.stdout
+    assert "1 image(s) scored with run tiny-run" in res.stdout
