@@ -247,7 +247,18 @@ def line_main(argv: list[str] | None = None) -> int:
     return main(argv, line=True)
 
 
-def main(argv: list[str] | None = None, line: bool = False) -> int:
+def is_line_install() -> bool:
+    """True in the line runtime (defect-studio-runtime), which ships no training code."""
+    import importlib.util
+
+    return importlib.util.find_spec("defect_studio.training") is None
+
+
+def main(argv: list[str] | None = None, line: bool | None = None) -> int:
+    """The command line; ``line`` None: the line runtime's commands when that is the install
+    (``python -m defect_studio`` there)."""
+    if line is None:
+        line = is_line_install()
     parser = build_parser(line)
     args = parser.parse_args(argv)
     if line and args.command is None:
@@ -286,13 +297,10 @@ _FULL_INSTALL = ("torch", "torchvision", "PySide6", "pyqtgraph", "sklearn", "sci
 def _missing_from_line_runtime(module: str) -> bool:
     """Whether a missing module is one the line runtime leaves out on purpose (then one
     line, no crash log): the training stack, or in the runtime a module of the full install."""
-    import importlib.util
-
     if module.split(".")[0] in _FULL_INSTALL:
         return True
     try:
-        return (module.startswith("defect_studio.")
-                and importlib.util.find_spec("defect_studio.training") is None)
+        return module.startswith("defect_studio.") and is_line_install()
     except (ImportError, ValueError):
         return False
 

@@ -71,7 +71,8 @@ def _roots() -> list[str]:
     handlers = [handler_of(c, argparse.Namespace(model=None), line=True)
                 for c in RUNTIME_COMMANDS]
     # the kind declarations are imported by name (importlib) by the registry
-    return ["defect_studio.cli", *(h.split(":")[0] for h in handlers), *KIND_MODULES]
+    return ["defect_studio.cli", "defect_studio.__main__", *(h.split(":")[0] for h in handlers),
+            *KIND_MODULES]
 
 
 def _closure(graph, roots: list[str]) -> set[str]:
@@ -246,7 +247,8 @@ def test_staged_runtime_runs_without_the_full_install(tmp_path):
         "import sys, json\n"
         f"sys.path[:0] = [{str(stage_dir)!r}, *{deps!r}]\n"
         f"for m in {NEVER!r}: sys.modules[m] = None\n"
-        "from defect_studio.cli import line_main\n"
+        "from defect_studio.cli import line_main, main\n"
+        "assert main([]) == 2\n"  # python -m defect_studio: the line's commands by itself
         "try:\n    line_main(['--version'])\nexcept SystemExit as e:\n    assert not e.code\n"
         "assert line_main(['model-info', '--model', sys.argv[1], '--json']) == 0\n"
         "assert line_main(['predict', '--model', sys.argv[1], '--out', sys.argv[3],"
@@ -277,6 +279,7 @@ def test_staged_runtime_runs_without_the_full_install(tmp_path):
     assert by_name["part_0.png"][2] == "OK" and by_name["part_1.png"][2] == "NG"
     assert by_name["broken.png"][3]  # the unreadable file: an error row, the batch went on
     assert "could not score" in res.stderr and "Traceback" not in res.stderr
+    assert "give a command: predict, model-info, watch" in res.stderr
     assert (tmp_path / "out" / "part_1_overlay.png").is_file()
 
 
