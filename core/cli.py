@@ -316,9 +316,13 @@ def report_error(e: BaseException, where: str) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if isinstance(e, ModuleNotFoundError) and _missing_from_line_runtime(e.name or ""):
-        print(f"error: this needs {e.name}, which the line runtime (defect-studio-runtime) "
-              "does not have; install Defect Studio itself for training and the desktop "
-              "app", file=sys.stderr)
+        if is_line_install():
+            print(f"error: this needs {e.name}, which the line runtime (defect-studio-runtime) "
+                  "does not have; install Defect Studio itself for training and the desktop "
+                  "app", file=sys.stderr)
+        else:
+            print(f"error: {e.name} is not installed; install Defect Studio with its "
+                  "dependencies again (make install)", file=sys.stderr)
         return 2
     if isinstance(e, OSError) and e.errno is not None:
         name = f" '{e.filename}'" if e.filename else ""

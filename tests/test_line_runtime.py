@@ -184,13 +184,24 @@ def test_line_parser_offers_only_the_runtime_commands(capsys, tmp_path):
         assert err.count("\n") == 1 and err.startswith("error: "), err
 
 
-def test_a_missing_full_install_module_is_one_line(capsys):
-    from defect_studio.cli import report_error
+def test_a_missing_full_install_module_is_one_line(capsys, monkeypatch):
+    from defect_studio import cli
 
     e = ModuleNotFoundError("No module named 'torch'", name="torch")
-    assert report_error(e, "defect-studio x") == 2
+    assert cli.report_error(e, "defect-studio x") == 2  # here: the full install lacks it
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "torch" in err and "line runtime" in err
+    assert err.count("\n") == 1 and "torch is not installed" in err
+    monkeypatch.setattr(cli, "is_line_install", lambda: True)
+    for name in ("torch", "defect_studio.training.cli"):
+        e = ModuleNotFoundError(f"No module named {name!r}", name=name)
+        assert cli.report_error(e, "defect-studio x") == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and name in err and "line runtime" in err
+    monkeypatch.setattr(cli, "is_line_install", lambda: False)
+    e = ModuleNotFoundError("No module named 'defect_studio.nope'", name="defect_studio.nope")
+    monkeypatch.setattr("defect_studio.crashlog.write_crash_log", lambda *a: None)
+    assert cli.report_error(e, "defect-studio x") == 1  # a missing module of ours: a bug
+    assert "unexpected error" in capsys.readouterr().err
 
 
 # -- the staged runtime, run in a Python that sees only it and its dependencies -------------
