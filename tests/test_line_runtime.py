@@ -184,6 +184,26 @@ def test_line_parser_offers_only_the_runtime_commands(capsys, tmp_path):
         assert err.count("\n") == 1 and err.startswith("error: "), err
 
 
+def test_model_info_of_a_damaged_package_is_one_line(capsys, tmp_path):
+    from defect_studio.cli import line_main, main
+
+    good = _tiny_package(tmp_path / "good")
+    assert main(["model-info", "--model", str(good), "--json"]) == 0  # the full install too
+    assert json.loads(capsys.readouterr().out)["threshold"] == 0.6
+    changed = _tiny_package(tmp_path / "changed")
+    with open(changed / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    nan = _tiny_package(tmp_path / "nan")
+    manifest = json.loads((nan / "package.json").read_text())
+    (nan / "package.json").write_text(json.dumps({**manifest, "threshold": float("nan")}))
+    odd = tmp_path / "odd"
+    (odd / "package.json").mkdir(parents=True)  # a folder where the manifest should be
+    for folder, why in ((changed, "checksum"), (nan, "threshold"), (odd, "not an export")):
+        assert line_main(["model-info", "--model", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and why in err, err
+
+
 def test_a_missing_full_install_module_is_one_line(capsys, monkeypatch):
     from defect_studio import cli
 

@@ -14,14 +14,15 @@ from defect_studio.errors import UserError
 def package_summary(folder: str) -> dict:
     """The verified package's manifest fields a line integrator checks, and the runtime that
     loads it here (PackageError, one line, when it cannot: e.g. OpenVINO not installed)."""
-    from defect_studio.deploy.package import is_package, read_package
+    from defect_studio.deploy.package import is_package
     from defect_studio.deploy.runtime import load_package
 
     if not is_package(folder):
         raise UserError(f"{folder} is not an export package (no package.json); make one with "
                         "defect-studio export-model")
-    info = read_package(folder)
-    predictor = load_package(folder, num_threads=1)  # loads the network: it runs here
+    # verifies every file's sha256 and loads the network: it runs here
+    predictor = load_package(folder, num_threads=1)
+    info = predictor.info
     pre = info.preprocessing
     size = sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
     return {
