@@ -22,9 +22,11 @@ def progress_bar(label: str, stream: IO[str] | None = None, *,
 
 
 def _has_tqdm() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tqdm") is not None
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class _Bar:

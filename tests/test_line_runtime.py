@@ -338,3 +338,23 @@ def test_full_cli_runtime_commands_need_no_torch_or_qt(tmp_path):
     assert res.stdout.strip().splitlines()[-1] == "[]"
     assert "runs here with onnxruntime" in res.stdout
     assert "1 image(s) scored with run tiny-run" in res.stdout
+
+
+def test_progress_and_crash_logs_without_tqdm_and_platformdirs(monkeypatch):
+    import io
+
+    from defect_studio import crashlog, progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` raises ImportError
+    out = Tty()
+    bar = progress.progress_bar("scoring", out)
+    for i in range(1, 4):
+        bar(i, 3)
+    assert out.getvalue().splitlines()[-1] == "scoring 3/3"
+    monkeypatch.setitem(sys.modules, "platformdirs", None)
+    monkeypatch.delenv("DEFECT_STUDIO_LOG_DIR", raising=False)
+    assert crashlog.log_dir() == Path.home() / ".defect-studio" / "logs"
