@@ -3,6 +3,10 @@
 No sub-command starts the GUI; every sub-command runs headless. This module only
 builds the argument parser: each command's work lives in the module that owns it
 (imported lazily, so `defect-studio info` does not pay for importing torch).
+
+The line runtime (the `defect-studio-runtime` distribution of line/, no torch, no Qt) runs
+the same parser with only ``RUNTIME_COMMANDS`` (``line_main``): `predict --model`, `watch`,
+`model-info --model PACKAGE` and `--version`.
 """
 
 from __future__ import annotations
@@ -31,18 +35,33 @@ HANDLERS = {
     "export-model": "defect_studio.deploy.cli:cmd_export_model",
     "watch": "defect_studio.deploy.cli:cmd_watch",
 }
+# the commands of the line runtime (line/: every module they import ships with it)
+RUNTIME_COMMANDS = ("predict", "model-info", "watch")
+# `model-info --model FOLDER`: an export package's summary, without torch
+PACKAGE_INFO = "defect_studio.deploy.info:cmd_package_info"
+LINE_DESCRIPTION = ("Defect Studio line runtime: score parts with an export package (no torch, "
+                    "no Qt). Training, labelling and the desktop app are in the full install.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from defect_studio.io.importers import IMPORT_FORMATS  # the formats live with the importers
-
+def build_parser(line: bool = False) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``line`` only the line runtime's."""
     p = argparse.ArgumentParser(
         prog="defect-studio",
-        description="Defect Studio: label, train and review surface-defect models. "
+        description=LINE_DESCRIPTION if line else
+        "Defect Studio: label, train and review surface-defect models. "
         "Without a command, the desktop app starts.",
     )
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    if not line:
+        _add_studio_commands(sub)
+    _add_runtime_commands(sub, line)
+    return p
+
+
+def _add_studio_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands that need the full install (project, training, evaluation, the app)."""
+    from defect_studio.io.importers import IMPORT_FORMATS  # the formats live with the importers
 
     s = sub.add_parser("gui", help="start the desktop app (the default)")
     s.add_argument("--project", help="project folder to open")
@@ -160,11 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     s.add_argument("--json", action="store_true")
 
-    s = sub.add_parser("predict", help="score images with a trained run: CSV + overlay PNGs")
-    g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--run", help="run folder, or RUN with --project")
-    g.add_argument("--model", metavar="PACKAGE", help="export package (torch-free runtime)")
-    s.add_argument("--project", help="project folder (when --run is a run id)")
+
+def _add_runtime_commands(sub: argparse._SubParsersAction, line: bool) -> None:
+    """predict, model-info, (export-model,) watch: in the line runtime without what needs
+    torch (predict --run, model-info of a variant, export-model)."""
+    s = sub.add_parser("predict", help="score images with an export package: CSV + overlay "
+                       "PNGs" if line else "score images with a trained run: CSV + overlay PNGs")
+    if line:
+        s.add_argument("--model", metavar="PACKAGE", required=True,
+                       help="export package (made by export-model)")
+        s.set_defaults(run=None, project=None)
+    else:
+        g = s.add_mutually_exclusive_group(required=True)
+        g.add_argument("--run", help="run folder, or RUN with --project")
+        g.add_argument("--model", metavar="PACKAGE", help="export package (torch-free runtime)")
+        s.add_argument("--project", help="project folder (when --run is a run id)")
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     s.add_argument("--out", required=True)
     s.add_argument("--batch-size", type=int, default=8)
@@ -173,16 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-overlays", action="store_true")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    s = sub.add_parser("model-info", help="parameters and multiply-accumulates of a model variant")
-    s.add_argument("--model", default=None, help="a segmentation model variant or 'all' "
-                                                  "(default: mffpa)")
-    s.add_argument("--input", default="3x640x232", help="CxWxH (default 3x640x232)")
+    s = sub.add_parser("model-info", help="what an export package holds and whether it runs "
+                       "here" if line else "parameters and multiply-accumulates of a model "
+                       "variant, or what an export package folder holds")
+    s.add_argument("--model", default=None, required=line,
+                   help="an export package folder" + ("" if line else
+                                                     ", or a segmentation model variant or "
+                                                     "'all' (default: mffpa)"))
+    s.add_argument("--input", default="3x640x232", help="CxWxH (default 3x640x232; variants)")
     s.add_argument("--json", action="store_true")
 
     from defect_studio.deploy.cli import add_commands  # export-model, watch
 
-    add_commands(sub)
-    return p
+    add_commands(sub, line=line)
 
 
 def _version() -> str:
@@ -191,15 +223,49 @@ def _version() -> str:
     return __version__
 
 
-def run_handler(name: str, args: argparse.Namespace) -> int:
-    module_name, func_name = HANDLERS[name].split(":")
+def handler_of(name: str, args: argparse.Namespace, line: bool = False) -> str:
+    """The "module:function" that runs a parsed command."""
+    if name == "model-info" and (line or _is_folder(getattr(args, "model", None))):
+        return PACKAGE_INFO
+    return HANDLERS[name]
+
+
+def _is_folder(text: str | None) -> bool:
+    import os
+
+    return bool(text) and os.path.isdir(text)
+
+
+def run_handler(name: str, args: argparse.Namespace, line: bool = False) -> int:
+    module_name, func_name = handler_of(name, args, line).split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     return int(func(args) or 0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def line_main(argv: list[str] | None = None) -> int:
+    """The `defect-studio` of the line runtime (line/): RUNTIME_COMMANDS only."""
+    return main(argv, line=True)
+
+
+def is_line_install() -> bool:
+    """True in the line runtime (defect-studio-runtime), which ships no training code."""
+    import importlib.util
+
+    return importlib.util.find_spec("defect_studio.training") is None
+
+
+def main(argv: list[str] | None = None, line: bool | None = None) -> int:
+    """The command line; ``line`` None: the line runtime's commands when that is the install
+    (``python -m defect_studio`` there)."""
+    if line is None:
+        line = is_line_install()
+    parser = build_parser(line)
     args = parser.parse_args(argv)
+    if line and args.command is None:
+        parser.print_usage(sys.stderr)
+        print("error: give a command: " + ", ".join(RUNTIME_COMMANDS) + " (the line runtime "
+              "has no desktop app)", file=sys.stderr)
+        return 2
     if args.command in (None, "gui"):
         from defect_studio.app.shell.main import (
             run_gui,  # lazy: the headless commands never load Qt
@@ -210,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
     notices.listeners.append(_print_notice)  # e.g. orphan files moved aside on open
     try:
-        return run_handler(args.command, args)
+        return run_handler(args.command, args, line)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -224,6 +290,21 @@ def _print_notice(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
 
 
+# what the full install has and the line runtime has not
+_FULL_INSTALL = ("torch", "torchvision", "PySide6", "pyqtgraph", "sklearn", "scipy")
+
+
+def _missing_from_line_runtime(module: str) -> bool:
+    """Whether a missing module is one the line runtime leaves out on purpose (then one
+    line, no crash log): the training stack, or in the runtime a module of the full install."""
+    if module.split(".")[0] in _FULL_INSTALL:
+        return True
+    try:
+        return module.startswith("defect_studio.") and is_line_install()
+    except (ImportError, ValueError):
+        return False
+
+
 def report_error(e: BaseException, where: str) -> int:
     """Print one line for an error and return the exit code: 2 for what the user can fix
     (UserError, a file that cannot be written), 1 for a bug (its traceback is logged)."""
@@ -233,6 +314,15 @@ def report_error(e: BaseException, where: str) -> int:
 
     if isinstance(e, UserError):
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if isinstance(e, ModuleNotFoundError) and _missing_from_line_runtime(e.name or ""):
+        if is_line_install():
+            print(f"error: this needs {e.name}, which the line runtime (defect-studio-runtime) "
+                  "does not have; install Defect Studio itself for training and the desktop "
+                  "app", file=sys.stderr)
+        else:
+            print(f"error: {e.name} is not installed; install Defect Studio with its "
+                  "dependencies again (make install)", file=sys.stderr)
         return 2
     if isinstance(e, OSError) and e.errno is not None:
         name = f" '{e.filename}'" if e.filename else ""

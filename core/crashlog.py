@@ -1,6 +1,7 @@
 """Crash logs: an unexpected error writes its traceback to a file in the user's data
 folder (platformdirs: ~/.local/share/defect-studio/logs on Linux, %LOCALAPPDATA% on
-Windows, ~/Library/Application Support on macOS) and the user sees one line naming it.
+Windows, ~/Library/Application Support on macOS; ~/.defect-studio/logs without
+platformdirs) and the user sees one line naming it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ def log_dir() -> Path:
     override = os.environ.get("DEFECT_STUDIO_LOG_DIR")
     if override:
         return Path(override)
-    from platformdirs import user_data_dir
-
+    try:
+        from platformdirs import user_data_dir
+    except ImportError:  # a trimmed install: the crash log must still be written
+        return Path.home() / f".{APP_NAME}" / "logs"
     return Path(user_data_dir(APP_NAME, appauthor=False)) / "logs"
 
 

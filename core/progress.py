@@ -2,7 +2,8 @@
 progress(done, total) callback.
 
 On a terminal it is a tqdm bar on stderr; elsewhere (logs, pipes, the GUI reading a
-child's stderr) about ten plain lines "importing 40/400", which read well in a file.
+child's stderr), or without tqdm, about ten plain lines "importing 40/400", which read well
+in a file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ def progress_bar(label: str, stream: IO[str] | None = None, *,
     """A progress(done, total) callback writing to `stream` (default stderr)."""
     out = stream if stream is not None else sys.stderr
     tty = bool(getattr(out, "isatty", lambda: False)())
-    return _Bar(label, out) if tty else _Lines(label, out, lines)
+    return _Bar(label, out) if tty and _has_tqdm() else _Lines(label, out, lines)
+
+
+def _has_tqdm() -> bool:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class _Bar:

@@ -18,7 +18,14 @@ from defect_studio.errors import UserError
 MAX_THREADS = 256  # more is never faster, and 100,000 made the runtime allocate for minutes
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction, line: bool = False) -> None:
+    """export-model (not in the line runtime: it needs torch) and watch."""
+    if not line:
+        _add_export_model(sub)
+    _add_watch(sub)
+
+
+def _add_export_model(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("export-model",
                        help="export a trained run as a package for the line (ONNX or OpenVINO)")
     s.add_argument("--run", required=True, help="run folder, or RUN with --project")
@@ -28,6 +35,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "outside the project")
     s.add_argument("--json", action="store_true", help="print the package's manifest as JSON")
 
+
+def _add_watch(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("watch", help="score each image that lands in a folder (torch-free)")
     s.add_argument("folder", metavar="DIR", help="folder the camera writes images into")
     s.add_argument("--model", required=True, metavar="PACKAGE",

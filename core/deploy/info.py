@@ -1,0 +1,77 @@
+"""`defect-studio model-info --model PACKAGE`: what an export package holds and whether it
+runs here, without torch (the line runtime's model-info; a model variant's size figures
+are the segdec kind's model-info, in the full install).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from defect_studio.errors import UserError
+
+
+def package_summary(folder: str) -> dict:
+    """The verified package's manifest fields a line integrator checks, and the runtime that
+    loads it here (PackageError, one line, when it cannot: e.g. OpenVINO not installed)."""
+    from defect_studio.deploy.package import is_package
+    from defect_studio.deploy.runtime import load_package
+
+    if not is_package(folder):
+        raise UserError(f"{folder} is not an export package (no package.json); make one with "
+                        "defect-studio export-model")
+    # verifies every file's sha256 and loads the network: it runs here
+    predictor = load_package(folder, num_threads=1)
+    info = predictor.info
+    pre = info.preprocessing
+    size = sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
+    return {
+        "package": str(info.path),
+        "run_id": info.run_id,
+        "kind": info.kind,
+        "model": info.model,
+        "format": info.format,
+        "backend": predictor.backend,
+        "precision": predictor.inference_precision,
+        "input": {"width": pre.input_size[0], "height": pre.input_size[1],
+                  "channels": pre.channels, "resize": pre.resize},
+        "threshold": info.threshold,
+        "threshold_source": info.threshold_source,
+        "box_types": list(info.box_types),
+        "size_bytes": size,
+        "exported": info.manifest.get("exported"),
+        "exported_by": info.manifest.get("package_version"),  # Defect Studio's version
+    }
+
+
+def cmd_package_info(args: argparse.Namespace) -> int:
+    """Print the summary of the package folder --model (table or --json)."""
+    import os
+
+    folder = getattr(args, "model", None)
+    if not folder or not os.path.isdir(folder):
+        raise UserError(f"model-info --model takes an export package folder here (no folder "
+                        f"{folder!r}); the figures of a model variant need the full install")
+    s = package_summary(folder)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    i = s["input"]
+    rows = [
+        ("package", s["package"]),
+        ("run", s["run_id"]),
+        ("model", f"{s['model'] or '?'} (kind {s['kind']})"),
+        ("format", f"{s['format']}, runs here with {s['backend']} ({s['precision']})"),
+        ("input", f"{i['width']}x{i['height']}x{i['channels']} ({i['resize']})"),
+        ("threshold", f"{s['threshold']:.4f} ({s['threshold_source']})"),
+        ("size", f"{s['size_bytes'] / 1e6:.1f} MB"),
+    ]
+    if s["box_types"]:
+        rows.append(("defect types", ", ".join(s["box_types"])))
+    if s["exported"]:
+        by = f" by Defect Studio {s['exported_by']}" if s["exported_by"] else ""
+        rows.append(("exported", f"{s['exported']}{by}"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
