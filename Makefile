@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# the line runtime (line/): its own venv, no torch, no Qt; LINE_EXTRAS=openvino adds OpenVINO
+# the line runtime (installer/runtime/): its own venv, no torch, no Qt; LINE_EXTRAS=openvino adds OpenVINO
 LINE_VENV   ?= .venv-line
 LINE_STAGE  := build/line-runtime
 LINE_EXTRAS ?=
@@ -31,10 +31,10 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 # the runtime-only install for a line PC: `defect-studio predict --model`, `watch`,
-# `model-info --model PACKAGE`, `--version` in $(LINE_VENV) (see line/pyproject.toml)
+# `model-info --model PACKAGE`, `--version` in $(LINE_VENV) (see installer/runtime/pyproject.toml)
 line-runtime:
 	@test -x $(LINE_VENV)/bin/python || $(PYTHON) -m venv $(LINE_VENV)
-	$(PYTHON) line/stage.py $(LINE_STAGE)
+	$(PYTHON) installer/runtime/stage.py $(LINE_STAGE)
 	$(LINE_VENV)/bin/python -m pip install -q --upgrade \
 	  "$(abspath $(LINE_STAGE))$(if $(LINE_EXTRAS),[$(LINE_EXTRAS)])"
 	$(LINE_VENV)/bin/python -m pip install -q --no-deps --force-reinstall $(abspath $(LINE_STAGE))

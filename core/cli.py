@@ -4,7 +4,7 @@ No sub-command starts the GUI; every sub-command runs headless. This module only
 builds the argument parser: each command's work lives in the module that owns it
 (imported lazily, so `defect-studio info` does not pay for importing torch).
 
-The line runtime (the `defect-studio-runtime` distribution of line/, no torch, no Qt) runs
+The line runtime (the `defect-studio-runtime` distribution of installer/runtime/, no torch, no Qt) runs
 the same parser with only ``RUNTIME_COMMANDS`` (``line_main``): `predict --model`, `watch`,
 `model-info --model PACKAGE` and `--version`.
 """
@@ -35,7 +35,7 @@ HANDLERS = {
     "export-model": "defect_studio.deploy.cli:cmd_export_model",
     "watch": "defect_studio.deploy.cli:cmd_watch",
 }
-# the commands of the line runtime (line/: every module they import ships with it)
+# the commands of the line runtime (installer/runtime/: every module they import ships with it)
 RUNTIME_COMMANDS = ("predict", "model-info", "watch")
 # `model-info --model FOLDER`: an export package's summary, without torch
 PACKAGE_INFO = "defect_studio.deploy.info:cmd_package_info"
@@ -243,7 +243,7 @@ def run_handler(name: str, args: argparse.Namespace, line: bool = False) -> int:
 
 
 def line_main(argv: list[str] | None = None) -> int:
-    """The `defect-studio` of the line runtime (line/): RUNTIME_COMMANDS only."""
+    """The `defect-studio` of the line runtime (installer/runtime/): RUNTIME_COMMANDS only."""
     return main(argv, line=True)
 
 

@@ -1,10 +1,10 @@
-"""The line runtime (line/: the `defect-studio-runtime` distribution, no torch, no Qt).
+"""The line runtime (installer/runtime/: the `defect-studio-runtime` distribution, no torch, no Qt).
 
-- line/modules.txt is exactly the import closure of the runtime's commands (every module
+- installer/runtime/modules.txt is exactly the import closure of the runtime's commands (every module
   they import ships, nothing else does), and no shipped file imports torch, Qt or anything
   the runtime does not declare (the import graph of scripts/import_contracts.py, lazy
   imports included);
-- line/stage.py copies exactly those modules; its pyproject agrees with the list;
+- installer/runtime/stage.py copies exactly those modules; its pyproject agrees with the list;
 - the staged tree runs `--version`, `model-info --model` and `predict --model` in a
   Python that sees only it and the runtime's dependencies (torch and Qt blocked), on a
   small hand-made ONNX package.
@@ -28,7 +28,7 @@ import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO / "line"))
+sys.path.insert(0, str(REPO / "installer" / "runtime"))
 
 import import_contracts  # noqa: E402
 import stage as line_stage  # noqa: E402
@@ -45,7 +45,7 @@ NOT_TAKEN = {
     ("defect_studio.inference", "defect_studio.kinds"): "a run's predictor",
     ("defect_studio.inference.cli", "defect_studio.inference.predictor"): "predict --run",
 }
-# import name -> the requirement of line/pyproject.toml that provides it
+# import name -> the requirement of installer/runtime/pyproject.toml that provides it
 PROVIDED_BY = {"numpy": "numpy", "cv2": "opencv-python-headless", "onnxruntime": "onnxruntime",
                "openvino": "openvino", "watchdog": "watchdog", "platformdirs": "platformdirs",
                "tqdm": "tqdm"}
@@ -94,7 +94,7 @@ def test_modules_txt_is_the_closure_of_the_runtime_commands(graph):
     closure = _closure(graph, _roots())
     ours = {m for m in closure if m.startswith("defect_studio")}
     listed = set(line_stage.runtime_modules())
-    assert listed == ours, (f"line/modules.txt lacks {sorted(ours - listed)} and has "
+    assert listed == ours, (f"installer/runtime/modules.txt lacks {sorted(ours - listed)} and has "
                             f"{sorted(listed - ours)} that the runtime never imports")
     externals = {m for m in closure if not m.startswith("defect_studio")}
     assert not externals & set(NEVER), sorted(externals & set(NEVER))
@@ -127,7 +127,7 @@ def test_not_taken_imports_are_inside_functions(graph, edge):
 
 
 def test_line_pyproject_matches_the_modules():
-    cfg = tomllib.loads((REPO / "line" / "pyproject.toml").read_text(encoding="utf-8"))
+    cfg = tomllib.loads((REPO / "installer" / "runtime" / "pyproject.toml").read_text(encoding="utf-8"))
     packages = {m for m in line_stage.runtime_modules()
                 if line_stage.module_file(m).name == "__init__.py"}
     assert set(cfg["tool"]["setuptools"]["packages"]) == packages
@@ -147,6 +147,7 @@ def test_stage_copies_exactly_the_listed_modules_and_refuses_bad_targets(tmp_pat
     out = tmp_path / "stage"
     (out / "defect_studio" / "training").mkdir(parents=True)  # an earlier, stale content
     (out / "defect_studio" / "training" / "__init__.py").write_text("import torch\n")
+    (out / line_stage.MARKER).write_text("staged before\n")
     files = line_stage.stage(out)
     got = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert got == {p.relative_to(out).as_posix() for p in files}
@@ -155,9 +156,16 @@ def test_stage_copies_exactly_the_listed_modules_and_refuses_bad_targets(tmp_pat
             "defect_studio/deploy/runtime.py", "defect_studio/kinds/segdec/kind.py"} <= got
     assert (out / "defect_studio" / "deploy" / "watch.py").read_bytes() == \
         (REPO / "core" / "deploy" / "watch.py").read_bytes()
-    for bad in (REPO, REPO.parent, REPO / "line" / ".."):
+    for bad in (REPO, REPO.parent, REPO / "installer" / "runtime" / "..", REPO / "core"):
         with pytest.raises(SystemExit, match="overwrite the repository"):
             line_stage.stage(bad)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not staged by stage.py"):
+        line_stage.stage(precious)
+    assert (precious / "keep.txt").read_text() == "mine"
+    line_stage.stage(out)  # a folder it staged before is replaced
     for name in ("defect_studio.nope", "torch", "defect_studio.../etc"):
         with pytest.raises(SystemExit, match="stage.py"):
             line_stage.module_file(name)

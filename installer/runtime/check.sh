@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# The line runtime for real (CI, after `make test`): line/check.sh
+# The line runtime for real (CI, after `make test`): installer/runtime/check.sh
 # Builds the runtime (make line-runtime) in a NEW venv without torch, exports a package in
 # the development venv (.venv) from a tiny demo run, and runs --version, model-info,
 # predict and watch (stopped by SIGTERM once it has scored the parts) with the runtime's
 # own defect-studio. The venv build and the training run side by side. About 1-2 minutes.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 root=$(pwd)
 work=$(mktemp -d)
 watcher=""
 cleanup() { [ -n "$watcher" ] && kill "$watcher" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-fail() { echo "line/check.sh: FAILED: $*" >&2; exit 1; }
+fail() { echo "installer/runtime/check.sh: FAILED: $*" >&2; exit 1; }
 passed=0
-ok() { passed=$((passed + 1)); echo "line/check.sh: ok: $*"; }
+ok() { passed=$((passed + 1)); echo "installer/runtime/check.sh: ok: $*"; }
 start=$(date +%s)
 
 # 1. the runtime venv (background) and a package made in the development venv
@@ -78,5 +78,5 @@ scored=$(wc -l <"$work/watch/results.jsonl" 2>/dev/null || echo 0)
 grep -q "^stopped:" "$work/watch.err" || fail "watch did not stop cleanly"
 ok "watch scored $scored of $n parts, stopped by SIGTERM"
 
-echo "line/check.sh: $(( $(date +%s) - start )) s"
+echo "installer/runtime/check.sh: $(( $(date +%s) - start )) s"
 echo "line-runtime: $passed passed, 0 failed"

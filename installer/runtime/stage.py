@@ -1,8 +1,8 @@
 """Lay out the source tree of the line runtime (defect-studio-runtime) for pip to build.
 
-    python3 line/stage.py OUT      # OUT: a new or earlier staged folder (build/line-runtime)
+    python3 installer/runtime/stage.py OUT      # OUT: a new or earlier staged folder (build/line-runtime)
 
-Copies line/pyproject.toml, line/README.md and the modules named in line/modules.txt (from
+Copies installer/runtime/pyproject.toml, installer/runtime/README.md and the modules named in installer/runtime/modules.txt (from
 core/, the folder of `defect_studio`, see the main pyproject.toml) into OUT, and nothing
 else; `pip install OUT` then installs the runtime. Standard library only: it runs from a
 fresh clone before any environment exists.
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 LINE = Path(__file__).resolve().parent
-REPO = LINE.parent
+REPO = LINE.parents[1]
 PACKAGE_DIRS = {"defect_studio": "core"}  # the runtime holds only modules of core/
 
 
@@ -27,6 +27,9 @@ def runtime_modules(listing: Path = LINE / "modules.txt") -> list[str]:
         if line:
             names.append(line)
     return names
+
+
+MARKER = ".defect-studio-stage"
 
 
 def module_file(name: str, repo: Path = REPO) -> Path:
@@ -41,7 +44,7 @@ def module_file(name: str, repo: Path = REPO) -> Path:
         return package
     module = base.joinpath(*parts).with_suffix(".py") if parts else package
     if not module.is_file():
-        raise SystemExit(f"stage.py: line/modules.txt names {name}, which has no file")
+        raise SystemExit(f"stage.py: installer/runtime/modules.txt names {name}, which has no file")
     return module
 
 
@@ -50,9 +53,19 @@ def stage(out: Path, repo: Path = REPO) -> list[Path]:
     out = out.resolve()
     if out == repo or repo.is_relative_to(out):
         raise SystemExit(f"stage.py: {out} would overwrite the repository; give a new folder")
+    if out.is_relative_to(repo) and not out.is_relative_to(repo / "build"):
+        raise SystemExit(f"stage.py: {out} would overwrite the repository's own files; "
+                         "stage into build/ or a folder outside it")
     if out.exists():
+        # only a folder this script staged before (its marker inside) or an empty one is
+        # replaced: a wrong OUT never costs the user a folder
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file()):
+            raise SystemExit(f"stage.py: {out} exists and was not staged by stage.py; "
+                             "give a new folder")
         shutil.rmtree(out)
-    written = []
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("staged by installer/runtime/stage.py\n", encoding="utf-8")
+    written = [out / MARKER]
     for name in ("pyproject.toml", "README.md"):
         dest = out / name
         dest.parent.mkdir(parents=True, exist_ok=True)
