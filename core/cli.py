@@ -4,7 +4,8 @@ No sub-command starts the GUI; every sub-command runs headless. This module only
 builds the argument parser: each command's work lives in the module that owns it
 (imported lazily, so `defect-studio info` does not pay for importing torch).
 
-The line runtime (the `defect-studio-runtime` distribution of installer/runtime/, no torch, no Qt) runs
+The line runtime (the `defect-studio-runtime` distribution of installer/runtime/, no torch,
+no Qt) runs
 the same parser with only ``RUNTIME_COMMANDS`` (``line_main``): `predict --model`, `watch`,
 `model-info --model PACKAGE` and `--version`.
 """

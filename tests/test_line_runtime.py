@@ -1,6 +1,7 @@
 """The line runtime (installer/runtime/: the `defect-studio-runtime` distribution, no torch, no Qt).
 
-- installer/runtime/modules.txt is exactly the import closure of the runtime's commands (every module
+- installer/runtime/modules.txt is exactly the import closure of the runtime's commands
+  (every module
   they import ships, nothing else does), and no shipped file imports torch, Qt or anything
   the runtime does not declare (the import graph of scripts/import_contracts.py, lazy
   imports included);
@@ -127,7 +128,8 @@ def test_not_taken_imports_are_inside_functions(graph, edge):
 
 
 def test_line_pyproject_matches_the_modules():
-    cfg = tomllib.loads((REPO / "installer" / "runtime" / "pyproject.toml").read_text(encoding="utf-8"))
+    cfg = tomllib.loads((REPO / "installer" / "runtime" / "pyproject.toml")
+                        .read_text(encoding="utf-8"))
     packages = {m for m in line_stage.runtime_modules()
                 if line_stage.module_file(m).name == "__init__.py"}
     assert set(cfg["tool"]["setuptools"]["packages"]) == packages

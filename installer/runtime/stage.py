@@ -1,8 +1,9 @@
 """Lay out the source tree of the line runtime (defect-studio-runtime) for pip to build.
 
-    python3 installer/runtime/stage.py OUT      # OUT: a new or earlier staged folder (build/line-runtime)
+    python3 installer/runtime/stage.py OUT   # OUT: new, or staged before (build/line-runtime)
 
-Copies installer/runtime/pyproject.toml, installer/runtime/README.md and the modules named in installer/runtime/modules.txt (from
+Copies installer/runtime/pyproject.toml, installer/runtime/README.md and the modules named
+in installer/runtime/modules.txt (from
 core/, the folder of `defect_studio`, see the main pyproject.toml) into OUT, and nothing
 else; `pip install OUT` then installs the runtime. Standard library only: it runs from a
 fresh clone before any environment exists.
