@@ -20,6 +20,11 @@ Rules, tried in this order (the first that matches wins):
    the formats and what each expects.
 The specific layouts come first because they also look like the generic ones
 (MVTec's ground_truth/*_mask.png would pass as pairs, DAGM's Label/ too).
+
+Detection never overrides the folder names' labels: when "pairs" matches because a
+NAME.png lies beside NAME.jpg in a folder named OK and that .png would mark defect
+pixels (one part saved twice, not a mask), AmbiguousFormatError asks for
+`--format folders` (every file a part, labelled by its folder) or `--format pairs`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,15 @@ from .base import SourceTree
 READERS = {m.NAME: m for m in (folders, pairs, mvtec, dagm, yolo, labelme, coco, voc, rle_csv)}
 DETECTION_ORDER = ("rle-csv", "yolo", "mvtec", "dagm", "coco", "labelme", "voc", "pairs",
                    "folders")
+
+
+class AmbiguousFormatError(ImportFormatError):
+    """The source reads as more than one format with different labels: the user picks one
+    (``choices``, best guess first); "auto" never guesses."""
+
+    def __init__(self, message: str, choices: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.choices = choices
 
 
 def detect_format(src: Path | str) -> str:
@@ -54,6 +68,8 @@ def detect_format(src: Path | str) -> str:
     tree = SourceTree.scan(src)
     for name in DETECTION_ORDER:
         if READERS[name].detect(tree):
+            if name == "pairs":
+                _refuse_ok_folder_masks(src, tree)
             return name
     if tree.images:
         return "folders"  # plain images: imported unlabeled, to be labelled in the app
@@ -62,6 +78,21 @@ def detect_format(src: Path | str) -> str:
     raise ImportFormatError(
         f"cannot tell the format of '{src}' ({what}). Formats tried, and what each "
         f"expects:\n{tried}\nPick one with --format if the layout is close to one of them.")
+
+
+def _refuse_ok_folder_masks(src: Path, tree: SourceTree) -> None:
+    conflicts = pairs.ok_folder_conflicts(tree)
+    if not conflicts:
+        return
+    img, png = conflicts[0]
+    more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+    raise AmbiguousFormatError(
+        f"'{src}' can be read two ways: {png} beside {img}{more} in a folder named OK "
+        "is either a second copy of a good part or a mask that would make the part "
+        "defective. Pick one: --format folders (every file is a part, labelled by its "
+        "folder) or --format pairs (the .png files are masks; a mask with defect pixels in "
+        "an OK folder is reported and its image imported unlabeled)",
+        ("folders", "pairs"))
 
 
 def _detect_file(src: Path) -> str | None:
