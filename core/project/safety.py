@@ -96,6 +96,8 @@ def quick_check(db: sqlite3.Connection, db_path: Path) -> None:
     """DamagedProjectError unless `PRAGMA quick_check` says ok."""
     try:
         rows = db.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.OperationalError:
+        raise  # could not check (disk full, I/O error, locked): not a verdict on the file
     except sqlite3.DatabaseError as e:
         raise DamagedProjectError(damaged_message(db_path, str(e))) from None
     result = "; ".join(str(r[0]) for r in rows)
