@@ -138,8 +138,9 @@ class ImportDialog(QDialog):
             fmt = self.format_box.currentData()
             if fmt == "auto":
                 self.preview.setText(
-                    f"<b>Choose the format:</b> {exc}. Pick "
-                    + " or ".join(f"<b>{c}</b>" for c in exc.choices) + " under Format.")
+                    "<b>Choose the format</b> ("
+                    + " or ".join(f"<b>{c}</b>" for c in exc.choices)
+                    + f" under Format): {exc}.")
                 self.import_button.setEnabled(False)
                 return False
             self.preview.setText(

@@ -89,9 +89,10 @@ def _refuse_ok_folder_masks(src: Path, tree: SourceTree) -> None:
     raise AmbiguousFormatError(
         f"'{src}' can be read two ways: {png} beside {img}{more} in a folder named OK "
         "is either a second copy of a good part or a mask that would make the part "
-        "defective. Pick one: --format folders (every file is a part, labelled by its "
-        "folder) or --format pairs (the .png files are masks; a mask with defect pixels in "
-        "an OK folder is reported and its image imported unlabeled)",
+        "defective. Choose the format: folders (every file is a part, labelled by its "
+        "folder) or pairs (the .png files are masks; a mask with defect pixels in an OK "
+        "folder is reported and its image imported unlabeled); on the command line "
+        "--format folders or --format pairs",
         ("folders", "pairs"))
 
 
