@@ -113,3 +113,31 @@ def test_what_counts_as_disk_full(tmp_path, monkeypatch, exc, free, full):
     assert diskfull.is_disk_full(exc, tmp_path / "not" / "made" / "yet") is full
     reason = diskfull.storage_reason(exc, tmp_path)
     assert ("is full" in reason) is full
+
+
+def test_restore_that_cannot_write_its_copy_leaves_the_project_as_it_was(tmp_path):
+    """Seen on the full tmpfs: restore ended in "unexpected error: OperationalError: disk I/O
+    error". The copy is now made before the current database is moved aside, so a copy
+    that fails leaves project.sqlite where it was."""
+    root = tiny_project(tmp_path / "proj")
+    before = (root / "project.sqlite").read_bytes()
+    (root / ".project.sqlite.restoring").mkdir()  # the copy cannot be written
+    with pytest.raises(ProjectError, match="cannot restore .* the project was not changed"):
+        safety.restore_backup(root)
+    assert (root / "project.sqlite").read_bytes() == before
+    assert not list(root.glob("project.sqlite*.damaged-*"))
+    with Project.open(root, readonly=True) as p:
+        assert p.counts()["images"] == 4
+
+
+def test_restore_on_a_full_disk_says_disk_full(tmp_path, monkeypatch, full_disk):
+    root = tiny_project(tmp_path / "proj")
+
+    def no_room(db, path):
+        raise _io_error()
+
+    monkeypatch.setattr(safety, "quick_check", no_room)
+    with pytest.raises(ProjectError, match=r"is full \(disk I/O error, 0 bytes free\); the "
+                                           "project was not changed"):
+        safety.restore_backup(root)
+    assert (root / "project.sqlite").is_file()
