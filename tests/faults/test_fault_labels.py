@@ -86,3 +86,14 @@ def test_real_masks_in_ok_folders_are_still_pairs(tmp_path, mask_value):
         import_dataset(src, p)
         assert p.counts()["ok"] == 1 and p.counts()["defective"] == 1
         assert p.counts()["masked"] == 2
+
+
+def test_a_photo_beside_its_jpeg_is_not_taken_for_a_mask_anywhere(tmp_path):
+    """Outside OK folders too: a.png that is a photo (not 0/255) beside a.jpg would become a
+    meaningless mask that makes the part defective; "auto" asks instead."""
+    from defect_studio.io.importers import AmbiguousFormatError, detect_format
+
+    src = _twice_saved(tmp_path / "src", with_ng=False)
+    (src / "OK").rename(src / "parts")  # no label in the folder name
+    with pytest.raises(AmbiguousFormatError, match="looks like a photo, not a mask"):
+        detect_format(src)

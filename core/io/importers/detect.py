@@ -22,9 +22,10 @@ The specific layouts come first because they also look like the generic ones
 (MVTec's ground_truth/*_mask.png would pass as pairs, DAGM's Label/ too).
 
 Detection never overrides the folder names' labels: when "pairs" matches because a
-NAME.png lies beside NAME.jpg in a folder named OK and that .png would mark defect
-pixels (one part saved twice, not a mask), AmbiguousFormatError asks for
-`--format folders` (every file a part, labelled by its folder) or `--format pairs`.
+NAME.png lies beside NAME.jpg and that .png is more likely the part saved twice than a
+mask (it would mark defect pixels in a folder named OK, or it looks like a photo),
+AmbiguousFormatError asks for `--format folders` (every file a part, labelled by its
+folder) or `--format pairs`.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def detect_format(src: Path | str) -> str:
     for name in DETECTION_ORDER:
         if READERS[name].detect(tree):
             if name == "pairs":
-                _refuse_ok_folder_masks(src, tree)
+                _refuse_doubtful_pairs(src, tree)
             return name
     if tree.images:
         return "folders"  # plain images: imported unlabeled, to be labelled in the app
@@ -80,19 +81,18 @@ def detect_format(src: Path | str) -> str:
         f"expects:\n{tried}\nPick one with --format if the layout is close to one of them.")
 
 
-def _refuse_ok_folder_masks(src: Path, tree: SourceTree) -> None:
-    conflicts = pairs.ok_folder_conflicts(tree)
-    if not conflicts:
+def _refuse_doubtful_pairs(src: Path, tree: SourceTree) -> None:
+    doubtful = pairs.doubtful_pairs(tree)
+    if not doubtful:
         return
-    img, png = conflicts[0]
-    more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+    img, png, why = doubtful[0]
+    more = f" (and {len(doubtful) - 1} more such pairs)" if len(doubtful) > 1 else ""
     raise AmbiguousFormatError(
-        f"'{src}' can be read two ways: {png} beside {img}{more} in a folder named OK "
-        "is either a second copy of a good part or a mask that would make the part "
-        "defective. Choose the format: folders (every file is a part, labelled by its "
-        "folder) or pairs (the .png files are masks; a mask with defect pixels in an OK "
-        "folder is reported and its image imported unlabeled); on the command line "
-        "--format folders or --format pairs",
+        f"'{src}' can be read two ways: {png} beside {img} {why}{more}; it may be a second "
+        "copy of the part rather than its mask. Choose the format: folders (every file is a "
+        "part, labelled by its folder) or pairs (the .png files are masks; a mask with "
+        "defect pixels in an OK folder is reported and its image imported unlabeled); on "
+        "the command line --format folders or --format pairs",
         ("folders", "pairs"))
 
 

@@ -18,9 +18,10 @@ image are reported.
 
 The folder names' labels are never overridden by a mask: an image in an OK folder
 whose mask marks defect pixels is imported unlabeled, without the mask, and the
-conflict is reported (the user labels it). `ok_folder_conflicts` finds, for format
-detection, the NAME.png beside NAME.jpg pairs in OK folders whose .png would mark
-defect pixels (one part saved twice, not a mask): "auto" then asks for a format.
+conflict is reported (the user labels it). `doubtful_pairs` finds, for format
+detection, the NAME.png beside NAME.jpg pairs whose .png is more likely the same part
+saved twice than a mask (a photo, or defect pixels in an OK folder): "auto" then asks
+for a format.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from .base import (
     ImportItem,
@@ -125,34 +128,39 @@ def detect(tree: SourceTree) -> bool:
 MAX_CONFLICT_CHECKS = 64
 
 
-def ok_folder_conflicts(tree: SourceTree, limit: int = MAX_CONFLICT_CHECKS
-                        ) -> list[tuple[Path, Path]]:
-    """(image, .png) pairs of the same-stem rule (NAME.png beside NAME.jpg) in folders named
-    OK whose .png, read as a mask, marks defect pixels, or cannot be read as one: the
-    folder says the part is good, so the .png is more likely a second copy of the part
-    than its mask. Relative paths; at most `limit` candidates are read."""
+def doubtful_pairs(tree: SourceTree, limit: int = MAX_CONFLICT_CHECKS
+                   ) -> list[tuple[Path, Path, str]]:
+    """(image, .png, why) for pairs of the same-stem rule (NAME.png beside NAME.jpg) whose
+    .png is more likely a second copy of the part than its mask: in a folder named OK it
+    marks defect pixels (it would make a good part defective), anywhere it looks like a
+    photo (most pixels neither 0 nor its top value; masks with values up to 10 are index
+    masks), or it cannot be read. Relative paths; at most `limit` candidates are read."""
     from defect_studio.errors import UserError
+    from defect_studio.io.images import read_image
 
     same: set[Path] = set()
     pairs, without, _ = pair_files(tree.files, same)
-    candidates = sorted(same)
+    candidates = sorted(same)[:limit]
     if not candidates:
         return []
     labels = FolderLabels(tree.root, [tree.root / p for p in list(pairs) + without])
-    out: list[tuple[Path, Path]] = []
-    checked = 0
+    out: list[tuple[Path, Path, str]] = []
     for img in candidates:
-        if labels.classify(tree.root / img)[0] != "ok":
-            continue
-        if checked >= limit:
-            break
-        checked += 1
+        png = tree.root / pairs[img]
         try:
-            marks = bool(read_mask_file(tree.root / pairs[img]).any())
+            raw = read_image(png)
+            raw = raw.max(axis=2) if raw.ndim == 3 else raw
+            top = int(raw.max()) if raw.size else 0
+            photo = top > 10 and float(np.mean((raw == 0) | (raw == top))) < 0.9
+            marks = bool(read_mask_file(png).any())
         except (UserError, OSError, ValueError):
-            marks = True
-        if marks:
-            out.append((img, pairs[img]))
+            out.append((img, pairs[img], "cannot be read as a mask"))
+            continue
+        if photo:
+            out.append((img, pairs[img], "looks like a photo, not a mask"))
+        elif marks and labels.classify(tree.root / img)[0] == "ok":
+            out.append((img, pairs[img], "is in a folder named OK, where a mask would make "
+                                         "the good part defective"))
     return out
 
 
