@@ -349,3 +349,63 @@ def test_runs_saved_before_map_taps_keep_their_map(tmp_path):
     (tmp_path / "config.json").write_text("[]")
     with pytest.raises(ModelFileError):
         read_anomaly_config(tmp_path)
+
+
+# -- calibration with few good parts (fault trial: issue 16 part 3 item 5) ----------------
+
+def test_one_good_image_warns_and_is_not_called_ng_by_its_own_threshold(tmp_path):
+    """16 identical all-black OK images (imported once) used to give a threshold at the score
+    of the one image, so every OK part scored exactly 0.5 and was NG."""
+    from PIL import Image
+
+    from defect_studio.inference import load_predictor
+    from defect_studio.io.images import read_image
+    from defect_studio.training import train
+
+    src = tmp_path / "ok"
+    src.mkdir()
+    for k in range(16):
+        Image.new("L", (64, 64), 0).save(src / f"black_{k:02d}.png")
+    with Project.create(tmp_path / "proj") as p:
+        ids = {p.add_image(f, label="ok", split="train").id for f in sorted(src.iterdir())}
+    assert len(ids) == 1  # the same content is one image
+    events = []
+    run_id = train(tmp_path / "proj", tiny(epochs=1), run_id="one", on_event=events.append)
+    assert any("only 1 good training image" in n for n in events[0]["notes"])
+    run = tmp_path / "proj" / "runs" / run_id
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["calibration"] == "ok_max_train"
+    assert any("only 1 good" in w for w in metrics["warnings"])
+    assert "no OK validation image" in events[-1]["note"]
+    pred = load_predictor(run, device="cpu")
+    for f in (src / "black_00.png", src / "black_15.png"):
+        out = pred.predict(read_image(f))
+        assert out.score < 0.45 and not out.is_ng, out.score
+
+
+@pytest.mark.parametrize("scores, split, source, n_warn", [
+    ([0.3], "train", "ok_max_train", 1),
+    ([0.2] * 16, "train", "ok_max_train", 1),
+    ([0.2] * 5, "val", "ok_max_val", 1),
+    ([0.0, 0.0], "val", "ok_max_val", 1),
+    ([float("nan"), 0.4, float("inf")], "val", "ok_max_val", 1),
+    (list(np.linspace(0.1, 1.0, 100)), "val", "ok_p99_val", 0),
+])
+def test_ok_only_threshold_is_above_a_few_good_scores(scores, split, source, n_warn):
+    from defect_studio.kinds.anomaly.train import ok_only_threshold
+
+    t, src, warnings = ok_only_threshold(np.asarray(scores), 99.0, split)
+    assert src == source and len(warnings) == n_warn and t > 0
+    finite = [s for s in scores if np.isfinite(s)]
+    if n_warn:  # every good score it was set on is strictly below it: none is NG
+        assert all(s < t for s in finite)
+    else:
+        assert t == pytest.approx(np.percentile(finite, 99.0))
+
+
+def test_ok_only_threshold_without_a_finite_score_is_a_clear_error():
+    from defect_studio.errors import TrainingError
+    from defect_studio.kinds.anomaly.train import ok_only_threshold
+
+    with pytest.raises(TrainingError, match="no finite score"):
+        ok_only_threshold(np.asarray([float("nan")]), 99.0, "train")

@@ -319,3 +319,35 @@ def test_qt_calls_do_not_leak_references_to_none(qtbot):
         label.setText("x")
         label.update()
     assert abs(sys.getrefcount(None) - before) < 100
+
+
+def test_import_dialog_asks_when_an_ok_folder_holds_a_part_twice(tmp_path, qtbot):
+    """OK/a.png beside OK/a.jpg is one part saved twice, or an image + mask: the dialog asks
+    for the format; with "folders" the part is imported OK, never defective."""
+    from defect_studio.app.shell.import_dialog import ImportDialog
+
+    src = tmp_path / "src"
+    for sub in ("OK", "NG"):
+        (src / sub).mkdir(parents=True)
+    photo = np.random.default_rng(0).integers(0, 255, (48, 48), np.uint8)
+    cv2.imwrite(str(src / "OK" / "a.png"), photo)
+    cv2.imwrite(str(src / "OK" / "a.jpg"), photo)
+    cv2.imwrite(str(src / "NG" / "b.png"), 255 - photo)
+    with Project.create(tmp_path / "proj") as p:
+        dlg = ImportDialog(p)
+        qtbot.addWidget(dlg)
+        dlg.set_source(src)
+        assert "Choose the format" in dlg.preview.text() and "OK/a.png" in dlg.preview.text()
+        assert "ambiguous" in dlg.format_box.itemText(0)
+        assert not dlg.import_button.isEnabled()
+        assert not dlg.run_import()  # auto refuses too: nothing imported
+        assert p.counts()["images"] == 0
+        dlg.format_box.setCurrentIndex(dlg.format_box.findData("folders"))
+        assert dlg.import_button.isEnabled() and "chosen" in dlg.preview.text()
+        assert dlg.run_import()
+        dlg.close()
+    with Project.open(tmp_path / "proj", readonly=True) as p:
+        labels = {p.image_path(r).name: r.label for r in p.images()}
+        assert not any(r.has_mask for r in p.images())
+    assert labels["b.png"] == "defective"
+    assert {labels.get("a.png"), labels.get("a.jpg")} - {None} == {"ok"}

@@ -127,11 +127,28 @@ class ImportDialog(QDialog):
             self.preview.setText(f"<b>{p}</b> does not exist.")
             self.import_button.setEnabled(False)
             return False
-        from defect_studio.io.importers import detect_format
+        from defect_studio.io.importers import AmbiguousFormatError, detect_format
         from defect_studio.io.importers.base import walk_images
 
         try:
             self._detected = detect_format(p)
+        except AmbiguousFormatError as exc:
+            # ask: the user picks one of the readings; "auto" never guesses a label
+            self.format_box.setItemText(0, "auto (ambiguous: choose a format)")
+            fmt = self.format_box.currentData()
+            if fmt == "auto":
+                self.preview.setText(
+                    "<b>Choose the format</b> ("
+                    + " or ".join(f"<b>{c}</b>" for c in exc.choices)
+                    + f" under Format): {exc}.")
+                self.import_button.setEnabled(False)
+                return False
+            self.preview.setText(
+                f"Format <b>{fmt}</b> (chosen; the folder can also be read as "
+                + " or ".join(c for c in exc.choices if c != fmt) + f"): "
+                f"{len(walk_images(p))} image files found in {p}.")
+            self.import_button.setEnabled(True)
+            return True
         except UserError as exc:
             self.preview.setText(f"Format not recognised: {exc}")
             self.format_box.setItemText(0, "auto")

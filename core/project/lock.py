@@ -42,9 +42,14 @@ class ProjectLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
+            from defect_studio.project.diskfull import is_disk_full, storage_reason
+
+            where = self.path.parent
+            advice = ("free some disk space and try again" if is_disk_full(e, where) else
+                      "open it read-only or copy it to a folder you can write to")
             raise ProjectError(
-                f"cannot open project '{self.project}' for writing ({e.strerror or e}); "
-                "open it read-only or copy it to a folder you can write to"
+                f"cannot open project '{self.project}' for writing "
+                f"({storage_reason(e, where)}); {advice}"
             ) from None
         try:
             _lock(fd)

@@ -140,8 +140,11 @@ def check_runs_writable(runs_dir: str | os.PathLike) -> None:
             fh.write(b"x")
             fh.flush()
     except OSError as e:
+        from defect_studio.project.diskfull import storage_reason
+
         raise ProjectError(
-            f"cannot write to '{runs_dir}' ({e.strerror or e}): training saves its model "
+            f"cannot write to '{runs_dir}' ({storage_reason(e, runs_dir)}): training saves "
+            "its model "
             "there. Free some disk space, or copy the project to a folder you can write to "
             "and train there") from None
 

@@ -96,6 +96,8 @@ def quick_check(db: sqlite3.Connection, db_path: Path) -> None:
     """DamagedProjectError unless `PRAGMA quick_check` says ok."""
     try:
         rows = db.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.OperationalError:
+        raise  # could not check (disk full, I/O error, locked): not a verdict on the file
     except sqlite3.DatabaseError as e:
         raise DamagedProjectError(damaged_message(db_path, str(e))) from None
     result = "; ".join(str(r[0]) for r in rows)
@@ -179,28 +181,46 @@ def restore_backup(root: Path, backup: Path | None = None) -> dict:
     if not backup.is_file():
         raise ProjectError(f"backup file '{backup}' does not exist")
     check_header(backup)
-    src = sqlite3.connect(f"file:{backup.as_posix()}?mode=ro", uri=True)
+    db_path = root / "project.sqlite"
+    tmp = root / ".project.sqlite.restoring"
+    moved: list[tuple[Path, Path]] = []
+    src = None
     try:
+        src = sqlite3.connect(f"file:{backup.as_posix()}?mode=ro", uri=True)
         quick_check(src, backup)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        db_path = root / "project.sqlite"
-        kept = []
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(str(db_path) + suffix)
-            if p.exists():
-                aside = root / f"project.sqlite{suffix}.damaged-{stamp}"
-                os.replace(p, aside)
-                kept.append(str(aside))
-        tmp = root / ".project.sqlite.restoring"
+        # the copy first: a copy that fails (disk full) leaves the project as it was
         dest = sqlite3.connect(tmp)
         try:
             src.backup(dest)
         finally:
             dest.close()
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(db_path) + suffix)
+            if p.exists():
+                aside = root / f"project.sqlite{suffix}.damaged-{stamp}"
+                os.replace(p, aside)
+                moved.append((p, aside))
         os.replace(tmp, db_path)
+    except (OSError, sqlite3.OperationalError) as e:
+        from defect_studio.project.diskfull import storage_reason
+
+        for p, aside in reversed(moved):  # put the current files back
+            try:
+                os.replace(aside, p)
+            except OSError:
+                pass
+        for leftover in (tmp, Path(str(tmp) + "-journal")):
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise ProjectError(f"cannot restore '{backup}' into project '{root}': "
+                           f"{storage_reason(e, root)}; the project was not changed") from None
     finally:
-        src.close()
-    return {"restored": str(backup), "kept_aside": kept}
+        if src is not None:
+            src.close()
+    return {"restored": str(backup), "kept_aside": [str(aside) for _, aside in moved]}
 
 
 # --- orphans -------------------------------------------------------------------------------

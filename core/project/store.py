@@ -32,7 +32,7 @@ from defect_studio import notices
 from defect_studio.errors import ImageReadError, MaskError, ProjectError
 from defect_studio.io import images as imio
 from defect_studio.io.atomic import atomic_write_bytes, remove_stale_temps
-from defect_studio.project import handles, safety
+from defect_studio.project import diskfull, handles, safety
 from defect_studio.project import runs as runs_mod
 from defect_studio.project.boxes import BoxesMixin
 from defect_studio.project.lock import ProjectLock
@@ -74,7 +74,13 @@ def _release_handles(shared: handles.SharedDb, lock: ProjectLock | None,
 
 
 def _raise_database_error(e: BaseException, db_path: Path) -> None:
-    """Turn SQLite's errors while opening into ProjectError / DamagedProjectError."""
+    """Turn SQLite's errors while opening into ProjectError / DamagedProjectError (a full
+    disk said as such, not as "disk I/O error")."""
+    if isinstance(e, (sqlite3.OperationalError, OSError)) and \
+            diskfull.is_disk_full(e, db_path.parent):
+        raise ProjectError(f"project database '{db_path}' cannot be opened: "
+                           f"{diskfull.storage_reason(e, db_path.parent)}. Free some disk "
+                           "space and try again") from None
     if isinstance(e, sqlite3.OperationalError):
         raise ProjectError(f"project database '{db_path}' cannot be opened: {e}") from None
     if isinstance(e, sqlite3.DatabaseError):
@@ -135,8 +141,8 @@ class Project(BoxesMixin):
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ProjectError(
-                f"cannot create project folder '{root}': {e.strerror or e}") from None
+            raise ProjectError(f"cannot create project folder '{root}': "
+                               f"{diskfull.storage_reason(e, root)}") from None
         lock = ProjectLock(root / LOCK_NAME, root)
         lock.acquire()
         try:
@@ -216,9 +222,12 @@ class Project(BoxesMixin):
                 try:
                     with shared.mutex:
                         project._prepare_writer(new)
-                except BaseException:
+                except BaseException as e:
                     project._finalizer.detach()
                     handles.release(shared, writer=True)
+                    if isinstance(e, (OSError, sqlite3.OperationalError)):
+                        raise ProjectError(f"cannot open project '{root}' for writing: "
+                                           f"{diskfull.storage_reason(e, root)}") from None
                     raise
         if project.orphans_moved:
             notices.tell(project.orphans_message)
@@ -399,7 +408,7 @@ class Project(BoxesMixin):
                         safety.damaged_message(self.db_path, str(exc))) from exc
                 if outer and isinstance(exc, (OSError, sqlite3.OperationalError)):
                     # disk full, folder not writable...: a message, and nothing half-saved
-                    reason = getattr(exc, "strerror", None) or str(exc)
+                    reason = diskfull.storage_reason(exc, self.root)
                     raise ProjectError(
                         f"cannot save to project '{self.root}': {reason}; nothing was changed"
                     ) from exc
@@ -441,6 +450,10 @@ class Project(BoxesMixin):
             yield
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError):
+                if diskfull.is_disk_full(e, self.root):
+                    raise ProjectError(f"cannot read project '{self.root}': "
+                                       f"{diskfull.storage_reason(e, self.root)}. Free some "
+                                       "disk space and try again") from None
                 raise
             raise safety.DamagedProjectError(
                 safety.damaged_message(self.db_path, str(e))) from None

@@ -8,7 +8,7 @@ rle-csv. `detect_format` documents how "auto" picks one (see detect.py).
 """
 
 from .base import ImportItem, ImportReport, label_from_name
-from .detect import DETECTION_ORDER, READERS, detect_format
+from .detect import DETECTION_ORDER, READERS, AmbiguousFormatError, detect_format
 from .runner import import_dataset
 
 FORMATS = tuple(READERS)
@@ -17,4 +17,5 @@ IMPORT_FORMATS = ("auto", "folders", "pairs", "mvtec", "yolo", "labelme", "coco"
                   "rle-csv")
 
 __all__ = ["import_dataset", "detect_format", "ImportReport", "ImportItem", "FORMATS",
-           "IMPORT_FORMATS", "READERS", "DETECTION_ORDER", "label_from_name"]
+           "IMPORT_FORMATS", "READERS", "AmbiguousFormatError", "DETECTION_ORDER",
+           "label_from_name"]

@@ -122,6 +122,9 @@ class ImportItem:
     label_from_mask: bool = False
     mask_file: str | None = None  # the mask's own file, named in the report when it is bad
     boxes: BoxSource | None = None  # typed boxes, kept beside the (rough) mask
+    # the label the folder names gave ("ok", "defective", "unlabeled"), when the reader
+    # knows it: a mask never turns an image of an OK folder defective (runner._import_one)
+    folder_label: str | None = None
 
 
 @dataclass

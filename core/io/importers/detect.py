@@ -20,6 +20,12 @@ Rules, tried in this order (the first that matches wins):
    the formats and what each expects.
 The specific layouts come first because they also look like the generic ones
 (MVTec's ground_truth/*_mask.png would pass as pairs, DAGM's Label/ too).
+
+Detection never overrides the folder names' labels: when "pairs" matches because a
+NAME.png lies beside NAME.jpg and that .png is more likely the part saved twice than a
+mask (it would mark defect pixels in a folder named OK, or it looks like a photo),
+AmbiguousFormatError asks for `--format folders` (every file a part, labelled by its
+folder) or `--format pairs`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,15 @@ from .base import SourceTree
 READERS = {m.NAME: m for m in (folders, pairs, mvtec, dagm, yolo, labelme, coco, voc, rle_csv)}
 DETECTION_ORDER = ("rle-csv", "yolo", "mvtec", "dagm", "coco", "labelme", "voc", "pairs",
                    "folders")
+
+
+class AmbiguousFormatError(ImportFormatError):
+    """The source reads as more than one format with different labels: the user picks one
+    (``choices``, best guess first); "auto" never guesses."""
+
+    def __init__(self, message: str, choices: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.choices = choices
 
 
 def detect_format(src: Path | str) -> str:
@@ -54,6 +69,8 @@ def detect_format(src: Path | str) -> str:
     tree = SourceTree.scan(src)
     for name in DETECTION_ORDER:
         if READERS[name].detect(tree):
+            if name == "pairs":
+                _refuse_doubtful_pairs(src, tree)
             return name
     if tree.images:
         return "folders"  # plain images: imported unlabeled, to be labelled in the app
@@ -62,6 +79,21 @@ def detect_format(src: Path | str) -> str:
     raise ImportFormatError(
         f"cannot tell the format of '{src}' ({what}). Formats tried, and what each "
         f"expects:\n{tried}\nPick one with --format if the layout is close to one of them.")
+
+
+def _refuse_doubtful_pairs(src: Path, tree: SourceTree) -> None:
+    doubtful = pairs.doubtful_pairs(tree)
+    if not doubtful:
+        return
+    img, png, why = doubtful[0]
+    more = f" (and {len(doubtful) - 1} more such pairs)" if len(doubtful) > 1 else ""
+    raise AmbiguousFormatError(
+        f"'{src}' can be read two ways: {png} beside {img} {why}{more}; it may be a second "
+        "copy of the part rather than its mask. Choose the format: folders (every file is a "
+        "part, labelled by its folder) or pairs (the .png files are masks; a mask with "
+        "defect pixels in an OK folder is reported and its image imported unlabeled); on "
+        "the command line --format folders or --format pairs",
+        ("folders", "pairs"))
 
 
 def _detect_file(src: Path) -> str | None:

@@ -15,6 +15,13 @@ the image lies in a defect folder (see folders.FolderLabels: NG/, or MT_Crack/
 beside MT_Free/), which keeps it defective. Images without a mask are labelled by
 their folder name (ok/good/free, ng/bad/defect), else unlabeled. Masks without an
 image are reported.
+
+The folder names' labels are never overridden by a mask: an image in an OK folder
+whose mask marks defect pixels is imported unlabeled, without the mask, and the
+conflict is reported (the user labels it). `doubtful_pairs` finds, for format
+detection, the NAME.png beside NAME.jpg pairs whose .png is more likely the same part
+saved twice than a mask (a photo, or defect pixels in an OK folder): "auto" then asks
+for a format.
 """
 
 from __future__ import annotations
@@ -23,7 +30,16 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .base import ImportItem, ImportReport, SourceTree, is_image, walk_files
+import numpy as np
+
+from .base import (
+    ImportItem,
+    ImportReport,
+    SourceTree,
+    is_image,
+    read_mask_file,
+    walk_files,
+)
 from .folders import FolderLabels
 
 NAME = "pairs"
@@ -37,15 +53,18 @@ _MASK_DIRS = ("masks", "mask", "gt", "ground_truth", "groundtruth", "labels", "l
 _IMAGE_DIRS = frozenset({"images", "imgs", "image", "img"})
 
 
-def pair_files(files: list[Path]) -> tuple[dict[Path, Path], list[Path], list[Path]]:
+def pair_files(files: list[Path], same_stem: set[Path] | None = None
+               ) -> tuple[dict[Path, Path], list[Path], list[Path]]:
     """Split image files into (image -> mask, images without a mask, masks without an
-    image). Paths are returned as given (relative or absolute)."""
+    image). Paths are returned as given (relative or absolute). `same_stem`, when given,
+    receives the images paired only by the NAME.png-beside-NAME.jpg rule."""
     files = [f for f in files if is_image(f)]
     by_dir_stem: dict[tuple[Path, str], list[Path]] = {}
     for f in files:
         by_dir_stem.setdefault((f.parent, f.stem.lower()), []).append(f)
 
     masks: dict[Path, tuple[Path, str]] = {}  # mask -> (folder, stem of its image)
+    weak: set[Path] = set()  # masks found only by the same-stem rule
     for f in files:
         m = _MASK_SUFFIX.match(f.stem)
         if m:
@@ -54,6 +73,7 @@ def pair_files(files: list[Path]) -> tuple[dict[Path, Path], list[Path], list[Pa
             group = by_dir_stem[(f.parent, f.stem.lower())]
             if any(g.suffix.lower() != ".png" for g in group):
                 masks[f] = (f.parent, f.stem.lower())
+                weak.add(f)
     mask_dir_files = {f for f in files if f not in masks and _in_mask_dir(f)}
 
     images = [f for f in files if f not in masks and f not in mask_dir_files]
@@ -78,6 +98,9 @@ def pair_files(files: list[Path]) -> tuple[dict[Path, Path], list[Path], list[Pa
                 if found is not None:
                     pairs[img] = found
                     break
+    if same_stem is not None:
+        same_stem.update(img for img, mask in pairs.items()
+                         if mask in weak and not _in_mask_dir(mask))
     used = set(pairs.values())
     orphans = [m for m in list(masks) + sorted(mask_dir_files) if m not in used]
     without = [f for f in images if f not in pairs]
@@ -99,6 +122,46 @@ def _mirror_dirs(folder: Path) -> Iterator[Path]:
 def detect(tree: SourceTree) -> bool:
     pairs, _, _ = pair_files(tree.files)
     return bool(pairs)
+
+
+# At most this many candidate masks are read by format detection (the reader checks all).
+MAX_CONFLICT_CHECKS = 64
+
+
+def doubtful_pairs(tree: SourceTree, limit: int = MAX_CONFLICT_CHECKS
+                   ) -> list[tuple[Path, Path, str]]:
+    """(image, .png, why) for pairs of the same-stem rule (NAME.png beside NAME.jpg) whose
+    .png is more likely a second copy of the part than its mask: in a folder named OK it
+    marks defect pixels (it would make a good part defective), anywhere it looks like a
+    photo (most pixels neither 0 nor its top value; masks with values up to 10 are index
+    masks), or it cannot be read. Relative paths; at most `limit` candidates are read."""
+    from defect_studio.errors import UserError
+    from defect_studio.io.images import read_image
+
+    same: set[Path] = set()
+    pairs, without, _ = pair_files(tree.files, same)
+    candidates = sorted(same)[:limit]
+    if not candidates:
+        return []
+    labels = FolderLabels(tree.root, [tree.root / p for p in list(pairs) + without])
+    out: list[tuple[Path, Path, str]] = []
+    for img in candidates:
+        png = tree.root / pairs[img]
+        try:
+            raw = read_image(png)
+            raw = raw.max(axis=2) if raw.ndim == 3 else raw
+            top = int(raw.max()) if raw.size else 0
+            photo = top > 10 and float(np.mean((raw == 0) | (raw == top))) < 0.9
+            marks = bool(read_mask_file(png).any())
+        except (UserError, OSError, ValueError):
+            out.append((img, pairs[img], "cannot be read as a mask"))
+            continue
+        if photo:
+            out.append((img, pairs[img], "looks like a photo, not a mask"))
+        elif marks and labels.classify(tree.root / img)[0] == "ok":
+            out.append((img, pairs[img], "is in a folder named OK, where a mask would make "
+                                         "the good part defective"))
+    return out
 
 
 def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
@@ -125,7 +188,9 @@ def read(src: Path, report: ImportReport) -> Iterator[ImportItem]:
             yield ImportItem(img, label="defective", mask=mask, split=split,
                              mask_file=str(mask))
         elif mask is not None:
+            # In an OK folder the folder's label stands: a mask with defect pixels is a
+            # conflict (runner._import_one), never a defective part.
             yield ImportItem(img, label="ok", mask=mask, split=split, label_from_mask=True,
-                             mask_file=str(mask))
+                             mask_file=str(mask), folder_label=label)
         else:
             yield ImportItem(img, label=label, split=split, note="no mask")

@@ -181,6 +181,13 @@ def _import_one(project, item: ImportItem, copy: bool, report: ImportReport,
             mask_problem = f"bad annotation: {type(e).__name__}: {e}"
         if mask_problem:
             mask, label = None, _fallback_label(item)
+        elif mask is not None and item.folder_label == "ok" and mask.any():
+            # the folder says good, the mask says defective: ask the user, never guess
+            mask_problem = (f"conflict: the image is in a folder named OK but this mask marks "
+                            f"{int(mask.sum())} defect pixels: the image is imported "
+                            "unlabeled, without the mask; label it in the app (or import with "
+                            "--format folders if the file is a second copy of the part)")
+            mask, label = None, "unlabeled"
     try:
         try:
             rec = _add(project, path, copy, label, item, mask)

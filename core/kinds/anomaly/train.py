@@ -82,6 +82,15 @@ def read_anomaly_config(run_dir: Path) -> AnomalyConfig:
         raise ModelFileError(f"{path} is not a valid anomaly run config: {e}") from None
 
 
+# Fewer good training images than this: a warning (started event, metrics.json "warnings").
+# Fewer OK calibration images than this: the threshold is put above all of them (TOP_MARGIN)
+# instead of at the ``ok_percentile`` of their scores, which means nothing for a handful.
+MIN_OK_IMAGES = 20
+# The raw threshold over the highest OK score it must stay above: that image scores
+# 1 - 2^(-1/1.25) = 0.426, clearly below 0.5, and good parts a little worse still pass.
+TOP_MARGIN = 1.25
+
+
 class GoodImages:
     """Training images (ids) and validation images (id, label 0/1) with preprocessing."""
 
@@ -102,6 +111,12 @@ class GoodImages:
         if config.include_unlabeled:
             n_unl = sum(r.label == "unlabeled" for r in train_recs)
             self.notes.append(f"{n_unl} unlabeled train images are used as good parts")
+        if len(self.train) < MIN_OK_IMAGES:
+            self.notes.append(
+                f"only {len(self.train)} good training image(s) (distinct files; duplicates are "
+                f"imported once): the anomaly model needs at least {MIN_OK_IMAGES} to learn the "
+                "normal variation of good parts; its scores will call many good parts NG. "
+                "Label more good images OK")
         channels = config.channels
         if channels is None:
             channels = 1 if all(r.channels == 1 for r in train_recs + val_recs) else 3
@@ -288,11 +303,13 @@ class _Job:
         raw_t, source, split, m = calibrate(self.model, self.data, self.device,
                                             self.c.ok_percentile)
         self.model.raw_threshold.fill_(raw_t)
+        warnings = [n for n in self.data.notes if n.startswith("only ")] + m["warnings"]
         metrics: dict[str, Any] = {"split": split, "ap": None, "ap_sklearn": None, "ap_trapz": None,
                                    "auc": None, "best_f1": None, "n": m["n"], "n_pos": m["n_pos"],
                                    "epochs": epochs_done, "elapsed_s": round(self.elapsed(), 2),
                                    "raw_threshold": raw_t, "calibration": source,
-                                   "teacher_runs": self.cache.teacher_runs}
+                                   "teacher_runs": self.cache.teacher_runs,
+                                   "warnings": warnings}
         if m.get("scores") is not None and m["n_pos"]:
             im = image_metrics(m["labels"], self.model.to_score(torch.tensor(m["scores"])).numpy())
             metrics.update(ap=im["ap_sklearn"], ap_sklearn=im["ap_sklearn"],
@@ -301,7 +318,7 @@ class _Job:
         save_torch(run_dir / MODEL_FILE, self.model.student_state())
         write_json(run_dir / "metrics.json", metrics)
         write_json(run_dir / "threshold.json", {"threshold": 0.5, "source": source})
-        note = self.budget_note
+        note = "; ".join(n for n in [self.budget_note, *m["warnings"]] if n)
         self.folder.status("finished", epochs_done, note)
         self.folder.emit("finished", run_id=self.run_id, metrics=metrics, threshold=0.5,
                          elapsed_s=round(self.elapsed(), 2), **({"note": note} if note else {}))
@@ -315,9 +332,9 @@ def _both(val: list[tuple[int, int]]) -> bool:
 def calibrate(model: AnomalyNet, data: GoodImages, device: torch.device, percentile: float
               ) -> tuple[float, str, str, dict[str, Any]]:
     """The raw score that becomes 0.5: the best-F1 raw threshold when the validation split has
-    OK and defective images, else the ``percentile`` of the OK validation scores (of the OK
-    training scores when validation has no OK image). Returns (raw threshold, source, split,
-    {n, n_pos, labels, scores})."""
+    OK and defective images, else the threshold of ``ok_only_threshold`` on the OK validation
+    scores (on the OK training scores when validation has no OK image). Returns (raw
+    threshold, source, split, {n, n_pos, labels, scores, warnings})."""
     from defect_studio.evaluation.metrics import image_metrics
 
     val = data.val
@@ -326,12 +343,48 @@ def calibrate(model: AnomalyNet, data: GoodImages, device: torch.device, percent
         s = raw_scores(model, data, ids, device)
         best = image_metrics(labels, s)["best_f1"]["threshold"]
         ok_top = float(np.max(s[np.asarray(labels) == 0]))
-        t = float(best) if best is not None and math.isfinite(best) else ok_top
+        t = float(best) if best is not None and math.isfinite(best) else ok_top * TOP_MARGIN
         return max(t, 1e-6), "best_f1", "val", {"n": len(ids), "n_pos": sum(labels),
-                                                "labels": labels, "scores": s.tolist()}
+                                                "labels": labels, "scores": s.tolist(),
+                                                "warnings": []}
     ok_val = [i for i, y in val if y == 0]
     split, ids = ("val", ok_val) if ok_val else ("train", data.train)
     s = raw_scores(model, data, ids, device)
-    t = float(np.percentile(s, percentile))
-    return max(t, 1e-6), f"ok_p{percentile:g}_{split}", split, {"n": len(ids), "n_pos": 0,
-                                                                 "labels": None, "scores": None}
+    t, source, warnings = ok_only_threshold(s, percentile, split)
+    return t, source, split, {"n": len(ids), "n_pos": 0, "labels": None, "scores": None,
+                              "warnings": warnings}
+
+
+def ok_only_threshold(scores: np.ndarray, percentile: float, split: str
+                      ) -> tuple[float, str, list[str]]:
+    """The raw threshold from good parts' raw scores only: (threshold, source, warnings).
+
+    The ``percentile`` of the scores when they are OK *validation* images and there are at
+    least MIN_OK_IMAGES of them. Otherwise the threshold is TOP_MARGIN times the highest
+    score: the model's own training images (it has fit them, so new good parts score
+    higher) and a handful of images (whose percentile is their maximum, so at least one of
+    them would be NG by construction, since ``score >= threshold`` is NG) all score below 0.5.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        raise TrainingError("the anomaly model gave no finite score on the good images; "
+                            "lower the learning rate and train again")
+    top = float(np.max(s))
+    warnings: list[str] = []
+    if split == "val" and s.size >= MIN_OK_IMAGES:
+        t, source = float(np.percentile(s, percentile)), f"ok_p{percentile:g}_val"
+    else:
+        t, source = top * TOP_MARGIN, f"ok_max_{split}"
+        if split == "train":
+            warnings.append(
+                "no OK validation image: the threshold is set above the scores of the "
+                "training images themselves; put good images in the validation split "
+                "(defect-studio split) for a threshold that reflects new parts")
+        else:
+            warnings.append(
+                f"only {s.size} OK validation image(s): the threshold is set above all of "
+                f"them, not at their {percentile:g}th percentile; label at least "
+                f"{MIN_OK_IMAGES} good validation images for a calibrated threshold")
+    # A tiny floor keeps the score formula defined when every good part scores 0 (a blank image).
+    return max(t, 1e-6), source, warnings

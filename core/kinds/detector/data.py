@@ -17,6 +17,11 @@ import torch
 from defect_studio.errors import DataError
 from defect_studio.kinds.detector.config import DetectorConfig
 
+# The most defect types one detector learns. The network and the metrics are bounded by
+# the boxes, not the types, but every type adds a row and a column to the confusion table
+# of each evaluation, and a model with more types is not a defect model a line can use.
+MAX_DETECTOR_TYPES = 1000
+
 
 @dataclass(frozen=True)
 class DetSample:
@@ -64,6 +69,11 @@ def build_detection_data(project, config: DetectorConfig, classes: list[str] | N
         raise DataError(
             "the detector trains on boxes, and no image of the train split has one: draw "
             "boxes in the Label page, or import a data set with boxes (VOC, YOLO, COCO)")
+    if len(classes) > MAX_DETECTOR_TYPES:
+        raise DataError(
+            f"the train split has boxes of {len(classes)} defect types; the detector learns "
+            f"at most {MAX_DETECTOR_TYPES}: merge types (Label page, Types) or train on a "
+            "subset of them")
     train, left = split_samples(project, "train", classes)
     val, _ = split_samples(project, "val", classes)
     if not any(len(s.boxes) for s in train):
