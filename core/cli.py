@@ -198,6 +198,9 @@ def run_handler(name: str, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from defect_studio.threads import quiet_threads
+
+    quiet_threads()  # before torch / onnxruntime load: idle threads sleep on a busy machine
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in (None, "gui"):

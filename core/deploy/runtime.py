@@ -53,6 +53,7 @@ class _OnnxBackend:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        _quiet_threads(opts)
         try:
             self.session = ort.InferenceSession(str(info.model_file), sess_options=opts,
                                                 providers=["CPUExecutionProvider"])
@@ -110,6 +111,14 @@ class _OpenVinoBackend:
 
 
 _BACKENDS = {"onnx": _OnnxBackend, "openvino": _OpenVinoBackend}
+
+
+def _quiet_threads(opts: object) -> None:
+    """Idle ONNX Runtime threads sleep instead of spinning (defect_studio.threads): a line
+    PC that also runs other programs slows in proportion, not several-fold."""
+    from defect_studio.threads import quiet_onnx_options
+
+    quiet_onnx_options(opts)
 
 
 def _first(e: BaseException) -> str:
