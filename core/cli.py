@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     s.add_argument("--run-id", dest="run_id", help="name of the new run (default: time stamp)")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
+    s.add_argument("--no-estimate", action="store_true", dest="no_estimate",
+                   help="skip the time estimate (a few timed steps) before training")
 
     s = sub.add_parser("sweep", help="how many masks do I need: one run per number of pixel "
                                      "masks, test AP of each (own process; --events)")

@@ -8,7 +8,8 @@ The variable is read once, when the OpenMP runtime loads (with torch), so it mus
 environment before then: ``quiet_threads()`` is called first thing by the command line and
 the desktop app, and the GUI's training subprocess inherits it (``child_env``).
 
-A policy the user set (``OMP_WAIT_POLICY`` in the environment) is kept. ``DEFECT_STUDIO_OMP=default``
+A policy the user set (``OMP_WAIT_POLICY`` in the environment) is kept;
+``DEFECT_STUDIO_OMP=default``
 leaves the OpenMP runtime's own default (benchmarks/busy_threads.py compares the two).
 ONNX Runtime has its own thread pool; ``quiet_onnx_options`` turns its spinning off.
 """
