@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--project", required=True, help="folder of the new project")
     s.add_argument("--count", type=int, default=540, help="number of images (default 540)")
     s.add_argument("--size", default="256x256", help="image size WxH (default 256x256)")
+    s.add_argument("--defect-scale", type=float, default=None, dest="defect_scale",
+                   help="defect size as on a 256-px part times this (1: scratches 3-5 px "
+                        "wide at any --size; default: defects grow with the image)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--defect-rate", type=float, default=0.25,
                    help="share of defective images (default 0.25)")
