@@ -213,6 +213,27 @@ def test_training_on_crops_predicts_whole_images(tmp_path):
     img = cv2.imread(str(tmp_path / "img0.png"))
     out = pred.predict(img)
     assert out.heatmap.shape == img.shape[:2] and 0.0 <= out.score <= 1.0
+    # the line package: whole image at the input size, the same score and heatmap
+    from defect_studio import export_model
+    from defect_studio.deploy.runtime import load_package
+
+    export_model(root / "runs" / run_id, tmp_path / "pkg", fmt="onnx")
+    manifest = json.loads((tmp_path / "pkg" / "package.json").read_text())
+    assert manifest["tiling"] == {"mode": "whole_image", "tiles": 1, "trained_on_crops": [32, 32]}
+    line = load_package(tmp_path / "pkg").predict(img)
+    assert line.score == pytest.approx(out.score, abs=1e-3)
+    assert np.abs(line.heatmap - out.heatmap).max() < 1e-2
+
+
+@pytest.mark.parametrize("tiling", [{"mode": "tiles"}, "grid", 3, {"mode": None}])
+def test_runtime_refuses_a_tiling_it_does_not_know(tiling):
+    from defect_studio.deploy.package import PackageError
+    from defect_studio.deploy.runtime import check_tiling
+
+    check_tiling({}, "pkg")  # an older package: whole image
+    check_tiling({"tiling": {"mode": "whole_image"}}, "pkg")
+    with pytest.raises(PackageError, match="tiling"):
+        check_tiling({"tiling": tiling}, "pkg")
 
 
 # -- time estimate -----------------------------------------------------------------------------
