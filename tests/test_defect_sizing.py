@@ -128,9 +128,14 @@ def test_project_masks_choose_the_size_and_crop(tmp_path):
         c = choose_input_size(p, TrainConfig(max_side=32))
         assert c.crop == (32, 32) and c.size[0] > 32
         assert "smallest masked defects ~" in c.reason
-        # told to use no masks: sized as a run without masks
-        c0 = choose_input_size(p, TrainConfig(max_side=32, pixel_labels=0))
-        assert c0.crop is None and max(c0.size) == 32 and "no masks" in c0.reason
+        # a run with fewer masks (a sweep level) is sized the same: the masks tell the size
+        assert choose_input_size(p, TrainConfig(max_side=32, pixel_labels=0)) == c
+        from defect_studio.kinds.segdec.data import build_training_data
+
+        data = build_training_data(p, TrainConfig(max_side=32, pixel_labels=0))
+        assert data.config.crop_size is None  # no mask kept: a crop could miss the defect
+        assert any(n.startswith("no crops") for n in data.notes)
+        assert build_training_data(p, TrainConfig(max_side=32)).config.crop_size == (32, 32)
 
 
 def test_unreadable_and_empty_masks_fall_back(tmp_path):
@@ -223,6 +228,15 @@ def test_training_on_crops_predicts_whole_images(tmp_path):
     line = load_package(tmp_path / "pkg").predict(img)
     assert line.score == pytest.approx(out.score, abs=1e-3)
     assert np.abs(line.heatmap - out.heatmap).max() < 1e-2
+
+
+def test_highres_benchmark_mask_levels():
+    from benchmarks.highres import mask_levels
+
+    assert mask_levels("none,all,none") == ["none", "all"]
+    for bad in ("some", "", "all,../x"):
+        with pytest.raises(SystemExit):
+            mask_levels(bad)
 
 
 @pytest.mark.parametrize("tiling", [{"mode": "tiles"}, "grid", 3, {"mode": None}])

@@ -231,7 +231,8 @@ def choose_input_size(project: Any, config: KindConfig) -> SizeChoice:
     recs = [r for r in project.images(split="train") if r.label in ("ok", "defective")]
     if not recs:
         recs = [r for r in project.images() if r.label in ("ok", "defective")]
-    # a run told to use no masks (pixel_labels 0) is sized as one without masks
-    defects = None if getattr(config, "pixel_labels", None) == 0 else measure_defects(project, recs)
+    # every mask of the train split tells the defects' size, also for a run that trains
+    # with fewer of them (pixel_labels): the levels of a sweep share one input size
+    defects = measure_defects(project, recs)
     return size_from_data([(r.width, r.height) for r in recs], getattr(config, "max_side", None),
                           multiple, min_side, defects)
