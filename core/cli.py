@@ -71,6 +71,9 @@ def _add_studio_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--project", required=True, help="folder of the new project")
     s.add_argument("--count", type=int, default=540, help="number of images (default 540)")
     s.add_argument("--size", default="256x256", help="image size WxH (default 256x256)")
+    s.add_argument("--defect-scale", type=float, default=None, dest="defect_scale",
+                   help="defect size as on a 256-px part times this (1: scratches 3-5 px "
+                        "wide at any --size; default: defects grow with the image)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--defect-rate", type=float, default=0.25,
                    help="share of defective images (default 0.25)")
@@ -153,6 +156,8 @@ def _add_studio_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     s.add_argument("--run-id", dest="run_id", help="name of the new run (default: time stamp)")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
+    s.add_argument("--no-estimate", action="store_true", dest="no_estimate",
+                   help="skip the time estimate (a few timed steps) before training")
 
     s = sub.add_parser("sweep", help="how many masks do I need: one run per number of pixel "
                                      "masks, test AP of each (own process; --events)")
@@ -258,6 +263,9 @@ def is_line_install() -> bool:
 def main(argv: list[str] | None = None, line: bool | None = None) -> int:
     """The command line; ``line`` None: the line runtime's commands when that is the install
     (``python -m defect_studio`` there)."""
+    from defect_studio.threads import quiet_threads
+
+    quiet_threads()  # before torch / onnxruntime load: idle threads sleep on a busy machine
     if line is None:
         line = is_line_install()
     parser = build_parser(line)

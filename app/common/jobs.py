@@ -95,6 +95,7 @@ class TrainingJob(QObject):
         proc = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")  # events must arrive as they happen
+        _insert_thread_policy(env)
         proc.setProcessEnvironment(env)
         proc.readyReadStandardOutput.connect(self._read_stdout)
         proc.readyReadStandardError.connect(self._read_stderr)
@@ -397,6 +398,17 @@ class PredictionWorker(QThread):
         hm = np.asarray(pred.heatmap)
         return PredictionResult(item, float(pred.score), bool(pred.is_ng), shrink_heatmap(hm),
                                 (int(hm.shape[0]), int(hm.shape[1])))
+
+
+def _insert_thread_policy(env: QProcessEnvironment) -> None:
+    """The OpenMP wait policy of defect_studio.threads in a child's environment: a training
+    process on a busy desk PC then slows in proportion to the load, not several-fold."""
+    from defect_studio.threads import child_env
+
+    current = {k: env.value(k) for k in env.keys()}
+    for key, value in child_env(current).items():
+        if current.get(key) != value:
+            env.insert(key, value)
 
 
 def lower_thread_priority(niceness: int) -> bool:

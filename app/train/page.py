@@ -118,6 +118,7 @@ class TrainPage(QWidget):
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Input size (W\u00d7H)", size_row)
         form.addRow("", self.size_reason)
+        form.addRow("Time", self._build_time_estimate())
         form.addRow("Learning rate", self.lr_spin)
         form.addRow("Device", self.device_combo)
         settings = QGroupBox("Training")
@@ -317,6 +318,68 @@ class TrainPage(QWidget):
 
     def _show_size_reason(self, *_args) -> None:
         self.size_reason.setText(self.state.size_reason())
+        self._estimate_soon()
+
+    # -- the time estimate before a run (issue 18) -----------------------------------------
+    def _build_time_estimate(self) -> QWidget:
+        """A line with the estimated training time and a button to measure it again; it is
+        measured (a few timed steps, in a thread) a moment after the form stops changing."""
+        from PySide6.QtCore import QTimer
+
+        self.time_estimate = QLabel("")
+        self.time_estimate.setWordWrap(True)
+        self.time_estimate.setStyleSheet("color: gray")
+        self.estimate_button = QPushButton("Estimate")
+        self.estimate_button.setToolTip("Time a few training steps at this size on this device")
+        self.estimate_button.clicked.connect(self.estimate_time)
+        self._estimate_worker = None
+        self._estimate_timer = QTimer(self)
+        self._estimate_timer.setSingleShot(True)
+        self._estimate_timer.setInterval(800)
+        self._estimate_timer.timeout.connect(self.estimate_time)
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.time_estimate, 1)
+        row.addWidget(self.estimate_button)
+        return box
+
+    def _estimate_soon(self) -> None:
+        if hasattr(self, "_estimate_timer") and self.state.project is not None \
+                and not self.is_running():  # a running job would slow the probe and itself
+            self._estimate_timer.start()
+
+    def estimate_time(self) -> None:
+        """Measure the estimated training time of the form's settings (in a thread)."""
+        from defect_studio.app.common.jobs import FunctionWorker
+
+        if getattr(self, "_estimate_closed", False):
+            return
+        if self._estimate_worker is not None:  # one at a time; try again after a pause
+            self._estimate_timer.start()
+            return
+        job = self.state.time_estimate_job()
+        if job is None:
+            self.time_estimate.setText("")
+            return
+        self.time_estimate.setText("Estimating the training time (a few timed steps)...")
+        worker = FunctionWorker(job, self)
+        worker.result.connect(self._estimate_shown)
+        worker.failed.connect(self._estimate_failed)
+        worker.finished.connect(self._estimate_done)
+        self._estimate_worker = worker
+        worker.start()
+
+    def _estimate_shown(self, text: object) -> None:
+        self.time_estimate.setText(str(text))
+
+    def _estimate_failed(self, message: str) -> None:
+        self.time_estimate.setText(f"No estimate: {message}")
+
+    def _estimate_done(self) -> None:
+        worker, self._estimate_worker = self._estimate_worker, None
+        if worker is not None:
+            worker.deleteLater()
 
     def _val_every(self) -> int:
         return self.state.val_every()
@@ -584,6 +647,11 @@ class TrainPage(QWidget):
 
     def shutdown(self, timeout_ms: int = 3000) -> None:
         """Stop a running job (used when the window closes)."""
+        if hasattr(self, "_estimate_timer"):  # no new estimate; let a running one end
+            self._estimate_timer.stop()
+            self._estimate_closed = True
+            if self._estimate_worker is not None:
+                self._estimate_worker.wait(max(timeout_ms, 30000))
         if self.is_running():
             self.job.cancel()
             if not self.job.wait_finished(timeout_ms):

@@ -328,8 +328,42 @@ class TrainState:
         if self.project is None:
             raise ValueError("no project is open")
         return TrainRequest(project_root=Path(self.project.root), model=self.model,
-                            preset=self.preset, epochs=int(self.epochs), size=tuple(self.size),
+                            preset=self.preset, epochs=int(self.epochs), size=self.request_size(),
                             device=self.device, config_path=config_path)
+
+    # -- crops and the time estimate (issue 18) ----------------------------------------------
+    def request_size(self) -> tuple[int, int] | None:
+        """The --size of the request: None when the form keeps the size the data chose with
+        crops (`train` then chooses the same size and trains on its crops)."""
+        choice = self.size_choice()
+        if choice is not None and choice.crop is not None \
+                and tuple(choice.size) == tuple(self.size):
+            return None
+        return (int(self.size[0]), int(self.size[1]))
+
+    def run_config(self) -> Any:
+        """The config a run of the form would start with (for the time estimate)."""
+        size = self.request_size()
+        return self.config().replace(
+            epochs=int(self.epochs), device=self.device,
+            input_size=None if size is None else list(size),
+            **{k: v for k, v in self.overrides().items() if k in ("lr", "val_every")})
+
+    def time_estimate_job(self) -> Any:
+        """A function (for a worker thread: it opens its own read-only project) that returns
+        the estimate's line for the form, or None when the model's kind has no probe."""
+        if self.project is None or not self.kind.time_probe:
+            return None
+        root, config = Path(self.project.root), self.run_config()
+
+        def job() -> str:
+            from defect_studio.project import Project
+            from defect_studio.training.estimate import estimate_time
+
+            with Project.open(root, readonly=True) as project:
+                text = estimate_time(project, config).text()
+            return text[:1].upper() + text[1:] + "."
+        return job
 
     def resume_request(self, run_id: str) -> TrainRequest:
         """Go on training an interrupted run (its saved settings) on the form's device."""

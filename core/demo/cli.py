@@ -40,6 +40,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     project = generate_demo_project(
         args.project, count=args.count, size=size, seed=args.seed,
         defect_rate=args.defect_rate, progress=progress, splits=splits,
+        defect_scale=getattr(args, "defect_scale", None),
     )
     try:
         c = project.counts()
@@ -51,6 +52,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  images     {c['images']} ({size[0]}x{size[1]} RGB, seed {args.seed})")
     print(f"  ok         {c['ok']}")
     print(f"  defective  {c['defective']} (all with masks: {c['masked']})")
+    if getattr(args, "defect_scale", None) is not None:
+        print(f"  defects    at scale {args.defect_scale:g} of a 256-px part (scratches "
+              f"{3 * args.defect_scale:g}-{5 * args.defect_scale:g} px wide)")
     print(f"  splits     train {s['train']}, val {s['val']}, test {s['test']}")
     print(f"  took       {time.perf_counter() - started:.1f} s")
     return 0

@@ -160,11 +160,17 @@ def render_demo_image(
     size: tuple[int, int] = (256, 256),
     seed: int = 0,
     recipe: dict | None = None,
+    defect_scale: float | None = None,
 ) -> DemoImage:
-    """Make image ``index`` of the demo set ``seed`` at ``size`` = (width, height)."""
+    """Make image ``index`` of the demo set ``seed`` at ``size`` = (width, height).
+
+    ``defect_scale``: the defects' size relative to the recipe's reference image (1.0:
+    scratches 3-5 px wide at any image size); None: they grow with the image like the
+    texture does."""
     recipe = recipe if recipe is not None else load_recipe()
     w, h = int(size[0]), int(size[1])
     scale = min(w, h) / float(recipe["reference_size"])
+    dscale = scale if defect_scale is None else check_defect_scale(defect_scale)
     rng = np.random.default_rng([seed, index, 0])
     kind = _pick(rng, {k: float(v["weight"]) for k, v in recipe["textures"].items()})
     tex = recipe["textures"][kind]
@@ -182,7 +188,7 @@ def render_demo_image(
     kinds: list[str] = []
     if defective:
         surface = Surface(
-            height=h, width=w, scale=scale,
+            height=h, width=w, scale=dscale,
             min_width=float(recipe.get("min_width_px", 1.5)),
             noise=float(fine.std()), brightness=float(lum.mean()),
             margin=float(recipe.get("defect_margin", 0.1)),
@@ -215,6 +221,17 @@ def _check_settings(count: int, size: tuple[int, int], defect_rate: float) -> tu
     return w, h
 
 
+def check_defect_scale(value: object) -> float:
+    """A defect scale (``--defect-scale``): a finite number in 0.1..64."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(value, bool) or not (0.1 <= v <= 64.0):  # also refuses NaN
+        raise DemoSettingsError(f"defect scale must be a number between 0.1 and 64, got {value!r}")
+    return v
+
+
 def defective_indices(count: int, seed: int, defect_rate: float) -> set[int]:
     """Which images of the set are defective: ``round(count * rate)`` of them, at least
     one of each class when the rate allows it, drawn from the seed."""
@@ -231,13 +248,16 @@ def generate_demo_images(
     seed: int = 0,
     defect_rate: float = 0.15,
     recipe: dict | None = None,
+    defect_scale: float | None = None,
 ) -> Iterator[DemoImage]:
     """Yield the demo images one by one (RGB uint8, masks for the defective ones)."""
     w, h = _check_settings(count, size, defect_rate)
+    if defect_scale is not None:
+        check_defect_scale(defect_scale)
     recipe = recipe if recipe is not None else load_recipe()
     bad = defective_indices(count, seed, defect_rate)
     for i in range(count):
-        yield render_demo_image(i, i in bad, (w, h), seed, recipe)
+        yield render_demo_image(i, i in bad, (w, h), seed, recipe, defect_scale)
 
 
 # ----------------------------------------------------------------------------- project
@@ -290,6 +310,7 @@ def generate_demo_project(
     defect_rate: float = 0.15,
     progress: Progress | None = None,
     splits: tuple[float, float, float] = DEFAULT_SPLITS,
+    defect_scale: float | None = None,
 ) -> Project:
     """Create the demo project at ``root`` and return it open for writing.
 
@@ -301,6 +322,8 @@ def generate_demo_project(
     made here is removed again.
     """
     w, h = _check_settings(count, size, defect_rate)
+    if defect_scale is not None:
+        check_defect_scale(defect_scale)
     recipe = load_recipe()
     root = Path(root).expanduser().absolute()
     project, made = _open_target(root)
@@ -309,7 +332,8 @@ def generate_demo_project(
         project.images_dir.mkdir(parents=True, exist_ok=True)
         # One transaction for the whole set: fast, and all or nothing.
         with project.batch():
-            for item in generate_demo_images(count, (w, h), seed, defect_rate, recipe):
+            for item in generate_demo_images(count, (w, h), seed, defect_rate, recipe,
+                                             defect_scale):
                 path = project.images_dir / item.name
                 _write_png(path, item.image)
                 written.append(path)

@@ -55,6 +55,7 @@ class _OnnxBackend:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        _quiet_threads(opts)
         try:
             self.session = ort.InferenceSession(str(info.model_file), sess_options=opts,
                                                 providers=["CPUExecutionProvider"])
@@ -114,6 +115,27 @@ class _OpenVinoBackend:
 _BACKENDS = {"onnx": _OnnxBackend, "openvino": _OpenVinoBackend}
 
 
+def check_tiling(manifest: dict, where: object) -> None:
+    """How the package covers a part (issue 18): this runtime runs one pass over the whole
+    image at the input size (also for a run trained on crops); a package without "tiling"
+    predates it and means the same. Another mode is a PackageError, never a silent guess."""
+    tiling = manifest.get("tiling")
+    if tiling is None:
+        return
+    mode = tiling.get("mode") if isinstance(tiling, dict) else tiling
+    if mode != "whole_image":
+        raise PackageError(f"{where}: the package asks for tiling {mode!r}; this runtime "
+                           "predicts whole images only (export it again with this version)")
+
+
+def _quiet_threads(opts: object) -> None:
+    """Idle ONNX Runtime threads sleep instead of spinning (defect_studio.threads): a line
+    PC that also runs other programs slows in proportion, not several-fold."""
+    from defect_studio.threads import quiet_onnx_options
+
+    quiet_onnx_options(opts)
+
+
 def _first(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
@@ -135,6 +157,7 @@ class PackagePredictor(BatchScorer):
         self.package_dir = self.info.path
         self.config = self.info.preprocessing
         self.manifest = self.info.manifest
+        check_tiling(self.manifest, self.package_dir)
         threads = num_threads or min(DEFAULT_CPU_THREADS, os.cpu_count() or 1)
         self._backend = _BACKENDS[self.info.format](self.info, max(1, int(threads)))
         _check_against_graph(self.info, self._backend)

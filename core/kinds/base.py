@@ -20,6 +20,9 @@ through them. Every kind's entry of one name has the same signature:
 - ``input_rule``: ``(model, **switches) -> (multiple, minimum side)`` of the network's
   input, for the input size from the data (defect_studio.training.sizing); "" when any
   size fits (multiple 1);
+- ``time_probe``: ``(project, config) -> defect_studio.training.estimate.RunPlan``: the
+  steps a run repeats, each with a function that runs one (for the time estimate before
+  training); "" when the kind has none;
 - ``summary_lines``: ``(evaluation result) -> list[str]``, readable lines of the parts of
   an evaluation result that are the kind's own (the `evaluate` command); "" when none.
 """
@@ -59,6 +62,7 @@ class ModelKind:
     outputs_boxes: bool = False  # its predictions carry typed boxes (the Review page draws them)
     input_rule: str = ""  # "" = any input size (multiple 1, minimum 1)
     summary_lines: str = ""  # "" = the evaluation result has no part of this kind's own
+    time_probe: str = ""  # "" = no estimate of the training time before a run
 
     @property
     def default_model(self) -> str:

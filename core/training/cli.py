@@ -116,6 +116,23 @@ class _HumanPrinter:
         print(text, file=self.stream, flush=True)
 
 
+def print_estimate(project_root: Any, config: Any, stream: Any) -> bool:
+    """Print the estimated training time (defect_studio.training.estimate) before a run; a
+    kind without a time probe, or data that cannot train (`train` says why next), prints
+    nothing. True when printed."""
+    from defect_studio.errors import UserError
+    from defect_studio.project import Project
+    from defect_studio.training.estimate import estimate_time
+
+    try:
+        with Project.open(project_root, readonly=True) as project:
+            est = estimate_time(project, config)
+    except (UserError, ValueError, OSError):
+        return False
+    print(est.text(), file=stream, flush=True)
+    return True
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Handler of `defect-studio train` (exit 0 finished, 2 user error, 3 cancelled)."""
     from defect_studio.training import train
@@ -132,6 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config, run_id = config_from_args(args), args.run_id
 
+    if config is not None and not args.events and not getattr(args, "no_estimate", False):
+        print_estimate(args.project, config, sys.stdout)
     stop = _StopFlag()
     stop.install()
     sink = _print_json if args.events else _HumanPrinter(sys.stdout)

@@ -97,6 +97,10 @@ class TrainConfig(KindConfig):
     # -- input size from the data: input_size None = median train image size, aspect
     # kept, long side at most max_side (None: no cap), multiples of the model's input
     max_side: int | None = 512
+    # -- crops (issue 18): (W, H) crops of the input that training steps see; None: whole
+    # images. Set by the size rule when the defects need a scale whose input is larger than
+    # max_side (defect_studio.training.sizing); validation and prediction see whole images.
+    crop_size: tuple[int, int] | None = None
     keep_best: bool = True  # keep the epoch with the best validation AP (ties: lower loss)
 
     # -- construction -------------------------------------------------------------
@@ -121,6 +125,7 @@ class TrainConfig(KindConfig):
     def validate(self) -> None:
         """Check types and ranges; TrainConfigError names the field and what is allowed."""
         self.input_size = None if self.input_size is None else _size(self.input_size)
+        self.crop_size = None if self.crop_size is None else _crop(self.crop_size)
         _check(isinstance(self.model, str) and self.model, "model", "a model name such as mffpa")
         for key in ("mff", "pa"):
             v = getattr(self, key)
@@ -151,6 +156,14 @@ class TrainConfig(KindConfig):
         _check(self.max_side is None or (_is_int(self.max_side) and 16 <= self.max_side <= 8192),
                "max_side", "an integer between 16 and 8192, or null (no cap)")
         super().validate()
+
+
+def _crop(value: Any) -> tuple[int, int]:
+    """A crop size setting: like input_size, each side a multiple of 8."""
+    ok = (isinstance(value, (list, tuple)) and len(value) == 2
+          and all(_is_int(v) and 8 <= v <= 8192 and v % 8 == 0 for v in value))
+    _check(ok, "crop_size", "[width, height], each a multiple of 8 between 8 and 8192")
+    return int(value[0]), int(value[1])
 
 
 # The presets. "quick": minutes on a 2-core CPU (tuned on the demo project, see

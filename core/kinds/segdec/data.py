@@ -199,6 +199,13 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
         choice = choose_input_size(project, config)
         changes["input_size"] = list(choice.size)
         notes.append(choice.reason)
+        if choice.crop is not None and config.crop_size is None and chosen:
+            changes["crop_size"] = list(choice.crop)
+            notes.append("crops: masked defective images are cropped around a defect, OK "
+                         "images at random; image-label-only defective images train whole")
+        elif choice.crop is not None and config.crop_size is None:
+            notes.append("no crops: no training image keeps its mask (pixel_labels 0), so a "
+                         "crop could miss the defect; whole images at this scale")
     if config.dyn_balance and config.auto_dyn_balance and not chosen:
         # As published: dynamic balancing is for mixed supervision; with no mask it would
         # leave the decision loss at weight 0 in epoch 1, so image-level defects teach nothing.

@@ -41,6 +41,12 @@ def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
         "model": config.model,
         "preprocess": Preprocessing.of(config).to_dict(),
         "model_spec": config.extra.get("model_spec"),
+        # how to cover a part (issue 18): one pass over the whole image at input_size, also
+        # for a run trained on crops (the network is fully convolutional and its decision
+        # head pools globally), so there are no tiles to merge
+        "tiling": {"mode": "whole_image", "tiles": 1,
+                   "trained_on_crops": None if config.crop_size is None
+                   else list(config.crop_size)},
         "heatmap": {"resolution": f"1/{model.input_multiple} of the input",
                     "mapping": "defect_studio.preprocess.heatmap_to_image: bilinear, pixel centres "
                                "aligned, the padding cut off"},

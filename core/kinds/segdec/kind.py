@@ -17,4 +17,5 @@ KIND = ModelKind(
                   ("mixsup+pa", "MixSup + PA (ablation)")),
     presets=("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal"),
     input_rule="defect_studio.kinds.segdec.models:input_rule",
+    time_probe="defect_studio.kinds.segdec.probe:plan_run",
 )

@@ -19,6 +19,7 @@ import torch
 
 from defect_studio.errors import TrainingError
 from defect_studio.kinds.segdec.config import TrainConfig
+from defect_studio.kinds.segdec.crops import crop_sample
 from defect_studio.kinds.segdec.data import Sample, TrainingData, build_training_data
 from defect_studio.kinds.segdec.losses import (
     accumulated_loss,
@@ -299,6 +300,8 @@ class _Job:
     def _step(self, index: int, lw: Any, epoch: int, step: int) -> Any:
         x, mask, weights = self.data.item(index)
         label = self.data.train[index].label
+        if self.c.crop_size is not None:  # large parts: one crop per step (segdec/crops.py)
+            x, mask, weights = crop_sample(x, mask, weights, label, self.c.crop_size)
         if self.c.augment:
             x, mask, weights = _augment(x, mask, weights)
         x = x[None].to(self.device)

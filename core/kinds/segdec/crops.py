@@ -1,0 +1,65 @@
+"""Training on crops of large parts (issue 18): which part of an image a training step sees.
+
+When the defects need a scale at which whole images are too large for the preset's cost
+per step, the size rule (defect_studio.training.sizing) sets ``crop_size`` and each
+training step sees one crop of the image at the run's input scale:
+
+- a pixel-labelled defective image: a crop centred on a random defect cell of its 1/8
+  target mask, so the crop holds the defect and its image label (1) stays true; its
+  decision target follows ``dec_target`` over the cropped mask;
+- an OK image: a random crop, label 0 (every crop of an OK part is OK);
+- an image-label-only defective image (no mask, or a mask empty at the input scale): not
+  cropped. A random crop may miss the defect, and its label would then be wrong; the whole
+  image at the input scale keeps the label true (the decision head pools globally, so any
+  size works at batch 1).
+
+Crops start on the 1/8 grid so the image, its target mask and its loss weights stay
+aligned. The draws use torch's seeded generator: a run is reproducible and a resumed run
+continues the sequence. Validation and prediction always see whole images.
+"""
+
+from __future__ import annotations
+
+import torch
+
+STRIDE = 8  # the segmentation output's stride: crop offsets are multiples of it
+
+
+def _offset(length: int, crop: int, centre: int | None) -> int:
+    """A crop start (input px, multiple of STRIDE) along one axis: random, or around the
+    1/8 cell ``centre``, always inside [0, length - crop]."""
+    room = max(0, length - crop)
+    if room == 0:
+        return 0
+    cells = room // STRIDE
+    if centre is None:
+        return STRIDE * int(torch.randint(0, cells + 1, (1,)))
+    start = centre * STRIDE + STRIDE // 2 - crop // 2
+    return min(max(0, (start // STRIDE) * STRIDE), cells * STRIDE)
+
+
+def crop_sample(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor | None,
+                label: int, crop: tuple[int, int]
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The crop (W, H) that one training step sees of image ``x`` [C, H, W] with its 1/8
+    ``mask`` and ``weights`` [1, H/8, W/8] (see the module doc for which images are cropped)."""
+    cw, ch = int(crop[0]), int(crop[1])
+    H, W = int(x.shape[-2]), int(x.shape[-1])
+    if cw >= W and ch >= H:
+        return x, mask, weights
+    if label == 1 and (mask is None or not bool((mask > 0).any())):
+        return x, mask, weights  # image label only: the whole image keeps the label true
+    cy = cx = None
+    if label == 1 and mask is not None:
+        cells = torch.nonzero(mask[0] > 0)
+        pick = cells[int(torch.randint(0, len(cells), (1,)))]
+        cy, cx = int(pick[0]), int(pick[1])
+    y0, x0 = _offset(H, min(ch, H), cy), _offset(W, min(cw, W), cx)
+    y1, x1 = y0 + min(ch, H), x0 + min(cw, W)
+
+    def small(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        return t[..., y0 // STRIDE:y1 // STRIDE, x0 // STRIDE:x1 // STRIDE]
+
+    return x[..., y0:y1, x0:x1], small(mask), small(weights)

@@ -1,0 +1,107 @@
+"""The segdec kind's time probe (defect_studio.training.estimate): the steps a run repeats.
+
+A run of ``epochs`` epochs takes ``epochs x (defective + as many OK)`` training steps, each
+one image (or one crop, segdec/crops.py; image-label-only defective images stay whole),
+and forward passes over the validation images at every validation and once at the end.
+Each step kind comes with a function that runs one such step on a throw-away copy of the
+network with random input at the run's size, device, precision and thread count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from defect_studio.kinds.segdec.data import build_training_data
+from defect_studio.kinds.segdec.losses import LossWeights, mixed_loss
+from defect_studio.kinds.segdec.runmodel import build_run_model
+from defect_studio.training.device import select_device
+from defect_studio.training.estimate import RunPlan, StepKind
+
+
+def _validations(config: Any) -> int:
+    """Validation passes of a run: every val_every epochs, the last epoch when keep_best,
+    plus the final scoring for the threshold."""
+    e, every = config.epochs, config.val_every
+    n = e // every if every else 0
+    if config.keep_best and not (every and e % every == 0):
+        n += 1
+    return n + 1
+
+
+def plan_run(project: Any, config: Any) -> RunPlan:
+    """The steps of a run of ``config`` on ``project`` (DataError as `train` gives it)."""
+    from defect_studio.kinds.segdec.train import _AUTOCAST, _precision
+
+    data = build_training_data(project, config)
+    c = data.config
+    device = select_device(c.device)
+    precision = _precision(c, device, c.amp and device.type == "cuda")
+    threads = int(c.num_threads or torch.get_num_threads())
+    model = build_run_model(c).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+    W, H = c.input_size
+    dtype = _AUTOCAST[precision]
+
+    def with_threads(fn: Any) -> Any:
+        def run() -> None:
+            before = torch.get_num_threads()
+            if device.type == "cpu" and before != threads:
+                torch.set_num_threads(threads)
+            try:
+                fn()
+            finally:
+                if torch.get_num_threads() != before:
+                    torch.set_num_threads(before)
+        return run
+
+    def train_step(w: int, h: int) -> Any:
+        x = torch.rand(1, c.channels, h, w, device=device)
+        target = torch.zeros(1, h // 8, w // 8, device=device)
+
+        def step() -> None:
+            model.train()
+            with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                seg, dec = model(x)
+            terms = mixed_loss(seg[0].float(), dec[0].float(), label=0.0, mask=target,
+                               weights=torch.ones_like(target), lw=LossWeights(1.0, 1.0))
+            terms.total.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":  # pragma: no cover - no GPU on the test machines
+                torch.cuda.synchronize()
+        return with_threads(step)
+
+    def eval_step() -> Any:
+        x = torch.rand(1, c.channels, H, W, device=device)
+
+        @torch.no_grad()
+        def step() -> None:
+            model.eval()
+            model(x)
+            if device.type == "cuda":  # pragma: no cover
+                torch.cuda.synchronize()
+        return with_threads(step)
+
+    base = (f"segdec|{c.model}|{sorted(c.model_switches().items())}|{c.channels}ch|"
+            f"{device.type}|{threads}t|{precision}")
+    n_pos, n_neg = len(data.positives), len(data.negatives)
+    per_epoch = n_pos + min(n_pos, n_neg)
+    whole = 0  # steps on whole images in a cropped run: the image-label-only defectives
+    crop = tuple(c.crop_size) if c.crop_size is not None else None
+    if crop is not None:
+        whole = sum(1 for s in data.train if s.label == 1 and not s.pixel)
+        cw, ch = min(crop[0], W), min(crop[1], H)
+    else:
+        cw, ch = W, H
+    steps = [StepKind(f"{base}|train|{cw}x{ch}", c.epochs * (per_epoch - whole),
+                      train_step(cw, ch))]
+    if whole:
+        steps.append(StepKind(f"{base}|train|{W}x{H}", c.epochs * whole, train_step(W, H)))
+    val = data.val if {s.label for s in data.val} == {0, 1} else []
+    n_eval = len(val) * (_validations(c) - 1) + len(val or data.train)
+    steps.append(StepKind(f"{base}|eval|{W}x{H}", n_eval, eval_step()))
+    return RunPlan(steps=steps, device=device.type, size=(W, H), epochs=c.epochs,
+                   crop=crop, notes=list(data.notes))

@@ -1,0 +1,168 @@
+"""Time before training (issue 18): how long a run will take on this machine, from a few
+timed steps, and what to change when that is long.
+
+The model's kind plans the run (its ``time_probe`` entry, defect_studio.kinds.base): how
+many training steps of which input size, how many forward passes for validation, on which
+device and precision. This module times one step of each size with the kind's step function
+(a warm-up step, then ``PROBE_STEPS`` timed ones; a few seconds), caches the figure per
+model, size, device, threads and precision (in memory and in the project's
+``cache/step_times.json``), and turns the plan into a total and advice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROBE_STEPS = 3
+LONG_S = 10 * 60  # an estimate above this comes with advice on what to change
+CACHE_FILE = "step_times.json"
+_MEMORY: dict[str, float] = {}
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """One kind of step the run repeats: ``count`` times, ``measure()`` runs it once."""
+
+    key: str          # what the time depends on (model, size, device, threads, precision)
+    count: int
+    measure: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A kind's plan of a run (from its ``time_probe`` entry)."""
+
+    steps: list[StepKind]
+    device: str
+    size: tuple[int, int]
+    epochs: int
+    crop: tuple[int, int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """The estimated training time and how it was found."""
+
+    seconds: float
+    plan: RunPlan
+    step_s: dict[str, float]
+    advice: list[str]
+
+    def text(self) -> str:
+        """One line for the Train page and `train`."""
+        p = self.plan
+        at = f"{p.size[0]}x{p.size[1]}" + (f" (crops {p.crop[0]}x{p.crop[1]})" if p.crop else "")
+        line = (f"estimated training time on this machine: {fmt_duration(self.seconds)} "
+                f"({p.epochs} epoch{'s' if p.epochs != 1 else ''} at {at} on {p.device}, "
+                f"from {PROBE_STEPS} timed steps)")
+        if self.advice:
+            line += "; long: " + "; ".join(self.advice)
+        return line
+
+
+def fmt_duration(seconds: float) -> str:
+    """"45 s", "12 min", "2 h 05 min"."""
+    s = max(0.0, float(seconds))
+    if s < 90:
+        return f"{s:.0f} s"
+    m = s / 60
+    if m < 90:
+        return f"{m:.0f} min"
+    h, m = divmod(int(round(m)), 60)
+    return f"{h} h {m:02d} min"
+
+
+def time_step(measure: Callable[[], Any], steps: int = PROBE_STEPS) -> float:
+    """Seconds per call of ``measure`` (median of ``steps`` timed calls after a warm-up)."""
+    measure()
+    times = []
+    for _ in range(max(1, steps)):
+        t0 = time.perf_counter()
+        measure()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _cache_path(project: Any) -> Path | None:
+    root = getattr(project, "cache_dir", None)
+    return None if root is None else Path(root) / CACHE_FILE
+
+
+def _read_cache(path: Path | None) -> dict[str, float]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): float(v) for k, v in data.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) and 0 < v < 1e5}
+
+
+def _write_cache(path: Path | None, data: dict[str, float]) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a read-only project: the estimate still works, uncached
+        pass
+
+
+def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeEstimate:
+    """The training time of ``config`` on ``project`` (an open Project) on this machine.
+
+    UserError when the data cannot train (the same errors `train` gives); ValueError when
+    the model's kind has no time probe."""
+    from defect_studio.kinds import kind_of_model
+
+    kind = kind_of_model(config.model)
+    if not kind.time_probe:
+        raise ValueError(f"the {kind.name} kind has no time probe")
+    plan: RunPlan = kind.load("time_probe")(project, config)
+    path = _cache_path(project)
+    cache = {**_read_cache(path), **_MEMORY} if use_cache else {}
+    step_s: dict[str, float] = {}
+    changed = False
+    for step in plan.steps:
+        if step.count <= 0 or step.key in step_s:
+            continue
+        if step.key in cache:
+            step_s[step.key] = cache[step.key]
+            continue
+        step_s[step.key] = time_step(step.measure)
+        _MEMORY[step.key] = step_s[step.key]
+        changed = True
+    if changed and use_cache:
+        _write_cache(path, {**_read_cache(path), **step_s})
+    total = sum(step.count * step_s.get(step.key, 0.0) for step in plan.steps)
+    return TimeEstimate(total, plan, step_s, advice(total, plan))
+
+
+def advice(seconds: float, plan: RunPlan) -> list[str]:
+    """What to change when a run is long (LONG_S)."""
+    if seconds <= LONG_S:
+        return []
+    out = [f"fewer epochs (now {plan.epochs}; time grows in proportion)"]
+    if plan.crop is None:
+        out.append(f"a smaller input size (now {plan.size[0]}x{plan.size[1]}; time grows "
+                   "with the pixels) or crops")
+    else:
+        out.append("smaller crops or a smaller scale (thin defects may then vanish)")
+    if plan.device == "cpu":
+        out.append("a GPU (device cuda)")
+    return out

@@ -1,0 +1,60 @@
+"""Train page (issue 18): the size reason names the defects, crops reach `train`, and the
+estimated training time is shown before a run."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from defect_studio.app.train.page import TrainPage
+from defect_studio.project import Project
+
+
+@pytest.fixture
+def thin_project(tmp_path):
+    """Eight 256x64 parts, four with 2-px scratches (masked), in the train split."""
+    p = Project.create(tmp_path / "p")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        img = (rng.random((64, 256, 3)) * 255).astype(np.uint8)
+        path = tmp_path / f"part{i}.png"
+        cv2.imwrite(str(path), img)
+        mask = None
+        if i < 4:
+            mask = np.zeros((64, 256), np.uint8)
+            mask[10 + 8 * i:12 + 8 * i, 30:220] = 255
+        rec = p.add_image(path, label="defective" if mask is not None else "ok", mask=mask)
+        p.set_split(rec.id, "train")
+    yield p
+    p.close()
+
+
+def test_reason_names_the_defects_and_the_estimate_is_shown(qtbot, thin_project, tmp_path):
+    panel = TrainPage()
+    qtbot.addWidget(panel)
+    panel.set_project(thin_project)
+    reason = panel.size_reason.text()
+    # quick caps at 128: the 2-px scratches (measured 1 px at their widest) keep scale 1
+    assert "smallest masked defects ~1 px wide: scale 1" in reason
+    assert (panel.width_spin.value(), panel.height_spin.value()) == (256, 64)
+    assert "128x64 crops" in reason
+    args = panel.state.request(None).to_args()
+    assert "--size" not in args  # `train` chooses the same size and its crops
+    qtbot.waitUntil(lambda: panel._estimate_worker is not None, timeout=5000)  # after a pause
+    qtbot.waitUntil(lambda: "Estimated training time" in panel.time_estimate.text(),
+                    timeout=120000)
+    qtbot.waitUntil(lambda: panel._estimate_worker is None, timeout=5000)
+    text = panel.time_estimate.text()
+    assert "crops 128x64" in text and "on cpu" in text
+    cache = thin_project.cache_dir / "step_times.json"
+    assert cache.is_file() and "train|128x64" in cache.read_text()
+    if os.environ.get("DS_SCREENSHOTS"):
+        panel.resize(1100, 700)
+        panel.grab().save(os.path.join(os.environ["DS_SCREENSHOTS"], "train_estimate.png"))
+    # a size set by hand is passed on, with no crops
+    panel.width_spin.setValue(128)
+    assert "--size" in panel.state.request(None).to_args()
+    panel.shutdown()
