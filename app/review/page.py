@@ -342,12 +342,7 @@ class ReviewPage(QWidget):
         if not files:
             QMessageBox.warning(self, "No images", f"No image files found in {folder}.")
             return False
-        known = {}
-        if self._project is not None:
-            for p in files:
-                rec = self._project.find_image(str(p))
-                if rec is not None:
-                    known[str(p)] = rec
+        known = self.state.known_records(files)  # by path or by content
         items = [PredictionItem(str(p), known[str(p)].id if str(p) in known else None, p.name)
                  for p in files]
         started = self._start_prediction(items)
@@ -606,7 +601,10 @@ class ReviewPage(QWidget):
             it = self.current_item()
             if it is not None:
                 self._show(it)
-            self.status_label.setText("End of the queue.")
+            # what was just saved stays said
+            said = self.status_label.text()
+            self.status_label.setText(f"{said} End of the queue." if said else
+                                      "End of the queue.")
 
     def undo_label(self) -> None:
         """Ctrl+Z: give the last image labelled here its label before."""

@@ -187,6 +187,30 @@ class ReviewState:
         return sorted(p for p in Path(folder).rglob("*")
                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
+    def known_records(self, files: list[Path]) -> dict[str, object]:
+        """Which files of a folder of new parts are already in the project: path -> record.
+
+        Matched by content (the sha1 the store keeps), as the store itself matches a file
+        imported twice: a part once imported with --copy lives under another path, so the
+        folder's path alone would not find it and its label would be lost (issue 16)."""
+        import hashlib
+
+        if self.project is None:
+            return {}
+        by_hash = {r.hash: r for r in self.project.images()}
+        out: dict[str, object] = {}
+        for path in files:
+            rec = self.project.find_image(str(path))
+            if rec is None and by_hash:
+                try:
+                    digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+                except OSError:
+                    continue  # scored as an error later, with its reason
+                rec = by_hash.get(digest)
+            if rec is not None:
+                out[str(path)] = rec
+        return out
+
     def item_for(self, rec, *, score: float = float("nan"), is_ng: bool = False) -> ReviewItem:
         return ReviewItem(path=str(self.project.image_path(rec)), name=rec.name, image_id=rec.id,
                           score=float(score), is_ng=bool(is_ng), label=rec.label,
@@ -230,7 +254,13 @@ class ReviewState:
         if item.image_id is None:
             rec = self.project.add_image(item.path, copy=True, label=label, source=source)
             item.image_id = rec.id
-            before = ("unlabeled", "import")
+            if (rec.label, rec.label_source) != (label, source):
+                # the same content was in the project already (add_image returns it as it
+                # is): the correction is written to that record, never dropped
+                before = (rec.label, rec.label_source)
+                rec = self.project.set_label(rec.id, label, source=source)
+            else:
+                before = ("unlabeled", "import")
             if rec.split is None:
                 self.project.assign_splits(only_unassigned=True)
                 rec = self.project.image(rec.id)
