@@ -3,9 +3,9 @@ run, heatmap display, and the smaller items), checked against the SQLite project
 
 from __future__ import annotations
 
+import json
 import shutil
 
-import pytest
 from PySide6.QtCore import Qt
 
 from defect_studio.project import Project
@@ -47,3 +47,157 @@ def test_folder_part_already_in_project_gets_the_correction(qtbot, trained_proje
         assert fresh.counts()["images"] == n_before
     assert panel.model.items()[0].label == "defective"
     assert dialogs == []
+
+
+# -- item 5: the cold-start model follows the labels -------------------------------------------
+def test_cold_start_model_follows_the_labels_as_they_change(qtbot, demo_project_dir,
+                                                            label_window_on, dialogs):
+    from defect_studio.kinds import kind_of_model
+
+    with Project.open(demo_project_dir) as p:  # one defective image left, without a mask
+        defective = [r.id for r in p.images(label="defective")]
+        last = defective[0]
+        for i in defective:
+            if p.image(i).has_mask:
+                p.delete_mask(i)
+        p.set_labels([(i, "unlabeled") for i in defective[1:]])
+    win = label_window_on(demo_project_dir)
+    train = win.pages["Train"]
+    first = train.model_combo.currentData()
+    assert kind_of_model(first).trains_on == "mixed"
+    page = win.label_page
+    page.browser.select_image(last)
+    qtbot.keyClick(page.canvas, Qt.Key.Key_O)  # no defect label is left
+    with Project.open(demo_project_dir, readonly=True) as fresh:
+        assert fresh.counts()["defective"] == 0
+    good_parts = train.model_combo.currentData()
+    assert kind_of_model(good_parts).trains_on == "ok_only"
+    assert "No image is labelled defective" in train.status_label.text()
+    assert train.loss_legend()[1:] == list(kind_of_model(good_parts).loss_names)
+    qtbot.keyClick(page.canvas, Qt.Key.Key_D)  # a defect again: the model the user had
+    assert train.model_combo.currentData() == first
+    assert "selected again" in train.status_label.text()
+    assert train.loss_legend()[1:] == ["segmentation", "decision"]
+    # a model chosen by hand stays while it can train on the labels
+    other = next(train.model_combo.itemData(i) for i in range(train.model_combo.count())
+                 if train.model_combo.itemData(i) not in (first, good_parts))
+    train.model_combo.setCurrentIndex(train.model_combo.findData(other))
+    qtbot.keyClick(page.canvas, Qt.Key.Key_O)
+    qtbot.keyClick(page.canvas, Qt.Key.Key_D)
+    assert train.model_combo.currentData() in (other, good_parts)
+    assert dialogs == []
+
+
+# -- item 7 (+ 10: stars at the kept epoch, a crashed run's state) ------------------------------
+# A stand-in for `python -m defect_studio train --events` (the page's real QProcess path): it
+# makes run NEW from the tiny run's files with the given metrics, then prints the events.
+FAKE_TRAIN = """import json, os, shutil, signal, sys
+runs, new, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+shutil.copytree(os.path.join(runs, "tiny"), os.path.join(runs, new))
+def put(name, obj):
+    with open(os.path.join(runs, new, name), "w") as f:
+        json.dump(obj, f)
+open(os.path.join(runs, new, "events.jsonl"), "w").close()
+def emit(**ev):
+    print(json.dumps(ev), flush=True)
+    with open(os.path.join(runs, new, "events.jsonl"), "a") as f:
+        f.write(json.dumps(ev) + "\\n")
+emit(event="started", run_id=new, device="cpu", n_train=9, n_val=5, epochs=3)
+for e in (1, 2, 3):
+    emit(event="progress", epoch=e, epochs=3, step=1, steps=1, loss=1.0 / e, loss_seg=0.5,
+         loss_dec=0.5)
+    emit(event="validation", epoch=e, ap=(0.2, 0.9, 0.7)[e - 1], auc=0.9)
+if mode == "crash":
+    put("status.json", {"state": "running", "epoch": 2, "message": ""})
+    os.kill(os.getpid(), signal.SIGKILL)
+metrics = {"ap": 0.9, "auc": 0.9, "epochs": 3, "best_epoch": 2, "split": "val"}
+put("metrics.json", metrics)
+put("status.json", {"state": "finished", "epoch": 3, "message": ""})
+emit(event="finished", run_id=new, metrics=metrics, threshold=0.5, elapsed_s=1.0)
+"""
+
+
+def _train_with_stand_in(qtbot, monkeypatch, panel, tmp_path, new: str, mode: str) -> str:
+    import stat
+    import sys
+
+    from defect_studio.app.common.jobs import TrainingJob
+
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    runner = tmp_path / "fake_train.sh"
+    runner.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" '
+                      f'"{panel.state.project.runs_dir}" {new} {mode}\n')
+    runner.chmod(runner.stat().st_mode | stat.S_IEXEC)
+    real_start = TrainingJob.start
+    monkeypatch.setattr(TrainingJob, "start",
+                        lambda job, request, program=None: real_start(job, request,
+                                                                      program=str(runner)))
+    with qtbot.waitSignal(panel.job_ended, timeout=60_000) as ended:
+        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    return ended.args[0]
+
+
+def _train_panel(qtbot, project):
+    from defect_studio.app.train.page import TrainPage
+
+    panel = TrainPage()
+    qtbot.addWidget(panel)
+    panel.set_project(project)
+    panel.resize(1000, 700)
+    panel.show()
+    qtbot.waitExposed(panel)
+    return panel
+
+
+def test_finished_run_never_replaces_the_active_run_silently(qtbot, monkeypatch, trained_project,
+                                                              tmp_path, dialogs):
+    project = trained_project
+    assert project.active_run() == "tiny"  # set by the user
+    panel = _train_panel(qtbot, project)
+    assert _train_with_stand_in(qtbot, monkeypatch, panel, tmp_path, "r2", "ok") == "finished"
+    with Project.open(project.root, readonly=True) as fresh:
+        assert fresh.active_run() == "tiny"  # kept
+    assert panel.offer_button.isVisible()  # r2 scores AP 0.9 on validation, better
+    assert "better than the active run tiny" in panel.status_label.text()
+    # the final model's stars sit at epoch 2, whose weights were kept, not at epoch 3
+    assert "weights of epoch 2 of 3" in panel.status_label.text()
+    x, y = panel.final_ap.getData()
+    assert (x.tolist(), y.tolist()) == ([2.0], [0.9])
+    qtbot.mouseClick(panel.offer_button, Qt.MouseButton.LeftButton)
+    with Project.open(project.root, readonly=True) as fresh:
+        assert fresh.active_run() == "r2"
+    assert not panel.offer_button.isVisible()
+    assert dialogs == []
+
+
+def test_a_worse_run_is_not_offered_and_a_crashed_run_says_so_at_once(
+        qtbot, monkeypatch, trained_project, tmp_path):
+    from PySide6.QtWidgets import QMessageBox
+
+    from defect_studio.app.train.run_history import COLUMNS
+
+    project = trained_project
+    m = project.run("tiny").metrics
+    (project.run_dir("tiny") / "metrics.json").write_text(json.dumps({**m, "ap": 0.99}))
+    panel = _train_panel(qtbot, project)
+    assert _train_with_stand_in(qtbot, monkeypatch, panel, tmp_path, "r2", "ok") == "finished"
+    assert not panel.offer_button.isVisible()
+    assert "The active run stays tiny" in panel.status_label.text()
+    assert project.active_run() == "tiny"
+
+    seen = []
+
+    def at_dialog(_parent, title, text, *args, **kwargs):
+        row = panel.history.run_ids().index("r3")
+        seen.append((title, text, panel.history.table.item(row, COLUMNS.index("State")).text()))
+        return QMessageBox.StandardButton.Ok
+
+    monkeypatch.setattr(QMessageBox, "critical", staticmethod(at_dialog))
+    (tmp_path / "fake_train.sh").unlink()
+    assert _train_with_stand_in(qtbot, monkeypatch, panel, tmp_path, "r3", "crash") == "failed"
+    assert len(seen) == 1 and seen[0][0] == "Training failed"
+    assert seen[0][2] == "failed"  # the table says so while the message is up, no Refresh
+    with Project.open(project.root, readonly=True) as fresh:
+        assert fresh.run("r3").state == "failed"
+        assert fresh.active_run() == "tiny"

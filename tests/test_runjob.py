@@ -92,3 +92,20 @@ def test_fit_within_memory_explains_out_of_memory_and_passes_other_errors():
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         fit_within_memory(other, 0, "cpu", (64, 32), OOM_ADVICE)
+
+
+def test_an_ended_run_loses_its_lock_file(tmp_path):
+    """Issue 16: a finished run kept a run.lock naming a dead process; a run still running
+    (killed: no end state written) keeps it, so it reads as interrupted."""
+    import json
+
+    from defect_studio.project.runs import RUN_LOCK, hold_run, release_run
+
+    for state, kept in (("finished", False), ("cancelled", False), ("running", True)):
+        run = tmp_path / state
+        run.mkdir()
+        lock = hold_run(run)
+        (run / "status.json").write_text(json.dumps({"state": state, "epoch": 1}))
+        release_run(lock)
+        assert (run / RUN_LOCK).exists() == kept, state
+        release_run(hold_run(run))  # a later resume can take it again

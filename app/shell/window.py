@@ -125,13 +125,15 @@ class MainWindow(QMainWindow):
             (train, "run_finished", self._on_run_finished),
             (train, "active_run_changed", lambda _r: self._on_active_run_changed()),
             (review, "labels_changed", self._on_review_labels_changed),
+            (review, "labels_changed", getattr(train, "labels_changed", None)),
+            (self.label_page, "labels_changed", getattr(train, "labels_changed", None)),
             (review, "retrain_requested", self._on_retrain_requested),
             (review, "edit_mask_requested", self.show_image_in_label_page),
             (review, "propose_mask_requested", self.show_proposed_mask),
             (review, "prediction_ended", lambda _s: self._on_predictions_changed()),
         ):
             sig = getattr(page, signal, None)
-            if sig is not None and hasattr(sig, "connect"):
+            if sig is not None and hasattr(sig, "connect") and slot is not None:
                 sig.connect(slot)
 
     def _on_threshold_saved(self, run_id: str, threshold: float) -> None:
@@ -199,6 +201,9 @@ class MainWindow(QMainWindow):
         self.label_page.set_active(self.tabs.widget(index) is self.label_page)
         if self.tabs.widget(index) is self.label_page and self.project is not None:
             self.label_page.canvas.setFocus()
+        train = self.pages.get("Train")
+        if self.tabs.widget(index) is train and callable(getattr(train, "labels_changed", None)):
+            train.labels_changed()  # labels may have changed by an import or a restore
 
     # ------------------------------------------------------------------ menus
     def _act(self, action_id: str, slot, icon_name: str | None = None,

@@ -38,9 +38,11 @@ from defect_studio.app.train.state import (
     DEVICES,
     SETTINGS_KEY,
     TrainState,
+    active_run_choice,
     device_availability,
     failure_hint,
     final_metrics,
+    good_parts_hint,
 )
 
 
@@ -139,12 +141,18 @@ class TrainPage(QWidget):
         self.progress_bar.setValue(0)  # a bar that was never set shows no text at all
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
+        # A finished run better on validation than the active one is offered, never forced.
+        self.offer_button = QPushButton("")
+        self.offer_button.setVisible(False)
+        self.offer_button.clicked.connect(self.accept_offered_run)
+        self._offered_run: str | None = None
 
         left = QVBoxLayout()
         left.addWidget(settings)
         left.addLayout(buttons)
         left.addWidget(self.progress_bar)
         left.addWidget(self.status_label)
+        left.addWidget(self.offer_button)
         left.addStretch(1)
         left_w = QWidget()
         left_w.setLayout(left)
@@ -222,6 +230,7 @@ class TrainPage(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("ready")
         self.status_label.setText("")
+        self._offer_run(None)
 
     def _on_history_selection(self, run_id: str) -> None:
         """A past run selected while nothing trains here: show its curves again."""
@@ -248,8 +257,33 @@ class TrainPage(QWidget):
         self.curve_ap.setData(self._val["x"], self._val["ap"])
         self.curve_auc.setData(self._val["x"], self._val["auc"])
         if c.final:
-            self._show_final_metrics({"metrics": {**c.final, "epochs": c.epochs}})
+            epochs = {"epochs": c.epochs} if c.epochs else {}
+            self._show_final_metrics({"metrics": {**c.final, **epochs}})
         self.loss_plot.setTitle(f"Training loss \u2014 run {run_id}")
+        self._set_loss_names(run_id)
+
+    def _set_loss_names(self, run_id: str | None = None) -> None:
+        """The loss legend names what the kind's two losses are (anomaly: distillation and
+        SSPCAB, detector: region proposal and box head): the run's kind, else the form's."""
+        from defect_studio.errors import UserError
+        from defect_studio.kinds import kind_of_run
+
+        kind = self.state.kind
+        if run_id and self._project is not None:
+            try:
+                kind = kind_of_run(self._project.run_dir(run_id))
+            except (UserError, OSError, ValueError):
+                pass
+        legend = self.loss_plot.plotItem.legend
+        for curve, name in zip((self.curve_seg, self.curve_dec), kind.loss_names, strict=True):
+            curve.opts["name"] = name
+            for sample, label in legend.items:
+                if sample.item is curve:
+                    label.setText(name)
+
+    def loss_legend(self) -> list[str]:
+        """The names the loss plot's legend shows."""
+        return [label.text for _sample, label in self.loss_plot.plotItem.legend.items]
 
     def _reset_curves(self) -> None:
         self._loss = {"x": [], "total": [], "seg": [], "dec": []}
@@ -298,8 +332,10 @@ class TrainPage(QWidget):
     def _on_model(self, *_args) -> None:
         model = self.model_combo.currentData()
         if model:
-            self.state.set_model(model)
+            self.state.choose_model(model)
             self._show_form()
+            if not self.is_running():
+                self._set_loss_names()
 
     def _on_epochs(self, value: int) -> None:
         self.state.epochs = int(value)
@@ -351,6 +387,8 @@ class TrainPage(QWidget):
                 if note:
                     self.status_label.setText(note)
         self._show_form()
+        if not self._job_visible:
+            self._set_loss_names()
         self._update_enabled()
 
     def settings(self) -> dict:
@@ -360,6 +398,17 @@ class TrainPage(QWidget):
     def refresh(self) -> None:
         """Re-read the runs list (e.g. after the active run changed elsewhere)."""
         self.history.refresh()
+
+    @Slot()
+    def labels_changed(self) -> None:
+        """Labels changed on another page: the cold-start model follows them."""
+        if self._project is None or self.is_running():
+            return
+        note = self.state.propose_cold_start()
+        if note:
+            self._show_form()
+            self._set_loss_names()
+            self.status_label.setText(note)
 
     def is_running(self) -> bool:
         return self.job is not None and self.job.is_running()
@@ -415,6 +464,7 @@ class TrainPage(QWidget):
         self.log_view.clear()
         self._epoch_base = None
         self._t0 = time.monotonic()
+        self._set_loss_names(request.resume)
         job = TrainingJob(self)
         job.log.connect(self._append_log)
         job.started.connect(self._on_started)
@@ -522,17 +572,50 @@ class TrainPage(QWidget):
         same_project = (self._project is not None and self._job_root is not None
                         and Path(self._project.root) == self._job_root)
         if same_project and run_id:
-            # The newest finished model is what the user means to review next.
-            from defect_studio.errors import UserError
-
-            try:
-                self._project.set_active_run(run_id)
-                self.active_run_changed.emit(run_id)
-            except UserError as e:  # the run stays usable via "Set active"
-                self._append_log(f"could not make {run_id} the active run: {e}")
+            self._choose_active(run_id)
         self.history.refresh()
         self.history.select_run(run_id)
         self.run_finished.emit(run_id)
+
+    def _choose_active(self, run_id: str) -> None:
+        """A new run becomes active only when none is set; offered when it is better on
+        validation; an active run the user set is never replaced silently (issue 16)."""
+        from defect_studio.errors import UserError
+
+        try:
+            choice = active_run_choice(self._project, run_id)
+            if choice.action == "set":
+                self._project.set_active_run(run_id)
+                self.active_run_changed.emit(run_id)
+        except (UserError, OSError) as e:  # the run stays usable via "Set active"
+            self._append_log(f"could not make {run_id} the active run: {e}")
+            return
+        self.status_label.setText(f"{self.status_label.text()} {choice.text}".strip())
+        self._append_log(choice.text)
+        self._offer_run(run_id if choice.action == "offer" else None)
+
+    def _offer_run(self, run_id: str | None) -> None:
+        self._offered_run = run_id
+        self.offer_button.setText(f"Make run {run_id} the active run" if run_id else "")
+        self.offer_button.setVisible(run_id is not None)
+
+    @Slot()
+    def accept_offered_run(self) -> None:
+        """The user takes the offered run as the active run."""
+        run_id, project = self._offered_run, self._project
+        self._offer_run(None)
+        if run_id is None or project is None:
+            return
+        from defect_studio.errors import UserError
+
+        try:
+            project.set_active_run(run_id)
+        except UserError as e:
+            QMessageBox.warning(self, "Cannot use this run", str(e))
+            return
+        self.status_label.setText(f"Run {run_id} is now the active run.")
+        self.history.refresh()
+        self.active_run_changed.emit(run_id)
 
     def _show_final_metrics(self, ev: dict) -> str:
         """Plot the finished model's AP / AUC as stars; the status-line text for them."""
@@ -542,7 +625,7 @@ class TrainPage(QWidget):
         for curve, value in ((self.final_ap, fm.ap), (self.final_auc, fm.auc)):
             curve.setData([fm.x], [value]) if value is not None else curve.setData([], [])
         # Same epoch axis as the loss plot (a lone point would get a range around itself).
-        self.val_plot.setXRange(0, fm.x, padding=0.05)
+        self.val_plot.setXRange(0, max(fm.x, fm.epochs or 0), padding=0.05)
         return fm.text
 
     def _on_cancelled(self, run_id: str) -> None:
@@ -556,7 +639,9 @@ class TrainPage(QWidget):
             return
         self.progress_bar.setFormat("failed")
         self.status_label.setText("Training failed.")
-        QMessageBox.critical(self, "Training failed", failure_hint(message, self.lr_spin.value()))
+        self.history.refresh()  # the table says "failed" while the message is up
+        QMessageBox.critical(self, "Training failed",
+                             good_parts_hint(failure_hint(message, self.lr_spin.value())))
 
     def _on_ended(self, state: str) -> None:
         if self._tmp_dir is not None:

@@ -114,10 +114,11 @@ def metric_value(metrics: dict | None, name: str) -> float | None:
 class FinalMetrics:
     """The finished model's AP / AUC (None: not given), where to plot them, and the text."""
 
-    x: float
+    x: float  # the epoch whose weights the model kept
     ap: float | None
     auc: float | None
     text: str
+    epochs: float | None = None  # epochs the run trained
 
 
 def final_metrics(event: dict, last_x: float | None = None) -> FinalMetrics | None:
@@ -132,8 +133,14 @@ def final_metrics(event: dict, last_x: float | None = None) -> FinalMetrics | No
     ap, auc = num("ap"), num("auc")
     if ap is None and auc is None:
         return None
-    x = num("epochs") or (last_x if last_x is not None else 1.0)
+    epochs = num("epochs")
+    # the stars sit at the epoch whose weights were kept (the best on validation), not
+    # at the last one (issue 16)
+    best = num("best_epoch")
+    x = best or epochs or (last_x if last_x is not None else 1.0)
     parts = [f"{name} {v:.3f}" for name, v in (("AP", ap), ("ROC AUC", auc)) if v is not None]
+    if best is not None and epochs is not None and best != epochs:
+        parts[-1] += f" (weights of epoch {best:g} of {epochs:g})"
     split = {"val": "validation", "train": "training"}.get(m.get("split"), m.get("split"))
     where = f" on the {split} images" if split else ""
     if isinstance(m.get("n"), int):
@@ -141,7 +148,52 @@ def final_metrics(event: dict, last_x: float | None = None) -> FinalMetrics | No
     thr = event.get("threshold")
     thr_text = (f"; decision threshold {float(thr):.3f}"
                 if isinstance(thr, (int, float)) and math.isfinite(thr) else "")
-    return FinalMetrics(x, ap, auc, f" {', '.join(parts)}{where}{thr_text}.")
+    return FinalMetrics(x, ap, auc, f" {', '.join(parts)}{where}{thr_text}.", epochs)
+
+
+@dataclass(frozen=True)
+class ActiveRunChoice:
+    """What a finished run does to the active run (issue 16): "set" (none is set, or the
+    active one has no model), "offer" (it is better on validation: ask), "keep"."""
+
+    action: str
+    text: str
+
+
+def _validation_score(run) -> tuple[str, float] | None:
+    for name, title in (("ap", "AP"), ("auc", "ROC AUC")):
+        v = metric_value(getattr(run, "metrics", None), name)
+        if v is not None and math.isfinite(v):
+            return title, v
+    return None
+
+
+def active_run_choice(project, run_id: str) -> ActiveRunChoice:
+    """A finished run becomes the active run only when none is set (or the active one
+    cannot be used); when it scores better on validation than the active one, it is
+    offered; otherwise the active run the user set stays."""
+    from defect_studio.errors import UserError
+
+    active = project.active_run()
+    if not active or active == run_id:
+        return ActiveRunChoice("set", f"Run {run_id} is now the active run.")
+    try:
+        current = project.run(active)
+    except (UserError, OSError):
+        current = None
+    if current is None or not has_model(current):
+        return ActiveRunChoice("set", f"Run {run_id} is now the active run (the active run "
+                                      f"{active} has no usable model).")
+    new = _validation_score(project.run(run_id))
+    old = _validation_score(current)
+    if new is not None and (old is None or (new[0] == old[0] and new[1] > old[1])):
+        than = f" ({old[0]} {old[1]:.3f})" if old is not None else ""
+        return ActiveRunChoice(
+            "offer", f"Run {run_id} scores {new[0]} {new[1]:.3f} on validation, better than "
+                     f"the active run {active}{than}.")
+    return ActiveRunChoice(
+        "keep", f"The active run stays {active}; select run {run_id} in the table and press "
+                "Set active to use it.")
 
 
 def failure_hint(message: str, lr: float) -> str:
@@ -172,6 +224,9 @@ class TrainState:
         self.lr = 0.01
         self.device = "auto"
         self._size_cache: tuple[tuple, Any] | None = None
+        # The model the cold-start proposal replaced (None: the user chose the model): put
+        # back when defects are labelled again, so the proposal follows the labels.
+        self.cold_start_from: str | None = None
         self.apply_preset(self.preset)
 
     # -- what is offered -------------------------------------------------------------------
@@ -221,6 +276,11 @@ class TrainState:
             self.preset = self.presets[0]
         self._fill_from_preset()
         return tuple(old_kind.presets) != self.presets
+
+    def choose_model(self, model: str) -> bool:
+        """The user chose a model: it stays, whatever the labels (see set_model)."""
+        self.cold_start_from = None
+        return self.set_model(model)
 
     def _fill_from_preset(self) -> None:
         cfg = self.config()
@@ -289,9 +349,12 @@ class TrainState:
     # -- settings kept with the project ----------------------------------------------------
     def settings(self) -> dict:
         """The form as plain values (also kept with the project)."""
-        return {"model": self.model, "preset": self.preset, "epochs": int(self.epochs),
-                "width": int(self.size[0]), "height": int(self.size[1]), "lr": float(self.lr),
-                "device": self.device}
+        out = {"model": self.model, "preset": self.preset, "epochs": int(self.epochs),
+               "width": int(self.size[0]), "height": int(self.size[1]), "lr": float(self.lr),
+               "device": self.device}
+        if self.cold_start_from:
+            out["cold_start_from"] = self.cold_start_from
+        return out
 
     def restore(self, saved: dict) -> None:
         """The form as kept with the project; what is unknown or unusable is left as is."""
@@ -313,6 +376,8 @@ class TrainState:
             self.lr = float(lr)
         if self.device_usable(saved.get("device")):
             self.device = saved["device"]
+        before = saved.get("cold_start_from")
+        self.cold_start_from = before if self.offers(before) else None
 
     # -- the request -----------------------------------------------------------------------
     def overrides(self) -> dict:
@@ -350,17 +415,42 @@ class TrainState:
         return None
 
     def propose_cold_start(self) -> str | None:
-        """Choose the cold-start model for the open project; the status line saying why, or
-        None when nothing was changed."""
+        """Make the model follow the labels (issue 16): with no image labelled defective, the
+        model of the kind that trains on good parts only; once images are labelled defective
+        again, the model the proposal replaced. The status line saying why, or None when
+        nothing was changed. A model the user chose by hand is replaced only when it cannot
+        train on the labels (no defective image)."""
         if self.project is None:
             return None
         counts = self.project.counts()
         model = self.cold_start_model(counts)
-        if model is None:
-            return None
-        if model != self.model:
+        if model is not None:
+            if self.kind.trains_on == "ok_only":
+                return None  # already a good-parts model
+            self.cold_start_from = self.model
             self.set_model(model)
-        title = dict(self.models)[model]
-        return (f"No image is labelled defective yet, so the {title} is selected: it learns "
-                f"from the {counts['ok']} OK images, then proposes the first defects to label "
-                "(Review page, and 'Likely defects first' on the Label page).")
+            title = dict(self.models)[model]
+            return (f"No image is labelled defective yet, so the {title} is selected: it "
+                    f"learns from the {counts['ok']} OK images, then proposes the first "
+                    "defects to label (Review page, and 'Likely defects first' on the Label "
+                    "page).")
+        back = self.cold_start_from
+        if counts.get("defective", 0) > 0 and back and self.kind.trains_on == "ok_only":
+            self.cold_start_from = None
+            self.set_model(back)
+            return (f"{counts['defective']} images are labelled defective now, so the "
+                    f"{dict(self.models)[back]} is selected again (it learns from OK and "
+                    "defective images).")
+        return None
+
+
+def good_parts_hint(message: str) -> str:
+    """A failure for want of defective images names the model that needs none."""
+    if "no defective" not in message.lower():
+        return message
+    for kind in kinds():
+        if kind.trains_on == "ok_only":
+            title = kind.model_title(kind.default_model)
+            return (message + f"\n\nWith good parts only, train the {title}: choose it under "
+                    "Model; it proposes the first defects to label.")
+    return message

@@ -114,7 +114,9 @@ class RunLock:
             except OSError:
                 pass
 
-    def release(self) -> None:
+    def release(self, *, remove: bool = False) -> None:
+        """Let the lock go; ``remove``: the run has ended, so its lock file (with this
+        process's pid, soon a dead one) is removed while still held (issue 16)."""
         from defect_studio.project.lock import _unlock
 
         fd, self._fd = self._fd, None
@@ -122,6 +124,11 @@ class RunLock:
             self._stop.set()
         if fd is None:
             return
+        if remove:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass  # a lock file left behind is harmless: nobody holds it
         try:
             _unlock(fd)
         finally:
@@ -152,9 +159,17 @@ def hold_run(run_dir: str | os.PathLike) -> RunLock:
 
 
 def release_run(lock: RunLock | None) -> None:
-    """Release a lock from hold_run (None: nothing to do)."""
-    if lock is not None:
-        lock.release()
+    """Release a lock from hold_run (None: nothing to do). A run that has ended (its
+    status.json says finished, cancelled or failed) loses its lock file too."""
+    if lock is None:
+        return
+    state = None
+    try:
+        status = json.loads((lock.path.parent / "status.json").read_text(encoding="utf-8"))
+        state = status.get("state") if isinstance(status, dict) else None
+    except (OSError, ValueError):
+        pass
+    lock.release(remove=state in ("finished", "cancelled", "failed"))
 
 
 def owner_alive(run_dir: str | os.PathLike) -> bool | None:
