@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from defect_studio.app.common.heatmap_view import HeatmapView
+from defect_studio.app.common.heatmap_view import HEAT_SCALES, HeatmapView
 from defect_studio.app.common.heatmaps import expand_heatmap
 from defect_studio.app.common.jobs import (
     FunctionWorker,
@@ -172,10 +172,20 @@ class ReviewPage(QWidget):
         self.colormap_combo.addItems(list(COLORMAPS))
         self.colormap_combo.setCurrentText(self.view.colormap())
         self.colormap_combo.currentTextChanged.connect(self.view.set_colormap)
+        self.scale_combo = QComboBox()
+        for text, key in HEAT_SCALES:
+            self.scale_combo.addItem(text, key)
+        self.scale_combo.setToolTip(
+            "Which heat gets the top colour: the run's range (its hottest defect), this "
+            "part's own peak (auto-contrast: a weak map becomes visible), or absolute 0\u20131")
+        self.scale_combo.currentIndexChanged.connect(
+            lambda _i: self.view.set_scale_mode(self.scale_combo.currentData()))
         opts = QHBoxLayout()
         opts.addWidget(self.heatmap_check)
         opts.addWidget(QLabel("Opacity"))
         opts.addWidget(self.opacity_slider, 1)
+        opts.addWidget(QLabel("Scale"))
+        opts.addWidget(self.scale_combo)
         opts.addWidget(QLabel("Colours"))
         opts.addWidget(self.colormap_combo)
         self.detail_label = QLabel("")
@@ -293,7 +303,11 @@ class ReviewPage(QWidget):
         return self.state.run_dir()
 
     def _load_stored(self) -> None:
+        from defect_studio.inference.heat_range import read_heat_range
+
         self.run_label.setText(f"Run: {self._run_id or 'none (train one first)'}")
+        run_dir = self._run_dir()
+        self.view.set_run_range(read_heat_range(run_dir) if run_dir is not None else None)
         if self._project is None or not self._run_id:
             return
         self.model.set_items(self.state.stored_items())
@@ -364,7 +378,9 @@ class ReviewPage(QWidget):
         self.progress_bar.setRange(0, len(items))
         self.progress_bar.setValue(0)
         self.status_label.setText(f"Scoring {len(items)} images with run {self._run_id}\u2026")
-        worker = PredictionWorker(run_dir, items, parent=self)
+        worker = PredictionWorker(run_dir, items, parent=self,
+                                  range_paths=self._range_paths())
+        worker.heat_range.connect(self.view.set_run_range)
         worker.progress.connect(self._on_progress)
         worker.results.connect(self._on_results)
         worker.failed.connect(self._on_failed)
@@ -373,6 +389,14 @@ class ReviewPage(QWidget):
         worker.start()
         self._update_enabled()
         return True
+
+    def _range_paths(self) -> list:
+        """Defective images to measure the run's heat range on, when it has none yet."""
+        from defect_studio.inference.heat_range import sample_paths
+
+        if self._project is None or self.view.run_range() is not None:
+            return []
+        return sample_paths(self._project)
 
     def is_predicting(self) -> bool:
         return self.worker is not None and self.worker.isRunning()
@@ -470,6 +494,8 @@ class ReviewPage(QWidget):
         self._update_enabled()
 
     def _show(self, it: ReviewItem | None) -> None:
+        if it is not self._shown and it is not None:
+            self.viewer.fit_all()  # a new part starts whole: a defect is never off-screen
         self._shown = it
         if it is None:
             self.view.clear()
@@ -514,7 +540,9 @@ class ReviewPage(QWidget):
         run_dir = self._run_dir()
         if run_dir is None:
             return
-        w = PredictionWorker(run_dir, [PredictionItem(it.path, it.image_id, it.name)], parent=self)
+        w = PredictionWorker(run_dir, [PredictionItem(it.path, it.image_id, it.name)], parent=self,
+                             range_paths=self._range_paths())
+        w.heat_range.connect(self.view.set_run_range)
         w.results.connect(self._on_heatmap)
         w.done.connect(self._on_heatmap_done)
         self._heatmap_worker = w
@@ -648,9 +676,10 @@ class ReviewPage(QWidget):
         if self._export_worker is not None and self._export_worker.isRunning():
             return False
         alpha, cmap = self.view.alpha(), self.view.colormap()
+        vmax = self.view.run_range() if self.view.scale_mode() != "absolute" else None
         worker = FunctionWorker(
             lambda: write_review_export(Path(folder), run_dir, rows, overlays=overlays,
-                                        alpha=alpha, colormap=cmap), self)
+                                        alpha=alpha, colormap=cmap, vmax=vmax), self)
         worker.result.connect(lambda n: self._on_exported(str(folder), n))
         worker.failed.connect(lambda msg: QMessageBox.critical(self, "Export failed", msg))
         worker.finished.connect(self._update_enabled)

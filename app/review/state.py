@@ -291,18 +291,23 @@ class ReviewState:
 
 
 def write_review_export(folder: Path, run_dir: Path, rows: list, *, overlays: bool = True,
-                        alpha: float = 0.5, colormap: str = "jet") -> int:
+                        alpha: float = 0.5, colormap: str = "jet",
+                        vmax: float | None = None) -> int:
     """review.csv + overlays/<name>.png for (path, score, is_ng, label, small heatmap) rows;
-    the number of rows.
+    the number of rows. Each row names the run and the threshold that decided it; the
+    overlays show the heat relative to `vmax` (the run's range) with NG peaks marked.
 
     Written by the one writer of results and overlays that predict and watch use too
     (defect_studio.inference.results: review.csv atomically, overlays with unique names,
     bounded in size, a failed overlay left empty without stopping the export); rows
     without a heatmap are scored again with the run to get one.
     """
+    from defect_studio.inference.prediction import read_threshold
     from defect_studio.inference.results import REVIEW_COLUMNS, ResultsWriter
     from defect_studio.io.images import read_image
 
+    threshold, _source = read_threshold(run_dir)
+    run_id = Path(run_dir).name
     predictor = None
     with ResultsWriter(Path(folder), REVIEW_CSV, REVIEW_COLUMNS,
                        overlay_dir="overlays" if overlays else "", overlay_suffix="",
@@ -320,7 +325,8 @@ def write_review_export(folder: Path, run_dir: Path, rows: list, *, overlays: bo
                         predictor = load_predictor(run_dir)
                     heat = predictor.predict(image).heatmap
                 overlay_name = out.write_overlay(path, image, heat, score, is_ng,
-                                                 alpha=alpha, colormap=colormap)
+                                                 alpha=alpha, colormap=colormap, vmax=vmax)
             out.add({"path": path, "score": f"{score:.6f}", "decision": "NG" if is_ng else "OK",
-                     "label": label, "overlay": overlay_name})
+                     "label": label, "overlay": overlay_name, "run_id": run_id,
+                     "threshold": "" if threshold is None else repr(float(threshold))})
     return out.count
