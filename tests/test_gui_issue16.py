@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from PySide6.QtCore import Qt
 
 from defect_studio.project import Project
@@ -201,3 +202,90 @@ def test_a_worse_run_is_not_offered_and_a_crashed_run_says_so_at_once(
     with Project.open(project.root, readonly=True) as fresh:
         assert fresh.run("r3").state == "failed"
         assert fresh.active_run() == "tiny"
+
+
+# -- item 9: NG parts never look clean -----------------------------------------------------------
+def test_weak_heat_is_shown_relative_to_the_range_and_the_peak_is_ringed(tmp_path):
+    import numpy as np
+
+    from defect_studio.inference.heat_range import (
+        HEAT_RANGE_FILE,
+        clean_range,
+        range_from_peaks,
+        read_heat_range,
+    )
+    from defect_studio.inference.overlay import decision_overlay, overlay
+
+    image = np.full((64, 64, 3), 128, np.uint8)
+    heat = np.zeros((64, 64), np.float32)
+    heat[40:48, 10:18] = 0.14  # weak heat inside a defect (real data: 0.19 at most)
+    plain = overlay(image, heat, alpha=0.6)
+    assert (plain == image).all()  # below the floor: nothing drawn at an absolute scale
+    scaled = overlay(image, heat, alpha=0.6, vmax=0.14)
+    assert not (scaled[44, 14] == image[44, 14]).all() and (scaled[5, 50] == image[5, 50]).all()
+    ng = decision_overlay(image, heat, 0.9, True, vmax=None)
+    ok = decision_overlay(image, heat, 0.1, False, vmax=None)
+    ring = ng[30:60, 0:30].astype(int) - ok[30:60, 0:30].astype(int)
+    assert np.abs(ring).sum() > 0  # the NG part's peak is marked although no heat shows
+    # hostile range values are refused, never used
+    for bad in (float("nan"), -1.0, 0.0, "0.5", True, None, float("inf")):
+        assert clean_range(bad) is None
+    assert clean_range(5.0) == 1.0 and clean_range(1e-9) == 0.02
+    assert range_from_peaks([float("nan"), 0.1, 0.19]) == pytest.approx(0.19)
+    assert range_from_peaks([]) is None
+    run = tmp_path / "run"
+    run.mkdir()
+    for text in ('{"vmax": NaN}', '{"vmax": -3}', "[1, 2]", "not json", '{"vmax": "x"}'):
+        (run / HEAT_RANGE_FILE).write_text(text)
+        assert read_heat_range(run) is None, text
+    (run / HEAT_RANGE_FILE).unlink()
+    (run / HEAT_RANGE_FILE).symlink_to(tmp_path / "elsewhere.json")
+    (tmp_path / "elsewhere.json").write_text('{"vmax": 0.3}')
+    assert read_heat_range(run) is None  # a link is not the run's file
+
+
+def test_review_shows_heat_in_the_runs_range_and_predict_overlays_agree(
+        qtbot, trained_project, tmp_path, dialogs):
+    import csv
+
+    import numpy as np
+
+    from defect_studio.cli import main
+    from defect_studio.inference.heat_range import read_heat_range
+
+    project = trained_project
+    run_dir = project.run_dir("tiny")
+    assert read_heat_range(run_dir) is None
+    panel = _review_panel(qtbot, project)
+    with qtbot.waitSignal(panel.prediction_ended, timeout=120_000):
+        assert panel.predict("test")
+    vmax = read_heat_range(run_dir)  # measured on the defective images, kept with the run
+    assert vmax is not None and panel.view.run_range() == pytest.approx(vmax)
+    panel.select_row(0)
+    qtbot.waitUntil(lambda: panel.view.has_heatmap(), timeout=30_000)
+    assert panel.view.scale_text().endswith("run's range")
+    assert panel.view.peak() is not None and panel.view.markers  # the peak is marked
+    run_rgb = panel.view.displayed_rgb()
+    panel.scale_combo.setCurrentIndex(panel.scale_combo.findData("part"))
+    assert panel.view.vmax() == pytest.approx(
+        max(0.02, float(np.nanmax(panel.view._heatmap))), rel=1e-5)
+    assert panel.view.scale_text().endswith("this part")
+    panel.scale_combo.setCurrentIndex(panel.scale_combo.findData("absolute"))
+    assert panel.view.vmax() is None and "absolute" in panel.view.scale_text()
+    if vmax < 1.0:
+        assert not np.array_equal(panel.view.displayed_rgb(), run_rgb)
+    # the review export names run and threshold
+    panel.scale_combo.setCurrentIndex(panel.scale_combo.findData("run"))
+    with qtbot.waitSignal(panel.export_finished, timeout=60_000):
+        assert panel.export_results(tmp_path / "export")
+    with open(tmp_path / "export" / "review.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    thr = json.loads((run_dir / "threshold.json").read_text())["threshold"]
+    assert row["run_id"] == "tiny" and float(row["threshold"]) == pytest.approx(thr)
+    # predict's overlays use the same stored range, written on each overlay
+    part = project.image_path(project.images(split="test")[0])
+    assert main(["predict", str(part), "--project", str(project.root), "--run", "tiny",
+                 "--out", str(tmp_path / "pred")]) == 0
+    assert read_heat_range(run_dir) == pytest.approx(vmax)
+    assert list((tmp_path / "pred").glob("*_overlay.png"))
+    assert dialogs == []
