@@ -289,3 +289,81 @@ def test_review_shows_heat_in_the_runs_range_and_predict_overlays_agree(
     assert read_heat_range(run_dir) == pytest.approx(vmax)
     assert list((tmp_path / "pred").glob("*_overlay.png"))
     assert dialogs == []
+
+
+# -- item 10: the smaller ones -------------------------------------------------------------------
+def test_label_page_says_what_ctrl_delete_and_a_split_move_did(qtbot, window, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="defect_studio.app.actions")
+    page, root = window.label_page, window.project.root
+    rec = next(r for r in window.project.images(label="defective") if r.has_mask)
+    page.browser.select_image(rec.id)
+    page.canvas.setFocus()
+    qtbot.keyClick(page.canvas, Qt.Key.Key_Delete, Qt.KeyboardModifier.ControlModifier)
+    assert window.statusBar().currentMessage() == (
+        f"{rec.name}: mask cleared and saved (Ctrl+Z brings it back).")
+    with Project.open(root, readonly=True) as fresh:
+        assert not fresh.image(rec.id).has_mask  # what it says is what is saved
+    qtbot.keyClick(page.canvas, Qt.Key.Key_Delete, Qt.KeyboardModifier.ControlModifier)
+    assert window.statusBar().currentMessage() == f"{rec.name}: no mask to clear."
+    # the user's actions are in the app's log
+    logged = [r.getMessage() for r in caplog.records if r.name == "defect_studio.app.actions"]
+    assert any("mask cleared" in m for m in logged)
+    # a move to another split shows in the image's info line at once
+    other = "test" if rec.split != "test" else "val"
+    assert f"split: {rec.split}" in page.info.text()
+    page.browser.move_to_split(other, [rec.id])
+    assert f"split: {other}" in page.info.text()
+    with Project.open(root, readonly=True) as fresh:
+        assert fresh.image(rec.id).split == other
+
+
+def test_f1_lists_the_box_keys_and_counts_read_right(qtbot, box_project):
+    from defect_studio.app.label.page import LabelPage
+    from defect_studio.app.shell.shortcuts import help_html, keys_text
+    from defect_studio.units import count_of
+
+    html = help_html()
+    assert "<b>X</b>" in html and "<b>Alt+1</b> \u2026 <b>Alt+9</b>" in html
+    assert (count_of(1, "box"), count_of(2, "box"), count_of(0, "image")) == (
+        "1 box", "2 boxes", "0 images")
+    page = LabelPage()
+    qtbot.addWidget(page)
+    page.set_project(box_project)
+    assert page.boxes.action.shortcut().toString() == keys_text("tool_box") == "X"
+    texts = [page.boxes.panel.list.item(i).text() for i in range(page.boxes.panel.list.count())]
+    page.set_project(None)
+    page.shutdown()
+    assert texts and not any(" 1 boxes" in t or " 1 images" in t for t in texts)
+
+
+def test_review_viewer_starts_each_part_fitted_and_failures_are_logged(
+        qtbot, trained_project, caplog, monkeypatch):
+    import logging
+
+    from PySide6.QtWidgets import QMessageBox
+
+    caplog.set_level(logging.INFO, logger="defect_studio.app.actions")
+    panel = _review_panel(qtbot, trained_project)
+    with qtbot.waitSignal(panel.prediction_ended, timeout=120_000):
+        assert panel.predict("test")
+    panel.select_row(0)
+    panel.view.zoom_by(4.0)
+    assert not panel.view.is_fitted()
+    panel.select_row(1)
+    assert panel.view.is_fitted()  # the next part is seen whole
+    monkeypatch.setattr(QMessageBox, "critical", staticmethod(lambda *a, **k: None))
+    panel._on_failed("the model file is damaged")
+    assert any("failed: Prediction failed: the model file is damaged" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_runs_table_shows_several_rows_at_1380x860(qtbot, demo_project_dir, label_window_on):
+    from defect_studio.app.train.run_history import MIN_ROWS
+
+    win = label_window_on(demo_project_dir, size=(1380, 860))
+    train = win.pages["Train"]
+    win.tabs.setCurrentWidget(train)
+    qtbot.waitUntil(lambda: train.history.table.isVisible())
+    assert train.history.visible_rows() >= MIN_ROWS, train.history.table.height()

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from defect_studio.app.common.actions import action, critical_user, warn_user
 from defect_studio.app.common.heatmap_view import HEAT_SCALES, HeatmapView
 from defect_studio.app.common.heatmaps import expand_heatmap
 from defect_studio.app.common.jobs import (
@@ -210,12 +211,12 @@ class ReviewPage(QWidget):
         self.boxes = ReviewBoxes(self)  # predicted boxes of detector runs
 
         ctx = Qt.ShortcutContext.WidgetWithChildrenShortcut
-        for action, slot in (("review_accept", self.accept_current),
+        for key, slot in (("review_accept", self.accept_current),
                              ("review_ok", lambda: self.decide_current("review_ok")),
                              ("review_defective", lambda: self.decide_current("review_defective")),
                              ("review_heatmap", self.heatmap_check.toggle),
                              ("review_undo", self.undo_label)):
-            for seq in key_sequences(action):
+            for seq in key_sequences(key):
                 sc = QShortcut(seq, self)
                 sc.setContext(ctx)
                 sc.activated.connect(slot)
@@ -354,7 +355,7 @@ class ReviewPage(QWidget):
         folder = Path(folder)
         files = self.state.folder_images(folder)
         if not files:
-            QMessageBox.warning(self, "No images", f"No image files found in {folder}.")
+            warn_user(self, "No images", f"No image files found in {folder}.")
             return False
         known = self.state.known_records(files)  # by path or by content
         items = [PredictionItem(str(p), known[str(p)].id if str(p) in known else None, p.name)
@@ -429,7 +430,7 @@ class ReviewPage(QWidget):
         self._after_queue_change(select_first=current is None)
 
     def _on_failed(self, message: str) -> None:
-        QMessageBox.critical(self, "Prediction failed", message)
+        critical_user(self, "Prediction failed", message)
 
     def _on_done(self, state: str) -> None:
         worker = self.worker
@@ -461,7 +462,7 @@ class ReviewPage(QWidget):
         try:
             self.state.store_predictions(rows)
         except (UserError, OSError) as e:  # the results stay on screen and exportable
-            QMessageBox.warning(self, "Predictions not saved", str(e))
+            warn_user(self, "Predictions not saved", str(e))
 
     # -- selection and display -------------------------------------------------------------
     def current_item(self) -> ReviewItem | None:
@@ -608,7 +609,7 @@ class ReviewPage(QWidget):
         try:
             rec, before = self.state.write_label(it, label, source)
         except UserError as e:
-            QMessageBox.warning(self, "Label not saved", str(e))
+            warn_user(self, "Label not saved", str(e))
             return
         self.history.record(rec.id, it.name, before, (rec.label, rec.label_source))
         self._labelled_during_run = True
@@ -618,6 +619,7 @@ class ReviewPage(QWidget):
         how = "accepted" if source == "prediction" else "corrected"
         split = f" In the {rec.split} split." if rec.split else ""
         self.status_label.setText(f"{it.name}: labelled {label} ({how}).{split} Ctrl+Z undoes.")
+        action(f"review: {it.name} (image {rec.id}) labelled {label} ({how}, run {self._run_id})")
         self._advance(row)
 
     def _advance(self, row: int) -> None:
@@ -643,7 +645,7 @@ class ReviewPage(QWidget):
         try:
             step, rec = self.history.undo(self._project)
         except UserError as e:
-            QMessageBox.warning(self, "Cannot undo", str(e))
+            warn_user(self, "Cannot undo", str(e))
             return
         for row, item in enumerate(self.model.items()):
             if item.image_id == rec.id:
@@ -652,6 +654,7 @@ class ReviewPage(QWidget):
                 self.select_row(row)
         self.labels_changed.emit()
         self.status_label.setText(f"Undone: {step.name} is {rec.label} again.")
+        action(f"review: undone, {step.name} is {rec.label} again")
 
     def _request_mask(self) -> None:
         it = self.current_item()
@@ -681,7 +684,7 @@ class ReviewPage(QWidget):
             lambda: write_review_export(Path(folder), run_dir, rows, overlays=overlays,
                                         alpha=alpha, colormap=cmap, vmax=vmax), self)
         worker.result.connect(lambda n: self._on_exported(str(folder), n))
-        worker.failed.connect(lambda msg: QMessageBox.critical(self, "Export failed", msg))
+        worker.failed.connect(lambda msg: critical_user(self, "Export failed", msg))
         worker.finished.connect(self._update_enabled)
         self._export_worker = worker
         self.status_label.setText(f"Exporting {len(rows)} results\u2026")
@@ -691,6 +694,7 @@ class ReviewPage(QWidget):
 
     def _on_exported(self, folder: str, n: int) -> None:
         self.status_label.setText(f"Exported {n} results to {folder}.")
+        action(f"review: exported {n} results to {folder}")
         self.export_finished.emit(folder)
 
     def empty_hint(self) -> str:

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from defect_studio.app.common.actions import action, critical_user, warn_user
 from defect_studio.app.common.jobs import TrainingJob, format_eta
 from defect_studio.app.common.plot_style import SERIES, foreground_curve, plot_colors, style_plot
 from defect_studio.app.common.train_request import TrainRequest
@@ -215,9 +215,21 @@ class TrainPage(QWidget):
         main.addWidget(hist_box)
         main.setStretchFactor(0, 3)
         main.setStretchFactor(1, 2)
+        main.setChildrenCollapsible(False)
+        self.main_split = main
+        self._split_placed = False
         lay = QVBoxLayout(self)
         lay.addWidget(main)
         self._reset_curves()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not self._split_placed and self.height() > 0:
+            # The plots' size hints would take nearly all the height: the runs table gets
+            # about two fifths of the page (and never less than its minimum rows).
+            self._split_placed = True
+            h = self.main_split.height() or self.height()
+            self.main_split.setSizes([int(h * 0.6), h - int(h * 0.6)])
 
     def _hidden_job(self) -> bool:
         """The job's reports belong to another project than the one shown."""
@@ -480,6 +492,7 @@ class TrainPage(QWidget):
         self.progress_bar.setFormat("starting...")
         self.status_label.setText("Starting the training process...")
         job.start(request)
+        action(f"training started: {' '.join(request.to_args()[2:])}")
         self._update_enabled()
         self.history.refresh()
 
@@ -569,6 +582,7 @@ class TrainPage(QWidget):
         took = ev.get("elapsed_s", time.monotonic() - self._t0)
         self.status_label.setText(
             f"Run {run_id} finished in {format_eta(took)}." + self._show_final_metrics(ev))
+        action(f"training run {run_id} finished")
         same_project = (self._project is not None and self._job_root is not None
                         and Path(self._project.root) == self._job_root)
         if same_project and run_id:
@@ -592,6 +606,7 @@ class TrainPage(QWidget):
             return
         self.status_label.setText(f"{self.status_label.text()} {choice.text}".strip())
         self._append_log(choice.text)
+        action(choice.text)
         self._offer_run(run_id if choice.action == "offer" else None)
 
     def _offer_run(self, run_id: str | None) -> None:
@@ -611,9 +626,10 @@ class TrainPage(QWidget):
         try:
             project.set_active_run(run_id)
         except UserError as e:
-            QMessageBox.warning(self, "Cannot use this run", str(e))
+            warn_user(self, "Cannot use this run", str(e))
             return
         self.status_label.setText(f"Run {run_id} is now the active run.")
+        action(f"active run set to {run_id} (offered after training)")
         self.history.refresh()
         self.active_run_changed.emit(run_id)
 
@@ -632,6 +648,7 @@ class TrainPage(QWidget):
         if self._hidden_job():
             return
         self.progress_bar.setFormat("cancelled")
+        action(f"training run {run_id} cancelled")
         self.status_label.setText(f"Run {run_id or ''} cancelled.".replace("  ", " "))
 
     def _on_failed(self, message: str) -> None:
@@ -640,7 +657,7 @@ class TrainPage(QWidget):
         self.progress_bar.setFormat("failed")
         self.status_label.setText("Training failed.")
         self.history.refresh()  # the table says "failed" while the message is up
-        QMessageBox.critical(self, "Training failed",
+        critical_user(self, "Training failed",
                              good_parts_hint(failure_hint(message, self.lr_spin.value())))
 
     def _on_ended(self, state: str) -> None:
