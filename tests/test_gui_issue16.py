@@ -367,3 +367,23 @@ def test_runs_table_shows_several_rows_at_1380x860(qtbot, demo_project_dir, labe
     win.tabs.setCurrentWidget(train)
     qtbot.waitUntil(lambda: train.history.table.isVisible())
     assert train.history.visible_rows() >= MIN_ROWS, train.history.table.height()
+
+
+def test_size_reason_names_a_presets_fixed_size_and_warns_of_a_large_upscale(qtbot, demo_project):
+    from defect_studio.app.train.page import TrainPage
+
+    panel = TrainPage()
+    qtbot.addWidget(panel)
+    panel.set_project(demo_project)  # 64x64 images
+    assert "Warning" not in panel.size_reason.text()
+    panel.preset_combo.setCurrentText("dagm")  # the paper's fixed 512x512
+    text = panel.size_reason.text()
+    assert "dagm preset" in text and "from the data" not in text
+    assert "upscaled 8\u00d7" in text
+    panel.width_spin.setValue(256)
+    text = panel.size_reason.text()
+    assert text.startswith("Set by hand; the dagm preset's size is 512x512.")
+    assert "from the data" not in text and "upscaled 4\u00d7" in text
+    panel.width_spin.setValue(64)
+    panel.height_spin.setValue(64)
+    assert "Warning" not in panel.size_reason.text()

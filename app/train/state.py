@@ -24,6 +24,7 @@ VALIDATION_POINTS = 5  # a preset without validation still gets about this many 
 MODEL_FILES = ("model.safetensors", "model.pt")
 CHECKPOINT_FILE = "checkpoint.pt"
 STALE_RUNNING_S = 15 * 60  # "running" with no sign of life for this long: interrupted
+UPSCALE_WARN = 4.0  # warn when the input is this many times the images' median side
 
 
 # -- models and presets (from the registry) -------------------------------------------------
@@ -315,9 +316,49 @@ class TrainState:
         except (UserError, OSError, sqlite3.Error):
             return None
 
+    def data_median(self) -> tuple[float, float] | None:
+        """The median (width, height) of the labelled training images (None: no project or
+        no such image); cached like the size choice."""
+        import sqlite3
+
+        import numpy as np
+
+        from defect_studio.errors import UserError
+
+        key = id(self.project)
+        cached = getattr(self, "_median_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        median = None
+        if self.project is not None:
+            try:
+                recs = [r for r in self.project.images(split="train")
+                        if r.label in ("ok", "defective") and r.width > 0 and r.height > 0]
+            except (UserError, OSError, sqlite3.Error):
+                recs = []
+            if recs:
+                median = (float(np.median([r.width for r in recs])),
+                          float(np.median([r.height for r in recs])))
+        self._median_cache = (key, median)
+        return median
+
+    def upscale_warning(self) -> str:
+        """A warning when the input size is many times the training images' size (an 11x
+        upscale adds no detail and costs time), else ""."""
+        median = self.data_median()
+        if median is None:
+            return ""
+        factor = min(self.size[0] / median[0], self.size[1] / median[1])
+        if factor < UPSCALE_WARN:
+            return ""
+        return (f" Warning: the training images (median {median[0]:g}x{median[1]:g}) are "
+                f"upscaled {factor:.0f}\u00d7 to this size; that adds no detail and makes "
+                "training slower: a smaller input size is enough.")
+
     def apply_size(self) -> None:
         """The input size from the preset or the data (a preset or project change)."""
         self._size_cache = None  # look at the data again
+        self._median_cache = None
         choice = self.size_choice()
         if choice is not None:
             self.size = (int(choice.size[0]), int(choice.size[1]))
@@ -327,11 +368,14 @@ class TrainState:
         choice = self.size_choice()
         if choice is None:
             return "Sized from the training images once a project is open."
+        warn = self.upscale_warning()
         if tuple(choice.size) == tuple(self.size):
-            return choice.reason
+            return choice.reason + ("." if warn else "") + warn
         w, h = choice.size
+        if self.config().input_size is not None:  # the preset's fixed size, not the data's
+            return f"Set by hand; the {self.preset} preset's size is {w}x{h}." + warn
         return (f"Set by hand; from the data it would be {w}x{h} "
-                f"({choice.reason.split(': ', 1)[-1]}).")
+                f"({choice.reason.split(': ', 1)[-1]}).") + warn
 
     # -- validation ------------------------------------------------------------------------
     def val_every(self) -> int:
