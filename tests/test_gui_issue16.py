@@ -387,3 +387,12 @@ def test_size_reason_names_a_presets_fixed_size_and_warns_of_a_large_upscale(qtb
     panel.width_spin.setValue(64)
     panel.height_spin.setValue(64)
     assert "Warning" not in panel.size_reason.text()
+
+
+def test_every_shortcut_group_is_listed_once():
+    import itertools
+
+    from defect_studio.app.shell.shortcuts import SHORTCUTS
+
+    groups = [g for g, _ in itertools.groupby(s.group for s in SHORTCUTS)]
+    assert len(groups) == len(set(groups)) and "Boxes" in groups

@@ -47,14 +47,14 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("close_polygon", ("Return",), "Mask", "Close and fill the polygon"),
     Shortcut("cancel_polygon", ("Escape",), "Mask", "Cancel the polygon being drawn"),
     Shortcut("clear_mask", ("Ctrl+Delete",), "Mask", "Clear the whole mask"),
+    Shortcut("undo", ("Ctrl+Z",), "Mask", "Undo the last mask edit, else the last label"),
+    Shortcut("redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Mask", "Redo mask edit"),
     # Boxes (keys handled by the box tool; listed here so that F1 shows them)
     Shortcut("tool_box", ("X",), "Boxes",
              "Box tool: draw, move and resize typed defect boxes"),
     Shortcut("box_delete", ("Delete",), "Boxes", "Remove the selected box"),
     Shortcut("box_type", tuple(f"Alt+{n}" for n in range(1, 10)), "Boxes",
              "Give the selected box the type with this hotkey (shown in the Types list)"),
-    Shortcut("undo", ("Ctrl+Z",), "Mask", "Undo the last mask edit, else the last label"),
-    Shortcut("redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Mask", "Redo mask edit"),
     # View
     Shortcut("fit", ("F",), "View", "Fit image to window"),
     Shortcut("zoom_in", ("Ctrl++", "+"), "View", "Zoom in"),

@@ -226,10 +226,11 @@ class TrainPage(QWidget):
         super().showEvent(event)
         if not self._split_placed and self.height() > 0:
             # The plots' size hints would take nearly all the height: the runs table gets
-            # about two fifths of the page (and never less than its minimum rows).
+            # room for its minimum rows (plus its buttons), the curves the rest.
             self._split_placed = True
             h = self.main_split.height() or self.height()
-            self.main_split.setSizes([int(h * 0.6), h - int(h * 0.6)])
+            runs = self.history.table.minimumHeight() + 80
+            self.main_split.setSizes([max(h - runs, h // 2), min(runs, h // 2)])
 
     def _hidden_job(self) -> bool:
         """The job's reports belong to another project than the one shown."""
