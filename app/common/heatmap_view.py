@@ -175,7 +175,10 @@ class HeatmapView(ZoomImage):
         p.drawRect(bar)
         fm = p.fontMetrics()
         vmax = self.vmax() or 1.0
+        peak_y = bar.bottom() - min(1.0, max(0.0, self._peak[0] / vmax)) * bar.height()
         for value, y in ((vmax, bar.top()), (0.0, bar.bottom())):
+            if abs(y - peak_y) < fm.height():
+                continue  # the peak's label is there (auto-contrast: the peak is the top)
             text = f"{value:.2g}"
             p.drawText(QRectF(bar.left() - 40, y - fm.height() / 2, 36, fm.height()),
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, text)
