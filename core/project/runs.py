@@ -114,9 +114,11 @@ class RunLock:
             except OSError:
                 pass
 
-    def release(self, *, remove: bool = False) -> None:
-        """Let the lock go; ``remove``: the run has ended, so its lock file (with this
-        process's pid, soon a dead one) is removed while still held (issue 16)."""
+    def release(self, *, ended: bool = False) -> None:
+        """Let the lock go; ``ended``: the run has ended, so the pid in its lock file (soon
+        a dead process's) is wiped while the lock is still held (issue 16). The file stays:
+        a run whose status still says "running" next to a lock nobody holds reads as
+        interrupted, as before."""
         from defect_studio.project.lock import _unlock
 
         fd, self._fd = self._fd, None
@@ -124,11 +126,11 @@ class RunLock:
             self._stop.set()
         if fd is None:
             return
-        if remove:
+        if ended:
             try:
-                self.path.unlink()
+                os.ftruncate(fd, 0)
             except OSError:
-                pass  # a lock file left behind is harmless: nobody holds it
+                pass  # a stale pid is harmless: nobody holds the lock
         try:
             _unlock(fd)
         finally:
@@ -160,7 +162,7 @@ def hold_run(run_dir: str | os.PathLike) -> RunLock:
 
 def release_run(lock: RunLock | None) -> None:
     """Release a lock from hold_run (None: nothing to do). A run that has ended (its
-    status.json says finished, cancelled or failed) loses its lock file too."""
+    status.json says finished, cancelled or failed) keeps no pid in its lock file."""
     if lock is None:
         return
     state = None
@@ -169,7 +171,7 @@ def release_run(lock: RunLock | None) -> None:
         state = status.get("state") if isinstance(status, dict) else None
     except (OSError, ValueError):
         pass
-    lock.release(remove=state in ("finished", "cancelled", "failed"))
+    lock.release(ended=state in ("finished", "cancelled", "failed"))
 
 
 def owner_alive(run_dir: str | os.PathLike) -> bool | None:
