@@ -21,3 +21,12 @@ def parse_size(text: object, error: type[UserError] = UserError,
     if w < 1 or h < 1:
         raise error(f"bad size {str(text)!r}: width and height must be at least 1")
     return w, h
+
+
+def count_of(n: int, word: str, plural: str | None = None) -> str:
+    """"1 box", "2 boxes", "0 images": a count with its noun in the right number."""
+    if n == 1:
+        return f"1 {word}"
+    if plural is None:
+        plural = word + ("es" if word.endswith(("x", "s", "sh", "ch")) else "s")
+    return f"{n} {plural}"

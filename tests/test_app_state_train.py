@@ -174,3 +174,61 @@ def test_finished_metrics_failure_hint_and_interrupted_runs(tmp_path):
     assert is_interrupted(run, now=time.time() + 3600)  # nothing written for an hour
     assert not is_interrupted(run, running_here="r", now=time.time() + 3600)
     assert is_interrupted(Run("r", "cancelled"))
+
+
+def test_stars_at_the_kept_epoch_and_the_good_parts_hint():
+    """Issue 16: the final model's stars sit at the epoch whose weights were kept; a failure
+    for want of defective images names the model that needs none."""
+    from defect_studio.app.train.state import good_parts_hint
+
+    fm = final_metrics({"metrics": {"ap": 0.7, "auc": 0.8, "epochs": 10, "best_epoch": 6}})
+    assert (fm.x, fm.epochs) == (6.0, 10.0)
+    assert "weights of epoch 6 of 10" in fm.text
+    msg = good_parts_hint("the train split has 20 OK images but no defective one: ...")
+    title = next(k.model_title(k.default_model) for k in kinds() if k.trains_on == "ok_only")
+    assert f"train the {title}" in msg
+    assert good_parts_hint("disk full") == "disk full"
+
+
+def test_active_run_choice_keeps_what_the_user_set(trained_project):
+    """A finished run is made active only when none is set; offered when better on
+    validation; never replaces the active run by itself."""
+    import shutil
+
+    from defect_studio.app.train.state import active_run_choice
+
+    p = trained_project
+    for name, ap in (("better", 2.0), ("worse", -1.0)):
+        shutil.copytree(p.run_dir("tiny"), p.runs_dir / name)
+        path = p.runs_dir / name / "metrics.json"
+        m = json.loads(path.read_text())
+        m["ap"] = ap
+        path.write_text(json.dumps(m))
+    assert active_run_choice(p, "better").action == "offer"
+    keep = active_run_choice(p, "worse")
+    assert keep.action == "keep" and "stays tiny" in keep.text
+    p.set_active_run(None)
+    assert active_run_choice(p, "worse").action == "set"
+    shutil.rmtree(p.runs_dir / "better" / "model.pt", ignore_errors=True)
+    (p.runs_dir / "better" / "model.pt").unlink(missing_ok=True)
+    p.set_active_run("tiny")
+    shutil.rmtree(p.run_dir("tiny"))  # the active run's folder is gone
+    assert active_run_choice(p, "worse").action == "set"
+
+
+def test_cold_start_is_undone_when_defects_are_labelled(demo_project):
+    st = make_state(demo_project)
+    first = st.model
+    ids = [r.id for r in demo_project.images(label="defective")]
+    for i in ids:
+        demo_project.delete_mask(i)
+    demo_project.set_labels([(i, "unlabeled") for i in ids])
+    assert st.propose_cold_start() and st.cold_start_from == first
+    assert st.settings()["cold_start_from"] == first  # kept with the project's form
+    again = make_state(demo_project)
+    again.restore(st.settings())
+    assert again.cold_start_from == first
+    demo_project.set_label(ids[0], "defective")
+    assert "selected again" in again.propose_cold_start()
+    assert again.model == first and again.cold_start_from is None
+    assert again.propose_cold_start() is None

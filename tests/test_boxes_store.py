@@ -94,7 +94,7 @@ def test_unknown_types_and_bad_names(tmp_path):
             p.add_type("pit", color="red; DROP TABLE")
         with pytest.raises(BoxError, match="not \\(type"):
             p.set_boxes(rec.id, [("crack", 1, 2)])
-        with pytest.raises(BoxError, match="used by 1 boxes"):
+        with pytest.raises(BoxError, match="used by 1 box;"):
             p.delete_type("crack")
         p.add_type("pit", hotkey="Alt+5")
         with pytest.raises(BoxError, match="hotkey"):

@@ -455,3 +455,23 @@ def test_watch_refuses_bad_folders(packages, tmp_path, capsys):
     assert "no package.json" in capsys.readouterr().err
     assert main(["watch", str(tmp_path / "in"), "--model", str(packages["mffpa", "onnx"]),
                  "--out", str(tmp_path / "out"), "--settle", "nan"]) == 2
+
+
+def test_package_folders_follow_the_umask(packages, tmp_path):
+    """Issue 16: exported model folders were created mode 700 (mkdtemp); the line's service
+    account could not read them. They now get the mode the user's umask gives."""
+    import stat
+
+    from defect_studio.deploy.export import _temp_beside
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for key in (("mffpa", "onnx"), ("mixsup", "openvino")):
+        mode = stat.S_IMODE(packages[key].stat().st_mode)
+        assert mode == 0o777 & ~umask, (key, oct(mode))
+    old = os.umask(0o002)
+    try:
+        tmp = _temp_beside(tmp_path / "pkg")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(tmp.stat().st_mode) == 0o775 and ".dstmp-" in tmp.name

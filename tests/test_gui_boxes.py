@@ -75,7 +75,7 @@ def test_types_panel_adds_a_type_and_filters_the_browser(window, demo_project_di
     page.boxes.action.trigger()
     drag(page.canvas, [(5, 5), (30, 30)])
     assert saved_boxes(demo_project_dir, image_id)[1] == [Box("crack", 5, 5, 25, 25)]
-    assert "1 boxes / 1 images" in panel.list.currentItem().text()
+    assert "1 box / 1 image" in panel.list.currentItem().text()
     panel.filter_check.setChecked(True)
     assert page.browser.model.image_ids() == [image_id]
     panel.select_type("pit")

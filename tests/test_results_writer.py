@@ -76,8 +76,8 @@ def test_atomic_table_replaces_the_old_file_only_on_commit(tmp_path):
     with ResultsWriter(tmp_path, "review.csv", REVIEW_COLUMNS, atomic=True) as w:
         w.add({"path": "a.png", "score": "0.1", "decision": "OK", "label": "ok"})
         assert out.read_text() == "old\n"  # not yet
-    assert out.read_text().splitlines() == ["path,score,decision,label,overlay",
-                                            "a.png,0.1,OK,ok,"]
+    assert out.read_text().splitlines() == [
+        "path,score,decision,label,overlay,run_id,threshold", "a.png,0.1,OK,ok,,,"]
     with pytest.raises(RuntimeError):
         with ResultsWriter(tmp_path, "review.csv", REVIEW_COLUMNS, atomic=True) as w:
             w.add({"path": "b.png"})
@@ -183,9 +183,10 @@ def test_the_review_export_writes_through_the_shared_writer(tmp_path):
     assert write_review_export(tmp_path / "gui", tmp_path / "no-run", rows) == 3
     lines = (tmp_path / "gui" / "review.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == ",".join(REVIEW_COLUMNS)
-    assert lines[1:] == [f"{src / 'a' / 'x.png'},0.000000,OK,ok,overlays/x.png",
-                         f"{src / 'b' / 'x.png'},0.300000,NG,ok,overlays/x_2.png",
-                         f"{src / 'a' / 'y.png'},0.600000,OK,ok,overlays/y.png"]
+    # each row names the run and its threshold (this run folder has no threshold file)
+    assert lines[1:] == [f"{src / 'a' / 'x.png'},0.000000,OK,ok,overlays/x.png,no-run,",
+                         f"{src / 'b' / 'x.png'},0.300000,NG,ok,overlays/x_2.png,no-run,",
+                         f"{src / 'a' / 'y.png'},0.600000,OK,ok,overlays/y.png,no-run,"]
     for (path, score, is_ng, _, small), name in zip(rows, ("x.png", "x_2.png", "y.png")):
         image = read_image(path)
         expected = decision_overlay(image, expand_heatmap(small, image.shape[:2]), score, is_ng)

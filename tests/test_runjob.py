@@ -92,3 +92,23 @@ def test_fit_within_memory_explains_out_of_memory_and_passes_other_errors():
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         fit_within_memory(other, 0, "cpu", (64, 32), OOM_ADVICE)
+
+
+def test_an_ended_run_keeps_no_dead_pid_in_its_lock(tmp_path):
+    """Issue 16: a finished run kept a run.lock naming a dead process; a run still running
+    (killed: no end state written) keeps the pid, and reads as interrupted."""
+    import json
+    import os
+
+    from defect_studio.project.runs import RUN_LOCK, hold_run, owner_alive, release_run
+
+    for state, pid_kept in (("finished", False), ("cancelled", False), ("running", True)):
+        run = tmp_path / state
+        run.mkdir()
+        lock = hold_run(run)
+        (run / "status.json").write_text(json.dumps({"state": state, "epoch": 1}))
+        release_run(lock)
+        text = (run / RUN_LOCK).read_text()
+        assert (text.strip() == str(os.getpid())) == pid_kept and (pid_kept or text == ""), state
+        assert owner_alive(run) is False  # nobody holds it
+        release_run(hold_run(run))  # a later resume can take it again

@@ -10,9 +10,16 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
 from defect_studio.app.common.zoom_image import ZoomImage, rgb_to_qimage
+from defect_studio.inference.heat_range import clean_range
 from defect_studio.inference.overlay import NG_COLOR, OK_COLOR, colorize, overlay, to_rgb_uint8
 
-__all__ = ["HeatmapView", "rgb_to_qimage", "heat_peak"]
+__all__ = ["HeatmapView", "rgb_to_qimage", "heat_peak", "HEAT_SCALES"]
+
+# How heat is mapped to colour (issue 16): relative to the run's range (its hottest
+# defect), to this part's own peak (auto-contrast), or absolute (0..1).
+HEAT_SCALES = (("Run's range", "run"), ("This part (auto-contrast)", "part"),
+               ("Absolute 0\u20131", "absolute"))
+SCALE_WORDS = {"run": "run's range", "part": "this part", "absolute": "absolute"}
 
 
 def heat_peak(heatmap: np.ndarray | None,
@@ -46,6 +53,8 @@ class HeatmapView(ZoomImage):
         self._show_heatmap = True
         self._peak: tuple[float, float, float] | None = None
         self._bar = None  # colour bar image of the colormap
+        self._scale_mode = "run"
+        self._run_range: float | None = None  # the run's heat range (heat_range.json)
 
     # -- content ---------------------------------------------------------------------------
     def set_content(self, image: np.ndarray | None, heatmap: np.ndarray | None = None,
@@ -89,6 +98,39 @@ class HeatmapView(ZoomImage):
         self._show_heatmap = bool(visible)
         self._render()
 
+    def scale_mode(self) -> str:
+        return self._scale_mode
+
+    def set_scale_mode(self, mode: str) -> None:
+        if mode not in SCALE_WORDS:
+            raise ValueError(f"unknown heat scale {mode!r}")
+        self._scale_mode = mode
+        self._render()
+
+    def run_range(self) -> float | None:
+        return self._run_range
+
+    def set_run_range(self, vmax: float | None) -> None:
+        """The run's heat range (None: not known, shown absolute until it is)."""
+        self._run_range = clean_range(vmax)
+        self._render()
+
+    def vmax(self) -> float | None:
+        """The heat shown at full colour now (None: 1, absolute)."""
+        if self._scale_mode == "run":
+            return self._run_range
+        if self._scale_mode == "part" and self._heatmap is not None and self._heatmap.size:
+            return clean_range(float(np.nanmax(np.nan_to_num(self._heatmap))))
+        return None
+
+    def scale_text(self) -> str:
+        """What the colour bar says about its range."""
+        v = self.vmax()
+        words = SCALE_WORDS[self._scale_mode]
+        if self._scale_mode == "run" and v is None:
+            return "0\u20131 (run's range not measured yet)"
+        return f"0\u2013{(v or 1.0):.2g} = {words}"
+
     def has_heatmap(self) -> bool:
         return self._heatmap is not None
 
@@ -97,7 +139,8 @@ class HeatmapView(ZoomImage):
         if self._image is None:
             return None
         if self._show_heatmap and self._heatmap is not None:
-            return overlay(self._image, self._heatmap, alpha=self._alpha, colormap=self._colormap)
+            return overlay(self._image, self._heatmap, alpha=self._alpha, colormap=self._colormap,
+                           vmax=self.vmax())
         return self._image
 
     def peak(self) -> tuple[float, float, float] | None:
@@ -131,11 +174,21 @@ class HeatmapView(ZoomImage):
         p.setBrush(Qt.BrushStyle.NoBrush)
         p.drawRect(bar)
         fm = p.fontMetrics()
-        for value, y in ((1.0, bar.top()), (0.0, bar.bottom())):
-            text = f"{value:.0f}"
-            p.drawText(QRectF(bar.left() - 30, y - fm.height() / 2, 26, fm.height()),
+        vmax = self.vmax() or 1.0
+        peak_y = bar.bottom() - min(1.0, max(0.0, self._peak[0] / vmax)) * bar.height()
+        for value, y in ((vmax, bar.top()), (0.0, bar.bottom())):
+            if abs(y - peak_y) < fm.height():
+                continue  # the peak's label is there (auto-contrast: the peak is the top)
+            text = f"{value:.2g}"
+            p.drawText(QRectF(bar.left() - 40, y - fm.height() / 2, 36, fm.height()),
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, text)
-        peak = min(1.0, max(0.0, self._peak[0]))
+        # under the bar: what its range is (the run's, this part's, or absolute)
+        caption = self.scale_text()
+        cw = fm.horizontalAdvance(caption) + 8
+        cr = QRectF(bar.right() + 2 - cw, bar.bottom() + 4, cw, fm.height() + 2)
+        p.fillRect(cr, QColor(0, 0, 0, 170))
+        p.drawText(cr, Qt.AlignmentFlag.AlignCenter, caption)
+        peak = min(1.0, max(0.0, self._peak[0] / vmax))
         y = bar.bottom() - peak * bar.height()
         p.setPen(QPen(QColor(255, 255, 255), 2))
         p.drawLine(int(bar.left() - 6), int(y), int(bar.right() + 3), int(y))

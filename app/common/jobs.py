@@ -325,11 +325,13 @@ class PredictionWorker(QThread):
     results = Signal(list)
     failed = Signal(str)
     done = Signal(str)
+    heat_range = Signal(float)  # the run's heat range, measured on `range_paths` first
 
     def __init__(self, run_dir: Path | str, items: list[PredictionItem], *, device: str = "auto",
                  batch_size: int = 8, num_threads: int = 2,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, range_paths: list | None = None) -> None:
         super().__init__(parent)
+        self.range_paths = list(range_paths or [])
         self.run_dir = Path(run_dir)
         self.items = list(items)
         self.device = device
@@ -355,6 +357,15 @@ class PredictionWorker(QThread):
         except Exception as e:  # noqa: BLE001 - shown to the user; nothing was written
             self._end_failed(_error_text(e))
             return
+        if self.range_paths:
+            from defect_studio.inference.heat_range import run_heat_range
+
+            try:  # how the heatmaps are shown; scoring goes on without it
+                vmax = run_heat_range(self.run_dir, predictor, self.range_paths)
+            except Exception:  # noqa: BLE001
+                vmax = None
+            if vmax is not None:
+                self.heat_range.emit(float(vmax))
         total = len(self.items)
         by_path = {it.path: it for it in self.items}
         pending: list[PredictionResult] = []

@@ -18,6 +18,7 @@ from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QGraphicsSimpleTextItem, QToolBar
 
 from defect_studio.app.label.types_panel import TypesPanel
+from defect_studio.app.shell.shortcuts import key_sequences
 from defect_studio.errors import UserError
 from defect_studio.project.boxes import Box
 
@@ -288,7 +289,7 @@ class BoxLabelling(QObject):
         page.splitter.setStretchFactor(2, 0)
         self.action = QAction("Boxes", page)
         self.action.setCheckable(True)
-        self.action.setShortcut(QKeySequence("X"))
+        self.action.setShortcuts(key_sequences("tool_box"))  # the key F1 lists
         self.action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.action.setToolTip("Box tool (X): draw, move, resize typed defect boxes; Delete "
                                "removes the selected box; a type's hotkey changes its type")

@@ -58,6 +58,8 @@ class LabelPage(QWidget):
         self._build_actions()
         self._build_ui()
         self.browser.current_changed.connect(self._on_current_changed)
+        # a move to another split changes the current image's info line too
+        self.browser.splits_changed.connect(self._show_current_info)
         self.canvas.mask_changed.connect(self._save_mask)
         self.canvas.undo_state_changed.connect(self._on_undo_state)
         self.canvas.tool_changed.connect(self._on_tool_changed)
@@ -103,7 +105,7 @@ class LabelPage(QWidget):
         self._action("brush_larger", lambda: self.canvas.change_brush_size(+1))
         self._action("undo", self.undo, "undo", "Undo")
         self._action("redo", self.canvas.redo, "redo")
-        self._action("clear_mask", self.canvas.clear_mask, "clear_mask")
+        self._action("clear_mask", self.clear_mask, "clear_mask")
         self._action("fit", self.canvas.fit, "fit")
         self._action("zoom_in", lambda: self.canvas.zoom_by(1.25), "zoom_in")
         self._action("zoom_out", lambda: self.canvas.zoom_by(0.8), "zoom_out")
@@ -376,6 +378,24 @@ class LabelPage(QWidget):
         self.browser.update_record(rec)
         self._show_info(rec)
         self.labels_changed.emit()
+
+    def _show_current_info(self) -> None:
+        rec = self.browser.model.record(self._image_id) if self.project is not None else None
+        if rec is not None:
+            self._show_info(self.project.image(rec.id))
+
+    def clear_mask(self) -> None:
+        """Ctrl+Delete: erase the whole mask (saved like any edit; Ctrl+Z brings it back)
+        and say so."""
+        rec = self.browser.model.record(self._image_id) if self.project is not None else None
+        if rec is None:
+            return
+        mask = self.canvas.mask()
+        if mask is None or not mask.any():
+            self.status_message.emit(f"{rec.name}: no mask to clear.")
+            return
+        self.canvas.clear_mask()
+        self.status_message.emit(f"{rec.name}: mask cleared and saved (Ctrl+Z brings it back).")
 
     def _show_info(self, rec) -> None:
         self.info.setText(self.state.info_text(rec))

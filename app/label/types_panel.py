@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from defect_studio.units import count_of
+
 NameRole = Qt.ItemDataRole.UserRole + 1
 
 
@@ -70,7 +72,8 @@ class TypesPanel(QWidget):
             n = counts.get(t.name, {"boxes": 0, "images": 0})
             key = f"  [{t.hotkey}]" if t.hotkey else ""
             item = QListWidgetItem(_swatch(t.color),
-                                   f"{t.name}  {n['boxes']} boxes / {n['images']} images{key}")
+                                   f"{t.name}  {count_of(n['boxes'], 'box')} / "
+                                   f"{count_of(n['images'], 'image')}{key}")
             item.setData(NameRole, t.name)
             self.list.addItem(item)
             if t.name == keep:

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from defect_studio.errors import UserError
 from defect_studio.project.boxes import PALETTE, Box
+from defect_studio.units import count_of
 
 
 def is_detector_run(run_dir: Path | None) -> bool:
@@ -205,7 +206,8 @@ class ReviewBoxes(QObject):
         self.panel.model.item_changed(self.panel.model.row_of(it))
         self.panel.labels_changed.emit()
         self.panel.status_label.setText(
-            f"{it.name}: {len(new)} box(es) stored as labels ({', '.join(b.type for b in new)})")
+            f"{it.name}: {count_of(len(new), 'box')} stored as labels "
+            f"({', '.join(b.type for b in new)})")
 
     # ------------------------------------------------------------------ filter
     def apply_filter(self) -> None:

@@ -24,7 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from defect_studio.app.common.heatmap_view import HeatmapView
+from defect_studio.app.common.actions import action, critical_user, warn_user
+from defect_studio.app.common.heatmap_view import HEAT_SCALES, HeatmapView
 from defect_studio.app.common.heatmaps import expand_heatmap
 from defect_studio.app.common.jobs import (
     FunctionWorker,
@@ -172,10 +173,20 @@ class ReviewPage(QWidget):
         self.colormap_combo.addItems(list(COLORMAPS))
         self.colormap_combo.setCurrentText(self.view.colormap())
         self.colormap_combo.currentTextChanged.connect(self.view.set_colormap)
+        self.scale_combo = QComboBox()
+        for text, key in HEAT_SCALES:
+            self.scale_combo.addItem(text, key)
+        self.scale_combo.setToolTip(
+            "Which heat gets the top colour: the run's range (its hottest defect), this "
+            "part's own peak (auto-contrast: a weak map becomes visible), or absolute 0\u20131")
+        self.scale_combo.currentIndexChanged.connect(
+            lambda _i: self.view.set_scale_mode(self.scale_combo.currentData()))
         opts = QHBoxLayout()
         opts.addWidget(self.heatmap_check)
         opts.addWidget(QLabel("Opacity"))
         opts.addWidget(self.opacity_slider, 1)
+        opts.addWidget(QLabel("Scale"))
+        opts.addWidget(self.scale_combo)
         opts.addWidget(QLabel("Colours"))
         opts.addWidget(self.colormap_combo)
         self.detail_label = QLabel("")
@@ -200,12 +211,12 @@ class ReviewPage(QWidget):
         self.boxes = ReviewBoxes(self)  # predicted boxes of detector runs
 
         ctx = Qt.ShortcutContext.WidgetWithChildrenShortcut
-        for action, slot in (("review_accept", self.accept_current),
+        for key, slot in (("review_accept", self.accept_current),
                              ("review_ok", lambda: self.decide_current("review_ok")),
                              ("review_defective", lambda: self.decide_current("review_defective")),
                              ("review_heatmap", self.heatmap_check.toggle),
                              ("review_undo", self.undo_label)):
-            for seq in key_sequences(action):
+            for seq in key_sequences(key):
                 sc = QShortcut(seq, self)
                 sc.setContext(ctx)
                 sc.activated.connect(slot)
@@ -293,7 +304,11 @@ class ReviewPage(QWidget):
         return self.state.run_dir()
 
     def _load_stored(self) -> None:
+        from defect_studio.inference.heat_range import read_heat_range
+
         self.run_label.setText(f"Run: {self._run_id or 'none (train one first)'}")
+        run_dir = self._run_dir()
+        self.view.set_run_range(read_heat_range(run_dir) if run_dir is not None else None)
         if self._project is None or not self._run_id:
             return
         self.model.set_items(self.state.stored_items())
@@ -340,14 +355,9 @@ class ReviewPage(QWidget):
         folder = Path(folder)
         files = self.state.folder_images(folder)
         if not files:
-            QMessageBox.warning(self, "No images", f"No image files found in {folder}.")
+            warn_user(self, "No images", f"No image files found in {folder}.")
             return False
-        known = {}
-        if self._project is not None:
-            for p in files:
-                rec = self._project.find_image(str(p))
-                if rec is not None:
-                    known[str(p)] = rec
+        known = self.state.known_records(files)  # by path or by content
         items = [PredictionItem(str(p), known[str(p)].id if str(p) in known else None, p.name)
                  for p in files]
         started = self._start_prediction(items)
@@ -369,7 +379,9 @@ class ReviewPage(QWidget):
         self.progress_bar.setRange(0, len(items))
         self.progress_bar.setValue(0)
         self.status_label.setText(f"Scoring {len(items)} images with run {self._run_id}\u2026")
-        worker = PredictionWorker(run_dir, items, parent=self)
+        worker = PredictionWorker(run_dir, items, parent=self,
+                                  range_paths=self._range_paths())
+        worker.heat_range.connect(self.view.set_run_range)
         worker.progress.connect(self._on_progress)
         worker.results.connect(self._on_results)
         worker.failed.connect(self._on_failed)
@@ -378,6 +390,14 @@ class ReviewPage(QWidget):
         worker.start()
         self._update_enabled()
         return True
+
+    def _range_paths(self) -> list:
+        """Defective images to measure the run's heat range on, when it has none yet."""
+        from defect_studio.inference.heat_range import sample_paths
+
+        if self._project is None or self.view.run_range() is not None:
+            return []
+        return sample_paths(self._project)
 
     def is_predicting(self) -> bool:
         return self.worker is not None and self.worker.isRunning()
@@ -410,7 +430,7 @@ class ReviewPage(QWidget):
         self._after_queue_change(select_first=current is None)
 
     def _on_failed(self, message: str) -> None:
-        QMessageBox.critical(self, "Prediction failed", message)
+        critical_user(self, "Prediction failed", message)
 
     def _on_done(self, state: str) -> None:
         worker = self.worker
@@ -442,7 +462,7 @@ class ReviewPage(QWidget):
         try:
             self.state.store_predictions(rows)
         except (UserError, OSError) as e:  # the results stay on screen and exportable
-            QMessageBox.warning(self, "Predictions not saved", str(e))
+            warn_user(self, "Predictions not saved", str(e))
 
     # -- selection and display -------------------------------------------------------------
     def current_item(self) -> ReviewItem | None:
@@ -475,6 +495,8 @@ class ReviewPage(QWidget):
         self._update_enabled()
 
     def _show(self, it: ReviewItem | None) -> None:
+        if it is not self._shown and it is not None:
+            self.viewer.fit_all()  # a new part starts whole: a defect is never off-screen
         self._shown = it
         if it is None:
             self.view.clear()
@@ -519,7 +541,9 @@ class ReviewPage(QWidget):
         run_dir = self._run_dir()
         if run_dir is None:
             return
-        w = PredictionWorker(run_dir, [PredictionItem(it.path, it.image_id, it.name)], parent=self)
+        w = PredictionWorker(run_dir, [PredictionItem(it.path, it.image_id, it.name)], parent=self,
+                             range_paths=self._range_paths())
+        w.heat_range.connect(self.view.set_run_range)
         w.results.connect(self._on_heatmap)
         w.done.connect(self._on_heatmap_done)
         self._heatmap_worker = w
@@ -585,7 +609,7 @@ class ReviewPage(QWidget):
         try:
             rec, before = self.state.write_label(it, label, source)
         except UserError as e:
-            QMessageBox.warning(self, "Label not saved", str(e))
+            warn_user(self, "Label not saved", str(e))
             return
         self.history.record(rec.id, it.name, before, (rec.label, rec.label_source))
         self._labelled_during_run = True
@@ -595,6 +619,7 @@ class ReviewPage(QWidget):
         how = "accepted" if source == "prediction" else "corrected"
         split = f" In the {rec.split} split." if rec.split else ""
         self.status_label.setText(f"{it.name}: labelled {label} ({how}).{split} Ctrl+Z undoes.")
+        action(f"review: {it.name} (image {rec.id}) labelled {label} ({how}, run {self._run_id})")
         self._advance(row)
 
     def _advance(self, row: int) -> None:
@@ -606,7 +631,10 @@ class ReviewPage(QWidget):
             it = self.current_item()
             if it is not None:
                 self._show(it)
-            self.status_label.setText("End of the queue.")
+            # what was just saved stays said
+            said = self.status_label.text()
+            self.status_label.setText(f"{said} End of the queue." if said else
+                                      "End of the queue.")
 
     def undo_label(self) -> None:
         """Ctrl+Z: give the last image labelled here its label before."""
@@ -617,7 +645,7 @@ class ReviewPage(QWidget):
         try:
             step, rec = self.history.undo(self._project)
         except UserError as e:
-            QMessageBox.warning(self, "Cannot undo", str(e))
+            warn_user(self, "Cannot undo", str(e))
             return
         for row, item in enumerate(self.model.items()):
             if item.image_id == rec.id:
@@ -626,6 +654,7 @@ class ReviewPage(QWidget):
                 self.select_row(row)
         self.labels_changed.emit()
         self.status_label.setText(f"Undone: {step.name} is {rec.label} again.")
+        action(f"review: undone, {step.name} is {rec.label} again")
 
     def _request_mask(self) -> None:
         it = self.current_item()
@@ -650,11 +679,12 @@ class ReviewPage(QWidget):
         if self._export_worker is not None and self._export_worker.isRunning():
             return False
         alpha, cmap = self.view.alpha(), self.view.colormap()
+        vmax = self.view.run_range() if self.view.scale_mode() != "absolute" else None
         worker = FunctionWorker(
             lambda: write_review_export(Path(folder), run_dir, rows, overlays=overlays,
-                                        alpha=alpha, colormap=cmap), self)
+                                        alpha=alpha, colormap=cmap, vmax=vmax), self)
         worker.result.connect(lambda n: self._on_exported(str(folder), n))
-        worker.failed.connect(lambda msg: QMessageBox.critical(self, "Export failed", msg))
+        worker.failed.connect(lambda msg: critical_user(self, "Export failed", msg))
         worker.finished.connect(self._update_enabled)
         self._export_worker = worker
         self.status_label.setText(f"Exporting {len(rows)} results\u2026")
@@ -664,6 +694,7 @@ class ReviewPage(QWidget):
 
     def _on_exported(self, folder: str, n: int) -> None:
         self.status_label.setText(f"Exported {n} results to {folder}.")
+        action(f"review: exported {n} results to {folder}")
         self.export_finished.emit(folder)
 
     def empty_hint(self) -> str:

@@ -187,6 +187,30 @@ class ReviewState:
         return sorted(p for p in Path(folder).rglob("*")
                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
+    def known_records(self, files: list[Path]) -> dict[str, object]:
+        """Which files of a folder of new parts are already in the project: path -> record.
+
+        Matched by content (the sha1 the store keeps), as the store itself matches a file
+        imported twice: a part once imported with --copy lives under another path, so the
+        folder's path alone would not find it and its label would be lost (issue 16)."""
+        import hashlib
+
+        if self.project is None:
+            return {}
+        by_hash = {r.hash: r for r in self.project.images()}
+        out: dict[str, object] = {}
+        for path in files:
+            rec = self.project.find_image(str(path))
+            if rec is None and by_hash:
+                try:
+                    digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+                except OSError:
+                    continue  # scored as an error later, with its reason
+                rec = by_hash.get(digest)
+            if rec is not None:
+                out[str(path)] = rec
+        return out
+
     def item_for(self, rec, *, score: float = float("nan"), is_ng: bool = False) -> ReviewItem:
         return ReviewItem(path=str(self.project.image_path(rec)), name=rec.name, image_id=rec.id,
                           score=float(score), is_ng=bool(is_ng), label=rec.label,
@@ -230,7 +254,13 @@ class ReviewState:
         if item.image_id is None:
             rec = self.project.add_image(item.path, copy=True, label=label, source=source)
             item.image_id = rec.id
-            before = ("unlabeled", "import")
+            if (rec.label, rec.label_source) != (label, source):
+                # the same content was in the project already (add_image returns it as it
+                # is): the correction is written to that record, never dropped
+                before = (rec.label, rec.label_source)
+                rec = self.project.set_label(rec.id, label, source=source)
+            else:
+                before = ("unlabeled", "import")
             if rec.split is None:
                 self.project.assign_splits(only_unassigned=True)
                 rec = self.project.image(rec.id)
@@ -261,18 +291,23 @@ class ReviewState:
 
 
 def write_review_export(folder: Path, run_dir: Path, rows: list, *, overlays: bool = True,
-                        alpha: float = 0.5, colormap: str = "jet") -> int:
+                        alpha: float = 0.5, colormap: str = "jet",
+                        vmax: float | None = None) -> int:
     """review.csv + overlays/<name>.png for (path, score, is_ng, label, small heatmap) rows;
-    the number of rows.
+    the number of rows. Each row names the run and the threshold that decided it; the
+    overlays show the heat relative to `vmax` (the run's range) with NG peaks marked.
 
     Written by the one writer of results and overlays that predict and watch use too
     (defect_studio.inference.results: review.csv atomically, overlays with unique names,
     bounded in size, a failed overlay left empty without stopping the export); rows
     without a heatmap are scored again with the run to get one.
     """
+    from defect_studio.inference.prediction import read_threshold
     from defect_studio.inference.results import REVIEW_COLUMNS, ResultsWriter
     from defect_studio.io.images import read_image
 
+    threshold, _source = read_threshold(run_dir)
+    run_id = Path(run_dir).name
     predictor = None
     with ResultsWriter(Path(folder), REVIEW_CSV, REVIEW_COLUMNS,
                        overlay_dir="overlays" if overlays else "", overlay_suffix="",
@@ -290,7 +325,8 @@ def write_review_export(folder: Path, run_dir: Path, rows: list, *, overlays: bo
                         predictor = load_predictor(run_dir)
                     heat = predictor.predict(image).heatmap
                 overlay_name = out.write_overlay(path, image, heat, score, is_ng,
-                                                 alpha=alpha, colormap=colormap)
+                                                 alpha=alpha, colormap=colormap, vmax=vmax)
             out.add({"path": path, "score": f"{score:.6f}", "decision": "NG" if is_ng else "OK",
-                     "label": label, "overlay": overlay_name})
+                     "label": label, "overlay": overlay_name, "run_id": run_id,
+                     "threshold": "" if threshold is None else repr(float(threshold))})
     return out.count

@@ -261,6 +261,12 @@ class ReviewViewer(QTabWidget):
         self._args = (item, image, heat, mask, label)
         self._refresh_current()
 
+    def fit_all(self) -> None:
+        """Every pane shows the whole part again (zoom and pan are per part)."""
+        self.overlay.set_view(0.0, 0.0, 0.0)
+        for pane in (*self.side.panes.values(), self.compare.left, self.compare.right):
+            pane.set_view(0.0, 0.0, 0.0)
+
     def clear(self) -> None:
         self._args = None
         self.side.set_content(None, None, None)

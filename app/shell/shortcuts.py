@@ -49,6 +49,12 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("clear_mask", ("Ctrl+Delete",), "Mask", "Clear the whole mask"),
     Shortcut("undo", ("Ctrl+Z",), "Mask", "Undo the last mask edit, else the last label"),
     Shortcut("redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Mask", "Redo mask edit"),
+    # Boxes (keys handled by the box tool; listed here so that F1 shows them)
+    Shortcut("tool_box", ("X",), "Boxes",
+             "Box tool: draw, move and resize typed defect boxes"),
+    Shortcut("box_delete", ("Delete",), "Boxes", "Remove the selected box"),
+    Shortcut("box_type", tuple(f"Alt+{n}" for n in range(1, 10)), "Boxes",
+             "Give the selected box the type with this hotkey (shown in the Types list)"),
     # View
     Shortcut("fit", ("F",), "View", "Fit image to window"),
     Shortcut("zoom_in", ("Ctrl++", "+"), "View", "Zoom in"),
@@ -106,7 +112,8 @@ def help_html() -> str:
         if s.group != group:
             group = s.group
             rows.append(f"<tr><td colspan=2><h3 style='margin-top:8px'>{group}</h3></td></tr>")
-        keys = " / ".join(f"<b>{_esc(k)}</b>" for k in s.keys)
+        keys = (f"<b>{_esc(s.keys[0])}</b> \u2026 <b>{_esc(s.keys[-1])}</b>"
+                if len(s.keys) > 3 else " / ".join(f"<b>{_esc(k)}</b>" for k in s.keys))
         rows.append(f"<tr><td style='padding-right:18px'>{keys}</td><td>{_esc(s.text)}</td></tr>")
     extra = (
         "<p>Mouse: wheel zooms at the cursor, middle-drag or Space+drag pans. "

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from defect_studio.app.common.actions import action, warn_user
 from defect_studio.app.common.icons import icon
 from defect_studio.app.label.page import LabelPage
 from defect_studio.app.shell import shortcuts as sc
@@ -106,6 +107,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.counts_label)
         self.statusBar().addPermanentWidget(self.run_label)
         self.label_page.status_message.connect(lambda m: self.statusBar().showMessage(m, 5000))
+        # what the status bar says (labels written, errors) goes into the app's log too
+        self.statusBar().messageChanged.connect(lambda m: action(m) if m else None)
         self.label_page.labels_changed.connect(self.update_status)
         self.label_page.browser.splits_changed.connect(self.update_status)
         self._build_menus()
@@ -125,13 +128,15 @@ class MainWindow(QMainWindow):
             (train, "run_finished", self._on_run_finished),
             (train, "active_run_changed", lambda _r: self._on_active_run_changed()),
             (review, "labels_changed", self._on_review_labels_changed),
+            (review, "labels_changed", getattr(train, "labels_changed", None)),
+            (self.label_page, "labels_changed", getattr(train, "labels_changed", None)),
             (review, "retrain_requested", self._on_retrain_requested),
             (review, "edit_mask_requested", self.show_image_in_label_page),
             (review, "propose_mask_requested", self.show_proposed_mask),
             (review, "prediction_ended", lambda _s: self._on_predictions_changed()),
         ):
             sig = getattr(page, signal, None)
-            if sig is not None and hasattr(sig, "connect"):
+            if sig is not None and hasattr(sig, "connect") and slot is not None:
                 sig.connect(slot)
 
     def _on_threshold_saved(self, run_id: str, threshold: float) -> None:
@@ -199,6 +204,9 @@ class MainWindow(QMainWindow):
         self.label_page.set_active(self.tabs.widget(index) is self.label_page)
         if self.tabs.widget(index) is self.label_page and self.project is not None:
             self.label_page.canvas.setFocus()
+        train = self.pages.get("Train")
+        if self.tabs.widget(index) is train and callable(getattr(train, "labels_changed", None)):
+            train.labels_changed()  # labels may have changed by an import or a restore
 
     # ------------------------------------------------------------------ menus
     def _act(self, action_id: str, slot, icon_name: str | None = None,
@@ -373,17 +381,18 @@ class MainWindow(QMainWindow):
         try:
             project = Project.open(path)
         except ProjectInUseError as exc:
-            QMessageBox.warning(
+            warn_user(
                 self, "Project in use",
                 f"{exc}\n\nClose the other Defect Studio window (or process) that has "
                 "this project open, then try again.")
             return False
         except UserError as exc:
-            QMessageBox.warning(self, "Cannot open project", str(exc))
+            warn_user(self, "Cannot open project", str(exc))
             if not path.is_dir():
                 self.recent.remove(path)
             return False
         self.set_project(project)
+        action(f"opened project {project.root}")
         return True
 
     def may_switch_project(self, path: str | Path | None = None) -> bool:
@@ -459,7 +468,7 @@ class MainWindow(QMainWindow):
             project = Project.open(path) if (path / "project.sqlite").exists() else \
                 Project.create(path, exist_ok=True)
         except UserError as exc:
-            QMessageBox.warning(self, "New project", str(exc))
+            warn_user(self, "New project", str(exc))
             return
         self.set_project(project)
         if project.counts()["images"] == 0:
@@ -496,7 +505,7 @@ class MainWindow(QMainWindow):
                                             **{**DEMO_DEFAULTS, "count": DEMO_COUNT})
         except UserError as exc:
             dlg.close()
-            QMessageBox.warning(self, "Demo project", str(exc))
+            warn_user(self, "Demo project", str(exc))
             return False
         dlg.close()
         self.set_project(project)

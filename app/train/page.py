@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from defect_studio.app.common.actions import action, critical_user, warn_user
 from defect_studio.app.common.jobs import TrainingJob, format_eta
 from defect_studio.app.common.plot_style import SERIES, foreground_curve, plot_colors, style_plot
 from defect_studio.app.common.train_request import TrainRequest
@@ -38,9 +38,11 @@ from defect_studio.app.train.state import (
     DEVICES,
     SETTINGS_KEY,
     TrainState,
+    active_run_choice,
     device_availability,
     failure_hint,
     final_metrics,
+    good_parts_hint,
 )
 
 
@@ -140,12 +142,18 @@ class TrainPage(QWidget):
         self.progress_bar.setValue(0)  # a bar that was never set shows no text at all
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
+        # A finished run better on validation than the active one is offered, never forced.
+        self.offer_button = QPushButton("")
+        self.offer_button.setVisible(False)
+        self.offer_button.clicked.connect(self.accept_offered_run)
+        self._offered_run: str | None = None
 
         left = QVBoxLayout()
         left.addWidget(settings)
         left.addLayout(buttons)
         left.addWidget(self.progress_bar)
         left.addWidget(self.status_label)
+        left.addWidget(self.offer_button)
         left.addStretch(1)
         left_w = QWidget()
         left_w.setLayout(left)
@@ -208,9 +216,22 @@ class TrainPage(QWidget):
         main.addWidget(hist_box)
         main.setStretchFactor(0, 3)
         main.setStretchFactor(1, 2)
+        main.setChildrenCollapsible(False)
+        self.main_split = main
+        self._split_placed = False
         lay = QVBoxLayout(self)
         lay.addWidget(main)
         self._reset_curves()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not self._split_placed and self.height() > 0:
+            # The plots' size hints would take nearly all the height: the runs table gets
+            # room for its minimum rows (plus its buttons), the curves the rest.
+            self._split_placed = True
+            h = self.main_split.height() or self.height()
+            runs = self.history.table.minimumHeight() + 80
+            self.main_split.setSizes([max(h - runs, h // 2), min(runs, h // 2)])
 
     def _hidden_job(self) -> bool:
         """The job's reports belong to another project than the one shown."""
@@ -223,6 +244,7 @@ class TrainPage(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("ready")
         self.status_label.setText("")
+        self._offer_run(None)
 
     def _on_history_selection(self, run_id: str) -> None:
         """A past run selected while nothing trains here: show its curves again."""
@@ -249,8 +271,33 @@ class TrainPage(QWidget):
         self.curve_ap.setData(self._val["x"], self._val["ap"])
         self.curve_auc.setData(self._val["x"], self._val["auc"])
         if c.final:
-            self._show_final_metrics({"metrics": {**c.final, "epochs": c.epochs}})
+            epochs = {"epochs": c.epochs} if c.epochs else {}
+            self._show_final_metrics({"metrics": {**c.final, **epochs}})
         self.loss_plot.setTitle(f"Training loss \u2014 run {run_id}")
+        self._set_loss_names(run_id)
+
+    def _set_loss_names(self, run_id: str | None = None) -> None:
+        """The loss legend names what the kind's two losses are (anomaly: distillation and
+        SSPCAB, detector: region proposal and box head): the run's kind, else the form's."""
+        from defect_studio.errors import UserError
+        from defect_studio.kinds import kind_of_run
+
+        kind = self.state.kind
+        if run_id and self._project is not None:
+            try:
+                kind = kind_of_run(self._project.run_dir(run_id))
+            except (UserError, OSError, ValueError):
+                pass
+        legend = self.loss_plot.plotItem.legend
+        for curve, name in zip((self.curve_seg, self.curve_dec), kind.loss_names, strict=True):
+            curve.opts["name"] = name
+            for sample, label in legend.items:
+                if sample.item is curve:
+                    label.setText(name)
+
+    def loss_legend(self) -> list[str]:
+        """The names the loss plot's legend shows."""
+        return [label.text for _sample, label in self.loss_plot.plotItem.legend.items]
 
     def _reset_curves(self) -> None:
         self._loss = {"x": [], "total": [], "seg": [], "dec": []}
@@ -299,8 +346,10 @@ class TrainPage(QWidget):
     def _on_model(self, *_args) -> None:
         model = self.model_combo.currentData()
         if model:
-            self.state.set_model(model)
+            self.state.choose_model(model)
             self._show_form()
+            if not self.is_running():
+                self._set_loss_names()
 
     def _on_epochs(self, value: int) -> None:
         self.state.epochs = int(value)
@@ -414,6 +463,8 @@ class TrainPage(QWidget):
                 if note:
                     self.status_label.setText(note)
         self._show_form()
+        if not self._job_visible:
+            self._set_loss_names()
         self._update_enabled()
 
     def settings(self) -> dict:
@@ -423,6 +474,17 @@ class TrainPage(QWidget):
     def refresh(self) -> None:
         """Re-read the runs list (e.g. after the active run changed elsewhere)."""
         self.history.refresh()
+
+    @Slot()
+    def labels_changed(self) -> None:
+        """Labels changed on another page: the cold-start model follows them."""
+        if self._project is None or self.is_running():
+            return
+        note = self.state.propose_cold_start()
+        if note:
+            self._show_form()
+            self._set_loss_names()
+            self.status_label.setText(note)
 
     def is_running(self) -> bool:
         return self.job is not None and self.job.is_running()
@@ -478,6 +540,7 @@ class TrainPage(QWidget):
         self.log_view.clear()
         self._epoch_base = None
         self._t0 = time.monotonic()
+        self._set_loss_names(request.resume)
         job = TrainingJob(self)
         job.log.connect(self._append_log)
         job.started.connect(self._on_started)
@@ -493,6 +556,7 @@ class TrainPage(QWidget):
         self.progress_bar.setFormat("starting...")
         self.status_label.setText("Starting the training process...")
         job.start(request)
+        action(f"training started: {' '.join(request.to_args()[2:])}")
         self._update_enabled()
         self.history.refresh()
 
@@ -582,20 +646,56 @@ class TrainPage(QWidget):
         took = ev.get("elapsed_s", time.monotonic() - self._t0)
         self.status_label.setText(
             f"Run {run_id} finished in {format_eta(took)}." + self._show_final_metrics(ev))
+        action(f"training run {run_id} finished")
         same_project = (self._project is not None and self._job_root is not None
                         and Path(self._project.root) == self._job_root)
         if same_project and run_id:
-            # The newest finished model is what the user means to review next.
-            from defect_studio.errors import UserError
-
-            try:
-                self._project.set_active_run(run_id)
-                self.active_run_changed.emit(run_id)
-            except UserError as e:  # the run stays usable via "Set active"
-                self._append_log(f"could not make {run_id} the active run: {e}")
+            self._choose_active(run_id)
         self.history.refresh()
         self.history.select_run(run_id)
         self.run_finished.emit(run_id)
+
+    def _choose_active(self, run_id: str) -> None:
+        """A new run becomes active only when none is set; offered when it is better on
+        validation; an active run the user set is never replaced silently (issue 16)."""
+        from defect_studio.errors import UserError
+
+        try:
+            choice = active_run_choice(self._project, run_id)
+            if choice.action == "set":
+                self._project.set_active_run(run_id)
+                self.active_run_changed.emit(run_id)
+        except (UserError, OSError) as e:  # the run stays usable via "Set active"
+            self._append_log(f"could not make {run_id} the active run: {e}")
+            return
+        self.status_label.setText(f"{self.status_label.text()} {choice.text}".strip())
+        self._append_log(choice.text)
+        action(choice.text)
+        self._offer_run(run_id if choice.action == "offer" else None)
+
+    def _offer_run(self, run_id: str | None) -> None:
+        self._offered_run = run_id
+        self.offer_button.setText(f"Make run {run_id} the active run" if run_id else "")
+        self.offer_button.setVisible(run_id is not None)
+
+    @Slot()
+    def accept_offered_run(self) -> None:
+        """The user takes the offered run as the active run."""
+        run_id, project = self._offered_run, self._project
+        self._offer_run(None)
+        if run_id is None or project is None:
+            return
+        from defect_studio.errors import UserError
+
+        try:
+            project.set_active_run(run_id)
+        except UserError as e:
+            warn_user(self, "Cannot use this run", str(e))
+            return
+        self.status_label.setText(f"Run {run_id} is now the active run.")
+        action(f"active run set to {run_id} (offered after training)")
+        self.history.refresh()
+        self.active_run_changed.emit(run_id)
 
     def _show_final_metrics(self, ev: dict) -> str:
         """Plot the finished model's AP / AUC as stars; the status-line text for them."""
@@ -605,13 +705,14 @@ class TrainPage(QWidget):
         for curve, value in ((self.final_ap, fm.ap), (self.final_auc, fm.auc)):
             curve.setData([fm.x], [value]) if value is not None else curve.setData([], [])
         # Same epoch axis as the loss plot (a lone point would get a range around itself).
-        self.val_plot.setXRange(0, fm.x, padding=0.05)
+        self.val_plot.setXRange(0, max(fm.x, fm.epochs or 0), padding=0.05)
         return fm.text
 
     def _on_cancelled(self, run_id: str) -> None:
         if self._hidden_job():
             return
         self.progress_bar.setFormat("cancelled")
+        action(f"training run {run_id} cancelled")
         self.status_label.setText(f"Run {run_id or ''} cancelled.".replace("  ", " "))
 
     def _on_failed(self, message: str) -> None:
@@ -619,7 +720,9 @@ class TrainPage(QWidget):
             return
         self.progress_bar.setFormat("failed")
         self.status_label.setText("Training failed.")
-        QMessageBox.critical(self, "Training failed", failure_hint(message, self.lr_spin.value()))
+        self.history.refresh()  # the table says "failed" while the message is up
+        critical_user(self, "Training failed",
+                             good_parts_hint(failure_hint(message, self.lr_spin.value())))
 
     def _on_ended(self, state: str) -> None:
         if self._tmp_dir is not None:

@@ -22,10 +22,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from defect_studio.app.common.actions import action, warn_user
 from defect_studio.app.train.state import has_model, is_interrupted, metric_value
 
 COLUMNS = ("Run", "Model", "Date", "Epochs", "State", "AP", "AUC", "Threshold")
 ACTIVE_MARK = "\u25cf "  # shown before the active run's id
+MIN_ROWS = 4
 
 
 def _fmt_created(created: Any) -> str:
@@ -68,6 +70,9 @@ class RunHistory(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.table.itemDoubleClicked.connect(lambda _item: self.set_active())
+        # at least MIN_ROWS rows stay visible whatever the window's height (issue 16: 1.5
+        # rows at 1380x860)
+        self.table.setMinimumHeight(self.rows_height(MIN_ROWS))
 
         self.active_label = QLabel("Active run: none")
         self.set_active_button = QPushButton("Set active")
@@ -103,6 +108,18 @@ class RunHistory(QWidget):
         lay.addWidget(self.table)
         lay.addLayout(buttons)
         self._update_buttons()
+
+    def rows_height(self, rows: int) -> int:
+        """Pixels the table needs to show its header and `rows` rows."""
+        t = self.table
+        return (t.horizontalHeader().sizeHint().height()
+                + rows * t.verticalHeader().defaultSectionSize() + 2 * t.frameWidth() + 2)
+
+    def visible_rows(self) -> float:
+        """How many rows the table has room for now."""
+        t = self.table
+        room = t.viewport().height()
+        return room / max(1, t.verticalHeader().defaultSectionSize())
 
     def set_project(self, project) -> None:
         self._project = project
@@ -225,8 +242,9 @@ class RunHistory(QWidget):
         try:
             self._project.set_active_run(run_id)
         except UserError as e:
-            QMessageBox.warning(self, "Cannot use this run", str(e))
+            warn_user(self, "Cannot use this run", str(e))
             return
+        action(f"active run set to {run_id}")
         self.refresh()
         self.active_run_changed.emit(run_id)
 
@@ -276,9 +294,10 @@ class RunHistory(QWidget):
             self._project.save_predictions(run_id, [])
             shutil.rmtree(path)
         except (UserError, OSError) as e:
-            QMessageBox.warning(self, "Run not deleted", f"Run {run_id} was not deleted: {e}")
+            warn_user(self, "Run not deleted", f"Run {run_id} was not deleted: {e}")
             self.refresh()
             return False
+        action(f"run {run_id} deleted")
         self.refresh()
         self.run_deleted.emit(run_id)
         if run_id == active:

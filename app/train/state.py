@@ -24,6 +24,7 @@ VALIDATION_POINTS = 5  # a preset without validation still gets about this many 
 MODEL_FILES = ("model.safetensors", "model.pt")
 CHECKPOINT_FILE = "checkpoint.pt"
 STALE_RUNNING_S = 15 * 60  # "running" with no sign of life for this long: interrupted
+UPSCALE_WARN = 4.0  # warn when the input is this many times the images' median side
 
 
 # -- models and presets (from the registry) -------------------------------------------------
@@ -114,10 +115,11 @@ def metric_value(metrics: dict | None, name: str) -> float | None:
 class FinalMetrics:
     """The finished model's AP / AUC (None: not given), where to plot them, and the text."""
 
-    x: float
+    x: float  # the epoch whose weights the model kept
     ap: float | None
     auc: float | None
     text: str
+    epochs: float | None = None  # epochs the run trained
 
 
 def final_metrics(event: dict, last_x: float | None = None) -> FinalMetrics | None:
@@ -132,8 +134,14 @@ def final_metrics(event: dict, last_x: float | None = None) -> FinalMetrics | No
     ap, auc = num("ap"), num("auc")
     if ap is None and auc is None:
         return None
-    x = num("epochs") or (last_x if last_x is not None else 1.0)
+    epochs = num("epochs")
+    # the stars sit at the epoch whose weights were kept (the best on validation), not
+    # at the last one (issue 16)
+    best = num("best_epoch")
+    x = best or epochs or (last_x if last_x is not None else 1.0)
     parts = [f"{name} {v:.3f}" for name, v in (("AP", ap), ("ROC AUC", auc)) if v is not None]
+    if best is not None and epochs is not None and best != epochs:
+        parts[-1] += f" (weights of epoch {best:g} of {epochs:g})"
     split = {"val": "validation", "train": "training"}.get(m.get("split"), m.get("split"))
     where = f" on the {split} images" if split else ""
     if isinstance(m.get("n"), int):
@@ -141,7 +149,52 @@ def final_metrics(event: dict, last_x: float | None = None) -> FinalMetrics | No
     thr = event.get("threshold")
     thr_text = (f"; decision threshold {float(thr):.3f}"
                 if isinstance(thr, (int, float)) and math.isfinite(thr) else "")
-    return FinalMetrics(x, ap, auc, f" {', '.join(parts)}{where}{thr_text}.")
+    return FinalMetrics(x, ap, auc, f" {', '.join(parts)}{where}{thr_text}.", epochs)
+
+
+@dataclass(frozen=True)
+class ActiveRunChoice:
+    """What a finished run does to the active run (issue 16): "set" (none is set, or the
+    active one has no model), "offer" (it is better on validation: ask), "keep"."""
+
+    action: str
+    text: str
+
+
+def _validation_score(run) -> tuple[str, float] | None:
+    for name, title in (("ap", "AP"), ("auc", "ROC AUC")):
+        v = metric_value(getattr(run, "metrics", None), name)
+        if v is not None and math.isfinite(v):
+            return title, v
+    return None
+
+
+def active_run_choice(project, run_id: str) -> ActiveRunChoice:
+    """A finished run becomes the active run only when none is set (or the active one
+    cannot be used); when it scores better on validation than the active one, it is
+    offered; otherwise the active run the user set stays."""
+    from defect_studio.errors import UserError
+
+    active = project.active_run()
+    if not active or active == run_id:
+        return ActiveRunChoice("set", f"Run {run_id} is now the active run.")
+    try:
+        current = project.run(active)
+    except (UserError, OSError):
+        current = None
+    if current is None or not has_model(current):
+        return ActiveRunChoice("set", f"Run {run_id} is now the active run (the active run "
+                                      f"{active} has no usable model).")
+    new = _validation_score(project.run(run_id))
+    old = _validation_score(current)
+    if new is not None and (old is None or (new[0] == old[0] and new[1] > old[1])):
+        than = f" ({old[0]} {old[1]:.3f})" if old is not None else ""
+        return ActiveRunChoice(
+            "offer", f"Run {run_id} scores {new[0]} {new[1]:.3f} on validation, better than "
+                     f"the active run {active}{than}.")
+    return ActiveRunChoice(
+        "keep", f"The active run stays {active}; select run {run_id} in the table and press "
+                "Set active to use it.")
 
 
 def failure_hint(message: str, lr: float) -> str:
@@ -172,6 +225,9 @@ class TrainState:
         self.lr = 0.01
         self.device = "auto"
         self._size_cache: tuple[tuple, Any] | None = None
+        # The model the cold-start proposal replaced (None: the user chose the model): put
+        # back when defects are labelled again, so the proposal follows the labels.
+        self.cold_start_from: str | None = None
         self.apply_preset(self.preset)
 
     # -- what is offered -------------------------------------------------------------------
@@ -222,6 +278,11 @@ class TrainState:
         self._fill_from_preset()
         return tuple(old_kind.presets) != self.presets
 
+    def choose_model(self, model: str) -> bool:
+        """The user chose a model: it stays, whatever the labels (see set_model)."""
+        self.cold_start_from = None
+        return self.set_model(model)
+
     def _fill_from_preset(self) -> None:
         cfg = self.config()
         self.epochs = int(cfg.epochs)
@@ -255,9 +316,49 @@ class TrainState:
         except (UserError, OSError, sqlite3.Error):
             return None
 
+    def data_median(self) -> tuple[float, float] | None:
+        """The median (width, height) of the labelled training images (None: no project or
+        no such image); cached like the size choice."""
+        import sqlite3
+
+        import numpy as np
+
+        from defect_studio.errors import UserError
+
+        key = id(self.project)
+        cached = getattr(self, "_median_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        median = None
+        if self.project is not None:
+            try:
+                recs = [r for r in self.project.images(split="train")
+                        if r.label in ("ok", "defective") and r.width > 0 and r.height > 0]
+            except (UserError, OSError, sqlite3.Error):
+                recs = []
+            if recs:
+                median = (float(np.median([r.width for r in recs])),
+                          float(np.median([r.height for r in recs])))
+        self._median_cache = (key, median)
+        return median
+
+    def upscale_warning(self) -> str:
+        """A warning when the input size is many times the training images' size (an 11x
+        upscale adds no detail and costs time), else ""."""
+        median = self.data_median()
+        if median is None:
+            return ""
+        factor = min(self.size[0] / median[0], self.size[1] / median[1])
+        if factor < UPSCALE_WARN:
+            return ""
+        return (f" Warning: the training images (median {median[0]:g}x{median[1]:g}) are "
+                f"upscaled {factor:.0f}\u00d7 to this size; that adds no detail and makes "
+                "training slower: a smaller input size is enough.")
+
     def apply_size(self) -> None:
         """The input size from the preset or the data (a preset or project change)."""
         self._size_cache = None  # look at the data again
+        self._median_cache = None
         choice = self.size_choice()
         if choice is not None:
             self.size = (int(choice.size[0]), int(choice.size[1]))
@@ -267,11 +368,14 @@ class TrainState:
         choice = self.size_choice()
         if choice is None:
             return "Sized from the training images once a project is open."
+        warn = self.upscale_warning()
         if tuple(choice.size) == tuple(self.size):
-            return choice.reason
+            return choice.reason + ("." if warn else "") + warn
         w, h = choice.size
+        if self.config().input_size is not None:  # the preset's fixed size, not the data's
+            return f"Set by hand; the {self.preset} preset's size is {w}x{h}." + warn
         return (f"Set by hand; from the data it would be {w}x{h} "
-                f"({choice.reason.split(': ', 1)[-1]}).")
+                f"({choice.reason.split(': ', 1)[-1]}).") + warn
 
     # -- validation ------------------------------------------------------------------------
     def val_every(self) -> int:
@@ -289,9 +393,12 @@ class TrainState:
     # -- settings kept with the project ----------------------------------------------------
     def settings(self) -> dict:
         """The form as plain values (also kept with the project)."""
-        return {"model": self.model, "preset": self.preset, "epochs": int(self.epochs),
-                "width": int(self.size[0]), "height": int(self.size[1]), "lr": float(self.lr),
-                "device": self.device}
+        out = {"model": self.model, "preset": self.preset, "epochs": int(self.epochs),
+               "width": int(self.size[0]), "height": int(self.size[1]), "lr": float(self.lr),
+               "device": self.device}
+        if self.cold_start_from:
+            out["cold_start_from"] = self.cold_start_from
+        return out
 
     def restore(self, saved: dict) -> None:
         """The form as kept with the project; what is unknown or unusable is left as is."""
@@ -313,6 +420,8 @@ class TrainState:
             self.lr = float(lr)
         if self.device_usable(saved.get("device")):
             self.device = saved["device"]
+        before = saved.get("cold_start_from")
+        self.cold_start_from = before if self.offers(before) else None
 
     # -- the request -----------------------------------------------------------------------
     def overrides(self) -> dict:
@@ -384,17 +493,42 @@ class TrainState:
         return None
 
     def propose_cold_start(self) -> str | None:
-        """Choose the cold-start model for the open project; the status line saying why, or
-        None when nothing was changed."""
+        """Make the model follow the labels (issue 16): with no image labelled defective, the
+        model of the kind that trains on good parts only; once images are labelled defective
+        again, the model the proposal replaced. The status line saying why, or None when
+        nothing was changed. A model the user chose by hand is replaced only when it cannot
+        train on the labels (no defective image)."""
         if self.project is None:
             return None
         counts = self.project.counts()
         model = self.cold_start_model(counts)
-        if model is None:
-            return None
-        if model != self.model:
+        if model is not None:
+            if self.kind.trains_on == "ok_only":
+                return None  # already a good-parts model
+            self.cold_start_from = self.model
             self.set_model(model)
-        title = dict(self.models)[model]
-        return (f"No image is labelled defective yet, so the {title} is selected: it learns "
-                f"from the {counts['ok']} OK images, then proposes the first defects to label "
-                "(Review page, and 'Likely defects first' on the Label page).")
+            title = dict(self.models)[model]
+            return (f"No image is labelled defective yet, so the {title} is selected: it "
+                    f"learns from the {counts['ok']} OK images, then proposes the first "
+                    "defects to label (Review page, and 'Likely defects first' on the Label "
+                    "page).")
+        back = self.cold_start_from
+        if counts.get("defective", 0) > 0 and back and self.kind.trains_on == "ok_only":
+            self.cold_start_from = None
+            self.set_model(back)
+            return (f"{counts['defective']} images are labelled defective now, so the "
+                    f"{dict(self.models)[back]} is selected again (it learns from OK and "
+                    "defective images).")
+        return None
+
+
+def good_parts_hint(message: str) -> str:
+    """A failure for want of defective images names the model that needs none."""
+    if "no defective" not in message.lower():
+        return message
+    for kind in kinds():
+        if kind.trains_on == "ok_only":
+            title = kind.model_title(kind.default_model)
+            return (message + f"\n\nWith good parts only, train the {title}: choose it under "
+                    "Model; it proposes the first defects to label.")
+    return message

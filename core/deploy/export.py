@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -145,12 +144,22 @@ STALE_TEMP_S = 24 * 3600  # a temporary folder without a pid in its name: left b
 
 def _temp_beside(out: Path) -> Path:
     """A new temporary folder beside ``out`` (``.<name>.dstmp-<pid>-<random>``); those of
-    exports that were killed (their process is gone) are removed first."""
+    exports that were killed (their process is gone) are removed first. Made with mkdir's
+    mode 0o777 so the user's umask decides (mkdtemp's 0o700 made every package private,
+    which the line's service account could not read; issue 16)."""
+    import secrets
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}{TEMP_MARK}{os.getpid()}-",
-                                     dir=out.parent))
+        for _ in range(100):
+            tmp = out.parent / f".{out.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(6)}"
+            try:
+                tmp.mkdir(mode=0o777)
+                return tmp
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free temporary name beside {out}")
     except OSError as e:
         raise ExportError(f"cannot write the package beside {out}: {e.strerror or e}") from None
 

@@ -79,6 +79,27 @@ def _chunks(seq: list[Path], n: int) -> Iterator[list[Path]]:
         yield seq[i:i + n]
 
 
+def _heat_range(run_dir: Path | None, predictor) -> float | None:
+    """The run's heat range for the overlays (defect_studio.inference.heat_range): stored
+    with the run, or measured on its project's defective images; None for a package or a
+    run outside a project."""
+    from defect_studio.inference.heat_range import read_heat_range, run_heat_range, sample_paths
+    from defect_studio.project import Project, is_project
+
+    if run_dir is None:
+        return None
+    stored = read_heat_range(run_dir)
+    root = Path(run_dir).parent.parent
+    if stored is not None or not is_project(root):
+        return stored
+    try:
+        with Project.open(root, readonly=True) as project:
+            paths = sample_paths(project)
+        return run_heat_range(run_dir, predictor, paths)
+    except (UserError, OSError):
+        return None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score INPUTs with --run or --model; write predictions.csv and overlays into --out."""
 
@@ -110,6 +131,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from defect_studio.inference import load_predictor
 
         predictor = load_predictor(run_dir, device=args.device)
+    heat_vmax = None if args.no_overlays else _heat_range(run_dir, predictor)
     if args.threshold is not None:
         predictor.threshold = args.threshold
     # predictions.csv + <stem>_overlay.png (defect_studio.inference.results); each row is
@@ -180,7 +202,7 @@ def _score_all(args: argparse.Namespace, files: list[Path], problems: list, pred
             n_ng += pred.is_ng
             n_ok += not pred.is_ng
             overlay_name = "" if args.no_overlays else writer.write_overlay(
-                p, images[p], pred.heatmap, pred.score, pred.is_ng)
+                p, images[p], pred.heatmap, pred.score, pred.is_ng, vmax=heat_vmax)
             write_row([str(p), f"{pred.score:.6f}", "NG" if pred.is_ng else "OK", "",
                        overlay_name])
         done += len(chunk)

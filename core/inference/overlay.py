@@ -65,14 +65,18 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
-            colormap: str = "jet") -> np.ndarray:
+            colormap: str = "jet", vmax: float | None = None) -> np.ndarray:
     """Blend the coloured heatmap over the image: RGB uint8 at the image's resolution.
 
     alpha is the heatmap's weight where the heat is 1 (0 = image only, 1 = heatmap
     only). Each pixel's weight falls with its heat, alpha * clip((h - HEAT_FLOOR) /
     (1 - HEAT_FLOOR), 0, 1), so OK areas show the plain part and defects glow. A
-    heatmap of another size (e.g. the model's 1/8 map) is resized bilinearly.
+    heatmap of another size (e.g. the model's 1/8 map) is resized bilinearly. ``vmax``:
+    the heat shown at full colour (the run's range, defect_studio.inference.heat_range);
+    None = 1.
     """
+    from defect_studio.inference.heat_range import scale_heat
+
     if not 0.0 <= float(alpha) <= 1.0:
         raise UserError(f"overlay alpha must be between 0 and 1, got {alpha}")
     base = to_rgb_uint8(image)
@@ -82,6 +86,8 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
         heat = heat[:, :, 0]
     if heat.ndim == 2 and heat.shape != (h, w) and heat.size:
         heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
+    if heat.ndim == 2:
+        heat = scale_heat(heat, vmax)
     color = colorize(heat, colormap)
     hf = np.clip(np.nan_to_num(heat.astype(np.float32)), 0.0, 1.0)
     weight = float(alpha) * np.clip((hf - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
@@ -112,9 +118,34 @@ def annotate(image_rgb: np.ndarray, text: str,
     return out
 
 
+def mark_peak(image_rgb: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """A copy of an RGB uint8 image with a ring around the heatmap's hottest point (where
+    the model looked), visible whatever the heat's strength."""
+    out = np.ascontiguousarray(image_rgb.copy())
+    heat = np.nan_to_num(np.asarray(heatmap, dtype=np.float32))
+    if heat.ndim != 2 or not heat.size:
+        return out
+    iy, ix = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    h, w = out.shape[:2]
+    x = int(round((ix + 0.5) * w / heat.shape[1] - 0.5))
+    y = int(round((iy + 0.5) * h / heat.shape[0] - 0.5))
+    r = max(4, min(h, w) // 16)
+    t = max(1, min(h, w) // 150)
+    cv2.circle(out, (x, y), r + t, (0, 0, 0), t + 2, cv2.LINE_AA)
+    cv2.circle(out, (x, y), r, (255, 255, 255), t, cv2.LINE_AA)
+    return out
+
+
 def decision_overlay(image: np.ndarray, heatmap: np.ndarray, score: float, is_ng: bool,
-                     alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
-    """overlay() with "NG 0.873" / "OK 0.012" written on it (the export of predict)."""
-    img = overlay(image, heatmap, alpha=alpha, colormap=colormap)
+                     alpha: float = 0.5, colormap: str = "jet",
+                     vmax: float | None = None) -> np.ndarray:
+    """overlay() with "NG 0.873" / "OK 0.012" written on it (the export of predict); an NG
+    part's peak is always marked, and a heat range below 1 is written ("heat 0-0.19")."""
+    img = overlay(image, heatmap, alpha=alpha, colormap=colormap, vmax=vmax)
+    if is_ng:
+        img = mark_peak(img, heatmap)
     label = "NG" if is_ng else "OK"
-    return annotate(img, f"{label} {score:.3f}", NG_COLOR if is_ng else OK_COLOR)
+    text = f"{label} {score:.3f}"
+    if vmax is not None and vmax < 1.0:
+        text += f"  heat 0-{vmax:.2g}"
+    return annotate(img, text, NG_COLOR if is_ng else OK_COLOR)

@@ -39,7 +39,7 @@ from defect_studio.errors import UserError
 log = logging.getLogger("defect_studio.results")
 
 PREDICT_COLUMNS = ("path", "score", "decision", "error", "overlay", "run_id", "threshold")
-REVIEW_COLUMNS = ("path", "score", "decision", "label", "overlay")
+REVIEW_COLUMNS = ("path", "score", "decision", "label", "overlay", "run_id", "threshold")
 MAX_OVERLAY_SIDE = 2048  # pixels on the longer side of an overlay PNG (4096: 923 MB and 15 s
 # for the overlay of a 100 MP image on a loaded 2-core machine; 2048: 231 MB, 2.8 s)
 MAX_STEM = 150  # characters of the source name kept in an overlay's name
@@ -186,7 +186,7 @@ class ResultsWriter:
 
     def write_overlay(self, source: str | os.PathLike, image: np.ndarray, heatmap: np.ndarray,
                       score: float, is_ng: bool, *, alpha: float = 0.5,
-                      colormap: str = "jet") -> str:
+                      colormap: str = "jet", vmax: float | None = None) -> str:
         """Draw and write the decision overlay of one image; returns its path relative to
         the output folder (posix), or "" when it could not be made (then in ``problems``)."""
         from defect_studio.inference.overlay import decision_overlay
@@ -194,7 +194,7 @@ class ResultsWriter:
 
         try:
             picture = decision_overlay(self._bounded(image), heatmap, score, is_ng,
-                                       alpha=alpha, colormap=colormap)
+                                       alpha=alpha, colormap=colormap, vmax=vmax)
             target = self.overlay_path(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_png_atomic(target, picture)

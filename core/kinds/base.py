@@ -63,6 +63,8 @@ class ModelKind:
     input_rule: str = ""  # "" = any input size (multiple 1, minimum 1)
     summary_lines: str = ""  # "" = the evaluation result has no part of this kind's own
     time_probe: str = ""  # "" = no estimate of the training time before a run
+    # what its training events' loss_seg and loss_dec are (the loss plot's legend)
+    loss_names: tuple[str, str] = ("segmentation", "decision")
 
     @property
     def default_model(self) -> str:

@@ -20,6 +20,7 @@ from numbers import Real
 
 from defect_studio.errors import ProjectError, UserError
 from defect_studio.project.records import COLUMNS, record_from_row
+from defect_studio.units import count_of
 
 # distinct colours for new types (colour-blind friendly first: Okabe-Ito, then more)
 PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7",
@@ -193,8 +194,8 @@ class BoxesMixin:
         with self._tx() as db:
             n = db.execute("SELECT COUNT(*) FROM boxes WHERE type_id = ?", (t.id,)).fetchone()[0]
             if n:
-                raise BoxError(f"defect type '{t.name}' is used by {n} boxes; change or delete "
-                               "them first")
+                raise BoxError(f"defect type '{t.name}' is used by {count_of(n, 'box')}; "
+                               "change or delete them first")
             db.execute("DELETE FROM defect_types WHERE id = ?", (t.id,))
 
     # --- boxes -------------------------------------------------------------------------

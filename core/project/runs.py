@@ -114,7 +114,11 @@ class RunLock:
             except OSError:
                 pass
 
-    def release(self) -> None:
+    def release(self, *, ended: bool = False) -> None:
+        """Let the lock go; ``ended``: the run has ended, so the pid in its lock file (soon
+        a dead process's) is wiped while the lock is still held (issue 16). The file stays:
+        a run whose status still says "running" next to a lock nobody holds reads as
+        interrupted, as before."""
         from defect_studio.project.lock import _unlock
 
         fd, self._fd = self._fd, None
@@ -122,6 +126,11 @@ class RunLock:
             self._stop.set()
         if fd is None:
             return
+        if ended:
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass  # a stale pid is harmless: nobody holds the lock
         try:
             _unlock(fd)
         finally:
@@ -155,9 +164,17 @@ def hold_run(run_dir: str | os.PathLike) -> RunLock:
 
 
 def release_run(lock: RunLock | None) -> None:
-    """Release a lock from hold_run (None: nothing to do)."""
-    if lock is not None:
-        lock.release()
+    """Release a lock from hold_run (None: nothing to do). A run that has ended (its
+    status.json says finished, cancelled or failed) keeps no pid in its lock file."""
+    if lock is None:
+        return
+    state = None
+    try:
+        status = json.loads((lock.path.parent / "status.json").read_text(encoding="utf-8"))
+        state = status.get("state") if isinstance(status, dict) else None
+    except (OSError, ValueError):
+        pass
+    lock.release(ended=state in ("finished", "cancelled", "failed"))
 
 
 def owner_alive(run_dir: str | os.PathLike) -> bool | None:

@@ -15,4 +15,5 @@ KIND = ModelKind(
     model_titles=(("anomaly", "Anomaly model (good parts only)"),
                   ("anomaly-sspcab", "Anomaly model without SimAM (ablation)"),
                   ("anomaly-kd", "Anomaly model, plain distillation (ablation)")),
+    loss_names=("distillation", "SSPCAB"),
 )
