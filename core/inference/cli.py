@@ -102,8 +102,6 @@ def _heat_range(run_dir: Path | None, predictor) -> float | None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score INPUTs with --run or --model; write predictions.csv and overlays into --out."""
-
-
     if not 1 <= args.batch_size <= MAX_BATCH:
         raise UserError(f"--batch-size must be between 1 and {MAX_BATCH}, got {args.batch_size}")
     out = Path(args.out)
@@ -142,7 +140,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except OSError as e:
         raise _write_failed(out / CSV_NAME, e) from None
     try:
-        return _score_all(args, files, problems, predictor, writer, out, package, run_dir)
+        return _score_all(args, files, problems, predictor, writer, out, package, run_dir,
+                          heat_vmax)
     except _WriteError as e:
         with contextlib.suppress(OSError):
             writer.table.path.unlink()
@@ -160,7 +159,8 @@ def _write_failed(path: Path, e: OSError) -> UserError:
 
 
 def _score_all(args: argparse.Namespace, files: list[Path], problems: list, predictor,
-               writer: ResultsWriter, out: Path, package, run_dir) -> int:
+               writer: ResultsWriter, out: Path, package, run_dir,
+               heat_vmax: float | None = None) -> int:
     import json
 
     from defect_studio.io.images import read_image
