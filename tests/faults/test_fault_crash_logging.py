@@ -18,7 +18,7 @@ def data_home(tmp_path, monkeypatch):
 
 
 def test_cli_bug_is_one_line_and_a_log_file(data_home, monkeypatch, capsys, tmp_path):
-    def boom(name, args):
+    def boom(name, args, line=False):
         raise RuntimeError("a bug deep inside")
 
     monkeypatch.setattr(defect_studio.cli, "run_handler", boom)
@@ -36,7 +36,7 @@ def test_cli_bug_is_one_line_and_a_log_file(data_home, monkeypatch, capsys, tmp_
 def test_cli_disk_error_is_one_line_without_a_log(data_home, monkeypatch, capsys, tmp_path):
     import errno
 
-    def full(name, args):
+    def full(name, args, line=False):
         raise OSError(errno.ENOSPC, "No space left on device", "/x/y")
 
     monkeypatch.setattr(defect_studio.cli, "run_handler", full)
