@@ -30,6 +30,7 @@ HANDLERS = {
     "model-info": "defect_studio.kinds.segdec.cli:cmd_model_info",
     "export-model": "defect_studio.deploy.cli:cmd_export_model",
     "watch": "defect_studio.deploy.cli:cmd_watch",
+    "cluster-info": "defect_studio.cluster.cli:cmd_cluster_info",
 }
 
 
@@ -133,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     s.add_argument("--run-id", dest="run_id", help="name of the new run (default: time stamp)")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
+    s.add_argument("--cluster", metavar="ADDRESS",
+                   help="train on the Ray cluster at HOST:PORT or ray://HOST:PORT "
+                        "(docs/cluster.md); --resume RUN of such a run follows it again")
+    s.add_argument("--gpus", type=int, metavar="N",
+                   help="train data-parallel on N GPUs (torch.distributed; with --device "
+                        "cpu: N CPU processes)")
 
     s = sub.add_parser("sweep", help="how many masks do I need: one run per number of pixel "
                                      "masks, test AP of each (own process; --events)")
@@ -177,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="a segmentation model variant or 'all' "
                                                   "(default: mffpa)")
     s.add_argument("--input", default="3x640x232", help="CxWxH (default 3x640x232)")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("cluster-info", help="nodes, GPUs and free memory of a Ray cluster")
+    s.add_argument("address", metavar="ADDRESS", help="HOST:PORT or ray://HOST:PORT")
     s.add_argument("--json", action="store_true")
 
     from defect_studio.deploy.cli import add_commands  # export-model, watch

@@ -135,6 +135,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = _StopFlag()
     stop.install()
     sink = _print_json if args.events else _HumanPrinter(sys.stdout)
+    if getattr(args, "cluster", None) or args.resume:  # a Ray cluster (defect_studio.cluster)
+        from defect_studio.cluster.cli import LOCAL, train_cluster, wants_cluster
+
+        if wants_cluster(args):
+            code = train_cluster(args, config, run_id, sink, stop)
+            if code is not LOCAL:
+                return code
     try:
         train(args.project, config, run_id=run_id, resume=bool(args.resume), on_event=sink,
               should_stop=stop)
