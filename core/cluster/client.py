@@ -53,13 +53,34 @@ def connect(address: str) -> str:
 
     if ray.is_initialized():
         ray.shutdown()
+    # ray.init sets its own SIGTERM handler (exit at once); Cancel must reach ours instead
+    handlers = _signal_handlers()
     try:
         ray.init(address=normalised, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.ERROR)
     except Exception as e:  # noqa: BLE001 - Ray raises many kinds; all mean "cannot join"
         raise ClusterError(f"cannot join the Ray cluster at {address}: "
                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally:
+        _restore_signal_handlers(handlers)
     return normalised
+
+
+def _signal_handlers() -> dict:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    import signal
+
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def actor_name(project_root: str | Path, run_id: str) -> str:
@@ -162,7 +183,7 @@ def train_on_cluster(project_root: str | Path, config: Any, *, address: str,
                 name=name, namespace=NAMESPACE, lifetime="detached", max_concurrency=8,
                 num_cpus=n_cpus, num_gpus=n_gpus, max_restarts=0).remote()
             hello = _hello(actor, normalised, n_cpus, n_gpus)
-            _ship(actor, bundle)
+            n_sent, bytes_sent = _ship(actor, bundle)
             files = dict(bundle.files)
             events_before = 0
             if resume:
@@ -187,9 +208,11 @@ def train_on_cluster(project_root: str | Path, config: Any, *, address: str,
                     shutil.rmtree(run_dir, ignore_errors=True)
                 raise
         record = {"address": normalised, "actor": actor_name(root, run_id),
-                  "namespace": NAMESPACE, "node": hello.get("host"), "job_dir": job_dir,
+                  "namespace": NAMESPACE, "node": hello.get("host"), "pid": hello.get("pid"),
+                  "job_dir": job_dir,
                   "events_before": events_before, "gpus": n_gpus, "cpus": n_cpus,
-                  "images_sent": bundle.n_images, "bytes_in_bundle": bundle.bytes_total,
+                  "files_in_bundle": len(bundle.files), "bytes_in_bundle": bundle.bytes_total,
+                  "files_sent": n_sent, "bytes_sent": bytes_sent,
                   "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                   "state": "training"}
         _write_record(run_dir, record)
@@ -294,18 +317,20 @@ def _hello(actor: Any, address: str, n_cpus: int, n_gpus: float) -> dict:
     return hello
 
 
-def _ship(actor: Any, bundle: Any) -> None:
-    _ship_paths(actor, {rel: (sha, bundle.sources[sha]) for rel, sha in bundle.files.items()})
+def _ship(actor: Any, bundle: Any) -> tuple[int, int]:
+    return _ship_paths(actor, {rel: (sha, bundle.sources[sha]) for rel, sha in bundle.files.items()})
 
 
-def _ship_paths(actor: Any, items: dict[str, tuple[str, Path]]) -> None:
-    """Send the files the node lacks, in batches of about SEND_BATCH_BYTES."""
+def _ship_paths(actor: Any, items: dict[str, tuple[str, Path]]) -> tuple[int, int]:
+    """Send the files the node lacks, in batches of about SEND_BATCH_BYTES; (files, bytes)
+    sent."""
     by_sha = {sha: path for sha, path in items.values()}
     missing = _call(actor.missing.remote(list(by_sha)))
     batch: dict[str, bytes] = {}
-    size = 0
+    size = sent = 0
     for sha in missing:
         data = Path(by_sha[sha]).read_bytes()
+        sent += len(data)
         if hashlib.sha256(data).hexdigest() != sha:
             raise UserError(f"'{by_sha[sha]}' changed while it was being sent; train again")
         batch[sha] = data
@@ -315,6 +340,7 @@ def _ship_paths(actor: Any, items: dict[str, tuple[str, Path]]) -> None:
             batch, size = {}, 0
     if batch:
         _call(actor.put.remote(batch), timeout=600)
+    return len(missing), sent
 
 
 def _first_line(e: BaseException) -> str:
