@@ -62,10 +62,10 @@ class RayHead:
             raise RuntimeError(f"the Ray head did not answer within {START_TIMEOUT_S} s")
         # the GCS answers before the node is up: wait for its CPUs
         probe = subprocess.run(
-            [sys.executable, "-c", "import ray, time; ray.init(address='%s', "
+            [sys.executable, "-c", f"import ray, time; ray.init(address='{self.address}', "
              "log_to_driver=False, logging_level='ERROR'); t = time.time()\n"
              "while ray.cluster_resources().get('CPU', 0) < 2 and time.time() - t < 60: "
-             "time.sleep(0.2)\nprint(ray.cluster_resources().get('CPU', 0))" % self.address],
+             "time.sleep(0.2)\nprint(ray.cluster_resources().get('CPU', 0))"],
             env=self.env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
         if probe.returncode != 0 or not probe.stdout.strip().startswith("2"):
             self.stop()
@@ -77,7 +77,7 @@ class RayHead:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)  # `ray start --block` cleans up its nodes
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=5)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)

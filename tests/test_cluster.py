@@ -47,7 +47,8 @@ def test_unreachable_cluster_fails_fast_in_the_cli(demo_project_dir):
     assert proc.returncode == 2 and time.monotonic() - t < 60
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot reach the Ray cluster")
     assert json.loads(proc.stdout.splitlines()[-1])["event"] == "error"
-    assert not (demo_project_dir / "runs").exists() or not any((demo_project_dir / "runs").iterdir())
+    runs = demo_project_dir / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 def test_bundle_holds_only_the_split_images_by_content(demo_project_dir, tmp_path):

@@ -318,7 +318,8 @@ def _hello(actor: Any, address: str, n_cpus: int, n_gpus: float) -> dict:
 
 
 def _ship(actor: Any, bundle: Any) -> tuple[int, int]:
-    return _ship_paths(actor, {rel: (sha, bundle.sources[sha]) for rel, sha in bundle.files.items()})
+    items = {rel: (sha, bundle.sources[sha]) for rel, sha in bundle.files.items()}
+    return _ship_paths(actor, items)
 
 
 def _ship_paths(actor: Any, items: dict[str, tuple[str, Path]]) -> tuple[int, int]:
@@ -424,6 +425,11 @@ def _follow(actor: Any, root: Path, run_dir: Path, record: dict, on_event: Event
         time.sleep(POLL_S)
     # the end: the whole run folder comes home, then the node's job folder goes
     names = [n for n in _call(actor.run_files.remote()) if n not in _NOT_FETCHED]
+    digests = _call(actor.read.remote([n for n in names if n.endswith(".sha256")]))
+    same = {n[:-len(".sha256")] for n, d in digests.items()  # a checkpoint fetched already
+            if (run_dir / n).is_file() and (run_dir / n).read_bytes() == d
+            and (run_dir / n[:-len(".sha256")]).is_file()}
+    names = [n for n in names if n not in same and n[:-len(".sha256")] not in same]
     _store(run_dir, _call(actor.read.remote(names), timeout=1800) if names else {})
     try:
         _call(actor.close.remote())
