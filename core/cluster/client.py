@@ -162,12 +162,18 @@ def train_on_cluster(project_root: str | Path, config: Any, *, address: str,
     else:
         check_new_run_id(runs_dir, run_id)
         run_id = run_id or new_run_id(runs_dir, config.model)
+    if gpus is not None and config is not None:
+        from defect_studio.training.distributed import check_parallel
+
+        check_parallel(config, gpus, config.model)
     normalised = connect(address)
     try:
         import ray
 
         n_gpus = _choose_gpus(config, gpus, resume, runs_dir / run_id)
         n_cpus = max(1, int(getattr(config, "num_threads", None) or 1)) if config else 1
+        if n_gpus == 0 and gpus:  # --gpus N on CPUs: N processes
+            n_cpus *= gpus
         with tempfile.TemporaryDirectory(prefix="ds-bundle-") as tmp:
             bundle = build_bundle(root, tmp)
             from defect_studio.cluster.worker import TrainWorker
@@ -197,7 +203,8 @@ def train_on_cluster(project_root: str | Path, config: Any, *, address: str,
                 run_dir.mkdir(parents=True, exist_ok=False)
                 lock_holder.run_lock = hold_run(run_dir)
             try:
-                job_dir = _call(actor.start.remote(files, run_id, config, resume))
+                job_dir = _call(actor.start.remote(files, run_id, config, resume,
+                                                   max(1, int(gpus or 1))))
             except BaseException:
                 ray.kill(actor)
                 if not resume:

@@ -98,11 +98,13 @@ class TrainWorker:
         return len(blobs)
 
     # -- the job -----------------------------------------------------------------------------
-    def start(self, files: dict[str, str], run_id: str, config: Any, resume: bool) -> str:
+    def start(self, files: dict[str, str], run_id: str, config: Any, resume: bool,
+              processes: int = 1) -> str:
         """Make the job's project folder from cached files and start training in a thread.
 
         ``files``: relative path -> sha256 (the bundle, and on resume the run folder as
-        ``runs/<run_id>/NAME``). Returns the job folder's path on the node.
+        ``runs/<run_id>/NAME``); ``processes`` > 1 trains data-parallel on as many GPUs
+        (defect_studio.training.distributed). Returns the job folder's path on the node.
         """
         from defect_studio.project.runs import require_run_id
 
@@ -130,16 +132,23 @@ class TrainWorker:
                         shutil.copyfile(src, dst)
             (job / "runs").mkdir(exist_ok=True)
             self.job_dir, self.run_id, self.state = job, run_id, "running"
-        threading.Thread(target=self._train, args=(config, resume), daemon=True,
+        threading.Thread(target=self._train, args=(config, resume, processes), daemon=True,
                          name=f"train-{run_id}").start()
         return str(job)
 
-    def _train(self, config: Any, resume: bool) -> None:
+    def _train(self, config: Any, resume: bool, processes: int = 1) -> None:
         from defect_studio.training import train
 
         try:
-            train(self.job_dir, None if resume else config, run_id=self.run_id, resume=resume,
-                  on_event=self._on_event, should_stop=self._stop.is_set)
+            if processes > 1:
+                from defect_studio.training.distributed import train_parallel
+
+                train_parallel(self.job_dir, None if resume else config, processes,
+                               run_id=self.run_id, resume=resume, on_event=self._on_event,
+                               should_stop=self._stop.is_set)
+            else:
+                train(self.job_dir, None if resume else config, run_id=self.run_id,
+                      resume=resume, on_event=self._on_event, should_stop=self._stop.is_set)
             state, message = "finished", ""
         except CancelledError as e:
             state, message = "cancelled", str(e)
