@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.add_argument("--sweep-id", dest="sweep_id", help="name of the sweep (default: time stamp)")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
+    s.add_argument("--cluster", metavar="ADDRESS",
+                   help="train the levels as parallel jobs on the Ray cluster at HOST:PORT")
     s.set_defaults(pixel_labels=None, augment=None)
 
     s = sub.add_parser("evaluate", help="image- and pixel-level metrics of a run on a split")

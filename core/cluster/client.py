@@ -143,7 +143,7 @@ def train_on_cluster(project_root: str | Path, config: Any, *, address: str,
     ClusterError for what is the cluster's: unreachable, a node that cannot take the job,
     a worker that died (the run resumes from its last checkpoint).
     """
-    from defect_studio.project.runs import hold_run, release_run
+    from defect_studio.project.runs import release_run
     from defect_studio.training.runjob import (
         RunFolder,
         check_new_run_id,
@@ -168,67 +168,77 @@ def train_on_cluster(project_root: str | Path, config: Any, *, address: str,
         check_parallel(config, gpus, config.model)
     normalised = connect(address)
     try:
-        import ray
-
-        n_gpus = _choose_gpus(config, gpus, resume, runs_dir / run_id)
-        n_cpus = max(1, int(getattr(config, "num_threads", None) or 1)) if config else 1
-        if n_gpus == 0 and gpus:  # --gpus N on CPUs: N processes
-            n_cpus *= gpus
         with tempfile.TemporaryDirectory(prefix="ds-bundle-") as tmp:
             bundle = build_bundle(root, tmp)
-            from defect_studio.cluster.worker import TrainWorker
-
-            name = actor_name(root, run_id)
-            try:
-                old = ray.get_actor(name, namespace=NAMESPACE)
-            except ValueError:
-                old = None
-            if old is not None:  # a dead job's leftover (e.g. a cancelled one never fetched)
-                ray.kill(old)
-            actor = ray.remote(TrainWorker).options(
-                name=name, namespace=NAMESPACE, lifetime="detached", max_concurrency=8,
-                num_cpus=n_cpus, num_gpus=n_gpus, max_restarts=0).remote()
-            hello = _hello(actor, normalised, n_cpus, n_gpus)
-            n_sent, bytes_sent = _ship(actor, bundle)
-            files = dict(bundle.files)
-            events_before = 0
-            if resume:
-                run_dir = runs_dir / run_id
-                events_before = _count_lines(run_dir / "events.jsonl")
-                extra = build_run_files(run_dir, run_id)
-                _ship_paths(actor, extra)
-                files.update({rel: sha for rel, (sha, _) in extra.items()})
-            else:
-                run_dir = runs_dir / run_id
-                run_dir.mkdir(parents=True, exist_ok=False)
-                lock_holder.run_lock = hold_run(run_dir)
-            try:
-                job_dir = _call(actor.start.remote(files, run_id, config, resume,
-                                                   max(1, int(gpus or 1))))
-            except BaseException:
-                ray.kill(actor)
-                if not resume:
-                    release_run(lock_holder.run_lock)
-                    lock_holder.run_lock = None
-                    import shutil
-
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                raise
-        record = {"address": normalised, "actor": actor_name(root, run_id),
-                  "namespace": NAMESPACE, "node": hello.get("host"), "pid": hello.get("pid"),
-                  "job_dir": job_dir,
-                  "events_before": events_before, "gpus": n_gpus, "cpus": n_cpus,
-                  "files_in_bundle": len(bundle.files), "bytes_in_bundle": bundle.bytes_total,
-                  "files_sent": n_sent, "bytes_sent": bytes_sent,
-                  "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                  "state": "training"}
-        _write_record(run_dir, record)
-        return _follow(actor, root, run_dir, record, on_event, should_stop, new_run=not resume)
+            job = start_job(root, config, run_id, resume=resume, gpus=gpus, address=normalised,
+                            bundle=bundle, lock_holder=lock_holder, on_event=on_event)
+        return job.follow(should_stop)
     finally:
         release_run(lock_holder.run_lock)
         import ray
 
         ray.shutdown()
+
+
+def start_job(root: Path, config: Any, run_id: str, *, resume: bool, gpus: int | None,
+              address: str, bundle: Any, lock_holder: Any,
+              on_event: EventSink | None) -> Job:
+    """Start run ``run_id``'s job on the connected cluster (one detached actor); the local
+    run folder exists when it returns (its lock in ``lock_holder.run_lock``)."""
+    import ray
+
+    from defect_studio.cluster.worker import TrainWorker
+    from defect_studio.project.runs import hold_run, release_run
+
+    runs_dir = root / "runs"
+    run_dir = runs_dir / run_id
+    n_gpus = _choose_gpus(config, gpus, resume, run_dir)
+    n_cpus = max(1, int(getattr(config, "num_threads", None) or 1)) if config else 1
+    if n_gpus == 0 and gpus:  # --gpus N on CPUs: N processes
+        n_cpus *= gpus
+    name = actor_name(root, run_id)
+    try:
+        old = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        old = None
+    if old is not None:  # a dead job's leftover (e.g. a cancelled one never fetched)
+        ray.kill(old)
+    actor = ray.remote(TrainWorker).options(
+        name=name, namespace=NAMESPACE, lifetime="detached", max_concurrency=8,
+        num_cpus=n_cpus, num_gpus=n_gpus, max_restarts=0).remote()
+    hello = _hello(actor, address, n_cpus, n_gpus)
+    n_sent, bytes_sent = _ship(actor, bundle)
+    files = dict(bundle.files)
+    events_before = 0
+    if resume:
+        events_before = _count_lines(run_dir / "events.jsonl")
+        extra = build_run_files(run_dir, run_id)
+        _ship_paths(actor, extra)
+        files.update({rel: sha for rel, (sha, _) in extra.items()})
+    else:
+        run_dir.mkdir(parents=True, exist_ok=False)
+        lock_holder.run_lock = hold_run(run_dir)
+    try:
+        job_dir = _call(actor.start.remote(files, run_id, config, resume,
+                                           max(1, int(gpus or 1))))
+    except BaseException:
+        ray.kill(actor)
+        if not resume:
+            release_run(lock_holder.run_lock)
+            lock_holder.run_lock = None
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    record = {"address": address, "actor": name, "namespace": NAMESPACE,
+              "node": hello.get("host"), "pid": hello.get("pid"), "job_dir": job_dir,
+              "events_before": events_before, "gpus": n_gpus, "cpus": n_cpus,
+              "files_in_bundle": len(bundle.files), "bytes_in_bundle": bundle.bytes_total,
+              "files_sent": n_sent, "bytes_sent": bytes_sent,
+              "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "state": "training"}
+    _write_record(run_dir, record)
+    return Job(actor, root, run_dir, record, on_event, new_run=not resume)
 
 
 def attach(project_root: str | Path, run_id: str, on_event: EventSink | None = None,
@@ -252,7 +262,7 @@ def attach(project_root: str | Path, run_id: str, on_event: EventSink | None = N
         except ValueError:
             return None
         _keep_lines(run_dir / "events.jsonl", int(record.get("events_before", 0) or 0))
-        return _follow(actor, root, run_dir, record, on_event, should_stop, new_run=False)
+        return Job(actor, root, run_dir, record, on_event, new_run=False).follow(should_stop)
     finally:
         release_run(lock)
         import ray
@@ -383,37 +393,50 @@ def _store(run_dir: Path, files: dict[str, bytes]) -> None:
             atomic_write_bytes(run_dir / (name + ".sha256"), digest)
 
 
-def _follow(actor: Any, root: Path, run_dir: Path, record: dict, on_event: EventSink | None,
-            should_stop: Callable[[], bool] | None, *, new_run: bool) -> str:
-    import ray
+class Job:
+    """One cluster job followed from here: ``step`` polls it once, ``finish`` brings its run
+    folder home once it ended (``follow`` does both for one job)."""
 
-    run_id = run_dir.name
-    job_dir = str(record.get("job_dir") or "")
-    since, cancel_sent, misses = 0, False, 0
-    events_path = run_dir / "events.jsonl"
-    while True:
-        if should_stop is not None and should_stop() and not cancel_sent:
-            cancel_sent = True
+    def __init__(self, actor: Any, root: Path, run_dir: Path, record: dict,
+                 on_event: EventSink | None, *, new_run: bool) -> None:
+        self.actor, self.root, self.run_dir, self.record = actor, root, run_dir, record
+        self.on_event, self.new_run = on_event, new_run
+        self.since, self.cancel_sent, self.misses = 0, False, 0
+        self.state, self.message = "training", ""
+
+    def follow(self, should_stop: Callable[[], bool] | None) -> str:
+        while not self.step(bool(should_stop is not None and should_stop())):
+            time.sleep(POLL_S)
+        return self.finish()
+
+    def step(self, stop: bool = False) -> bool:
+        """Poll once (cancel it first when ``stop``); True once the job has ended."""
+        import ray
+
+        run_dir, actor = self.run_dir, self.actor
+        if stop and not self.cancel_sent:
+            self.cancel_sent = True
             try:
                 actor.cancel.remote()
             except ray.exceptions.RayError:
                 pass
         try:
-            reply = _call(actor.poll.remote(since), timeout=CALL_TIMEOUT_S)
-            misses = 0
+            reply = _call(actor.poll.remote(self.since), timeout=CALL_TIMEOUT_S)
+            self.misses = 0
         except ray.exceptions.GetTimeoutError:
-            misses += 1
-            if misses < 3:
-                continue
+            self.misses += 1
+            if self.misses < 3:
+                return False
             raise ClusterError(
-                f"lost touch with the cluster at {record['address']}; the job goes on there: "
-                f"follow it again with: defect-studio train --project {root} --resume {run_id}"
-            ) from None
+                f"lost touch with the cluster at {self.record['address']}; the job goes on "
+                f"there: follow it again with: defect-studio train --project {self.root} "
+                f"--resume {run_dir.name}") from None
         except ray.exceptions.RayActorError as e:
-            _worker_died(run_dir, record, e, root)
+            _worker_died(run_dir, self.record, e, self.root)
+        job_dir = str(self.record.get("job_dir") or "")
         for event in reply["events"]:
-            event = _localise(event, job_dir, root)
-            with open(events_path, "a", encoding="utf-8") as f:
+            event = _localise(event, job_dir, self.root)
+            with open(run_dir / "events.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(event) + "\n")
             if event.get("event") in ("started", "checkpoint"):
                 names = ["config.json", "status.json"]
@@ -422,38 +445,40 @@ def _follow(actor: Any, root: Path, run_dir: Path, record: dict, on_event: Event
                 try:
                     _store(run_dir, _call(actor.read.remote(names), timeout=600))
                 except ray.exceptions.RayActorError as e:
-                    _worker_died(run_dir, record, e, root)
-            if on_event is not None:
-                on_event(event)
-        since = reply["count"]
-        state = reply["state"]
-        if state in ("finished", "failed", "cancelled"):
-            break
-        time.sleep(POLL_S)
-    # the end: the whole run folder comes home, then the node's job folder goes
-    names = [n for n in _call(actor.run_files.remote()) if n not in _NOT_FETCHED]
-    digests = _call(actor.read.remote([n for n in names if n.endswith(".sha256")]))
-    same = {n[:-len(".sha256")] for n, d in digests.items()  # a checkpoint fetched already
-            if (run_dir / n).is_file() and (run_dir / n).read_bytes() == d
-            and (run_dir / n[:-len(".sha256")]).is_file()}
-    names = [n for n in names if n not in same and n[:-len(".sha256")] not in same]
-    _store(run_dir, _call(actor.read.remote(names), timeout=1800) if names else {})
-    try:
-        _call(actor.close.remote())
-    finally:
-        ray.kill(actor)
-    _write_record(run_dir, {**record, "state": "done", "outcome": state})
-    message = reply.get("message") or ""
-    if state == "finished":
-        return run_id
-    if state == "cancelled":
-        raise CancelledError(message or "training cancelled")
-    if new_run and not (run_dir / "config.json").is_file():
-        # it failed before the node made the run folder (no data...): no run, as locally
-        import shutil
+                    _worker_died(run_dir, self.record, e, self.root)
+            if self.on_event is not None:
+                self.on_event(event)
+        self.since = reply["count"]
+        self.state, self.message = reply["state"], reply.get("message") or ""
+        return self.state in ("finished", "failed", "cancelled")
 
-        shutil.rmtree(run_dir, ignore_errors=True)
-    raise UserError(message or "training failed on the cluster")
+    def finish(self) -> str:
+        """Fetch the ended job's run folder, close the job; the run id, or the job's error."""
+        import ray
+
+        run_dir, actor, state = self.run_dir, self.actor, self.state
+        names = [n for n in _call(actor.run_files.remote()) if n not in _NOT_FETCHED]
+        digests = _call(actor.read.remote([n for n in names if n.endswith(".sha256")]))
+        same = {n[:-len(".sha256")] for n, d in digests.items()  # fetched at a checkpoint
+                if (run_dir / n).is_file() and (run_dir / n).read_bytes() == d
+                and (run_dir / n[:-len(".sha256")]).is_file()}
+        names = [n for n in names if n not in same and n[:-len(".sha256")] not in same]
+        _store(run_dir, _call(actor.read.remote(names), timeout=1800) if names else {})
+        try:
+            _call(actor.close.remote())
+        finally:
+            ray.kill(actor)
+        _write_record(run_dir, {**self.record, "state": "done", "outcome": state})
+        if state == "finished":
+            return run_dir.name
+        if state == "cancelled":
+            raise CancelledError(self.message or "training cancelled")
+        if self.new_run and not (run_dir / "config.json").is_file():
+            # it failed before the node made the run folder (no data...): no run, as locally
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise UserError(self.message or "training failed on the cluster")
 
 
 def _worker_died(run_dir: Path, record: dict, e: BaseException, root: Path) -> None:

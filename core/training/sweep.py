@@ -100,8 +100,12 @@ def list_sweeps(project_root: str | Path) -> list[dict[str, Any]]:
 
 def run_sweep(project_root: str | Path, config: KindConfig, levels: str, *,
               sweep_id: str | None = None, on_event: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train and test one run per level; returns the sweep record (see module docstring)."""
+              should_stop: Callable[[], bool] | None = None,
+              cluster: str | None = None) -> dict[str, Any]:
+    """Train and test one run per level; returns the sweep record (see module docstring).
+
+    With ``cluster`` (a Ray address) the runs train there as parallel jobs
+    (defect_studio.cluster.sweep), then are tested here as local runs are."""
     from defect_studio.evaluation import evaluate_run
     from defect_studio.project import Project
     from defect_studio.training import train
@@ -133,12 +137,22 @@ def run_sweep(project_root: str | Path, config: KindConfig, levels: str, *,
     _save(folder, record)
     emit({"event": "sweep_started", "sweep_id": sweep_id, "n": ns, "n_masked": len(masked)})
     try:
+        seconds: dict[str, float] = {}
+        if cluster:  # every level at once, as far as the cluster has room
+            from defect_studio.cluster.sweep import train_runs
+
+            level_of = {f"{sweep_id}-N{n}": n for n in ns}
+            seconds = train_runs(
+                project_root, [(r, config.replace(pixel_labels=n)) for r, n in level_of.items()],
+                address=cluster, emit=lambda r, e: emit({**e, "sweep_n": level_of[r]}),
+                should_stop=stop)
         for i, n in enumerate(ns):
             run_id = f"{sweep_id}-N{n}"
             t0 = time.monotonic()
-            train(project_root, config.replace(pixel_labels=n), run_id=run_id,
-                  on_event=lambda e, n=n: emit({**e, "sweep_n": n}), should_stop=stop)
-            train_s = time.monotonic() - t0
+            if not cluster:
+                train(project_root, config.replace(pixel_labels=n), run_id=run_id,
+                      on_event=lambda e, n=n: emit({**e, "sweep_n": n}), should_stop=stop)
+            train_s = seconds.get(run_id, time.monotonic() - t0)
             if stop():
                 raise CancelledError(f"sweep cancelled after {i + 1} of {len(ns)} runs")
             r = evaluate_run(project_root, run_id, split="test")
@@ -205,7 +219,7 @@ def cmd_sweep(args: Any) -> int:
 
     try:
         record = run_sweep(args.project, config, args.pixel_labels_levels, sweep_id=args.sweep_id,
-                           on_event=sink, should_stop=stop)
+                           on_event=sink, should_stop=stop, cluster=getattr(args, "cluster", None))
     except CancelledError as e:
         print(str(e), file=sys.stderr, flush=True)
         return EXIT_CANCELLED
