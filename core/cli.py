@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--no-overlays", action="store_true")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
+    s.add_argument("--cluster", metavar="ADDRESS",
+                   help="score on the Ray cluster at HOST:PORT (with --model PACKAGE)")
 
     s = sub.add_parser("model-info", help="parameters and multiply-accumulates of a model variant")
     s.add_argument("--model", default=None, help="a segmentation model variant or 'all' "
