@@ -33,8 +33,11 @@ class RayHead:
         # short: Ray's socket paths must fit in 107 characters
         self.temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
         self.cache = self.temp / "cache"
+        # the first scoring task of the session kills its worker (a retry must follow)
+        self.scorer_died = self.temp / "scorer-died"
         self.env = dict(os.environ, DEFECT_STUDIO_CLUSTER_CACHE=str(self.cache),
-                        RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
+                        RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
+                        DEFECT_STUDIO_FAULT_SCORER_EXIT=str(self.scorer_died))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RayHead:

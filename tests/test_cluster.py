@@ -232,3 +232,40 @@ def test_sweep_levels_train_in_parallel_on_the_cluster(ray_head, _trained_templa
 
     starts = sorted(calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")) for s, _ in spans)
     assert starts[-1] <= min(end for _, end in spans) + 1
+
+
+def test_predict_on_the_cluster_writes_the_local_csv(ray_head, _trained_template, tmp_path):
+    """Scoring with Ray tasks over the torch-free runtime: the CSV and overlays of a local
+    run, every image once, although the first task's worker died (retried); a bad file is
+    its own error row."""
+    from defect_studio.cli import main
+
+    pkg = tmp_path / "pkg"
+    assert main(["export-model", "--run", "tiny", "--project", str(_trained_template),
+                 "--out", str(pkg)]) == 0
+    images = tmp_path / "in"
+    images.mkdir()
+    for p in sorted((_trained_template / "images").rglob("*.png"))[:20]:
+        (images / p.name).write_bytes(p.read_bytes())
+    (images / "broken.png").write_bytes(b"\x89PNG not really")
+    assert main(["predict", "--model", str(pkg), str(images), "--out", str(tmp_path / "here"),
+                 "--batch-size", "4"]) == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "defect_studio", "predict", "--model", str(pkg), str(images),
+         "--out", str(tmp_path / "there"), "--batch-size", "4", "--cluster", ray_head.address],
+        env=ray_head.env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "scoring 21/21" in proc.stderr and "20 image(s) scored" in proc.stdout
+    assert ray_head.scorer_died.is_file()  # a worker died, its chunk ran again
+    here = (tmp_path / "here" / "predictions.csv").read_text().splitlines()
+    there = (tmp_path / "there" / "predictions.csv").read_text().splitlines()
+    assert there == here and len(there) == 1 + 21
+    assert any("broken.png" in row and ",," in row for row in there)
+    for png in (tmp_path / "here").glob("*_overlay.png"):
+        assert (tmp_path / "there" / png.name).read_bytes() == png.read_bytes()
+    # --cluster scores an export package only
+    bad = subprocess.run([sys.executable, "-m", "defect_studio", "predict", "--run", "tiny",
+                          "--project", str(_trained_template), str(images), "--out",
+                          str(tmp_path / "x"), "--cluster", ray_head.address],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--model PACKAGE" in bad.stderr
