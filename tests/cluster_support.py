@@ -80,7 +80,7 @@ class RayHead:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)  # `ray start --block` cleans up its nodes
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=2)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)

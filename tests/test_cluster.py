@@ -263,9 +263,14 @@ def test_predict_on_the_cluster_writes_the_local_csv(ray_head, _trained_template
     assert any("broken.png" in row and ",," in row for row in there)
     for png in (tmp_path / "here").glob("*_overlay.png"):
         assert (tmp_path / "there" / png.name).read_bytes() == png.read_bytes()
-    # --cluster scores an export package only
-    bad = subprocess.run([sys.executable, "-m", "defect_studio", "predict", "--run", "tiny",
-                          "--project", str(_trained_template), str(images), "--out",
-                          str(tmp_path / "x"), "--cluster", ray_head.address],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "--model PACKAGE" in bad.stderr
+
+
+
+def test_predict_on_the_cluster_needs_a_package(_trained_template, tmp_path, capsys):
+    from defect_studio.cli import main
+
+    assert main(["predict", "--run", "tiny", "--project", str(_trained_template),
+                 str(_trained_template / "images"), "--out", str(tmp_path / "x"),
+                 "--cluster", "127.0.0.1:1"]) == 2
+    assert "--model PACKAGE" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
