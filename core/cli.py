@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
     s.add_argument("--cluster", metavar="ADDRESS",
                    help="train the levels as parallel jobs on the Ray cluster at HOST:PORT")
+    s.add_argument("--seeds", help="one run per level and seed, e.g. 0,1,2 (the plot shows "
+                                   "the mean per level)")
     s.set_defaults(pixel_labels=None, augment=None)
 
     s = sub.add_parser("evaluate", help="image- and pixel-level metrics of a run on a split")
