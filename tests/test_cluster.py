@@ -288,3 +288,29 @@ def test_predict_on_the_cluster_needs_a_package(_trained_template, tmp_path, cap
                  "--cluster", "127.0.0.1:1"]) == 2
     assert "--model PACKAGE" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("content", ['{"address": 5, "actor": "a"}', "[1, 2]", "not json",
+                                     '{"address": "h:1", "actor": "' + "a" * 300 + '"}', ""])
+def test_a_damaged_cluster_record_is_ignored(tmp_path, content):
+    from defect_studio.cluster.client import read_record
+
+    (tmp_path / "cluster.json").write_text(content)
+    assert read_record(tmp_path) is None
+
+
+def test_a_hostile_cluster_record_fails_with_one_line(demo_project_dir):
+    from defect_studio.cluster.client import read_record
+
+    run = demo_project_dir / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "cluster.json").write_text(json.dumps({
+        "address": "../../etc:1", "actor": "x", "events_before": float("nan"), "job_dir": 7,
+        "state": "training"}))
+    record = read_record(run)
+    assert record["events_before"] == 0 and record["job_dir"] == ""
+    proc = subprocess.run([sys.executable, "-m", "defect_studio", "train", "--project",
+                           str(demo_project_dir), "--resume", "r"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cluster address")

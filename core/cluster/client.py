@@ -103,8 +103,13 @@ def read_record(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or not isinstance(record.get("address"), str) \
-            or not isinstance(record.get("actor"), str):
+            or not isinstance(record.get("actor"), str) or len(record["actor"]) > 200:
         return None
+    before = record.get("events_before", 0)
+    if not isinstance(before, int) or isinstance(before, bool) or not 0 <= before < 10**9:
+        record["events_before"] = 0  # a damaged count: keep no earlier event rather than fail
+    if not isinstance(record.get("job_dir"), str):
+        record["job_dir"] = ""
     return record
 
 
@@ -261,7 +266,7 @@ def attach(project_root: str | Path, run_id: str, on_event: EventSink | None = N
             actor = ray.get_actor(record["actor"], namespace=record.get("namespace", NAMESPACE))
         except ValueError:
             return None
-        _keep_lines(run_dir / "events.jsonl", int(record.get("events_before", 0) or 0))
+        _keep_lines(run_dir / "events.jsonl", record["events_before"])
         return Job(actor, root, run_dir, record, on_event, new_run=False).follow(should_stop)
     finally:
         release_run(lock)
