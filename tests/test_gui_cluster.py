@@ -42,10 +42,23 @@ def test_train_page_runs_on_a_cluster(qtbot, ray_head, demo_project_dir, dialogs
         assert ok, text
         assert "1 node(s), 2 CPUs" in text and "0 GPUs" in text and "GB memory free" in text
 
+        # the window closes during the first epoch: the job goes on on the cluster
+        qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+        assert panel.is_running()
+        qtbot.waitUntil(lambda: panel._run_id is not None and
+                        (project.root / "runs" / panel._run_id / "cluster.json").is_file(),
+                        timeout=300_000)
+        run_id = panel._run_id
+        panel.shutdown()
+        assert not panel.is_running()
+        record = json.loads((project.root / "runs" / run_id / "cluster.json").read_text())
+        assert record["state"] == "training"  # not cancelled: only the follower ended
+        dialogs.clear()
+        # reopened: Resume follows the job again and brings the finished run home
         with qtbot.waitSignal(panel.run_finished, timeout=300_000) as done:
-            qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+            panel.resume_training(run_id)
             assert panel.is_running()
-        run_id = done.args[0]
+        assert done.args[0] == run_id
         assert dialogs == []
         run = project.run(run_id)
         assert run.state == "finished" and isinstance(run.metrics.get("ap"), float)
