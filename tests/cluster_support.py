@@ -88,3 +88,6 @@ class RayHead:
                 pass
         self.proc = None
         self.log.close()
+        import shutil
+
+        shutil.rmtree(self.temp, ignore_errors=True)  # session logs, sockets, node cache
