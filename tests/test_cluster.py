@@ -314,3 +314,18 @@ def test_a_hostile_cluster_record_fails_with_one_line(demo_project_dir):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cluster address")
+
+
+def test_defect_studio_works_without_ray():
+    """Ray is an optional extra: without it everything imports, and --cluster says what to
+    install (a child process where `import ray` fails)."""
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "import defect_studio.cli, defect_studio.cluster.client, defect_studio.cluster.cli\n"
+            "import defect_studio.cluster.predict, defect_studio.cluster.sweep\n"
+            "import defect_studio.training.cli, defect_studio.inference.cli\n"
+            "from defect_studio.cluster.address import ClusterError, require_ray\n"
+            "try:\n    require_ray()\nexcept ClusterError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'defect-studio[cluster]'" in proc.stdout
