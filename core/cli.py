@@ -35,6 +35,7 @@ HANDLERS = {
     "model-info": "defect_studio.kinds.segdec.cli:cmd_model_info",
     "export-model": "defect_studio.deploy.cli:cmd_export_model",
     "watch": "defect_studio.deploy.cli:cmd_watch",
+    "cluster-info": "defect_studio.cluster.cli:cmd_cluster_info",
 }
 # the commands of the line runtime (installer/runtime/: every module they import ships with it)
 RUNTIME_COMMANDS = ("predict", "model-info", "watch")
@@ -158,6 +159,12 @@ def _add_studio_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
     s.add_argument("--no-estimate", action="store_true", dest="no_estimate",
                    help="skip the time estimate (a few timed steps) before training")
+    s.add_argument("--cluster", metavar="ADDRESS",
+                   help="train on the Ray cluster at HOST:PORT or ray://HOST:PORT "
+                        "(docs/cluster.md); --resume RUN of such a run follows it again")
+    s.add_argument("--gpus", type=int, metavar="N",
+                   help="train data-parallel on N GPUs (torch.distributed; with --device "
+                        "cpu: N CPU processes)")
 
     s = sub.add_parser("sweep", help="how many masks do I need: one run per number of pixel "
                                      "masks, test AP of each (own process; --events)")
@@ -177,6 +184,10 @@ def _add_studio_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int)
     s.add_argument("--sweep-id", dest="sweep_id", help="name of the sweep (default: time stamp)")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
+    s.add_argument("--cluster", metavar="ADDRESS",
+                   help="train the levels as parallel jobs on the Ray cluster at HOST:PORT")
+    s.add_argument("--seeds", help="one run per level and seed, e.g. 0,1,2 (the plot shows "
+                                   "the mean per level)")
     s.set_defaults(pixel_labels=None, augment=None)
 
     s = sub.add_parser("evaluate", help="image- and pixel-level metrics of a run on a split")
@@ -207,6 +218,9 @@ def _add_runtime_commands(sub: argparse._SubParsersAction, line: bool) -> None:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--no-overlays", action="store_true")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
+    if not line:  # the line runtime ships no cluster code
+        s.add_argument("--cluster", metavar="ADDRESS",
+                       help="score on the Ray cluster at HOST:PORT (with --model PACKAGE)")
 
     s = sub.add_parser("model-info", help="what an export package holds and whether it runs "
                        "here" if line else "parameters and multiply-accumulates of a model "
@@ -217,6 +231,11 @@ def _add_runtime_commands(sub: argparse._SubParsersAction, line: bool) -> None:
                                                      "'all' (default: mffpa)"))
     s.add_argument("--input", default="3x640x232", help="CxWxH (default 3x640x232; variants)")
     s.add_argument("--json", action="store_true")
+
+    if not line:
+        s = sub.add_parser("cluster-info", help="nodes, GPUs and free memory of a Ray cluster")
+        s.add_argument("address", metavar="ADDRESS", help="HOST:PORT or ray://HOST:PORT")
+        s.add_argument("--json", action="store_true")
 
     from defect_studio.deploy.cli import add_commands  # export-model, watch
 

@@ -151,3 +151,14 @@ def box_project(tmp_path):
     p = Project.open(make_box_project(tmp_path / "boxes"))
     yield p
     p.close()
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A Ray head on 127.0.0.1 (2 CPUs) shared by every cluster test (tests/cluster_support.py)."""
+    pytest.importorskip("ray")
+    from cluster_support import RayHead
+
+    head = RayHead().start()
+    yield head
+    head.stop()

@@ -28,10 +28,13 @@ class TrainRequest:
     run_id: str | None = None
     config_path: Path | None = None  # extra config fields as JSON
     resume: str | None = None  # go on with this interrupted run (its saved settings)
+    cluster: str | None = None  # train on the Ray cluster at this address (docs/cluster.md)
 
     def to_args(self) -> list[str]:
         """Arguments after the interpreter: `-m defect_studio train ... --events`."""
         args = ["-m", "defect_studio", "train", "--project", str(self.project_root), "--events"]
+        if self.cluster:
+            args += ["--cluster", self.cluster]
         if self.resume:
             args += ["--resume", self.resume]
             if self.device:

@@ -181,7 +181,9 @@ class SweepView(QGroupBox):
         for item in self._labels:
             self.plot.removeItem(item)
         self._labels = []
-        pts = sorted((p for p in self.points if p.get("ap") is not None), key=lambda p: p["n"])
+        from defect_studio.training.sweep import mean_points
+
+        pts = mean_points(self.points)  # one point per mask count (the mean over its seeds)
         self.curve.setData([p["n"] for p in pts], [p["ap"] for p in pts])
         for p in pts:
             t = pg.TextItem(f"{p['ap']:.3f}\n{p.get('train_s', 0) / 60:.1f} min", anchor=(0.5, 1.2))

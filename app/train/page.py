@@ -34,6 +34,7 @@ from defect_studio.app.common.plot_style import SERIES, foreground_curve, plot_c
 from defect_studio.app.common.train_request import TrainRequest
 from defect_studio.app.train.run_curves import read_curves
 from defect_studio.app.train.run_history import RunHistory
+from defect_studio.app.train.run_on import RunOnBox
 from defect_studio.app.train.state import (
     DEVICES,
     SETTINGS_KEY,
@@ -123,6 +124,8 @@ class TrainPage(QWidget):
         form.addRow("Time", self._build_time_estimate())
         form.addRow("Learning rate", self.lr_spin)
         form.addRow("Device", self.device_combo)
+        self.run_on = RunOnBox()  # this computer | a Ray cluster (app/train/run_on.py)
+        form.addRow("Run on", self.run_on)
         settings = QGroupBox("Training")
         settings.setLayout(form)
 
@@ -532,6 +535,13 @@ class TrainPage(QWidget):
         self._epoch_base = 1
 
     def _launch(self, request: TrainRequest) -> None:
+        from defect_studio.errors import UserError
+
+        try:
+            request.cluster = self.run_on.address()
+        except UserError as e:
+            self.status_label.setText(f"Cannot start training: {e}")
+            return
         self._job_root = Path(self._project.root)
         self._job_visible = True
         self._run_id = request.resume
@@ -541,7 +551,8 @@ class TrainPage(QWidget):
         self._epoch_base = None
         self._t0 = time.monotonic()
         self._set_loss_names(request.resume)
-        job = TrainingJob(self)
+        # a cluster job stops at its next step there, then its run folder comes home
+        job = TrainingJob(self, grace_ms=60_000 if request.cluster or request.resume else 5000)
         job.log.connect(self._append_log)
         job.started.connect(self._on_started)
         job.progress.connect(self._on_progress)
@@ -745,17 +756,21 @@ class TrainPage(QWidget):
         self.train_button.setEnabled(has_project and not running)
         self.cancel_button.setEnabled(running)
         for w in (self.model_combo, self.preset_combo, self.epochs_spin, self.width_spin,
-                  self.height_spin, self.lr_spin, self.device_combo):
+                  self.height_spin, self.lr_spin, self.device_combo, self.run_on):
             w.setEnabled(not running)
 
     def shutdown(self, timeout_ms: int = 3000) -> None:
-        """Stop a running job (used when the window closes)."""
+        """Stop a running job (used when the window closes). A cluster job goes on there:
+        only this computer's follower ends; Resume on the run follows it again."""
         if hasattr(self, "_estimate_timer"):  # no new estimate; let a running one end
             self._estimate_timer.stop()
             self._estimate_closed = True
             if self._estimate_worker is not None:
                 self._estimate_worker.wait(max(timeout_ms, 30000))
-        if self.is_running():
+        if self.is_running() and self.job.grace_ms > 5000:
+            self.job.kill()
+            self.job.wait_finished(timeout_ms)
+        elif self.is_running():
             self.job.cancel()
             if not self.job.wait_finished(timeout_ms):
                 self.job.kill()

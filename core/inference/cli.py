@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from defect_studio.errors import UserError
 from defect_studio.inference.results import PREDICT_COLUMNS, ResultsWriter
@@ -119,6 +120,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         detail = "; ".join(f"{p}: {why}" for p, why in problems)
         raise UserError(f"no images to score ({detail})" if detail else "no images to score")
+    cluster = getattr(args, "cluster", None)
+    if cluster and package is None:
+        raise UserError("--cluster scores with an export package: give --model PACKAGE "
+                        "(defect-studio export-model)")
     if package is not None:  # the line's runtime: no torch imported
         from defect_studio.deploy.runtime import load_package
 
@@ -165,6 +170,7 @@ def _score_all(args: argparse.Namespace, files: list[Path], problems: list, pred
 
     from defect_studio.io.images import read_image
 
+    cluster = getattr(args, "cluster", None)
     n_ok = n_ng = 0
     errors: list[tuple[Path, str]] = list(problems)
     total = len(files)
@@ -184,6 +190,36 @@ def _score_all(args: argparse.Namespace, files: list[Path], problems: list, pred
 
     for p, why in problems:
         write_row([str(p), "", "", why, ""])
+
+    def add_result(p: Path, image: Any, pred: Any) -> None:
+        nonlocal n_ok, n_ng
+        if isinstance(pred, str):
+            errors.append((p, pred))
+            write_row([str(p), "", "", pred, ""])
+            return
+        n_ng += pred.is_ng
+        n_ok += not pred.is_ng
+        overlay_name = ""
+        if not args.no_overlays:
+            if image is None:
+                try:
+                    image = read_image(p)
+                except UserError as e:
+                    writer.problems.append((p, str(e)))
+            if image is not None:
+                overlay_name = writer.write_overlay(p, image, pred.heatmap, pred.score,
+                                                    pred.is_ng, vmax=heat_vmax)
+        write_row([str(p), f"{pred.score:.6f}", "NG" if pred.is_ng else "OK", "", overlay_name])
+
+    if cluster:  # Ray tasks over the torch-free runtime (defect_studio.cluster.predict)
+        from defect_studio.cluster.predict import score_on_cluster
+
+        for p, pred in score_on_cluster(cluster, Path(package), files,
+                                        threshold=float(predictor.threshold),
+                                        chunk=args.batch_size, heatmaps=not args.no_overlays,
+                                        progress=show_progress):
+            add_result(p, None, pred)
+        files = []
     for chunk in _chunks(files, args.batch_size):
         images = {}
         for p in chunk:
@@ -195,16 +231,7 @@ def _score_all(args: argparse.Namespace, files: list[Path], problems: list, pred
         ready = list(images)
         results = predictor.predict_many([images[p] for p in ready], batch_size=len(chunk))
         for p, (_, pred) in zip(ready, results):
-            if isinstance(pred, str):
-                errors.append((p, pred))
-                write_row([str(p), "", "", pred, ""])
-                continue
-            n_ng += pred.is_ng
-            n_ok += not pred.is_ng
-            overlay_name = "" if args.no_overlays else writer.write_overlay(
-                p, images[p], pred.heatmap, pred.score, pred.is_ng, vmax=heat_vmax)
-            write_row([str(p), f"{pred.score:.6f}", "NG" if pred.is_ng else "OK", "",
-                       overlay_name])
+            add_result(p, images[p], pred)
         done += len(chunk)
         show_progress(done, total)
     writer.close()

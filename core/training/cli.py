@@ -154,7 +154,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = _StopFlag()
     stop.install()
     sink = _print_json if args.events else _HumanPrinter(sys.stdout)
+    if getattr(args, "cluster", None) or args.resume:  # a Ray cluster (defect_studio.cluster)
+        from defect_studio.cluster.cli import LOCAL, train_cluster, wants_cluster
+
+        if wants_cluster(args):
+            code = train_cluster(args, config, run_id, sink, stop)
+            if code is not LOCAL:
+                return code
+    gpus = getattr(args, "gpus", None)
     try:
+        if gpus is not None:  # data-parallel over N processes (defect_studio.training.distributed)
+            from defect_studio.training.distributed import check_parallel, train_parallel
+
+            if gpus != 1 or not isinstance(gpus, int):
+                train_parallel(args.project, config, gpus, run_id=run_id,
+                               resume=bool(args.resume), on_event=sink, should_stop=stop)
+                return 0
+            check_parallel(config, gpus, getattr(config, "model", None))
         train(args.project, config, run_id=run_id, resume=bool(args.resume), on_event=sink,
               should_stop=stop)
     except CancelledError as e:

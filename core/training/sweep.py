@@ -68,6 +68,43 @@ def parse_levels(text: str, n_masked: int) -> list[int]:
     return sorted(out)
 
 
+def parse_seeds(text: str | None) -> list[int] | None:
+    """"0,1,2" -> [0, 1, 2] (None: one run per level with the config's seed)."""
+    if text is None:
+        return None
+    seeds: list[int] = []
+    for raw in str(text).split(","):
+        try:
+            seed = int(raw.strip())
+            if not 0 <= seed < 2**31:
+                raise ValueError
+        except ValueError:
+            raise SweepError(f"bad seed {raw.strip()!r}: give whole numbers from 0, e.g. "
+                             "--seeds 0,1,2") from None
+        if seed not in seeds:
+            seeds.append(seed)
+    if not seeds or len(seeds) > 20:
+        raise SweepError("give 1 to 20 seeds, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def mean_points(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per mask count: the mean AP, AUC and train time over its seeds."""
+    by_n: dict[int, list[dict[str, Any]]] = {}
+    for p in points:
+        if p.get("ap") is not None:
+            by_n.setdefault(p["n"], []).append(p)
+    out = []
+    for n in sorted(by_n):
+        group = by_n[n]
+        aucs = [p["auc"] for p in group if p.get("auc") is not None]
+        out.append({"n": n, "ap": sum(p["ap"] for p in group) / len(group),
+                    "auc": sum(aucs) / len(aucs) if aucs else None,
+                    "train_s": sum(p.get("train_s", 0) for p in group) / len(group),
+                    "runs": len(group)})
+    return out
+
+
 def sweep_dir(project_root: str | Path, sweep_id: str) -> Path:
     return Path(project_root) / "runs" / SWEEPS_DIR / sweep_id
 
@@ -100,8 +137,13 @@ def list_sweeps(project_root: str | Path) -> list[dict[str, Any]]:
 
 def run_sweep(project_root: str | Path, config: KindConfig, levels: str, *,
               sweep_id: str | None = None, on_event: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train and test one run per level; returns the sweep record (see module docstring)."""
+              should_stop: Callable[[], bool] | None = None,
+              cluster: str | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
+    """Train and test one run per level; returns the sweep record (see module docstring).
+
+    With ``seeds`` one run per level and seed (run ``<id>-N<n>-s<seed>``; each point has
+    its ``seed``). With ``cluster`` (a Ray address) the runs train there as parallel jobs
+    (defect_studio.cluster.sweep), then are tested here as local runs are."""
     from defect_studio.evaluation import evaluate_run
     from defect_studio.project import Project
     from defect_studio.training import train
@@ -126,28 +168,44 @@ def run_sweep(project_root: str | Path, config: KindConfig, levels: str, *,
         raise SweepError(f"a sweep named {sweep_id!r} already exists; choose another name")
     folder.mkdir(parents=True)
     record: dict[str, Any] = {
-        "id": sweep_id, "state": "running", "levels": levels, "n": ns,
+        "id": sweep_id, "state": "running", "levels": levels, "n": ns, "seeds": seeds,
         "n_masked": len(masked), "config": config.to_dict(), "points": [],
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     _save(folder, record)
     emit({"event": "sweep_started", "sweep_id": sweep_id, "n": ns, "n_masked": len(masked)})
+    # (run id, level, seed, config) of every run, levels first
+    plan = [(f"{sweep_id}-N{n}" if seeds is None else f"{sweep_id}-N{n}-s{seed}", n, seed,
+             config.replace(pixel_labels=n) if seeds is None
+             else config.replace(pixel_labels=n, seed=seed))
+            for n in ns for seed in (seeds or [None])]
     try:
-        for i, n in enumerate(ns):
-            run_id = f"{sweep_id}-N{n}"
+        seconds: dict[str, float] = {}
+        if cluster:  # every run at once, as far as the cluster has room
+            from defect_studio.cluster.sweep import train_runs
+
+            level_of = {run_id: n for run_id, n, _, _ in plan}
+            seconds = train_runs(
+                project_root, [(run_id, cfg) for run_id, _, _, cfg in plan], address=cluster,
+                emit=lambda r, e: emit({**e, "sweep_n": level_of[r]}), should_stop=stop)
+        for i, (run_id, n, seed, cfg) in enumerate(plan):
             t0 = time.monotonic()
-            train(project_root, config.replace(pixel_labels=n), run_id=run_id,
-                  on_event=lambda e, n=n: emit({**e, "sweep_n": n}), should_stop=stop)
-            train_s = time.monotonic() - t0
+            if not cluster:
+                train(project_root, cfg, run_id=run_id,
+                      on_event=lambda e, n=n: emit({**e, "sweep_n": n}), should_stop=stop)
+            train_s = seconds.get(run_id, time.monotonic() - t0)
             if stop():
-                raise CancelledError(f"sweep cancelled after {i + 1} of {len(ns)} runs")
+                raise CancelledError(f"sweep cancelled after {i + 1} of {len(plan)} runs")
             r = evaluate_run(project_root, run_id, split="test")
             point = {"n": n, "run_id": run_id, "ap": r["ap_sklearn"], "ap_trapz": r["ap_trapz"],
                      "auc": r["auc"], "train_s": round(train_s, 1), "n_test": r["n"],
                      "n_test_pos": r["n_pos"]}
+            if seed is not None:
+                point["seed"] = seed
             record["points"].append(point)
             _save(folder, record)
-            emit({"event": "sweep_point", "sweep_id": sweep_id, "index": i, "of": len(ns), **point})
+            emit({"event": "sweep_point", "sweep_id": sweep_id, "index": i, "of": len(plan),
+                  **point})
     except CancelledError:
         record["state"] = "cancelled"
         _save(folder, record)
@@ -205,12 +263,19 @@ def cmd_sweep(args: Any) -> int:
 
     try:
         record = run_sweep(args.project, config, args.pixel_labels_levels, sweep_id=args.sweep_id,
-                           on_event=sink, should_stop=stop)
+                           on_event=sink, should_stop=stop, cluster=getattr(args, "cluster", None),
+                           seeds=parse_seeds(getattr(args, "seeds", None)))
     except CancelledError as e:
         print(str(e), file=sys.stderr, flush=True)
         return EXIT_CANCELLED
     if not args.events:
         print("\n| masks N | test AP | AUC | train time |\n|---|---|---|---|")
         for pt in record["points"]:
-            print(f"| {pt['n']} | {pt['ap']:.4f} | {pt['auc']:.4f} | {pt['train_s']:.0f} s |")
+            seed = f" (seed {pt['seed']})" if "seed" in pt else ""
+            print(f"| {pt['n']}{seed} | {pt['ap']:.4f} | {pt['auc']:.4f} | "
+                  f"{pt['train_s']:.0f} s |")
+        if record.get("seeds"):
+            for pt in mean_points(record["points"]):
+                print(f"| {pt['n']} (mean of {pt['runs']}) | {pt['ap']:.4f} | "
+                      f"{pt['auc']:.4f} | {pt['train_s']:.0f} s |")
     return 0

@@ -7,6 +7,7 @@ KIND = ModelKind(
     title="Segmentation + decision (mixed supervision)",
     models=("mffpa", "mixsup", "mixsup+mff", "mixsup+pa"),
     trains_on="mixed",
+    data_parallel=True,
     train="defect_studio.kinds.segdec.train:train",
     predictor="defect_studio.kinds.segdec.predictor:Predictor",
     evaluate="defect_studio.evaluation.evaluate:evaluate_run",

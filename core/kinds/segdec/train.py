@@ -38,6 +38,7 @@ from defect_studio.training.checkpoint import (
 )
 from defect_studio.training.config import TrainConfigError
 from defect_studio.training.device import cpu_bf16_supported, select_device
+from defect_studio.training.distributed import current_shard
 from defect_studio.training.runjob import (
     OOM_ADVICE,
     EventSink,
@@ -245,22 +246,29 @@ class _Job:
             order = self.sampler.epoch()
             sums = {"loss": 0.0, "seg": 0.0, "dec": 0.0, "n_seg": 0}
             self.opt.zero_grad(set_to_none=True)
+            shard = current_shard()  # train --gpus N: this process's share of each batch
             for step, index in enumerate(order):
                 if self.should_stop():
                     self._cancel(epoch)
-                terms = self._step(index, lw, epoch, step)
-                sums["loss"] += float(terms.total.detach())
-                sums["dec"] += float(terms.dec.detach())
-                if terms.seg is not None:
-                    sums["seg"] += float(terms.seg.detach())
-                    sums["n_seg"] += 1
+                if shard is None or shard.mine(step % c.batch):
+                    terms = self._step(index, lw, epoch, step)
+                    sums["loss"] += float(terms.total.detach())
+                    sums["dec"] += float(terms.dec.detach())
+                    if terms.seg is not None:
+                        sums["seg"] += float(terms.seg.detach())
+                        sums["n_seg"] += 1
                 if (step + 1) % c.batch == 0 or step + 1 == len(order):
+                    if shard is not None:
+                        shard.reduce_grads(self.model)
                     self._optimizer_step()
                 progress.step(epoch, step, len(order), total_steps - (epoch * steps + step + 1),
                               loss=sums["loss"] / (step + 1),
                               loss_seg=sums["seg"] / max(1, sums["n_seg"]),
                               loss_dec=sums["dec"] / (step + 1))
             n = len(order)
+            if shard is not None:  # the epoch's losses over all processes' images
+                shard.average_buffers(self.model)
+                sums = dict(zip(sums, shard.sum(list(sums.values())), strict=True))
             self.folder.emit("epoch", epoch=epoch + 1, loss=sums["loss"] / n,
                              loss_seg=sums["seg"] / max(1, sums["n_seg"]), loss_dec=sums["dec"] / n,
                              w_seg=lw.seg, w_dec=lw.dec, balance_epochs=self.balance_epochs)
