@@ -29,6 +29,7 @@ from defect_studio.app.common.plot_style import SERIES, plot_colors, style_plot
 from defect_studio.app.evaluate.drilldown import CELL_AT, CellImages
 from defect_studio.app.evaluate.state import (
     EVAL_SPLITS,
+    THRESHOLD_DECIMALS,
     EvaluateState,
     RunEvaluation,
     evaluate_and_load,
@@ -110,7 +111,7 @@ class EvaluatePage(QWidget):
         self.slider.valueChanged.connect(lambda v: self.set_threshold(v / SLIDER_STEPS))
         self.spin = QDoubleSpinBox()
         self.spin.setRange(0.0, 1.0)
-        self.spin.setDecimals(4)
+        self.spin.setDecimals(THRESHOLD_DECIMALS)
         self.spin.setSingleStep(0.01)
         self.spin.valueChanged.connect(self.set_threshold)
         self.save_button = QPushButton("Save threshold")
@@ -339,7 +340,7 @@ class EvaluatePage(QWidget):
         self.pr_curve.setData(ev.pr["recall"], ev.pr["precision"])
         self.roc_curve.setData(ev.roc["fpr"], ev.roc["tpr"])
         self._render_summary()
-        self.set_threshold(self.state.threshold)
+        self.set_threshold(self.state.threshold, exact=True)
         self._update_enabled()
         self.evaluation_loaded.emit(ev.run_id)
 
@@ -384,11 +385,13 @@ class EvaluatePage(QWidget):
 
     # -- threshold -------------------------------------------------------------------------
     def threshold(self) -> float:
-        return float(self.spin.value())
+        """The threshold shown (the spin box's digits), counted with and saved."""
+        return self.state.threshold
 
-    def set_threshold(self, t: float) -> None:
-        """Move slider, spin box and markers to t and update the confusion numbers."""
-        t = self.state.set_threshold(t)
+    def set_threshold(self, t: float, exact: bool = False) -> None:
+        """Move slider, spin box and markers to t and update the confusion numbers (t is
+        rounded down to the grid shown unless ``exact``: a run's saved threshold)."""
+        t = self.state.set_threshold(t, exact=exact)
         for w, v in ((self.slider, round(t * SLIDER_STEPS)), (self.spin, t)):
             w.blockSignals(True)
             w.setValue(v)
@@ -429,7 +432,7 @@ class EvaluatePage(QWidget):
         if not math.isfinite(t):
             return
         try:
-            self.state.save_threshold(run_id, t)
+            t = self.state.save_threshold(run_id, t)
         except OSError as e:
             QMessageBox.critical(self, "Threshold not saved",
                                  f"Could not write {self.state.threshold_path(run_id)}: {e}")

@@ -19,6 +19,22 @@ EVAL_SPLITS = ("test", "val", "all")
 EVALUATION_FILE = "evaluation.json"  # the last evaluate_run result without its curves
 THRESHOLD_FILE = "threshold.json"
 CELLS = ("tp", "fn", "fp", "tn")
+THRESHOLD_DECIMALS = 6  # the page shows, counts with and saves the threshold at this grid
+
+
+def on_grid(t: float) -> float:
+    """``t`` rounded DOWN to THRESHOLD_DECIMALS: a threshold chosen at a score (score >= t
+    is NG) is shown, counted with and saved as one value that still calls that score NG."""
+    scale = 10 ** THRESHOLD_DECIMALS
+    g = math.floor(float(t) * scale + 1e-6) / scale  # a value already on the grid stays
+    while g > t:  # float noise of the division
+        g = (math.floor(g * scale) - 1) / scale
+    return g
+
+
+def fmt_threshold(t: float) -> str:
+    """A threshold as the page shows it: its THRESHOLD_DECIMALS digits, no trailing zeros."""
+    return f"{t:.{THRESHOLD_DECIMALS}f}".rstrip("0").rstrip(".") or "0"
 CELL_TITLES = {"tp": "Defects caught (true NG)", "fn": "Missed defects (escapes)",
                "fp": "False alarms (good parts called NG)", "tn": "Good parts passed (true OK)"}
 
@@ -169,16 +185,19 @@ class EvaluateState:
         if start is None:
             start = self.best_f1_threshold()
             start = 0.5 if start is None else start
-        self.set_threshold(float(start))
+        self.set_threshold(float(start), exact=ev.threshold is not None)
         return True
 
     def ready(self) -> bool:
         return self.sweep is not None
 
     # -- the threshold ---------------------------------------------------------------------
-    def set_threshold(self, t: float) -> float:
-        """Clamp to [0, 1] and take it; the threshold taken."""
-        self.threshold = float(min(1.0, max(0.0, float(t))))
+    def set_threshold(self, t: float, exact: bool = False) -> float:
+        """Clamp to [0, 1], round down to the grid the page shows (on_grid) and take it;
+        the threshold taken, which is the value shown, counted with and saved. ``exact``
+        keeps a run's saved threshold as it is (counted as saved, saved again unchanged)."""
+        t = min(1.0, max(0.0, float(t)))
+        self.threshold = t if exact else on_grid(t)
         return self.threshold
 
     def best_f1_threshold(self) -> float | None:
@@ -212,6 +231,8 @@ class EvaluateState:
         t = self.threshold if threshold is None else float(threshold)
         if not math.isfinite(t):
             raise ValueError("the threshold is not a number")
+        if threshold is not None:
+            t = on_grid(min(1.0, max(0.0, t)))
         write_json_atomic(self.threshold_path(run_id), {"threshold": t, "source": "user"})
         if self.evaluation is not None and self.evaluation.run_id == run_id:
             self.evaluation.threshold, self.evaluation.threshold_source = t, "user"
@@ -242,7 +263,7 @@ class EvaluateState:
         text = (f"<b>AP {_fmt(m['ap_sklearn'])}</b> \u00b7 ROC AUC {_fmt(m['auc'])} \u00b7 "
                 f"run {ev.run_id}, {ev.split} split: {m['n']} images, {m['n_pos']} defective")
         if ev.threshold is not None:
-            text += f" \u00b7 threshold {ev.threshold:.4f} ({ev.threshold_source})"
+            text += f" \u00b7 threshold {fmt_threshold(ev.threshold)} ({ev.threshold_source})"
         if m.get("note"):
             text += f" \u00b7 note: {m['note']}"
         tip = (f"AP = average precision (scikit-learn): {_fmt(m['ap_sklearn'])}\n"

@@ -1,0 +1,65 @@
+"""Evaluate page, issue 16 part 2: what the page shows is what it saves (threshold), the
+curves keep their room at 1280x800, and it opens the run marked active."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+from PySide6.QtCore import Qt
+
+from defect_studio.app.evaluate.page import EvaluatePage
+from defect_studio.app.evaluate.state import fmt_threshold
+from defect_studio.evaluation.metrics import confusion_at, image_metrics
+
+
+def write_evaluation(run_dir, labels, scores) -> None:
+    """The three files evaluate_run writes, for given scores (full precision)."""
+    m = image_metrics(labels, scores)
+    with open(run_dir / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_id", "path", "label", "score", "decision", "split"])
+        for i, (y, s) in enumerate(zip(labels, scores)):
+            w.writerow([i + 1, f"images/{i}.png", "defective" if y else "ok", repr(s), "", "test"])
+    for name, keys in (("pr_curve", ("precision", "recall")), ("roc_curve", ("fpr", "tpr"))):
+        curve = m[name]
+        with open(run_dir / f"{name}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(keys)
+            w.writerows(zip(*(curve[k] for k in keys)))
+
+
+def test_threshold_for_escape_rate_is_saved_as_shown_and_never_above_its_score(
+        qtbot, trained_project, dialogs):
+    project = trained_project
+    run_dir = project.runs_dir / "tiny"
+    # 7 defects; the one that sets the threshold for 2 escapes scores 0.113587 (4 decimals
+    # would show and save 0.1136, above it); an OK part sits just below it
+    defects = [0.05, 0.09, 0.113587, 0.2, 0.4, 0.7, 0.9]
+    oks = [0.01, 0.03, 0.1135861, 0.12, 0.3]
+    labels = [1] * len(defects) + [0] * len(oks)
+    scores = defects + oks
+    write_evaluation(run_dir, labels, scores)
+    page = EvaluatePage()
+    qtbot.addWidget(page)
+    page.resize(1280, 800)
+    page.set_project(project)
+    assert page.current_run() == "tiny" and page.state.ready()
+    page.escape_spin.setValue(30.0)  # 2 of 7 may escape
+    qtbot.mouseClick(page.escape_button, Qt.MouseButton.LeftButton)
+    shown = float(page.spin.text().replace(",", "."))
+    fn_shown = int(page.confusion.item(0, 1).text())
+    assert fn_shown == 2 and "2 of 7" in page.rates_label.text()
+    with qtbot.waitSignal(page.threshold_saved):
+        qtbot.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
+    saved = json.loads((run_dir / "threshold.json").read_text())
+    assert saved["source"] == "user"
+    # what is shown is what is saved, and never above the score it was chosen at
+    assert saved["threshold"] == shown <= 0.113587
+    # the saved threshold, applied to the scores again, misses what the page said
+    again = confusion_at(np.array(labels), np.array(scores), saved["threshold"])
+    assert again["fn"] == fn_shown == 2 and again["fp"] == int(page.confusion.item(1, 0).text())
+    assert f"threshold {fmt_threshold(saved['threshold'])} (user)" in page.summary_label.text()
+    assert project.run("tiny").threshold == saved["threshold"]
+    assert dialogs == []
