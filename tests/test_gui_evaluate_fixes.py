@@ -63,3 +63,33 @@ def test_threshold_for_escape_rate_is_saved_as_shown_and_never_above_its_score(
     assert f"threshold {fmt_threshold(saved['threshold'])} (user)" in page.summary_label.text()
     assert project.run("tiny").threshold == saved["threshold"]
     assert dialogs == []
+
+
+def test_evaluate_opens_the_run_marked_active(qtbot, trained_project, dialogs):
+    import shutil
+
+    project = trained_project
+    runs = project.runs_dir
+    shutil.copytree(runs / "tiny", runs / "other")  # a second finished run
+    labels, scores = [1, 1, 0, 0], [0.9, 0.6, 0.2, 0.1]
+    for run in ("tiny", "other"):
+        write_evaluation(runs / run, labels, scores)
+    page = EvaluatePage()
+    qtbot.addWidget(page)
+    page.set_project(project)
+    assert page.current_run() == "tiny" == project.active_run()
+    assert page.run_combo.currentText() == "tiny  (active)"
+    # the user looks at the other run; a refresh (a run finished) keeps it
+    page.run_combo.setCurrentIndex(page.run_combo.findData("other"))
+    page.refresh()
+    assert page.current_run() == "other" and page.state.evaluation.run_id == "other"
+    # the active run changes elsewhere (the Train page): the page follows it
+    page.run_combo.setCurrentIndex(page.run_combo.findData("tiny"))
+    project.set_active_run("other")
+    saved_active = project.active_run()
+    assert saved_active == "other"
+    page.refresh()
+    assert page.current_run() == saved_active
+    assert page.run_combo.currentText() == "other  (active)"
+    assert page.state.evaluation.run_id == "other"
+    assert dialogs == []

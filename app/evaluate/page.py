@@ -211,6 +211,7 @@ class EvaluatePage(QWidget):
         """List `project`'s finished runs and show the active one; None clears the page.
         Nothing of the previous project stays (a run of the same name is read again)."""
         self.state.project = project
+        self.state.forget_runs()
         self.run_combo.blockSignals(True)
         self.run_combo.clear()
         self.run_combo.blockSignals(False)

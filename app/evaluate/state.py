@@ -141,8 +141,13 @@ class EvaluateState:
         self.metrics: dict | None = None
         self.sweep = None
         self.threshold = 0.5
+        self._active_seen: str | None = None  # the active run when the list was last read
 
     # -- runs ------------------------------------------------------------------------------
+    def forget_runs(self) -> None:
+        """Another project: the next list read opens its active run."""
+        self._active_seen = None
+
     def runs(self) -> list[tuple[str, str]]:
         """(run id, text) of the finished runs, newest first; the active one is marked."""
         if self.project is None:
@@ -152,13 +157,16 @@ class EvaluateState:
                 for r in reversed(self.project.runs()) if r.state == "finished"]
 
     def run_to_show(self, current: str | None, listed: list[str] | None = None) -> str | None:
-        """The run shown after the list is read again: the one shown, else the active run,
-        else the newest finished one."""
+        """The run shown after the list is read again: the active run when it changed since
+        the list was last read (the page opens the run marked "(active)"), else the one
+        shown, else the active run, else the newest finished one."""
         listed = [r for r, _ in self.runs()] if listed is None else listed
+        active = self.project.active_run() if self.project is not None else None
+        changed, self._active_seen = active != self._active_seen, active
         if not listed:
             return None
-        active = self.project.active_run() if self.project is not None else None
-        for want in (current, active):
+        order = (active, current) if changed else (current, active)
+        for want in order:
             if want in listed:
                 return want
         return listed[0]
