@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float)
     s.add_argument("--threads", type=int)
     s.add_argument("--sweep-id", dest="sweep_id", help="name of the sweep (default: time stamp)")
+    s.add_argument("--resume", metavar="SWEEP_ID",
+                   help="continue a cancelled or killed sweep: its tested levels are kept, "
+                        "the others run with its own settings")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
     s.set_defaults(pixel_labels=None, augment=None)
 

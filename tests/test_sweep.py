@@ -77,18 +77,60 @@ def test_sweep_refuses_bad_input(demo_project_dir, tmp_path):
     assert not (demo_project_dir / "runs" / ".sweeps").exists()
 
 
-def test_sweep_cancel_records_the_state(demo_project_dir):
+def test_a_cancelled_or_killed_sweep_resumes_keeping_its_tested_levels(demo_project_dir):
+    from gui_support import shrink_train_split
+
     from defect_studio.errors import CancelledError
+    from defect_studio.project import Project
     from defect_studio.training import TrainConfig
-    from defect_studio.training.sweep import run_sweep
+    from defect_studio.training.sweep import run_sweep, sweep_dir
 
-    calls = {"n": 0}
+    with Project.open(demo_project_dir) as p:
+        shrink_train_split(p, n_defective=2)
+    cfg = TrainConfig(model="mffpa", epochs=1, input_size=(32, 32), device="cpu",
+                      num_threads=2, val_every=0)
+    calls = {"after_point": None}
 
-    def stop():
-        calls["n"] += 1
-        return calls["n"] > 3  # a few steps into the first run
+    def on_event(e):
+        if e["event"] == "sweep_point":
+            calls["after_point"] = 0
 
-    cfg = TrainConfig(model="mffpa", epochs=1, input_size=(32, 32), device="cpu")
-    with pytest.raises(CancelledError):
-        run_sweep(demo_project_dir, cfg, "0,all", sweep_id="c1", should_stop=stop)
-    assert read_sweep(demo_project_dir / "runs" / ".sweeps" / "c1")["state"] == "cancelled"
+    def stop():  # a few steps into the second level's run
+        if calls["after_point"] is None:
+            return False
+        calls["after_point"] += 1
+        return calls["after_point"] > 3
+
+    with pytest.raises(CancelledError, match="--resume c1"):
+        run_sweep(demo_project_dir, cfg, "0,all", sweep_id="c1", on_event=on_event,
+                  should_stop=stop)
+    folder = sweep_dir(demo_project_dir, "c1")
+    record = read_sweep(folder)
+    assert record["state"] == "cancelled" and [p["n"] for p in record["points"]] == [0]
+    # the run that was cancelled is marked so, in the record and in its own folder
+    assert record["runs"] == {"0": {"run_id": "c1-N0", "state": "done"},
+                              "2": {"run_id": "c1-N2", "state": "cancelled"}}
+    run2 = demo_project_dir / "runs" / "c1-N2"
+    status = json.loads((run2 / "status.json").read_text())
+    assert status["state"] == "cancelled"
+    kept = record["points"][0]
+    # as `kill -9` leaves it: the record says running, with a process that is gone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / "sweep.json").write_text(json.dumps({**record, "state": "running",
+                                                   "pid": dead.pid}))
+    (run2 / "status.json").write_text(json.dumps({**status, "state": "running"}))
+    events = []
+    done = run_sweep(demo_project_dir, None, None, resume="c1", on_event=events.append)
+    assert done["state"] == "finished" and [p["n"] for p in done["points"]] == [0, 2]
+    assert done["points"][0] == kept  # the tested level was not trained again
+    started = [e for e in events if e["event"] == "started"]
+    assert len(started) == 1 and started[0]["run_id"] == "c1-N2"
+    assert events[0]["done"] == [0] and events[0]["resumed"] is True
+    saved = read_sweep(folder)
+    assert saved["state"] == "finished" and saved["runs"]["2"]["state"] == "done"
+    assert json.loads((run2 / "status.json").read_text())["state"] == "finished"
+    # nothing left to resume; bad names are refused
+    for bad, why in (("c1", "finished"), ("../c1", "bad sweep id"), ("nope", "no sweep")):
+        with pytest.raises(SweepError, match=why):
+            run_sweep(demo_project_dir, None, None, resume=bad)
