@@ -128,6 +128,14 @@ def _sweep_alive(record: dict[str, Any]) -> bool:
     return True
 
 
+def sweep_state(record: dict[str, Any]) -> str:
+    """The record's state, "interrupted" when it says running but its process is gone."""
+    state = str(record.get("state", "unknown"))
+    if state == "running" and not _sweep_alive(record):
+        return "interrupted"
+    return state
+
+
 def run_sweep(project_root: str | Path, config: KindConfig | None, levels: str | None, *,
               sweep_id: str | None = None, on_event: Callable[[dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None,
@@ -269,6 +277,10 @@ def _train_level(project_root: str | Path, config: KindConfig, n: int, run_id: s
           should_stop=stop)
 
 
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
 def _save(folder: Path, record: dict[str, Any]) -> None:
     from defect_studio.project.runs import write_json_atomic
 
@@ -306,7 +318,7 @@ def cmd_sweep(args: Any) -> int:
             print(f"sweep {e['sweep_id']}: one run per mask count {e['n']} "
                   f"(of {e['n_masked']} masked defective training images){kept}", flush=True)
         elif e["event"] == "sweep_point":
-            print(f"N = {e['n']:>4}: test AP {e['ap']:.4f}  AUC {e['auc']:.4f}  "
+            print(f"N = {e['n']:>4}: test AP {_num(e['ap'])}  AUC {_num(e['auc'])}  "
                   f"trained in {e['train_s']:.0f} s", flush=True)
         elif e["event"] in ("started", "finished", "cancelled"):
             human(e)
@@ -321,5 +333,5 @@ def cmd_sweep(args: Any) -> int:
     if not args.events:
         print("\n| masks N | test AP | AUC | train time |\n|---|---|---|---|")
         for pt in record["points"]:
-            print(f"| {pt['n']} | {pt['ap']:.4f} | {pt['auc']:.4f} | {pt['train_s']:.0f} s |")
+            print(f"| {pt['n']} | {_num(pt['ap'])} | {_num(pt['auc'])} | {pt['train_s']:.0f} s |")
     return 0
