@@ -7,6 +7,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 
 from defect_studio.app.evaluate.page import EvaluatePage
@@ -93,3 +94,83 @@ def test_evaluate_opens_the_run_marked_active(qtbot, trained_project, dialogs):
     assert page.run_combo.currentText() == "other  (active)"
     assert page.state.evaluation.run_id == "other"
     assert dialogs == []
+
+
+def test_report_plots_are_drawn_for_the_page_and_thumbnails_fit_it(
+        qtbot, trained_project, tmp_path, dialogs):
+    import cv2
+    from PySide6.QtGui import QTextDocument
+
+    from defect_studio.app.evaluate.report_dialog import CURVE_PX, write_report
+
+    project = trained_project
+    rng = np.random.default_rng(0)
+    ids = []
+    for k in range(8):  # 200x200 parts: thumbnails at full THUMB_SIDE
+        f = tmp_path / f"part{k}.png"
+        cv2.imwrite(str(f), rng.integers(0, 255, (200, 200, 3), dtype=np.uint8))
+        ids.append(project.add_image(f, label="defective" if k < 6 else "ok",
+                                     split="test").id)
+    labels, scores = [1] * 6 + [0] * 2, [0.1, 0.11, 0.12, 0.13, 0.14, 0.15, 0.05, 0.06]
+    run_dir = project.runs_dir / "tiny"
+    write_evaluation(run_dir, labels, scores)
+    rows = list(csv.DictReader(open(run_dir / "scores.csv", newline="")))
+    with open(run_dir / "scores.csv", "w", newline="") as f:  # the parts' real ids
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "image_id": i, "path": project.image(i).path} for r, i in zip(rows, ids))
+    page = EvaluatePage()
+    qtbot.addWidget(page)
+    page.resize(1280, 420)  # squashed on screen: the report must not copy that
+    page.show()
+    page.set_project(project)
+    page.set_threshold(0.5)  # all 6 defects missed: 6 thumbnails
+    html, pdf = write_report(page, tmp_path / "r" / "report.html")
+    assert pdf is not None and pdf.stat().st_size > 1000 and pdf.read_bytes()[:4] == b"%PDF"
+    files = html.parent / "report_files"
+    curves = sorted(files.glob("curve_*.png"))
+    assert len(curves) == 2
+    for c in curves:
+        h, w = cv2.imread(str(c)).shape[:2]
+        assert (w, h) == CURVE_PX
+    text = html.read_text()
+    assert text.count("fn_") == 6
+    # laid out on an A4 page (15 mm margins) the report needs no more than its width
+    from PySide6.QtCore import QUrl
+
+    doc = QTextDocument()
+    doc.setBaseUrl(QUrl.fromLocalFile(str(html.parent) + "/"))
+    doc.setHtml(text)
+    a4_px = (210 - 30) / 25.4 * doc.documentLayout().paintDevice().logicalDpiX() \
+        if doc.documentLayout().paintDevice() else (210 - 30) / 25.4 * 96
+    assert doc.idealWidth() <= a4_px, (doc.idealWidth(), a4_px)
+    assert dialogs == []
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1380, 860)])
+def test_curves_keep_their_room_in_the_window(qtbot, _trained_template, tmp_path,
+                                             label_window_on, size):
+    from gui_support import copy_project
+
+    from defect_studio.app.evaluate.page import MIN_PLOT_HEIGHT
+
+    root = copy_project(_trained_template, tmp_path / "p")
+    write_evaluation(root / "runs" / "tiny", [1, 1, 0, 0, 0], [0.9, 0.4, 0.5, 0.2, 0.1])
+    win = label_window_on(root, size=size)
+    page = win.pages.get("Evaluate")
+    win.tabs.setCurrentWidget(page)
+    qtbot.waitUntil(page.state.ready, timeout=10_000)
+    qtbot.wait(50)
+    for plot in (page.pr_plot, page.roc_plot):
+        assert plot.isVisible() and plot.height() >= MIN_PLOT_HEIGHT
+    # the threshold row, the confusion table and the sweep are all within the window
+    bottom = page.mapTo(win, page.rect().bottomLeft()).y()
+    assert bottom <= win.height()
+    for w in (page.save_button, page.confusion):
+        assert w.isVisible() and w.mapTo(win, w.rect().bottomLeft()).y() <= bottom
+    page.lower_tabs.setCurrentWidget(page.sweep_view)
+    qtbot.wait(20)
+    sweep = page.sweep_view
+    assert sweep.run_button.isVisible() and sweep.plot.height() >= 100
+    assert sweep.mapTo(win, sweep.rect().bottomLeft()).y() <= bottom
+    assert page.pr_plot.height() >= MIN_PLOT_HEIGHT

@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -20,6 +19,7 @@ from PySide6.QtWidgets import (
     QSlider,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -36,6 +36,8 @@ from defect_studio.app.evaluate.state import (
 )
 
 SLIDER_STEPS = 1000
+MIN_PLOT_HEIGHT = 220  # the PR and ROC curves stay readable at 1280x800
+LOWER_MAX_HEIGHT = 300  # the confusion numbers / sweep tabs under the threshold
 
 
 class EvaluatePage(QWidget):
@@ -88,6 +90,7 @@ class EvaluatePage(QWidget):
         self.roc_plot.setLabel("bottom", "false positive rate")
         self.roc_plot.setLabel("left", "true positive rate")
         for p in (self.pr_plot, self.roc_plot):
+            p.setMinimumHeight(MIN_PLOT_HEIGHT)
             p.setXRange(0, 1, padding=0.02)
             p.setYRange(0, 1, padding=0.02)
             p.showGrid(x=True, y=True, alpha=0.3)
@@ -160,7 +163,7 @@ class EvaluatePage(QWidget):
         self.rates_label = QLabel("")
         self.cell_images = CellImages()
         self.cell_images.open_image.connect(self.open_image_requested)
-        conf_box = QGroupBox("At this threshold")
+        conf_box = QWidget()
         cl = QGridLayout(conf_box)
         cl.addWidget(self.confusion, 0, 0)
         cl.addWidget(self.rates_label, 0, 1)
@@ -169,6 +172,7 @@ class EvaluatePage(QWidget):
 
         self.pixel_label = QLabel("")
         self.pixel_label.setWordWrap(True)
+        self.pixel_label.setVisible(False)
         head = QHBoxLayout()
         head.addWidget(self.summary_label, 1)
         head.addWidget(self.report_button)
@@ -176,15 +180,22 @@ class EvaluatePage(QWidget):
         lay.addLayout(top)
         lay.addLayout(head)
         lay.addWidget(self.pixel_label)
-        lay.addLayout(plots, 1)
+        lay.addLayout(plots, 3)
         lay.addLayout(thr_row)
-        lay.addWidget(conf_box)
         from defect_studio.app.evaluate.sweep_view import (
             SweepView,  # issue 7: test AP vs number of masks
         )
 
+        # The confusion numbers and the mask sweep share the room under the threshold, so
+        # the curves keep theirs at 1280x800 (the sweep once squashed them to ~0 px).
         self.sweep_view = SweepView()
-        lay.addWidget(self.sweep_view)
+        self.lower_tabs = QTabWidget()
+        self.lower_tabs.setDocumentMode(True)
+        self.lower_tabs.addTab(conf_box, "At this threshold")
+        self.lower_tabs.addTab(self.sweep_view, "How many masks? (sweep)")
+        # capped: given more room (a taller window), the curves take it
+        self.lower_tabs.setMaximumHeight(LOWER_MAX_HEIGHT)
+        lay.addWidget(self.lower_tabs, 2)
 
     def _fit_confusion(self) -> None:
         """Size the 2x2 table to its headers and cells: all of it readable, no scroll bars."""
@@ -334,6 +345,7 @@ class EvaluatePage(QWidget):
             self.roc_marker.setData([], [])
             self._show_counts(None)
             self.pixel_label.setText("")
+            self.pixel_label.setVisible(False)
             self.summary_label.setToolTip("")
             self.cell_images.clear()
             self._update_enabled()
@@ -353,6 +365,7 @@ class EvaluatePage(QWidget):
         self.summary_label.setText(text)
         self.summary_label.setToolTip(tip)
         self.pixel_label.setText(self.state.pixel_text())
+        self.pixel_label.setVisible(bool(self.pixel_label.text()))
 
     def show_cell(self, row: int, col: int) -> list:
         """List the images of a confusion cell (row/col of the 2x2 table); their ids."""

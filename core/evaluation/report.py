@@ -23,7 +23,11 @@ from defect_studio.errors import DataError, ProjectError
 from defect_studio.evaluation.metrics import confusion_at, image_metrics
 from defect_studio.evaluation.operating_point import cell_members
 
-THUMB_SIDE = 160
+THUMB_SIDE = 140
+# An A4 page with 15 mm margins is about 680 px wide where the PDF is printed (96 dpi):
+# two curves and four thumbnails per row fit it.
+THUMBS_PER_ROW = 4
+CURVE_WIDTH = 320
 SETTINGS = ("model", "epochs", "input_size", "lr", "batch", "seed", "device", "created")
 
 
@@ -190,7 +194,8 @@ def build_report(project, run_id: str, out_html: str | Path, *, threshold: float
             if src.is_file():
                 dst = files / f"curve_{n}.png"
                 shutil.copyfile(src, dst)
-                parts.append(f"<img src='{e(rel)}/{dst.name}' alt='{e(title)}' width='420'> ")
+                parts.append(f"<img src='{e(rel)}/{dst.name}' alt='{e(title)}' "
+                             f"width='{CURVE_WIDTH}'> ")
         parts.append("</p>")
 
     for cell, title in (("fn", "Worst missed defects (lowest scores)"),
@@ -201,7 +206,9 @@ def build_report(project, run_id: str, out_html: str | Path, *, threshold: float
             parts.append("<p>None at this threshold.</p>")
             continue
         parts.append("<table cellpadding='4'><tr>")
-        for i in idx:
+        for k, i in enumerate(idx):
+            if k and k % THUMBS_PER_ROW == 0:  # rows that fit an A4 page's width
+                parts.append("</tr><tr>")
             r = rows[i]
             name = Path(str(r.get("path", ""))).name
             img = ""
