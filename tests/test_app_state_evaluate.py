@@ -60,10 +60,15 @@ def test_the_evaluation_is_read_back_and_starts_at_the_saved_threshold(state):
 
 def test_which_run_is_shown(state):
     listed = ["newer", "tiny", "older"]
+    assert state.run_to_show(None, listed) == "tiny"  # first read: the active run
     assert state.run_to_show("older", listed) == "older"  # the one shown stays
     assert state.run_to_show("gone", listed) == "tiny"  # else the active run
     state.project.set_active_run(None)
     assert state.run_to_show(None, listed) == "newer"  # else the newest
+    # the active run changed since the list was last read: it is shown
+    state.project.set_active_run("tiny")
+    assert state.run_to_show("older", listed) == "tiny"
+    assert state.run_to_show("older", listed) == "older"
     assert state.run_to_show("x", []) is None
 
 

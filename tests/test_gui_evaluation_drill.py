@@ -42,7 +42,8 @@ def test_drilldown_escape_rate_pixels_and_report(qtbot, view, project, tmp_path)
     # threshold by escape rate: at most that share of defective images below it
     n_pos = int(y.sum())
     t = view.threshold_for_escape_rate(0.0)
-    assert t == pytest.approx(s[y == 1].min())
+    # at the lowest defect score, rounded down to the 6 digits shown
+    assert s[y == 1].min() - 1e-6 < t <= s[y == 1].min()
     assert shown_counts(view)["fn"] == 0
     view.threshold_for_escape_rate(100.0 / n_pos * 1.01)  # one escape allowed
     assert shown_counts(view)["fn"] <= 1
