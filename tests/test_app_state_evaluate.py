@@ -127,7 +127,7 @@ def test_saved_threshold_is_written_and_shown(state):
     assert state.save_threshold("tiny") == pytest.approx(0.4321)
     assert read_threshold(state.run_dir("tiny")) == (pytest.approx(0.4321), "user")
     assert state.evaluation.threshold_source == "user"
-    assert "threshold 0.4321 (user)" in state.summary()[0]
+    assert "threshold 0.432100 (user)" in state.summary()[0]
     # read again, the run starts at it
     fresh = EvaluateState()
     fresh.project = state.project

@@ -93,12 +93,15 @@ def test_a_sweep_failing_in_its_process_shows_the_reason(qtbot, project, dialogs
     folder.mkdir(parents=True)
     (folder / "sweep.json").write_text(json.dumps({
         "id": "s0", "state": "cancelled", "n": [0, 1], "n_masked": 1, "points": [],
+        "runs": {"0": {"run_id": "s0-N0", "state": "cancelled"}},
         "config": {"model": "no-such-model"}, "created": "2026-01-01T00:00:00Z"}))
     page = EvaluatePage()
     qtbot.addWidget(page)
     page.set_project(project)
     view = page.sweep_view
-    assert "cancelled" in view.status.text() and view.resume_button.isEnabled()
+    # the cancelled sweep and its cancelled run are named; Resume offers to continue it
+    assert "Sweep s0 (cancelled)" in view.status.text()
+    assert "run s0-N0 was cancelled" in view.status.text() and view.resume_button.isEnabled()
     with qtbot.waitSignal(view.sweep_ended, timeout=120_000) as blocker:
         qtbot.mouseClick(view.resume_button, Qt.MouseButton.LeftButton)
     assert blocker.args == ["failed"]

@@ -33,8 +33,8 @@ def on_grid(t: float) -> float:
 
 
 def fmt_threshold(t: float) -> str:
-    """A threshold as the page shows it: its THRESHOLD_DECIMALS digits, no trailing zeros."""
-    return f"{t:.{THRESHOLD_DECIMALS}f}".rstrip("0").rstrip(".") or "0"
+    """A threshold as the page shows it (as its spin box does): THRESHOLD_DECIMALS digits."""
+    return f"{t:.{THRESHOLD_DECIMALS}f}"
 CELL_TITLES = {"tp": "Defects caught (true NG)", "fn": "Missed defects (escapes)",
                "fp": "False alarms (good parts called NG)", "tn": "Good parts passed (true OK)"}
 
