@@ -134,3 +134,19 @@ def test_a_cancelled_or_killed_sweep_resumes_keeping_its_tested_levels(demo_proj
     for bad, why in (("c1", "finished"), ("../c1", "bad sweep id"), ("nope", "no sweep")):
         with pytest.raises(SweepError, match=why):
             run_sweep(demo_project_dir, None, None, resume=bad)
+
+
+def test_resume_refuses_a_damaged_record(demo_project_dir):
+    from defect_studio.training.sweep import run_sweep, sweep_dir
+
+    folder = sweep_dir(demo_project_dir, "h")
+    folder.mkdir(parents=True)
+    for levels, why in (([-1], "damaged"), ([10**9], "masks"), ("abc", "damaged"),
+                        ([], "damaged"), ([1.5], "damaged"), ([True], "damaged"),
+                        (None, "damaged"), ([[1]], "damaged")):
+        (folder / "sweep.json").write_text(json.dumps({
+            "id": "h", "state": "cancelled", "n": levels, "points": [],
+            "config": {"model": "mffpa"}}))
+        with pytest.raises(SweepError, match=why):
+            run_sweep(demo_project_dir, None, None, resume="h")
+    assert sorted(p.name for p in (demo_project_dir / "runs").iterdir()) == [".sweeps"]

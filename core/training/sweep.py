@@ -170,7 +170,9 @@ def run_sweep(project_root: str | Path, config: KindConfig | None, levels: str |
         try:
             cfg = record["config"]
             config = kind_of_model(cfg.get("model")).load("config").from_dict(cfg)
-            ns = [int(n) for n in record["n"]]
+            ns = sorted(set(record["n"]))
+            if not ns or not all(type(n) is int for n in ns) or ns[0] < 0 or len(ns) > 20:
+                raise ValueError(f"levels {record['n']!r}")
         except (KeyError, TypeError, ValueError, AttributeError, UserError) as e:
             raise SweepError(f"the record of sweep {resume!r} is damaged ({e})") from None
         if any(n > n_masked for n in ns):
