@@ -57,7 +57,7 @@ def test_drilldown_escape_rate_pixels_and_report(qtbot, view, project, tmp_path)
     # Save threshold: the header shows the new one at once
     view.set_threshold(0.4321)
     view.save_threshold()
-    assert "0.4321 (user)" in view.summary_label.text()
+    assert "0.432100 (user)" in view.summary_label.text()
 
     # Export report: HTML with the run's numbers and thumbnails, and a PDF
     from defect_studio.app.evaluate.report_dialog import write_report

@@ -169,7 +169,7 @@ def build_report(project, run_id: str, out_html: str | Path, *, threshold: float
     parts.append("<h2>Metrics</h2><table border='1' cellspacing='0' cellpadding='4'>"
                  f"<tr><td>AP (average precision)</td><td><b>{_f(m['ap_sklearn'])}</b></td></tr>"
                  f"<tr><td>ROC AUC</td><td>{_f(m['auc'])}</td></tr>"
-                 f"<tr><td>Threshold</td><td>{threshold:.4f} ({e(source)})</td></tr>"
+                 f"<tr><td>Threshold</td><td>{threshold:.6f} ({e(source)})</td></tr>"
                  f"<tr><td>Precision / recall / F1</td><td>{prec} / {_f(c['recall'])} / "
                  f"{_f(c['f1'])}</td></tr>"
                  f"<tr><td>Escape rate (defects called OK)</td><td>{escape}</td></tr>")
