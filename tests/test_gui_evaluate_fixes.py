@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -135,15 +136,25 @@ def test_report_plots_are_drawn_for_the_page_and_thumbnails_fit_it(
         assert (w, h) == CURVE_PX
     text = html.read_text()
     assert text.count("fn_") == 6
-    # laid out on an A4 page (15 mm margins) the report needs no more than its width
+    # on an A4 page (15 mm margins: 510 points, the width Qt prints into) what cannot wrap
+    # fits: the two curves side by side, each row of thumbnails
     from PySide6.QtCore import QUrl
 
-    doc = QTextDocument()
-    doc.setBaseUrl(QUrl.fromLocalFile(str(html.parent) + "/"))
-    doc.setHtml(text)
-    a4_px = (210 - 30) / 25.4 * doc.documentLayout().paintDevice().logicalDpiX() \
-        if doc.documentLayout().paintDevice() else (210 - 30) / 25.4 * 96
-    assert doc.idealWidth() <= a4_px, (doc.idealWidth(), a4_px)
+    def ideal_width(fragment: str) -> float:
+        doc = QTextDocument()
+        doc.setBaseUrl(QUrl.fromLocalFile(str(html.parent) + "/"))
+        doc.setHtml(fragment)
+        return doc.idealWidth()
+
+    blocks = re.findall(r"<h2>Curves</h2><p>.*?</p>|<table cellpadding='4'>.*?</table>", text,
+                        flags=re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        assert ideal_width(block) <= (210 - 30) / 25.4 * 72, block[:60]
+    # the PDF holds the pictures themselves, not 16 px "missing image" icons
+    widths = re.findall(rb"/Width (\d+)", pdf.read_bytes())
+    assert widths.count(str(CURVE_PX[0]).encode()) == 2 and b"16" not in widths
+    assert widths.count(b"140") == 6
     assert dialogs == []
 
 

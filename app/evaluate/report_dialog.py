@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import QMarginsF, QUrl
-from PySide6.QtGui import QPageLayout, QPageSize, QTextDocument
+from PySide6.QtGui import QImage, QPageLayout, QPageSize, QTextDocument
 from PySide6.QtPrintSupport import QPrinter
 from PySide6.QtWidgets import QMessageBox
 
@@ -16,9 +17,19 @@ from defect_studio.errors import UserError
 
 def html_to_pdf(html_path: Path, pdf_path: Path) -> Path:
     """Print an HTML file (pictures relative to it) to an A4 PDF."""
+    html = html_path.read_text(encoding="utf-8")
     doc = QTextDocument()
     doc.setBaseUrl(QUrl.fromLocalFile(str(html_path.parent) + "/"))
-    doc.setHtml(html_path.read_text(encoding="utf-8"))
+    doc.setHtml(html)
+    # Printing lays out a clone of the document, which does not find pictures by their
+    # relative paths (the PDF had 16 px "missing image" icons): hand them over loaded.
+    folder = html_path.parent.resolve()
+    for src in set(re.findall(r"<img[^>]*\ssrc=['\"]([^'\"]+)['\"]", html)):
+        path = (folder / src).resolve()
+        if folder in path.parents and path.is_file():  # only the report's own files
+            image = QImage(str(path))
+            if not image.isNull():
+                doc.addResource(QTextDocument.ResourceType.ImageResource, QUrl(src), image)
     printer = QPrinter(QPrinter.PrinterMode.HighResolution)
     printer.setOutputFormat(QPrinter.OutputFormat.PdfFormat)
     printer.setOutputFileName(str(pdf_path))
@@ -29,7 +40,7 @@ def html_to_pdf(html_path: Path, pdf_path: Path) -> Path:
     return pdf_path
 
 
-CURVE_PX = (640, 480)  # drawn for the page (shown at half size: two side by side on A4)
+CURVE_PX = (480, 360)  # drawn for the page (shown 245 pt wide: two side by side on A4)
 
 
 def render_curves(state, folder: Path) -> dict[str, Path]:

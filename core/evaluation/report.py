@@ -24,10 +24,10 @@ from defect_studio.evaluation.metrics import confusion_at, image_metrics
 from defect_studio.evaluation.operating_point import cell_members
 
 THUMB_SIDE = 140
-# An A4 page with 15 mm margins is about 680 px wide where the PDF is printed (96 dpi):
-# two curves and four thumbnails per row fit it.
-THUMBS_PER_ROW = 4
-CURVE_WIDTH = 320
+# An A4 page with 15 mm margins is 180 mm = 510 points wide, the width Qt lays the
+# report out in when it prints the PDF: two curves and three thumbnails per row fit it.
+THUMBS_PER_ROW = 3
+CURVE_WIDTH = 245
 SETTINGS = ("model", "epochs", "input_size", "lr", "batch", "seed", "device", "created")
 
 
