@@ -60,6 +60,10 @@ class SweepRequest:
         return args
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 class SweepView(QGroupBox):
     """The sweep box: levels, the runs' epochs and size, Run / Resume / Cancel, overall
     progress with ETA, and the AP-vs-masks plot."""
@@ -104,6 +108,7 @@ class SweepView(QGroupBox):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(True)
         self.progress.setVisible(False)
+        self.progress.setMinimumWidth(180)  # room for "42% · ETA 0:26"
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.plot = pg.PlotWidget()
@@ -296,7 +301,7 @@ class SweepView(QGroupBox):
             self._redraw()
         elif kind == "sweep_cancelled":
             run = ev.get("cancelled_run")
-            self.status.setText(f"Sweep cancelled after {len(self.points)} runs"
+            self.status.setText(f"Sweep cancelled after {_runs(len(self.points))}"
                                 + (f"; run {run} was cancelled" if run else "")
                                 + ". Resume continues it.")
         elif kind == "sweep_finished":
@@ -317,7 +322,7 @@ class SweepView(QGroupBox):
             self.status.setText(f"Sweep finished: {len(self.points)} levels tested."
                                 + self._no_ap_note())
         elif state == "cancelled" and "cancelled" not in self.status.text():
-            self.status.setText(f"Sweep cancelled after {len(self.points)} runs. "
+            self.status.setText(f"Sweep cancelled after {_runs(len(self.points))}. "
                                 "Resume continues it.")
         self._update_enabled()
         self.sweep_ended.emit(state)
