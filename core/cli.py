@@ -183,6 +183,9 @@ def _add_studio_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--lr", type=float)
     s.add_argument("--threads", type=int)
     s.add_argument("--sweep-id", dest="sweep_id", help="name of the sweep (default: time stamp)")
+    s.add_argument("--resume", metavar="SWEEP_ID",
+                   help="continue a cancelled or killed sweep: its tested levels are kept, "
+                        "the others run with its own settings")
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
     s.add_argument("--cluster", metavar="ADDRESS",
                    help="train the levels as parallel jobs on the Ray cluster at HOST:PORT")

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from defect_studio.app.evaluate.state import CELLS, EvaluateState, evaluate_and_load
+from defect_studio.app.evaluate.state import CELLS, EvaluateState, evaluate_and_load, on_grid
 from defect_studio.project import Project
 
 
@@ -60,10 +60,15 @@ def test_the_evaluation_is_read_back_and_starts_at_the_saved_threshold(state):
 
 def test_which_run_is_shown(state):
     listed = ["newer", "tiny", "older"]
+    assert state.run_to_show(None, listed) == "tiny"  # first read: the active run
     assert state.run_to_show("older", listed) == "older"  # the one shown stays
     assert state.run_to_show("gone", listed) == "tiny"  # else the active run
     state.project.set_active_run(None)
     assert state.run_to_show(None, listed) == "newer"  # else the newest
+    # the active run changed since the list was last read: it is shown
+    state.project.set_active_run("tiny")
+    assert state.run_to_show("older", listed) == "tiny"
+    assert state.run_to_show("older", listed) == "older"
     assert state.run_to_show("x", []) is None
 
 
@@ -87,7 +92,8 @@ def test_threshold_for_an_escape_rate_is_the_highest_that_keeps_it(state, fracti
     t = state.threshold_for_escape_rate(fraction)
     assert state.threshold == t
     assert state.counts()["fn"] <= fraction * n_pos
-    higher = sorted(float(s) for s in ev.scores if s > t)
+    # the threshold is on the page's grid, at or just below the score it was chosen at
+    higher = sorted(float(s) for s in ev.scores if on_grid(s) > t)
     if higher:  # any higher threshold lets more defects through
         assert state.counts(higher[0])["fn"] > fraction * n_pos
 
@@ -121,7 +127,7 @@ def test_saved_threshold_is_written_and_shown(state):
     assert state.save_threshold("tiny") == pytest.approx(0.4321)
     assert read_threshold(state.run_dir("tiny")) == (pytest.approx(0.4321), "user")
     assert state.evaluation.threshold_source == "user"
-    assert "threshold 0.4321 (user)" in state.summary()[0]
+    assert "threshold 0.432100 (user)" in state.summary()[0]
     # read again, the run starts at it
     fresh = EvaluateState()
     fresh.project = state.project

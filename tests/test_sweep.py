@@ -77,18 +77,81 @@ def test_sweep_refuses_bad_input(demo_project_dir, tmp_path):
     assert not (demo_project_dir / "runs" / ".sweeps").exists()
 
 
-def test_sweep_cancel_records_the_state(demo_project_dir):
+def test_a_killed_or_cancelled_sweep_resumes_keeping_its_tested_levels(
+        demo_project_dir, _trained_template):
+    import shutil
+
+    from gui_support import shrink_train_split
+
     from defect_studio.errors import CancelledError
+    from defect_studio.project import Project
     from defect_studio.training import TrainConfig
-    from defect_studio.training.sweep import run_sweep
+    from defect_studio.training.sweep import run_sweep, sweep_dir
 
-    calls = {"n": 0}
+    root = demo_project_dir
+    with Project.open(root) as p:
+        shrink_train_split(p, n_defective=2)
+    cfg = TrainConfig(model="mffpa", epochs=2, input_size=(32, 32), device="cpu",
+                      num_threads=2, val_every=0)
+    # as `kill -9` during its second level leaves a sweep: level 0 tested (its run is an
+    # ordinary finished run), the record "running" for a process that is gone
+    shutil.copytree(_trained_template / "runs" / "tiny", root / "runs" / "c1-N0",
+                    ignore=shutil.ignore_patterns("run.lock"))
+    kept = {"n": 0, "run_id": "c1-N0", "ap": 0.5, "ap_trapz": 0.5, "auc": 0.5,
+            "train_s": 1.0, "n_test": 7, "n_test_pos": 2}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = sweep_dir(root, "c1")
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({
+        "id": "c1", "state": "running", "pid": dead.pid, "levels": "0,all", "n": [0, 2],
+        "n_masked": 2, "config": cfg.to_dict(), "points": [kept],
+        "runs": {"0": {"run_id": "c1-N0", "state": "done"}},
+        "created": "2026-01-01T00:00:00Z"}))
+    # resumed, then cancelled once level 2's first epoch is saved
+    seen = {"epoch": False}
 
-    def stop():
-        calls["n"] += 1
-        return calls["n"] > 3  # a few steps into the first run
+    def on_event(e):
+        seen["epoch"] = seen["epoch"] or e["event"] == "epoch"
 
-    cfg = TrainConfig(model="mffpa", epochs=1, input_size=(32, 32), device="cpu")
-    with pytest.raises(CancelledError):
-        run_sweep(demo_project_dir, cfg, "0,all", sweep_id="c1", should_stop=stop)
-    assert read_sweep(demo_project_dir / "runs" / ".sweeps" / "c1")["state"] == "cancelled"
+    with pytest.raises(CancelledError, match="--resume c1"):
+        run_sweep(root, None, None, resume="c1", on_event=on_event,
+                  should_stop=lambda: seen["epoch"])
+    record = read_sweep(folder)
+    assert record["state"] == "cancelled" and record["points"] == [kept]
+    # the run that was cancelled is marked so, in the record and in its own folder
+    assert record["runs"]["2"] == {"run_id": "c1-N2", "state": "cancelled"}
+    run2 = root / "runs" / "c1-N2"
+    assert json.loads((run2 / "status.json").read_text())["state"] == "cancelled"
+    assert (run2 / "checkpoint.pt").is_file()
+    # resumed again: level 0 is kept, level 2 continues from its first epoch
+    events = []
+    done = run_sweep(root, None, None, resume="c1", on_event=events.append)
+    assert done["state"] == "finished" and [p["n"] for p in done["points"]] == [0, 2]
+    assert done["points"][0] == kept
+    started = [e for e in events if e["event"] == "started"]
+    assert [(e["run_id"], e.get("start_epoch")) for e in started] == [("c1-N2", 1)]
+    assert events[0]["done"] == [0] and events[0]["resumed"] is True
+    saved = read_sweep(folder)
+    assert saved["state"] == "finished" and saved["runs"]["2"]["state"] == "done"
+    assert json.loads((run2 / "status.json").read_text())["state"] == "finished"
+    # nothing left to resume; bad names are refused
+    for bad, why in (("c1", "finished"), ("../c1", "bad sweep id"), ("nope", "no sweep")):
+        with pytest.raises(SweepError, match=why):
+            run_sweep(root, None, None, resume=bad)
+
+
+def test_resume_refuses_a_damaged_record(demo_project_dir):
+    from defect_studio.training.sweep import run_sweep, sweep_dir
+
+    folder = sweep_dir(demo_project_dir, "h")
+    folder.mkdir(parents=True)
+    for levels, why in (([-1], "damaged"), ([10**9], "masks"), ("abc", "damaged"),
+                        ([], "damaged"), ([1.5], "damaged"), ([True], "damaged"),
+                        (None, "damaged"), ([[1]], "damaged")):
+        (folder / "sweep.json").write_text(json.dumps({
+            "id": "h", "state": "cancelled", "n": levels, "points": [],
+            "config": {"model": "mffpa"}}))
+        with pytest.raises(SweepError, match=why):
+            run_sweep(demo_project_dir, None, None, resume="h")
+    assert sorted(p.name for p in (demo_project_dir / "runs").iterdir()) == [".sweeps"]

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from defect_studio.app.evaluate.state import CELL_TITLES, CellRow
+from defect_studio.app.evaluate.state import CELL_TITLES, CellRow, fmt_threshold
 
 # (row, column) of each cell in the Evaluate page's 2x2 table
 CELL_AT = {(0, 0): "tp", (0, 1): "fn", (1, 0): "fp", (1, 1): "tn"}
@@ -61,13 +61,14 @@ class CellImages(QWidget):
         self._ids = [r.image_id for r in rows]
         self.table.setRowCount(len(rows))
         for row, r in enumerate(rows):
-            for col, text in enumerate((r.name, f"{r.score:.4f}", r.label)):
+            for col, text in enumerate((r.name, f"{r.score:.6f}", r.label)):
                 item = QTableWidgetItem(text)
                 if col == 0:
                     item.setToolTip(r.name)
                 self.table.setItem(row, col, item)
         self.title.setText(f"<b>{CELL_TITLES[cell]}</b>: {len(rows)} image"
-                           f"{'s' if len(rows) != 1 else ''} at threshold {threshold:.4f}"
+                           f"{'s' if len(rows) != 1 else ''} at threshold "
+                           f"{fmt_threshold(threshold)}"
                            + (" (double-click to open)" if rows else ""))
         return list(self._ids)
 

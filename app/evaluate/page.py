@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -20,6 +19,7 @@ from PySide6.QtWidgets import (
     QSlider,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -29,12 +29,15 @@ from defect_studio.app.common.plot_style import SERIES, plot_colors, style_plot
 from defect_studio.app.evaluate.drilldown import CELL_AT, CellImages
 from defect_studio.app.evaluate.state import (
     EVAL_SPLITS,
+    THRESHOLD_DECIMALS,
     EvaluateState,
     RunEvaluation,
     evaluate_and_load,
 )
 
 SLIDER_STEPS = 1000
+MIN_PLOT_HEIGHT = 220  # the PR and ROC curves stay readable at 1280x800
+LOWER_MAX_HEIGHT = 300  # the confusion numbers / sweep tabs under the threshold
 
 
 class EvaluatePage(QWidget):
@@ -87,6 +90,7 @@ class EvaluatePage(QWidget):
         self.roc_plot.setLabel("bottom", "false positive rate")
         self.roc_plot.setLabel("left", "true positive rate")
         for p in (self.pr_plot, self.roc_plot):
+            p.setMinimumHeight(MIN_PLOT_HEIGHT)
             p.setXRange(0, 1, padding=0.02)
             p.setYRange(0, 1, padding=0.02)
             p.showGrid(x=True, y=True, alpha=0.3)
@@ -110,7 +114,7 @@ class EvaluatePage(QWidget):
         self.slider.valueChanged.connect(lambda v: self.set_threshold(v / SLIDER_STEPS))
         self.spin = QDoubleSpinBox()
         self.spin.setRange(0.0, 1.0)
-        self.spin.setDecimals(4)
+        self.spin.setDecimals(THRESHOLD_DECIMALS)
         self.spin.setSingleStep(0.01)
         self.spin.valueChanged.connect(self.set_threshold)
         self.save_button = QPushButton("Save threshold")
@@ -159,7 +163,7 @@ class EvaluatePage(QWidget):
         self.rates_label = QLabel("")
         self.cell_images = CellImages()
         self.cell_images.open_image.connect(self.open_image_requested)
-        conf_box = QGroupBox("At this threshold")
+        conf_box = QWidget()
         cl = QGridLayout(conf_box)
         cl.addWidget(self.confusion, 0, 0)
         cl.addWidget(self.rates_label, 0, 1)
@@ -168,6 +172,7 @@ class EvaluatePage(QWidget):
 
         self.pixel_label = QLabel("")
         self.pixel_label.setWordWrap(True)
+        self.pixel_label.setVisible(False)
         head = QHBoxLayout()
         head.addWidget(self.summary_label, 1)
         head.addWidget(self.report_button)
@@ -175,15 +180,22 @@ class EvaluatePage(QWidget):
         lay.addLayout(top)
         lay.addLayout(head)
         lay.addWidget(self.pixel_label)
-        lay.addLayout(plots, 1)
+        lay.addLayout(plots, 3)
         lay.addLayout(thr_row)
-        lay.addWidget(conf_box)
         from defect_studio.app.evaluate.sweep_view import (
             SweepView,  # issue 7: test AP vs number of masks
         )
 
+        # The confusion numbers and the mask sweep share the room under the threshold, so
+        # the curves keep theirs at 1280x800 (the sweep once squashed them to ~0 px).
         self.sweep_view = SweepView()
-        lay.addWidget(self.sweep_view)
+        self.lower_tabs = QTabWidget()
+        self.lower_tabs.setDocumentMode(True)
+        self.lower_tabs.addTab(conf_box, "At this threshold")
+        self.lower_tabs.addTab(self.sweep_view, "How many masks? (sweep)")
+        # capped: given more room (a taller window), the curves take it
+        self.lower_tabs.setMaximumHeight(LOWER_MAX_HEIGHT)
+        lay.addWidget(self.lower_tabs, 2)
 
     def _fit_confusion(self) -> None:
         """Size the 2x2 table to its headers and cells: all of it readable, no scroll bars."""
@@ -210,6 +222,7 @@ class EvaluatePage(QWidget):
         """List `project`'s finished runs and show the active one; None clears the page.
         Nothing of the previous project stays (a run of the same name is read again)."""
         self.state.project = project
+        self.state.forget_runs()
         self.run_combo.blockSignals(True)
         self.run_combo.clear()
         self.run_combo.blockSignals(False)
@@ -332,6 +345,7 @@ class EvaluatePage(QWidget):
             self.roc_marker.setData([], [])
             self._show_counts(None)
             self.pixel_label.setText("")
+            self.pixel_label.setVisible(False)
             self.summary_label.setToolTip("")
             self.cell_images.clear()
             self._update_enabled()
@@ -339,7 +353,7 @@ class EvaluatePage(QWidget):
         self.pr_curve.setData(ev.pr["recall"], ev.pr["precision"])
         self.roc_curve.setData(ev.roc["fpr"], ev.roc["tpr"])
         self._render_summary()
-        self.set_threshold(self.state.threshold)
+        self.set_threshold(self.state.threshold, exact=True)
         self._update_enabled()
         self.evaluation_loaded.emit(ev.run_id)
 
@@ -351,6 +365,7 @@ class EvaluatePage(QWidget):
         self.summary_label.setText(text)
         self.summary_label.setToolTip(tip)
         self.pixel_label.setText(self.state.pixel_text())
+        self.pixel_label.setVisible(bool(self.pixel_label.text()))
 
     def show_cell(self, row: int, col: int) -> list:
         """List the images of a confusion cell (row/col of the 2x2 table); their ids."""
@@ -384,11 +399,13 @@ class EvaluatePage(QWidget):
 
     # -- threshold -------------------------------------------------------------------------
     def threshold(self) -> float:
-        return float(self.spin.value())
+        """The threshold shown (the spin box's digits), counted with and saved."""
+        return self.state.threshold
 
-    def set_threshold(self, t: float) -> None:
-        """Move slider, spin box and markers to t and update the confusion numbers."""
-        t = self.state.set_threshold(t)
+    def set_threshold(self, t: float, exact: bool = False) -> None:
+        """Move slider, spin box and markers to t and update the confusion numbers (t is
+        rounded down to the grid shown unless ``exact``: a run's saved threshold)."""
+        t = self.state.set_threshold(t, exact=exact)
         for w, v in ((self.slider, round(t * SLIDER_STEPS)), (self.spin, t)):
             w.blockSignals(True)
             w.setValue(v)
@@ -429,7 +446,7 @@ class EvaluatePage(QWidget):
         if not math.isfinite(t):
             return
         try:
-            self.state.save_threshold(run_id, t)
+            t = self.state.save_threshold(run_id, t)
         except OSError as e:
             QMessageBox.critical(self, "Threshold not saved",
                                  f"Could not write {self.state.threshold_path(run_id)}: {e}")

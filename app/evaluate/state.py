@@ -19,6 +19,22 @@ EVAL_SPLITS = ("test", "val", "all")
 EVALUATION_FILE = "evaluation.json"  # the last evaluate_run result without its curves
 THRESHOLD_FILE = "threshold.json"
 CELLS = ("tp", "fn", "fp", "tn")
+THRESHOLD_DECIMALS = 6  # the page shows, counts with and saves the threshold at this grid
+
+
+def on_grid(t: float) -> float:
+    """``t`` rounded DOWN to THRESHOLD_DECIMALS: a threshold chosen at a score (score >= t
+    is NG) is shown, counted with and saved as one value that still calls that score NG."""
+    scale = 10 ** THRESHOLD_DECIMALS
+    g = math.floor(float(t) * scale + 1e-6) / scale  # a value already on the grid stays
+    while g > t:  # float noise of the division
+        g = (math.floor(g * scale) - 1) / scale
+    return g
+
+
+def fmt_threshold(t: float) -> str:
+    """A threshold as the page shows it (as its spin box does): THRESHOLD_DECIMALS digits."""
+    return f"{t:.{THRESHOLD_DECIMALS}f}"
 CELL_TITLES = {"tp": "Defects caught (true NG)", "fn": "Missed defects (escapes)",
                "fp": "False alarms (good parts called NG)", "tn": "Good parts passed (true OK)"}
 
@@ -125,8 +141,13 @@ class EvaluateState:
         self.metrics: dict | None = None
         self.sweep = None
         self.threshold = 0.5
+        self._active_seen: str | None = None  # the active run when the list was last read
 
     # -- runs ------------------------------------------------------------------------------
+    def forget_runs(self) -> None:
+        """Another project: the next list read opens its active run."""
+        self._active_seen = None
+
     def runs(self) -> list[tuple[str, str]]:
         """(run id, text) of the finished runs, newest first; the active one is marked."""
         if self.project is None:
@@ -136,13 +157,16 @@ class EvaluateState:
                 for r in reversed(self.project.runs()) if r.state == "finished"]
 
     def run_to_show(self, current: str | None, listed: list[str] | None = None) -> str | None:
-        """The run shown after the list is read again: the one shown, else the active run,
-        else the newest finished one."""
+        """The run shown after the list is read again: the active run when it changed since
+        the list was last read (the page opens the run marked "(active)"), else the one
+        shown, else the active run, else the newest finished one."""
         listed = [r for r, _ in self.runs()] if listed is None else listed
+        active = self.project.active_run() if self.project is not None else None
+        changed, self._active_seen = active != self._active_seen, active
         if not listed:
             return None
-        active = self.project.active_run() if self.project is not None else None
-        for want in (current, active):
+        order = (active, current) if changed else (current, active)
+        for want in order:
             if want in listed:
                 return want
         return listed[0]
@@ -169,16 +193,19 @@ class EvaluateState:
         if start is None:
             start = self.best_f1_threshold()
             start = 0.5 if start is None else start
-        self.set_threshold(float(start))
+        self.set_threshold(float(start), exact=ev.threshold is not None)
         return True
 
     def ready(self) -> bool:
         return self.sweep is not None
 
     # -- the threshold ---------------------------------------------------------------------
-    def set_threshold(self, t: float) -> float:
-        """Clamp to [0, 1] and take it; the threshold taken."""
-        self.threshold = float(min(1.0, max(0.0, float(t))))
+    def set_threshold(self, t: float, exact: bool = False) -> float:
+        """Clamp to [0, 1], round down to the grid the page shows (on_grid) and take it;
+        the threshold taken, which is the value shown, counted with and saved. ``exact``
+        keeps a run's saved threshold as it is (counted as saved, saved again unchanged)."""
+        t = min(1.0, max(0.0, float(t)))
+        self.threshold = t if exact else on_grid(t)
         return self.threshold
 
     def best_f1_threshold(self) -> float | None:
@@ -212,6 +239,8 @@ class EvaluateState:
         t = self.threshold if threshold is None else float(threshold)
         if not math.isfinite(t):
             raise ValueError("the threshold is not a number")
+        if threshold is not None:
+            t = on_grid(min(1.0, max(0.0, t)))
         write_json_atomic(self.threshold_path(run_id), {"threshold": t, "source": "user"})
         if self.evaluation is not None and self.evaluation.run_id == run_id:
             self.evaluation.threshold, self.evaluation.threshold_source = t, "user"
@@ -242,7 +271,7 @@ class EvaluateState:
         text = (f"<b>AP {_fmt(m['ap_sklearn'])}</b> \u00b7 ROC AUC {_fmt(m['auc'])} \u00b7 "
                 f"run {ev.run_id}, {ev.split} split: {m['n']} images, {m['n_pos']} defective")
         if ev.threshold is not None:
-            text += f" \u00b7 threshold {ev.threshold:.4f} ({ev.threshold_source})"
+            text += f" \u00b7 threshold {fmt_threshold(ev.threshold)} ({ev.threshold_source})"
         if m.get("note"):
             text += f" \u00b7 note: {m['note']}"
         tip = (f"AP = average precision (scikit-learn): {_fmt(m['ap_sklearn'])}\n"

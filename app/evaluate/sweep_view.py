@@ -8,25 +8,30 @@ when the project is opened (read from runs/.sweeps/<id>/sweep.json).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
+    QComboBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from defect_studio.app.common.jobs import TrainingJob
+from defect_studio.app.common.jobs import TrainingJob, format_eta
 from defect_studio.app.common.plot_style import SERIES, style_plot
 
 DEFAULT_LEVELS = "0,25%,50%,all"
+SIZE_AUTO = "from data"
 
 
 @dataclass
@@ -40,10 +45,14 @@ class SweepRequest:
     size: tuple[int, int] | None = None
     device: str = "auto"
     run_id: str | None = None  # TrainingJob reads it; a sweep names its runs itself
+    resume: str | None = None  # a sweep id: continue it with its own settings
 
     def to_args(self) -> list[str]:
         args = ["-m", "defect_studio", "sweep", "--project", str(self.project_root), "--events",
-                "--pixel-labels", self.levels, "--preset", self.preset, "--device", self.device]
+                "--device", self.device]
+        if self.resume is not None:
+            return args + ["--resume", self.resume]
+        args += ["--pixel-labels", self.levels, "--preset", self.preset]
         if self.epochs is not None:
             args += ["--epochs", str(int(self.epochs))]
         if self.size is not None:
@@ -51,8 +60,13 @@ class SweepRequest:
         return args
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 class SweepView(QGroupBox):
-    """The sweep box: levels, Run / Cancel, progress, and the AP-vs-masks plot."""
+    """The sweep box: levels, the runs' epochs and size, Run / Resume / Cancel, overall
+    progress with ETA, and the AP-vs-masks plot."""
 
     sweep_ended = Signal(str)  # "finished" | "cancelled" | "failed"
 
@@ -61,29 +75,51 @@ class SweepView(QGroupBox):
         self._project = None
         self.job: TrainingJob | None = None
         self.points: list[dict] = []
-        # Overrides of the preset for the sweep's runs (None: the quick preset's own).
-        self.epochs: int | None = None
-        self.size: tuple[int, int] | None = None
         self.device = "auto"
         # the job runs niced, as training does (defect_studio.app.common.jobs)
         self.low_priority = True
+        self._last: dict | None = None  # the project's last sweep record
+        self._levels: list[int] = []  # this job's levels still to run
+        self._t0 = 0.0
+        self._finished_seen = False
+        self._n_masked = 0
         self.levels_edit = QLineEdit(DEFAULT_LEVELS)
         self.levels_edit.setToolTip("Mask counts to compare: counts (12), shares (25%) or 'all'. "
-                                    "One quick-preset run per count, on the same splits")
+                                    "One run per count, on the same splits")
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(0, 1000)
+        self.epochs_spin.setSpecialValueText("preset")
+        self.epochs_spin.setToolTip("Epochs of each sweep run (\u201cpreset\u201d: the quick "
+                                    "preset's)")
+        self.size_combo = QComboBox()
+        self.size_combo.setEditable(True)
+        self.size_combo.addItems([SIZE_AUTO, "64x64", "128x128", "256x256", "512x512"])
+        self.size_combo.setToolTip("Input size WxH of each sweep run (\u201cfrom data\u201d: "
+                                   "chosen from the images)")
         self.run_button = QPushButton("Run sweep")
         self.run_button.clicked.connect(self.start_sweep)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the last sweep: its tested levels are kept, "
+                                      "the others run with its own settings")
+        self.resume_button.clicked.connect(self.resume_sweep)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel_sweep)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.setVisible(False)
+        self.progress.setMinimumWidth(180)  # room for "42% · ETA 0:26"
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "defective training images with a pixel mask")
         self.plot.setLabel("left", "test AP")
         self.plot.setYRange(0, 1.02)
+        self.plot.setXRange(0, 1)
         self.plot.showGrid(x=True, y=True, alpha=0.3)
+        self.plot.setMouseEnabled(False, False)
         style_plot(self.plot)
-        self.plot.setMinimumHeight(160)
-        self.plot.setMaximumHeight(240)  # the PR and ROC curves above keep the room
+        self.plot.setMinimumHeight(120)
         green = SERIES["green"]
         self.curve = self.plot.plot([], [], pen=pg.mkPen(green, width=2), symbol="o",
                                     symbolSize=8, symbolBrush=green)
@@ -91,34 +127,87 @@ class SweepView(QGroupBox):
         row = QHBoxLayout()
         row.addWidget(QLabel("Masks:"))
         row.addWidget(self.levels_edit, 1)
+        row.addWidget(QLabel("Epochs:"))
+        row.addWidget(self.epochs_spin)
+        row.addWidget(QLabel("Size:"))
+        row.addWidget(self.size_combo)
         row.addWidget(self.run_button)
+        row.addWidget(self.resume_button)
         row.addWidget(self.cancel_button)
         lay = QVBoxLayout(self)
         lay.addLayout(row)
-        lay.addWidget(self.status)
+        state_row = QHBoxLayout()
+        state_row.addWidget(self.status, 1)
+        state_row.addWidget(self.progress)
+        lay.addLayout(state_row)
         lay.addWidget(self.plot, 1)
         self._update_enabled()
+
+    # -- the runs' settings ----------------------------------------------------------------
+    @property
+    def epochs(self) -> int | None:
+        """Epochs of each run (None: the preset's)."""
+        return self.epochs_spin.value() or None
+
+    @epochs.setter
+    def epochs(self, value: int | None) -> None:
+        self.epochs_spin.setValue(int(value or 0))
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """Input size (W, H) of each run (None: from the data); UserError when unreadable."""
+        from defect_studio.training.config import parse_size
+
+        text = self.size_combo.currentText().strip()
+        if not text or text == SIZE_AUTO:
+            return None
+        return parse_size(text)
+
+    @size.setter
+    def size(self, value: tuple[int, int] | None) -> None:
+        self.size_combo.setCurrentText(SIZE_AUTO if value is None
+                                       else f"{int(value[0])}x{int(value[1])}")
 
     # -- project ---------------------------------------------------------------------------
     def set_project(self, project) -> None:
         """Show the project's last sweep (if any); None clears the box."""
         self._project = project
         self.points = []
+        self._last = None
+        self._n_masked = 0
         if project is not None:
             from defect_studio.training.sweep import list_sweeps
 
+            self._n_masked = len([r for r in project.images(split="train", label="defective")
+                                  if r.has_mask])
             sweeps = list_sweeps(project.root)
             if sweeps:
-                last = sweeps[-1]
-                self.points = list(last["points"])
-                self.status.setText(f"Sweep {last['id']} ({last.get('state')}), "
-                                    f"{last.get('n_masked')} masked defective training images.")
+                self._last = sweeps[-1]
+                self.points = list(self._last["points"])
+                self.status.setText(self._record_text(self._last))
             else:
-                self.status.setText("No sweep yet: Run sweep trains one quick run per mask count.")
+                self.status.setText("No sweep yet: Run sweep trains one run per mask count.")
         else:
             self.status.setText("")
         self._redraw()
         self._update_enabled()
+
+    @staticmethod
+    def _record_text(record: dict) -> str:
+        from defect_studio.training.sweep import sweep_state
+
+        state = sweep_state(record)
+        text = (f"Sweep {record.get('id')} ({state}): {len(record['points'])} of "
+                f"{len(record.get('n') or [])} levels tested, "
+                f"{record.get('n_masked')} masked defective training images.")
+        stopped = [r for r in (record.get("runs") or {}).values()
+                   if isinstance(r, dict) and r.get("state") in ("cancelled", "failed")]
+        if stopped:
+            text += " " + "; ".join(f"run {r.get('run_id')} was {r.get('state')}"
+                                    for r in stopped) + "."
+        if state in ("cancelled", "failed", "interrupted"):
+            text += " Resume continues it."
+        return text
 
     def is_running(self) -> bool:
         return self.job is not None and self.job.is_running()
@@ -128,23 +217,53 @@ class SweepView(QGroupBox):
     def start_sweep(self) -> None:
         if self._project is None or self.is_running():
             return
-        from defect_studio.training.sweep import SweepError, parse_levels
+        from defect_studio.errors import UserError
+        from defect_studio.training.sweep import check_sweep_possible, parse_levels
 
-        masked = [r for r in self._project.images(split="train", label="defective") if r.has_mask]
         try:
-            parse_levels(self.levels_edit.text(), len(masked))
-        except SweepError as e:
-            self.status.setText(str(e))
+            n_masked, _ = check_sweep_possible(self._project)
+            levels = parse_levels(self.levels_edit.text(), n_masked)
+            epochs, size = self.epochs, self.size
+        except UserError as e:
+            self.status.setText(f"The sweep cannot run: {e}")
             return
         self.points = []
+        self._start(SweepRequest(Path(self._project.root), self.levels_edit.text().strip(),
+                                 epochs=epochs, size=size, device=self.device), levels)
+
+    @Slot()
+    def resume_sweep(self) -> None:
+        if self._project is None or self.is_running() or self._last is None:
+            return
+        from defect_studio.errors import UserError
+        from defect_studio.training.sweep import check_sweep_possible
+
+        try:
+            check_sweep_possible(self._project)
+        except UserError as e:
+            self.status.setText(f"The sweep cannot run: {e}")
+            return
+        done = {p.get("n") for p in self.points}
+        self._start(SweepRequest(Path(self._project.root), device=self.device,
+                                 resume=str(self._last["id"])),
+                    [n for n in self._last.get("n", []) if n not in done])
+
+    def _start(self, request: SweepRequest, levels: list[int]) -> None:
         self._redraw()
+        self._levels = list(levels)
+        self._finished_seen = False
         job = TrainingJob(self, low_priority=self.low_priority)
         job.event.connect(self._on_event)
+        job.failed.connect(self._on_failed)
         job.ended.connect(self._on_ended)
         self.job = job
-        job.start(SweepRequest(Path(self._project.root), self.levels_edit.text().strip(),
-                               epochs=self.epochs, size=self.size, device=self.device))
-        self.status.setText("Sweep running...")
+        self._t0 = time.monotonic()
+        self.progress.setValue(0)
+        self.progress.setFormat("%p%")
+        self.progress.setVisible(True)
+        job.start(request)
+        self.status.setText("Sweep starting\u2026" if request.resume is None
+                            else f"Resuming sweep {request.resume}\u2026")
         self._update_enabled()
 
     @Slot()
@@ -152,29 +271,76 @@ class SweepView(QGroupBox):
         if self.is_running():
             self.job.cancel()
 
+    def _set_progress(self, fraction: float) -> None:
+        fraction = min(1.0, max(0.0, fraction))
+        self.progress.setValue(round(fraction * 1000))
+        elapsed = time.monotonic() - self._t0
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
+        self.progress.setFormat(f"%p% \u00b7 ETA {format_eta(eta)}")
+
     def _on_event(self, ev: dict) -> None:
         kind = ev.get("event")
         if kind == "sweep_started":
+            self._levels = [n for n in ev.get("n", []) if n not in set(ev.get("done") or [])]
+            kept = f" (kept: N = {', '.join(map(str, ev['done']))})" if ev.get("done") else ""
             self.status.setText(f"Sweep {ev['sweep_id']}: runs for N = "
-                                f"{', '.join(str(n) for n in ev['n'])} masks...")
+                                f"{', '.join(str(n) for n in self._levels)} masks{kept}\u2026")
         elif kind == "progress" and "sweep_n" in ev:
-            self.status.setText(f"N = {ev['sweep_n']}: epoch {ev['epoch']}/{ev['epochs']}, "
-                                f"step {ev['step']}/{ev['steps']}")
+            n = ev["sweep_n"]
+            k = self._levels.index(n) if n in self._levels else 0
+            epochs, steps = max(1, int(ev.get("epochs") or 1)), max(1, int(ev.get("steps") or 1))
+            within = (int(ev.get("epoch", 1)) - 1 + int(ev.get("step", 0)) / steps) / epochs
+            self._set_progress((k + within) / max(1, len(self._levels)))
+            self.status.setText(f"Run {k + 1} of {len(self._levels)} (N = {n}): epoch "
+                                f"{ev['epoch']}/{ev['epochs']}, step {ev['step']}/{ev['steps']}")
         elif kind == "sweep_point":
-            self.points.append(ev)
+            self.points = sorted([p for p in self.points if p.get("n") != ev.get("n")] + [ev],
+                                 key=lambda p: p["n"])
+            done = len([n for n in self._levels if n in {p["n"] for p in self.points}])
+            self._set_progress(done / max(1, len(self._levels)))
             self._redraw()
+        elif kind == "sweep_cancelled":
+            run = ev.get("cancelled_run")
+            self.status.setText(f"Sweep cancelled after {_runs(len(self.points))}"
+                                + (f"; run {run} was cancelled" if run else "")
+                                + ". Resume continues it.")
+        elif kind == "sweep_finished":
+            self._finished_seen = True
         elif kind == "error":
-            self.status.setText(str(ev.get("message", "the sweep failed")))
+            self.status.setText(f"The sweep failed: {ev.get('message', 'unknown error')}")
+
+    def _on_failed(self, message: str) -> None:
+        if not self._finished_seen:
+            self.status.setText(f"The sweep failed: {message.strip()}")
 
     def _on_ended(self, state: str) -> None:
+        if self._finished_seen:  # a resumed sweep may end without training anything
+            state = "finished"
+        self.progress.setVisible(False)
+        self._reload_last()
         if state == "finished":
-            self.status.setText(f"Sweep finished: {len(self.points)} runs.")
-        elif state == "cancelled":
-            self.status.setText(f"Sweep cancelled after {len(self.points)} runs.")
-        elif self.job is not None and not self.status.text().strip():
-            self.status.setText("The sweep failed; see the message above.")
+            self.status.setText(f"Sweep finished: {len(self.points)} levels tested."
+                                + self._no_ap_note())
+        elif state == "cancelled" and "cancelled" not in self.status.text():
+            self.status.setText(f"Sweep cancelled after {_runs(len(self.points))}. "
+                                "Resume continues it.")
         self._update_enabled()
         self.sweep_ended.emit(state)
+
+    def _reload_last(self) -> None:
+        if self._project is None:
+            return
+        from defect_studio.training.sweep import list_sweeps
+
+        sweeps = list_sweeps(self._project.root)
+        self._last = sweeps[-1] if sweeps else None
+
+    def _no_ap_note(self) -> str:
+        missing = [p["n"] for p in self.points if p.get("ap") is None]
+        if not missing:
+            return ""
+        return (f" No test AP for N = {', '.join(map(str, missing))}: the test split needs OK "
+                "and defective images.")
 
     # -- drawing ---------------------------------------------------------------------------
     def _redraw(self) -> None:
@@ -184,15 +350,29 @@ class SweepView(QGroupBox):
         from defect_studio.training.sweep import mean_points
 
         pts = mean_points(self.points)  # one point per mask count (the mean over its seeds)
-        self.curve.setData([p["n"] for p in pts], [p["ap"] for p in pts])
+        xs = [p["n"] for p in pts]
+        self.curve.setData(xs, [p["ap"] for p in pts])
+        # an explicit range: with no point (or one) autorange draws a meaningless axis
+        hi = max(xs + [self._n_masked, 1])
+        lo = min(xs + [0])
+        pad = max(0.5, 0.05 * (hi - lo))
+        self.plot.setXRange(lo - pad, hi + pad, padding=0)
+        self.plot.setYRange(0, 1.02, padding=0)
         for p in pts:
-            t = pg.TextItem(f"{p['ap']:.3f}\n{p.get('train_s', 0) / 60:.1f} min", anchor=(0.5, 1.2))
+            t = pg.TextItem(f"{p['ap']:.3f}\n{p.get('train_s', 0) / 60:.1f} min",
+                            anchor=(0.5, 1.2))
             t.setPos(p["n"], p["ap"])
             self.plot.addItem(t)
             self._labels.append(t)
 
     def _update_enabled(self) -> None:
+        from defect_studio.training.sweep import sweep_state
+
         running = self.is_running()
         self.run_button.setEnabled(self._project is not None and not running)
+        resumable = self._last is not None and sweep_state(self._last) in (
+            "cancelled", "failed", "interrupted")
+        self.resume_button.setEnabled(self._project is not None and not running and resumable)
         self.cancel_button.setEnabled(running)
-        self.levels_edit.setEnabled(not running)
+        for w in (self.levels_edit, self.epochs_spin, self.size_combo):
+            w.setEnabled(not running)

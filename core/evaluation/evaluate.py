@@ -158,8 +158,9 @@ def evaluate_run(
             defective = rec.label == "defective" or (mask is not None and bool(np.any(mask)))
             y_true.append(int(defective))
             scores.append(pred.score)
-            rows.append([rec.id, rec.path, "defective" if defective else "ok", _fmt(pred.score),
-                         "NG" if pred.is_ng else "OK", rec.split or ""])
+            # the score in full (repr): a threshold chosen on it must call it the same way
+            rows.append([rec.id, rec.path, "defective" if defective else "ok",
+                         repr(float(pred.score)), "NG" if pred.is_ng else "OK", rec.split or ""])
             if not use_pixels or (mask is None and rec.label != "ok"):
                 continue  # a defective image without a mask: where the defect is is unknown
             if mask is None:

@@ -23,7 +23,11 @@ from defect_studio.errors import DataError, ProjectError
 from defect_studio.evaluation.metrics import confusion_at, image_metrics
 from defect_studio.evaluation.operating_point import cell_members
 
-THUMB_SIDE = 160
+THUMB_SIDE = 140
+# An A4 page with 15 mm margins is 180 mm = 510 points wide, the width Qt lays the
+# report out in when it prints the PDF: two curves and three thumbnails per row fit it.
+THUMBS_PER_ROW = 3
+CURVE_WIDTH = 245
 SETTINGS = ("model", "epochs", "input_size", "lr", "batch", "seed", "device", "created")
 
 
@@ -165,7 +169,7 @@ def build_report(project, run_id: str, out_html: str | Path, *, threshold: float
     parts.append("<h2>Metrics</h2><table border='1' cellspacing='0' cellpadding='4'>"
                  f"<tr><td>AP (average precision)</td><td><b>{_f(m['ap_sklearn'])}</b></td></tr>"
                  f"<tr><td>ROC AUC</td><td>{_f(m['auc'])}</td></tr>"
-                 f"<tr><td>Threshold</td><td>{threshold:.4f} ({e(source)})</td></tr>"
+                 f"<tr><td>Threshold</td><td>{threshold:.6f} ({e(source)})</td></tr>"
                  f"<tr><td>Precision / recall / F1</td><td>{prec} / {_f(c['recall'])} / "
                  f"{_f(c['f1'])}</td></tr>"
                  f"<tr><td>Escape rate (defects called OK)</td><td>{escape}</td></tr>")
@@ -190,7 +194,8 @@ def build_report(project, run_id: str, out_html: str | Path, *, threshold: float
             if src.is_file():
                 dst = files / f"curve_{n}.png"
                 shutil.copyfile(src, dst)
-                parts.append(f"<img src='{e(rel)}/{dst.name}' alt='{e(title)}' width='420'> ")
+                parts.append(f"<img src='{e(rel)}/{dst.name}' alt='{e(title)}' "
+                             f"width='{CURVE_WIDTH}'> ")
         parts.append("</p>")
 
     for cell, title in (("fn", "Worst missed defects (lowest scores)"),
@@ -201,7 +206,9 @@ def build_report(project, run_id: str, out_html: str | Path, *, threshold: float
             parts.append("<p>None at this threshold.</p>")
             continue
         parts.append("<table cellpadding='4'><tr>")
-        for i in idx:
+        for k, i in enumerate(idx):
+            if k and k % THUMBS_PER_ROW == 0:  # rows that fit an A4 page's width
+                parts.append("</tr><tr>")
             r = rows[i]
             name = Path(str(r.get("path", ""))).name
             img = ""

@@ -135,67 +135,166 @@ def list_sweeps(project_root: str | Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda s: (str(s.get("created", "")), str(s.get("id", ""))))
 
 
-def run_sweep(project_root: str | Path, config: KindConfig, levels: str, *,
-              sweep_id: str | None = None, on_event: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              cluster: str | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
-    """Train and test one run per level; returns the sweep record (see module docstring).
-
-    With ``seeds`` one run per level and seed (run ``<id>-N<n>-s<seed>``; each point has
-    its ``seed``). With ``cluster`` (a Ray address) the runs train there as parallel jobs
-    (defect_studio.cluster.sweep), then are tested here as local runs are."""
-    from defect_studio.evaluation import evaluate_run
-    from defect_studio.project import Project
-    from defect_studio.training import train
-
-    emit = on_event or (lambda e: None)
-    stop = should_stop or (lambda: False)
-    with Project.open(project_root, readonly=True) as p:
-        masked = [r for r in p.images(split="train", label="defective") if r.has_mask]
-        n_test = len([r for r in p.images(split="test") if r.label in ("ok", "defective")])
+def check_sweep_possible(project: Any) -> tuple[int, int]:
+    """(masked defective training images, labelled test images) of an open project;
+    SweepError with the reason when a sweep cannot run on it."""
+    masked = [r for r in project.images(split="train", label="defective") if r.has_mask]
+    n_test = len([r for r in project.images(split="test") if r.label in ("ok", "defective")])
     if not masked:
         raise SweepError("no defective training image has a mask, so there is nothing to sweep "
                          "over: paint masks on some defective images of the train split first")
     if not n_test:
         raise SweepError("the test split has no labelled image: a sweep compares test AP; "
                          "assign splits first")
-    ns = parse_levels(levels, len(masked))
-    sweep_id = sweep_id or "sweep-" + datetime.now().strftime("%Y%m%d-%H%M%S")
-    if not _ID.match(sweep_id):
-        raise SweepError(f"bad sweep id {sweep_id!r}: use letters, digits, '.', '_' and '-'")
-    folder = sweep_dir(project_root, sweep_id)
-    if folder.exists():
-        raise SweepError(f"a sweep named {sweep_id!r} already exists; choose another name")
-    folder.mkdir(parents=True)
-    record: dict[str, Any] = {
-        "id": sweep_id, "state": "running", "levels": levels, "n": ns, "seeds": seeds,
-        "n_masked": len(masked), "config": config.to_dict(), "points": [],
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    _save(folder, record)
-    emit({"event": "sweep_started", "sweep_id": sweep_id, "n": ns, "n_masked": len(masked)})
-    # (run id, level, seed, config) of every run, levels first
-    plan = [(f"{sweep_id}-N{n}" if seeds is None else f"{sweep_id}-N{n}-s{seed}", n, seed,
-             config.replace(pixel_labels=n) if seeds is None
+    return len(masked), n_test
+
+
+def _sweep_alive(record: dict[str, Any]) -> bool:
+    """Whether another live process still runs this sweep (its pid, recorded)."""
+    import os
+
+    pid = record.get("pid")
+    if record.get("state") != "running" or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def sweep_state(record: dict[str, Any]) -> str:
+    """The record's state, "interrupted" when it says running but its process is gone."""
+    state = str(record.get("state", "unknown"))
+    if state == "running" and not _sweep_alive(record):
+        return "interrupted"
+    return state
+
+
+def run_sweep(project_root: str | Path, config: KindConfig | None, levels: str | None, *,
+              sweep_id: str | None = None, on_event: Callable[[dict], None] | None = None,
+              should_stop: Callable[[], bool] | None = None, resume: str | None = None,
+              cluster: str | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
+    """Train and test one run per level; returns the sweep record (see module docstring).
+
+    ``resume`` continues the sweep of that id (cancelled, failed or killed): the runs
+    already tested are kept, the others run with the record's own settings (levels, seeds);
+    a run that stopped after an epoch checkpoint continues from it (on this computer).
+    With ``seeds`` one run per level and seed (run ``<id>-N<n>-s<seed>``; each point has
+    its ``seed``). With ``cluster`` (a Ray address) the runs train there as parallel jobs
+    (defect_studio.cluster.sweep), then are tested here as local runs are."""
+    import os
+
+    from defect_studio.evaluation import evaluate_run
+    from defect_studio.project import Project
+
+    emit = on_event or (lambda e: None)
+    stop = should_stop or (lambda: False)
+    with Project.open(project_root, readonly=True) as p:
+        n_masked, _ = check_sweep_possible(p)
+    if resume is not None:
+        if not isinstance(resume, str) or not _ID.match(resume):
+            raise SweepError(f"bad sweep id {resume!r}: use letters, digits, '.', '_' and '-'")
+        folder = sweep_dir(project_root, resume)
+        if not (folder / SWEEP_FILE).is_file():
+            raise SweepError(f"no sweep named {resume!r} in this project")
+        record = read_sweep(folder)
+        if record.get("state") == "finished":
+            raise SweepError(f"sweep {resume!r} has finished: there is nothing to resume")
+        if _sweep_alive(record):
+            raise SweepError(f"sweep {resume!r} is still running (process {record['pid']})")
+        from defect_studio.kinds import kind_of_model
+
+        try:
+            cfg = record["config"]
+            config = kind_of_model(cfg.get("model")).load("config").from_dict(cfg)
+            ns = sorted(set(record["n"]))
+            if not ns or not all(type(n) is int for n in ns) or ns[0] < 0 or len(ns) > 20:
+                raise ValueError(f"levels {record['n']!r}")
+            seeds = record.get("seeds")
+            if seeds is not None:
+                seeds = parse_seeds(",".join(str(int(s)) for s in seeds
+                                             if type(s) is int))
+                if len(seeds) != len(record["seeds"]):
+                    raise ValueError(f"seeds {record['seeds']!r}")
+        except (KeyError, TypeError, ValueError, AttributeError, UserError) as e:
+            raise SweepError(f"the record of sweep {resume!r} is damaged ({e})") from None
+        if any(n > n_masked for n in ns):
+            raise SweepError(f"sweep {resume!r} asked for {max(ns)} masks but only {n_masked} "
+                             "defective training images have one now; start a new sweep")
+        sweep_id = resume
+    else:
+        if config is None:
+            raise SweepError("a new sweep needs its training settings")
+        ns = parse_levels(levels, n_masked)
+        sweep_id = sweep_id or "sweep-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+        if not _ID.match(sweep_id):
+            raise SweepError(f"bad sweep id {sweep_id!r}: use letters, digits, '.', '_' and '-'")
+        folder = sweep_dir(project_root, sweep_id)
+        if folder.exists():
+            raise SweepError(f"a sweep named {sweep_id!r} already exists; choose another name, "
+                             f"or continue it with --resume {sweep_id}")
+        folder.mkdir(parents=True)
+        record = {
+            "id": sweep_id, "state": "running", "levels": levels, "n": ns, "seeds": seeds,
+            "n_masked": n_masked, "config": config.to_dict(), "points": [],
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    record["state"], record["pid"] = "running", os.getpid()
+    record.pop("message", None)
+    # run key ("<n>", or "<n>-s<seed>" with seeds) -> {run_id, state}
+    runs: dict[str, Any] = record.setdefault("runs", {})
+    # (key, run id, level, seed, config) of every run, levels first; the names are always
+    # derived, never read back from the (editable) record
+    plan = [(str(n) if seed is None else f"{n}-s{seed}",
+             f"{sweep_id}-N{n}" if seed is None else f"{sweep_id}-N{n}-s{seed}", n, seed,
+             config.replace(pixel_labels=n) if seed is None
              else config.replace(pixel_labels=n, seed=seed))
             for n in ns for seed in (seeds or [None])]
+    done = {pt["run_id"] for pt in record["points"]
+            if isinstance(pt, dict) and isinstance(pt.get("run_id"), str)}
+    _save(folder, record)
+    emit({"event": "sweep_started", "sweep_id": sweep_id, "n": ns, "n_masked": n_masked,
+          "done": sorted({int(pt["n"]) for pt in record["points"]
+                          if isinstance(pt, dict) and pt.get("run_id") in done}),
+          "resumed": resume is not None})
+    current: list[dict[str, Any]] = []  # the runs training now
     try:
         seconds: dict[str, float] = {}
-        if cluster:  # every run at once, as far as the cluster has room
+        todo = [x for x in plan if x[1] not in done]
+        if cluster and todo:  # every run at once, as far as the cluster has room
             from defect_studio.cluster.sweep import train_runs
 
-            level_of = {run_id: n for run_id, n, _, _ in plan}
+            level_of = {run_id: n for _, run_id, n, _, _ in plan}
+            to_train = []
+            for key, run_id, _, _, cfg in todo:
+                if _level_ready(project_root, run_id):
+                    continue
+                runs[key] = {"run_id": run_id, "state": "running"}
+                current.append(runs[key])
+                to_train.append((run_id, cfg))
+            _save(folder, record)
             seconds = train_runs(
-                project_root, [(run_id, cfg) for run_id, _, _, cfg in plan], address=cluster,
+                project_root, to_train, address=cluster,
                 emit=lambda r, e: emit({**e, "sweep_n": level_of[r]}), should_stop=stop)
-        for i, (run_id, n, seed, cfg) in enumerate(plan):
+        for i, (key, run_id, n, seed, cfg) in enumerate(plan):
+            if run_id in done:
+                continue
+            if not cluster:
+                runs[key] = {"run_id": run_id, "state": "running"}
+                current = [runs[key]]
+                _save(folder, record)
             t0 = time.monotonic()
             if not cluster:
-                train(project_root, cfg, run_id=run_id,
-                      on_event=lambda e, n=n: emit({**e, "sweep_n": n}), should_stop=stop)
+                _train_level(project_root, cfg, run_id, stop,
+                             lambda e, n=n, i=i: emit({**e, "sweep_n": n, "sweep_index": i,
+                                                       "sweep_of": len(plan)}))
             train_s = seconds.get(run_id, time.monotonic() - t0)
             if stop():
-                raise CancelledError(f"sweep cancelled after {i + 1} of {len(plan)} runs")
+                raise CancelledError(f"sweep cancelled after {len(record['points'])} of "
+                                     f"{len(plan)} runs")
             r = evaluate_run(project_root, run_id, split="test")
             point = {"n": n, "run_id": run_id, "ap": r["ap_sklearn"], "ap_trapz": r["ap_trapz"],
                      "auc": r["auc"], "train_s": round(train_s, 1), "n_test": r["n"],
@@ -203,22 +302,79 @@ def run_sweep(project_root: str | Path, config: KindConfig, levels: str, *,
             if seed is not None:
                 point["seed"] = seed
             record["points"].append(point)
+            record["points"].sort(key=lambda pt: (pt["n"], pt.get("seed", -1)))
+            runs[key] = {"run_id": run_id, "state": "done"}
             _save(folder, record)
             emit({"event": "sweep_point", "sweep_id": sweep_id, "index": i, "of": len(plan),
                   **point})
     except CancelledError:
         record["state"] = "cancelled"
+        stopped = [r for r in current if r.get("state") == "running"]
+        for r in stopped:
+            r["state"] = "cancelled"  # its run folder says so too (status.json)
         _save(folder, record)
-        emit({"event": "sweep_cancelled", "sweep_id": sweep_id, "done": len(record["points"])})
-        raise
+        emit({"event": "sweep_cancelled", "sweep_id": sweep_id, "done": len(record["points"]),
+              "cancelled_run": stopped[0]["run_id"] if stopped else None})
+        raise CancelledError(f"sweep {sweep_id} cancelled after {len(record['points'])} of "
+                             f"{len(plan)} runs; continue it with: defect-studio sweep --project "
+                             f"DIR --resume {sweep_id}") from None
     except BaseException as e:
         record["state"], record["message"] = "failed", str(e)
+        for r in current:
+            if r.get("state") == "running":
+                r["state"] = "failed"
         _save(folder, record)
         raise
     record["state"] = "finished"
     _save(folder, record)
     emit({"event": "sweep_finished", "sweep_id": sweep_id, "points": record["points"]})
     return record
+
+
+def _level_ready(project_root: str | Path, run_id: str) -> bool:
+    """Whether the run of a level exists and finished (a resumed sweep only tests it); an
+    unfinished one is removed, so that its level trains again from the start."""
+    from defect_studio.project.runs import read_run
+
+    run_dir = Path(project_root) / "runs" / run_id
+    if not run_dir.exists():
+        return False
+    if read_run(run_dir).state == "finished":
+        return True
+    import shutil
+
+    shutil.rmtree(run_dir)
+    return False
+
+
+def _train_level(project_root: str | Path, config: KindConfig, run_id: str,
+                 stop: Callable[[], bool], emit: Callable[[dict], None]) -> None:
+    """Train the run of one level (``config`` holds its pixel_labels and seed); a run of that
+    name left by a stopped sweep continues from its checkpoint, or is used as it is when it
+    had finished."""
+    from defect_studio.project.runs import read_run
+    from defect_studio.training import train
+    from defect_studio.training.checkpoint import CHECKPOINT_FILE
+
+    run_dir = Path(project_root) / "runs" / run_id
+    if run_dir.exists():
+        state = read_run(run_dir).state
+        if state == "finished":
+            return
+        resumable = state in ("cancelled", "interrupted", "failed")
+        if resumable and (run_dir / CHECKPOINT_FILE).is_file():
+            train(project_root, None, run_id=run_id, resume=True, on_event=emit,
+                  should_stop=stop)
+            return
+        # stopped before its first checkpoint: nothing to keep, the level starts again
+        import shutil
+
+        shutil.rmtree(run_dir)
+    train(project_root, config, run_id=run_id, on_event=emit, should_stop=stop)
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def _save(folder: Path, record: dict[str, Any]) -> None:
@@ -240,8 +396,9 @@ def cmd_sweep(args: Any) -> int:
         config_from_args,
     )
 
+    resume = getattr(args, "resume", None)
     config = config_from_args(args)
-    if kind_of_model(config.model).trains_on != "mixed":
+    if not resume and kind_of_model(config.model).trains_on != "mixed":
         masked = ", ".join(m for k in kinds() if k.trains_on == "mixed" for m in k.models)
         raise SweepError(f"a sweep compares numbers of pixel masks, which only the mixed-"
                          f"supervision models use ({masked}), not {args.model!r}")
@@ -253,17 +410,19 @@ def cmd_sweep(args: Any) -> int:
         if args.events:
             _print_json(e)
         elif e["event"] == "sweep_started":
+            kept = f"; kept from before: {e['done']}" if e.get("done") else ""
             print(f"sweep {e['sweep_id']}: one run per mask count {e['n']} "
-                  f"(of {e['n_masked']} masked defective training images)", flush=True)
+                  f"(of {e['n_masked']} masked defective training images){kept}", flush=True)
         elif e["event"] == "sweep_point":
-            print(f"N = {e['n']:>4}: test AP {e['ap']:.4f}  AUC {e['auc']:.4f}  "
+            print(f"N = {e['n']:>4}: test AP {_num(e['ap'])}  AUC {_num(e['auc'])}  "
                   f"trained in {e['train_s']:.0f} s", flush=True)
         elif e["event"] in ("started", "finished", "cancelled"):
             human(e)
 
     try:
-        record = run_sweep(args.project, config, args.pixel_labels_levels, sweep_id=args.sweep_id,
-                           on_event=sink, should_stop=stop, cluster=getattr(args, "cluster", None),
+        record = run_sweep(args.project, None if resume else config, args.pixel_labels_levels,
+                           sweep_id=args.sweep_id, on_event=sink, should_stop=stop,
+                           resume=resume, cluster=getattr(args, "cluster", None),
                            seeds=parse_seeds(getattr(args, "seeds", None)))
     except CancelledError as e:
         print(str(e), file=sys.stderr, flush=True)
@@ -272,10 +431,10 @@ def cmd_sweep(args: Any) -> int:
         print("\n| masks N | test AP | AUC | train time |\n|---|---|---|---|")
         for pt in record["points"]:
             seed = f" (seed {pt['seed']})" if "seed" in pt else ""
-            print(f"| {pt['n']}{seed} | {pt['ap']:.4f} | {pt['auc']:.4f} | "
+            print(f"| {pt['n']}{seed} | {_num(pt['ap'])} | {_num(pt['auc'])} | "
                   f"{pt['train_s']:.0f} s |")
         if record.get("seeds"):
             for pt in mean_points(record["points"]):
-                print(f"| {pt['n']} (mean of {pt['runs']}) | {pt['ap']:.4f} | "
-                      f"{pt['auc']:.4f} | {pt['train_s']:.0f} s |")
+                print(f"| {pt['n']} (mean of {pt['runs']}) | {_num(pt['ap'])} | "
+                      f"{_num(pt['auc'])} | {pt['train_s']:.0f} s |")
     return 0

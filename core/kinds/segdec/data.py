@@ -128,17 +128,16 @@ class TrainingData:
         return _as_float(cached), mask_t, weight_t
 
     def val_image(self, sample: Sample) -> torch.Tensor:
-        """Preprocessed image of a validation (or training) sample, cached."""
+        """Preprocessed image of a validation (or training) sample, cached: exactly what
+        evaluate, predict and the export package feed the network (float32, never the
+        8-bit rounded copy the training cache keeps), so the scores that choose the
+        threshold are the scores the run is later judged by."""
         hit = self._val_cache.get(sample.image_id)
         if hit is None:
-            if sample.image_id in self._cache:
-                return _as_float(self._cache[sample.image_id][0])
             img = self.project.read_image(self.project.image(sample.image_id))
             hit = preprocess_image(img, self.config)
-            if img.dtype == np.uint8:
-                hit = (hit * 255.0).round_().to(torch.uint8)
             self._val_cache[sample.image_id] = hit
-        return _as_float(hit)
+        return hit
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
