@@ -11,6 +11,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # idle OpenMP threads sleep (defect_studio.threads): the suite slows in proportion, not
 # several-fold, when the machine is busy
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# the Train page measures its time estimate only on its button (one test turns this on)
+os.environ.setdefault("DEFECT_STUDIO_AUTO_ESTIMATE", "0")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATASETS = SHARED / "datasets"

@@ -32,7 +32,9 @@ def thin_project(tmp_path):
     p.close()
 
 
-def test_reason_names_the_defects_and_the_estimate_is_shown(qtbot, thin_project, tmp_path):
+def test_reason_names_the_defects_and_the_estimate_is_shown(qtbot, thin_project, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.setenv("DEFECT_STUDIO_AUTO_ESTIMATE", "1")  # as in the app
     panel = TrainPage()
     qtbot.addWidget(panel)
     panel.set_project(thin_project)

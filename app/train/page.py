@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -45,6 +46,9 @@ from defect_studio.app.train.state import (
     final_metrics,
     good_parts_hint,
 )
+
+# background probes of the time estimate that are still running (see estimate_time)
+_LIVE_WORKERS: set = set()
 
 
 class TrainPage(QWidget):
@@ -397,6 +401,10 @@ class TrainPage(QWidget):
         return box
 
     def _estimate_soon(self) -> None:
+        # DEFECT_STUDIO_AUTO_ESTIMATE=0: only the Estimate button measures (the test suite,
+        # where dozens of pages would each run a probe)
+        if os.environ.get("DEFECT_STUDIO_AUTO_ESTIMATE", "1") == "0":
+            return
         if hasattr(self, "_estimate_timer") and self.state.project is not None \
                 and not self.is_running():  # a running job would slow the probe and itself
             self._estimate_timer.start()
@@ -415,7 +423,11 @@ class TrainPage(QWidget):
             self.time_estimate.setText("")
             return
         self.time_estimate.setText("Estimating the training time (a few timed steps)...")
-        worker = FunctionWorker(job, self)
+        # no parent: a page deleted while its probe runs must not destroy a running thread
+        # (Qt aborts the process); the worker lives in _LIVE_WORKERS until it has finished
+        worker = FunctionWorker(job)
+        _LIVE_WORKERS.add(worker)
+        worker.finished.connect(lambda w=worker: (w.wait(), _LIVE_WORKERS.discard(w)))
         worker.result.connect(self._estimate_shown)
         worker.failed.connect(self._estimate_failed)
         worker.finished.connect(self._estimate_done)
@@ -429,9 +441,7 @@ class TrainPage(QWidget):
         self.time_estimate.setText(f"No estimate: {message}")
 
     def _estimate_done(self) -> None:
-        worker, self._estimate_worker = self._estimate_worker, None
-        if worker is not None:
-            worker.deleteLater()
+        self._estimate_worker = None
 
     def _val_every(self) -> int:
         return self.state.val_every()
