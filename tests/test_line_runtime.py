@@ -45,6 +45,11 @@ NOT_TAKEN = {
     ("defect_studio.inference", "defect_studio.inference.predictor"): "a run's predictor",
     ("defect_studio.inference", "defect_studio.kinds"): "a run's predictor",
     ("defect_studio.inference.cli", "defect_studio.inference.predictor"): "predict --run",
+    ("defect_studio.inference.cli", "defect_studio.inference.heat_range"): "predict --run's "
+    "overlays: the run's heat range",
+    ("defect_studio.inference.cli", "defect_studio.project"): "predict --run: the run's project",
+    ("defect_studio.inference.cli", "defect_studio.cluster.predict"): "predict --cluster: the "
+    "line parser has no --cluster",
 }
 # import name -> the requirement of installer/runtime/pyproject.toml that provides it
 PROVIDED_BY = {"numpy": "numpy", "cv2": "opencv-python-headless", "onnxruntime": "onnxruntime",

@@ -84,11 +84,11 @@ def _heat_range(run_dir: Path | None, predictor) -> float | None:
     """The run's heat range for the overlays (defect_studio.inference.heat_range): stored
     with the run, or measured on its project's defective images; None for a package or a
     run outside a project."""
+    if run_dir is None:
+        return None
     from defect_studio.inference.heat_range import read_heat_range, run_heat_range, sample_paths
     from defect_studio.project import Project, is_project
 
-    if run_dir is None:
-        return None
     stored = read_heat_range(run_dir)
     root = Path(run_dir).parent.parent
     if stored is not None or not is_project(root):

@@ -193,7 +193,14 @@ class ResultsWriter:
         from defect_studio.io.images import write_png_atomic
 
         try:
-            picture = decision_overlay(self._bounded(image), heatmap, score, is_ng,
+            small = self._bounded(image)
+            heat = np.asarray(heatmap)
+            if heat.ndim == 2 and small.ndim >= 2 and heat.size > small.shape[0] * small.shape[1]:
+                # the heat at the overlay's size too: the peak mark and the colours never
+                # touch a full-size copy of a huge part's map
+                heat = cv2.resize(np.asarray(heat, dtype=np.float32),
+                                  (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+            picture = decision_overlay(small, heat, score, is_ng,
                                        alpha=alpha, colormap=colormap, vmax=vmax)
             target = self.overlay_path(source)
             target.parent.mkdir(parents=True, exist_ok=True)
