@@ -36,6 +36,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--settle", type=float, default=1.0,
                    help="seconds a file must stay unchanged before it is scored (default 1)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "gpu"],
+                   help="ONNX Runtime's CUDA provider or OpenVINO's GPU (cuda/gpu), else the "
+                   "CPU with a message (default auto: the GPU when there is one)")
     s.add_argument("--no-overlays", action="store_true")
 
 
@@ -69,7 +72,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         raise UserError(f"--settle must be between 0 and 3600 seconds, got {args.settle}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
-    predictor = load_package(args.model, num_threads=args.threads)
+    predictor = load_package(args.model, num_threads=args.threads, device=args.device)
     if args.threshold is not None:
         predictor.threshold = args.threshold
     watcher = Watcher(args.folder, predictor, args.out, args.move_to, settle_s=args.settle,
@@ -78,7 +81,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: watcher.stop())
-    print(f"watching {watcher.folder} with run {predictor.run_id} ({predictor.backend}) at "
+    print(f"watching {watcher.folder} with run {predictor.run_id} ({predictor.backend}, {predictor.device}) at "
           f"threshold {predictor.threshold:.4f}; results in {watcher.results_path}; "
           f"{len(watcher.done)} part(s) already done; Ctrl+C stops", file=sys.stderr, flush=True)
     watcher.run()
