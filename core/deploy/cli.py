@@ -24,6 +24,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--format", default="onnx", choices=["onnx", "openvino"])
     s.add_argument("--out", required=True, help="new (or empty) folder for the package, "
                    "outside the project")
+    s.add_argument("--int8", action="store_true",
+                   help="quantize to INT8 with NNCF, calibrated on the run's training images")
+    s.add_argument("--calibration-images", dest="calibration_images", type=int, default=None,
+                   metavar="N", help="training images for the INT8 calibration (default 300)")
     s.add_argument("--json", action="store_true", help="print the package's manifest as JSON")
 
     s = sub.add_parser("watch", help="score each image that lands in a folder (torch-free)")
@@ -51,13 +55,15 @@ def cmd_export_model(args: argparse.Namespace) -> int:
 
     run_dir = resolve_run_dir(args.run, args.project)
     out = export_model(run_dir, Path(args.out), args.format, project_root=args.project,
-                       progress=lambda m: print(m, file=sys.stderr, flush=True))
+                       progress=lambda m: print(m, file=sys.stderr, flush=True),
+                       int8=args.int8, calibration_images=args.calibration_images)
     info = read_package(out)
     if args.json:
         print(json.dumps(info.manifest, indent=2))
         return 0
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    print(f"exported run {info.run_id} ({info.model}, {info.format}) to {out}: "
+    precision = info.manifest.get("precision", "f32")
+    print(f"exported run {info.run_id} ({info.model}, {info.format}, {precision}) to {out}: "
           f"{size / 1e6:.1f} MB, threshold {info.threshold:.4f} ({info.threshold_source}), "
           f"input {info.preprocessing.input_size[0]}x{info.preprocessing.input_size[1]}x"
           f"{info.preprocessing.channels} ({info.preprocessing.resize})")

@@ -237,7 +237,9 @@ class PackagePredictor(BatchScorer):
             from defect_studio.notices import tell
 
             tell(self.device_note)
-        self.inference_precision = self._backend.precision
+        # "int8" for a package quantized by export-model --int8 (its non-quantized layers f32)
+        self.inference_precision = ("int8" if self.manifest.get("precision") == "int8"
+                                    else self._backend.precision)
         self.threshold_source = self.info.threshold_source
         self._threshold = self.info.threshold
         self.classes = list(self.info.box_types)
