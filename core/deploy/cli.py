@@ -87,7 +87,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: watcher.stop())
-    print(f"watching {watcher.folder} with run {predictor.run_id} ({predictor.backend}, {predictor.device}) at "
+    print(f"watching {watcher.folder} with run {predictor.run_id} ({predictor.backend}, "
+          f"{predictor.device}) at "
           f"threshold {predictor.threshold:.4f}; results in {watcher.results_path}; "
           f"{len(watcher.done)} part(s) already done; Ctrl+C stops", file=sys.stderr, flush=True)
     watcher.run()

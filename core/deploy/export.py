@@ -83,6 +83,12 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
                           "model in float32 (without --int8)")
     if not int8 and calibration_images is not None:
         raise ExportError("--calibration-images goes with --int8")
+    if int8:
+        from defect_studio.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, check_calibration
+
+        if calibration_images is None:
+            calibration_images = DEFAULT_CALIBRATION_IMAGES
+        check_calibration(run_dir, calibration_images)
 
     tmp = _temp_beside(out)
     try:
@@ -107,7 +113,7 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
 
 
 def _quantize(run_dir: Path, onnx_path: Path, tmp: Path, fmt: str, manifest: dict[str, Any],
-              count: int | None, say: Callable[[str], Any]) -> None:
+              count: int, say: Callable[[str], Any]) -> None:
     """Replace the f32 graph in ``tmp`` by the INT8 model of the package's format."""
     from defect_studio.deploy import quantize as q
     from defect_studio.preprocess import Preprocessing
@@ -116,19 +122,24 @@ def _quantize(run_dir: Path, onnx_path: Path, tmp: Path, fmt: str, manifest: dic
     preprocessing = Preprocessing(tuple(pre["input_size"]), pre["resize"], pre["channels"])
     fields = q.method(fmt)
     say("reading the run's training images for the INT8 calibration")
-    images, used = q.calibration_images(
-        run_dir, preprocessing, q.DEFAULT_CALIBRATION_IMAGES if count is None else count)
+    images, used = q.calibration_images(run_dir, preprocessing, count)
     manifest["precision"] = "int8"
     manifest["quantization"] = {**fields, "calibration": used}
     say(f"quantizing to INT8 with NNCF on {len(images)} training image(s)")
     f32 = tmp / "f32.onnx"
     onnx_path.rename(f32)
     if fmt == "openvino":
+        import openvino as ov
+
         manifest["runtime"] = {"openvino": dict(OPENVINO_CONFIG)}
-        q.quantize(f32, fmt, images, tmp / MODEL_FILES["openvino"],
-                   {k: _meta_text(v) for k, v in manifest.items()})
+        # the layers kept in f32 are known before quantizing: rt_info gets the whole manifest
+        kept = q.feeding_gather(ov.convert_model(str(f32)))
+        manifest["quantization"]["kept_f32"] = kept
+        got = q.quantize(f32, fmt, images, tmp / MODEL_FILES["openvino"],
+                         {k: _meta_text(v) for k, v in manifest.items()})
+        assert got == kept
     else:
-        q.quantize(f32, fmt, images, onnx_path)
+        manifest["quantization"]["kept_f32"] = q.quantize(f32, fmt, images, onnx_path)
         _stamp_onnx(onnx_path, manifest)
     f32.unlink()
 

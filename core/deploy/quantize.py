@@ -32,14 +32,9 @@ class QuantizeError(UserError):
     """A run or a setting that cannot give an INT8 package."""
 
 
-def calibration_images(run_dir: Path, preprocessing: Any, count: int
-                       ) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Up to ``count`` of the run's training images (split "train", labelled OK or
-    defective, evenly spaced by image id), preprocessed as the runtime does, and what
-    was used (for package.json). Unreadable files are skipped and counted."""
-    from defect_studio.io.images import read_image
-    from defect_studio.preprocess import preprocess_array
-    from defect_studio.project import Project
+def check_calibration(run_dir: Path, count: int) -> Path:
+    """The project of the run (ready to calibrate on ``count`` images), before anything is
+    exported; QuantizeError naming what is wrong."""
     from defect_studio.project.store import is_project
 
     if isinstance(count, bool) or not isinstance(count, int) or \
@@ -50,11 +45,24 @@ def calibration_images(run_dir: Path, preprocessing: Any, count: int
     if runs.name != "runs" or not is_project(runs.parent):
         raise QuantizeError(f"--int8 calibrates on the run's training images, but the run "
                             f"{run_dir} is not inside its project (PROJECT/runs/RUN)")
-    with Project.open(runs.parent, readonly=True) as project:
+    _nncf()
+    return runs.parent
+
+
+def calibration_images(run_dir: Path, preprocessing: Any, count: int
+                       ) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Up to ``count`` of the run's training images (split "train", labelled OK or
+    defective, evenly spaced by image id), preprocessed as the runtime does, and what
+    was used (for package.json). Unreadable files are skipped and counted."""
+    from defect_studio.preprocess import preprocess_array
+    from defect_studio.project import Project
+
+    root = check_calibration(run_dir, count)
+    with Project.open(root, readonly=True) as project:
         recs = sorted((r for r in project.images(split="train")
                        if r.label in CALIBRATION_LABELS), key=lambda r: r.id)
         if not recs:
-            raise QuantizeError(f"the project {runs.parent} has no labelled training images "
+            raise QuantizeError(f"the project {root} has no labelled training images "
                                 "to calibrate INT8 on")
         step = len(recs) / min(count, len(recs))
         chosen = [recs[int(i * step)] for i in range(min(count, len(recs)))]
@@ -98,17 +106,19 @@ def method(fmt: str) -> dict[str, Any]:
 
 
 def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path,
-             rt_info: dict[str, str] | None = None) -> None:
+             rt_info: dict[str, str] | None = None) -> list[str]:
     """Quantize the f32 graph in ``onnx_path`` on ``images`` ([C, H, W] float32 each) and
     write it to ``out_path`` (model.xml for "openvino", with ``rt_info`` under
-    "defect_studio"; model.onnx for "onnx")."""
+    "defect_studio"; model.onnx for "onnx"). Returns the layers left in f32."""
     nncf = _nncf()
     nncf.set_log_level(logging.ERROR)
+    ignored: list[str] = []
     if fmt == "openvino":
         import openvino as ov
 
         model: Any = ov.convert_model(str(onnx_path))
         dataset = nncf.Dataset(images, lambda x: x[None])
+        ignored = feeding_gather(model)
     else:
         import onnx
 
@@ -119,7 +129,8 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
         with contextlib.redirect_stdout(sys.stderr):
             qmodel = nncf.quantize(model, dataset, subset_size=len(images),
                                    preset=nncf.QuantizationPreset.PERFORMANCE,
-                                   fast_bias_correction=True)
+                                   fast_bias_correction=True,
+                                   ignored_scope=nncf.IgnoredScope(names=ignored))
     except Exception as e:  # noqa: BLE001 - NNCF and its backends raise many types
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelFileError(f"NNCF could not quantize the network: {first}") from None
@@ -133,3 +144,27 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
         import onnx
 
         onnx.save(qmodel, str(out_path))
+    return ignored
+
+
+_THROUGH = {"Pad", "Reshape", "Transpose", "Gather", "Squeeze", "Unsqueeze"}
+
+
+def feeding_gather(model: Any) -> list[str]:
+    """Names of the layers (convolutions, matmuls) whose output reaches a Gather through
+    layout-only ops: kept in f32. OpenVINO 2026.4's low-precision GatherTransformation
+    fails to compile a per-channel INT8 dequantization moved into a Gather that is not on
+    the channel axis (MFFPA's unfold: "Argument shapes are inconsistent")."""
+    names: set[str] = set()
+    for op in model.get_ops():
+        if op.get_type_name() != "Gather":
+            continue
+        stack = [op.input_value(0).get_node()]
+        while stack:
+            node = stack.pop()
+            kind = node.get_type_name()
+            if kind in ("Convolution", "GroupConvolution", "MatMul"):
+                names.add(node.get_friendly_name())
+            elif kind in _THROUGH:
+                stack.append(node.input_value(0).get_node())
+    return sorted(names)
