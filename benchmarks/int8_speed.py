@@ -32,8 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "magnetic-tile"
 
 
