@@ -104,8 +104,8 @@ class _OnnxBackend:
             self.note = f"--device {device}: CUDA failed ({_first(e)}); scoring on the CPU"
         if self.session is None or self.session.get_providers()[0] != providers[0]:
             if self.session is not None:  # ONNX Runtime fell back by itself (no CUDA libs)
-                self.note = (f"--device {device}: ONNX Runtime could not start CUDA (see "
-                             "its log); scoring on the CPU")
+                self.note = (f"--device {device}: ONNX Runtime could not start CUDA (its CUDA "
+                             "libraries or driver are missing); scoring on the CPU")
             try:
                 self.session = ort.InferenceSession(str(info.model_file), sess_options=opts,
                                                     providers=[CPU_PROVIDER])
