@@ -9,7 +9,7 @@ Without --run a project is made in a temp folder (--demo: the generated demo pro
 trained on it (--epochs, --train-images per label; OMP threads = --threads). The run is
 exported as a float32 package and as an INT8 package (export-model --int8, calibrated on
 the run's training images) of --format (openvino, onnx or both). Then, on the test split
-(labelled OK/defective; the first --test-count):
+(labelled OK/defective; --test-count of them, evenly spread over the split):
 
 - the torch Predictor, the f32 and the INT8 packages score every test image: max |score
   difference| to torch (the f32 row is the OpenVINO/ONNX parity at this input size),
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--keep", metavar="DIR", help="make the project, run and packages in DIR "
+                   "(kept; rerun with --run DIR/project/runs/RUN) instead of a temp folder")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     fmts = ["openvino", "onnx"] if args.format == "both" else [args.format]
     with tempfile.TemporaryDirectory(prefix="int8-") as tmp:
-        tmp_path = Path(tmp)
+        tmp_path = Path(args.keep).resolve() if args.keep else Path(tmp)
+        tmp_path.mkdir(parents=True, exist_ok=True)
         if args.run:
             run = Path(args.run).resolve()
         else:
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         root = run.parent.parent
         with Project.open(root, readonly=True) as project:
             recs = [r for r in project.images(split="test") if r.label in ("ok", "defective")]
-            recs = recs[:args.test_count]
+            step = len(recs) / max(1, min(args.test_count, len(recs)))  # both labels, spread
+            recs = [recs[int(i * step)] for i in range(min(args.test_count, len(recs)))]
             images = [project.read_image(r) for r in recs]
             labels = [int(r.label == "defective") for r in recs]
         pkgs: dict[str, Path] = {}
