@@ -106,10 +106,13 @@ def method(fmt: str) -> dict[str, Any]:
 
 
 def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path,
-             rt_info: dict[str, str] | None = None) -> list[str]:
+             manifest: dict[str, Any]) -> None:
     """Quantize the f32 graph in ``onnx_path`` on ``images`` ([C, H, W] float32 each) and
-    write it to ``out_path`` (model.xml for "openvino", with ``rt_info`` under
-    "defect_studio"; model.onnx for "onnx"). Returns the layers left in f32."""
+    write it to ``out_path`` (model.xml for "openvino", with the ``manifest`` fields as
+    rt_info under "defect_studio"; model.onnx for "onnx", stamped by the caller). The
+    layers left in f32 go into ``manifest["quantization"]["kept_f32"]``."""
+    import json
+
     nncf = _nncf()
     nncf.set_log_level(logging.ERROR)
     ignored: list[str] = []
@@ -124,6 +127,7 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
 
         model = onnx.load(str(onnx_path))
         dataset = nncf.Dataset(images, lambda x: {INPUT_NAME: x[None]})
+    manifest["quantization"]["kept_f32"] = ignored
     try:
         # NNCF draws progress bars on stdout: keep stdout for the command's own output
         with contextlib.redirect_stdout(sys.stderr):
@@ -137,14 +141,14 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
     if fmt == "openvino":
         import openvino as ov
 
-        for key, value in (rt_info or {}).items():
-            qmodel.set_rt_info(value, ["defect_studio", key])
+        for key, value in manifest.items():
+            qmodel.set_rt_info(value if isinstance(value, str) else json.dumps(value),
+                               ["defect_studio", key])
         ov.save_model(qmodel, str(out_path), compress_to_fp16=False)
     else:
         import onnx
 
         onnx.save(qmodel, str(out_path))
-    return ignored
 
 
 _THROUGH = {"Pad", "Reshape", "Transpose", "Gather", "Squeeze", "Unsqueeze"}
