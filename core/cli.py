@@ -218,7 +218,10 @@ def _add_runtime_commands(sub: argparse._SubParsersAction, line: bool) -> None:
     s.add_argument("--out", required=True)
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--threshold", type=float, help="override the run's threshold")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"],
+                   help="where to score: a run on torch's devices (gpu = cuda); a package on "
+                   "ONNX Runtime's CUDA provider or OpenVINO's GPU (cuda/gpu), the CPU when "
+                   "there is none (default auto: the GPU when there is one)")
     s.add_argument("--no-overlays", action="store_true")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
     if not line:  # the line runtime ships no cluster code

@@ -33,6 +33,10 @@ def _add_export_model(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--format", default="onnx", choices=["onnx", "openvino"])
     s.add_argument("--out", required=True, help="new (or empty) folder for the package, "
                    "outside the project")
+    s.add_argument("--int8", action="store_true",
+                   help="quantize to INT8 with NNCF, calibrated on the run's training images")
+    s.add_argument("--calibration-images", dest="calibration_images", type=int, default=None,
+                   metavar="N", help="training images for the INT8 calibration (default 300)")
     s.add_argument("--json", action="store_true", help="print the package's manifest as JSON")
 
 
@@ -48,6 +52,9 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
                    help="seconds a file must stay unchanged before it is scored (default 1)")
     s.add_argument("--threads", type=int, default=None,
                    help=f"CPU threads for the runtime (1 to {MAX_THREADS})")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "gpu"],
+                   help="ONNX Runtime's CUDA provider or OpenVINO's GPU (cuda/gpu), else the "
+                   "CPU with a message (default auto: the GPU when there is one)")
     s.add_argument("--no-overlays", action="store_true")
     s.add_argument("--station", help="this station's name in the results (default: the host "
                    "name); any number of stations may watch one inbox, each part is scored once")
@@ -68,13 +75,15 @@ def cmd_export_model(args: argparse.Namespace) -> int:
 
     run_dir = resolve_run_dir(args.run, args.project)
     out = export_model(run_dir, Path(args.out), args.format, project_root=args.project,
-                       progress=lambda m: print(m, file=sys.stderr, flush=True))
+                       progress=lambda m: print(m, file=sys.stderr, flush=True),
+                       int8=args.int8, calibration_images=args.calibration_images)
     info = read_package(out)
     if args.json:
         print(json.dumps(info.manifest, indent=2))
         return 0
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    print(f"exported run {info.run_id} ({info.model}, {info.format}) to {out}: "
+    precision = info.manifest.get("precision", "f32")
+    print(f"exported run {info.run_id} ({info.model}, {info.format}, {precision}) to {out}: "
           f"{size / 1e6:.1f} MB, threshold {info.threshold:.4f} ({info.threshold_source}), "
           f"input {info.preprocessing.input_size[0]}x{info.preprocessing.input_size[1]}x"
           f"{info.preprocessing.channels} ({info.preprocessing.resize})")
@@ -100,7 +109,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         from defect_studio.inference.prediction import check_threshold
 
         check_threshold(args.threshold)
-    predictor = load_package(args.model, num_threads=args.threads)
+    predictor = load_package(args.model, num_threads=args.threads, device=args.device)
     if args.threshold is not None:
         predictor.threshold = args.threshold
     watcher = Watcher(args.folder, predictor, args.out, args.move_to, settle_s=args.settle,
@@ -114,7 +123,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
     print(f"station {watcher.station or '-'} watching {watcher.folder} with run "
-          f"{predictor.run_id} ({predictor.backend}) at "
+          f"{predictor.run_id} ({predictor.backend}, {predictor.device}) at "
           f"threshold {predictor.threshold:.4f}; results in {watcher.results_path}; "
           f"{len(watcher.done)} part(s) already done; Ctrl+C stops", file=sys.stderr, flush=True)
     watcher.run()

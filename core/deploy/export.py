@@ -49,11 +49,14 @@ def package_version() -> str:
 
 def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "onnx", *,
                  project_root: str | os.PathLike | None = None,
-                 progress: Callable[[str], Any] | None = None) -> Path:
+                 progress: Callable[[str], Any] | None = None, int8: bool = False,
+                 calibration_images: int | None = None) -> Path:
     """Write the package of the run in ``run_dir`` to the new folder ``out_dir``; returns it.
 
     ``project_root`` (and the project that holds the run) are never written into.
-    progress(message) is called at each step.
+    progress(message) is called at each step. ``int8``: quantize the network with NNCF
+    (defect_studio.deploy.quantize), calibrated on up to ``calibration_images`` (default
+    300) of the run's training images.
     """
     from defect_studio.kinds import kind_of_run
     from defect_studio.project.runs import read_run
@@ -77,6 +80,17 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
     read_threshold(run_dir)  # a damaged or out-of-range threshold: said now, before the work
     kind = kind_of_run(run_dir)
     exporter = _exporter(kind)
+    if int8 and kind.outputs_boxes:
+        raise ExportError(f"--int8 is for models without boxes; export the {kind.title} "
+                          "model in float32 (without --int8)")
+    if not int8 and calibration_images is not None:
+        raise ExportError("--calibration-images goes with --int8")
+    if int8:
+        from defect_studio.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, check_calibration
+
+        if calibration_images is None:
+            calibration_images = DEFAULT_CALIBRATION_IMAGES
+        check_calibration(run_dir, calibration_images)
 
     tmp = _temp_beside(out)
     try:
@@ -84,17 +98,45 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
         say("exporting the network to ONNX")
         fields = exporter(run_dir, onnx_path)
         manifest = _manifest(run_dir, run, kind.name, fmt, fields)
-        _stamp_onnx(onnx_path, manifest)
-        if fmt == "openvino":
-            say("converting to OpenVINO IR")
-            _to_openvino(onnx_path, tmp / MODEL_FILES["openvino"], manifest)
-            onnx_path.unlink()
+        if int8:
+            _quantize(run_dir, onnx_path, tmp, fmt, manifest, calibration_images, say)
+        else:
+            _stamp_onnx(onnx_path, manifest)
+            if fmt == "openvino":
+                say("converting to OpenVINO IR")
+                _to_openvino(onnx_path, tmp / MODEL_FILES["openvino"], manifest)
+                onnx_path.unlink()
         say("checking the package")
         _finish(tmp, manifest, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _quantize(run_dir: Path, onnx_path: Path, tmp: Path, fmt: str, manifest: dict[str, Any],
+              count: int, say: Callable[[str], Any]) -> None:
+    """Replace the f32 graph in ``tmp`` by the INT8 model of the package's format."""
+    from defect_studio.deploy import quantize as q
+    from defect_studio.preprocess import Preprocessing
+
+    pre = manifest["preprocess"]
+    preprocessing = Preprocessing(tuple(pre["input_size"]), pre["resize"], pre["channels"])
+    fields = q.method(fmt)
+    say("reading the run's training images for the INT8 calibration")
+    images, used = q.calibration_images(run_dir, preprocessing, count)
+    manifest["precision"] = "int8"
+    manifest["quantization"] = {**fields, "calibration": used}
+    say(f"quantizing to INT8 with NNCF on {len(images)} training image(s)")
+    f32 = tmp / "f32.onnx"
+    onnx_path.rename(f32)
+    if fmt == "openvino":
+        manifest["runtime"] = {"openvino": dict(OPENVINO_CONFIG)}
+        q.quantize(f32, fmt, images, tmp / MODEL_FILES["openvino"], manifest)
+    else:
+        q.quantize(f32, fmt, images, onnx_path, manifest)
+        _stamp_onnx(onnx_path, manifest)
+    f32.unlink()
 
 
 def _exporter(kind: Any) -> Callable[[Path, Path], dict]:

@@ -40,12 +40,51 @@ from defect_studio.inference.prediction import (
 from defect_studio.preprocess import heatmap_to_image, preprocess_array
 
 DEFAULT_CPU_THREADS = 4
+DEVICES = ("auto", "cpu", "cuda", "gpu")
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+# compiled OpenVINO models kept, one per batch size (each compiled for a static shape)
+OPENVINO_SHAPES_KEPT = 2
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise UserError(f"unknown device {device!r} for an export package; choose one of: "
+                        f"{', '.join(DEVICES)}")
+    return device
+
+
+def onnx_providers(device: str, available: list[str]) -> tuple[list[str], str | None]:
+    """ONNX Runtime execution providers for ``device`` given the ``available`` ones, and the
+    one-line note to show when a GPU was asked for and is not there (CPU fallback)."""
+    if device == "cpu":
+        return [CPU_PROVIDER], None
+    if CUDA_PROVIDER in available:
+        return [CUDA_PROVIDER, CPU_PROVIDER], None
+    if device == "auto":
+        return [CPU_PROVIDER], None
+    return [CPU_PROVIDER], (f"--device {device}: this ONNX Runtime has no CUDA provider "
+                            "(install onnxruntime-gpu and a CUDA driver); scoring on the CPU")
+
+
+def openvino_device(device: str, available: list[str]) -> tuple[str, str | None]:
+    """The OpenVINO device for ``device`` given ``Core().available_devices``, and the
+    one-line note when a GPU was asked for and is not there (CPU fallback). ``cuda`` means
+    the GPU too: OpenVINO's GPU plugin runs on Intel GPUs."""
+    if device == "cpu":
+        return "CPU", None
+    if any(d == "GPU" or d.startswith("GPU.") for d in available):
+        return "GPU", None
+    if device == "auto":
+        return "CPU", None
+    return "CPU", (f"--device {device}: OpenVINO finds no GPU here (it has: "
+                   f"{', '.join(available) or 'none'}); scoring on the CPU")
 
 
 class _OnnxBackend:
     name = "onnxruntime"
 
-    def __init__(self, info: PackageInfo, threads: int) -> None:
+    def __init__(self, info: PackageInfo, threads: int, device: str = "cpu") -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -56,11 +95,27 @@ class _OnnxBackend:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         _quiet_threads(opts)
+        providers, self.note = onnx_providers(device, list(ort.get_available_providers()))
         try:
             self.session = ort.InferenceSession(str(info.model_file), sess_options=opts,
-                                                providers=["CPUExecutionProvider"])
+                                                providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own unrelated types
-            raise PackageError(f"ONNX Runtime cannot load {info.model_file}: {_first(e)}") from None
+            if providers[0] == CPU_PROVIDER:
+                raise PackageError(f"ONNX Runtime cannot load {info.model_file}: "
+                                   f"{_first(e)}") from None
+            self.session = None  # the GPU session failed: the CPU below, with a note
+            self.note = f"--device {device}: CUDA failed ({_first(e)}); scoring on the CPU"
+        if self.session is None or self.session.get_providers()[0] != providers[0]:
+            if self.session is not None:  # ONNX Runtime fell back by itself (no CUDA libs)
+                self.note = (f"--device {device}: ONNX Runtime could not start CUDA (its CUDA "
+                             "libraries or driver are missing); scoring on the CPU")
+            try:
+                self.session = ort.InferenceSession(str(info.model_file), sess_options=opts,
+                                                    providers=[CPU_PROVIDER])
+            except Exception as e:  # noqa: BLE001
+                raise PackageError(f"ONNX Runtime cannot load {info.model_file}: "
+                                   f"{_first(e)}") from None
+        self.device = "CUDA" if self.session.get_providers()[0] == CUDA_PROVIDER else "CPU"
         inputs = {i.name: i for i in self.session.get_inputs()}
         outs = {o.name for o in self.session.get_outputs()}
         self.output_names = list(info.output_names)
@@ -76,40 +131,81 @@ class _OnnxBackend:
 
 
 class _OpenVinoBackend:
+    """An OpenVINO model compiled for a static input shape per batch size.
+
+    The CPU plugin (2026.4) computes parts of a Gather on the last axis wrongly when its
+    input shape is dynamic, the output has more than about 2**25 elements and it runs on
+    more than one thread: MFFPA's unfold at 640x232 in batches of 7 or more moved scores
+    by up to 0.017. With static shapes the same graph matches ONNX Runtime (docs/
+    benchmarks.md, "OpenVINO parity"), so every batch size gets its own compiled model
+    (the last OPENVINO_SHAPES_KEPT kept)."""
+
     name = "openvino"
 
-    def __init__(self, info: PackageInfo, threads: int) -> None:
+    def __init__(self, info: PackageInfo, threads: int, device: str = "cpu") -> None:
         try:
             import openvino as ov
         except ImportError:
             raise PackageError("OpenVINO is not installed: pip install openvino "
                                "(or use an ONNX package)") from None
-        core = ov.Core()
+        self._ov = ov
+        self._core = ov.Core()
+        self._file = info.model_file
         config = dict(OPENVINO_CONFIG)
         config.update(info.manifest.get("runtime", {}).get("openvino", {}) or {})
         config["INFERENCE_PRECISION_HINT"] = "f32"  # whatever the file says: fp32 thresholds
-        config["INFERENCE_NUM_THREADS"] = threads
+        self._device, self.note = openvino_device(device, list(self._core.available_devices))
+        if self._device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._config = config
         try:
-            self.model = core.compile_model(core.read_model(str(info.model_file)), "CPU", config)
+            self._model = self._core.read_model(str(info.model_file))
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and friends
             raise PackageError(f"OpenVINO cannot load {info.model_file}: {_first(e)}") from None
-        precision = self.model.get_property("INFERENCE_PRECISION_HINT")
-        if precision != ov.Type.f32:
-            raise PackageError(f"OpenVINO runs {info.model_file} in {precision}, not f32; "
-                               "the threshold was calibrated in f32")
-        self.precision = "f32"
-        names = list(info.output_names)
-        outs = {n: o for o in self.model.outputs for n in o.get_names()}
-        if not set(names) <= set(outs):
-            raise PackageError(f"{info.model_file} has outputs {sorted(outs)}, not {names}")
-        self._outs = [outs[n] for n in names]
-        batch = self.model.inputs[0].get_partial_shape()[0]
+        self._names = list(info.output_names)
+        outs = {n for o in self._model.outputs for n in o.get_names()}
+        if not set(self._names) <= outs:
+            raise PackageError(f"{info.model_file} has outputs {sorted(outs)}, "
+                               f"not {self._names}")
+        shape = self._model.inputs[0].get_partial_shape()
+        batch = shape[0]
         self.max_batch = batch.get_length() if batch.is_static else None
-        self.request = self.model.create_infer_request()
+        if not shape[1:].is_static:
+            raise PackageError(f"{info.model_file} has the input shape {shape}; only the batch "
+                               "may be dynamic")
+        self._compiled: dict[int, tuple] = {}
+        self._compile(self.max_batch or 1)  # fail at load, not at the first image
+        self.device = self._device
+        self.precision = "f32"
+
+    def _compile(self, n: int) -> tuple:
+        if n in self._compiled:
+            return self._compiled[n]
+        ov = self._ov
+        model = self._model.clone()
+        if not model.inputs[0].get_partial_shape().is_static:
+            shape = model.inputs[0].get_partial_shape()
+            model.reshape({INPUT_NAME: ov.PartialShape([n, *shape[1:]])})
+        try:
+            compiled = self._core.compile_model(model, self._device, self._config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and friends
+            raise PackageError(f"OpenVINO cannot load {self._file} on {self._device}: "
+                               f"{_first(e)}") from None
+        precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+        if precision != ov.Type.f32:
+            raise PackageError(f"OpenVINO runs {self._file} in {precision}, not f32; "
+                               "the threshold was calibrated in f32")
+        outs = {name: o for o in compiled.outputs for name in o.get_names()}
+        entry = (compiled.create_infer_request(), [outs[name] for name in self._names])
+        while len(self._compiled) >= OPENVINO_SHAPES_KEPT:
+            self._compiled.pop(next(iter(self._compiled)))
+        self._compiled[n] = entry
+        return entry
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        result = self.request.infer({INPUT_NAME: x})
-        return [np.array(result[o]) for o in self._outs]
+        request, outs = self._compile(int(x.shape[0]))
+        result = request.infer({INPUT_NAME: x})
+        return [np.array(result[o]) for o in outs]
 
 
 _BACKENDS = {"onnx": _OnnxBackend, "openvino": _OpenVinoBackend}
@@ -151,18 +247,25 @@ class PackagePredictor(BatchScorer):
 
     def __init__(self, package_dir: str | os.PathLike, num_threads: int | None = None,
                  device: str = "cpu") -> None:
-        if device not in ("auto", "cpu"):
-            raise UserError(f"an export package runs on the CPU, not on {device!r}")
+        check_device(device)
         self.info = read_package(package_dir)
         self.package_dir = self.info.path
         self.config = self.info.preprocessing
         self.manifest = self.info.manifest
         check_tiling(self.manifest, self.package_dir)
         threads = num_threads or min(DEFAULT_CPU_THREADS, os.cpu_count() or 1)
-        self._backend = _BACKENDS[self.info.format](self.info, max(1, int(threads)))
+        self._backend = _BACKENDS[self.info.format](self.info, max(1, int(threads)), device)
         _check_against_graph(self.info, self._backend)
         self.backend = self._backend.name
-        self.inference_precision = self._backend.precision
+        self.device = self._backend.device  # where it runs: "CPU", "CUDA" or "GPU"
+        self.device_note = self._backend.note  # the CPU fallback of a missing GPU, or None
+        if self.device_note:
+            from defect_studio.notices import tell
+
+            tell(self.device_note)
+        # "int8" for a package quantized by export-model --int8 (its non-quantized layers f32)
+        self.inference_precision = ("int8" if self.manifest.get("precision") == "int8"
+                                    else self._backend.precision)
         self.threshold_source = self.info.threshold_source
         self._threshold = self.info.threshold
         self.classes = list(self.info.box_types)
@@ -244,14 +347,17 @@ def _check_against_graph(info: PackageInfo, backend: object) -> None:
             stamped = {}
         check_graph_manifest(info, stamped)
         return
-    model = getattr(backend, "model", None)
-    if model is not None:  # OpenVINO
+    model = getattr(backend, "_model", None)
+    if model is not None:  # OpenVINO (the read model, before it is compiled per batch size)
         shape = model.inputs[0].get_partial_shape()
         if shape.rank.is_static:
             check_graph_input(info, [d.get_length() if d.is_static else None for d in shape])
 
 
-def load_package(package_dir: str | os.PathLike, num_threads: int | None = None
-                 ) -> PackagePredictor:
-    """The verified package in ``package_dir`` ready to score (PackageError if unusable)."""
-    return PackagePredictor(Path(package_dir), num_threads=num_threads)
+def load_package(package_dir: str | os.PathLike, num_threads: int | None = None,
+                 device: str = "cpu") -> PackagePredictor:
+    """The verified package in ``package_dir`` ready to score (PackageError if unusable).
+
+    ``device``: "cpu", "cuda"/"gpu" (ONNX Runtime's CUDA provider, OpenVINO's GPU; the CPU
+    with a one-line notice when there is none) or "auto" (the GPU when there is one)."""
+    return PackagePredictor(Path(package_dir), num_threads=num_threads, device=device)

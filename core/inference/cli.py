@@ -127,13 +127,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if package is not None:  # the line's runtime: no torch imported
         from defect_studio.deploy.runtime import load_package
 
-        if args.device not in ("auto", "cpu"):
-            raise UserError("--device applies to --run; an export package runs on the CPU")
-        predictor = load_package(package)
+        if args.device == "mps":
+            raise UserError("--device mps applies to --run; an export package runs on "
+                            "auto, cpu, cuda or gpu")
+        predictor = load_package(package, device=args.device)
     else:
         from defect_studio.inference import load_predictor
 
-        predictor = load_predictor(run_dir, device=args.device)
+        device = "cuda" if args.device == "gpu" else args.device
+        predictor = load_predictor(run_dir, device=device)
     heat_vmax = None if args.no_overlays else _heat_range(run_dir, predictor)
     if args.threshold is not None:
         predictor.threshold = args.threshold
