@@ -13,7 +13,7 @@ LINE_EXTRAS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test,deploy,cluster]'
+	$(PY) -m pip install -q -e '.[test,deploy,int8,cluster]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -115,7 +115,10 @@ def test_three_stations_score_each_part_once_across_a_kill(package, tmp_path):
     for name in names[::50]:
         assert cv2.imread(str(done / name), cv2.IMREAD_UNCHANGED).tobytes() == \
             images[name].tobytes()
-    assert not [p for p in (inbox / ".ds-claims").iterdir() if p.suffix == ".claim"]
+    # no claim is left, except (rarely) the killed station's, when it died after moving its
+    # part out and before removing its claim: the next start's prune removes that one
+    left_claims = [p for p in (inbox / ".ds-claims").iterdir() if p.suffix == ".claim"]
+    assert len(left_claims) <= 1
     # the killed station's heartbeat stays until it is a day old, then a start removes it
     from defect_studio.deploy.claim import Claims
 
@@ -124,6 +127,7 @@ def test_three_stations_score_each_part_once_across_a_kill(package, tmp_path):
     os.utime(beats[0], (time.time() - 2 * 86400,) * 2)
     cleaner = Claims(inbox, "cleaner")
     cleaner.prune()
+    assert not [p for p in (inbox / ".ds-claims").iterdir() if p.suffix == ".claim"]
     left = [p.name for p in (inbox / ".ds-claims" / "stations").iterdir()]
     assert len(left) == 1 and left[0].startswith("cleaner~")
     cleaner.close()

@@ -289,6 +289,12 @@ class Claims:
                 if e.name.endswith(".done") and e.name[:-5] not in present:
                     _unlink(Path(e.path))
                     removed += 1
+                elif (e.name.endswith(".claim") and e.name.split(".")[0] not in present
+                      and not self.owner_alive(Path(e.path))):
+                    # a station died after its part left the inbox (moved) but before it
+                    # removed its claim: nobody will look at that part again
+                    _unlink(Path(e.path))
+                    removed += 1
         # heartbeats of stations killed long ago (a live one rewrites its own every few s)
         with contextlib.suppress(OSError):
             for e in os.scandir(self.dir / STATIONS_DIR):
