@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 # idle OpenMP threads sleep (defect_studio.threads): the suite slows in proportion, not
 # several-fold, when the machine is busy
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -18,13 +18,26 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATASETS = SHARED / "datasets"
 
 
+# `make test` runs the suite in 2 pytest-xdist workers on the 2 cores: one thread each
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
 def pytest_configure(config):
     try:
         import torch
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(THREADS)
     except ImportError:  # pragma: no cover
         pass
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (--dist loadgroup) the tests of one module stay in one worker, so
+    its module and session fixtures (trained runs, exported packages) are made once; a
+    module's own xdist_group mark (the Ray head's tests) groups across modules."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,9 @@ from defect_studio.cluster.address import ClusterError, check_reachable, parse_a
 from defect_studio.cluster.bundle import build_bundle, check_bundle_path, sha256_file
 from defect_studio.errors import ProjectError
 
+# one Ray head per test session: under pytest-xdist, every test that uses it runs in one worker
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.mark.parametrize("text", [None, "", "   ", "host", "host:", ":6379", "host:0",
                                   "host:65536", "host:99999999", "host:-1", "host:abc",
@@ -211,16 +214,16 @@ def test_sweep_levels_train_in_parallel_on_the_cluster(ray_head, _trained_templa
         [sys.executable, "-m", "defect_studio", "sweep", "--project", str(root),
          "--pixel-labels", "0,all", "--epochs", "1", "--size", "32x32", "--device", "cpu",
          "--threads", "1", "--sweep-id", "sw", "--cluster", ray_head.address, "--events",
-         "--seeds", "0,1"],
+         "--seeds", "3"],  # a seed list of one: 2 runs, the seed passed to both
         env=dict(ray_head.env, PYTHONUNBUFFERED="1"), capture_output=True, text=True,
         timeout=300)
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert events[-1]["event"] == "sweep_finished"
     record = read_sweep(sweep_dir(root, "sw"))
-    assert record["state"] == "finished" and record["seeds"] == [0, 1]
-    assert [(p["n"], p["seed"]) for p in record["points"]] == [
-        (n, s) for n in record["n"] for s in (0, 1)]
+    assert record["state"] == "finished" and record["seeds"] == [3]
+    assert [(p["n"], p["seed"]) for p in record["points"]] == [(n, 3) for n in record["n"]]
+    assert len(record["n"]) == 2
     assert all(isinstance(p["ap"], float) and p["train_s"] > 0 for p in record["points"])
     spans = []
     for p in record["points"]:  # each run came home as a finished run of the project
@@ -236,7 +239,9 @@ def test_sweep_levels_train_in_parallel_on_the_cluster(ray_head, _trained_templa
     starts = sorted(calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")) for s, _ in spans)
     assert starts[1] <= min(end for _, end in spans) + 1
     means = mean_points(record["points"])
-    assert [m["runs"] for m in means] == [2, 2]
+    assert [m["runs"] for m in means] == [1, 1]
+    for p in record["points"]:
+        assert json.loads((root / "runs" / p["run_id"] / "config.json").read_text())["seed"] == 3
 
 
 @pytest.mark.parametrize("text", ["", "a", "-1", "1.5", "0,,1", "2147483648", ",".join(
@@ -329,3 +334,16 @@ def test_defect_studio_works_without_ray():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "pip install 'defect-studio[cluster]'" in proc.stdout
+
+
+def test_mean_points_average_the_seeds_of_a_level():
+    from defect_studio.training.sweep import mean_points
+
+    points = [{"n": 4, "seed": 0, "ap": 0.5, "auc": 0.7, "train_s": 10.0},
+              {"n": 0, "seed": 0, "ap": 0.2, "auc": None, "train_s": 4.0},
+              {"n": 4, "seed": 1, "ap": 0.7, "auc": 0.9, "train_s": 20.0},
+              {"n": 0, "seed": 1, "ap": None, "auc": None, "train_s": 5.0}]
+    means = mean_points(points)
+    assert [m["n"] for m in means] == [0, 4] and [m["runs"] for m in means] == [1, 2]
+    assert means[1]["ap"] == pytest.approx(0.6) and means[1]["auc"] == pytest.approx(0.8)
+    assert means[1]["train_s"] == pytest.approx(15.0) and means[0]["auc"] is None
