@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QTabWidget,
@@ -162,8 +163,17 @@ class TrainPage(QWidget):
         left.addWidget(self.status_label)
         left.addWidget(self.offer_button)
         left.addStretch(1)
-        left_w = QWidget()
-        left_w.setLayout(left)
+        left_inner = QWidget()
+        left_inner.setLayout(left)
+        # the form scrolls rather than squeezing its wrapped lines (the size reason, the
+        # time estimate) into each other when the window is small (1280x800)
+        left_w = QScrollArea()
+        left_w.setWidget(left_inner)
+        left_w.setWidgetResizable(True)
+        left_w.setFrameShape(QScrollArea.Shape.NoFrame)
+        left_w.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        left_w.setMinimumWidth(left_inner.sizeHint().width()
+                               + left_w.verticalScrollBar().sizeHint().width())
 
         self.loss_plot = pg.PlotWidget(title="Training loss")
         self.loss_plot.setLabel("bottom", "epoch")
@@ -374,6 +384,7 @@ class TrainPage(QWidget):
 
     def _show_size_reason(self, *_args) -> None:
         self.size_reason.setText(self.state.size_reason())
+        self.size_reason.setToolTip(self.size_reason.text())
         self._estimate_soon()
 
     # -- the time estimate before a run (issue 18) -----------------------------------------
@@ -436,6 +447,7 @@ class TrainPage(QWidget):
 
     def _estimate_shown(self, text: object) -> None:
         self.time_estimate.setText(str(text))
+        self.time_estimate.setToolTip(str(text))
 
     def _estimate_failed(self, message: str) -> None:
         self.time_estimate.setText(f"No estimate: {message}")
