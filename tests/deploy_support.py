@@ -3,8 +3,10 @@ comparison of a torch predictor with a package predictor on them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -109,3 +111,16 @@ def tiny_score(image) -> float:
 
     m = float(np.asarray(image, np.float64).mean()) / 255.0
     return 1.0 / (1.0 + math.exp(-(4.0 * m - 2.0)))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON lines of a results file (none when it is missing; a torn line skipped)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out

@@ -14,8 +14,9 @@ import pytest
 from gui_support import TINY, copy_project
 
 from defect_studio.cluster.address import ClusterError, check_reachable, parse_address
-from defect_studio.cluster.bundle import build_bundle, check_bundle_path, sha256_file
+from defect_studio.cluster.bundle import build_bundle, check_bundle_path
 from defect_studio.errors import ProjectError
+from defect_studio.io.atomic import sha256_file
 
 # one Ray head per test session: under pytest-xdist, every test that uses it runs in one worker
 pytestmark = pytest.mark.xdist_group("ray")

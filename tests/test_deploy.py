@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deploy_support import compare, with_odd_copies
+from deploy_support import compare, read_jsonl, with_odd_copies
 
 from defect_studio.cli import main
 from defect_studio.errors import ModelFileError, UserError
@@ -320,18 +320,6 @@ def _wait_for(check, timeout=60.0):
     raise AssertionError("timed out waiting for the watcher")
 
 
-def _lines(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
-
-
 def _start(watcher):
     import threading
 
@@ -369,18 +357,19 @@ def test_watch_scores_slowly_written_files_once(packages, _trained_template, tmp
                 f.write(data[i:i + len(data) // 4 + 1])
                 f.flush()
                 time.sleep(0.2)
-                assert _lines(out / "results.jsonl") == [] and _lines(out / "rejected.jsonl") == []
+                assert read_jsonl(out / "results.jsonl") == []
+                assert read_jsonl(out / "rejected.jsonl") == []
         # part 2 is written under a temporary name and renamed when complete
         shutil.copy(src[1], inbox / "part2.png.part")
         os.replace(inbox / "part2.png.part", inbox / "part2.png")
         (inbox / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
         (inbox / "notes.txt").write_text("not an image")
-        _wait_for(lambda: len(_lines(out / "results.jsonl")) == 2
-                  and len(_lines(out / "rejected.jsonl")) == 1)
+        _wait_for(lambda: len(read_jsonl(out / "results.jsonl")) == 2
+                  and len(read_jsonl(out / "rejected.jsonl")) == 1)
         time.sleep(1.0)  # a few more polls and rescans: nothing is scored twice
     finally:
         _stop(w, thread)
-    results = {Path(r["file"]).name: r for r in _lines(out / "results.jsonl")}
+    results = {Path(r["file"]).name: r for r in read_jsonl(out / "results.jsonl")}
     assert sorted(results) == ["part1.png", "part2.png"]
     for name, s in zip(("part1.png", "part2.png"), scores):
         r = results[name]
@@ -390,7 +379,7 @@ def test_watch_scores_slowly_written_files_once(packages, _trained_template, tmp
         assert bool(r["overlay"]) == (r["decision"] == "NG")
         if r["overlay"]:
             assert read_image(out / r["overlay"]).shape[:2] == read_image(src[0]).shape[:2]
-    rejected = _lines(out / "rejected.jsonl")[0]
+    rejected = read_jsonl(out / "rejected.jsonl")[0]
     assert Path(rejected["file"]).name == "broken.png" and rejected["error"]
     assert sorted(p.name for p in done.iterdir()) == ["broken.png", "part1.png", "part2.png"]
     assert sorted(p.name for p in inbox.iterdir()) == [".ds-claims", "notes.txt"]
@@ -412,7 +401,7 @@ def test_watch_survives_restarts(packages, _trained_template, tmp_path):
     shutil.copy(src[1], inbox / "b.png")
     w = Watcher(inbox, pkg, out, settle_s=0.2, poll_s=0.05, rescan_s=0.3)
     thread = _start(w)
-    _wait_for(lambda: len(_lines(out / "results.jsonl")) == 2)
+    _wait_for(lambda: len(read_jsonl(out / "results.jsonl")) == 2)
     _stop(w, thread)
     # while the watcher is down: a new part, a part copied again with the same bytes, a
     # part replaced by other bytes, and a crash that cut the last result line in half
@@ -424,14 +413,14 @@ def test_watch_survives_restarts(packages, _trained_template, tmp_path):
     w2 = Watcher(inbox, pkg, out, settle_s=0.2, poll_s=0.05, rescan_s=0.3)
     assert len(w2.done) == 2
     thread = _start(w2)
-    _wait_for(lambda: len(_lines(out / "results.jsonl")) == 4)
+    _wait_for(lambda: len(read_jsonl(out / "results.jsonl")) == 4)
     import time
 
     time.sleep(0.8)
     _stop(w2, thread)
-    names = [Path(r["file"]).name for r in _lines(out / "results.jsonl")]
+    names = [Path(r["file"]).name for r in read_jsonl(out / "results.jsonl")]
     assert sorted(names) == ["a.png", "b.png", "b.png", "c.png"]
-    keys = [r["key"] for r in _lines(out / "results.jsonl")]
+    keys = [r["key"] for r in read_jsonl(out / "results.jsonl")]
     assert len(set(keys)) == 4
     assert w2.counts == {"OK": w2.counts["OK"], "NG": w2.counts["NG"], "rejected": 0}
     assert w2.counts["OK"] + w2.counts["NG"] == 2

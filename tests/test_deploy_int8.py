@@ -21,7 +21,8 @@ def _onnx_package(root: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from defect_studio.deploy.package import PACKAGE_FORMAT, sha256_file
+    from defect_studio.deploy.package import PACKAGE_FORMAT
+    from defect_studio.io.atomic import sha256_file
 
     root.mkdir(parents=True)
     axes_c = helper.make_tensor("axes_c", TensorProto.INT64, [1], [1])

@@ -13,7 +13,8 @@ def _files(root: Path) -> set[str]:
 def test_export_model_from_run_history(qtbot, trained_project, tmp_path, dialogs):
     from defect_studio.app.train.export_model_dialog import ExportModelDialog
     from defect_studio.app.train.run_history import RunHistory
-    from defect_studio.deploy.package import read_package, sha256_file
+    from defect_studio.deploy.package import read_package
+    from defect_studio.io.atomic import sha256_file
 
     history = RunHistory()
     qtbot.addWidget(history)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from deploy_support import tiny_package, tiny_score
+from deploy_support import read_jsonl, tiny_package, tiny_score
 
 from defect_studio.cli import main
 
@@ -38,18 +38,6 @@ def _parts(folder: Path, names, seed=0) -> dict[str, np.ndarray]:
         tmp.write_bytes(data.tobytes())
         os.replace(tmp, folder / name)
         out[name] = img
-    return out
-
-
-def _lines(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
     return out
 
 
@@ -85,12 +73,12 @@ def test_three_stations_score_each_part_once_across_a_kill(package, tmp_path):
     procs = [_station(inbox, package, out, f"s{i}", "--move-to", str(done)) for i in range(3)]
     results = out / "results.jsonl"
     try:
-        _wait(lambda: len(_lines(results)) >= 60, 40, procs)
+        _wait(lambda: len(read_jsonl(results)) >= 60, 40, procs)
         victim = procs[random.Random(7).randrange(3)]
         victim.kill()  # kill -9, wherever it is: claiming, scoring, copying, appending
         victim.wait()
         images.update(_parts(inbox, names[240:], seed=1))  # more parts after the kill
-        _wait(lambda: len(_lines(results)) + len(_lines(out / "rejected.jsonl")) >= 300, 40,
+        _wait(lambda: len(read_jsonl(results)) + len(read_jsonl(out / "rejected.jsonl")) >= 300, 40,
               procs)
         time.sleep(1.0)  # more polls and rescans of the survivors: nothing scored twice
     finally:
@@ -100,8 +88,8 @@ def test_three_stations_score_each_part_once_across_a_kill(package, tmp_path):
         codes = [p.wait(timeout=20) for p in procs]
     logs = "".join(p.stderr.read() for p in procs)
     assert sorted(codes) == [-9, 0, 0], logs[-3000:]
-    rows = _lines(results)
-    assert _lines(out / "rejected.jsonl") == []
+    rows = read_jsonl(results)
+    assert read_jsonl(out / "rejected.jsonl") == []
     scored = sorted(Path(r["file"]).name for r in rows)
     assert scored == names, "a part was scored twice or never"
     assert len({r["key"] for r in rows}) == 300
@@ -174,12 +162,12 @@ def test_claims_of_a_dead_station_are_taken_over_and_a_crashing_part_given_up(pa
     w = Watcher(inbox, load_package(package, num_threads=1), out, settle_s=0.0, poll_s=0.02,
                 station="me", lease_s=0.6)
     _scan(w)
-    assert _lines(out / "results.jsonl") == []  # the dead owners' leases are not over yet
+    assert read_jsonl(out / "results.jsonl") == []  # the dead owners' leases are not over yet
     time.sleep(0.8)
     _scan(w)
     live.close()
-    rows = {Path(r["file"]).name: r for r in _lines(out / "results.jsonl")}
-    rejected = {Path(r["file"]).name: r for r in _lines(out / "rejected.jsonl")}
+    rows = {Path(r["file"]).name: r for r in read_jsonl(out / "results.jsonl")}
+    rejected = {Path(r["file"]).name: r for r in read_jsonl(out / "rejected.jsonl")}
     assert sorted(rows) == ["a.png"] and rows["a.png"]["station"] == "me"
     assert sorted(rejected) == ["b.png"] and "stopped 2 times" in rejected["b.png"]["error"]
     # the held part stayed with its owner; the others are done and keep no claim files
@@ -194,7 +182,7 @@ def test_claims_of_a_dead_station_are_taken_over_and_a_crashing_part_given_up(pa
         {"station": "me", "instance": "me~old", "host": w.claims.host, "pid": gone.pid}))
     w._seen.clear()
     _scan(w)
-    assert [Path(r["file"]).name for r in _lines(out / "results.jsonl")] == ["a.png", "c.png"]
+    assert [Path(r["file"]).name for r in read_jsonl(out / "results.jsonl")] == ["a.png", "c.png"]
 
 
 def test_watch_stops_on_sigterm_at_random_moments(package, tmp_path):
@@ -245,7 +233,7 @@ def test_watch_stops_on_sigterm_at_random_moments(package, tmp_path):
             assert "stopped:" in err
     assert len(stopped_at) == 4
     assert codes[1] == codes[2] == codes[3] == 0, (codes, plan)
-    keys = [r["key"] for r in _lines(out / "results.jsonl")]
+    keys = [r["key"] for r in read_jsonl(out / "results.jsonl")]
     assert len(keys) == len(set(keys)) > 0
 
 
@@ -297,12 +285,12 @@ def test_move_to_on_a_full_disk_leaves_the_original(package, tmp_path, monkeypat
     assert state["written"] == 2
     assert sorted(p.name for p in inbox.iterdir() if p.suffix == ".png") == ["a.png", "b.png"]
     assert list(done.iterdir()) == []  # not even the hidden temporary copy
-    assert len(_lines(out / "results.jsonl")) == 2
+    assert len(read_jsonl(out / "results.jsonl")) == 2
     w.claims.close()
     w2 = Watcher(inbox, load_package(package, num_threads=1), out, done, settle_s=0.0)
     _scan(w2)
     w2.claims.close()
-    assert len(_lines(out / "results.jsonl")) == 2  # moved, not scored again
+    assert len(read_jsonl(out / "results.jsonl")) == 2  # moved, not scored again
     assert sorted(p.name for p in done.iterdir()) == ["a.png", "b.png"]
     assert [p.name for p in inbox.iterdir() if p.suffix == ".png"] == []
 
@@ -358,7 +346,7 @@ def test_idle_watcher_beside_scored_parts_does_no_work(package, tmp_path, monkey
     _parts(inbox, [f"p{i:03d}.png" for i in range(60)])
     w = Watcher(inbox, load_package(package, num_threads=1), out, settle_s=0.0, poll_s=0.02)
     _scan(w)
-    assert len(_lines(out / "results.jsonl")) == 60
+    assert len(read_jsonl(out / "results.jsonl")) == 60
     calls = {"resolve": 0, "key": 0, "claim": 0}
     real_resolve, real_key, real_claim = Path.resolve, watch._file_key, w.claims.claim
 
@@ -376,11 +364,11 @@ def test_idle_watcher_beside_scored_parts_does_no_work(package, tmp_path, monkey
     assert calls == {"resolve": 0, "key": 0, "claim": 0} and not w._pending
     _parts(inbox, ["new.png"], seed=5)  # a new part is still found at the next rescan
     _scan(w)
-    assert calls["key"] == 1 and len(_lines(out / "results.jsonl")) == 61
+    assert calls["key"] == 1 and len(read_jsonl(out / "results.jsonl")) == 61
     import shutil
 
     shutil.rmtree(inbox / ".ds-claims")  # someone cleans the inbox: the claims are made again
     _parts(inbox, ["new2.png"], seed=6)
     _scan(w)
-    assert len(_lines(out / "results.jsonl")) == 62
+    assert len(read_jsonl(out / "results.jsonl")) == 62
     w.claims.close()

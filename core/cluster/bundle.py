@@ -10,26 +10,18 @@ no unassigned images, no predictions, no other runs, no backups.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from defect_studio.errors import ProjectError
+from defect_studio.io.atomic import sha256_file
 
 DB_NAME = "project.sqlite"
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _EXT_RE = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -277,8 +277,8 @@ def attach(project_root: str | Path, run_id: str, on_event: EventSink | None = N
 
 def build_run_files(run_dir: Path, run_id: str) -> dict[str, tuple[str, Path]]:
     """The local run folder's files for a resume on the cluster: rel -> (sha256, path)."""
-    from defect_studio.cluster.bundle import _SAFE_NAME, sha256_file
-    from defect_studio.io.atomic import is_temp_name
+    from defect_studio.cluster.bundle import _SAFE_NAME
+    from defect_studio.io.atomic import is_temp_name, sha256_file
 
     out = {}
     for p in sorted(Path(run_dir).iterdir()):

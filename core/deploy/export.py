@@ -27,9 +27,9 @@ from defect_studio.deploy.package import (
     OUTPUT_NAMES,
     PACKAGE_FILE,
     PACKAGE_FORMAT,
-    sha256_file,
 )
 from defect_studio.errors import ModelFileError, UserError
+from defect_studio.io.atomic import sha256_file
 
 # A kind's ``export`` entry (defect_studio.kinds.base.ModelKind) is a function
 # (run_dir, onnx_path) -> dict: it writes the network to onnx_path (input "image", outputs

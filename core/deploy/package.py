@@ -26,7 +26,6 @@ truncated, tampered or incomplete package is refused with a message before use.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from defect_studio.errors import ModelFileError
+from defect_studio.io.atomic import sha256_file
 from defect_studio.preprocess import Preprocessing
 
 PACKAGE_FILE = "package.json"
@@ -87,14 +87,6 @@ class PackageInfo:
     def output_names(self) -> tuple[str, ...]:
         """The graph outputs the runtime reads, in the order it reads them."""
         return OUTPUT_NAMES + (BOX_OUTPUT_NAMES if self.outputs_boxes else ())
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_package(path: str | os.PathLike) -> bool:

@@ -51,6 +51,7 @@ from typing import Any
 from defect_studio.deploy.claim import ClaimError, Claims, file_lock
 from defect_studio.errors import UserError
 from defect_studio.inference.results import ResultsTable, ResultsWriter
+from defect_studio.io.atomic import sha256_file
 
 log = logging.getLogger("defect_studio.watch")
 
@@ -89,16 +90,8 @@ class _Pending:
     stable_since: float
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _file_key(path: Path) -> str:
-    return f"{path.name}:{_sha256(path)}"
+    return f"{path.name}:{sha256_file(path)}"
 
 
 def _candidate(name: str) -> bool:
@@ -393,7 +386,7 @@ class Watcher:
                     dst.write(chunk)
                 dst.flush()
                 os.fsync(dst.fileno())
-            if h.hexdigest() != digest or _sha256(tmp) != digest:
+            if h.hexdigest() != digest or sha256_file(tmp) != digest:
                 raise OSError(errno.EIO, "the copy differs from the scored file")
             target = self._place(tmp, path)
         except OSError as e:

@@ -8,6 +8,7 @@ that lists a folder (masks, images, runs) can skip and clean up leftovers of a c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,6 +17,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 TEMP_MARKER = ".dstmp-"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def is_temp_name(name: str) -> bool:

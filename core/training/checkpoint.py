@@ -7,7 +7,6 @@ truncated or tampered files are rejected with ModelFileError before they are use
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -16,19 +15,11 @@ from typing import Any
 import torch
 
 from defect_studio.errors import ModelFileError
-from defect_studio.io.atomic import atomic_write, atomic_write_bytes
+from defect_studio.io.atomic import atomic_write, atomic_write_bytes, sha256_file
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_torch(path: str | Path, obj: Any) -> Path:
@@ -36,7 +27,7 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     with its checksum in ``<path>.sha256``."""
     path = Path(path)
     atomic_write(path, lambda f: torch.save(obj, f))
-    digest = _sha256(path)
+    digest = sha256_file(path)
     atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}\n".encode())
     return path
 
@@ -50,7 +41,7 @@ def load_torch(path: str | Path, device: torch.device | str = "cpu") -> Any:
     sidecar = path.with_name(path.name + ".sha256")
     if sidecar.is_file():
         expected = sidecar.read_text(encoding="ascii", errors="replace").strip()
-        if _sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise ModelFileError(
                 f"{path} does not match its checksum: the file is truncated or was changed "
                 "after training; train the model again or restore the file"
