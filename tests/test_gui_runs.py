@@ -192,11 +192,13 @@ def test_save_threshold_refreshes_runs_table_and_status(qtbot, trained_project):
     assert win.open_project(root)
     ev, train = win.pages["Evaluate"], win.pages["Train"]
     assert ev.current_run() == "tiny"
-    ev.spin.setValue(0.1234)
+    ev.spin.setValue(0.123456)
     ev.save_threshold()
-    assert cell(train, "tiny", "Threshold") == "0.1234"
+    # the runs table and the status bar show the saved value with Evaluate's six digits
+    assert cell(train, "tiny", "Threshold") == "0.123456"
+    assert "threshold 0.123456 saved" in win.statusBar().currentMessage()
     assert json.loads((root / "runs" / "tiny" / "threshold.json").read_text())["threshold"] \
-        == pytest.approx(0.1234)
+        == pytest.approx(0.123456)
     win.close()
 
 

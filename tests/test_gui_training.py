@@ -62,7 +62,7 @@ def test_train_button_trains_and_lists_the_run(qtbot, project, dialogs):
     assert cell(panel, run_id, "Run") == ACTIVE_MARK + run_id
     assert cell(panel, run_id, "State") == "finished"
     assert cell(panel, run_id, "AP") == f"{run.metrics['ap']:.3f}"
-    assert cell(panel, run_id, "Threshold") == f"{run.threshold:.4f}"
+    assert cell(panel, run_id, "Threshold") == f"{run.threshold:.6f}"  # as Evaluate shows it
     # the live curves got the loss of every step, the progress bar is full
     x, y = panel.curve_total.getData()
     assert x is not None and len(x) == len(y) >= 2

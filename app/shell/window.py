@@ -143,7 +143,8 @@ class MainWindow(QMainWindow):
         # the runs table shows thresholds: it must show the new one at once
         self._refresh_page("Train")
         self.update_status()
-        self.statusBar().showMessage(f"Run {run_id}: threshold {threshold:.4f} saved", 8000)
+        # six digits, as the Evaluate page shows and saves it (app.evaluate.state)
+        self.statusBar().showMessage(f"Run {run_id}: threshold {threshold:.6f} saved", 8000)
 
     def _on_run_finished(self, run_id: str) -> None:
         self.statusBar().showMessage(f"Training run {run_id} finished", 8000)

@@ -194,7 +194,7 @@ class RunHistory(QWidget):
                 state,
                 _fmt(metric_value(r.metrics, "ap")),
                 _fmt(metric_value(r.metrics, "auc")),
-                _fmt(thr, 4) if isinstance(thr, (int, float)) else "",
+                _fmt(thr, 6) if isinstance(thr, (int, float)) else ""  # as Evaluate shows it,
             )
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
