@@ -98,3 +98,22 @@ def test_single_options_override_the_preset():
     assert off.cpu_bf16 is False
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--project", "P", "--cpu-bf16=yes"])
+
+
+def test_no_defective_image_names_the_good_parts_model(demo_project_dir, capsys):
+    """`train` of a segmentation model on a project whose defects were all relabelled OK
+    says which model trains on good parts alone (the Train page says the same)."""
+    from defect_studio.cli import main
+    from defect_studio.project import Project
+
+    with Project.open(demo_project_dir) as p:
+        defects = p.images(label="defective")
+        for r in defects:
+            if r.has_mask:
+                p.delete_mask(r.id)
+        p.set_labels([(r.id, "ok") for r in defects])
+    code = main(["train", "--project", str(demo_project_dir), "--model", "mffpa",
+                 "--epochs", "1", "--size", "32x32", "--device", "cpu", "--no-estimate"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no defective" in err
+    assert "--model anomaly" in err and "Traceback" not in err

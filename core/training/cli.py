@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from defect_studio.errors import CancelledError
+from defect_studio.errors import CancelledError, UserError
 
 EXIT_CANCELLED = 3
 
@@ -176,4 +176,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     except CancelledError as e:
         print(str(e), file=sys.stderr, flush=True)
         return EXIT_CANCELLED
+    except UserError as e:
+        hint = good_parts_hint(str(e))
+        if hint:
+            raise type(e)(f"{e}; {hint}") from None
+        raise
     return 0
+
+
+def good_parts_hint(message: str) -> str:
+    """For a failure for want of defective images: the model that trains on OK parts alone
+    ("" otherwise)."""
+    from defect_studio.kinds import kinds
+
+    if "no defective" not in message.lower():
+        return ""
+    for kind in kinds():
+        if kind.trains_on == "ok_only":
+            return (f"with good parts only, train the {kind.model_title(kind.default_model)} "
+                    f"(--model {kind.default_model}): it proposes the first defects to label")
+    return ""
