@@ -18,6 +18,17 @@ import time
 from pathlib import Path
 
 START_TIMEOUT_S = 90
+MAX_LIFE_S = 1200  # the whole suite takes about 5 minutes
+
+
+def _term_when_parent_dies() -> None:
+    """In the child before exec (Linux): SIGTERM when the process that started it dies."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port() -> int:
@@ -47,9 +58,14 @@ class RayHead:
                "--num-gpus", "0", "--include-dashboard", "false", "--disable-usage-stats",
                "--temp-dir", str(self.temp), "--object-store-memory", str(200 << 20),
                "--min-worker-port", "0", "--max-worker-port", "0"]
+        # bounded in time even when the test process dies without its teardown (a crash,
+        # kill -9): `timeout` ends the head after MAX_LIFE_S, and gets SIGTERM (which it
+        # passes on; `ray start --block` then stops its node) when this process dies
+        cmd = ["timeout", "-k", "10", str(MAX_LIFE_S), *cmd]
         self.log = open(self.temp / "head.log", "wb")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_term_when_parent_dies)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
