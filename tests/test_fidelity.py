@@ -168,8 +168,7 @@ def test_heatmap_cell_maps_back_to_the_pixel_it_stands_for(resize, shape):
     """One hot cell (i, j) of the 1/8 map, mapped back to the image, is centred where input
     pixel (8i, 8j) is: continuous image coordinate (8i + 0.5) * h / content height (pixel
     index that minus 0.5); the old convention put it 3.5 input pixels further."""
-    from defect_studio.kinds.segdec.predictor import heatmap_to_image
-    from defect_studio.preprocess import fit_geometry
+    from defect_studio.preprocess import fit_geometry, heatmap_to_image
 
     cfg = TrainConfig(input_size=(64, 64), resize=resize)
     h, w = shape

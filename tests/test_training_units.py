@@ -18,8 +18,8 @@ from defect_studio.kinds.segdec.losses import (
     mixed_loss,
     seg_targets,
 )
-from defect_studio.kinds.segdec.predictor import heatmap_to_image
 from defect_studio.kinds.segdec.sampling import EpochSampler
+from defect_studio.preprocess import heatmap_to_image
 from defect_studio.training.checkpoint import load_torch, save_torch
 from defect_studio.training.config import TrainConfigError, parse_size
 

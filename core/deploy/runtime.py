@@ -36,8 +36,9 @@ from defect_studio.inference.prediction import (
     boxes_heatmap,
     check_image_array,
     check_threshold,
+    predictions_from_maps,
 )
-from defect_studio.preprocess import heatmap_to_image, preprocess_array
+from defect_studio.preprocess import preprocess_array
 
 DEFAULT_CPU_THREADS = 4
 DEVICES = ("auto", "cpu", "cuda", "gpu")
@@ -307,13 +308,8 @@ class PackagePredictor(BatchScorer):
         return out
 
     def _maps(self, outputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Prediction]:
-        scores, heat = np.asarray(outputs[0], dtype=np.float32).reshape(-1), outputs[1]
-        out = []
-        for i, shape in enumerate(shapes):
-            h = np.clip(heatmap_to_image(heat[i], self.config, shape), 0.0, 1.0)
-            score = float(scores[i])
-            out.append(Prediction(score=score, is_ng=score >= self._threshold, heatmap=h))
-        return out
+        scores = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
+        return predictions_from_maps(scores, outputs[1], self.config, shapes, self._threshold)
 
     def _boxes(self, outputs: list[np.ndarray], shape: tuple[int, int]) -> DetectionPrediction:
         """One image's boxes (input pixels -> image pixels), its score and box heatmap."""

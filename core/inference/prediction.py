@@ -33,6 +33,23 @@ class Prediction:
     heatmap: np.ndarray  # float32 HxW in [0, 1] at the image's own resolution
 
 
+def predictions_from_maps(scores: Iterable[float], maps: Iterable[np.ndarray], config: Any,
+                          shapes: Iterable[tuple[int, int]],
+                          threshold: float) -> list[Prediction]:
+    """One Prediction per image from the network's scores and maps (over its input): each
+    map back at its image's own size (defect_studio.preprocess.heatmap_to_image), clipped
+    to [0, 1]; NG at score >= threshold. The torch predictors and the torch-free runtime
+    share it, so they decide alike."""
+    from defect_studio.preprocess import heatmap_to_image
+
+    out = []
+    for score, m, shape in zip(scores, maps, shapes):
+        s = float(score)
+        heat = np.clip(heatmap_to_image(m, config, shape), 0.0, 1.0)
+        out.append(Prediction(score=s, is_ng=s >= threshold, heatmap=heat))
+    return out
+
+
 @dataclass(frozen=True)
 class DetectedBox:
     """A predicted defect box in image pixels (x, y top-left, w, h)."""

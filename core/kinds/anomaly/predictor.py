@@ -8,11 +8,11 @@ at the image's resolution, so ``heatmap >= threshold`` is a proposed defect mask
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from defect_studio.errors import ModelFileError
-from defect_studio.inference.predictor import Prediction, RunPredictor, heatmap_to_image
+from defect_studio.inference.prediction import predictions_from_maps
+from defect_studio.inference.predictor import Prediction, RunPredictor
 
 
 class AnomalyPredictor(RunPredictor):
@@ -41,9 +41,5 @@ class AnomalyPredictor(RunPredictor):
         x = torch.stack(batch).to(self.device)
         with torch.inference_mode():
             maps = self.model.to_score(self.model(x)).float().cpu().numpy()
-        out = []
-        for i, shape in enumerate(shapes):
-            score = float(maps[i].max())
-            heat = np.clip(heatmap_to_image(maps[i], self.config, shape), 0.0, 1.0)
-            out.append(Prediction(score=score, is_ng=score >= self._threshold, heatmap=heat))
-        return out
+        return predictions_from_maps([m.max() for m in maps], maps, self.config, shapes,
+                                     self._threshold)

@@ -7,16 +7,10 @@ heatmap is mapped back with the same geometry (defect_studio.preprocess.fit_geom
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-# The kind-neutral pieces live in defect_studio.inference.predictor; re-exported here for
-# this kind's callers.
-from defect_studio.inference.predictor import (
-    Prediction,
-    RunPredictor,
-    heatmap_to_image,
-)
+from defect_studio.inference.prediction import predictions_from_maps
+from defect_studio.inference.predictor import Prediction, RunPredictor
 
 
 class Predictor(RunPredictor):
@@ -40,9 +34,4 @@ class Predictor(RunPredictor):
             seg_logits, dec_logits = self.model(x)
             scores = torch.sigmoid(dec_logits.float().reshape(-1)).cpu().numpy()
             seg = torch.sigmoid(seg_logits.float()[:, 0]).cpu().numpy()
-        out = []
-        for i, shape in enumerate(shapes):
-            heat = np.clip(heatmap_to_image(seg[i], self.config, shape), 0.0, 1.0)
-            score = float(scores[i])
-            out.append(Prediction(score=score, is_ng=score >= self._threshold, heatmap=heat))
-        return out
+        return predictions_from_maps(scores, seg, self.config, shapes, self._threshold)
