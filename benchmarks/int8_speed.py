@@ -63,9 +63,12 @@ def _train(root: Path, args: argparse.Namespace) -> Path:
     from defect_studio.training import TrainConfig, train
     from defect_studio.training.config import parse_size
 
-    cfg = TrainConfig(model=args.model, epochs=args.epochs, input_size=parse_size(args.size),
-                      channels=args.channels, resize="resize", device="cpu",
-                      num_threads=args.threads, val_every=0, seed=0)
+    common = dict(epochs=args.epochs, input_size=parse_size(args.size), channels=args.channels,
+                  resize="resize", device="cpu", num_threads=args.threads, val_every=0, seed=0)
+    if args.preset:  # the preset's recipe (lr, loss weights, bf16, ...) at the given size
+        cfg = TrainConfig.preset(args.preset, **common)
+    else:
+        cfg = TrainConfig(model=args.model, **common)
     t = time.perf_counter()
     run_id = train(root, cfg, run_id=f"{args.model}-int8")
     print(f"trained {run_id} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
@@ -91,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="640x232", help="input size WxH of the trained run")
     p.add_argument("--channels", type=int, default=1, choices=[1, 3])
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--preset", choices=["quick", "thorough"],
+                   help="train with this preset's recipe (at --size, --epochs) instead of "
+                        "the plain defaults")
     p.add_argument("--train-images", type=int, default=12, help="per label, for the run")
     p.add_argument("--demo-count", type=int, default=120)
     p.add_argument("--format", default="openvino", choices=["openvino", "onnx", "both"])

@@ -106,11 +106,15 @@ def method(fmt: str) -> dict[str, Any]:
 
 
 def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path,
-             manifest: dict[str, Any]) -> None:
+             manifest: dict[str, Any], keep_modules: tuple[str, ...] = (),
+             options: dict[str, Any] | None = None) -> None:
     """Quantize the f32 graph in ``onnx_path`` on ``images`` ([C, H, W] float32 each) and
     write it to ``out_path`` (model.xml for "openvino", with the ``manifest`` fields as
-    rt_info under "defect_studio"; model.onnx for "onnx", stamped by the caller). The
-    layers left in f32 go into ``manifest["quantization"]["kept_f32"]``."""
+    rt_info under "defect_studio"; model.onnx for "onnx", stamped by the caller).
+    ``keep_modules``: names of the network's submodules (e.g. "dec_fc") whose layers stay
+    in f32 (the kind's ``int8_keep_f32``). ``options``: nncf.quantize arguments that replace
+    the defaults (benchmarks/int8_variants.py compares them). The layers left in f32 go into
+    ``manifest["quantization"]["kept_f32"]``."""
     import json
 
     nncf = _nncf()
@@ -121,19 +125,24 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
 
         model: Any = ov.convert_model(str(onnx_path))
         dataset = nncf.Dataset(images, lambda x: x[None])
-        ignored = feeding_gather(model)
+        ignored = sorted(set(feeding_gather(model))
+                         | set(openvino_names(model, module_layers(onnx_path, keep_modules))))
     else:
         import onnx
 
         model = onnx.load(str(onnx_path))
         dataset = nncf.Dataset(images, lambda x: {INPUT_NAME: x[None]})
+        ignored = module_layers(onnx_path, keep_modules)
     manifest["quantization"]["kept_f32"] = ignored
+    manifest["quantization"]["kept_f32_modules"] = list(keep_modules)
     try:
         # NNCF draws progress bars on stdout: keep stdout for the command's own output
         with contextlib.redirect_stdout(sys.stderr):
-            qmodel = nncf.quantize(model, dataset, subset_size=len(images),
-                                   preset=nncf.QuantizationPreset.PERFORMANCE,
-                                   fast_bias_correction=True,
+            settings = dict(subset_size=len(images),
+                            preset=nncf.QuantizationPreset.PERFORMANCE,
+                            fast_bias_correction=True)
+            settings.update(options or {})
+            qmodel = nncf.quantize(model, dataset, **settings,
                                    ignored_scope=nncf.IgnoredScope(names=ignored))
     except Exception as e:  # noqa: BLE001 - NNCF and its backends raise many types
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -149,6 +158,44 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
         import onnx
 
         onnx.save(qmodel, str(out_path))
+
+
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def module_layers(onnx_path: Path, modules: tuple[str, ...]) -> list[str]:
+    """Names of the ONNX graph's weighted nodes (Conv, Gemm, MatMul) that belong to one of
+    the network's submodules ``modules`` (e.g. "dec_body"), found from the module path the
+    torch exporter writes into each node's "namespace" metadata."""
+    if not modules:
+        return []
+    import re
+
+    import onnx
+
+    pattern = re.compile(r"(^|\.)(" + "|".join(re.escape(m) for m in modules) + r")(\.|$)")
+    names = []
+    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+        if node.op_type not in _WEIGHTED:
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}
+        paths = [part.split(":")[0].strip() for part in meta.get("namespace", "").split("/")]
+        if any(pattern.search(path) for path in paths if path):
+            names.append(node.name)
+    return sorted(names)
+
+
+def openvino_names(model: Any, onnx_names: list[str]) -> list[str]:
+    """The OpenVINO layers converted from the ONNX nodes ``onnx_names`` (OpenVINO keeps the
+    node's name, or adds "/WithoutBiases" when it splits off the bias)."""
+    wanted = set(onnx_names)
+    found = []
+    for op in model.get_ops():
+        name = op.get_friendly_name()
+        if name in wanted or name.split("/")[0] in wanted:
+            if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul"):
+                found.append(name)
+    return sorted(found)
 
 
 _THROUGH = {"Pad", "Reshape", "Transpose", "Gather", "Squeeze", "Unsqueeze"}
