@@ -14,8 +14,9 @@ What is not bit-equal to one process in the segmentation kind: BatchNorm running
 statistics (each process sees its share; they are averaged over the processes at every
 epoch's end) and random augmentation (each process draws its own flips). The anomaly
 model's BatchNorm takes the whole batch's statistics (``sync_batchnorm``); the
-detector's draws (flips, sampled anchors) are keyed by image, so they match too. The cancel flag is agreed on by all
-processes (an all-reduce), so a Cancel stops all of them at the same step.
+detector's draws (flips, sampled anchors) are keyed by image, so they match too. The
+cancel flag is agreed on by all processes (an all-reduce), so a Cancel stops all of them
+at the same step.
 
 Process 0 trains in the project and writes the run folder and the events; the others
 train on a private snapshot of the same training data (defect_studio.cluster.bundle) in
