@@ -6,9 +6,13 @@ all GPUs) trains the same job with `train --device cuda --gpus N` (N = 1: the or
 one-process CUDA path), and reads each run's events: seconds per epoch after the first
 (warm-up) epoch, training images per second, and the final validation AP (so a broken
 CUDA path shows as NaN or a collapsed AP, not only as a time). With --cluster ADDRESS the
-runs go to that Ray cluster instead (train --cluster ADDRESS --gpus N).
+runs go to that Ray cluster instead (train --cluster ADDRESS --gpus N). --model picks the
+kind (the anomaly model trains on the demo's good parts; the detector needs boxes: give
+--project DIR, a project with typed boxes, e.g. NEU-DET imported, which is used as it is).
 
     .venv/bin/python benchmarks/gpu_scaling.py --images 400 --size 256 --epochs 4
+    .venv/bin/python benchmarks/gpu_scaling.py --model anomaly
+    .venv/bin/python benchmarks/gpu_scaling.py --model relational --project NEU_PROJECT
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="accumulated batch (>= GPUs)")
     ap.add_argument("--gpus", default=None, help="comma list, e.g. 1,2,4 (default 1..all)")
     ap.add_argument("--cluster", help="Ray address: train there instead")
+    ap.add_argument("--model", default="mffpa", help="train --model (default mffpa)")
+    ap.add_argument("--project", help="an existing project instead of a demo one")
     args = ap.parse_args()
     if args.gpus:
         counts = [int(x) for x in args.gpus.split(",")]
@@ -54,17 +60,24 @@ def main() -> None:
         counts = list(range(1, max(1, n) + 1))
 
     from defect_studio.demo import generate_demo_project
+    from defect_studio.kinds import kind_of_model
 
     tmp = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
-    project = tmp / "p"
-    generate_demo_project(project, count=args.images, size=(args.size, args.size), seed=1,
-                          defect_rate=0.25).close()
+    if args.project:
+        project = Path(args.project)
+    else:
+        project = tmp / "p"
+        generate_demo_project(project, count=args.images, size=(args.size, args.size),
+                              seed=1, defect_rate=0.25).close()
     cfg = tmp / "cfg.json"
-    cfg.write_text(json.dumps({"batch": args.batch, "val_every": 1}))
+    cfg.write_text(json.dumps({kind_of_model(args.model).batch_setting: args.batch,
+                               "val_every": 1}))
     rows = []
+    stamp = time.strftime("%H%M%S")
     for n in counts:
-        run_id = f"gpus{n}"
+        run_id = f"gpus{n}-{args.model}-{stamp}"
         cmd = [sys.executable, "-m", "defect_studio", "train", "--project", str(project),
+               "--model", args.model,
                "--config", str(cfg), "--epochs", str(args.epochs), "--size",
                f"{args.size}x{args.size}", "--device", "cuda", "--run-id", run_id,
                "--gpus", str(n)]
@@ -81,7 +94,8 @@ def main() -> None:
                              .read_text().splitlines()[0])
         s, ips, m = epoch_rates(project / "runs" / run_id, started["n_train"])
         rows.append((n, wall, s, ips, m.get("ap")))
-    print(f"{args.images} images {args.size}x{args.size}, batch {args.batch}, "
+    print(f"{args.model}: {args.project or f'{args.images} demo images'} "
+          f"{args.size}x{args.size}, batch {args.batch}, "
           f"{args.epochs} epochs, torch {torch.__version__}")
     print("| GPUs | wall s | s/epoch | images/s | speed-up | val AP |\n|---|---|---|---|---|---|")
     base = next((r[3] for r in rows if r[3]), None)

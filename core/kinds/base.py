@@ -61,6 +61,7 @@ class ModelKind:
     presets: tuple[str, ...] = ("quick", "thorough")  # names its config's .preset accepts
     outputs_boxes: bool = False  # its predictions carry typed boxes (the Review page draws them)
     data_parallel: bool = False  # its train takes part in `train --gpus N` (training.distributed)
+    batch_setting: str = "batch"  # its config's field of the images per optimizer step
     input_rule: str = ""  # "" = any input size (multiple 1, minimum 1)
     summary_lines: str = ""  # "" = the evaluation result has no part of this kind's own
     time_probe: str = ""  # "" = no estimate of the training time before a run

@@ -15,5 +15,6 @@ KIND = ModelKind(
     model_titles=(("anomaly", "Anomaly model (good parts only)"),
                   ("anomaly-sspcab", "Anomaly model without SimAM (ablation)"),
                   ("anomaly-kd", "Anomaly model, plain distillation (ablation)")),
+    data_parallel=True,
     loss_names=("distillation", "SSPCAB"),
 )

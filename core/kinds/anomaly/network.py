@@ -62,6 +62,7 @@ class SSPCAB(nn.Module):
         self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1),
                                 nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
         self.last_loss: torch.Tensor | None = None
+        self.last_per_image: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.border
@@ -74,6 +75,8 @@ class SSPCAB(nn.Module):
                 for conv, (r, c) in zip(self.corners, offsets))
         y = F.relu(y)
         y = y * self.se(y)
+        # per image, so that a share of a batch can be weighed (train --gpus N)
+        self.last_per_image = (y - x).pow(2).flatten(1).mean(1)
         self.last_loss = F.mse_loss(y, x)
         return y
 
@@ -152,10 +155,19 @@ def disagreement(teacher: list[torch.Tensor], student: list[torch.Tensor],
     return gaussian_blur(total, sigma)[:, 0]
 
 
-def kd_loss(teacher: list[torch.Tensor], student: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over scales and pixels of 1 - cos(teacher, student) (the reverse-distillation loss)."""
-    return sum((1 - F.cosine_similarity(t.float(), s.float(), dim=1, eps=1e-6)).mean()
-               for t, s in zip(teacher, student)) / len(teacher)
+def kd_loss(teacher: list[torch.Tensor], student: list[torch.Tensor],
+            total: int | None = None) -> torch.Tensor:
+    """Mean over scales and pixels of 1 - cos(teacher, student) (the reverse-distillation loss).
+
+    With ``total``: these images' share of the mean over a batch of ``total`` images (the
+    sum of their per-image losses / ``total``; 0 for no image).
+    """
+    if total is None:
+        return sum((1 - F.cosine_similarity(t.float(), s.float(), dim=1, eps=1e-6)).mean()
+                   for t, s in zip(teacher, student)) / len(teacher)
+    return sum((1 - F.cosine_similarity(t.float(), s.float(), dim=1, eps=1e-6))
+               .flatten(1).mean(1).sum() for t, s in zip(teacher, student)) / (
+                   len(teacher) * total)
 
 
 class AnomalyNet(nn.Module):
@@ -208,8 +220,13 @@ class AnomalyNet(nn.Module):
         z = self.bottleneck(feats)
         return self.decoder(z, [tuple(f.shape[-2:]) for f in feats])
 
-    def sspcab_loss(self) -> torch.Tensor | None:
-        return self.bottleneck.sspcab.last_loss if self.bottleneck.sspcab is not None else None
+    def sspcab_loss(self, total: int | None = None) -> torch.Tensor | None:
+        """The SSPCAB loss of the last forward (None without SSPCAB); with ``total``, the
+        share of its images in the mean over a batch of ``total`` (as kd_loss)."""
+        block = self.bottleneck.sspcab
+        if block is None:
+            return None
+        return block.last_loss if total is None else block.last_per_image.sum() / total
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.teacher(x)

@@ -10,6 +10,13 @@ resume from the last epoch checkpoint. The helpers come from defect_studio.train
 The teacher is frozen and the student reads the teacher's features, so the teacher runs
 once per training image for the whole run when its features fit in ``cache_mb``
 (float16 on the CPU), otherwise once per image per epoch.
+
+``train --gpus N`` (defect_studio.training.distributed): each process computes its share
+of every batch, its losses weighed as its images' part of the whole batch's mean; the
+student's BatchNorm layers take the whole batch's statistics; the gradients are summed
+before each step; the validation and calibration scores are computed in shares and
+gathered, so every process fits the same threshold. (The teacher cache is per process:
+an image's teacher features are computed once by each process that gets it.)
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from defect_studio.training.checkpoint import (
 )
 from defect_studio.training.config import TrainConfigError
 from defect_studio.training.device import select_device
+from defect_studio.training.distributed import this_process
 from defect_studio.training.runjob import (
     OOM_ADVICE,
     EventSink,
@@ -141,6 +149,10 @@ class TeacherCache:
         self.teacher_runs = 0  # how many images the teacher has run on (tests check the caching)
 
     def batch(self, ids: list[int]) -> list[torch.Tensor]:
+        if not ids:  # an empty share of a batch (train --gpus N): empty feature maps
+            W, H = self.data.config.input_size
+            return self.model.teacher(torch.zeros(0, self.data.config.channels, H, W,
+                                                  device=self.device))
         missing = [i for i in ids if i not in self.store]
         fresh: dict[int, list[torch.Tensor]] = {}
         if missing:
@@ -158,10 +170,18 @@ class TeacherCache:
         return [torch.stack([r[s] for r in rows]) for s in range(len(rows[0]))]
 
 
-@torch.no_grad()
 def raw_scores(model: AnomalyNet, data: GoodImages, ids: list[int], device: torch.device,
                batch: int = 8) -> np.ndarray:
-    """Raw image scores (max of the raw anomaly map) of some images, model in eval mode."""
+    """Raw image scores (max of the raw anomaly map) of some images, model in eval mode
+    (with train --gpus N: each process scores its share, all get all scores)."""
+    scores = this_process().gather(ids, lambda share: _raw_scores(model, data, share, device,
+                                                                  batch).tolist())
+    return np.asarray(scores, dtype=np.float64)
+
+
+@torch.no_grad()
+def _raw_scores(model: AnomalyNet, data: GoodImages, ids: list[int], device: torch.device,
+                batch: int) -> np.ndarray:
     was = model.training
     model.eval()
     out: list[float] = []
@@ -196,6 +216,8 @@ def _train(project: Any, config: AnomalyConfig | None, run_id: str | None, resum
     model = AnomalyNet(width=config.width, sigma=config.sigma, map_taps=config.map_taps,
                        **config.switches()).to(device)
     model.train()
+    this_process().sync_batchnorm(model.bottleneck)  # train --gpus N: whole-batch statistics
+    this_process().sync_batchnorm(model.decoder)
     params = [p for n, p in model.named_parameters() if not n.startswith("teacher.")]
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.5, 0.999))
     start_epoch, elapsed_before = 0, 0.0
@@ -226,6 +248,7 @@ class _Job:
         self.elapsed_before, self.t0 = elapsed_before, time.monotonic()
         self.cache = TeacherCache(model, data, device)
         self.budget_note = ""
+        self.shard = this_process()  # train --gpus N: this process's share of each batch
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.t0
@@ -242,17 +265,21 @@ class _Job:
                 if self.should_stop():
                     self._cancel(epoch)
                 batch = [ids[j] for j in order[step * c.batch:(step + 1) * c.batch]]
-                kd, ss = self._step(batch, epoch, step)
+                kd, ss = self._step(self.shard.share(batch), len(batch), epoch, step)
                 sums["loss"] += kd + c.sspcab_weight * ss
                 sums["kd"] += kd
                 sums["ss"] += ss
-                n = step + 1
-                progress.step(epoch, step, steps, c.epochs * steps - (epoch * steps + n),
+                n = step + 1 if self.shard.world == 1 else (step + 1) / self.shard.world
+                # (with N processes: this one's share times N, an estimate until the epoch)
+                progress.step(epoch, step, steps, c.epochs * steps - (epoch * steps + step + 1),
                               loss=sums["loss"] / n, loss_seg=sums["kd"] / n,
                               loss_dec=sums["ss"] / n)
+            # the processes' shares of each step's mean add up to the mean (no-op in one)
+            *totals, runs = self.shard.sum([*sums.values(), self.cache.teacher_runs])
+            sums = dict(zip(sums, totals, strict=True))
             self.folder.emit("epoch", epoch=epoch + 1, loss=sums["loss"] / steps,
                              loss_seg=sums["kd"] / steps, loss_dec=sums["ss"] / steps,
-                             w_seg=1.0, w_dec=c.sspcab_weight, teacher_runs=self.cache.teacher_runs)
+                             w_seg=1.0, w_dec=c.sspcab_weight, teacher_runs=int(runs))
             if c.val_every and (epoch + 1) % c.val_every == 0 and _both(self.data.val):
                 m = self._val_metrics()
                 self.folder.emit("validation", epoch=epoch + 1, ap=m["ap_sklearn"],
@@ -260,24 +287,29 @@ class _Job:
             self._save_checkpoint(epoch + 1)
             epoch_times.append(time.monotonic() - t_epoch)
             if c.max_minutes is not None and epoch + 1 < c.epochs:
-                if time.monotonic() - self.t0 + max(epoch_times) > c.max_minutes * 60:
+                over = time.monotonic() - self.t0 + max(epoch_times) > c.max_minutes * 60
+                if self.shard.any(over):  # the processes stop after the same epoch
                     self.budget_note = (f"time budget of {c.max_minutes:g} min reached after "
                                         f"{epoch + 1} of {c.epochs} epochs")
                     return epoch + 1
         return c.epochs
 
-    def _step(self, batch: list[int], epoch: int, step: int) -> tuple[float, float]:
+    def _step(self, batch: list[int], total: int, epoch: int,
+              step: int) -> tuple[float, float]:
+        """One optimizer step on ``batch``, these images' share of a batch of ``total``
+        (all of it in one process); returns the share's (distillation, SSPCAB) losses."""
         feats = self.cache.batch(batch)
         student = self.model.student(feats)
-        kd = kd_loss(feats, student)
-        ss = self.model.sspcab_loss()
+        kd = kd_loss(feats, student, total)
+        ss = self.model.sspcab_loss(total)
         loss = kd + (self.c.sspcab_weight * ss if ss is not None else 0.0)
-        if not torch.isfinite(loss):
+        if self.shard.any(not bool(torch.isfinite(loss))):  # all processes stop together
             raise TrainingError(
                 f"loss became NaN at epoch {epoch + 1} step {step + 1}; lower the learning rate "
                 f"(now {self.c.lr:g}, try {self.c.lr / 10:g}) and train again")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.shard.reduce_grads(self.model)
         self.opt.step()
         return float(kd.detach()), float(ss.detach()) if ss is not None else 0.0
 
@@ -308,7 +340,8 @@ class _Job:
                                    "auc": None, "best_f1": None, "n": m["n"], "n_pos": m["n_pos"],
                                    "epochs": epochs_done, "elapsed_s": round(self.elapsed(), 2),
                                    "raw_threshold": raw_t, "calibration": source,
-                                   "teacher_runs": self.cache.teacher_runs,
+                                   "teacher_runs": int(self.shard.sum(
+                                       [self.cache.teacher_runs])[0]),
                                    "warnings": warnings}
         if m.get("scores") is not None and m["n_pos"]:
             im = image_metrics(m["labels"], self.model.to_score(torch.tensor(m["scores"])).numpy())

@@ -15,6 +15,8 @@ KIND = ModelKind(
     model_titles=(("relational", "Relational detector (boxes with types)"),
                   ("detector", "Plain two-stage detector (ablation)")),
     outputs_boxes=True,
+    data_parallel=True,
+    batch_setting="batch_size",
     loss_names=("region proposal", "box head"),
     summary_lines="defect_studio.kinds.detector.evaluate:summary_lines",
 )

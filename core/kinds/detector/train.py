@@ -6,6 +6,15 @@ status.json, events.jsonl, checkpoint.pt after every epoch (resume), cancel thro
 Image-level figures (score = the highest box confidence) keep the Train and Review
 pages working; box figures (mAP) come with them. In the progress and epoch events
 ``loss_seg`` is the region-proposal loss and ``loss_dec`` the box-head loss.
+
+The anchors and region proposals a loss is computed on are drawn per image, from a
+generator seeded by the run's seed, the epoch and the image (``KeyedSampler``), so an
+image's draw does not depend on the other images of its batch. ``train --gpus N``
+(defect_studio.training.distributed): each process computes its share of every batch;
+the losses, means over the anchors / proposals drawn in the batch, are weighed by this
+process's part of those counts (summed over the processes), so the summed gradients
+are the whole batch's; the validation and threshold detections are computed in shares
+and gathered. (The backbone's BatchNorm layers are frozen: no statistics to share.)
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
 from defect_studio.errors import TrainingError, UserError
 from defect_studio.kinds.detector.config import DetectorConfig
@@ -35,6 +45,7 @@ from defect_studio.training.checkpoint import (
     save_model_weights,
 )
 from defect_studio.training.device import select_device
+from defect_studio.training.distributed import this_process
 from defect_studio.training.runjob import (
     EventSink,
     RunFolder,
@@ -98,6 +109,7 @@ def _train(project: Any, config: DetectorConfig | None, run_id: str | None, resu
     train_s, val_s, classes, notes = build_detection_data(project, config, classes)
     device = select_device(config.device)
     model = build_detector(config, len(classes)).to(device)
+    keyed_sampling(model)
     freeze_backbone_norm(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=1e-4)
@@ -131,10 +143,60 @@ def freeze_backbone_norm(model: torch.nn.Module) -> None:
                 p.requires_grad_(False)
 
 
-@torch.no_grad()
+class KeyedSampler(BalancedPositiveNegativeSampler):
+    """torchvision's positive/negative sampler, each image's draw from its own generator
+    (seeded by ``keys``, one per image of the next call; the global generator when None);
+    ``last_count``: how many anchors / proposals the last call drew, all images together."""
+
+    def __init__(self, batch_size_per_image: int, positive_fraction: float) -> None:
+        super().__init__(batch_size_per_image, positive_fraction)
+        self.keys: list[int] | None = None
+        self.last_count = 0
+
+    def __call__(self, matched_idxs: list[torch.Tensor]
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        keys = self.keys
+        if keys is not None and len(keys) != len(matched_idxs):
+            raise RuntimeError(f"{len(keys)} sampling keys for {len(matched_idxs)} images")
+        pos_idx, neg_idx, count = [], [], 0
+        for i, matched in enumerate(matched_idxs):
+            gen = torch.Generator().manual_seed(keys[i]) if keys is not None else None
+            positive = torch.where(matched >= 1)[0]
+            negative = torch.where(matched == 0)[0]
+            num_pos = min(positive.numel(), int(self.batch_size_per_image *
+                                                self.positive_fraction))
+            num_neg = min(negative.numel(), self.batch_size_per_image - num_pos)
+            perm1 = torch.randperm(positive.numel(), generator=gen)[:num_pos]
+            perm2 = torch.randperm(negative.numel(), generator=gen)[:num_neg]
+            pos_mask = torch.zeros_like(matched, dtype=torch.uint8)
+            neg_mask = torch.zeros_like(matched, dtype=torch.uint8)
+            pos_mask[positive[perm1.to(positive.device)]] = 1
+            neg_mask[negative[perm2.to(negative.device)]] = 1
+            pos_idx.append(pos_mask)
+            neg_idx.append(neg_mask)
+            count += num_pos + num_neg
+        self.last_count = count
+        return pos_idx, neg_idx
+
+
+def keyed_sampling(model: torch.nn.Module) -> None:
+    """Replace the region-proposal and box-head samplers by KeyedSamplers."""
+    for owner in (model.rpn, model.roi_heads):
+        old = owner.fg_bg_sampler
+        owner.fg_bg_sampler = KeyedSampler(old.batch_size_per_image, old.positive_fraction)
+
+
 def detect_samples(model: torch.nn.Module, samples: list[DetSample], config: DetectorConfig,
                    device: torch.device, batch_size: int = 8) -> list[dict]:
-    """Predicted boxes of samples in image pixels: dicts of boxes, scores, labels (0-based)."""
+    """Predicted boxes of samples in image pixels: dicts of boxes, scores, labels (0-based)
+    (with train --gpus N: each process detects its share, all get all)."""
+    return this_process().gather(
+        samples, lambda share: _detect_samples(model, share, config, device, batch_size))
+
+
+@torch.no_grad()
+def _detect_samples(model: torch.nn.Module, samples: list[DetSample], config: DetectorConfig,
+                    device: torch.device, batch_size: int) -> list[dict]:
     was = model.training
     model.eval()
     out = []
@@ -184,6 +246,7 @@ class _DetJob:
         self.should_stop, self.run_id, self.elapsed_before = should_stop, run_id, elapsed_before
         self.t0 = time.monotonic()
         self.note = ""
+        self.shard = this_process()  # train --gpus N: this process's share of each batch
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.t0
@@ -215,31 +278,17 @@ class _DetJob:
                 for g in self.opt.param_groups:
                     g["lr"] = self._lr(epoch, step, steps)
                 idx = order[step * c.batch_size:(step + 1) * c.batch_size]
-                xs, ts = [], []
-                for i in idx:
-                    fh, fv = flips[i] if c.augment else (0, 0)
-                    x, t = load_sample(self.train_s[i], c, bool(fh), bool(fv))
-                    xs.append(x.to(self.device))
-                    ts.append({k: v.to(self.device) for k, v in t.items()})
-                losses = self.model(xs, ts)
-                total = sum(losses.values())
-                if not torch.isfinite(total):
-                    raise TrainingError(
-                        f"loss became NaN at epoch {epoch + 1} step {step + 1}; lower the "
-                        f"learning rate (now {c.lr:g}, try {c.lr / 10:g}) and train again")
-                self.opt.zero_grad(set_to_none=True)
-                total.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
-                self.opt.step()
-                sums["loss"] += float(total.detach())
-                sums["rpn"] += float(losses["loss_objectness"].detach()
-                                     + losses["loss_rpn_box_reg"].detach())
-                sums["roi"] += float(losses["loss_classifier"].detach()
-                                     + losses["loss_box_reg"].detach())
-                k = step + 1
-                progress.step(epoch, step, steps, c.epochs * steps - (epoch * steps + k),
+                rpn, roi = self._step(self.shard.share(idx), epoch, step, flips)
+                sums["loss"] += rpn + roi
+                sums["rpn"] += rpn
+                sums["roi"] += roi
+                k = step + 1 if self.shard.world == 1 else (step + 1) / self.shard.world
+                # (with N processes: this one's share times N, an estimate until the epoch)
+                progress.step(epoch, step, steps, c.epochs * steps - (epoch * steps + step + 1),
                               loss=sums["loss"] / k, loss_seg=sums["rpn"] / k,
                               loss_dec=sums["roi"] / k)
+            # the processes' shares of each step's mean add up to the mean (no-op in one)
+            sums = dict(zip(sums, self.shard.sum(list(sums.values())), strict=True))
             self.folder.emit("epoch", epoch=epoch + 1, loss=sums["loss"] / steps,
                              loss_seg=sums["rpn"] / steps, loss_dec=sums["roi"] / steps,
                              loss_rpn=sums["rpn"] / steps, loss_roi=sums["roi"] / steps,
@@ -251,12 +300,53 @@ class _DetJob:
                                  map=s["map"], map_50=s["map_50"])
             self._save_checkpoint(epoch + 1)
             epoch_times.append(time.monotonic() - t_epoch)
-            if c.max_minutes is not None and epoch + 1 < c.epochs and \
-                    time.monotonic() - self.t0 + max(epoch_times) > c.max_minutes * 60:
+            if c.max_minutes is not None and epoch + 1 < c.epochs and self.shard.any(
+                    time.monotonic() - self.t0 + max(epoch_times) > c.max_minutes * 60):
                 self.note = (f"time budget of {c.max_minutes:g} min reached after "
                              f"{epoch + 1} of {c.epochs} epochs")
                 return epoch + 1
         return c.epochs
+
+    def _step(self, idx: list[int], epoch: int, step: int,
+              flips: list[list[int]]) -> tuple[float, float]:
+        """One optimizer step on the training samples ``idx``, this process's share of
+        the batch (all of it in one process); returns the share's (region-proposal,
+        box-head) losses."""
+        c = self.c
+        xs, ts = [], []
+        for i in idx:
+            fh, fv = flips[i] if c.augment else (0, 0)
+            x, t = load_sample(self.train_s[i], c, bool(fh), bool(fv))
+            xs.append(x.to(self.device))
+            ts.append({k: v.to(self.device) for k, v in t.items()})
+        rpn_s, roi_s = self.model.rpn.fg_bg_sampler, self.model.roi_heads.fg_bg_sampler
+        keys = [((c.seed * 1_000_003 + epoch) * 1_000_003 + i) * 2 for i in idx]
+        rpn_s.keys, roi_s.keys = keys, [k + 1 for k in keys]
+        losses, counts = None, [0, 0]
+        if xs:  # no image of this batch here (a last, short batch): zero gradients
+            losses = self.model(xs, ts)
+            counts = [rpn_s.last_count, roi_s.last_count]
+        rpn_s.keys = roi_s.keys = None
+        bad = losses is not None and not bool(torch.isfinite(sum(losses.values())))
+        n_rpn, n_roi, n_bad = self.shard.sum([*counts, bad])
+        if n_bad:
+            raise TrainingError(
+                f"loss became NaN at epoch {epoch + 1} step {step + 1}; lower the "
+                f"learning rate (now {c.lr:g}, try {c.lr / 10:g}) and train again")
+        self.opt.zero_grad(set_to_none=True)
+        rpn = roi = torch.zeros(())
+        if losses is not None:
+            # each loss is a mean over the anchors (proposals) drawn here: weighed by this
+            # process's part of those drawn in the whole batch, the shares add up to it
+            rpn = (losses["loss_objectness"] + losses["loss_rpn_box_reg"]) * (
+                counts[0] / max(n_rpn, 1))
+            roi = (losses["loss_classifier"] + losses["loss_box_reg"]) * (
+                counts[1] / max(n_roi, 1))
+            (rpn + roi).backward()
+        self.shard.reduce_grads(self.model)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+        self.opt.step()
+        return float(rpn.detach()), float(roi.detach())
 
     def _save_checkpoint(self, epochs_done: int) -> None:
         save_checkpoint(self.folder, {
