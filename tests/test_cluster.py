@@ -207,44 +207,6 @@ def test_disconnect_reattach_cancel_resume_and_a_dead_worker(ray_head, _trained_
     assert load_torch(run / "checkpoint.pt")["epoch"] >= 1  # intact: the run can resume
 
 
-def test_sweep_levels_train_in_parallel_on_the_cluster(ray_head, _trained_template, tmp_path):
-    from defect_studio.training.sweep import mean_points, read_sweep, sweep_dir
-
-    root = copy_project(_trained_template, tmp_path / "proj")
-    proc = subprocess.run(
-        [sys.executable, "-m", "defect_studio", "sweep", "--project", str(root),
-         "--pixel-labels", "0,all", "--epochs", "1", "--size", "32x32", "--device", "cpu",
-         "--threads", "1", "--sweep-id", "sw", "--cluster", ray_head.address, "--events",
-         "--seeds", "3"],  # a seed list of one: 2 runs, the seed passed to both
-        env=dict(ray_head.env, PYTHONUNBUFFERED="1"), capture_output=True, text=True,
-        timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert events[-1]["event"] == "sweep_finished"
-    record = read_sweep(sweep_dir(root, "sw"))
-    assert record["state"] == "finished" and record["seeds"] == [3]
-    assert [(p["n"], p["seed"]) for p in record["points"]] == [(n, 3) for n in record["n"]]
-    assert len(record["n"]) == 2
-    assert all(isinstance(p["ap"], float) and p["train_s"] > 0 for p in record["points"])
-    spans = []
-    for p in record["points"]:  # each run came home as a finished run of the project
-        run = root / "runs" / p["run_id"]
-        assert (run / "model.pt").is_file()
-        rec = json.loads((run / "cluster.json").read_text())
-        lines = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
-        assert rec["outcome"] == "finished" and lines[-1]["event"] == "finished"
-        spans.append((rec["started"], (run / "model.pt").stat().st_mtime))
-    # two runs at a time (2 CPUs): the second job started before the first one's model came home
-    import calendar
-
-    starts = sorted(calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")) for s, _ in spans)
-    assert starts[1] <= min(end for _, end in spans) + 1
-    means = mean_points(record["points"])
-    assert [m["runs"] for m in means] == [1, 1]
-    for p in record["points"]:
-        assert json.loads((root / "runs" / p["run_id"] / "config.json").read_text())["seed"] == 3
-
-
 @pytest.mark.parametrize("text", ["", "a", "-1", "1.5", "0,,1", "2147483648", ",".join(
     str(i) for i in range(21))])
 def test_bad_seed_lists_are_refused(text):

@@ -134,6 +134,72 @@ def test_train_page_runs_on_a_cluster(qtbot, ray_head, demo_project_dir, dialogs
         project.close()
 
 
+def test_the_evaluate_pages_sweep_runs_its_levels_in_parallel_on_the_cluster(
+        qtbot, ray_head, _trained_template, tmp_path, dialogs, isolated_qsettings):
+    """"How many masks do I need?" with Run on: cluster at ...: `sweep --cluster --seeds` in
+    the page's child process, one job per level at once, the same record and plot."""
+    import calendar
+    import time
+
+    from gui_support import copy_project
+
+    from defect_studio.app.evaluate.page import EvaluatePage
+    from defect_studio.training.sweep import list_sweeps, mean_points
+
+    root = copy_project(_trained_template, tmp_path / "proj")
+    project = Project.open(root)
+    try:
+        page = EvaluatePage()
+        qtbot.addWidget(page)
+        page.set_project(project)
+        page.resize(1100, 750)
+        view = page.sweep_view
+        view.epochs, view.size, view.device = 1, (32, 32), "cpu"
+        view.low_priority = False
+        view.levels_edit.setText("0,all")
+        view.seeds_edit.setText("3")  # a seed list of one: 2 runs, the seed passed to both
+        view.run_on.set_cluster("not an address")  # refused before anything starts
+        qtbot.mouseClick(view.run_button, Qt.MouseButton.LeftButton)
+        assert not view.is_running() and "cannot run" in view.status.text()
+        view.run_on.set_cluster(ray_head.address)
+        progress = []
+        view.progress.valueChanged.connect(progress.append)
+        shot = os.environ.get("DS_SCREENSHOTS")
+        with qtbot.waitSignal(view.sweep_ended, timeout=300_000) as ended:
+            qtbot.mouseClick(view.run_button, Qt.MouseButton.LeftButton)
+            assert view.is_running() and not view.run_on.isEnabled()
+            if shot:
+                qtbot.waitUntil(lambda: 0 < view.progress.value() or not view.is_running(),
+                                timeout=300_000)
+                page.grab().save(os.path.join(shot, "sweep_on_cluster.png"))
+        assert ended.args == ["finished"], view.status.text()
+        assert progress == sorted(progress) and progress[-1] == 1000
+        record = list_sweeps(root)[-1]
+        assert record["state"] == "finished" and record["seeds"] == [3]
+        assert [(p["n"], p["seed"]) for p in record["points"]] == [(n, 3) for n in record["n"]]
+        assert len(record["n"]) == 2
+        assert all(isinstance(p["ap"], float) and p["train_s"] > 0 for p in record["points"])
+        xs, ys = view.curve.getData()  # the same plot as a local sweep
+        assert list(xs) == [m["n"] for m in mean_points(record["points"])]
+        spans = []
+        for p in record["points"]:  # each run came home as a finished run of the project
+            run = root / "runs" / p["run_id"]
+            assert (run / "model.pt").is_file()
+            rec = json.loads((run / "cluster.json").read_text())
+            lines = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+            assert rec["outcome"] == "finished" and lines[-1]["event"] == "finished"
+            assert json.loads((run / "config.json").read_text())["seed"] == 3
+            spans.append((rec["started"], (run / "model.pt").stat().st_mtime))
+        # two runs at a time (2 CPUs): the second job started before the first one's model
+        # came home
+        starts = sorted(calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
+                        for s, _ in spans)
+        assert starts[1] <= min(end for _, end in spans) + 1
+        assert dialogs == []
+    finally:
+        project.close()
+
+
 def _state_cell(panel, run_id: str) -> str:
     table = panel.history.table
     col = next(c for c in range(table.columnCount())

@@ -84,7 +84,7 @@ class TrainingJob(QObject):
         """Launch the training process; returns at once."""
         if self.is_running():
             raise RuntimeError("this training job is already running")
-        self.run_id = request.run_id or request.attach
+        self.run_id = request.run_id or getattr(request, "attach", None)
         self.state = "running"
         self._runs_dir = Path(request.project_root) / "runs"
         self._out_buf = self._err_buf = b""

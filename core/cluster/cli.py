@@ -60,14 +60,11 @@ def train_cluster(args: argparse.Namespace, config: Any, run_id: str | None, sin
         raise
 
 
-def attach_run(args: argparse.Namespace, sink: Any) -> int:
+def attach_run(args: argparse.Namespace, sink: Any, stop: Any) -> int:
     """`train --attach RUN`: follow the run's cluster job again; exit 0 when its result is
     here, 3 when it was cancelled; ClusterError (exit 2) when unreachable or lost."""
     from defect_studio.cluster.client import follow_again
-    from defect_studio.training.cli import _StopFlag
 
-    stop = _StopFlag()
-    stop.install()
     try:
         follow_again(args.project, args.attach, on_event=sink, should_stop=stop)
         return 0

@@ -140,7 +140,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if getattr(args, "attach", None):  # follow a cluster job again (defect_studio.cluster)
         from defect_studio.cluster.cli import attach_run
 
-        return attach_run(args, _print_json if args.events else _HumanPrinter(sys.stdout))
+        stop = _StopFlag()
+        stop.install()
+        return attach_run(args, _print_json if args.events else _HumanPrinter(sys.stdout), stop)
     if args.resume:
         given = [opt for opt, v in (("--preset", args.preset), ("--config", args.config),
                                     ("--epochs", args.epochs), ("--size", args.size),
