@@ -15,7 +15,7 @@ from gui_support import TINY, copy_project
 
 from defect_studio.cluster.address import ClusterError, check_reachable, parse_address
 from defect_studio.cluster.bundle import build_bundle, check_bundle_path
-from defect_studio.errors import ProjectError
+from defect_studio.errors import ProjectError, UserError
 from defect_studio.io.atomic import sha256_file
 
 # one Ray head per test session: under pytest-xdist, every test that uses it runs in one worker
@@ -310,3 +310,48 @@ def test_mean_points_average_the_seeds_of_a_level():
     assert [m["n"] for m in means] == [0, 4] and [m["runs"] for m in means] == [1, 2]
     assert means[1]["ap"] == pytest.approx(0.6) and means[1]["auc"] == pytest.approx(0.8)
     assert means[1]["train_s"] == pytest.approx(15.0) and means[0]["auc"] is None
+
+
+# -- following a run again (train --attach RUN; the app does it when a project opens) ----------
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a/b", "", ".hidden", "x" * 300, "nope"])
+def test_attach_refuses_bad_or_unknown_runs(tmp_path, run_id, capsys):
+    from defect_studio.cli import main
+
+    (tmp_path / "runs").mkdir()
+    assert main(["train", "--project", str(tmp_path), "--attach", run_id]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_pending_runs_and_what_attach_says_without_a_job(tmp_path):
+    from defect_studio.cluster.client import follow_again, pending_runs
+
+    runs = tmp_path / "runs"
+    address = f"127.0.0.1:{_closed_port()}"
+    for name, state in (("here", None), ("home", "done"), ("away", "training"),
+                        ("gone", "lost")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "status.json").write_text('{"state": "running"}')
+        if state:
+            (runs / name / "cluster.json").write_text(json.dumps(
+                {"address": address, "actor": "a", "state": state}))
+    (runs / "bad").mkdir()
+    (runs / "bad" / "cluster.json").write_text('{"address": 1, "state": "training"}')
+    os.symlink(runs / "away", runs / "link")  # a symlinked run folder is not followed
+    assert pending_runs(tmp_path) == ["away"]
+    assert pending_runs(tmp_path / "missing") == []
+    for name in ("here", "home"):
+        with pytest.raises(UserError, match="no cluster job to follow"):
+            follow_again(tmp_path, name)
+    t = time.monotonic()
+    with pytest.raises(ClusterError, match=f"cluster at {address} unreachable.*Resume run away"):
+        follow_again(tmp_path, "away")
+    assert time.monotonic() - t < 10
+    assert json.loads((runs / "away" / "cluster.json").read_text())["state"] == "training"

@@ -25,7 +25,7 @@ def test_train_page_runs_on_a_cluster(qtbot, ray_head, demo_project_dir, dialogs
         panel = TrainPage()
         qtbot.addWidget(panel)
         panel.set_project(project)
-        panel.resize(1100, 750)
+        panel.resize(1280, 800)
         panel.epochs_spin.setValue(2)
         panel.width_spin.setValue(32)
         panel.height_spin.setValue(32)
@@ -93,7 +93,7 @@ def test_train_page_runs_on_a_cluster(qtbot, ray_head, demo_project_dir, dialogs
         # the project opens again: the run is followed again by itself and comes home
         panel = TrainPage()
         qtbot.addWidget(panel)
-        panel.resize(1100, 750)
+        panel.resize(1280, 800)
         with qtbot.waitSignal(panel.run_finished, timeout=300_000) as done:
             panel.set_project(project)
             assert panel.is_running() and panel._run_id == run_id
@@ -152,8 +152,9 @@ def test_the_evaluate_pages_sweep_runs_its_levels_in_parallel_on_the_cluster(
         page = EvaluatePage()
         qtbot.addWidget(page)
         page.set_project(project)
-        page.resize(1100, 750)
+        page.resize(1280, 800)
         view = page.sweep_view
+        page.lower_tabs.setCurrentWidget(view)
         view.epochs, view.size, view.device = 1, (32, 32), "cpu"
         view.low_priority = False
         view.levels_edit.setText("0,all")
