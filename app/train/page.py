@@ -71,6 +71,7 @@ class TrainPage(QWidget):
         self._run_id: str | None = None  # the run being trained
         self._reattach: list[str] = []  # cluster runs of the shown project to follow again
         self._auto_job = False  # the running job is such a re-attach (no dialogs)
+        self._closing = False  # shutdown() ends the job
         self.state = TrainState(device_availability())
         self._build()
         self._show_form()
@@ -595,6 +596,7 @@ class TrainPage(QWidget):
                 self.status_label.setText(f"Cannot start training: {e}")
                 return
         self._auto_job = auto
+        self._closing = False
         self._job_root = Path(self._project.root)
         self._job_visible = True
         self._run_id = request.resume or request.attach
@@ -605,7 +607,8 @@ class TrainPage(QWidget):
         self._t0 = time.monotonic()
         self._set_loss_names(self._run_id)
         # a cluster job stops at its next step there, then its run folder comes home
-        job = TrainingJob(self, grace_ms=60_000 if request.cluster or request.resume else 5000)
+        job = TrainingJob(self, grace_ms=60_000 if request.cluster or request.resume
+                          or request.attach else 5000)
         job.log.connect(self._append_log)
         job.started.connect(self._on_started)
         job.progress.connect(self._on_progress)
@@ -782,6 +785,8 @@ class TrainPage(QWidget):
         self.status_label.setText(f"Run {run_id or ''} cancelled.".replace("  ", " "))
 
     def _on_failed(self, message: str) -> None:
+        if self._closing:
+            return
         if self._auto_job:  # a re-attach: the run keeps its state, a note says why
             if self._run_id:
                 note = ("cluster unreachable" if "unreachable" in message else
@@ -835,6 +840,7 @@ class TrainPage(QWidget):
             if self._estimate_worker is not None:
                 self._estimate_worker.wait(max(timeout_ms, 30000))
         if self.is_running() and self.job.grace_ms > 5000:
+            self._closing = True  # the follower is killed: no "Training failed" at close
             self.job.kill()
             self.job.wait_finished(timeout_ms)
         elif self.is_running():
