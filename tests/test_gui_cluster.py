@@ -106,8 +106,6 @@ def test_train_page_runs_on_a_cluster(qtbot, ray_head, demo_project_dir, dialogs
         record = json.loads((run.path / "cluster.json").read_text())
         assert record["address"] == ray_head.address and record["outcome"] == "finished"
         assert project.active_run() == run_id
-        if shot:
-            panel.grab().save(os.path.join(shot, "reattached_after_reopen.png"))
         # then the two runs that cannot be followed: a note each, no dialog, nothing blocks
         qtbot.waitUntil(lambda: not panel.is_running() and not panel.reattaching(),
                         timeout=120_000)
@@ -119,6 +117,9 @@ def test_train_page_runs_on_a_cluster(qtbot, ray_head, demo_project_dir, dialogs
         assert json.loads((project.root / "runs" / "zdown" / "cluster.json").read_text())[
             "state"] == "training"  # tried again at the next open
         assert "Resume" in panel.status_label.text()
+        if shot:  # the run re-attached and home; the two that could not be followed
+            panel.history.select_run(run_id)
+            panel.grab().save(os.path.join(shot, "reattached_after_reopen.png"))
         # it evaluates like a local run
         from defect_studio.app.evaluate.page import EvaluatePage
 
