@@ -342,6 +342,11 @@ def test_pending_runs_and_what_attach_says_without_a_job(tmp_path):
         if state:
             (runs / name / "cluster.json").write_text(json.dumps(
                 {"address": address, "actor": "a", "state": state}))
+    (runs / "fetched").mkdir()  # the desktop died after the result came home
+    (runs / "fetched" / "status.json").write_text('{"state": "finished"}')
+    (runs / "fetched" / "model.pt").write_bytes(b"m")
+    (runs / "fetched" / "cluster.json").write_text(json.dumps(
+        {"address": address, "actor": "a", "state": "training"}))
     (runs / "bad").mkdir()
     (runs / "bad" / "cluster.json").write_text('{"address": 1, "state": "training"}')
     os.symlink(runs / "away", runs / "link")  # a symlinked run folder is not followed

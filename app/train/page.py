@@ -788,7 +788,7 @@ class TrainPage(QWidget):
         if self._closing:
             return
         if self._auto_job:  # a re-attach: the run keeps its state, a note says why
-            if self._run_id:
+            if self._run_id and not self._hidden_job():
                 note = ("cluster unreachable" if "unreachable" in message else
                         "job lost" if "job lost" in message else "not followed")
                 self.history.set_note(self._run_id, note, message)

@@ -292,9 +292,19 @@ def pending_runs(project_root: str | Path) -> list[str]:
             continue
         record = read_record(run_dir)
         if record is not None and record.get("state") == "training" \
-                and owner_alive(run_dir) is not True:
+                and owner_alive(run_dir) is not True and not _home(run_dir):
             out.append(run_dir.name)
     return out
+
+
+def _home(run_dir: Path) -> bool:
+    """The run's result is here already (the desktop died after fetching it)."""
+    try:
+        status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(status, dict) and status.get("state") == "finished" \
+        and (run_dir / "model.pt").is_file()
 
 
 def follow_again(project_root: str | Path, run_id: str, on_event: EventSink | None = None,
