@@ -162,6 +162,9 @@ def _add_studio_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--cluster", metavar="ADDRESS",
                    help="train on the Ray cluster at HOST:PORT or ray://HOST:PORT "
                         "(docs/cluster.md); --resume RUN of such a run follows it again")
+    s.add_argument("--attach", metavar="RUN",
+                   help="follow RUN's cluster job again and bring its result home (never "
+                        "trains; the app does this when it opens the project)")
     s.add_argument("--gpus", type=int, metavar="N",
                    help="train data-parallel on N GPUs (torch.distributed; with --device "
                         "cpu: N CPU processes)")

@@ -15,7 +15,7 @@ from gui_support import TINY, copy_project
 
 from defect_studio.cluster.address import ClusterError, check_reachable, parse_address
 from defect_studio.cluster.bundle import build_bundle, check_bundle_path
-from defect_studio.errors import ProjectError
+from defect_studio.errors import ProjectError, UserError
 from defect_studio.io.atomic import sha256_file
 
 # one Ray head per test session: under pytest-xdist, every test that uses it runs in one worker
@@ -207,44 +207,6 @@ def test_disconnect_reattach_cancel_resume_and_a_dead_worker(ray_head, _trained_
     assert load_torch(run / "checkpoint.pt")["epoch"] >= 1  # intact: the run can resume
 
 
-def test_sweep_levels_train_in_parallel_on_the_cluster(ray_head, _trained_template, tmp_path):
-    from defect_studio.training.sweep import mean_points, read_sweep, sweep_dir
-
-    root = copy_project(_trained_template, tmp_path / "proj")
-    proc = subprocess.run(
-        [sys.executable, "-m", "defect_studio", "sweep", "--project", str(root),
-         "--pixel-labels", "0,all", "--epochs", "1", "--size", "32x32", "--device", "cpu",
-         "--threads", "1", "--sweep-id", "sw", "--cluster", ray_head.address, "--events",
-         "--seeds", "3"],  # a seed list of one: 2 runs, the seed passed to both
-        env=dict(ray_head.env, PYTHONUNBUFFERED="1"), capture_output=True, text=True,
-        timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert events[-1]["event"] == "sweep_finished"
-    record = read_sweep(sweep_dir(root, "sw"))
-    assert record["state"] == "finished" and record["seeds"] == [3]
-    assert [(p["n"], p["seed"]) for p in record["points"]] == [(n, 3) for n in record["n"]]
-    assert len(record["n"]) == 2
-    assert all(isinstance(p["ap"], float) and p["train_s"] > 0 for p in record["points"])
-    spans = []
-    for p in record["points"]:  # each run came home as a finished run of the project
-        run = root / "runs" / p["run_id"]
-        assert (run / "model.pt").is_file()
-        rec = json.loads((run / "cluster.json").read_text())
-        lines = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
-        assert rec["outcome"] == "finished" and lines[-1]["event"] == "finished"
-        spans.append((rec["started"], (run / "model.pt").stat().st_mtime))
-    # two runs at a time (2 CPUs): the second job started before the first one's model came home
-    import calendar
-
-    starts = sorted(calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")) for s, _ in spans)
-    assert starts[1] <= min(end for _, end in spans) + 1
-    means = mean_points(record["points"])
-    assert [m["runs"] for m in means] == [1, 1]
-    for p in record["points"]:
-        assert json.loads((root / "runs" / p["run_id"] / "config.json").read_text())["seed"] == 3
-
-
 @pytest.mark.parametrize("text", ["", "a", "-1", "1.5", "0,,1", "2147483648", ",".join(
     str(i) for i in range(21))])
 def test_bad_seed_lists_are_refused(text):
@@ -348,3 +310,53 @@ def test_mean_points_average_the_seeds_of_a_level():
     assert [m["n"] for m in means] == [0, 4] and [m["runs"] for m in means] == [1, 2]
     assert means[1]["ap"] == pytest.approx(0.6) and means[1]["auc"] == pytest.approx(0.8)
     assert means[1]["train_s"] == pytest.approx(15.0) and means[0]["auc"] is None
+
+
+# -- following a run again (train --attach RUN; the app does it when a project opens) ----------
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a/b", "", ".hidden", "x" * 300, "nope"])
+def test_attach_refuses_bad_or_unknown_runs(tmp_path, run_id, capsys):
+    from defect_studio.cli import main
+
+    (tmp_path / "runs").mkdir()
+    assert main(["train", "--project", str(tmp_path), "--attach", run_id]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_pending_runs_and_what_attach_says_without_a_job(tmp_path):
+    from defect_studio.cluster.client import follow_again, pending_runs
+
+    runs = tmp_path / "runs"
+    address = f"127.0.0.1:{_closed_port()}"
+    for name, state in (("here", None), ("home", "done"), ("away", "training"),
+                        ("gone", "lost")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "status.json").write_text('{"state": "running"}')
+        if state:
+            (runs / name / "cluster.json").write_text(json.dumps(
+                {"address": address, "actor": "a", "state": state}))
+    (runs / "fetched").mkdir()  # the desktop died after the result came home
+    (runs / "fetched" / "status.json").write_text('{"state": "finished"}')
+    (runs / "fetched" / "model.pt").write_bytes(b"m")
+    (runs / "fetched" / "cluster.json").write_text(json.dumps(
+        {"address": address, "actor": "a", "state": "training"}))
+    (runs / "bad").mkdir()
+    (runs / "bad" / "cluster.json").write_text('{"address": 1, "state": "training"}')
+    os.symlink(runs / "away", runs / "link")  # a symlinked run folder is not followed
+    assert pending_runs(tmp_path) == ["away"]
+    assert pending_runs(tmp_path / "missing") == []
+    for name in ("here", "home"):
+        with pytest.raises(UserError, match="no cluster job to follow"):
+            follow_again(tmp_path, name)
+    t = time.monotonic()
+    with pytest.raises(ClusterError, match=f"cluster at {address} unreachable.*Resume run away"):
+        follow_again(tmp_path, "away")
+    assert time.monotonic() - t < 10
+    assert json.loads((runs / "away" / "cluster.json").read_text())["state"] == "training"

@@ -84,7 +84,7 @@ class TrainingJob(QObject):
         """Launch the training process; returns at once."""
         if self.is_running():
             raise RuntimeError("this training job is already running")
-        self.run_id = request.run_id
+        self.run_id = request.run_id or getattr(request, "attach", None)
         self.state = "running"
         self._runs_dir = Path(request.project_root) / "runs"
         self._out_buf = self._err_buf = b""
@@ -222,6 +222,11 @@ class TrainingJob(QObject):
         the GUI (which holds the project) records what really happened."""
         if not self.run_id or self._runs_dir is None:
             return
+        from defect_studio.cluster.client import read_record
+
+        record = read_record(self._runs_dir / self.run_id)
+        if record is not None and record.get("state") == "training":
+            return  # its cluster job goes on: only this computer's follower ended
         path = self._runs_dir / self.run_id / "status.json"
         try:
             status = json.loads(path.read_text(encoding="utf-8"))

@@ -29,10 +29,13 @@ class TrainRequest:
     config_path: Path | None = None  # extra config fields as JSON
     resume: str | None = None  # go on with this interrupted run (its saved settings)
     cluster: str | None = None  # train on the Ray cluster at this address (docs/cluster.md)
+    attach: str | None = None  # follow this run's cluster job again (never trains)
 
     def to_args(self) -> list[str]:
         """Arguments after the interpreter: `-m defect_studio train ... --events`."""
         args = ["-m", "defect_studio", "train", "--project", str(self.project_root), "--events"]
+        if self.attach:
+            return args + ["--attach", self.attach]
         if self.cluster:
             args += ["--cluster", self.cluster]
         if self.resume:

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from defect_studio.app.common.jobs import TrainingJob, format_eta
 from defect_studio.app.common.plot_style import SERIES, style_plot
+from defect_studio.app.train.run_on import RunOnBox
 
 DEFAULT_LEVELS = "0,25%,50%,all"
 SIZE_AUTO = "from data"
@@ -46,13 +47,19 @@ class SweepRequest:
     device: str = "auto"
     run_id: str | None = None  # TrainingJob reads it; a sweep names its runs itself
     resume: str | None = None  # a sweep id: continue it with its own settings
+    seeds: str | None = None  # "0,1,2": one run per level and seed
+    cluster: str | None = None  # the runs train as parallel jobs on this Ray cluster
 
     def to_args(self) -> list[str]:
         args = ["-m", "defect_studio", "sweep", "--project", str(self.project_root), "--events",
                 "--device", self.device]
+        if self.cluster:
+            args += ["--cluster", self.cluster]
         if self.resume is not None:
             return args + ["--resume", self.resume]
         args += ["--pixel-labels", self.levels, "--preset", self.preset]
+        if self.seeds:
+            args += ["--seeds", self.seeds]
         if self.epochs is not None:
             args += ["--epochs", str(int(self.epochs))]
         if self.size is not None:
@@ -80,6 +87,9 @@ class SweepView(QGroupBox):
         self.low_priority = True
         self._last: dict | None = None  # the project's last sweep record
         self._levels: list[int] = []  # this job's levels still to run
+        self._n_runs = 0  # this job's runs (levels x seeds)
+        self._cluster: str | None = None  # where this job's runs train (None: here)
+        self._fraction: dict[object, float] = {}  # run -> its share done (runs in parallel)
         self._t0 = 0.0
         self._finished_seen = False
         self._n_masked = 0
@@ -96,6 +106,14 @@ class SweepView(QGroupBox):
         self.size_combo.addItems([SIZE_AUTO, "64x64", "128x128", "256x256", "512x512"])
         self.size_combo.setToolTip("Input size WxH of each sweep run (\u201cfrom data\u201d: "
                                    "chosen from the images)")
+        self.seeds_edit = QLineEdit("")
+        self.seeds_edit.setPlaceholderText("one seed")
+        self.seeds_edit.setMaximumWidth(90)
+        self.seeds_edit.setToolTip("Seeds, e.g. 0,1,2: one run per mask count and seed; the "
+                                   "plot shows the mean per count")
+        # this computer, or the runs in parallel on a Ray cluster (the Train page's choice
+        # and remembered address: app/train/run_on.py)
+        self.run_on = RunOnBox()
         self.run_button = QPushButton("Run sweep")
         self.run_button.clicked.connect(self.start_sweep)
         self.resume_button = QPushButton("Resume")
@@ -131,11 +149,17 @@ class SweepView(QGroupBox):
         row.addWidget(self.epochs_spin)
         row.addWidget(QLabel("Size:"))
         row.addWidget(self.size_combo)
+        row.addWidget(QLabel("Seeds:"))
+        row.addWidget(self.seeds_edit)
         row.addWidget(self.run_button)
         row.addWidget(self.resume_button)
         row.addWidget(self.cancel_button)
         lay = QVBoxLayout(self)
         lay.addLayout(row)
+        where = QHBoxLayout()
+        where.addWidget(QLabel("Run on:"))
+        where.addWidget(self.run_on, 1)
+        lay.addLayout(where)
         state_row = QHBoxLayout()
         state_row.addWidget(self.status, 1)
         state_row.addWidget(self.progress)
@@ -218,18 +242,22 @@ class SweepView(QGroupBox):
         if self._project is None or self.is_running():
             return
         from defect_studio.errors import UserError
-        from defect_studio.training.sweep import check_sweep_possible, parse_levels
+        from defect_studio.training.sweep import check_sweep_possible, parse_levels, parse_seeds
 
         try:
             n_masked, _ = check_sweep_possible(self._project)
             levels = parse_levels(self.levels_edit.text(), n_masked)
             epochs, size = self.epochs, self.size
+            seeds = parse_seeds(self.seeds_edit.text().strip() or None)
+            cluster = self.run_on.address()
         except UserError as e:
             self.status.setText(f"The sweep cannot run: {e}")
             return
         self.points = []
         self._start(SweepRequest(Path(self._project.root), self.levels_edit.text().strip(),
-                                 epochs=epochs, size=size, device=self.device), levels)
+                                 epochs=epochs, size=size, device=self.device,
+                                 seeds=",".join(map(str, seeds)) if seeds else None,
+                                 cluster=cluster), levels)
 
     @Slot()
     def resume_sweep(self) -> None:
@@ -240,19 +268,25 @@ class SweepView(QGroupBox):
 
         try:
             check_sweep_possible(self._project)
+            cluster = self.run_on.address()
         except UserError as e:
             self.status.setText(f"The sweep cannot run: {e}")
             return
         done = {p.get("n") for p in self.points}
         self._start(SweepRequest(Path(self._project.root), device=self.device,
-                                 resume=str(self._last["id"])),
+                                 resume=str(self._last["id"]), cluster=cluster),
                     [n for n in self._last.get("n", []) if n not in done])
 
     def _start(self, request: SweepRequest, levels: list[int]) -> None:
         self._redraw()
         self._levels = list(levels)
+        self._n_runs = len(self._levels)
+        self._fraction = {}
+        self._cluster = request.cluster
         self._finished_seen = False
-        job = TrainingJob(self, low_priority=self.low_priority)
+        # a cluster's jobs stop at their next step there, then come home
+        job = TrainingJob(self, low_priority=self.low_priority,
+                          grace_ms=60_000 if request.cluster else 5000)
         job.event.connect(self._on_event)
         job.failed.connect(self._on_failed)
         job.ended.connect(self._on_ended)
@@ -262,8 +296,9 @@ class SweepView(QGroupBox):
         self.progress.setFormat("%p%")
         self.progress.setVisible(True)
         job.start(request)
-        self.status.setText("Sweep starting\u2026" if request.resume is None
-                            else f"Resuming sweep {request.resume}\u2026")
+        where = f" on the cluster at {request.cluster}" if request.cluster else ""
+        self.status.setText(f"Sweep starting{where}\u2026" if request.resume is None
+                            else f"Resuming sweep {request.resume}{where}\u2026")
         self._update_enabled()
 
     @Slot()
@@ -282,22 +317,37 @@ class SweepView(QGroupBox):
         kind = ev.get("event")
         if kind == "sweep_started":
             self._levels = [n for n in ev.get("n", []) if n not in set(ev.get("done") or [])]
+            runs = ev.get("runs")
+            per_level = runs // max(1, len(ev.get("n") or [])) if isinstance(runs, int) else 1
+            self._n_runs = len(self._levels) * max(1, per_level)
             kept = f" (kept: N = {', '.join(map(str, ev['done']))})" if ev.get("done") else ""
+            where = (f", in parallel on the cluster at {ev['cluster']}"
+                     if ev.get("cluster") else "")
             self.status.setText(f"Sweep {ev['sweep_id']}: runs for N = "
-                                f"{', '.join(str(n) for n in self._levels)} masks{kept}\u2026")
+                                f"{', '.join(str(n) for n in self._levels)} masks{where}"
+                                f"{kept}\u2026")
         elif kind == "progress" and "sweep_n" in ev:
             n = ev["sweep_n"]
             k = self._levels.index(n) if n in self._levels else 0
             epochs, steps = max(1, int(ev.get("epochs") or 1)), max(1, int(ev.get("steps") or 1))
             within = (int(ev.get("epoch", 1)) - 1 + int(ev.get("step", 0)) / steps) / epochs
-            self._set_progress((k + within) / max(1, len(self._levels)))
-            self.status.setText(f"Run {k + 1} of {len(self._levels)} (N = {n}): epoch "
-                                f"{ev['epoch']}/{ev['epochs']}, step {ev['step']}/{ev['steps']}")
+            key = ev.get("sweep_run") or k
+            self._fraction[key] = max(self._fraction.get(key, 0.0), min(1.0, within))
+            self._set_progress(sum(self._fraction.values()) / max(1, self._n_runs))
+            if self._cluster:
+                self.status.setText(f"{len(self._fraction)} of {self._n_runs} runs started on "
+                                    f"the cluster; N = {n}: epoch {ev['epoch']}/{ev['epochs']}")
+            else:
+                self.status.setText(f"Run {k + 1} of {len(self._levels)} (N = {n}): epoch "
+                                    f"{ev['epoch']}/{ev['epochs']}, step {ev['step']}/"
+                                    f"{ev['steps']}")
         elif kind == "sweep_point":
-            self.points = sorted([p for p in self.points if p.get("n") != ev.get("n")] + [ev],
-                                 key=lambda p: p["n"])
-            done = len([n for n in self._levels if n in {p["n"] for p in self.points}])
-            self._set_progress(done / max(1, len(self._levels)))
+            same = (ev.get("n"), ev.get("seed"))
+            self.points = sorted([p for p in self.points if (p.get("n"), p.get("seed")) != same]
+                                 + [ev], key=lambda p: p["n"])
+            if ev.get("run_id"):
+                self._fraction[ev["run_id"]] = 1.0
+            self._set_progress(sum(self._fraction.values()) / max(1, self._n_runs))
             self._redraw()
         elif kind == "sweep_cancelled":
             run = ev.get("cancelled_run")
@@ -374,5 +424,6 @@ class SweepView(QGroupBox):
             "cancelled", "failed", "interrupted")
         self.resume_button.setEnabled(self._project is not None and not running and resumable)
         self.cancel_button.setEnabled(running)
-        for w in (self.levels_edit, self.epochs_spin, self.size_combo):
+        for w in (self.levels_edit, self.epochs_spin, self.size_combo, self.seeds_edit,
+                  self.run_on):
             w.setEnabled(not running)

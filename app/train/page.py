@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -69,6 +69,9 @@ class TrainPage(QWidget):
         self._tmp_dir: Path | None = None
         self._job_visible = False  # the running job belongs to the project shown
         self._run_id: str | None = None  # the run being trained
+        self._reattach: list[str] = []  # cluster runs of the shown project to follow again
+        self._auto_job = False  # the running job is such a re-attach (no dialogs)
+        self._closing = False  # shutdown() ends the job
         self.state = TrainState(device_availability())
         self._build()
         self._show_form()
@@ -391,7 +394,6 @@ class TrainPage(QWidget):
     def _build_time_estimate(self) -> QWidget:
         """A line with the estimated training time and a button to measure it again; it is
         measured (a few timed steps, in a thread) a moment after the form stops changing."""
-        from PySide6.QtCore import QTimer
 
         self.time_estimate = QLabel("")
         self.time_estimate.setWordWrap(True)
@@ -491,6 +493,33 @@ class TrainPage(QWidget):
         if not self._job_visible:
             self._set_loss_names()
         self._update_enabled()
+        if new_root != old_root:
+            self._reattach = []
+            if project is not None:
+                from defect_studio.cluster.client import pending_runs
+
+                self._reattach = pending_runs(project.root)
+            self.reattach_pending()
+
+    # -- cluster runs left running when the app closed (docs/cluster.md) -------------------
+    def reattach_pending(self) -> None:
+        """Follow the next cluster run of the shown project that nobody follows (its job
+        went on while the app was closed): live curves when it still trains, its result
+        when it ended; a note on the run when the cluster is unreachable or the job gone.
+        Runs in the training child process: nothing here waits for the cluster."""
+        while self._reattach and self._project is not None and not self.is_running():
+            from defect_studio.cluster.client import pending_runs
+
+            run_id = self._reattach.pop(0)
+            if run_id not in pending_runs(self._project.root):
+                continue  # followed or finished meanwhile
+            request = TrainRequest(project_root=Path(self._project.root), attach=run_id)
+            self._launch(request, auto=True)
+            return
+
+    def reattaching(self) -> list[str]:
+        """Runs waiting to be followed again (the one followed now not included)."""
+        return list(self._reattach)
 
     def settings(self) -> dict:
         """The form as plain values (also kept with the project)."""
@@ -551,30 +580,35 @@ class TrainPage(QWidget):
             self.status_label.setText("A training run is already in progress."
                                       if self._project is not None else "Open a project first.")
             return
+        self.history.set_note(run_id, None)
         self._launch(self.state.resume_request(run_id))
         # the curves so far, continued live
         self.show_run_curves(run_id)
         self._epoch_base = 1
 
-    def _launch(self, request: TrainRequest) -> None:
+    def _launch(self, request: TrainRequest, *, auto: bool = False) -> None:
         from defect_studio.errors import UserError
 
-        try:
-            request.cluster = self.run_on.address()
-        except UserError as e:
-            self.status_label.setText(f"Cannot start training: {e}")
-            return
+        if not auto:
+            try:
+                request.cluster = self.run_on.address()
+            except UserError as e:
+                self.status_label.setText(f"Cannot start training: {e}")
+                return
+        self._auto_job = auto
+        self._closing = False
         self._job_root = Path(self._project.root)
         self._job_visible = True
-        self._run_id = request.resume
-        self.history.running_run = request.resume
+        self._run_id = request.resume or request.attach
+        self.history.running_run = self._run_id
         self._reset_curves()
         self.log_view.clear()
         self._epoch_base = None
         self._t0 = time.monotonic()
-        self._set_loss_names(request.resume)
+        self._set_loss_names(self._run_id)
         # a cluster job stops at its next step there, then its run folder comes home
-        job = TrainingJob(self, grace_ms=60_000 if request.cluster or request.resume else 5000)
+        job = TrainingJob(self, grace_ms=60_000 if request.cluster or request.resume
+                          or request.attach else 5000)
         job.log.connect(self._append_log)
         job.started.connect(self._on_started)
         job.progress.connect(self._on_progress)
@@ -587,7 +621,9 @@ class TrainPage(QWidget):
         self.job = job
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("starting...")
-        self.status_label.setText("Starting the training process...")
+        self.status_label.setText(
+            f"Following run {request.attach} on the cluster again..." if auto else
+            "Starting the training process...")
         job.start(request)
         action(f"training started: {' '.join(request.to_args()[2:])}")
         self._update_enabled()
@@ -749,6 +785,17 @@ class TrainPage(QWidget):
         self.status_label.setText(f"Run {run_id or ''} cancelled.".replace("  ", " "))
 
     def _on_failed(self, message: str) -> None:
+        if self._closing:
+            return
+        if self._auto_job:  # a re-attach: the run keeps its state, a note says why
+            if self._run_id and not self._hidden_job():
+                note = ("cluster unreachable" if "unreachable" in message else
+                        "job lost" if "job lost" in message else "not followed")
+                self.history.set_note(self._run_id, note, message)
+            if not self._hidden_job():
+                self.progress_bar.setFormat("not followed")
+                self.status_label.setText(f"Run {self._run_id}: {message}")
+            return
         if self._hidden_job():
             return
         self.progress_bar.setFormat("failed")
@@ -763,9 +810,12 @@ class TrainPage(QWidget):
             self._tmp_dir = None
         self.history.running_run = None
         self._run_id = None
+        self._auto_job = False
         self.history.refresh()
         self._update_enabled()
         self.job_ended.emit(state)
+        if self._reattach:
+            QTimer.singleShot(0, self.reattach_pending)
 
     def _append_log(self, line: str) -> None:
         if self.is_running() and self._hidden_job():
@@ -790,6 +840,7 @@ class TrainPage(QWidget):
             if self._estimate_worker is not None:
                 self._estimate_worker.wait(max(timeout_ms, 30000))
         if self.is_running() and self.job.grace_ms > 5000:
+            self._closing = True  # the follower is killed: no "Training failed" at close
             self.job.kill()
             self.job.wait_finished(timeout_ms)
         elif self.is_running():

@@ -59,6 +59,7 @@ class RunHistory(QWidget):
         self._runs: dict = {}
         self.running_run: str | None = None  # the run this window is training now
         self._live: dict[str, str] = {}  # run id -> epochs text while it trains
+        self._notes: dict[str, tuple[str, str]] = {}  # run id -> (state shown, tooltip)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -124,6 +125,7 @@ class RunHistory(QWidget):
     def set_project(self, project) -> None:
         self._project = project
         self._live.clear()
+        self._notes.clear()
         self.refresh()
 
     def run_ids(self) -> list[str]:
@@ -156,6 +158,15 @@ class RunHistory(QWidget):
             if item is not None:
                 item.setText(text)
 
+    def set_note(self, run_id: str, state: str | None, tooltip: str = "") -> None:
+        """Show ``state`` (e.g. "cluster unreachable") for a run instead of its own state,
+        with ``tooltip`` (None: its own state again)."""
+        if state is None:
+            self._notes.pop(run_id, None)
+        else:
+            self._notes[run_id] = (state, tooltip)
+        self.refresh()
+
     def select_run(self, run_id: str) -> None:
         if run_id in self._run_ids:
             self.table.selectRow(self._run_ids.index(run_id))
@@ -182,6 +193,9 @@ class RunHistory(QWidget):
             state = str(r.state or "")
             if is_interrupted(r, self.running_run) and state == "running":
                 state = "interrupted"
+            note = self._notes.get(r.id) if r.id != self.running_run else None
+            if note is not None:
+                state = note[0]
             if r.id == self.running_run and r.id in self._live:
                 epochs = self._live[r.id]
             else:
@@ -202,6 +216,8 @@ class RunHistory(QWidget):
                 if r.id == active:
                     item.setFont(bold)
                     item.setToolTip("active run: used for review and prediction")
+                if note is not None and col == 4:
+                    item.setToolTip(note[1])
                 self.table.setItem(row, col, item)
         self.active_label.setText(
             f"Active run: {active}" if active else

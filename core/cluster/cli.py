@@ -60,6 +60,23 @@ def train_cluster(args: argparse.Namespace, config: Any, run_id: str | None, sin
         raise
 
 
+def attach_run(args: argparse.Namespace, sink: Any, stop: Any) -> int:
+    """`train --attach RUN`: follow the run's cluster job again; exit 0 when its result is
+    here, 3 when it was cancelled; ClusterError (exit 2) when unreachable or lost."""
+    from defect_studio.cluster.client import follow_again
+
+    try:
+        follow_again(args.project, args.attach, on_event=sink, should_stop=stop)
+        return 0
+    except CancelledError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return EXIT_CANCELLED
+    except ClusterError as e:
+        if args.events:
+            sink({"event": "error", "message": str(e), "kind": "ClusterError"})
+        raise
+
+
 def cluster_info(address: str) -> dict:
     """Nodes, CPUs, GPUs and free memory of the cluster at ``address``."""
     from defect_studio.cluster.client import connect

@@ -275,6 +275,68 @@ def attach(project_root: str | Path, run_id: str, on_event: EventSink | None = N
         ray.shutdown()
 
 
+def pending_runs(project_root: str | Path) -> list[str]:
+    """Runs of the project whose cluster job nobody follows: started on a cluster, not
+    brought home yet (cluster.json "training"), and no process of this computer holds
+    them. Opening the project re-attaches them (``follow_again``). Reads files only."""
+    from defect_studio.project.runs import owner_alive, valid_run_id
+
+    runs_dir = Path(project_root) / "runs"
+    try:
+        dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+    out = []
+    for run_dir in dirs:
+        if not valid_run_id(run_dir.name):
+            continue
+        record = read_record(run_dir)
+        if record is not None and record.get("state") == "training" \
+                and owner_alive(run_dir) is not True and not _home(run_dir):
+            out.append(run_dir.name)
+    return out
+
+
+def _home(run_dir: Path) -> bool:
+    """The run's result is here already (the desktop died after fetching it)."""
+    try:
+        status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(status, dict) and status.get("state") == "finished" \
+        and (run_dir / "model.pt").is_file()
+
+
+def follow_again(project_root: str | Path, run_id: str, on_event: EventSink | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> str:
+    """Re-attach to run ``run_id``'s cluster job and bring its result home (``train
+    --attach RUN``, and the app when a project opens). Never trains: ClusterError with
+    what to do when the cluster is unreachable or the job is gone (the run is then
+    marked "lost" and Resume continues it from its last checkpoint)."""
+    from defect_studio.project.runs import require_run_id
+    from defect_studio.training.runjob import last_epoch
+
+    root = Path(project_root)
+    run_dir = root / "runs" / require_run_id(run_id)
+    if not run_dir.is_dir():
+        raise UserError(f"no run '{run_id}' in {root / 'runs'}")
+    record = read_record(run_dir)
+    if record is None or record.get("state") not in ("training", "lost"):
+        raise UserError(f"run {run_id} has no cluster job to follow (it trained on this "
+                        "computer, or its result is here already)")
+    address = record["address"]
+    try:
+        check_reachable(address)
+    except ClusterError as e:
+        raise ClusterError(f"cluster at {address} unreachable: the job may still run there; "
+                           f"open the project again or Resume run {run_id}") from e
+    if attach(root, run_id, on_event=on_event, should_stop=should_stop) is None:
+        _write_record(run_dir, {**record, "state": "lost"})
+        raise ClusterError(f"job lost: the cluster at {address} no longer has run {run_id}'s "
+                           f"job; Resume from the last checkpoint (epoch {last_epoch(run_dir)})")
+    return run_id
+
+
 def build_run_files(run_dir: Path, run_id: str) -> dict[str, tuple[str, Path]]:
     """The local run folder's files for a resume on the cluster: rel -> (sha256, path)."""
     from defect_studio.cluster.bundle import _SAFE_NAME

@@ -137,6 +137,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Handler of `defect-studio train` (exit 0 finished, 2 user error, 3 cancelled)."""
     from defect_studio.training import train
 
+    if getattr(args, "attach", None):  # follow a cluster job again (defect_studio.cluster)
+        from defect_studio.cluster.cli import attach_run
+
+        stop = _StopFlag()
+        stop.install()
+        return attach_run(args, _print_json if args.events else _HumanPrinter(sys.stdout), stop)
     if args.resume:
         given = [opt for opt, v in (("--preset", args.preset), ("--config", args.config),
                                     ("--epochs", args.epochs), ("--size", args.size),

@@ -257,6 +257,7 @@ def run_sweep(project_root: str | Path, config: KindConfig | None, levels: str |
             if isinstance(pt, dict) and isinstance(pt.get("run_id"), str)}
     _save(folder, record)
     emit({"event": "sweep_started", "sweep_id": sweep_id, "n": ns, "n_masked": n_masked,
+          "runs": len(plan), "cluster": cluster,
           "done": sorted({int(pt["n"]) for pt in record["points"]
                           if isinstance(pt, dict) and pt.get("run_id") in done}),
           "resumed": resume is not None})
@@ -278,7 +279,8 @@ def run_sweep(project_root: str | Path, config: KindConfig | None, levels: str |
             _save(folder, record)
             seconds = train_runs(
                 project_root, to_train, address=cluster,
-                emit=lambda r, e: emit({**e, "sweep_n": level_of[r]}), should_stop=stop)
+                emit=lambda r, e: emit({**e, "sweep_n": level_of[r], "sweep_run": r}),
+                should_stop=stop)
         for i, (key, run_id, n, seed, cfg) in enumerate(plan):
             if run_id in done:
                 continue
@@ -289,8 +291,9 @@ def run_sweep(project_root: str | Path, config: KindConfig | None, levels: str |
             t0 = time.monotonic()
             if not cluster:
                 _train_level(project_root, cfg, run_id, stop,
-                             lambda e, n=n, i=i: emit({**e, "sweep_n": n, "sweep_index": i,
-                                                       "sweep_of": len(plan)}))
+                             lambda e, n=n, i=i, r=run_id: emit(
+                                 {**e, "sweep_n": n, "sweep_index": i, "sweep_of": len(plan),
+                                  "sweep_run": r}))
             train_s = seconds.get(run_id, time.monotonic() - t0)
             if stop():
                 raise CancelledError(f"sweep cancelled after {len(record['points'])} of "
