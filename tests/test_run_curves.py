@@ -37,6 +37,27 @@ def test_curves_from_events_skip_bad_lines(tmp_path):
     assert read_curves(big, max_bytes=1000).empty()
 
 
+def test_a_resumed_run_replaces_the_points_past_its_checkpoint(tmp_path):
+    def progress(epoch, step, loss):
+        return json.dumps({"event": "progress", "epoch": epoch, "epochs": 3, "step": step,
+                           "steps": 2, "loss": loss, "loss_seg": loss / 2, "loss_dec": loss / 2})
+
+    lines = [progress(1, 1, 9.0), progress(1, 2, 8.0),
+             json.dumps({"event": "validation", "epoch": 1, "ap": 0.1, "auc": 0.2}),
+             progress(2, 1, 7.0), progress(2, 2, 6.0),  # epoch 2 done, no checkpoint kept
+             json.dumps({"event": "validation", "epoch": 2, "ap": 0.3, "auc": 0.4}),
+             progress(3, 1, 5.0),  # cancelled here; resumed from the checkpoint of epoch 1
+             progress(2, 1, 6.5), progress(2, 2, 5.5),
+             json.dumps({"event": "validation", "epoch": 2, "ap": 0.5, "auc": 0.6}),
+             progress(3, 1, 4.0), progress(3, 2, 3.0)]
+    (tmp_path / "events.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    c = read_curves(tmp_path)
+    assert c.loss_x == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]  # always forward in time
+    assert c.loss == [9.0, 8.0, 6.5, 5.5, 4.0, 3.0]  # the resumed attempt's values
+    assert c.loss_seg == [v / 2 for v in c.loss] and c.loss_dec == c.loss_seg
+    assert c.val_x == [1.0, 2.0] and c.val_ap == [0.1, 0.5] and c.val_auc == [0.2, 0.6]
+
+
 def test_model_and_interrupted_states(tmp_path):
     run = SimpleNamespace(id="r", path=tmp_path, state="finished")
     assert not has_model(run)

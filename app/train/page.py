@@ -34,7 +34,7 @@ from defect_studio.app.common.actions import action, critical_user, warn_user
 from defect_studio.app.common.jobs import TrainingJob, format_eta
 from defect_studio.app.common.plot_style import SERIES, foreground_curve, plot_colors, style_plot
 from defect_studio.app.common.train_request import TrainRequest
-from defect_studio.app.train.run_curves import read_curves
+from defect_studio.app.train.run_curves import read_curves, rewind
 from defect_studio.app.train.run_history import RunHistory
 from defect_studio.app.train.run_on import RunOnBox
 from defect_studio.app.train.state import (
@@ -681,6 +681,7 @@ class TrainPage(QWidget):
         self.progress_bar.setFormat(
             f"epoch {shown_epoch}/{epochs} \u00b7 step {step}/{steps} \u00b7 ETA {format_eta(eta)}")
         if "loss" in ev:
+            rewind(x, self._loss["x"], self._loss["total"], self._loss["seg"], self._loss["dec"])
             self._loss["x"].append(x)
             self._loss["total"].append(float(ev.get("loss") or 0.0))
             self._loss["seg"].append(float(ev.get("loss_seg") or 0.0))
@@ -701,7 +702,9 @@ class TrainPage(QWidget):
             return
         if self._epoch_base is None:
             self._epoch_base = 0 if ev.get("epoch") == 0 else 1
-        self._val["x"].append(self._x(ev.get("epoch", 0), 1.0))
+        x = self._x(ev.get("epoch", 0), 1.0)
+        rewind(x, self._val["x"], self._val["ap"], self._val["auc"])
+        self._val["x"].append(x)
         self._val["ap"].append(float(ev.get("ap") if ev.get("ap") is not None else float("nan")))
         self._val["auc"].append(float(ev.get("auc") if ev.get("auc") is not None else float("nan")))
         self.curve_ap.setData(self._val["x"], self._val["ap"])

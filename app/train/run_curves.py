@@ -34,6 +34,17 @@ def _num(v) -> float:
         and math.isfinite(v) else float("nan")
 
 
+def rewind(x: float, xs: list[float], *series: list[float]) -> None:
+    """Before a point at ``x`` is added: drop the points at ``x`` or later. A resumed run
+    starts again from its last checkpoint, so the events of the cancelled or killed
+    attempt past that point are replaced, not drawn as a line going back in time."""
+    while xs and not xs[-1] < x:
+        xs.pop()
+        for s in series:
+            if s:
+                s.pop()
+
+
 def read_curves(run_dir: str | Path, max_bytes: int = 50_000_000) -> RunCurves:
     """The curves of a run; lines that are not valid events are skipped (a run killed
     mid-write leaves a partial last line)."""
@@ -58,7 +69,9 @@ def read_curves(run_dir: str | Path, max_bytes: int = 50_000_000) -> RunCurves:
             step = _num(ev.get("step"))
             if not (math.isfinite(epoch) and math.isfinite(step) and steps and steps > 0):
                 continue
-            out.loss_x.append(epoch - 1 + min(1.0, step / steps))
+            x = epoch - 1 + min(1.0, step / steps)
+            rewind(x, out.loss_x, out.loss, out.loss_seg, out.loss_dec)
+            out.loss_x.append(x)
             out.loss.append(_num(ev.get("loss")))
             out.loss_seg.append(_num(ev.get("loss_seg")))
             out.loss_dec.append(_num(ev.get("loss_dec")))
@@ -67,6 +80,7 @@ def read_curves(run_dir: str | Path, max_bytes: int = 50_000_000) -> RunCurves:
         elif kind == "validation":
             epoch = _num(ev.get("epoch"))
             if math.isfinite(epoch):
+                rewind(epoch, out.val_x, out.val_ap, out.val_auc)
                 out.val_x.append(epoch)
                 out.val_ap.append(_num(ev.get("ap")))
                 out.val_auc.append(_num(ev.get("auc")))
