@@ -201,6 +201,13 @@ class KindConfig:
         """Keyword switches of the kind's network builder that the config sets ({} here)."""
         return {}
 
+    def defect_rule(self) -> Any:
+        """How the kind's network must see the defects, for the input size from the data
+        (defect_studio.training.sizing.DefectRule; the segmentation kind's here)."""
+        from defect_studio.training.sizing import DefectRule
+
+        return DefectRule()
+
     def validate(self) -> None:
         """Check the shared settings; TrainConfigError names the field and what is allowed."""
         check(is_int(self.seed), "seed", "an integer")

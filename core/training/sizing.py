@@ -23,6 +23,14 @@ cost per training step), training uses crops of at most ``max_side`` x ``max_sid
 scale (SizeChoice.crop; the kind decides how) and prediction runs on the whole image at
 that scale (the networks are fully convolutional). Without masks or boxes the image rule
 alone decides, and the reason says so.
+
+One rule for every kind: a kind's config says how its network must see the defects with a
+``DefectRule`` (``KindConfig.defect_rule``): the width the small defects must keep at the
+input (``min_px``, derived from the network's strides), which labels measure them (masks
+and boxes, or boxes only; which splits), whether the kind trains on crops, and the longest
+input side the defect rule may give. The segmentation kind's rule is the default above
+(1.5 px, masks then boxes of the train split, crops). The anomaly model's and the
+detector's are in their configs (docs/models.md, "Input size from the data").
 """
 
 from __future__ import annotations
@@ -47,6 +55,28 @@ MAX_MEASURED_IMAGES = 400  # masks read to measure the defects (an even sample b
 
 
 @dataclass(frozen=True)
+class DefectRule:
+    """How a kind's network must see the defects (see the module docstring).
+
+    ``min_px``: the width (input px) the small defects keep at least; ``splits``: the
+    splits whose labelled defects are measured; ``masks``: exact masks count (else boxes
+    only); ``crops``: the kind trains on crops when the raised input is larger than
+    ``max_side`` (else it trains whole images of at most ``max_raised_side``);
+    ``check``: the kind's extra warnings for the chosen size (``(defects, (W, H),
+    (sx, sy)) -> list of str``, appended to the reason); ``boxed_images``: images with
+    boxes train the kind whatever their label (the detector), so they are measured and
+    their sizes count."""
+
+    min_px: float = MIN_DEFECT_PX
+    splits: tuple[str, ...] = ("train",)
+    masks: bool = True
+    crops: bool = True
+    max_raised_side: int = MAX_INPUT_SIDE
+    check: Any = None
+    boxed_images: bool = False
+
+
+@dataclass(frozen=True)
 class SizeChoice:
     """An input size (W, H) and the reason for it, in words for the user. ``crop``: train
     on crops of this (W, H) at the input's scale (None: whole images)."""
@@ -63,6 +93,8 @@ class DefectWidths:
 
     widths: tuple[float, ...]
     source: str  # "masked defects" or "boxes"
+    # (w, h) of each box in image px (boxes only; what a detector's anchors must match)
+    shapes: tuple[tuple[float, float], ...] = ()
 
     @property
     def small(self) -> float:
@@ -97,22 +129,31 @@ def mask_defect_widths(mask: np.ndarray, min_area: int = MIN_DEFECT_AREA) -> lis
 
 def box_defect_widths(boxes: list[Any]) -> list[float]:
     """The short side of each box (anything with ``w`` and ``h``), finite and > 0 only."""
+    return [min(w, h) for w, h in box_shapes(boxes)]
+
+
+def box_shapes(boxes: list[Any]) -> list[tuple[float, float]]:
+    """(w, h) of each box (anything with ``w`` and ``h``) whose sides are finite and > 0,
+    each side at least 1 px."""
     out = []
     for b in boxes:
         try:
-            side = min(float(b.w), float(b.h))
+            w, h = float(b.w), float(b.h)
         except (TypeError, ValueError, AttributeError):
             continue
-        if math.isfinite(side) and side > 0:
-            out.append(max(1.0, side))
+        if math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0:
+            out.append((max(1.0, w), max(1.0, h)))
     return out
 
 
-def measure_defects(project: Any, recs: list[Any]) -> DefectWidths | None:
-    """The widths of the defects labelled on ``recs`` (image records): exact masks first,
-    else boxes (and masks drawn from boxes); None when there are none. Unreadable masks
-    are skipped; at most MAX_MEASURED_IMAGES masks are read (an even sample)."""
+def measure_defects(project: Any, recs: list[Any], masks: bool = True) -> DefectWidths | None:
+    """The widths of the defects labelled on ``recs`` (image records): exact masks first
+    (unless ``masks`` is False), else boxes (and masks drawn from boxes); None when there
+    are none. Unreadable masks are skipped; at most MAX_MEASURED_IMAGES masks are read (an
+    even sample)."""
     masked = [r for r in recs if r.label == "defective" and r.has_mask and not r.mask_rough]
+    if not masks:
+        masked = []
     if len(masked) > MAX_MEASURED_IMAGES:
         step = len(masked) / MAX_MEASURED_IMAGES
         masked = [masked[int(i * step)] for i in range(MAX_MEASURED_IMAGES)]
@@ -133,9 +174,9 @@ def measure_defects(project: Any, recs: list[Any]) -> DefectWidths | None:
             boxes = [b for i, bs in all_boxes().items() if i in ids for b in bs]
         except Exception:  # noqa: BLE001 - a store without boxes
             boxes = []
-        widths = box_defect_widths(boxes)
-        if widths:
-            return DefectWidths(tuple(widths), "boxes")
+        shapes = box_shapes(boxes)
+        if shapes:
+            return DefectWidths(tuple(min(s) for s in shapes), "boxes", tuple(shapes))
     return None
 
 
@@ -148,9 +189,12 @@ def input_rule(model: str, **switches: Any) -> tuple[int, int]:
 
 
 def size_from_data(sizes: list[tuple[int, int]], max_side: int | None, multiple: int = 8,
-                   min_side: int = 8, defects: DefectWidths | None = None) -> SizeChoice:
+                   min_side: int = 8, defects: DefectWidths | None = None,
+                   rule: DefectRule | None = None) -> SizeChoice:
     """The input size for images of these (width, height) sizes and, when given, these
-    defect widths (see the module docstring)."""
+    defect widths, under the kind's ``rule`` (default: the segmentation kind's; see the
+    module docstring)."""
+    rule = rule or DefectRule()
     good = [(int(w), int(h)) for w, h in sizes if int(w) > 0 and int(h) > 0]
     if not good:
         raise DataError("no training image with a known size: cannot choose an input size; "
@@ -170,7 +214,7 @@ def size_from_data(sizes: list[tuple[int, int]], max_side: int | None, multiple:
 
     W, H = side(w), side(h)
     if defects is not None and defects.widths:
-        raised = _defect_choice(w, h, scale, max_side, multiple, min_side, defects)
+        raised = _defect_choice(w, h, scale, max_side, multiple, min_side, defects, rule)
         if raised is not None:
             return raised
     parts = [f"median training image {w:g}x{h:g}"]
@@ -186,34 +230,53 @@ def size_from_data(sizes: list[tuple[int, int]], max_side: int | None, multiple:
         parts.insert(0, f"smallest {defects.source} ~{defects.small:.3g} px wide keep "
                         f"{defects.small * scale:.3g} px at scale {scale:.3g}")
     elif defects is None:
-        parts.append("no masks or boxes to measure the defects: sized from the images only")
+        what = "masks or boxes" if rule.masks else "boxes"
+        parts.append(f"no {what} to measure the defects: sized from the images only")
+    parts.extend(_checks(rule, defects, (W, H), (W / w, H / h)))
     return SizeChoice((W, H), f"input {W}x{H}: " + ", ".join(parts), defects=defects)
 
 
+def _checks(rule: DefectRule, defects: DefectWidths | None, size: tuple[int, int],
+            scales: tuple[float, float]) -> list[str]:
+    if rule.check is None or defects is None or not defects.widths:
+        return []
+    return [str(m) for m in rule.check(defects, size, scales) if m]
+
+
 def _defect_choice(w: float, h: float, image_scale: float, max_side: int | None, multiple: int,
-                   min_side: int, defects: DefectWidths) -> SizeChoice | None:
+                   min_side: int, defects: DefectWidths, rule: DefectRule) -> SizeChoice | None:
     """The size when the defects need a larger scale than the image rule's; else None."""
     small = defects.small
-    want = min(1.0, MIN_DEFECT_PX / small)
+    want = min(1.0, rule.min_px / small)
     if want <= image_scale * 1.0001:
         return None
-    scale = min(want, MAX_INPUT_SIDE / max(w, h))
+    top_side = max(multiple, int(rule.max_raised_side))
+    scale = min(want, top_side / max(w, h))
+    if scale <= image_scale * 1.0001:
+        return None  # the kind's cap on a raised input leaves the image rule's size
     lo = -(-min_side // multiple) * multiple
 
     def side(v: float, top: int) -> int:
         return max(lo, min(top, int(math.floor(v * scale / multiple + 0.5)) * multiple))
 
-    W, H = side(w, MAX_INPUT_SIDE), side(h, MAX_INPUT_SIDE)
+    W, H = side(w, top_side), side(h, top_side)
     parts = [f"smallest {defects.source} ~{small:.3g} px wide: scale {scale:.3g} keeps them "
              f">= {min(small * scale, small):.3g} px (median training image {w:g}x{h:g})"]
     if scale < want:
-        parts.append(f"sides capped at {MAX_INPUT_SIDE}")
+        parts.append(f"sides capped at {top_side}")
+        parts.append(f"the small {defects.source} keep {small * scale:.3g} px, under the "
+                     f"{rule.min_px:g} px they need: give a larger --size or crop the parts")
     crop = None
     if max_side is not None and max(W, H) > max_side:
-        cap = max(lo, (int(max_side) // multiple) * multiple)
-        crop = (min(W, cap), min(H, cap))
-        parts.append(f"trained on {crop[0]}x{crop[1]} crops (the preset's max_side "
-                     f"{max_side}), predicted on the whole image")
+        if rule.crops:
+            cap = max(lo, (int(max_side) // multiple) * multiple)
+            crop = (min(W, cap), min(H, cap))
+            parts.append(f"trained on {crop[0]}x{crop[1]} crops (the preset's max_side "
+                         f"{max_side}), predicted on the whole image")
+        else:
+            parts.append(f"whole images at this size, larger than the preset's max_side "
+                         f"{max_side}: training steps cost more")
+    parts.extend(_checks(rule, defects, (W, H), (W / w, H / h)))
     return SizeChoice((W, H), f"input {W}x{H}: " + ", ".join(parts), crop=crop, defects=defects)
 
 
@@ -228,11 +291,20 @@ def choose_input_size(project: Any, config: KindConfig) -> SizeChoice:
     if config.input_size is not None:
         W, H = config.input_size
         return SizeChoice((W, H), f"input {W}x{H}: as set")
-    recs = [r for r in project.images(split="train") if r.label in ("ok", "defective")]
-    if not recs:
-        recs = [r for r in project.images() if r.label in ("ok", "defective")]
-    # every mask of the train split tells the defects' size, also for a run that trains
-    # with fewer of them (pixel_labels): the levels of a sweep share one input size
-    defects = measure_defects(project, recs)
+    rule = config.defect_rule()
+    boxed: set[int] = set()
+    if rule.boxed_images and getattr(project, "all_boxes", None) is not None:
+        boxed = {i for i, bs in project.all_boxes().items() if bs}
+
+    def used(split: str | None) -> list[Any]:
+        return [r for r in project.images(split=split)
+                if r.label in ("ok", "defective") or r.id in boxed]
+
+    recs = used("train") or used(None)
+    # every mask of the rule's splits tells the defects' size, also for a run that trains
+    # with fewer of them (pixel_labels) or none (the anomaly model trains on OK images):
+    # the levels of a sweep share one input size
+    labelled = [r for s in rule.splits for r in used(s)] if rule.splits != ("train",) else recs
+    defects = measure_defects(project, labelled, masks=rule.masks)
     return size_from_data([(r.width, r.height) for r in recs], getattr(config, "max_side", None),
-                          multiple, min_side, defects)
+                          multiple, min_side, defects, rule)

@@ -8,6 +8,7 @@ work with it unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # the same checks and messages as every training setting
 from defect_studio.training.config import (
@@ -43,8 +44,9 @@ class AnomalyConfig(KindConfig):
     """Settings of one anomaly run (docs/models.md, "Anomaly model"); the shared settings
     and the construction come from KindConfig (defect_studio.training.config)."""
 
-    PRESET_SETTINGS = {"quick": dict(epochs=10, input_size=(128, 128)),
-                       "thorough": dict(epochs=40, input_size=(256, 256))}
+    # input_size None: from the data (defect_studio.training.sizing, ``defect_rule`` below)
+    PRESET_SETTINGS = {"quick": dict(epochs=10, input_size=None, max_side=128),
+                       "thorough": dict(epochs=40, input_size=None, max_side=256)}
     SETTINGS_NOUN = "anomaly-model"
     ARG_FIELDS = ("include_unlabeled",)
     # options of mixed-supervision training that mean nothing here
@@ -55,7 +57,11 @@ class AnomalyConfig(KindConfig):
     sspcab: bool | None = None  # None: the model name's default
     simam: bool | None = None
     epochs: int = 20
-    input_size: tuple[int, int] = (256, 256)  # (W, H), multiples of 16
+    input_size: tuple[int, int] | None = None  # (W, H), multiples of 16; None: from the data
+    # input size from the data: the parts' median size, long side at most max_side, raised
+    # when the labelled defects need it; then training on crops of max_side (crop_size)
+    max_side: int | None = 256
+    crop_size: tuple[int, int] | None = None  # (W, H): train on crops of OK images this big
     resize: str = "resize"
     channels: int | None = None  # None: 1 if every training image is gray, else 3
     lr: float = 0.005  # Adam
@@ -79,8 +85,27 @@ class AnomalyConfig(KindConfig):
                 sw[key] = getattr(self, key)
         return sw
 
+    def defect_rule(self) -> Any:
+        """The anomaly model's size rule (defect_studio.training.sizing.DefectRule).
+
+        The anomaly map is the teacher/student disagreement at the map taps (default 1/8
+        and 1/16). A defect changes a tap's feature cell in proportion to the part of the
+        cell it covers; one at least half a cell wide at the finest tap (4 px at 1/8)
+        fills half of the cell it is centred in there and a quarter of the 1/16 cell, so
+        both taps of the map see it; a thinner one is averaged away with the good texture
+        around it. So ``min_px`` = half the stride of the finest map tap (4 px by
+        default; 2 px with the 1/4 tap). The model trains on OK images only, so the
+        defects are measured on the defective images of the train and validation
+        splits (masks first, else boxes); the test split stays unseen. Large parts:
+        training on crops of OK images (every crop of a good part is good)."""
+        from defect_studio.training.sizing import DefectRule
+
+        finest = min(int(t.split("/")[1]) for t in self.map_taps)
+        return DefectRule(min_px=finest / 2, splits=("train", "val"))
+
     def validate(self) -> None:
-        self.input_size = _size(self.input_size)
+        self.input_size = None if self.input_size is None else _size(self.input_size)
+        self.crop_size = None if self.crop_size is None else _size(self.crop_size)
         if isinstance(self.model, str):
             self.model = self.model.strip().lower()
         _check(self.model in VARIANTS, "model", f"one of {', '.join(MODEL_NAMES)}")
@@ -106,7 +131,18 @@ class AnomalyConfig(KindConfig):
         _check(_is_num(self.ok_percentile) and 50 <= self.ok_percentile <= 100, "ok_percentile",
                "a number from 50 to 100")
         _check(_is_int(self.cache_mb) and self.cache_mb >= 0, "cache_mb", "an integer >= 0")
-        W, H = self.input_size
-        _check(W % 16 == 0 and H % 16 == 0 and min(W, H) >= 32, "input_size",
-               "[width, height], multiples of 16 and at least 32 for the anomaly model")
+        for key in ("input_size", "crop_size"):
+            size = getattr(self, key)
+            if size is not None:
+                W, H = size
+                _check(W % 16 == 0 and H % 16 == 0 and min(W, H) >= 32, key,
+                       "[width, height], multiples of 16 and at least 32 for the anomaly model")
+        _check(self.max_side is None or (_is_int(self.max_side) and 32 <= self.max_side <= 8192),
+               "max_side", "an integer between 32 and 8192, or null (no cap)")
         super().validate()
+
+
+def input_rule(model: str, **switches: Any) -> tuple[int, int]:
+    """(multiple, minimum side) of the anomaly model's input (the kind's ``input_rule``
+    entry): the teacher's coarsest map is 1/16, and the model needs at least 32 px."""
+    return 16, 32

@@ -16,5 +16,6 @@ KIND = ModelKind(
                   ("anomaly-sspcab", "Anomaly model without SimAM (ablation)"),
                   ("anomaly-kd", "Anomaly model, plain distillation (ablation)")),
     data_parallel=True,
+    input_rule="defect_studio.kinds.anomaly.config:input_rule",
     loss_names=("distillation", "SSPCAB"),
 )

@@ -128,7 +128,19 @@ class GoodImages:
         channels = config.channels
         if channels is None:
             channels = 1 if all(r.channels == 1 for r in train_recs + val_recs) else 3
-        self.config = config.replace(channels=channels)
+        changes: dict[str, Any] = {"channels": channels}
+        if config.input_size is None:
+            from defect_studio.training.sizing import choose_input_size
+
+            choice = choose_input_size(project, config)
+            changes["input_size"] = list(choice.size)
+            self.notes.insert(0, choice.reason)
+            if choice.crop is not None and config.crop_size is None:
+                changes["crop_size"] = list(choice.crop)
+                self.notes.insert(1, "crops: each training step sees one random crop of each "
+                                     "OK image (every crop of a good part is good); validation, "
+                                     "calibration and prediction see whole images")
+        self.config = config.replace(**changes)
 
     def image(self, image_id: int) -> torch.Tensor:
         from defect_studio.training.data import preprocess_image
@@ -149,10 +161,29 @@ class TeacherCache:
         self.teacher_runs = 0  # how many images the teacher has run on (tests check the caching)
 
     def batch(self, ids: list[int]) -> list[torch.Tensor]:
+        """Teacher features of the images ``ids`` (with ``crop_size``: of one random crop of
+        each, aligned on the 1/16 grid, so the three maps crop exactly)."""
+        crop = self.data.config.crop_size
         if not ids:  # an empty share of a batch (train --gpus N): empty feature maps
-            W, H = self.data.config.input_size
+            W, H = crop or self.data.config.input_size
             return self.model.teacher(torch.zeros(0, self.data.config.channels, H, W,
                                                   device=self.device))
+        if crop is not None and not self.enabled:
+            # no cache: the teacher runs on the crops, not on the whole images
+            x = torch.stack([crop_image(self.data.image(i), crop) for i in ids])
+            self.teacher_runs += len(ids)
+            return self.model.teacher(x.to(self.device))
+        feats = self._whole(ids)
+        if crop is None:
+            return feats
+        rows = []
+        for k in range(len(ids)):
+            x0, y0 = crop_offset(feats[0].shape[-1] * 4, feats[0].shape[-2] * 4, crop)
+            rows.append([f[k, :, y0 // s:(y0 + crop[1]) // s, x0 // s:(x0 + crop[0]) // s]
+                         for f, s in zip(feats, (4, 8, 16))])
+        return [torch.stack([r[j] for r in rows]) for j in range(len(feats))]
+
+    def _whole(self, ids: list[int]) -> list[torch.Tensor]:
         missing = [i for i in ids if i not in self.store]
         fresh: dict[int, list[torch.Tensor]] = {}
         if missing:
@@ -168,6 +199,25 @@ class TeacherCache:
         rows = [fresh[i] if i in fresh
                 else [t.to(self.device, torch.float32) for t in self.store[i]] for i in ids]
         return [torch.stack([r[s] for r in rows]) for s in range(len(rows[0]))]
+
+
+CROP_ALIGN = 16  # crop offsets are multiples of the teacher's coarsest stride
+
+
+def crop_offset(W: int, H: int, crop: tuple[int, int]) -> tuple[int, int]:
+    """A random (x0, y0) of a crop (W, H) inside an input of W x H, multiples of CROP_ALIGN
+    (torch's seeded generator: reproducible, and a resumed run continues the sequence)."""
+    cw, ch = min(int(crop[0]), W), min(int(crop[1]), H)
+    x_cells, y_cells = (W - cw) // CROP_ALIGN, (H - ch) // CROP_ALIGN
+    x0 = CROP_ALIGN * int(torch.randint(0, x_cells + 1, (1,)))
+    y0 = CROP_ALIGN * int(torch.randint(0, y_cells + 1, (1,)))
+    return x0, y0
+
+
+def crop_image(x: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
+    """A random crop (W, H) of an input image [C, H, W] (see crop_offset)."""
+    x0, y0 = crop_offset(int(x.shape[-1]), int(x.shape[-2]), crop)
+    return x[..., y0:y0 + int(crop[1]), x0:x0 + int(crop[0])]
 
 
 def raw_scores(model: AnomalyNet, data: GoodImages, ids: list[int], device: torch.device,

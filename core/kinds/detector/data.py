@@ -87,6 +87,18 @@ def build_detection_data(project, config: DetectorConfig, classes: list[str] | N
     return train, val, classes, notes
 
 
+def resolve_input_size(project, config: DetectorConfig) -> tuple[DetectorConfig, list[str]]:
+    """The config with its input size chosen from the data when it has none
+    (defect_studio.training.sizing with the detector's DefectRule), and the notes that say
+    why (the first starts with "input WxH:", as `train` prints it)."""
+    if config.input_size is not None:
+        return config, []
+    from defect_studio.training.sizing import choose_input_size
+
+    choice = choose_input_size(project, config)
+    return config.replace(input_size=list(choice.size)), [choice.reason]
+
+
 def load_sample(sample: DetSample, config: DetectorConfig, flip_h: bool = False,
                 flip_v: bool = False) -> tuple[torch.Tensor, dict]:
     """The network input [3, H, W] in [0, 1] and its target (boxes at input scale)."""

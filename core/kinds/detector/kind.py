@@ -16,6 +16,7 @@ KIND = ModelKind(
                   ("detector", "Plain two-stage detector (ablation)")),
     outputs_boxes=True,
     data_parallel=True,
+    input_rule="defect_studio.kinds.detector.config:input_rule",
     batch_setting="batch_size",
     loss_names=("region proposal", "box head"),
     summary_lines="defect_studio.kinds.detector.evaluate:summary_lines",

@@ -31,7 +31,12 @@ from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, box_iou
 
 from defect_studio.backbones.efficientnet_lite import FEATURE_CHANNELS, efficientnet_lite0
-from defect_studio.kinds.detector.config import DetectorConfig
+from defect_studio.kinds.detector.config import (
+    ANCHOR_BASE,
+    ANCHOR_SIZES,
+    ASPECT_RATIOS,
+    DetectorConfig,
+)
 
 FPN_CHANNELS = 64
 REPRESENTATION = 256  # size of a region's feature vector
@@ -177,10 +182,9 @@ def build_detector(config: DetectorConfig, num_types: int) -> FasterRCNN:
     """The detector for ``num_types`` defect types (class 0 is background)."""
     sw = config.switches()
     W, H = config.input_size
-    s = min(W, H) / 224.0
-    sizes = tuple(tuple(int(round(v * s)) for v in level)
-                  for level in ((16, 32), (48, 80), (128, 208)))
-    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=((0.25, 0.5, 1.0, 2.0, 4.0),) * 3)
+    s = min(W, H) / float(ANCHOR_BASE)
+    sizes = tuple(tuple(int(round(v * s)) for v in level) for level in ANCHOR_SIZES)
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(ASPECT_RATIOS,) * len(sizes))
     backbone = LiteFPNBackbone(pretrained=config.pretrained)
     pool = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
     head = TwoMLPHead(FPN_CHANNELS * 7 * 7, REPRESENTATION)

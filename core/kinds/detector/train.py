@@ -36,6 +36,7 @@ from defect_studio.kinds.detector.data import (
     DetSample,
     build_detection_data,
     load_sample,
+    resolve_input_size,
     to_image_scale,
 )
 from defect_studio.training.checkpoint import (
@@ -107,6 +108,8 @@ def _train(project: Any, config: DetectorConfig | None, run_id: str | None, resu
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
     train_s, val_s, classes, notes = build_detection_data(project, config, classes)
+    config, size_notes = resolve_input_size(project, config)
+    notes = size_notes + notes
     device = select_device(config.device)
     model = build_detector(config, len(classes)).to(device)
     keyed_sampling(model)
