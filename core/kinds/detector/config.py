@@ -51,8 +51,14 @@ MIN_BOX_PX = FPN_STRIDES[0]  # the small boxes keep at least this short side at 
 def anchor_shapes(input_size: tuple[int, int]) -> list[tuple[float, float]]:
     """(w, h) of every anchor shape of the detector at this input size (W, H)."""
     s = min(input_size) / ANCHOR_BASE
-    return [(round(v * s) / math.sqrt(r), round(v * s) * math.sqrt(r))
-            for level in ANCHOR_SIZES for v in level for r in ASPECT_RATIOS]
+    out = []
+    for level in ANCHOR_SIZES:
+        for v in level:
+            size = int(round(v * s))
+            for r in ASPECT_RATIOS:  # as torchvision's AnchorGenerator rounds half sides
+                out.append((2.0 * round(size / math.sqrt(r) / 2),
+                            2.0 * round(size * math.sqrt(r) / 2)))
+    return out
 
 
 def best_anchor_iou(box: tuple[float, float], anchors: list[tuple[float, float]]) -> float:
