@@ -47,10 +47,10 @@ def boxes(w, h, n=10):
 
 # -- the anomaly model's rule ------------------------------------------------------------
 
-def test_anomaly_min_width_comes_from_its_finest_map_tap():
-    assert ANOM.defect_rule().min_px == 4.0  # half a 1/8 cell (map taps 1/8 and 1/16)
+def test_anomaly_min_width_comes_from_its_coarsest_map_tap():
+    assert ANOM.defect_rule().min_px == 4.0  # a quarter of a 1/16 cell (taps 1/8 and 1/16)
     assert AnomalyConfig(map_taps=["1/4", "1/8"]).defect_rule().min_px == 2.0
-    assert AnomalyConfig(map_taps=["1/16"]).defect_rule().min_px == 8.0
+    assert AnomalyConfig(map_taps=["1/16"]).defect_rule().min_px == 4.0
     assert ANOM.defect_rule().splits == ("train", "val") and ANOM.defect_rule().crops
 
 
@@ -194,7 +194,8 @@ def test_detector_boxes_the_anchors_cannot_match_are_warned():
     # 5 px boxes: raised to full resolution (192), where the smallest anchor is 14 px
     tiny = size_from_data([(200, 200)] * 3, 160, 32, 64, boxes(5, 5), rule)
     assert tiny.size == (192, 192) and "warning: 10 of 10 boxes overlap no anchor" in tiny.reason
-    assert "smaller than the smallest anchor" in tiny.reason
+    assert "smaller than the smallest anchor (14 px)" in tiny.reason
+    assert "under the 8 px the model needs even at full resolution" in tiny.reason
     big = size_from_data([(200, 200)] * 3, 160, 32, 64, boxes(200, 9), rule)
     assert "too large or too elongated" in big.reason
     # the warning's anchors are the network's

@@ -229,11 +229,21 @@ def size_from_data(sizes: list[tuple[int, int]], max_side: int | None, multiple:
     if defects is not None and defects.widths:
         parts.insert(0, f"smallest {defects.source} ~{defects.small:.3g} px wide keep "
                         f"{defects.small * scale:.3g} px at scale {scale:.3g}")
+        if scale >= 1.0:
+            parts[1:1] = _full_resolution_note(defects, scale, rule)
     elif defects is None:
         what = "masks or boxes" if rule.masks else "boxes"
         parts.append(f"no {what} to measure the defects: sized from the images only")
     parts.extend(_checks(rule, defects, (W, H), (W / w, H / h)))
     return SizeChoice((W, H), f"input {W}x{H}: " + ", ".join(parts), defects=defects)
+
+
+def _full_resolution_note(defects: DefectWidths, scale: float, rule: DefectRule) -> list[str]:
+    """A note when the small defects stay under ``rule.min_px`` at full resolution."""
+    if scale < 1.0 or defects.small >= rule.min_px * 0.999:
+        return []
+    return [f"under the {rule.min_px:g} px the model needs even at full resolution "
+            "(enlarging adds no detail)"]
 
 
 def _checks(rule: DefectRule, defects: DefectWidths | None, size: tuple[int, int],
@@ -266,6 +276,8 @@ def _defect_choice(w: float, h: float, image_scale: float, max_side: int | None,
         parts.append(f"sides capped at {top_side}")
         parts.append(f"the small {defects.source} keep {small * scale:.3g} px, under the "
                      f"{rule.min_px:g} px they need: give a larger --size or crop the parts")
+    else:
+        parts.extend(_full_resolution_note(defects, scale, rule))
     crop = None
     if max_side is not None and max(W, H) > max_side:
         if rule.crops:

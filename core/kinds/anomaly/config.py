@@ -89,19 +89,21 @@ class AnomalyConfig(KindConfig):
         """The anomaly model's size rule (defect_studio.training.sizing.DefectRule).
 
         The anomaly map is the teacher/student disagreement at the map taps (default 1/8
-        and 1/16). A defect changes a tap's feature cell in proportion to the part of the
-        cell it covers; one at least half a cell wide at the finest tap (4 px at 1/8)
-        fills half of the cell it is centred in there and a quarter of the 1/16 cell, so
-        both taps of the map see it; a thinner one is averaged away with the good texture
-        around it. So ``min_px`` = half the stride of the finest map tap (4 px by
-        default; 2 px with the 1/4 tap). The model trains on OK images only, so the
-        defects are measured on the defective images of the train and validation
-        splits (masks first, else boxes); the test split stays unseen. Large parts:
-        training on crops of OK images (every crop of a good part is good)."""
+        and 1/16); the student can only fail where the teacher's features change. A line
+        changes a tap's features more as it widens, up to about a quarter of the tap's
+        cell: measured on good magnetic tiles (benchmarks/anomaly_line_visibility.py,
+        lines of contrast 0.1), the 1/8 tap's change reaches its full size at 2 px, the
+        1/16 tap's is 0.88 of it at 2 px, 0.95 at 4 px, full at 6 px; thinner lines fade
+        (0.49 at 1 px, 0.10 at 0.5 px at 1/16). So the small defects keep a quarter of the
+        coarsest map tap's stride: ``min_px`` = 4 px by default (2 px with taps 1/4 and
+        1/8 only). The model trains on OK images only, so the defects are measured on the
+        defective images of the train and validation splits (exact masks first, else
+        boxes); the test split stays unseen. Large parts: training on crops of OK images
+        (every crop of a good part is good)."""
         from defect_studio.training.sizing import DefectRule
 
-        finest = min(int(t.split("/")[1]) for t in self.map_taps)
-        return DefectRule(min_px=finest / 2, splits=("train", "val"))
+        coarsest = max(int(t.split("/")[1]) for t in self.map_taps)
+        return DefectRule(min_px=coarsest / 4, splits=("train", "val"))
 
     def validate(self) -> None:
         self.input_size = None if self.input_size is None else _size(self.input_size)
