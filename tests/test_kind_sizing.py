@@ -149,7 +149,7 @@ def test_anomaly_crops_are_aligned_with_and_without_the_teacher_cache(tmp_path):
         assert hits  # the crop is an aligned window of the whole image's 1/16 map
 
 
-def test_anomaly_run_records_the_chosen_size_and_predicts_whole_images(tmp_path):
+def test_anomaly_run_records_the_chosen_size_and_predicts_whole_images(tmp_path, monkeypatch):
     from defect_studio.kinds.anomaly.predictor import AnomalyPredictor
     from defect_studio.training import train
 
@@ -166,6 +166,15 @@ def test_anomaly_run_records_the_chosen_size_and_predicts_whole_images(tmp_path)
     assert notes[0].startswith("input 96x48: smallest masked defects ~") and "crops" in notes[0]
     pred = AnomalyPredictor(root / "runs" / run, device="cpu").predict(img)
     assert pred.heatmap.shape == img.shape[:2] and 0 <= pred.score < 1
+    # the export package says it covers a part in one whole-image pass at input_size (the
+    # ONNX graph is skipped here: its parity with the predictor is tests/test_deploy_kinds.py's)
+    import defect_studio.deploy.onnx_export as onnx_export
+    from defect_studio.kinds.anomaly.export import export_onnx
+
+    monkeypatch.setattr(onnx_export, "export_graph", lambda *a, **k: None)
+    fields = export_onnx(root / "runs" / run, tmp_path / "model.onnx")
+    assert fields["tiling"] == {"mode": "whole_image", "tiles": 1, "trained_on_crops": [32, 32]}
+    assert fields["preprocess"]["input_size"] == [96, 48]
 
 
 # -- the detector's rule -------------------------------------------------------------------
@@ -274,3 +283,24 @@ def test_detector_run_records_the_chosen_size_and_reason(tmp_path):
     note = events[0]["notes"][0]
     assert note.startswith("input 96x96: smallest boxes ~6 px wide: scale 1")
     assert "larger than the preset's max_side 64" in note
+
+
+def test_train_page_shows_the_anomaly_models_size_and_reason(qtbot, tmp_path):
+    from defect_studio.app.train.page import TrainPage
+
+    with _anomaly_project(tmp_path) as p:
+        panel = TrainPage()
+        qtbot.addWidget(panel)
+        panel.set_project(p)
+        panel.model_combo.setCurrentIndex(panel.model_combo.findData("anomaly"))
+        assert panel.model_combo.currentData() == "anomaly"
+        assert (panel.width_spin.value(), panel.height_spin.value()) == (96, 48)
+        text = panel.size_reason.text()
+        # the quick preset's max_side 128 holds the whole 96x48 part: no crops
+        assert text.startswith("input 96x48: smallest masked defects ~") and "crops" not in text
+        assert "under the 4 px the model needs" in text
+        panel.model_combo.setCurrentIndex(panel.model_combo.findData("relational"))
+        assert "no boxes to measure the defects" in panel.size_reason.text()
+        assert (panel.width_spin.value(), panel.height_spin.value()) == (96, 64)
+        panel.resize(900, 700)
+        panel.grab().save(str(tmp_path / "train_page.png"))

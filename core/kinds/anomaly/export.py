@@ -64,6 +64,12 @@ def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
         "calibration": {"raw_threshold": float(model.raw_threshold),
                         "formula": "1 - 2^(-max(raw, 0) / raw_threshold)",
                         "map_taps": list(model.map_taps), "sigma": model.sigma},
+        # how to cover a part (issue 18): one pass over the whole image at input_size, also
+        # for a run trained on crops of OK images (teacher and student are fully
+        # convolutional), so there are no tiles to merge
+        "tiling": {"mode": "whole_image", "tiles": 1,
+                   "trained_on_crops": None if config.crop_size is None
+                   else list(config.crop_size)},
         "heatmap": {"resolution": "the input size",
                     "mapping": "defect_studio.preprocess.heatmap_to_image: bilinear, pixel centres "
                                "aligned, the padding cut off; clipped to [0, 1]"},
