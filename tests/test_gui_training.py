@@ -309,10 +309,12 @@ def test_detector_is_offered_and_trains_from_the_page(qtbot, tmp_path, dialogs):
         panel.model_combo.setCurrentIndex(panel.model_combo.findData(detector))
         presets = [panel.preset_combo.itemText(i) for i in range(panel.preset_combo.count())]
         assert presets == list(kind_of_model(detector).presets)
-        # the detector's own quick preset: its epochs, size and learning rate
+        # the detector's own quick preset: its epochs, size (from the data and its boxes,
+        # issue 18) and learning rate
         quick = kind_of_model(detector).load("config").preset("quick")
         assert panel.epochs_spin.value() == quick.epochs
-        assert (panel.width_spin.value(), panel.height_spin.value()) == tuple(quick.input_size)
+        assert (panel.width_spin.value(), panel.height_spin.value()) == (64, 64)
+        assert panel.size_reason.text().startswith("input 64x64: smallest boxes ~")
         assert panel.lr_spin.value() == pytest.approx(quick.lr)
         run = train_one_tiny_epoch(qtbot, panel, dialogs)
         run_id = run.id
