@@ -126,9 +126,12 @@ def test_anomaly_crops_are_aligned_with_and_without_the_teacher_cache(tmp_path):
     from defect_studio.kinds.anomaly.train import GoodImages, TeacherCache
 
     with _anomaly_project(tmp_path) as p:
-        data = GoodImages(p, AnomalyConfig(max_side=32, num_threads=1))
+        data = GoodImages(p, AnomalyConfig(max_side=32, num_threads=1, epochs=10, val_every=1))
         assert data.config.input_size == (96, 48) and data.config.crop_size == (32, 32)
         assert data.notes[0].startswith("input 96x48:") and data.notes[1].startswith("crops:")
+        # whole-image validation passes are bounded: at most 3 in the run
+        assert data.config.val_every == 4 and "every 4 epochs" in data.notes[2]
+        assert GoodImages(p, AnomalyConfig(max_side=32, val_every=0)).config.val_every == 0
         model = AnomalyNet(width=16)
         torch.manual_seed(0)
         for mb in (1024, 0):
