@@ -27,13 +27,19 @@ from pathlib import Path
 
 def _variants(nncf) -> dict[str, tuple[tuple[str, ...], dict]]:
     perf, mixed = nncf.QuantizationPreset.PERFORMANCE, nncf.QuantizationPreset.MIXED
-    return {
-        "all layers (old default)": ((), {}),
-        "decision head f32": (("dec_body", "dec_fc"), {}),
-        "decision head + seg_out f32": (("dec_body", "dec_fc", "seg_out"), {}),
-        "decision head f32, mixed preset": (("dec_body", "dec_fc"), {"preset": mixed}),
-        "decision head f32, full bias correction": (
+    return {  # each names its preset: the package's default is "mixed"
+        "performance preset (before)": ((), {"preset": perf}),
+        "performance, decision head f32": (("dec_body", "dec_fc"), {"preset": perf}),
+        "performance, decision head + seg_out f32": (
+            ("dec_body", "dec_fc", "seg_out"), {"preset": perf}),
+        "performance, decision head f32, full bias correction": (
             ("dec_body", "dec_fc"), {"preset": perf, "fast_bias_correction": False}),
+        "mixed preset (the default)": ((), {"preset": mixed}),
+        "mixed, decision head f32": (("dec_body", "dec_fc"), {"preset": mixed}),
+        "mixed, fusion + decision head f32": (("fusion", "dec_body", "dec_fc"),
+                                              {"preset": mixed}),
+        "mixed, stem + fusion + decision head f32": (
+            ("stem", "fusion", "dec_body", "dec_fc"), {"preset": mixed}),
     }
 
 
