@@ -6,8 +6,9 @@ its project (opened read-only) and preprocesses them exactly as the runtime does
 quantizes the f32 ONNX graph with ``nncf.quantize`` (min-max statistics over the images,
 the "mixed" preset: asymmetric activations, which kept the scores of a trained MFFPA run
 4x closer to f32 than the symmetric "performance" preset and ran as fast
-(benchmarks/int8_variants.py, docs/benchmarks.md); fast bias correction) and writes an OpenVINO IR (format "openvino": INT8 weights and
-activations, run by the CPU plugin's VNNI kernels) or an ONNX graph with
+(benchmarks/int8_variants.py, docs/benchmarks.md); fast bias correction) and writes an
+OpenVINO IR (format "openvino": INT8 weights and activations, run by the CPU plugin's VNNI
+kernels) or an ONNX graph with
 QuantizeLinear/DequantizeLinear pairs (format "onnx"). The returned dict goes into
 package.json as ``quantization``. Needs nncf (the ``int8`` extra); the runtime does not.
 """
