@@ -12,16 +12,20 @@ from PySide6.QtCore import Qt
 from defect_studio.project import Project
 
 
-def _review_panel(qtbot, project):
-    from defect_studio.app.review.page import ReviewPage
-
-    panel = ReviewPage()
+def _shown(qtbot, panel, project, size):
+    """``panel`` (a page) showing ``project``, at ``size``, on screen."""
     qtbot.addWidget(panel)
     panel.set_project(project)
-    panel.resize(900, 600)
+    panel.resize(*size)
     panel.show()
     qtbot.waitExposed(panel)
     return panel
+
+
+def _review_panel(qtbot, project):
+    from defect_studio.app.review.page import ReviewPage
+
+    return _shown(qtbot, ReviewPage(), project, (900, 600))
 
 
 # -- item 4: D on a folder part that is already in the project --------------------------------
@@ -142,13 +146,7 @@ def _train_with_stand_in(qtbot, monkeypatch, panel, tmp_path, new: str, mode: st
 def _train_panel(qtbot, project):
     from defect_studio.app.train.page import TrainPage
 
-    panel = TrainPage()
-    qtbot.addWidget(panel)
-    panel.set_project(project)
-    panel.resize(1000, 700)
-    panel.show()
-    qtbot.waitExposed(panel)
-    return panel
+    return _shown(qtbot, TrainPage(), project, (1000, 700))
 
 
 def test_finished_run_never_replaces_the_active_run_silently(qtbot, monkeypatch, trained_project,

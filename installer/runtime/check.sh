@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
+. "$root/installer/watch_wait.sh"
 work=$(mktemp -d)
 watcher=""
 cleanup() { [ -n "$watcher" ] && kill "$watcher" 2>/dev/null; rm -rf "$work"; }
@@ -63,13 +64,8 @@ watcher=$!
 sleep 1
 for f in "$work"/demo/images/part_000*.png; do cp "$f" "$work/inbox/"; done
 n=$(ls "$work"/inbox | wc -l)
-for _ in $(seq 120); do
-  [ -f "$work/watch/results.jsonl" ] && [ "$(wc -l <"$work/watch/results.jsonl")" -ge "$n" ] && break
-  kill -0 "$watcher" 2>/dev/null || break
-  sleep 0.5
-done
-kill -TERM "$watcher" 2>/dev/null || true
-rc=0; wait "$watcher" || rc=$?
+wait_then_stop "$work/watch/results.jsonl" "$n" "$watcher"
+rc=$watch_rc
 watcher=""
 [ "$rc" = 0 ] || { cat "$work/watch.err" >&2; fail "watch exited with $rc"; }
 ! grep -q Traceback "$work/watch.err" || { cat "$work/watch.err" >&2; fail "watch: traceback"; }
