@@ -210,6 +210,8 @@ def test_training_on_crops_predicts_whole_images(tmp_path, monkeypatch):
     run_id = train(root, cfg, on_event=events.append)
     saved = json.loads((root / "runs" / run_id / "config.json").read_text())
     assert saved["crop_size"] == [32, 32] and saved["input_size"][0] > 32
+    W, H = saved["input_size"]  # several crops per step: the rule of segdec/crops.py
+    assert saved["crops_per_step"] == max(1, min(4, W * H // (32 * 32)))
     notes = next(e for e in events if e["event"] == "started")["notes"]
     assert any("crops" in n and "train whole" in n for n in notes)
     pred = load_predictor(root / "runs" / run_id)
@@ -225,8 +227,21 @@ def test_training_on_crops_predicts_whole_images(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "export_graph", lambda *a, **k: None)
     fields = export_onnx(root / "runs" / run_id, tmp_path / "model.onnx")
-    assert fields["tiling"] == {"mode": "whole_image", "tiles": 1, "trained_on_crops": [32, 32]}
+    # a run trained on crops is scored on crop-size tiles, in the graph (segdec/tiles.py)
+    from defect_studio.kinds.segdec.tiles import TiledNet, tile_boxes
+
+    assert isinstance(pred.model, TiledNet)
+    boxes = tile_boxes(saved["input_size"], (32, 32))
+    tiling = fields["tiling"]
+    assert tiling["mode"] == "whole_image" and tiling["tiled_in_graph"] is True
+    assert tiling["tiles"] == len(boxes) > 1 and tiling["tile"] == [32, 32]
+    assert tiling["boxes"] == [list(b) for b in boxes]
+    assert tiling["trained_on_crops"] == [32, 32]
     assert fields["preprocess"]["input_size"] == saved["input_size"]
+    # the runtime accepts what the package says (it feeds whole images)
+    from defect_studio.deploy.runtime import check_tiling
+
+    check_tiling({"tiling": tiling}, "pkg")
 
 
 def test_highres_benchmark_mask_levels():

@@ -39,13 +39,14 @@ NORMS = ("instance", "original")
 DEC_TARGETS = ("mask_max", "label")
 LOSS_REDUCTIONS = ("sum", "mean")
 DILATE_AT = ("image", "input")
+MAX_CROPS_PER_STEP = 64  # a set crops_per_step: one batch of this many crops at most
 PRESETS = ("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal")
 
 # What the fields added later meant before they existed: a run folder saved without
 # them is read with these values, so an old run rebuilds and resumes exactly as trained.
 LEGACY_VALUES: dict[str, Any] = {
     "norm": "instance", "dec_target": "label", "loss_reduction": "mean", "dilate_at": "input",
-    "max_side": None, "keep_best": False, "auto_dyn_balance": False,
+    "max_side": None, "keep_best": False, "auto_dyn_balance": False, "crops_per_step": 1,
 }
 
 
@@ -101,6 +102,9 @@ class TrainConfig(KindConfig):
     # images. Set by the size rule when the defects need a scale whose input is larger than
     # max_side (defect_studio.training.sizing); validation and prediction see whole images.
     crop_size: tuple[int, int] | None = None
+    # crops per training step (issue 18), one batch in one forward pass; None: the rule of
+    # defect_studio.kinds.segdec.crops.crops_per_step (input area / crop area, at most 4)
+    crops_per_step: int | None = None
     keep_best: bool = True  # keep the epoch with the best validation AP (ties: lower loss)
 
     # -- construction -------------------------------------------------------------
@@ -153,6 +157,10 @@ class TrainConfig(KindConfig):
         _check(self.dilate_at in DILATE_AT, "dilate_at", f"one of {DILATE_AT}")
         for key in ("keep_best", "auto_dyn_balance"):
             _check(isinstance(getattr(self, key), bool), key, "true or false")
+        _check(self.crops_per_step is None or (_is_int(self.crops_per_step)
+                                               and 1 <= self.crops_per_step <= MAX_CROPS_PER_STEP),
+               "crops_per_step", f"an integer between 1 and {MAX_CROPS_PER_STEP}, or null (the "
+               "rule: input area / crop area, at most 4)")
         _check(self.max_side is None or (_is_int(self.max_side) and 16 <= self.max_side <= 8192),
                "max_side", "an integer between 16 and 8192, or null (no cap)")
         super().validate()

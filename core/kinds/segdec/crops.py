@@ -15,7 +15,16 @@ training step sees one crop of the image at the run's input scale:
 
 Crops start on the 1/8 grid so the image, its target mask and its loss weights stay
 aligned. The draws use torch's seeded generator: a run is reproducible and a resumed run
-continues the sequence. Validation and prediction always see whole images.
+continues the sequence.
+
+Several crops per step (``crops_per_step``, ``crop_batch``): a croppable image gives k crops
+stacked as one batch in one forward pass (on CPU, 4 crops of 128x128 cost ~2.7x one crop,
+not 4x; docs/benchmarks.md). Of a masked defective image, the first ceil(k/2) crops are
+centred on random defect cells; the others are random crops whose label comes from the
+crop's own 1/8 target mask (1 when it holds target cells, else 0: exact up to the mask's
+dilation, which is what the segmentation target says too). An OK image gives k random crops
+(label 0). Validation and prediction score crop-size tiles of the whole image
+(segdec/tiles.py).
 """
 
 from __future__ import annotations
@@ -23,6 +32,22 @@ from __future__ import annotations
 import torch
 
 STRIDE = 8  # the segmentation output's stride: crop offsets are multiples of it
+AUTO_CROPS_MAX = 4  # the rule's cap on crops per step (cost per step ~2.7x one crop on CPU)
+
+
+def crops_per_step(config) -> int:
+    """Crops per training step: the config's ``crops_per_step`` when set; else as many as
+    the input at its scale holds crop areas (floor(input area / crop area)), 1 to
+    AUTO_CROPS_MAX; 1 without crops."""
+    set_k = getattr(config, "crops_per_step", None)
+    if set_k is not None:
+        return int(set_k)
+    crop = getattr(config, "crop_size", None)
+    if crop is None or config.input_size is None:
+        return 1
+    W, H = config.input_size
+    cw, ch = min(int(crop[0]), int(W)), min(int(crop[1]), int(H))
+    return max(1, min(AUTO_CROPS_MAX, (int(W) * int(H)) // (cw * ch)))
 
 
 def _offset(length: int, crop: int, centre: int | None) -> int:
@@ -38,11 +63,42 @@ def _offset(length: int, crop: int, centre: int | None) -> int:
     return min(max(0, (start // STRIDE) * STRIDE), cells * STRIDE)
 
 
+def croppable(x: torch.Tensor, mask: torch.Tensor | None, label: int,
+              crop: tuple[int, int]) -> bool:
+    """Whether a training image is cropped: larger than the crop, and not a defective image
+    without target mask cells (its label would be wrong on a crop that misses the defect)."""
+    if int(crop[0]) >= int(x.shape[-1]) and int(crop[1]) >= int(x.shape[-2]):
+        return False
+    return not (label == 1 and (mask is None or not bool((mask > 0).any())))
+
+
+Crop = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]
+
+
+def crop_batch(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor | None,
+               label: int, crop: tuple[int, int], k: int) -> list[Crop]:
+    """The (image, mask, weights, label) crops one training step sees of image ``x``: k
+    crops of a croppable image (module doc), else the image itself once."""
+    if k <= 1 or not croppable(x, mask, label, crop):
+        return [(*crop_sample(x, mask, weights, label, crop), label)]
+    out: list[Crop] = []
+    centred = -(-k // 2) if label == 1 else 0
+    for i in range(k):
+        if i < centred:
+            out.append((*crop_sample(x, mask, weights, label, crop), 1))
+        else:
+            cx, cm, cw_ = crop_sample(x, mask, weights, 0, crop)  # random placement
+            hit = label == 1 and cm is not None and bool((cm > 0).any())
+            out.append((cx, cm, cw_, int(hit)))
+    return out
+
+
 def crop_sample(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor | None,
                 label: int, crop: tuple[int, int]
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The crop (W, H) that one training step sees of image ``x`` [C, H, W] with its 1/8
-    ``mask`` and ``weights`` [1, H/8, W/8] (see the module doc for which images are cropped)."""
+    ``mask`` and ``weights`` [1, H/8, W/8] (see the module doc for which images are cropped);
+    ``label`` 0 places it at random, 1 around a random target cell."""
     cw, ch = int(crop[0]), int(crop[1])
     H, W = int(x.shape[-2]), int(x.shape[-1])
     if cw >= W and ch >= H:

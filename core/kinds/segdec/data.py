@@ -199,9 +199,15 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
         changes["input_size"] = list(choice.size)
         notes.append(choice.reason)
         if choice.crop is not None and config.crop_size is None and chosen:
+            from defect_studio.kinds.segdec.crops import crops_per_step
+
             changes["crop_size"] = list(choice.crop)
-            notes.append("crops: masked defective images are cropped around a defect, OK "
-                         "images at random; image-label-only defective images train whole")
+            k = crops_per_step(config.replace(input_size=choice.size, crop_size=choice.crop))
+            changes["crops_per_step"] = k
+            notes.append(f"crops: {k} crop{'s' if k > 1 else ''} of each image per step (masked "
+                         "defective images: half around a defect, half at random labelled by "
+                         "the mask; OK images at random); image-label-only defective images "
+                         "train whole; validation and prediction score crop-size tiles")
         elif choice.crop is not None and config.crop_size is None:
             notes.append("no crops: no training image keeps its mask (pixel_labels 0), so a "
                          "crop could miss the defect; whole images at this scale")

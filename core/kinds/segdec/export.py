@@ -31,8 +31,10 @@ def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
     from defect_studio.deploy.onnx_export import export_graph
     from defect_studio.deploy.package import OUTPUT_NAMES
     from defect_studio.kinds.segdec.runmodel import load_run_model
+    from defect_studio.kinds.segdec.tiles import TiledNet, scoring_model
 
-    model, config = load_run_model(run_dir, "cpu")
+    net, config = load_run_model(run_dir, "cpu")
+    model = scoring_model(net, config)  # a crop-trained run: the tiling is in the graph
     wrapper = _Probabilities(model).eval()
     W, H = config.input_size
     example = torch.zeros(2, int(config.channels), H, W)  # batch 2: not specialised to 1
@@ -41,12 +43,13 @@ def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
         "model": config.model,
         "preprocess": Preprocessing.of(config).to_dict(),
         "model_spec": config.extra.get("model_spec"),
-        # how to cover a part (issue 18): one pass over the whole image at input_size, also
-        # for a run trained on crops (the network is fully convolutional and its decision
-        # head pools globally), so there are no tiles to merge
+        # how to cover a part (issue 18): the runtime feeds one whole image at input_size;
+        # a run trained on crops splits it into crop-size tiles inside the graph and merges
+        # them there (segdec/tiles.py), so the runtime has nothing to tile or merge
         "tiling": {"mode": "whole_image", "tiles": 1,
                    "trained_on_crops": None if config.crop_size is None
-                   else list(config.crop_size)},
+                   else list(config.crop_size)} if not isinstance(model, TiledNet) else
+        {**model.tiling(), "trained_on_crops": list(config.crop_size)},
         "heatmap": {"resolution": f"1/{model.input_multiple} of the input",
                     "mapping": "defect_studio.preprocess.heatmap_to_image: bilinear, pixel centres "
                                "aligned, the padding cut off"},

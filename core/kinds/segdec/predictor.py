@@ -25,8 +25,11 @@ class Predictor(RunPredictor):
     def _load_model(self) -> None:
         """Set ``self.model`` and ``self.config`` from the run folder."""
         from defect_studio.kinds.segdec.runmodel import load_run_model
+        from defect_studio.kinds.segdec.tiles import scoring_model
 
-        self.model, self.config = load_run_model(self.run_dir, self.device)
+        net, self.config = load_run_model(self.run_dir, self.device)
+        # a run trained on crops scores overlapping crop-size tiles (segdec/tiles.py)
+        self.model = scoring_model(net, self.config)
 
     def _run(self, batch: list[torch.Tensor], shapes: list[tuple[int, int]]) -> list[Prediction]:
         x = torch.stack(batch).to(self.device)

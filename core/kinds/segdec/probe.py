@@ -1,8 +1,9 @@
 """The segdec kind's time probe (defect_studio.training.estimate): the steps a run repeats.
 
 A run of ``epochs`` epochs takes ``epochs x (defective + as many OK)`` training steps, each
-one image (or one crop, segdec/crops.py; image-label-only defective images stay whole),
-and forward passes over the validation images at every validation and once at the end.
+one image (or k crops as one batch, segdec/crops.py; image-label-only defective images stay
+whole), and forward passes over the validation images (crop-size tiles for a run trained on
+crops, segdec/tiles.py) at every validation and once at the end.
 Each step kind comes with a function that runs one such step on a throw-away copy of the
 network with random input at the run's size, device, precision and thread count.
 """
@@ -13,9 +14,11 @@ from typing import Any
 
 import torch
 
+from defect_studio.kinds.segdec.crops import crops_per_step
 from defect_studio.kinds.segdec.data import build_training_data
 from defect_studio.kinds.segdec.losses import LossWeights, mixed_loss
 from defect_studio.kinds.segdec.runmodel import build_run_model
+from defect_studio.kinds.segdec.tiles import needs_tiles, scoring_model
 from defect_studio.training.device import select_device
 from defect_studio.training.estimate import RunPlan, StepKind
 
@@ -56,8 +59,8 @@ def plan_run(project: Any, config: Any) -> RunPlan:
                     torch.set_num_threads(before)
         return run
 
-    def train_step(w: int, h: int) -> Any:
-        x = torch.rand(1, c.channels, h, w, device=device)
+    def train_step(w: int, h: int, k: int = 1) -> Any:
+        x = torch.rand(k, c.channels, h, w, device=device)
         target = torch.zeros(1, h // 8, w // 8, device=device)
 
         def step() -> None:
@@ -65,9 +68,10 @@ def plan_run(project: Any, config: Any) -> RunPlan:
             with torch.autocast(device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
                 seg, dec = model(x)
-            terms = mixed_loss(seg[0].float(), dec[0].float(), label=0.0, mask=target,
-                               weights=torch.ones_like(target), lw=LossWeights(1.0, 1.0))
-            terms.total.backward()
+            total = sum(mixed_loss(seg[i].float(), dec[i].float(), label=0.0, mask=target,
+                                   weights=torch.ones_like(target),
+                                   lw=LossWeights(1.0, 1.0)).total for i in range(k))
+            total.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             if device.type == "cuda":  # pragma: no cover - no GPU on the test machines
@@ -76,11 +80,12 @@ def plan_run(project: Any, config: Any) -> RunPlan:
 
     def eval_step() -> Any:
         x = torch.rand(1, c.channels, H, W, device=device)
+        scorer = scoring_model(model, c)  # a crop-trained run validates on tiles
 
         @torch.no_grad()
         def step() -> None:
-            model.eval()
-            model(x)
+            scorer.eval()
+            scorer(x)
             if device.type == "cuda":  # pragma: no cover
                 torch.cuda.synchronize()
         return with_threads(step)
@@ -91,17 +96,22 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     per_epoch = n_pos + min(n_pos, n_neg)
     whole = 0  # steps on whole images in a cropped run: the image-label-only defectives
     crop = tuple(c.crop_size) if c.crop_size is not None else None
+    k = 1
     if crop is not None:
         whole = sum(1 for s in data.train if s.label == 1 and not s.pixel)
         cw, ch = min(crop[0], W), min(crop[1], H)
+        if (cw, ch) != (W, H):
+            k = crops_per_step(c)  # k crops as one batch per step (segdec/crops.py)
     else:
         cw, ch = W, H
-    steps = [StepKind(f"{base}|train|{cw}x{ch}", c.epochs * (per_epoch - whole),
-                      train_step(cw, ch))]
+    many = f"x{k}" if k > 1 else ""
+    steps = [StepKind(f"{base}|train|{cw}x{ch}{many}", c.epochs * (per_epoch - whole),
+                      train_step(cw, ch, k))]
     if whole:
         steps.append(StepKind(f"{base}|train|{W}x{H}", c.epochs * whole, train_step(W, H)))
     val = data.val if {s.label for s in data.val} == {0, 1} else []
     n_eval = len(val) * (_validations(c) - 1) + len(val or data.train)
-    steps.append(StepKind(f"{base}|eval|{W}x{H}", n_eval, eval_step()))
+    tiled = f"|tiles{crop[0]}x{crop[1]}" if needs_tiles(c) else ""
+    steps.append(StepKind(f"{base}|eval|{W}x{H}{tiled}", n_eval, eval_step()))
     return RunPlan(steps=steps, device=device.type, size=(W, H), epochs=c.epochs,
                    crop=crop, notes=list(data.notes))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 
 from defect_studio.errors import TrainingError
 from defect_studio.kinds.segdec.config import TrainConfig
-from defect_studio.kinds.segdec.crops import crop_sample
+from defect_studio.kinds.segdec.crops import crop_batch, crops_per_step
 from defect_studio.kinds.segdec.data import Sample, TrainingData, build_training_data
 from defect_studio.kinds.segdec.losses import (
     accumulated_loss,
@@ -64,15 +65,22 @@ DEFAULT_THRESHOLD = 0.5  # without validation images: where the decision logit c
 @torch.no_grad()
 def score_samples(model: torch.nn.Module, data: TrainingData, samples: list[Sample],
                   device: torch.device, batch_size: int = 8) -> np.ndarray:
-    """Defect probabilities (sigmoid of the decision logit) of some samples, model in eval mode."""
+    """Defect probabilities (sigmoid of the decision logit) of some samples, model in eval mode.
+
+    A run trained on crops scores crop-size tiles of each image, as Predictor does
+    (segdec/tiles.py), so validation AP, keep_best and the threshold see what prediction sees."""
+    from defect_studio.kinds.segdec.tiles import scoring_model
+
     was_training = model.training
+    net = model
+    model = scoring_model(net, data.config)
     model.eval()
     out: list[float] = []
     for i in range(0, len(samples), batch_size):
         x = torch.stack([data.val_image(s) for s in samples[i:i + batch_size]]).to(device)
         _, dec = model(x)
         out.extend(torch.sigmoid(dec.float()).cpu().tolist())
-    model.train(was_training)
+    net.train(was_training)
     return np.asarray(out, dtype=np.float64)
 
 
@@ -212,6 +220,18 @@ def _augment(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor |
     return apply(x), apply(mask), apply(weights)  # type: ignore[return-value]
 
 
+def _combine(parts: list[Any], reduction: str) -> Any:
+    """The loss terms of the crops of one step as one: summed ("sum": each crop counts as an
+    image of the batch, as accumulated images do) or averaged ("mean")."""
+    def total(name: str) -> Any:
+        vals = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+        if not vals:
+            return None
+        t = torch.stack(vals).sum()
+        return t if reduction == "sum" else t / len(vals)
+    return replace(parts[0], **{f.name: total(f.name) for f in fields(parts[0])})
+
+
 class _Job:
     """The state of a running training job (one per ``train`` call)."""
 
@@ -228,6 +248,7 @@ class _Job:
         self.balance_epochs = config.epochs  # the epochs the balancing weight runs over
         self.best: dict[str, Any] | None = None  # {"epoch", "ap", "loss"} of best.pt
         self.precision = "float32"  # the forward pass's precision (a key of _AUTOCAST)
+        self.k_crops = crops_per_step(config)  # crops per step of a croppable image
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.t0
@@ -308,22 +329,27 @@ class _Job:
     def _step(self, index: int, lw: Any, epoch: int, step: int) -> Any:
         x, mask, weights = self.data.item(index)
         label = self.data.train[index].label
-        if self.c.crop_size is not None:  # large parts: one crop per step (segdec/crops.py)
-            x, mask, weights = crop_sample(x, mask, weights, label, self.c.crop_size)
+        if self.c.crop_size is not None:  # large parts: k crops per step (segdec/crops.py)
+            items = crop_batch(x, mask, weights, label, self.c.crop_size, self.k_crops)
+        else:
+            items = [(x, mask, weights, label)]
         if self.c.augment:
-            x, mask, weights = _augment(x, mask, weights)
-        x = x[None].to(self.device)
+            items = [(*_augment(a, m, w), lab) for a, m, w, lab in items]
+        xb = torch.stack([a for a, _, _, _ in items]).to(self.device)
         if self.device.type == "cuda":  # pragma: no cover - no GPU on the test machines
-            x = x.contiguous(memory_format=torch.channels_last)
-        if mask is not None:
-            mask, weights = mask.to(self.device), weights.to(self.device)
+            xb = xb.contiguous(memory_format=torch.channels_last)
         dtype = _AUTOCAST[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32,
                             enabled=dtype is not None):
-            seg, dec = self.model(x)
+            seg, dec = self.model(xb)
         seg, dec = seg.float(), dec.float()  # the loss in float32
-        target = decision_target(label, mask, self.c.dec_target)
-        terms = mixed_loss(seg[0], dec[0], label=target, mask=mask, weights=weights, lw=lw)
+        parts = []
+        for i, (_, m, w, lab) in enumerate(items):
+            if m is not None:
+                m, w = m.to(self.device), w.to(self.device)
+            target = decision_target(lab, m, self.c.dec_target)
+            parts.append(mixed_loss(seg[i], dec[i], label=target, mask=m, weights=w, lw=lw))
+        terms = parts[0] if len(parts) == 1 else _combine(parts, self.c.loss_reduction)
         if not torch.isfinite(terms.total):
             raise TrainingError(
                 f"loss became NaN at epoch {epoch + 1} step {step + 1}; lower the learning rate "
