@@ -37,6 +37,27 @@ def _mixsup_run(root: Path) -> Path:
     return run
 
 
+def _tiles_run(root: Path) -> Path:
+    """A run "trained on crops" (crop_size 32x32 of an 80x64 input: scored on 9 tiles) with
+    seeded untrained weights: what the export and the runtime see of a crop-trained run."""
+    import torch
+
+    from defect_studio.kinds.segdec.config import TrainConfig
+    from defect_studio.kinds.segdec.runmodel import build_run_model
+    from defect_studio.training.checkpoint import save_model_weights
+
+    run = root / "runs" / "tiles"
+    run.mkdir(parents=True)
+    cfg = TrainConfig(input_size=(80, 64), channels=3, crop_size=(32, 32), crops_per_step=2,
+                      epochs=1)
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (run / "status.json").write_text(json.dumps({"state": "finished", "epoch": 1}))
+    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5, "source": "user"}))
+    torch.manual_seed(5)
+    save_model_weights(run, build_run_model(cfg))
+    return run
+
+
 @pytest.fixture(scope="module")
 def packages(_trained_template, tmp_path_factory):
     """ONNX and OpenVINO packages of the tiny trained MFFPA run (through the CLI) and of a
@@ -57,7 +78,11 @@ def packages(_trained_template, tmp_path_factory):
     from defect_studio.deploy.export import export_model
 
     out["mixsup", "onnx"] = export_model(mixsup, base / "mixsup-onnx", "onnx")
-    out["runs"] = {"mffpa": _trained_template / "runs" / "tiny", "mixsup": mixsup}
+    tiles = _tiles_run(base / "tiled")
+    out["tiles", "onnx"] = export_model(tiles, base / "tiles-onnx", "onnx")
+    out["tiles", "openvino"] = convert_package(out["tiles", "onnx"], base / "tiles-ov")
+    out["runs"] = {"mffpa": _trained_template / "runs" / "tiny", "mixsup": mixsup,
+                   "tiles": tiles}
     return out
 
 
@@ -127,6 +152,61 @@ def test_package_records_the_decision(packages, _trained_template):
     assert ov["runtime"]["openvino"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert set(ov["files"]) == {"model.xml", "model.bin"}
     assert "defect_studio" in (packages["mffpa", "openvino"] / "model.xml").read_text()
+
+
+def test_tiled_package_tiles_in_its_graph(packages, capsys):
+    """A run trained on crops: the package takes whole images (dynamic batch) and its
+    manifest says how the graph tiles and merges (segdec/tiles.py)."""
+    import onnx
+
+    from defect_studio.deploy.package import read_package
+    from defect_studio.kinds.segdec.tiles import tile_boxes
+
+    m = read_package(packages["tiles", "onnx"]).manifest
+    t = m["tiling"]
+    assert t["mode"] == "whole_image" and t["tiled_in_graph"] is True
+    assert t["tiles"] == 9 and t["tile"] == [32, 32] and t["stride"] == [24, 24]
+    assert t["boxes"] == [list(b) for b in tile_boxes((80, 64), (32, 32))]
+    assert t["trained_on_crops"] == [32, 32] and "max" in t["score"] and "max" in t["heatmap"]
+    model = onnx.load(str(packages["tiles", "onnx"] / "model.onnx"))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value  # dynamic batch
+    assert [d.dim_value for d in dims[2:]] == [64, 80]  # whole images at the input size
+    mixsup = read_package(packages["mixsup", "onnx"]).manifest["tiling"]
+    assert mixsup == {"mode": "whole_image", "tiles": 1, "trained_on_crops": None}
+    # model-info says how the package scores a part
+    assert main(["model-info", "--model", str(packages["tiles", "onnx"])]) == 0
+    out = capsys.readouterr().out
+    assert "9 tiles of 32x32, stride 24x24 in the graph" in out
+    assert main(["model-info", "--model", str(packages["mixsup", "onnx"])]) == 0
+    assert "whole image in one pass" in capsys.readouterr().out
+    from defect_studio.deploy.info import tiling_text
+
+    for odd in (None, "grid", 3, {"tiles": "9", "tile": [32]}, {"tiles": 9, "tile": None},
+                {"trained_on_crops": "x"}, {"tiles": float("nan")}):
+        assert tiling_text(odd) in ("", "whole image in one pass")
+
+
+def test_tiled_package_scores_like_the_torch_predictor(packages, _trained_template):
+    """The crop-trained run's packages (ONNX, and OpenVINO converted from it) score like
+    its tiled Predictor: the tiling in the graph is the Predictor's."""
+    from defect_studio.deploy import load_package
+    from defect_studio.kinds.segdec.predictor import Predictor
+    from defect_studio.kinds.segdec.tiles import TiledNet
+
+    ref = Predictor(packages["runs"]["tiles"], device="cpu")
+    assert isinstance(ref.model, TiledNet)
+    from defect_studio.io.images import read_image
+
+    files = sorted((_trained_template / "images").rglob("*.png"))[:3]
+    images = with_odd_copies([read_image(p) for p in files], crop_from=0, gray_from=1)
+    for fmt in ("onnx", "openvino"):
+        pkg = load_package(packages["tiles", fmt], num_threads=1)
+        r = compare(ref, pkg, images, lambda first: float(np.median([p.score for p in first])),
+                    batch_size=2)
+        assert r.d_score <= 1e-4 and r.d_heat <= 1e-3 and r.d_batch <= 1e-5, (fmt, r.d_score)
+        assert all(a.heatmap.shape == img.shape[:2] for a, img in zip(r.got, images))
+        assert [p.is_ng for p in r.want] == [p.is_ng for p in r.got]
 
 
 def test_runtime_and_predict_run_without_torch(packages, _trained_template, tmp_path):

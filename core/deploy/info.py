@@ -38,10 +38,28 @@ def package_summary(folder: str) -> dict:
         "threshold": info.threshold,
         "threshold_source": info.threshold_source,
         "box_types": list(info.box_types),
+        "tiling": info.manifest.get("tiling"),
         "size_bytes": size,
         "exported": info.manifest.get("exported"),
         "exported_by": info.manifest.get("package_version"),  # Defect Studio's version
     }
+
+
+def tiling_text(tiling: object) -> str:
+    """One line on how the package covers a part ("" for a package without the field)."""
+    if not isinstance(tiling, dict):
+        return ""
+    n, tile = tiling.get("tiles"), tiling.get("tile")
+    if isinstance(n, int) and n > 1 and isinstance(tile, list) and len(tile) == 2:
+        stride = tiling.get("stride")
+        st = (f", stride {stride[0]}x{stride[1]}" if isinstance(stride, list)
+              and len(stride) == 2 else "")
+        return (f"{n} tiles of {tile[0]}x{tile[1]}{st} in the graph (trained on crops); "
+                "score = max over tiles, heatmap = per-cell max")
+    crops = tiling.get("trained_on_crops")
+    extra = (f" (trained on {crops[0]}x{crops[1]} crops)" if isinstance(crops, list)
+             and len(crops) == 2 else "")
+    return "whole image in one pass" + extra
 
 
 def cmd_package_info(args: argparse.Namespace) -> int:
@@ -68,6 +86,9 @@ def cmd_package_info(args: argparse.Namespace) -> int:
     ]
     if s["box_types"]:
         rows.append(("defect types", ", ".join(s["box_types"])))
+    scoring = tiling_text(s["tiling"])
+    if scoring:
+        rows.append(("scoring", scoring))
     if s["exported"]:
         by = f" by Defect Studio {s['exported_by']}" if s["exported_by"] else ""
         rows.append(("exported", f"{s['exported']}{by}"))

@@ -20,9 +20,9 @@ to test AP 0.91 (quick preset), the issue's cracks at 0.3-0.5 px to validation A
 
 When the raised scale makes the input's long side larger than ``max_side`` (the preset's
 cost per training step), training uses crops of at most ``max_side`` x ``max_side`` at that
-scale (SizeChoice.crop; the kind decides how) and prediction runs on the whole image at
-that scale (the networks are fully convolutional). Without masks or boxes the image rule
-alone decides, and the reason says so.
+scale (SizeChoice.crop; the kind decides how); prediction covers the whole image at that
+scale (the anomaly model in one pass, segdec on crop-size tiles: kinds/segdec/tiles.py).
+Without masks or boxes the image rule alone decides, and the reason says so.
 
 One rule for every kind: a kind's config says how its network must see the defects with a
 ``DefectRule`` (``KindConfig.defect_rule``): the width the small defects must keep at the
@@ -284,7 +284,7 @@ def _defect_choice(w: float, h: float, image_scale: float, max_side: int | None,
             cap = max(lo, (int(max_side) // multiple) * multiple)
             crop = (min(W, cap), min(H, cap))
             parts.append(f"trained on {crop[0]}x{crop[1]} crops (the preset's max_side "
-                         f"{max_side}), predicted on the whole image")
+                         f"{max_side})")
         else:
             parts.append(f"whole images at this size, larger than the preset's max_side "
                          f"{max_side}: training steps cost more")

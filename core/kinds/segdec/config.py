@@ -100,7 +100,8 @@ class TrainConfig(KindConfig):
     max_side: int | None = 512
     # -- crops (issue 18): (W, H) crops of the input that training steps see; None: whole
     # images. Set by the size rule when the defects need a scale whose input is larger than
-    # max_side (defect_studio.training.sizing); validation and prediction see whole images.
+    # max_side (defect_studio.training.sizing); validation and prediction score crop-size
+    # tiles of the whole input (segdec/tiles.py).
     crop_size: tuple[int, int] | None = None
     # crops per training step (issue 18), one batch in one forward pass; None: the rule of
     # defect_studio.kinds.segdec.crops.crops_per_step (input area / crop area, at most 4)
