@@ -12,7 +12,8 @@ For each case, each preset (--presets, default quick,thorough) and each mask set
 with every mask deleted: image labels only, as in a project that never had masks, so the
 size rule cannot measure the defects either) it trains once with the size from the data
 (the defect rule of defect_studio.training.sizing), evaluates on the test split and
-prints one row: the input size and crops the rule chose with its reason, test AP, AUC,
+prints one row: the input size and crops the rule chose with its reason (crops per training
+step, tiles per image the test split was scored on through evaluate_run), test AP, AUC,
 epochs and training time (the run's own elapsed_s). A --max-minutes budget (default 15)
 caps each training run.
 
@@ -142,8 +143,16 @@ def run_one(proj: Path, preset: str, masks: str, args: argparse.Namespace) -> di
     metrics = json.loads((run / "metrics.json").read_text())
     test = evaluate_run(proj, run_id, split="test")
     reason = next((n for n in notes if str(n).startswith("input ")), "")
+    from defect_studio.kinds.segdec.tiles import tile_boxes
+
+    crop = saved.get("crop_size")
+    # how the test split was scored (evaluate_run -> the run's Predictor): a segdec run
+    # trained on crops scores crop-size tiles (kinds/segdec/tiles.py)
+    tiles = (len(tile_boxes(saved["input_size"], crop))
+             if crop and saved.get("model") in ("mffpa", "mixsup") else 1)
     return {"case": proj.name.removesuffix("-nomasks"), "preset": preset, "masks": masks,
-            "input_size": saved["input_size"], "crop_size": saved.get("crop_size"),
+            "input_size": saved["input_size"], "crop_size": crop,
+            "crops_per_step": saved.get("crops_per_step"), "scored_tiles": tiles,
             "reason": reason, "test_ap": test.get("ap"), "test_auc": test.get("auc"),
             "epochs": metrics.get("epochs"), "train_s": metrics.get("elapsed_s"),
             "wall_s": round(wall, 1), "estimate_s": round(est.seconds, 1)}
@@ -152,6 +161,9 @@ def run_one(proj: Path, preset: str, masks: str, args: argparse.Namespace) -> di
 def fmt_row(r: dict) -> str:
     size = "x".join(str(v) for v in r["input_size"])
     crop = "x".join(str(v) for v in r["crop_size"]) if r["crop_size"] else "-"
+    if r["crop_size"]:  # crops per step and the tiles the test split was scored on
+        crop += (f" ({r.get('crops_per_step') or 1}/step, "
+                 f"{r.get('scored_tiles', 1)} tile{'s' if r.get('scored_tiles', 1) != 1 else ''})")
     ap = "n/a" if r["test_ap"] is None else f"{r['test_ap']:.3f}"
     auc = "n/a" if r["test_auc"] is None else f"{r['test_auc']:.3f}"
     return (f"| {r['case']} | {r['preset']} | {r['masks']} | {size} | {crop} | {ap} | {auc} | "

@@ -40,16 +40,16 @@ def test_tiles_cover_the_input_flush_and_on_the_grid(length, tile):
 
 def test_tiled_net_merges_tiles_by_max():
     torch.manual_seed(0)
-    cfg = TrainConfig(input_size=(80, 64), channels=1, crop_size=(32, 32))
+    cfg = TrainConfig(input_size=(64, 48), channels=1, crop_size=(32, 32))
     net = build_run_model(cfg).eval()
     tiled = scoring_model(net, cfg)
     assert isinstance(tiled, TiledNet)
-    assert tiled.boxes == tile_boxes((80, 64), (32, 32)) and len(tiled.boxes) == 9
-    x = torch.rand(2, 1, 64, 80)
+    assert tiled.boxes == tile_boxes((64, 48), (32, 32)) and len(tiled.boxes) == 6
+    x = torch.rand(2, 1, 48, 64)
     with torch.no_grad():
         seg, dec = tiled(x)
-        assert seg.shape == (2, 1, 8, 10) and dec.shape == (2,)
-        want_seg = torch.full((2, 1, 8, 10), -math.inf)
+        assert seg.shape == (2, 1, 6, 8) and dec.shape == (2,)
+        want_seg = torch.full((2, 1, 6, 8), -math.inf)
         want_dec = torch.full((2,), -math.inf)
         for x0, y0, w, h in tiled.boxes:
             s, d = net(x[:, :, y0:y0 + h, x0:x0 + w])
@@ -64,7 +64,7 @@ def test_tiled_net_merges_tiles_by_max():
     assert torch.allclose(dec2, dec, atol=1e-5) and torch.allclose(seg2, seg, atol=1e-5)
     from defect_studio.kinds.segdec.network import ModelInputError
 
-    with pytest.raises(ModelInputError, match="80x64"):
+    with pytest.raises(ModelInputError, match="64x48"):
         tiled(torch.rand(1, 1, 64, 64))
 
 
