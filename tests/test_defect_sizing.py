@@ -214,6 +214,12 @@ def test_training_on_crops_predicts_whole_images(tmp_path, monkeypatch):
     assert saved["crops_per_step"] == max(1, min(4, W * H // (32 * 32)))
     notes = next(e for e in events if e["event"] == "started")["notes"]
     assert any("crops" in n and "train whole" in n for n in notes)
+    # validation scored the tiles that evaluate (the Predictor) scores: the same AP
+    from defect_studio.evaluation import evaluate_run
+
+    val_ap = json.loads((root / "runs" / run_id / "metrics.json").read_text())["ap"]
+    assert val_ap is not None
+    assert evaluate_run(root, run_id, split="val")["ap"] == pytest.approx(val_ap, abs=1e-9)
     pred = load_predictor(root / "runs" / run_id)
     import cv2
 

@@ -220,16 +220,14 @@ def _augment(x: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor |
     return apply(x), apply(mask), apply(weights)  # type: ignore[return-value]
 
 
-def _combine(parts: list[Any], reduction: str) -> Any:
-    """The loss terms of the crops of one step as one: summed ("sum": each crop counts as an
-    image of the batch, as accumulated images do) or averaged ("mean")."""
-    def total(name: str) -> Any:
+def _combine(parts: list[Any]) -> Any:
+    """The loss terms of the crops of one step as one: their mean. The k crops are one
+    sample of the image, so a step's gradient keeps one image's scale (summed, 4 crops at
+    the quick preset's lr 0.02 gave a NaN loss in the first epoch on the demo-1024 case)."""
+    def mean(name: str) -> Any:
         vals = [getattr(p, name) for p in parts if getattr(p, name) is not None]
-        if not vals:
-            return None
-        t = torch.stack(vals).sum()
-        return t if reduction == "sum" else t / len(vals)
-    return replace(parts[0], **{f.name: total(f.name) for f in fields(parts[0])})
+        return torch.stack(vals).mean() if vals else None
+    return replace(parts[0], **{f.name: mean(f.name) for f in fields(parts[0])})
 
 
 class _Job:
@@ -349,7 +347,7 @@ class _Job:
                 m, w = m.to(self.device), w.to(self.device)
             target = decision_target(lab, m, self.c.dec_target)
             parts.append(mixed_loss(seg[i], dec[i], label=target, mask=m, weights=w, lw=lw))
-        terms = parts[0] if len(parts) == 1 else _combine(parts, self.c.loss_reduction)
+        terms = parts[0] if len(parts) == 1 else _combine(parts)
         if not torch.isfinite(terms.total):
             raise TrainingError(
                 f"loss became NaN at epoch {epoch + 1} step {step + 1}; lower the learning rate "
