@@ -19,7 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _mixsup_run(root: Path) -> Path:
-    """A MixSup run (1 channel, "pad", own threshold) with seeded untrained weights."""
+    """A MixSup run (1 channel, "pad", own threshold) with seeded untrained weights, "trained
+    on crops" of 64x64 of its 96x64 input: it scores 2 overlapping tiles (segdec/tiles.py),
+    so its packages' parity covers the tiling in the graph (the MFFPA run scores whole
+    images)."""
     import torch
 
     from defect_studio.kinds.segdec.config import TrainConfig
@@ -28,32 +31,12 @@ def _mixsup_run(root: Path) -> Path:
 
     run = root / "runs" / "mixsup-pad"
     run.mkdir(parents=True)
-    cfg = TrainConfig(model="mixsup", input_size=(80, 64), channels=1, resize="pad", epochs=1)
+    cfg = TrainConfig(model="mixsup", input_size=(96, 64), channels=1, resize="pad", epochs=1,
+                      crop_size=(64, 64), crops_per_step=2)
     (run / "config.json").write_text(json.dumps(cfg.to_dict()))
     (run / "status.json").write_text(json.dumps({"state": "finished", "epoch": 1}))
     (run / "threshold.json").write_text(json.dumps({"threshold": 0.5, "source": "user"}))
     torch.manual_seed(3)
-    save_model_weights(run, build_run_model(cfg))
-    return run
-
-
-def _tiles_run(root: Path) -> Path:
-    """A run "trained on crops" (crop_size 32x32 of an 80x64 input: scored on 9 tiles) with
-    seeded untrained weights: what the export and the runtime see of a crop-trained run."""
-    import torch
-
-    from defect_studio.kinds.segdec.config import TrainConfig
-    from defect_studio.kinds.segdec.runmodel import build_run_model
-    from defect_studio.training.checkpoint import save_model_weights
-
-    run = root / "runs" / "tiles"
-    run.mkdir(parents=True)
-    cfg = TrainConfig(input_size=(80, 64), channels=3, crop_size=(32, 32), crops_per_step=2,
-                      epochs=1)
-    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
-    (run / "status.json").write_text(json.dumps({"state": "finished", "epoch": 1}))
-    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5, "source": "user"}))
-    torch.manual_seed(5)
     save_model_weights(run, build_run_model(cfg))
     return run
 
@@ -78,11 +61,7 @@ def packages(_trained_template, tmp_path_factory):
     from defect_studio.deploy.export import export_model
 
     out["mixsup", "onnx"] = export_model(mixsup, base / "mixsup-onnx", "onnx")
-    tiles = _tiles_run(base / "tiled")
-    out["tiles", "onnx"] = export_model(tiles, base / "tiles-onnx", "onnx")
-    out["tiles", "openvino"] = convert_package(out["tiles", "onnx"], base / "tiles-ov")
-    out["runs"] = {"mffpa": _trained_template / "runs" / "tiny", "mixsup": mixsup,
-                   "tiles": tiles}
+    out["runs"] = {"mffpa": _trained_template / "runs" / "tiny", "mixsup": mixsup}
     return out
 
 
@@ -155,58 +134,38 @@ def test_package_records_the_decision(packages, _trained_template):
 
 
 def test_tiled_package_tiles_in_its_graph(packages, capsys):
-    """A run trained on crops: the package takes whole images (dynamic batch) and its
-    manifest says how the graph tiles and merges (segdec/tiles.py)."""
+    """A run trained on crops (the MixSup run): the package takes whole images (dynamic
+    batch), its manifest says how the graph tiles and merges (segdec/tiles.py), model-info
+    prints it; the parity tests above compare its scores with the tiled Predictor's."""
     import onnx
 
     from defect_studio.deploy.package import read_package
-    from defect_studio.kinds.segdec.tiles import tile_boxes
+    from defect_studio.kinds.segdec.predictor import Predictor
+    from defect_studio.kinds.segdec.tiles import TiledNet, tile_boxes
 
-    m = read_package(packages["tiles", "onnx"]).manifest
-    t = m["tiling"]
+    assert isinstance(Predictor(packages["runs"]["mixsup"], device="cpu").model, TiledNet)
+    assert not isinstance(Predictor(packages["runs"]["mffpa"], device="cpu").model, TiledNet)
+    t = read_package(packages["mixsup", "onnx"]).manifest["tiling"]
     assert t["mode"] == "whole_image" and t["tiled_in_graph"] is True
-    assert t["tiles"] == 9 and t["tile"] == [32, 32] and t["stride"] == [24, 24]
-    assert t["boxes"] == [list(b) for b in tile_boxes((80, 64), (32, 32))]
-    assert t["trained_on_crops"] == [32, 32] and "max" in t["score"] and "max" in t["heatmap"]
-    model = onnx.load(str(packages["tiles", "onnx"] / "model.onnx"))
+    assert t["tiles"] == 2 and t["tile"] == [64, 64] and t["stride"] == [48, 48]
+    assert t["boxes"] == [list(b) for b in tile_boxes((96, 64), (64, 64))]
+    assert t["trained_on_crops"] == [64, 64] and "max" in t["score"] and "max" in t["heatmap"]
+    assert read_package(packages["mixsup", "openvino"]).manifest["tiling"] == t
+    model = onnx.load(str(packages["mixsup", "onnx"] / "model.onnx"))
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and not dims[0].dim_value  # dynamic batch
-    assert [d.dim_value for d in dims[2:]] == [64, 80]  # whole images at the input size
-    mixsup = read_package(packages["mixsup", "onnx"]).manifest["tiling"]
-    assert mixsup == {"mode": "whole_image", "tiles": 1, "trained_on_crops": None}
-    # model-info says how the package scores a part
-    assert main(["model-info", "--model", str(packages["tiles", "onnx"])]) == 0
-    out = capsys.readouterr().out
-    assert "9 tiles of 32x32, stride 24x24 in the graph" in out
+    assert [d.dim_value for d in dims[2:]] == [64, 96]  # whole images at the input size
+    whole = read_package(packages["mffpa", "onnx"]).manifest["tiling"]
+    assert whole == {"mode": "whole_image", "tiles": 1, "trained_on_crops": None}
     assert main(["model-info", "--model", str(packages["mixsup", "onnx"])]) == 0
+    assert "2 tiles of 64x64, stride 48x48 in the graph" in capsys.readouterr().out
+    assert main(["model-info", "--model", str(packages["mffpa", "onnx"])]) == 0
     assert "whole image in one pass" in capsys.readouterr().out
     from defect_studio.deploy.info import tiling_text
 
     for odd in (None, "grid", 3, {"tiles": "9", "tile": [32]}, {"tiles": 9, "tile": None},
                 {"trained_on_crops": "x"}, {"tiles": float("nan")}):
         assert tiling_text(odd) in ("", "whole image in one pass")
-
-
-def test_tiled_package_scores_like_the_torch_predictor(packages, _trained_template):
-    """The crop-trained run's packages (ONNX, and OpenVINO converted from it) score like
-    its tiled Predictor: the tiling in the graph is the Predictor's."""
-    from defect_studio.deploy import load_package
-    from defect_studio.kinds.segdec.predictor import Predictor
-    from defect_studio.kinds.segdec.tiles import TiledNet
-
-    ref = Predictor(packages["runs"]["tiles"], device="cpu")
-    assert isinstance(ref.model, TiledNet)
-    from defect_studio.io.images import read_image
-
-    files = sorted((_trained_template / "images").rglob("*.png"))[:2]
-    images = with_odd_copies([read_image(p) for p in files], crop_from=0, gray_from=1)
-    for fmt in ("onnx", "openvino"):
-        pkg = load_package(packages["tiles", fmt], num_threads=1)
-        r = compare(ref, pkg, images, lambda first: float(np.median([p.score for p in first])),
-                    batch_size=2)
-        assert r.d_score <= 1e-4 and r.d_heat <= 1e-3 and r.d_batch <= 1e-5, (fmt, r.d_score)
-        assert all(a.heatmap.shape == img.shape[:2] for a, img in zip(r.got, images))
-        assert [p.is_ng for p in r.want] == [p.is_ng for p in r.got]
 
 
 def test_runtime_and_predict_run_without_torch(packages, _trained_template, tmp_path):
