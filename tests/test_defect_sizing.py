@@ -390,3 +390,19 @@ def test_small_defects_on_a_large_demo_part():
     for i in range(6):
         grown += mask_defect_widths(render_demo_image(i, True, (384, 384), seed=2).mask)
     assert np.median(grown) > np.median(widths)
+
+
+def test_time_probe_plans_several_crops_per_step_and_tiled_validation(tmp_path):
+    from defect_studio.kinds.segdec.probe import plan_run
+
+    cfg = TrainConfig.preset("quick", epochs=2, input_size=(64, 32), crop_size=(32, 32),
+                             num_threads=1)
+    masks = [line_mask(32, 64, 3)] * 2 + [None] * 2
+    with _project_with(tmp_path, masks, size=(64, 32)) as p:
+        plan = plan_run(p, cfg)
+        train, *rest = plan.steps
+        # 2 crops per step (64x32 holds two 32x32 crop areas), timed as one batch of 2
+        assert train.key.endswith("|train|32x32x2") and train.count == 2 * (2 + 2)
+        assert not any("|train|" in s.key for s in rest)  # every defective image is masked
+        assert rest[-1].key.endswith("|eval|64x32|tiles32x32")
+        train.measure()  # runs: a batch of 2 crops through the network and back
