@@ -18,8 +18,9 @@ aligned. The draws use torch's seeded generator: a run is reproducible and a res
 continues the sequence.
 
 Several crops per step (``crops_per_step``, ``crop_batch``): a croppable image gives k crops
-stacked as one batch in one forward pass (on CPU, 4 crops of 128x128 cost ~2.7x one crop,
-not 4x; docs/benchmarks.md). Of a masked defective image, the first ceil(k/2) crops are
+stacked as one batch in one forward pass (on CPU, 4 crops of 128x128 took ~2.7x one crop,
+not 4x, on a loaded machine; docs/benchmarks.md). The step's loss is the crops' mean.
+Of a masked defective image, the first ceil(k/2) crops are
 centred on random defect cells; the others are random crops whose label comes from the
 crop's own 1/8 target mask (1 when it holds target cells, else 0: exact up to the mask's
 dilation, which is what the segmentation target says too). An OK image gives k random crops
