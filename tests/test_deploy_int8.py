@@ -227,16 +227,16 @@ def test_recheck_rescores_exactly_the_images_in_the_band(int8_package, _trained_
     imgs = [read_image(p) for p in paths]
     alone = load_package(pkg_dir, num_threads=2, int8_recheck="off")
     assert alone.recheck_band is None and "turned off" in alone.recheck_note
-    s8 = np.array([p.score for _, p in alone.predict_many(imgs, batch_size=5)])
+    s8 = np.array([p.score for _, p in alone.predict_many(imgs, batch_size=12)])
     f32 = graph_scores(pkg_dir / "model_f32.xml", "openvino",
-                       [preprocess_array(im, alone.config) for im in imgs], threads=2)
+                       [preprocess_array(im, alone.config) for im in imgs], threads=2, batch=12)
     # a band of half the spread of the INT8 logits, the threshold at their median: some
     # images inside, some outside
     band = float(np.ptp(logit(s8))) / 4
     thr = float(np.median(s8))
     pkg = load_package(_with_band(pkg_dir, tmp_path / "pkg", band_logit=band), num_threads=2)
     pkg.threshold = thr
-    preds = [p for _, p in pkg.predict_many(imgs, batch_size=5)]
+    preds = [p for _, p in pkg.predict_many(imgs, batch_size=12)]
     inside = in_band(s8, thr, band)
     assert 0 < len(inside) < len(imgs)
     assert pkg.recheck_counts == {"scored": len(imgs), "rechecked": len(inside)}
@@ -250,7 +250,8 @@ def test_recheck_rescores_exactly_the_images_in_the_band(int8_package, _trained_
                         ("off", "no re-check: turned off")):
         extra = ["--int8-recheck", mode] if mode else []
         assert main(["predict", "--model", str(tmp_path / "pkg"), "--threshold", str(thr),
-                     "--out", str(tmp_path / f"o{mode}"), "--no-overlays", *extra,
+                     "--out", str(tmp_path / f"o{mode}"), "--no-overlays", "--batch-size",
+                     "12", *extra,
                      *map(str, paths)]) == 0
         assert words in capsys.readouterr().out
     assert main(["model-info", "--model", str(pkg_dir)]) == 0
