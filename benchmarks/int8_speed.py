@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--keep", metavar="DIR", help="make the project, run and packages in DIR "
                    "(kept; rerun with --run DIR/project/runs/RUN) instead of a temp folder")
+    p.add_argument("--reuse", action="store_true", help="with --keep: take the packages "
+                   "already in DIR instead of exporting them again")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -140,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         export_s: dict[str, float] = {}
         for fmt in fmts:
             for prec in ("f32", "int8"):
+                kept = tmp_path / f"{fmt}-{prec}"
+                if args.reuse and (kept / "package.json").is_file():
+                    pkgs[f"{fmt} {prec}"] = kept
+                    continue
                 t = time.perf_counter()
                 pkgs[f"{fmt} {prec}"] = export_model(
                     run, tmp_path / f"{fmt}-{prec}", fmt, int8=prec == "int8",
