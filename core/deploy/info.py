@@ -56,6 +56,10 @@ def _recheck_info(predictor: object) -> dict | None:
             "rule": recheck.get("rule"), "calibration": recheck.get("calibration")}
 
 
+def _num(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+
+
 def cmd_package_info(args: argparse.Namespace) -> int:
     """Print the summary of the package folder --model (table or --json)."""
     import os
@@ -83,8 +87,9 @@ def cmd_package_info(args: argparse.Namespace) -> int:
         cal = r.get("calibration") if isinstance(r.get("calibration"), dict) else {}
         rows.append(("int8 re-check", (
             f"float32 ({r['model']}) re-scores INT8 scores within {r['band_logit']:.3f} "
-            f"logit of the threshold (calibrated on {cal.get('images', '?')} image(s), max "
-            f"|logit diff| {cal.get('abs_logit_diff_max', float('nan')):.3f})")
+            f"logit of the threshold (calibrated on {cal.get('images', '?')} image(s): "
+            f"|logit diff| up to {_num(cal.get('abs_logit_diff_max_reaching_or_nearest'))} "
+            f"near the threshold, {_num(cal.get('abs_logit_diff_max'))} overall)")
             if r["band_logit"] is not None else r["note"]))
     if s["box_types"]:
         rows.append(("defect types", ", ".join(s["box_types"])))
