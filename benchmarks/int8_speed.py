@@ -11,12 +11,14 @@ exported as a float32 package and as an INT8 package (export-model --int8, calib
 the run's training images) of --format (openvino, onnx or both). Then, on the test split
 (labelled OK/defective; --test-count of them, evenly spread over the split):
 
-- the torch Predictor, the f32 and the INT8 packages score every test image: max |score
+- the torch Predictor, the f32 package, the INT8 package without its float32 re-check
+  (int8) and with it (int8+recheck, the default) score every test image: max |score
   difference| to torch (the f32 row is the OpenVINO/ONNX parity at this input size),
   decisions at the run's threshold that differ from f32, and the AP of each;
 - speed: the packages score --count test images (predict_many, batches of --batch),
   round-robin over --repeats rounds after a warm-up round, same process and threads, so
-  load from other processes hits all alike; median images/s and the INT8/f32 ratio.
+  load from other processes hits all alike; median images/s and the ratio to f32;
+- the re-check band against the INT8 logit errors on the test images.
 
 Prints Markdown tables.
 """
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--keep", metavar="DIR", help="make the project, run and packages in DIR "
                    "(kept; rerun with --run DIR/project/runs/RUN) instead of a temp folder")
+    p.add_argument("--reuse", action="store_true", help="with --keep: take the packages "
+                   "already in DIR instead of exporting them again")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -138,16 +142,29 @@ def main(argv: list[str] | None = None) -> int:
         export_s: dict[str, float] = {}
         for fmt in fmts:
             for prec in ("f32", "int8"):
+                kept = tmp_path / f"{fmt}-{prec}"
+                if args.reuse and (kept / "package.json").is_file():
+                    pkgs[f"{fmt} {prec}"] = kept
+                    continue
                 t = time.perf_counter()
                 pkgs[f"{fmt} {prec}"] = export_model(
                     run, tmp_path / f"{fmt}-{prec}", fmt, int8=prec == "int8",
                     calibration_images=args.calibration_images if prec == "int8" else None)
                 export_s[f"{fmt} {prec}"] = time.perf_counter() - t
         ref = load_predictor(run, device="cpu", num_threads=args.threads)
-        preds = {name: load_package(d, num_threads=args.threads) for name, d in pkgs.items()}
+        preds = {}
+        for name, d in pkgs.items():
+            if name.endswith("int8"):  # the same package with and without its re-check
+                preds[name] = load_package(d, num_threads=args.threads, int8_recheck="off")
+                preds[name + "+recheck"] = load_package(d, num_threads=args.threads)
+            else:
+                preds[name] = load_package(d, num_threads=args.threads)
         scores = {"torch": [r.score for _, r in ref.predict_many(images, batch_size=args.batch)]}
+        shares: dict[str, float] = {}
         for name, pred in preds.items():
             scores[name] = [r.score for _, r in pred.predict_many(images, batch_size=args.batch)]
+            if pred.recheck_band is not None:
+                shares[name] = pred.recheck_counts["rechecked"] / len(images)
         speed_imgs = images[:args.count]
         rates: dict[str, list[float]] = {n: [] for n in preds}
         for rnd in range(args.repeats + 1):  # round 0 is the warm-up
@@ -169,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(speed_imgs)} images; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the end\n")
     print("| package | images/s (median) | vs f32 | max abs score diff to torch "
-          "| decisions differing from f32 | AP | AP change vs f32 | export s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| decisions differing from f32 | AP | AP change vs f32 | re-checked in f32 "
+          "| export s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     ap_torch = _ap(labels, scores["torch"])
-    print(f"| torch Predictor | | | | | {ap_torch:.4f} | | |")
+    print(f"| torch Predictor | | | | | {ap_torch:.4f} | | | |")
     for name in preds:
         fmt = name.split()[0]
         f32 = f"{fmt} f32"
@@ -181,10 +199,36 @@ def main(argv: list[str] | None = None) -> int:
         diff = max(abs(a - b) for a, b in zip(scores["torch"], scores[name]))
         flips = sum((a >= thr) != (b >= thr) for a, b in zip(scores[f32], scores[name]))
         ap = _ap(labels, scores[name])
+        share = f"{100 * shares[name]:.1f} %" if name in shares else ""
         print(f"| {name} | {med:.2f} | {ratio:.2f}x | {diff:.2e} | {flips} of {len(images)} "
               f"({100 * (1 - flips / max(1, len(images))):.1f} % equal) | {ap:.4f} "
-              f"| {ap - _ap(labels, scores[f32]):+.4f} | {export_s[name]:.0f} |")
+              f"| {ap - _ap(labels, scores[f32]):+.4f} | {share} "
+              f"| {export_s.get(name.split('+')[0], float('nan')):.0f} |")
+    _band_facts(preds, scores, thr)
     return 0
+
+
+def _band_facts(preds: dict, scores: dict, thr: float) -> None:
+    """The re-check band (calibrated on training images) against the logit errors on the
+    test images: does the calibration max cover them?"""
+    import numpy as np
+
+    from defect_studio.deploy.recheck import logit
+
+    for name, pred in preds.items():
+        if pred.recheck_band is None:
+            continue
+        fmt = name.split()[0]
+        cal = pred.info.recheck["calibration"]
+        d = np.abs(logit(scores[name.split("+")[0]]) - logit(scores[f"{fmt} f32"]))
+        print(f"\n{name}: band {pred.recheck_band:.3f} logit around logit(threshold) "
+              f"{float(logit(thr)):.3f}; calibration ({cal['images']} training images): max "
+              f"|logit int8 - f32| {cal['abs_logit_diff_max']:.3f}, q99 "
+              f"{cal['abs_logit_diff_q99']:.3f}, median {cal['abs_logit_diff_median']:.3f}; "
+              f"test: max {d.max():.3f}, q99 {np.quantile(d, 0.99):.3f}, median "
+              f"{np.median(d):.3f}, test images over the calibration max "
+              f"{int((d > cal['abs_logit_diff_max']).sum())}, over the band "
+              f"{int((d > pred.recheck_band).sum())}")
 
 
 if __name__ == "__main__":

@@ -226,6 +226,9 @@ def _add_runtime_commands(sub: argparse._SubParsersAction, line: bool) -> None:
                    "ONNX Runtime's CUDA provider or OpenVINO's GPU (cuda/gpu), the CPU when "
                    "there is none (default auto: the GPU when there is one)")
     s.add_argument("--no-overlays", action="store_true")
+    from defect_studio.deploy.cli import add_recheck_option
+
+    add_recheck_option(s)
     s.add_argument("--json", action="store_true", help="print the results as JSON")
     if not line:  # the line runtime ships no cluster code
         s.add_argument("--cluster", metavar="ADDRESS",

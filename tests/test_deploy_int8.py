@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from defect_studio.cli import main
+from defect_studio.errors import UserError as UserErrorType
 
 # Measured on the tiny 64x64 demo run (48 images, scores 0.44-0.49): max |score f32 - int8|
 # 0.024 (OpenVINO IR) and 0.021 (ONNX QDQ), mean 0.006-0.007.
@@ -78,8 +79,8 @@ def test_int8_export_records_calibration_and_stays_close(int8_package, _trained_
     assert q["calibration"]["images"] == min(12, n_train)
     assert json.loads((pkg_dir / "package.json").read_text()) == manifest
     assert "FakeQuantize" in (pkg_dir / "model.xml").read_text()
-    assert sorted(p.name for p in pkg_dir.iterdir()) == ["model.bin", "model.xml",
-                                                         "package.json"]
+    assert sorted(p.name for p in pkg_dir.iterdir()) == [
+        "model.bin", "model.xml", "model_f32.bin", "model_f32.xml", "package.json"]
 
     imgs = [read_image(p) for p in sorted((_trained_template / "images").rglob("*.png"))[:16]]
     ref = Predictor(_trained_template / "runs" / "tiny", device="cpu")  # f32 = its package
@@ -160,3 +161,136 @@ def test_gpu_request_falls_back_to_the_cpu_with_one_line(int8_package, _trained_
     with pytest.raises(SystemExit):
         main(["watch", str(tmp_path), "--model", str(pk["onnx"]), "--out", str(tmp_path / "w"),
               "--device", "tpu"])
+
+
+# -- the float32 re-check of INT8 packages (defect_studio.deploy.recheck) -----------------
+
+def test_recheck_band_is_calibrated_in_logit_space():
+    from defect_studio.deploy.recheck import (
+        MAX_BAND_LOGIT,
+        SAFETY_FACTOR,
+        calibrate_band,
+        in_band,
+        logit,
+    )
+
+    f32 = np.array([0.1, 0.5, 0.9, 1.0, 0.0])
+    int8 = np.array([0.12, 0.45, 0.9, 0.999, 0.0])  # 1.0 vs 0.999: 9.2 logits apart
+    facts = calibrate_band(f32, int8, threshold=0.48)
+    diff = np.abs(logit(int8) - logit(f32))
+    assert np.isfinite(diff).all() and diff.max() == pytest.approx(16.118 - 6.9068, abs=1e-3)
+    assert facts["band_logit"] == pytest.approx(SAFETY_FACTOR * diff.max(), abs=1e-5)
+    cal = facts["calibration"]
+    assert cal["images"] == 5 and cal["decisions_differing"] == 1  # 0.5 vs 0.45 at 0.48
+    assert cal["abs_logit_diff_max"] == pytest.approx(diff.max(), abs=1e-5)
+    assert "largest |logit" in facts["rule"] and "nearest the threshold" in facts["rule"]
+    # many images: the band follows the errors of the images INT8 moves at least as far as
+    # the threshold and of the MIN_NEAR nearest, not a large error far from it
+    near = 1 / (1 + np.exp(-np.linspace(-0.5, 0.5, 30)))  # logits -0.5..0.5, threshold 0.5
+    far = np.array([0.99, 0.995])  # logits 4.6, 5.3
+    f = np.concatenate([near, far])
+    q = 1 / (1 + np.exp(-(logit(f) + np.r_[np.full(30, 0.1), 2.0, -2.0])))
+    facts = calibrate_band(f, q, 0.5)
+    assert facts["band_logit"] == pytest.approx(1.5 * 0.1, abs=1e-5)
+    assert facts["calibration"]["images_reaching_threshold"] == int(np.sum(np.abs(
+        logit(f)) <= 0.1 + 1e-9))
+    q[0] = 1 / (1 + np.exp(-(logit(f[0]) + 0.7)))  # -0.5 -> +0.2: flipped, in the band
+    facts = calibrate_band(f, q, 0.5)
+    assert facts["band_logit"] == pytest.approx(1.5 * 0.7, abs=1e-5)
+    assert facts["calibration"]["decisions_differing"] == int(np.sum((f >= 0.5) != (q >= 0.5)))
+    # a band from wildly different networks is capped where it re-checks every image
+    assert calibrate_band([1e-9], [1 - 1e-9], 0.5)["band_logit"] == pytest.approx(MAX_BAND_LOGIT)
+    for a, b in (([0.5], [0.5, 0.4]), ([], []), ([float("nan")], [0.5])):
+        with pytest.raises(ValueError):
+            calibrate_band(a, b, 0.5)
+    # 0.5 +- 0.2 logit; a NaN score is re-checked
+    scores = [0.5, 0.549, 0.551, 0.451, 0.449, float("nan"), 1.0]
+    assert in_band(scores, 0.5, 0.2).tolist() == [0, 1, 3, 5]
+
+
+def _with_band(pkg: Path, dest: Path, **recheck) -> Path:
+    """A copy of the INT8 package whose package.json's recheck has these fields (None:
+    removed, like an INT8 package made before the re-check, with its f32 files)."""
+    shutil.copytree(pkg, dest)
+    mf = json.loads((dest / "package.json").read_text())
+    if recheck.get("recheck", 1) is None:
+        del mf["recheck"]
+        for name in ("model_f32.xml", "model_f32.bin"):
+            del mf["files"][name]
+            (dest / name).unlink()
+    else:
+        mf["recheck"].update(recheck)
+    (dest / "package.json").write_text(json.dumps(mf))
+    return dest
+
+
+def test_recheck_rescores_exactly_the_images_in_the_band(int8_package, _trained_template,
+                                                         tmp_path, capsys):
+    from defect_studio.deploy.recheck import in_band, logit
+    from defect_studio.deploy.runtime import graph_scores, load_package
+    from defect_studio.io.images import read_image
+    from defect_studio.preprocess import preprocess_array
+
+    pkg_dir, manifest = int8_package
+    r = manifest["recheck"]
+    assert r["model"] == "model_f32.xml" and r["band_logit"] > 0
+    assert r["calibration"]["images"] == manifest["quantization"]["calibration"]["images"]
+    worst = r["calibration"]["abs_logit_diff_max_reaching_or_nearest"]
+    assert r["band_logit"] == pytest.approx(1.5 * worst, abs=1e-5)
+    paths = sorted((_trained_template / "images").rglob("*.png"))[:12]
+    imgs = [read_image(p) for p in paths]
+    alone = load_package(pkg_dir, num_threads=2, int8_recheck="off")
+    assert alone.recheck_band is None and "turned off" in alone.recheck_note
+    s8 = np.array([p.score for _, p in alone.predict_many(imgs, batch_size=12)])
+    f32 = graph_scores(pkg_dir / "model_f32.xml", "openvino",
+                       [preprocess_array(im, alone.config) for im in imgs], threads=2, batch=12)
+    # a band of half the spread of the INT8 logits, the threshold at their median: some
+    # images inside, some outside
+    band = float(np.ptp(logit(s8))) / 4
+    thr = float(np.median(s8))
+    pkg = load_package(_with_band(pkg_dir, tmp_path / "pkg", band_logit=band), num_threads=2)
+    pkg.threshold = thr
+    preds = [p for _, p in pkg.predict_many(imgs, batch_size=12)]
+    inside = in_band(s8, thr, band)
+    assert 0 < len(inside) < len(imgs)
+    assert pkg.recheck_counts == {"scored": len(imgs), "rechecked": len(inside)}
+    got = np.array([p.score for p in preds])
+    outside = np.setdiff1d(np.arange(len(imgs)), inside)
+    assert np.abs(got[inside] - f32[inside]).max() <= 1e-5
+    assert np.abs(got[outside] - s8[outside]).max() <= 1e-6
+    assert [preds[i].is_ng for i in inside] == [bool(f32[i] >= thr) for i in inside]
+    # predict says how many were re-checked (--int8-recheck off: the predictor above)
+    assert main(["predict", "--model", str(tmp_path / "pkg"), "--threshold", str(thr),
+                 "--out", str(tmp_path / "o"), "--no-overlays", "--batch-size", "12",
+                 *map(str, paths)]) == 0
+    assert (f"INT8: {len(inside)} of {len(imgs)} image(s) re-checked in float32 (within "
+            f"{band:.3f} logit") in capsys.readouterr().out
+    assert main(["model-info", "--model", str(pkg_dir)]) == 0
+    assert f"within {r['band_logit']:.3f} logit" in capsys.readouterr().out
+
+
+def test_hostile_recheck_values_and_packages_without_the_f32_model(int8_package, tmp_path,
+                                                                   capsys):
+    from defect_studio.deploy.runtime import load_package
+
+    pkg_dir, _ = int8_package
+    for i, (field, value, words) in enumerate((
+            ("band_logit", float("nan"), "band_logit"), ("band_logit", -0.1, "band_logit"),
+            ("band_logit", 1e308, "band_logit"), ("band_logit", "0.5", "band_logit"),
+            ("band_logit", True, "band_logit"), ("model", "../model_f32.xml", "recheck.model"),
+            ("model", "model.xml", "recheck.model"))):
+        bad = _with_band(pkg_dir, tmp_path / f"bad{i}", **{field: value})
+        assert main(["model-info", "--model", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "export the model again" in err and "Traceback" not in err
+    # an INT8 package without the float32 model (made before the re-check) still runs
+    old = _with_band(pkg_dir, tmp_path / "old", recheck=None)
+    pkg = load_package(old, num_threads=1)
+    assert pkg.recheck_band is None and "holds no float32 model" in pkg.recheck_note
+    assert main(["model-info", "--model", str(old)]) == 0
+    assert "no re-check: the package holds no float32 model" in capsys.readouterr().out
+    with pytest.raises(UserErrorType, match="holds no float32 model"):
+        load_package(old, int8_recheck="on")
+    with pytest.raises(UserErrorType, match="--int8-recheck must be"):
+        load_package(pkg_dir, int8_recheck="maybe")
+

@@ -37,6 +37,9 @@ def _add_export_model(sub: argparse._SubParsersAction) -> None:
                    help="quantize to INT8 with NNCF, calibrated on the run's training images")
     s.add_argument("--calibration-images", dest="calibration_images", type=int, default=None,
                    metavar="N", help="training images for the INT8 calibration (default 300)")
+    s.add_argument("--int8-recheck", dest="int8_recheck", default="on", choices=["on", "off"],
+                   help="with --int8: keep the float32 network in the package and re-score in "
+                   "float32 the images whose INT8 score is near the threshold (default on)")
     s.add_argument("--json", action="store_true", help="print the package's manifest as JSON")
 
 
@@ -56,6 +59,7 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
                    help="ONNX Runtime's CUDA provider or OpenVINO's GPU (cuda/gpu), else the "
                    "CPU with a message (default auto: the GPU when there is one)")
     s.add_argument("--no-overlays", action="store_true")
+    add_recheck_option(s)
     s.add_argument("--station", help="this station's name in the results (default: the host "
                    "name); any number of stations may watch one inbox, each part is scored once")
     s.add_argument("--lease", type=float, default=30.0, metavar="SECONDS",
@@ -64,6 +68,13 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rescan", type=float, default=10.0, metavar="SECONDS",
                    help="list the inbox this often besides file events (network shares; "
                    "default 10)")
+
+
+def add_recheck_option(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--int8-recheck", dest="int8_recheck", default=None, choices=["on", "off"],
+                   help="an INT8 package: re-score in float32 the images near the threshold "
+                   "(on), or INT8 alone (off); default: on when the package holds the float32 "
+                   "model")
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:
@@ -76,13 +87,17 @@ def cmd_export_model(args: argparse.Namespace) -> int:
     run_dir = resolve_run_dir(args.run, args.project)
     out = export_model(run_dir, Path(args.out), args.format, project_root=args.project,
                        progress=lambda m: print(m, file=sys.stderr, flush=True),
-                       int8=args.int8, calibration_images=args.calibration_images)
+                       int8=args.int8, calibration_images=args.calibration_images,
+                       int8_recheck=args.int8_recheck)
     info = read_package(out)
     if args.json:
         print(json.dumps(info.manifest, indent=2))
         return 0
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     precision = info.manifest.get("precision", "f32")
+    if info.recheck is not None:
+        precision += (f", float32 re-check within {info.recheck['band_logit']:.3f} logit of "
+                      "the threshold")
     print(f"exported run {info.run_id} ({info.model}, {info.format}, {precision}) to {out}: "
           f"{size / 1e6:.1f} MB, threshold {info.threshold:.4f} ({info.threshold_source}), "
           f"input {info.preprocessing.input_size[0]}x{info.preprocessing.input_size[1]}x"
@@ -109,7 +124,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         from defect_studio.inference.prediction import check_threshold
 
         check_threshold(args.threshold)
-    predictor = load_package(args.model, num_threads=args.threads, device=args.device)
+    predictor = load_package(args.model, num_threads=args.threads, device=args.device,
+                             int8_recheck=args.int8_recheck)
     if args.threshold is not None:
         predictor.threshold = args.threshold
     watcher = Watcher(args.folder, predictor, args.out, args.move_to, settle_s=args.settle,
@@ -134,4 +150,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             signal.signal(sig, signal.SIG_IGN)
     c = watcher.counts
     print(f"stopped: {c['OK']} OK, {c['NG']} NG, {c['rejected']} rejected", file=sys.stderr)
+    if predictor.recheck_band is not None:
+        r = predictor.recheck_counts
+        print(f"INT8: {r['rechecked']} of {r['scored']} part(s) re-checked in float32",
+              file=sys.stderr)
     return 0

@@ -50,13 +50,15 @@ def package_version() -> str:
 def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "onnx", *,
                  project_root: str | os.PathLike | None = None,
                  progress: Callable[[str], Any] | None = None, int8: bool = False,
-                 calibration_images: int | None = None) -> Path:
+                 calibration_images: int | None = None, int8_recheck: str = "on") -> Path:
     """Write the package of the run in ``run_dir`` to the new folder ``out_dir``; returns it.
 
     ``project_root`` (and the project that holds the run) are never written into.
     progress(message) is called at each step. ``int8``: quantize the network with NNCF
     (defect_studio.deploy.quantize), calibrated on up to ``calibration_images`` (default
-    300) of the run's training images.
+    300) of the run's training images. ``int8_recheck`` "on" (default): the package also
+    holds the float32 network and the re-check band calibrated on the same images
+    (defect_studio.deploy.recheck); "off": INT8 only.
     """
     from defect_studio.kinds import kind_of_run
     from defect_studio.project.runs import read_run
@@ -85,6 +87,10 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
                           "model in float32 (without --int8)")
     if not int8 and calibration_images is not None:
         raise ExportError("--calibration-images goes with --int8")
+    if int8_recheck not in ("on", "off"):
+        raise ExportError(f"--int8-recheck must be on or off, got {int8_recheck!r}")
+    if not int8 and int8_recheck != "on":
+        raise ExportError("--int8-recheck goes with --int8")
     if int8:
         from defect_studio.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, check_calibration
 
@@ -99,7 +105,8 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
         fields = exporter(run_dir, onnx_path)
         manifest = _manifest(run_dir, run, kind.name, fmt, fields)
         if int8:
-            _quantize(run_dir, onnx_path, tmp, fmt, manifest, calibration_images, say)
+            _quantize(run_dir, onnx_path, tmp, fmt, manifest, calibration_images, say,
+                      recheck=int8_recheck == "on")
         else:
             _stamp_onnx(onnx_path, manifest)
             if fmt == "openvino":
@@ -115,9 +122,12 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
 
 
 def _quantize(run_dir: Path, onnx_path: Path, tmp: Path, fmt: str, manifest: dict[str, Any],
-              count: int, say: Callable[[str], Any]) -> None:
-    """Replace the f32 graph in ``tmp`` by the INT8 model of the package's format."""
+              count: int, say: Callable[[str], Any], recheck: bool = True) -> None:
+    """Replace the f32 graph in ``tmp`` by the INT8 model of the package's format; with
+    ``recheck``, keep the f32 graph beside it (model_f32.*) and calibrate the re-check band
+    on the calibration images (package.json's ``recheck``)."""
     from defect_studio.deploy import quantize as q
+    from defect_studio.deploy.recheck import F32_MODEL_FILES
     from defect_studio.preprocess import Preprocessing
 
     pre = manifest["preprocess"]
@@ -136,7 +146,35 @@ def _quantize(run_dir: Path, onnx_path: Path, tmp: Path, fmt: str, manifest: dic
     else:
         q.quantize(f32, fmt, images, onnx_path, manifest)
         _stamp_onnx(onnx_path, manifest)
-    f32.unlink()
+    if not recheck:
+        manifest["quantization"]["recheck"] = "off (export-model --int8-recheck off)"
+        f32.unlink()
+        return
+    say(f"calibrating the float32 re-check band on the {len(images)} image(s)")
+    f32_file = tmp / F32_MODEL_FILES[fmt]
+    if fmt == "openvino":
+        _to_openvino(f32, f32_file, {"precision": "f32", "role": "int8 re-check"})
+        f32.unlink()
+    else:
+        f32.rename(f32_file)
+    _calibrate_recheck(tmp, fmt, f32_file, images, manifest)
+
+
+def _calibrate_recheck(tmp: Path, fmt: str, f32_file: Path, images: list, manifest: dict
+                       ) -> None:
+    """package.json's ``recheck``: both networks score the calibration images as the
+    runtime runs them, and the band follows from their logit differences."""
+    from defect_studio.deploy.recheck import calibrate_band
+    from defect_studio.deploy.runtime import graph_scores
+
+    threads = max(1, min(4, os.cpu_count() or 1))
+    a = graph_scores(f32_file, fmt, images, threads)
+    b = graph_scores(tmp / MODEL_FILES[fmt], fmt, images, threads)
+    try:
+        facts = calibrate_band(a, b, manifest["threshold"])
+    except ValueError as e:
+        raise ExportError(f"cannot calibrate the INT8 re-check: {e}") from None
+    manifest["recheck"] = {"model": f32_file.name, **facts}
 
 
 def _exporter(kind: Any) -> Callable[[Path, Path], dict]:

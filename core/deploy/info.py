@@ -40,6 +40,7 @@ def package_summary(folder: str) -> dict:
         "box_types": list(info.box_types),
         "tiling": info.manifest.get("tiling"),
         "size_bytes": size,
+        "int8_recheck": _recheck_info(predictor),
         "exported": info.manifest.get("exported"),
         "exported_by": info.manifest.get("package_version"),  # Defect Studio's version
     }
@@ -60,6 +61,21 @@ def tiling_text(tiling: object) -> str:
     extra = (f" (trained on {crops[0]}x{crops[1]} crops)" if isinstance(crops, list)
              and len(crops) == 2 else "")
     return "whole image in one pass" + extra
+
+
+def _recheck_info(predictor: object) -> dict | None:
+    """An INT8 package's float32 re-check: its band and calibration, or why it has none."""
+    if getattr(predictor, "inference_precision", None) != "int8":
+        return None
+    recheck = predictor.info.recheck
+    if recheck is None:
+        return {"band_logit": None, "note": predictor.recheck_note}
+    return {"band_logit": recheck["band_logit"], "model": recheck.get("model"),
+            "rule": recheck.get("rule"), "calibration": recheck.get("calibration")}
+
+
+def _num(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
 
 
 def cmd_package_info(args: argparse.Namespace) -> int:
@@ -84,6 +100,15 @@ def cmd_package_info(args: argparse.Namespace) -> int:
         ("threshold", f"{s['threshold']:.4f} ({s['threshold_source']})"),
         ("size", f"{s['size_bytes'] / 1e6:.1f} MB"),
     ]
+    r = s["int8_recheck"]
+    if r is not None:
+        cal = r.get("calibration") if isinstance(r.get("calibration"), dict) else {}
+        rows.append(("int8 re-check", (
+            f"float32 ({r['model']}) re-scores INT8 scores within {r['band_logit']:.3f} "
+            f"logit of the threshold (calibrated on {cal.get('images', '?')} image(s): "
+            f"|logit diff| up to {_num(cal.get('abs_logit_diff_max_reaching_or_nearest'))} "
+            f"near the threshold, {_num(cal.get('abs_logit_diff_max'))} overall)")
+            if r["band_logit"] is not None else r["note"]))
     if s["box_types"]:
         rows.append(("defect types", ", ".join(s["box_types"])))
     scoring = tiling_text(s["tiling"])

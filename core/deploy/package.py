@@ -82,6 +82,8 @@ class PackageInfo:
     model: str
     box_types: tuple[str, ...] = ()  # kinds with boxes: the type name of each box label
     outputs_boxes: bool = False  # the graph gives the box outputs (the kind's, read once)
+    # INT8 packages: the float32 re-check (defect_studio.deploy.recheck), None without one
+    recheck: dict[str, Any] | None = None
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -175,13 +177,19 @@ def read_package(path: str | os.PathLike, verify: bool = True) -> PackageInfo:
                 for o, x in v.items()) for k, v in runtime.items())):
         raise PackageError(f"{mf}: 'runtime' must map a runtime to its settings (name: value), "
                            f"found {_short(runtime)}; export the model again")
+    from defect_studio.deploy.recheck import check_recheck
+
+    try:
+        recheck = check_recheck(manifest, fmt, files, mf)
+    except ValueError as e:
+        raise PackageError(f"{e}; export the model again") from None
     return PackageInfo(
         path=root, manifest=manifest, format=fmt, kind=kind, model_file=root / model_name,
         preprocessing=preprocessing, threshold=float(threshold),
         threshold_source=str(manifest.get("threshold_source", "unknown")),
         run_id=str(need("run_id", lambda v: isinstance(v, str) and v, "the run id")),
         model=str(manifest.get("model", "")), box_types=box_types,
-        outputs_boxes=known[kind],
+        outputs_boxes=known[kind], recheck=recheck,
     )
 
 

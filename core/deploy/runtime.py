@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from defect_studio.deploy.package import (
     INPUT_NAME,
     OPENVINO_CONFIG,
+    OUTPUT_NAMES,
     PackageError,
     PackageInfo,
     check_graph_input,
@@ -247,8 +249,9 @@ class PackagePredictor(BatchScorer):
     """
 
     def __init__(self, package_dir: str | os.PathLike, num_threads: int | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", int8_recheck: str | None = None) -> None:
         check_device(device)
+        check_recheck_mode(int8_recheck)
         self.info = read_package(package_dir)
         self.package_dir = self.info.path
         self.config = self.info.preprocessing
@@ -270,6 +273,18 @@ class PackagePredictor(BatchScorer):
         self.threshold_source = self.info.threshold_source
         self._threshold = self.info.threshold
         self.classes = list(self.info.box_types)
+        # INT8 with its float32 re-check (defect_studio.deploy.recheck): the f32 network
+        # re-scores the images whose INT8 score lies within the band around the threshold
+        self.recheck_band: float | None = None
+        self.recheck_note = _recheck_note(self.info, int8_recheck)
+        self.recheck_counts = {"scored": 0, "rechecked": 0}
+        self._f32 = None
+        if self.info.recheck is not None and int8_recheck != "off":
+            f32_info = SimpleNamespace(model_file=self.info.path / self.info.recheck["model"],
+                                       manifest=self.manifest,
+                                       output_names=self.info.output_names)
+            self._f32 = _BACKENDS[self.info.format](f32_info, max(1, int(threads)), device)
+            self.recheck_band = float(self.info.recheck["band_logit"])
 
     @property
     def threshold(self) -> float:
@@ -301,11 +316,37 @@ class PackagePredictor(BatchScorer):
             except Exception as e:  # noqa: BLE001 - ONNX Runtime's errors (InvalidArgument
                 # ...) are not RuntimeErrors: one failed part is a failed part, never a crash
                 raise RuntimeError(f"{self._backend.name}: {_first(e)}") from None
+            if self._f32 is not None:
+                outputs = self._recheck(x, outputs)
             if self.info.outputs_boxes:
                 out.append(self._boxes(outputs, shapes[i]))
             else:
                 out.extend(self._maps(outputs, shapes[i:i + step]))
         return out
+
+    def _recheck(self, x: np.ndarray, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The INT8 ``outputs`` of the batch ``x`` with the images inside the band re-scored
+        in float32 (score and heatmap), one image a call: the f32 network stays compiled
+        for batch 1 whatever the share in the band."""
+        from defect_studio.deploy.recheck import in_band
+
+        scores = np.array(outputs[0], dtype=np.float32).reshape(-1)
+        self.recheck_counts["scored"] += len(scores)
+        idx = in_band(scores, self._threshold, self.recheck_band)
+        if not len(idx):
+            return outputs
+        heat = np.array(outputs[1], dtype=np.float32)
+        for i in idx:
+            try:
+                f32 = self._f32(np.ascontiguousarray(x[i:i + 1]))
+            except (RuntimeError, MemoryError):
+                raise
+            except Exception as e:  # noqa: BLE001 - as in _run
+                raise RuntimeError(f"{self._f32.name} (float32 re-check): {_first(e)}") from None
+            scores[i] = np.asarray(f32[0], dtype=np.float32).reshape(-1)[0]
+            heat[i] = np.asarray(f32[1], dtype=np.float32)[0]
+        self.recheck_counts["rechecked"] += len(idx)
+        return [scores, heat, *outputs[2:]]
 
     def _maps(self, outputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[Prediction]:
         scores = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
@@ -330,6 +371,35 @@ class PackagePredictor(BatchScorer):
                                    heatmap=boxes_heatmap(list(boxes), shape), boxes=boxes)
 
 
+def check_recheck_mode(mode: str | None) -> str | None:
+    """``--int8-recheck``: "on", "off" or None (what the package holds)."""
+    from defect_studio.deploy.recheck import RECHECK_MODES
+
+    if mode is not None and mode not in RECHECK_MODES:
+        raise UserError(f"--int8-recheck must be one of: {', '.join(RECHECK_MODES)}; "
+                        f"got {mode!r}")
+    return mode
+
+
+def _recheck_note(info: PackageInfo, mode: str | None) -> str | None:
+    """Why an INT8 package runs without the float32 re-check (None when it runs with it,
+    or the package is float32); PackageError when "on" was asked of a package without."""
+    if info.manifest.get("precision") != "int8":
+        if mode == "on":
+            raise PackageError(f"--int8-recheck on: {info.path} is a float32 package "
+                               "(nothing to re-check)")
+        return None
+    if info.recheck is None:
+        if mode == "on":
+            raise PackageError(f"--int8-recheck on: the INT8 package {info.path} holds no "
+                               "float32 model (exported before the re-check, or with "
+                               "--int8-recheck off); export it again")
+        return "no re-check: the package holds no float32 model"
+    if mode == "off":
+        return "no re-check: turned off (--int8-recheck off)"
+    return None
+
+
 def _check_against_graph(info: PackageInfo, backend: object) -> None:
     """The package's preprocessing against its network's input (and, for ONNX, against the
     settings stamped into the network at export): PackageError before the first part."""
@@ -351,9 +421,27 @@ def _check_against_graph(info: PackageInfo, backend: object) -> None:
 
 
 def load_package(package_dir: str | os.PathLike, num_threads: int | None = None,
-                 device: str = "cpu") -> PackagePredictor:
+                 device: str = "cpu", int8_recheck: str | None = None) -> PackagePredictor:
     """The verified package in ``package_dir`` ready to score (PackageError if unusable).
 
     ``device``: "cpu", "cuda"/"gpu" (ONNX Runtime's CUDA provider, OpenVINO's GPU; the CPU
-    with a one-line notice when there is none) or "auto" (the GPU when there is one)."""
-    return PackagePredictor(Path(package_dir), num_threads=num_threads, device=device)
+    with a one-line notice when there is none) or "auto" (the GPU when there is one).
+    ``int8_recheck``: "off" scores an INT8 package with INT8 alone; "on" requires its float32
+    re-check; None (default) re-checks when the package holds the float32 model."""
+    return PackagePredictor(Path(package_dir), num_threads=num_threads, device=device,
+                            int8_recheck=int8_recheck)
+
+
+def graph_scores(model_file: Path, fmt: str, images: list[np.ndarray], threads: int = 2,
+                 batch: int = 4) -> np.ndarray:
+    """The "score" output of the network in ``model_file`` (a package's ``fmt``) for the
+    preprocessed ``images`` ([C, H, W] float32 each), run as the runtime runs it (the INT8
+    re-check band is calibrated on these, defect_studio.deploy.recheck)."""
+    info = SimpleNamespace(model_file=Path(model_file), manifest={},
+                           output_names=OUTPUT_NAMES)
+    backend = _BACKENDS[fmt](info, threads)
+    out = []
+    for i in range(0, len(images), batch):
+        x = np.ascontiguousarray(np.stack(images[i:i + batch]), dtype=np.float32)
+        out.append(np.asarray(backend(x)[0], dtype=np.float64).reshape(-1))
+    return np.concatenate(out) if out else np.zeros(0)

@@ -130,8 +130,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.device == "mps":
             raise UserError("--device mps applies to --run; an export package runs on "
                             "auto, cpu, cuda or gpu")
-        predictor = load_package(package, device=args.device)
+        predictor = load_package(package, device=args.device,
+                                 int8_recheck=getattr(args, "int8_recheck", None))
     else:
+        if getattr(args, "int8_recheck", None) is not None:
+            raise UserError("--int8-recheck applies to an INT8 package (--model PACKAGE)")
         from defect_studio.inference import load_predictor
 
         device = "cuda" if args.device == "gpu" else args.device
@@ -153,6 +156,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             writer.table.path.unlink()
         raise _write_failed(writer.table.path, e.args[0]) from None
+
+
+def _recheck_summary(predictor: Any) -> dict:
+    """{"int8_recheck": ...} for an INT8 package (how many images float32 re-checked, or
+    why none), {} otherwise."""
+    if getattr(predictor, "inference_precision", None) != "int8":
+        return {}
+    band = predictor.recheck_band
+    return {"int8_recheck": {"band_logit": band, **predictor.recheck_counts,
+                             "note": predictor.recheck_note}}
 
 
 class _WriteError(Exception):
@@ -249,10 +262,15 @@ def _score_all(args: argparse.Namespace, files: list[Path], problems: list, pred
         print(json.dumps({"run_id": run_id, "threshold": predictor.threshold,
                           "model": str(package) if package is not None else str(run_dir),
                           "ok": n_ok, "ng": n_ng, "errors": len(errors), "csv": str(csv_path),
-                          "results": rows}, indent=2))
+                          **_recheck_summary(predictor), "results": rows}, indent=2))
         return 0 if n_ok + n_ng else 1
     print(f"{n_ok + n_ng} image(s) scored with run {predictor.run_id} at threshold "
           f"{predictor.threshold:.4f}: {n_ok} OK, {n_ng} NG, {len(errors)} error(s)")
+    recheck = _recheck_summary(predictor).get("int8_recheck")
+    if recheck is not None:
+        print(f"INT8: {recheck['rechecked']} of {recheck['scored']} image(s) re-checked in "
+              f"float32 (within {recheck['band_logit']:.3f} logit of the threshold)"
+              if recheck["band_logit"] is not None else f"INT8: {recheck['note']}")
     print(f"results: {csv_path}" + ("" if args.no_overlays else f"; overlays in {out}{os.sep}"))
     if n_ok + n_ng == 0:
         print("error: no image could be scored", file=sys.stderr)
