@@ -84,14 +84,14 @@ def test_single_options_override_the_preset():
 
     args = build_parser().parse_args(
         ["train", "--project", "P", "--preset", "quick", "--lr", "0.003", "--threads", "1",
-         "--no-augment", "--size", "96x64"])
+         "--augment", "--size", "96x64"])
     cfg = config_from_args(args)
-    assert cfg.lr == 0.003 and cfg.num_threads == 1 and cfg.augment is False
+    assert cfg.lr == 0.003 and cfg.num_threads == 1 and cfg.augment is True
     assert tuple(cfg.input_size) == (96, 64)
     # what the options leave alone comes from the preset
     quick = config_from_args(
         build_parser().parse_args(["train", "--project", "P", "--preset", "quick"]))
-    assert quick.augment is True and quick.epochs == cfg.epochs
+    assert quick.augment is False and quick.epochs == cfg.epochs
     assert quick.cpu_bf16 is True and cfg.cpu_bf16 is True  # the quick preset's measured default
     off = config_from_args(build_parser().parse_args(
         ["train", "--project", "P", "--preset", "quick", "--no-cpu-bf16"]))
