@@ -104,6 +104,11 @@ def test_no_masks_fall_back_to_the_image_rule_and_say_so():
     c = size_from_data([(1250, 500)] * 3, max_side=128)
     assert c.crop is None and max(c.size) == 128
     assert "no masks or boxes" in c.reason and "images only" in c.reason
+    # what shrinking 1250 -> 128 costs (9.77x: 1.5 px at the input = ~15 px in the image)
+    assert "shrunk 9.77x, a defect must be at least ~15 px wide" in c.reason
+    assert "mask a few defects" in c.reason
+    small = size_from_data([(100, 60)] * 3, max_side=128)  # not shrunk: nothing to say
+    assert "shrunk" not in small.reason and "images only" in small.reason
 
 
 def _project_with(tmp_path, masks, size=(256, 64)):

@@ -234,6 +234,11 @@ def size_from_data(sizes: list[tuple[int, int]], max_side: int | None, multiple:
     elif defects is None:
         what = "masks or boxes" if rule.masks else "boxes"
         parts.append(f"no {what} to measure the defects: sized from the images only")
+        if scale < 1.0:  # what the shrinking costs, and how to let the rule see the defects
+            parts.append(f"shrunk {1 / scale:.3g}x, a defect must be at least "
+                         f"~{rule.min_px / scale:.2g} px wide in the image to be seen: "
+                         f"{'mask' if rule.masks else 'box'} a few defects so the size "
+                         "can be measured, or give --size")
     parts.extend(_checks(rule, defects, (W, H), (W / w, H / h)))
     return SizeChoice((W, H), f"input {W}x{H}: " + ", ".join(parts), defects=defects)
 
