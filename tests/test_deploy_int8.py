@@ -203,6 +203,15 @@ def test_recheck_band_is_calibrated_in_logit_space():
     for a, b in (([0.5], [0.5, 0.4]), ([], []), ([float("nan")], [0.5])):
         with pytest.raises(ValueError):
             calibrate_band(a, b, 0.5)
+    # a band that holds most images: the export warns that INT8 gains little
+    from defect_studio.deploy.export import recheck_warning
+
+    wide = calibrate_band(f, 1 / (1 + np.exp(-(logit(f) + 3.0))), 0.5)
+    line = recheck_warning(wide)
+    assert wide["calibration"]["share_in_band"] >= 0.5 and "little or no faster" in line
+    assert f"{wide['calibration']['share_in_band']:.0%} of the calibration" in line
+    few = {"band_logit": 0.2, "calibration": {"share_in_band": 0.1}}
+    assert recheck_warning(few) == "" and recheck_warning({"calibration": "x"}) == ""
     # 0.5 +- 0.2 logit; a NaN score is re-checked
     scores = [0.5, 0.549, 0.551, 0.451, 0.449, float("nan"), 1.0]
     assert in_band(scores, 0.5, 0.2).tolist() == [0, 1, 3, 5]

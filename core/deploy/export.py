@@ -158,6 +158,31 @@ def _quantize(run_dir: Path, onnx_path: Path, tmp: Path, fmt: str, manifest: dic
     else:
         f32.rename(f32_file)
     _calibrate_recheck(tmp, fmt, f32_file, images, manifest)
+    warning = recheck_warning(manifest["recheck"])
+    if warning:
+        say(warning)
+
+
+# With the re-check, a package scores at 1 / (1/r + s) of the float32 speed (r: INT8's speed
+# ratio, ~2.4-2.7 measured; s: the share re-checked): from s = 0.5 on that is under 1.5x,
+# from s ~0.6 slower than float32 itself (docs/benchmarks.md, "INT8 re-check band").
+RECHECK_SHARE_WARN = 0.5
+
+
+def recheck_warning(recheck: dict[str, Any]) -> str:
+    """A line for the user when the calibrated band re-checks so many images that the INT8
+    package gains little or nothing over float32 ("" when it does not)."""
+    cal = recheck.get("calibration")
+    share = cal.get("share_in_band") if isinstance(cal, dict) else None
+    if not isinstance(share, (int, float)) or share < RECHECK_SHARE_WARN:
+        return ""
+    worst = cal.get("abs_logit_diff_max", 0)
+    return (f"warning: INT8 moves this model's scores by up to {worst:.3g} logit ("
+            f"{cal.get('decisions_differing', '?')} of {cal.get('images', '?')} "
+            f"calibration decisions differ), so the re-check band of "
+            f"{recheck.get('band_logit', 0):.3g} logit holds {share:.0%} of the calibration "
+            "images: this package will score little or no faster than float32. Export "
+            "float32 (without --int8), or --int8-recheck off to accept INT8's decisions")
 
 
 def _calibrate_recheck(tmp: Path, fmt: str, f32_file: Path, images: list, manifest: dict
