@@ -31,15 +31,6 @@ def pytest_configure(config):
         pass
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (--dist loadgroup) the tests of one module stay in one worker, so
-    its module and session fixtures (trained runs, exported packages) are made once; a
-    module's own xdist_group mark (the Ray head's tests) groups across modules."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @pytest.fixture(scope="session")
 def _demo_template(tmp_path_factory):
     """A tiny demo project made once per session (48 images of 64x64, ~25 % defective)."""

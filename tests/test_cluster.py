@@ -18,9 +18,6 @@ from defect_studio.cluster.bundle import build_bundle, check_bundle_path
 from defect_studio.errors import ProjectError, UserError
 from defect_studio.io.atomic import sha256_file
 
-# one Ray head per test session: under pytest-xdist, every test that uses it runs in one worker
-pytestmark = pytest.mark.xdist_group("ray")
-
 
 @pytest.mark.parametrize("text", [None, "", "   ", "host", "host:", ":6379", "host:0",
                                   "host:65536", "host:99999999", "host:-1", "host:abc",

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 from cluster_support import free_port
 from gui_support import shrink_train_split
 from PySide6.QtCore import Qt
 
 from defect_studio.app.train.page import TrainPage
 from defect_studio.project import Project
-
-pytestmark = pytest.mark.xdist_group("ray")  # the session's Ray head lives in one worker
 
 
 def test_train_page_runs_on_a_cluster(qtbot, ray_head, demo_project_dir, dialogs,
