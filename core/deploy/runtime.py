@@ -309,13 +309,7 @@ class PackagePredictor(BatchScorer):
         out: list[Prediction] = []
         for i in range(0, len(batch), step):
             x = np.ascontiguousarray(np.stack(batch[i:i + step]), dtype=np.float32)
-            try:
-                outputs = self._backend(x)
-            except (RuntimeError, MemoryError):
-                raise
-            except Exception as e:  # noqa: BLE001 - ONNX Runtime's errors (InvalidArgument
-                # ...) are not RuntimeErrors: one failed part is a failed part, never a crash
-                raise RuntimeError(f"{self._backend.name}: {_first(e)}") from None
+            outputs = _call(self._backend, x)
             if self._f32 is not None:
                 outputs = self._recheck(x, outputs)
             if self.info.outputs_boxes:
@@ -337,12 +331,7 @@ class PackagePredictor(BatchScorer):
             return outputs
         heat = np.array(outputs[1], dtype=np.float32)
         for i in idx:
-            try:
-                f32 = self._f32(np.ascontiguousarray(x[i:i + 1]))
-            except (RuntimeError, MemoryError):
-                raise
-            except Exception as e:  # noqa: BLE001 - as in _run
-                raise RuntimeError(f"{self._f32.name} (float32 re-check): {_first(e)}") from None
+            f32 = _call(self._f32, np.ascontiguousarray(x[i:i + 1]), " (float32 re-check)")
             scores[i] = np.asarray(f32[0], dtype=np.float32).reshape(-1)[0]
             heat[i] = np.asarray(f32[1], dtype=np.float32)[0]
         self.recheck_counts["rechecked"] += len(idx)
@@ -369,6 +358,17 @@ class PackagePredictor(BatchScorer):
         score = boxes[0].score if boxes else 0.0
         return DetectionPrediction(score=score, is_ng=score >= self._threshold,
                                    heatmap=boxes_heatmap(list(boxes), shape), boxes=boxes)
+
+
+def _call(backend: object, x: np.ndarray, what: str = "") -> list[np.ndarray]:
+    """The backend's outputs for the batch ``x``; its own errors as one-line RuntimeErrors."""
+    try:
+        return backend(x)
+    except (RuntimeError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime's errors (InvalidArgument
+        # ...) are not RuntimeErrors: one failed part is a failed part, never a crash
+        raise RuntimeError(f"{backend.name}{what}: {_first(e)}") from None
 
 
 def check_recheck_mode(mode: str | None) -> str | None:

@@ -46,10 +46,10 @@ def export_onnx(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
         # how to cover a part (issue 18): the runtime feeds one whole image at input_size;
         # a run trained on crops splits it into crop-size tiles inside the graph and merges
         # them there (segdec/tiles.py), so the runtime has nothing to tile or merge
-        "tiling": {"mode": "whole_image", "tiles": 1,
+        "tiling": {**(model.tiling() if isinstance(model, TiledNet)
+                      else {"mode": "whole_image", "tiles": 1}),
                    "trained_on_crops": None if config.crop_size is None
-                   else list(config.crop_size)} if not isinstance(model, TiledNet) else
-        {**model.tiling(), "trained_on_crops": list(config.crop_size)},
+                   else list(config.crop_size)},
         "heatmap": {"resolution": f"1/{model.input_multiple} of the input",
                     "mapping": "defect_studio.preprocess.heatmap_to_image: bilinear, pixel centres "
                                "aligned, the padding cut off"},

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-STRIDE = 8  # the segmentation output's stride: tile starts are multiples of it
+from defect_studio.kinds.segdec.crops import STRIDE  # tile starts are multiples of it
+
 OVERLAP = 0.75  # tile stride as a fraction of the tile
 TILE_CHUNK = 16  # tiles per forward pass (x batch size): bounds peak memory
 _LOW = -1.0e4  # "no tile here" in the merged logit map (every cell is covered in the end)
