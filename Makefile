@@ -28,7 +28,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n 2 --dist loadscope
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 # the runtime-only install for a line PC: `defect-studio predict --model`, `watch`,
 # `model-info --model PACKAGE`, `--version` in $(LINE_VENV) (see installer/runtime/pyproject.toml)
