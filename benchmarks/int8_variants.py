@@ -24,22 +24,32 @@ import tempfile
 import time
 from pathlib import Path
 
+# module groups of MFFPA's network, in graph order: --sensitivity keeps one in f32 at a time
+GROUPS = ("stem", "stage1", "stage2", "stage3", "fusion", "large", "seg_out",
+          "dec_body", "dec_fc")
 
-def _variants(nncf) -> dict[str, tuple[tuple[str, ...], dict]]:
-    perf, mixed = nncf.QuantizationPreset.PERFORMANCE, nncf.QuantizationPreset.MIXED
-    return {  # each names its preset: the package's default is "mixed"
-        "performance preset (before)": ((), {"preset": perf}),
-        "performance, decision head f32": (("dec_body", "dec_fc"), {"preset": perf}),
-        "performance, decision head + seg_out f32": (
-            ("dec_body", "dec_fc", "seg_out"), {"preset": perf}),
-        "performance, decision head f32, full bias correction": (
-            ("dec_body", "dec_fc"), {"preset": perf, "fast_bias_correction": False}),
-        "mixed preset (the default)": ((), {"preset": mixed}),
-        "mixed, decision head f32": (("dec_body", "dec_fc"), {"preset": mixed}),
-        "mixed, fusion + decision head f32": (("fusion", "dec_body", "dec_fc"),
-                                              {"preset": mixed}),
-        "mixed, stem + fusion + decision head f32": (
-            ("stem", "fusion", "dec_body", "dec_fc"), {"preset": mixed}),
+
+def _variants(nncf, sensitivity: bool) -> dict[str, tuple[tuple[str, ...], dict, bool]]:
+    """name: (modules kept f32, nncf.quantize options, the input layers kept f32)."""
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters as AQP
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
+
+    mixed = {"preset": nncf.QuantizationPreset.MIXED}
+    if sensitivity:  # everything INT8 but one module group (the input layer too)
+        return {"all INT8 (before)": ((), mixed, False),
+                **{f"{g} f32": ((g,), mixed, False) for g in GROUPS}}
+    return {
+        "all INT8, mixed preset (before)": ((), mixed, False),
+        "all INT8, mean-quantile activation ranges": (
+            (), {**mixed, "advanced_parameters": AQP(
+                activations_range_estimator_params=R.MEAN_QUANTILE)}, False),
+        "all INT8, SmoothQuant (model_type transformer)": (
+            (), {**mixed, "model_type": nncf.ModelType.TRANSFORMER}, False),
+        "seg_out + decision head f32": (("seg_out", "dec_body", "dec_fc"), mixed, False),
+        "input layer f32 (the default now)": ((), mixed, True),
+        "input layer + stage1 f32": (("stage1",), mixed, True),
+        "input layer + seg_out + decision head f32": (
+            ("seg_out", "dec_body", "dec_fc"), mixed, True),
     }
 
 
@@ -52,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", action="append", help="run only variants whose name has this")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="keep one module group in f32 at a time instead (which layers flip)")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -68,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run).resolve()
     root = run.parent.parent
     nncf = q._nncf()
-    variants = {k: v for k, v in _variants(nncf).items()
+    variants = {k: v for k, v in _variants(nncf, args.sensitivity).items()
                 if not args.only or any(o in k for o in args.only)}
     core = ov.Core()
     cfg = {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": "f32"}
@@ -99,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         nets = {"f32": compiled(ov.convert_model(str(onnx_path)))}
         quant_s: dict[str, float] = {}
         kept: dict[str, int] = {}
-        for name, (keep, options) in variants.items():
+        for name, (keep, options, first) in variants.items():
             out = Path(tmp) / f"v{len(nets)}.xml"
             info = {"quantization": {}}
             t = time.perf_counter()
             q.quantize(onnx_path, "openvino", calib, out, info, keep_modules=keep,
-                       options=options)
+                       options=options, input_layers_f32=first)
             quant_s[name] = time.perf_counter() - t
             kept[name] = len(info["quantization"]["kept_f32"])
             nets[name] = compiled(core.read_model(str(out)))
