@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from defect_studio.deploy import quantize as q
     from defect_studio.deploy.export import export_model
+    from defect_studio.deploy.recheck import calibrate_band, in_band
     from defect_studio.inference.prediction import read_threshold
     from defect_studio.preprocess import Preprocessing, preprocess_array
     from defect_studio.project import Project
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"quantized: {name} ({quant_s[name]:.0f} s)", file=sys.stderr)
         scores = {n: np.array([float(np.asarray(net(x)[0]).reshape(-1)[0]) for x in xs])
                   for n, net in nets.items()}
+        # the re-check band each variant would get at export (calibration images, both nets)
+        cal = {n: np.array([float(np.asarray(net(c[None])[0]).reshape(-1)[0]) for c in calib])
+               for n, net in nets.items()}
         rates: dict[str, list[float]] = {n: [] for n in nets}
         for rnd in range(args.repeats + 1):
             for n, net in nets.items():
@@ -142,11 +146,19 @@ def main(argv: list[str] | None = None) -> int:
           f"({sum(labels)} defective); threshold {thr:.4f}; calibrated on {used['images']} "
           f"training images; {args.threads} threads; load average {load:.1f} at the end\n")
     print("| variant | layers kept f32 | max abs diff to f32 | mean abs diff | decisions "
-          "differing from f32 | AP | AP change | speed vs f32 | quantize s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "differing from f32 | AP | AP change | speed vs f32 | quantize s | re-check band "
+          "(logit) | test images in band | decisions equal with re-check | AP change with "
+          "re-check |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     f32 = scores["f32"]
+    bands, inside, rechecked = {}, {}, {}
+    for n in variants:  # the images in the band take the f32 score, as the runtime does
+        bands[n] = calibrate_band(cal["f32"], cal[n], thr)["band_logit"]
+        inside[n] = in_band(scores[n], thr, bands[n])
+        rechecked[n] = scores[n].copy()
+        rechecked[n][inside[n]] = f32[inside[n]]
     base = statistics.median(rates["f32"])
-    print(f"| f32 | | | | | {ap(f32):.4f} | | 1.00x | |")
+    print(f"| f32 | | | | | {ap(f32):.4f} | | 1.00x | | | | | |")
     for n in variants:
         s = scores[n]
         flips = int(np.sum((s >= thr) != (f32 >= thr)))
@@ -154,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{np.mean(np.abs(s - f32)):.4f} | {flips} of {len(s)} "
               f"({100 * (1 - flips / len(s)):.1f} % equal) | {ap(s):.4f} | "
               f"{ap(s) - ap(f32):+.4f} | {statistics.median(rates[n]) / base:.2f}x | "
-              f"{quant_s[n]:.0f} |")
+              f"{quant_s[n]:.0f} | {bands[n]:.3f} | {100 * len(inside[n]) / len(s):.1f} % | "
+              f"{100 * np.mean((rechecked[n] >= thr) == (f32 >= thr)):.1f} % | "
+              f"{ap(rechecked[n]) - ap(f32):+.4f} |")
     return 0
 
 

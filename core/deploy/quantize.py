@@ -6,7 +6,8 @@ its project (opened read-only) and preprocesses them exactly as the runtime does
 quantizes the f32 ONNX graph with ``nncf.quantize`` (min-max statistics over the images,
 the "mixed" preset: asymmetric activations, which kept the scores of a trained MFFPA run
 4x closer to f32 than the symmetric "performance" preset and ran as fast
-(benchmarks/int8_variants.py, docs/benchmarks.md); fast bias correction) and writes an
+(benchmarks/int8_variants.py, docs/benchmarks.md); fast bias correction; the layers that
+read the input image kept in float32, which removed most of the flipped decisions) and writes an
 OpenVINO IR (format "openvino": INT8 weights and activations, run by the CPU plugin's VNNI
 kernels) or an ONNX graph with
 QuantizeLinear/DequantizeLinear pairs (format "onnx"). The returned dict goes into
