@@ -24,22 +24,32 @@ import tempfile
 import time
 from pathlib import Path
 
+# module groups of MFFPA's network, in graph order: --sensitivity keeps one in f32 at a time
+GROUPS = ("stem", "stage1", "stage2", "stage3", "fusion", "large", "seg_out",
+          "dec_body", "dec_fc")
 
-def _variants(nncf) -> dict[str, tuple[tuple[str, ...], dict]]:
-    perf, mixed = nncf.QuantizationPreset.PERFORMANCE, nncf.QuantizationPreset.MIXED
-    return {  # each names its preset: the package's default is "mixed"
-        "performance preset (before)": ((), {"preset": perf}),
-        "performance, decision head f32": (("dec_body", "dec_fc"), {"preset": perf}),
-        "performance, decision head + seg_out f32": (
-            ("dec_body", "dec_fc", "seg_out"), {"preset": perf}),
-        "performance, decision head f32, full bias correction": (
-            ("dec_body", "dec_fc"), {"preset": perf, "fast_bias_correction": False}),
-        "mixed preset (the default)": ((), {"preset": mixed}),
-        "mixed, decision head f32": (("dec_body", "dec_fc"), {"preset": mixed}),
-        "mixed, fusion + decision head f32": (("fusion", "dec_body", "dec_fc"),
-                                              {"preset": mixed}),
-        "mixed, stem + fusion + decision head f32": (
-            ("stem", "fusion", "dec_body", "dec_fc"), {"preset": mixed}),
+
+def _variants(nncf, sensitivity: bool) -> dict[str, tuple[tuple[str, ...], dict, bool]]:
+    """name: (modules kept f32, nncf.quantize options, the input layers kept f32)."""
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters as AQP
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
+
+    mixed = {"preset": nncf.QuantizationPreset.MIXED}
+    if sensitivity:  # everything INT8 but one module group (the input layer too)
+        return {"all INT8 (before)": ((), mixed, False),
+                **{f"{g} f32": ((g,), mixed, False) for g in GROUPS}}
+    return {
+        "all INT8, mixed preset (before)": ((), mixed, False),
+        "all INT8, mean-quantile activation ranges": (
+            (), {**mixed, "advanced_parameters": AQP(
+                activations_range_estimator_params=R.MEAN_QUANTILE)}, False),
+        "all INT8, SmoothQuant (model_type transformer)": (
+            (), {**mixed, "model_type": nncf.ModelType.TRANSFORMER}, False),
+        "seg_out + decision head f32": (("seg_out", "dec_body", "dec_fc"), mixed, False),
+        "input layer f32 (the default now)": ((), mixed, True),
+        "input layer + stage1 f32": (("stage1",), mixed, True),
+        "input layer + seg_out + decision head f32": (
+            ("seg_out", "dec_body", "dec_fc"), mixed, True),
     }
 
 
@@ -52,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", action="append", help="run only variants whose name has this")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="keep one module group in f32 at a time instead (which layers flip)")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -61,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from defect_studio.deploy import quantize as q
     from defect_studio.deploy.export import export_model
+    from defect_studio.deploy.recheck import calibrate_band, in_band
     from defect_studio.inference.prediction import read_threshold
     from defect_studio.preprocess import Preprocessing, preprocess_array
     from defect_studio.project import Project
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run).resolve()
     root = run.parent.parent
     nncf = q._nncf()
-    variants = {k: v for k, v in _variants(nncf).items()
+    variants = {k: v for k, v in _variants(nncf, args.sensitivity).items()
                 if not args.only or any(o in k for o in args.only)}
     core = ov.Core()
     cfg = {"INFERENCE_NUM_THREADS": args.threads, "INFERENCE_PRECISION_HINT": "f32"}
@@ -99,18 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         nets = {"f32": compiled(ov.convert_model(str(onnx_path)))}
         quant_s: dict[str, float] = {}
         kept: dict[str, int] = {}
-        for name, (keep, options) in variants.items():
+        for name, (keep, options, first) in variants.items():
             out = Path(tmp) / f"v{len(nets)}.xml"
             info = {"quantization": {}}
             t = time.perf_counter()
             q.quantize(onnx_path, "openvino", calib, out, info, keep_modules=keep,
-                       options=options)
+                       options=options, input_layers_f32=first)
             quant_s[name] = time.perf_counter() - t
             kept[name] = len(info["quantization"]["kept_f32"])
             nets[name] = compiled(core.read_model(str(out)))
             print(f"quantized: {name} ({quant_s[name]:.0f} s)", file=sys.stderr)
         scores = {n: np.array([float(np.asarray(net(x)[0]).reshape(-1)[0]) for x in xs])
                   for n, net in nets.items()}
+        # the re-check band each variant would get at export (calibration images, both nets)
+        cal = {n: np.array([float(np.asarray(net(c[None])[0]).reshape(-1)[0]) for c in calib])
+               for n, net in nets.items()}
         rates: dict[str, list[float]] = {n: [] for n in nets}
         for rnd in range(args.repeats + 1):
             for n, net in nets.items():
@@ -130,11 +146,19 @@ def main(argv: list[str] | None = None) -> int:
           f"({sum(labels)} defective); threshold {thr:.4f}; calibrated on {used['images']} "
           f"training images; {args.threads} threads; load average {load:.1f} at the end\n")
     print("| variant | layers kept f32 | max abs diff to f32 | mean abs diff | decisions "
-          "differing from f32 | AP | AP change | speed vs f32 | quantize s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "differing from f32 | AP | AP change | speed vs f32 | quantize s | re-check band "
+          "(logit) | test images in band | decisions equal with re-check | AP change with "
+          "re-check |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     f32 = scores["f32"]
+    bands, inside, rechecked = {}, {}, {}
+    for n in variants:  # the images in the band take the f32 score, as the runtime does
+        bands[n] = calibrate_band(cal["f32"], cal[n], thr)["band_logit"]
+        inside[n] = in_band(scores[n], thr, bands[n])
+        rechecked[n] = scores[n].copy()
+        rechecked[n][inside[n]] = f32[inside[n]]
     base = statistics.median(rates["f32"])
-    print(f"| f32 | | | | | {ap(f32):.4f} | | 1.00x | |")
+    print(f"| f32 | | | | | {ap(f32):.4f} | | 1.00x | | | | | |")
     for n in variants:
         s = scores[n]
         flips = int(np.sum((s >= thr) != (f32 >= thr)))
@@ -142,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{np.mean(np.abs(s - f32)):.4f} | {flips} of {len(s)} "
               f"({100 * (1 - flips / len(s)):.1f} % equal) | {ap(s):.4f} | "
               f"{ap(s) - ap(f32):+.4f} | {statistics.median(rates[n]) / base:.2f}x | "
-              f"{quant_s[n]:.0f} |")
+              f"{quant_s[n]:.0f} | {bands[n]:.3f} | {100 * len(inside[n]) / len(s):.1f} % | "
+              f"{100 * np.mean((rechecked[n] >= thr) == (f32 >= thr)):.1f} % | "
+              f"{ap(rechecked[n]) - ap(f32):+.4f} |")
     return 0
 
 

@@ -77,6 +77,16 @@ def test_int8_export_records_calibration_and_stays_close(int8_package, _trained_
     assert q["calibration"]["split"] == "train"
     assert q["calibration"]["train_images"] == n_train
     assert q["calibration"]["images"] == min(12, n_train)
+    # the stem convolution reads the image: it stays f32 (the default since the sensitivity
+    # measurement), and the IR says so: its weights are not quantized
+    assert q["input_layers_f32"] is True and "read the input image stay float32" in q["method"]
+    import openvino as ov
+
+    f32_ir = ov.Core().read_model(str(pkg_dir / "model_f32.xml"))
+    first = [op.get_friendly_name() for op in f32_ir.get_ops()
+             if op.get_type_name() == "Convolution"
+             and op.input_value(0).get_node().get_type_name() == "Parameter"]
+    assert len(first) == 1 and first[0] in q["kept_f32"]
     assert json.loads((pkg_dir / "package.json").read_text()) == manifest
     assert "FakeQuantize" in (pkg_dir / "model.xml").read_text()
     assert sorted(p.name for p in pkg_dir.iterdir()) == [
@@ -91,6 +101,38 @@ def test_int8_export_records_calibration_and_stays_close(int8_package, _trained_
     one = np.array([pkg.predict(im).score for im in imgs[:3]])
     assert np.abs(got - want).max() <= INT8_TOLERANCE
     assert np.abs(one - got[:3]).max() <= 1e-5  # batches of 5 and of 1 (static shapes)
+
+
+def test_input_layers_are_the_weighted_nodes_reading_the_input(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from defect_studio.deploy.quantize import input_layers
+
+    def w(name, *shape):
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, [0.1] * int(np.prod(shape)))
+
+    pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 1, 0, 0, 1, 1])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 2 * 10 * 10])
+    nodes = [helper.make_node("Pad", ["image", "pads"], ["padded"], name="pad"),
+             helper.make_node("Conv", ["padded", "w1"], ["c1"], name="first", pads=[0] * 4,
+                              kernel_shape=[3, 3]),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"], name="second",
+                              kernel_shape=[1, 1]),
+             helper.make_node("Add", ["image", "image"], ["twice"], name="add"),
+             helper.make_node("Conv", ["twice", "w3"], ["c3"], name="after_add",
+                              kernel_shape=[1, 1]),
+             helper.make_node("Reshape", ["image", "shape"], ["flat"], name="flat"),
+             helper.make_node("Gemm", ["flat", "w4"], ["g"], name="linear", transB=1)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 2, 10, 10])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("c2", "c3", "g")],
+        initializer=[w("w1", 4, 2, 3, 3), w("w2", 4, 4, 1, 1), w("w3", 4, 2, 1, 1),
+                     w("w4", 3, 200), pads, shape])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    # through layout-only ops (Pad, Reshape), not through arithmetic (Add) or a first conv
+    assert input_layers(path) == ["first", "linear"]
 
 
 def test_int8_arguments_are_checked_before_exporting(_trained_template, tmp_path, capsys):

@@ -6,7 +6,8 @@ its project (opened read-only) and preprocesses them exactly as the runtime does
 quantizes the f32 ONNX graph with ``nncf.quantize`` (min-max statistics over the images,
 the "mixed" preset: asymmetric activations, which kept the scores of a trained MFFPA run
 4x closer to f32 than the symmetric "performance" preset and ran as fast
-(benchmarks/int8_variants.py, docs/benchmarks.md); fast bias correction) and writes an
+(benchmarks/int8_variants.py, docs/benchmarks.md); fast bias correction; the layers that
+read the input image kept in float32, which removed most of the flipped decisions) and writes an
 OpenVINO IR (format "openvino": INT8 weights and activations, run by the CPU plugin's VNNI
 kernels) or an ONNX graph with
 QuantizeLinear/DequantizeLinear pairs (format "onnx"). The returned dict goes into
@@ -103,39 +104,46 @@ def method(fmt: str) -> dict[str, Any]:
     nncf = _nncf()
     return {"precision": "int8", "tool": "nncf", "nncf_version": nncf.__version__,
             "method": "nncf.quantize post-training: min-max statistics, preset mixed "
-                      "(symmetric weights, asymmetric activations), fast bias correction",
+                      "(symmetric weights, asymmetric activations), fast bias correction; "
+                      "the layers that read the input image stay float32",
+            "input_layers_f32": True,
             "graph": "OpenVINO IR with INT8 FakeQuantize" if fmt == "openvino" else
                      "ONNX QuantizeLinear/DequantizeLinear (QDQ)"}
 
 
 def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path,
              manifest: dict[str, Any], keep_modules: tuple[str, ...] = (),
-             options: dict[str, Any] | None = None) -> None:
+             options: dict[str, Any] | None = None, input_layers_f32: bool = True) -> None:
     """Quantize the f32 graph in ``onnx_path`` on ``images`` ([C, H, W] float32 each) and
     write it to ``out_path`` (model.xml for "openvino", with the ``manifest`` fields as
     rt_info under "defect_studio"; model.onnx for "onnx", stamped by the caller).
     ``keep_modules``: names of the network's submodules (e.g. "dec_fc") whose layers stay
     in f32 (the kind's ``int8_keep_f32``). ``options``: nncf.quantize arguments that replace
-    the defaults (benchmarks/int8_variants.py compares them). The layers left in f32 go into
+    the defaults (benchmarks/int8_variants.py compares them). ``input_layers_f32``: the
+    weighted layers that read the network's input (MFFPA's stem convolution) stay f32: in
+    INT8 they were the largest source of flipped decisions (docs/benchmarks.md, "INT8: which
+    layers flip the decisions"). The layers left in f32 go into
     ``manifest["quantization"]["kept_f32"]``."""
     import json
 
     nncf = _nncf()
     nncf.set_log_level(logging.ERROR)
     ignored: list[str] = []
+    keep = sorted(set(module_layers(onnx_path, keep_modules))
+                  | set(input_layers(onnx_path) if input_layers_f32 else ()))
     if fmt == "openvino":
         import openvino as ov
 
         model: Any = ov.convert_model(str(onnx_path))
         dataset = nncf.Dataset(images, lambda x: x[None])
         ignored = sorted(set(feeding_gather(model))
-                         | set(openvino_names(model, module_layers(onnx_path, keep_modules))))
+                         | set(openvino_names(model, keep)))
     else:
         import onnx
 
         model = onnx.load(str(onnx_path))
         dataset = nncf.Dataset(images, lambda x: {INPUT_NAME: x[None]})
-        ignored = module_layers(onnx_path, keep_modules)
+        ignored = keep
     manifest["quantization"]["kept_f32"] = ignored
     manifest["quantization"]["kept_f32_modules"] = list(keep_modules)
     try:
@@ -164,6 +172,27 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
 
 
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_LAYOUT = ("Pad", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast")
+
+
+def input_layers(onnx_path: Path) -> list[str]:
+    """Names of the ONNX graph's weighted nodes (Conv, Gemm, MatMul) that read one of the
+    graph's inputs, directly or through layout-only ops (Pad, Reshape, Transpose ...)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    init = {t.name for t in graph.initializer}
+    reach = {i.name for i in graph.input if i.name not in init}
+    names = []
+    for node in graph.node:  # ONNX nodes are in topological order
+        first = node.input[0] if node.input else ""
+        if first not in reach:
+            continue
+        if node.op_type in _WEIGHTED:
+            names.append(node.name)
+        elif node.op_type in _LAYOUT:
+            reach.update(node.output)
+    return sorted(names)
 
 
 def module_layers(onnx_path: Path, modules: tuple[str, ...]) -> list[str]:
