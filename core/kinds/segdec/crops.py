@@ -30,10 +30,13 @@ dilation, which is what the segmentation target says too). An OK image gives k r
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 STRIDE = 8  # the segmentation output's stride: crop offsets are multiples of it
 AUTO_CROPS_MAX = 4  # the rule's cap on crops per step (cost per step ~2.7x one crop on CPU)
+AREA_EPOCHS_MAX = 16  # the epochs rule raises a preset's epochs at most this many times
 
 
 def crops_per_step(config) -> int:
@@ -49,6 +52,19 @@ def crops_per_step(config) -> int:
     W, H = config.input_size
     cw, ch = min(int(crop[0]), int(W)), min(int(crop[1]), int(H))
     return max(1, min(AUTO_CROPS_MAX, (int(W) * int(H)) // (cw * ch)))
+
+
+def area_epochs(epochs: int, input_size: tuple[int, int], crop: tuple[int, int], k: int
+                ) -> tuple[int, float]:
+    """Epochs as passes over the image area (issue 18): a crop run of ``k`` crops per step
+    sees ``k x crop area / input area`` of each image per epoch (``fraction``, at most 1), so
+    ``epochs / fraction`` epochs (rounded up; at most AREA_EPOCHS_MAX x ``epochs``) see as
+    much image area as ``epochs`` epochs of whole images. Returns (epochs, fraction)."""
+    W, H = int(input_size[0]), int(input_size[1])
+    cw, ch = min(int(crop[0]), W), min(int(crop[1]), H)
+    fraction = min(1.0, max(1, int(k)) * cw * ch / float(W * H))
+    raised = math.ceil(int(epochs) / fraction - 1e-9)
+    return max(int(epochs), min(raised, AREA_EPOCHS_MAX * int(epochs))), fraction
 
 
 def _offset(length: int, crop: int, centre: int | None) -> int:

@@ -114,4 +114,5 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     tiled = f"|tiles{crop[0]}x{crop[1]}" if needs_tiles(c) else ""
     steps.append(StepKind(f"{base}|eval|{W}x{H}{tiled}", n_eval, eval_step()))
     return RunPlan(steps=steps, device=device.type, size=(W, H), epochs=c.epochs,
-                   crop=crop, notes=list(data.notes))
+                   crop=crop, notes=list(data.notes), budget_min=c.max_minutes,
+                   epochs_reason=data.epochs_note)
