@@ -157,6 +157,13 @@ class TrainConfig(KindConfig):
                 sw[key] = value
         return sw
 
+    def defect_rule(self) -> Any:
+        """The segmentation kind's rule (defect_studio.training.sizing): 1.5 px at the
+        input, and without masks or boxes small defects assumed ASSUMED_DEFECT_PX wide."""
+        from defect_studio.training.sizing import ASSUMED_DEFECT_PX, DefectRule
+
+        return DefectRule(assumed_width=ASSUMED_DEFECT_PX)
+
     # -- validation -----------------------------------------------------------------
     def validate(self) -> None:
         """Check types and ranges; TrainConfigError names the field and what is allowed."""
