@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from defect_studio.kinds.segdec.config import TrainConfig
-from defect_studio.kinds.segdec.crops import AREA_EPOCHS_MAX, area_epochs, mask_free, top_tile
+from defect_studio.kinds.segdec.crops import AREA_EPOCHS_MAX, area_epochs, mask_free
+from defect_studio.kinds.segdec.tiles import top_tile
 from defect_studio.training.config import TrainConfigError
 from defect_studio.training.estimate import RunPlan, TimeEstimate, within_budget
 from defect_studio.training.sizing import ASSUMED_DEFECT_PX, DefectRule, size_from_data

@@ -139,7 +139,7 @@ def test_project_masks_choose_the_size_and_crop(tmp_path):
         from defect_studio.kinds.segdec.data import build_training_data
 
         data = build_training_data(p, TrainConfig(max_side=32, pixel_labels=0))
-        # no mask kept: crops still, the defectives train their top tile (crops.top_tile)
+        # no mask kept: crops still, the defectives train their top tile (tiles.top_tile)
         assert data.config.crop_size == (32, 32)
         assert any("multiple-instance" in n for n in data.notes)
         assert build_training_data(p, TrainConfig(max_side=32)).config.crop_size == (32, 32)

@@ -11,7 +11,7 @@ training step sees one crop of the image at the run's input scale:
 - an image-label-only defective image (no mask, or a mask empty at the input scale): a
   random crop may miss the defect, and its label would then be wrong. The training step
   scores every crop-size tile of the image without gradient and trains the top-scoring
-  tile as defective, decision loss only (multiple-instance learning: ``top_tile``; at
+  tile as defective, decision loss only (multiple-instance learning: ``tiles.top_tile``; at
   least one tile holds the defect, and the image is scored by its highest tile). Called
   with ``crop_batch`` alone, such an image stays whole (its label stays true).
 
@@ -33,7 +33,6 @@ dilation, which is what the segmentation target says too). An OK image gives k r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
@@ -70,32 +69,6 @@ def area_epochs(epochs: int, input_size: tuple[int, int], crop: tuple[int, int],
     return max(int(epochs), min(raised, AREA_EPOCHS_MAX * int(epochs))), fraction
 
 
-@torch.no_grad()
-def top_tile(x: torch.Tensor, crop: tuple[int, int], score: Callable[[torch.Tensor], torch.Tensor],
-             chunk: int = 16) -> tuple[torch.Tensor, int]:
-    """Multiple-instance learning for an image-label-only defective image (issue 18): of the
-    crop-size tiles that cover image ``x`` [C, H, W] (the tiles validation and prediction
-    score, segdec/tiles.py), the one whose decision logit ``score(batch [B, C, h, w]) -> [B]``
-    is highest, and its index. At least one tile holds the defect, and the image's score is
-    the highest tile's, so training that tile as defective trains what is scored; the tiles
-    are scored without gradient, ``chunk`` at a time."""
-    from defect_studio.kinds.segdec.tiles import tile_boxes
-
-    H, W = int(x.shape[-2]), int(x.shape[-1])
-    boxes = tile_boxes((W, H), crop)
-    best, best_i = -math.inf, 0
-    for i in range(0, len(boxes), max(1, chunk)):
-        part = boxes[i:i + max(1, chunk)]
-        batch = torch.stack([x[..., y0:y0 + h, x0:x0 + w] for x0, y0, w, h in part])
-        logits = score(batch).detach().float().reshape(-1)
-        logits = torch.nan_to_num(logits, nan=-math.inf)
-        j = int(torch.argmax(logits))
-        if float(logits[j]) > best or i == 0:
-            best, best_i = float(logits[j]), i + j
-    x0, y0, w, h = boxes[best_i]
-    return x[..., y0:y0 + h, x0:x0 + w], best_i
-
-
 def _offset(length: int, crop: int, centre: int | None) -> int:
     """A crop start (input px, multiple of STRIDE) along one axis: random, or around the
     1/8 cell ``centre``, always inside [0, length - crop]."""
@@ -120,7 +93,7 @@ def croppable(x: torch.Tensor, mask: torch.Tensor | None, label: int,
 
 def mask_free(x: torch.Tensor, mask: torch.Tensor | None, crop: tuple[int, int]) -> bool:
     """Whether a defective training image larger than the crop has no target mask cells
-    (image label only): it trains through ``top_tile``."""
+    (image label only): it trains through ``tiles.top_tile``."""
     if int(crop[0]) >= int(x.shape[-1]) and int(crop[1]) >= int(x.shape[-2]):
         return False
     return mask is None or not bool((mask > 0).any())

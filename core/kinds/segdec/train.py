@@ -20,7 +20,7 @@ import torch
 
 from defect_studio.errors import TrainingError
 from defect_studio.kinds.segdec.config import TrainConfig
-from defect_studio.kinds.segdec.crops import crop_batch, crops_per_step, mask_free, top_tile
+from defect_studio.kinds.segdec.crops import crop_batch, crops_per_step, mask_free
 from defect_studio.kinds.segdec.data import Sample, TrainingData, build_training_data
 from defect_studio.kinds.segdec.losses import (
     accumulated_loss,
@@ -31,6 +31,7 @@ from defect_studio.kinds.segdec.losses import (
 )
 from defect_studio.kinds.segdec.runmodel import build_run_model, read_run_config
 from defect_studio.kinds.segdec.sampling import EpochSampler
+from defect_studio.kinds.segdec.tiles import top_tile
 from defect_studio.training.checkpoint import (
     CHECKPOINT_FILE,
     load_torch,
