@@ -98,18 +98,20 @@ def test_bad_crop_budgets_are_refused(bad):
         TrainConfig(crop_budget_minutes=bad)
 
 
+@pytest.mark.parametrize("key", ["area_epochs", "mil_crops"])
 @pytest.mark.parametrize("bad", ["yes", 1, None])
-def test_bad_area_epochs_are_refused(bad):
-    with pytest.raises(TrainConfigError, match="area_epochs"):
-        TrainConfig(area_epochs=bad)
+def test_bad_switches_are_refused(key, bad):
+    with pytest.raises(TrainConfigError, match=key):
+        TrainConfig(**{key: bad})
 
 
 def test_old_runs_keep_their_epochs():
     saved = TrainConfig.preset("quick").to_dict()
-    for key in ("area_epochs", "crop_budget_minutes"):
+    for key in ("area_epochs", "crop_budget_minutes", "mil_crops"):
         saved.pop(key)
     old = TrainConfig.from_saved(saved)
     assert old.area_epochs is False and old.crop_budget_minutes is None
+    assert old.mil_crops is False
 
 
 def test_estimate_shows_the_epochs_why_and_where_the_budget_stops():
@@ -135,7 +137,9 @@ def test_without_masks_small_defects_are_assumed_and_the_reason_says_so():
     assert small.crop is None and "sized from the images only" in small.reason
     plain = size_from_data([(1024, 1024)] * 3, 128)  # other kinds: the image rule
     assert plain.size == (128, 128) and plain.crop is None
-    assert TrainConfig().defect_rule().assumed_width == ASSUMED_DEFECT_PX
+    # the segmentation kind assumes the width only with mil_crops (off by default)
+    assert TrainConfig(mil_crops=True).defect_rule().assumed_width == ASSUMED_DEFECT_PX
+    assert TrainConfig().defect_rule().assumed_width is None
 
 
 # -- multiple-instance learning -----------------------------------------------------------------
@@ -174,7 +178,7 @@ def test_label_only_defectives_train_their_top_tile_and_ok_images_their_crops(tm
 
     monkeypatch.setattr(train_mod, "top_tile", top)
     monkeypatch.setattr(train_mod, "mixed_loss", loss)
-    cfg = TrainConfig.preset("quick", max_side=32, cpu_bf16=False, epochs=1)
+    cfg = TrainConfig.preset("quick", max_side=32, cpu_bf16=False, epochs=1, mil_crops=True)
     run_id = train_mod.train(root, cfg)
     saved = json.loads((root / "runs" / run_id / "config.json").read_text())
     W, H = saved["input_size"]

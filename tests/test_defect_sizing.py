@@ -139,9 +139,8 @@ def test_project_masks_choose_the_size_and_crop(tmp_path):
         from defect_studio.kinds.segdec.data import build_training_data
 
         data = build_training_data(p, TrainConfig(max_side=32, pixel_labels=0))
-        # no mask kept: crops still, the defectives train their top tile (tiles.top_tile)
-        assert data.config.crop_size == (32, 32)
-        assert any("multiple-instance" in n for n in data.notes)
+        assert data.config.crop_size is None  # no mask kept: a crop could miss the defect
+        assert any(n.startswith("no crops") for n in data.notes)
         assert build_training_data(p, TrainConfig(max_side=32)).config.crop_size == (32, 32)
 
 
@@ -153,8 +152,8 @@ def test_unreadable_and_empty_masks_fall_back(tmp_path):
         c = choose_input_size(p, TrainConfig(max_side=32))
         assert c.size[0] > 32 and c.crop  # the readable mask still counts
         (p.masks_dir / f"{recs[1].id}.png").unlink()  # no readable mask left
-        c = choose_input_size(p, TrainConfig(max_side=32))  # unmeasured: width assumed
-        assert c.defects is None and "no masks" in c.reason and "assumed at least" in c.reason
+        c = choose_input_size(p, TrainConfig(max_side=32))
+        assert c.crop is None and "no masks" in c.reason
 
 
 # -- crops ------------------------------------------------------------------------------------
@@ -220,7 +219,7 @@ def test_training_on_crops_predicts_whole_images(tmp_path, monkeypatch):
     W, H = saved["input_size"]  # several crops per step: the rule of segdec/crops.py
     assert saved["crops_per_step"] == max(1, min(4, W * H // (32 * 32)))
     notes = next(e for e in events if e["event"] == "started")["notes"]
-    assert any("crops" in n and "multiple-instance" in n for n in notes)
+    assert any("crops" in n and "train whole" in n for n in notes)
     pred = load_predictor(root / "runs" / run_id)
     # validation scored the tiles that the Predictor (evaluate, predict) scores: the same AP
     from defect_studio.evaluation.metrics import image_metrics

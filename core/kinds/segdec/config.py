@@ -47,7 +47,7 @@ PRESETS = ("quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal")
 LEGACY_VALUES: dict[str, Any] = {
     "norm": "instance", "dec_target": "label", "loss_reduction": "mean", "dilate_at": "input",
     "max_side": None, "keep_best": False, "auto_dyn_balance": False, "crops_per_step": 1,
-    "area_epochs": False, "crop_budget_minutes": None,
+    "area_epochs": False, "crop_budget_minutes": None, "mil_crops": False,
 }
 
 
@@ -117,6 +117,13 @@ class TrainConfig(KindConfig):
     # override's "epochs"): an explicit epoch count wins. Without any budget: no raise.
     area_epochs: bool = True
     crop_budget_minutes: float | None = None
+    # image labels in crop runs (issue 18, item 2; off: not shown to help yet, see
+    # docs/benchmarks.md): an image-label-only defective image trains its top-scoring tile
+    # (multiple-instance learning, segdec/tiles.top_tile) instead of the whole input, and a
+    # project without masks or boxes is sized by the assumed defect width
+    # (sizing.ASSUMED_DEFECT_PX), crops following. Off: such images train whole, and
+    # without masks the image rule alone sizes the input (no crops).
+    mil_crops: bool = False
     keep_best: bool = True  # keep the epoch with the best validation AP (ties: lower loss)
 
     # -- construction -------------------------------------------------------------
@@ -159,10 +166,11 @@ class TrainConfig(KindConfig):
 
     def defect_rule(self) -> Any:
         """The segmentation kind's rule (defect_studio.training.sizing): 1.5 px at the
-        input, and without masks or boxes small defects assumed ASSUMED_DEFECT_PX wide."""
+        input; with ``mil_crops``, without masks or boxes small defects are assumed
+        ASSUMED_DEFECT_PX wide."""
         from defect_studio.training.sizing import ASSUMED_DEFECT_PX, DefectRule
 
-        return DefectRule(assumed_width=ASSUMED_DEFECT_PX)
+        return DefectRule(assumed_width=ASSUMED_DEFECT_PX if self.mil_crops else None)
 
     # -- validation -----------------------------------------------------------------
     def validate(self) -> None:
@@ -194,7 +202,7 @@ class TrainConfig(KindConfig):
         _check(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction",
                f"one of {LOSS_REDUCTIONS}")
         _check(self.dilate_at in DILATE_AT, "dilate_at", f"one of {DILATE_AT}")
-        for key in ("keep_best", "auto_dyn_balance", "area_epochs"):
+        for key in ("keep_best", "auto_dyn_balance", "area_epochs", "mil_crops"):
             _check(isinstance(getattr(self, key), bool), key, "true or false")
         _check(self.crops_per_step is None or (_is_int(self.crops_per_step)
                                                and 1 <= self.crops_per_step <= MAX_CROPS_PER_STEP),

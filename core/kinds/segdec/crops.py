@@ -9,11 +9,12 @@ training step sees one crop of the image at the run's input scale:
   decision target follows ``dec_target`` over the cropped mask;
 - an OK image: a random crop, label 0 (every crop of an OK part is OK);
 - an image-label-only defective image (no mask, or a mask empty at the input scale): a
-  random crop may miss the defect, and its label would then be wrong. The training step
-  scores every crop-size tile of the image without gradient and trains the top-scoring
-  tile as defective, decision loss only (multiple-instance learning: ``tiles.top_tile``; at
-  least one tile holds the defect, and the image is scored by its highest tile). Called
-  with ``crop_batch`` alone, such an image stays whole (its label stays true).
+  random crop may miss the defect, and its label would then be wrong. By default it is not
+  cropped: the whole image at the input scale keeps the label true (``crop_batch``). With
+  the ``mil_crops`` setting the training step scores every crop-size tile of the image
+  without gradient and trains the top-scoring tile as defective, decision loss only
+  (multiple-instance learning: ``tiles.top_tile``; at least one tile holds the defect, and
+  the image is scored by its highest tile).
 
 Crops start on the 1/8 grid so the image, its target mask and its loss weights stay
 aligned. The draws use torch's seeded generator: a run is reproducible and a resumed run

@@ -200,7 +200,7 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
         choice = choose_input_size(project, config)
         changes["input_size"] = list(choice.size)
         notes.append(choice.reason)
-        if choice.crop is not None and config.crop_size is None:
+        if choice.crop is not None and config.crop_size is None and (chosen or config.mil_crops):
             from defect_studio.kinds.segdec.crops import crops_per_step
 
             changes["crop_size"] = list(choice.crop)
@@ -208,14 +208,18 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
             changes["crops_per_step"] = k
             notes.append(f"crops: {k} crop{'s' if k > 1 else ''} of each image per step (masked "
                          "defective images: half around a defect, half at random labelled by "
-                         "the mask; OK images at random); image-label-only defective images: "
-                         "the crop-size tile the network scores highest, as defective "
-                         "(multiple-instance learning); validation and prediction score "
-                         "crop-size tiles")
+                         "the mask; OK images at random); image-label-only defective images "
+                         + ("train the crop-size tile the network scores highest, as defective "
+                            "(multiple-instance learning)" if config.mil_crops else "train whole")
+                         + "; validation and prediction score crop-size tiles")
             more, epochs_note = _area_epochs(config, choice.size, choice.crop, k)
             changes.update(more)
             if epochs_note:
                 notes.append(epochs_note)
+        elif choice.crop is not None and config.crop_size is None:
+            notes.append("no crops: no training image keeps its mask (pixel_labels 0), so a "
+                         "crop could miss the defect; whole images at this scale (mil_crops "
+                         "would train their top-scoring tiles)")
     if config.dyn_balance and config.auto_dyn_balance and not chosen:
         # As published: dynamic balancing is for mixed supervision; with no mask it would
         # leave the decision loss at weight 0 in epoch 1, so image-level defects teach nothing.

@@ -2,9 +2,9 @@
 
 A run of ``epochs`` epochs takes ``epochs x (defective + as many OK)`` training steps, each
 one image (or k crops as one batch, segdec/crops.py; an image-label-only defective image:
-its tiles scored without gradient, then its top tile trained), and forward passes over the
-validation images (crop-size tiles for a run trained on crops, segdec/tiles.py) at every
-validation and once at the end.
+whole, or with mil_crops its tiles scored without gradient, then its top tile trained), and
+forward passes over the validation images (crop-size tiles for a run trained on crops,
+segdec/tiles.py) at every validation and once at the end.
 Each step kind comes with a function that runs one such step on a throw-away copy of the
 network with random input at the run's size, device, precision and thread count.
 """
@@ -95,19 +95,22 @@ def plan_run(project: Any, config: Any) -> RunPlan:
             f"{device.type}|{threads}t|{precision}")
     n_pos, n_neg = len(data.positives), len(data.negatives)
     per_epoch = n_pos + min(n_pos, n_neg)
-    mil = 0  # steps of a cropped run on image-label-only defectives: top tile (crops.py)
+    mil = whole = 0  # steps of a cropped run on image-label-only defectives (crops.py)
     crop = tuple(c.crop_size) if c.crop_size is not None else None
     k = 1
     if crop is not None:
         cw, ch = min(crop[0], W), min(crop[1], H)
         if (cw, ch) != (W, H):
             k = crops_per_step(c)  # k crops as one batch per step (segdec/crops.py)
-            mil = sum(1 for s in data.train if s.label == 1 and not s.pixel)
+            label_only = sum(1 for s in data.train if s.label == 1 and not s.pixel)
+            mil, whole = (label_only, 0) if c.mil_crops else (0, label_only)
     else:
         cw, ch = W, H
     many = f"x{k}" if k > 1 else ""
-    steps = [StepKind(f"{base}|train|{cw}x{ch}{many}", c.epochs * (per_epoch - mil),
+    steps = [StepKind(f"{base}|train|{cw}x{ch}{many}", c.epochs * (per_epoch - mil - whole),
                       train_step(cw, ch, k))]
+    if whole:  # trained whole at the input size
+        steps.append(StepKind(f"{base}|train|{W}x{H}", c.epochs * whole, train_step(W, H)))
     tiled = f"|tiles{crop[0]}x{crop[1]}" if needs_tiles(c) else ""
     eval_key = f"{base}|eval|{W}x{H}{tiled}"
     if mil:  # each: its tiles scored without gradient (as an eval pass), then one crop

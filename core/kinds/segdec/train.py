@@ -328,7 +328,8 @@ class _Job:
     def _step(self, index: int, lw: Any, epoch: int, step: int) -> Any:
         x, mask, weights = self.data.item(index)
         label = self.data.train[index].label
-        if self.c.crop_size is not None and label == 1 and mask_free(x, mask, self.c.crop_size):
+        if self.c.mil_crops and self.c.crop_size is not None and label == 1 \
+                and mask_free(x, mask, self.c.crop_size):
             # an image-label-only defective image: its top-scoring tile (segdec/crops.py)
             items = [(self._top_tile(x), None, None, 1)]
         elif self.c.crop_size is not None:  # large parts: k crops per step (segdec/crops.py)
