@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=15.0, help="training budget per run")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mil", action="store_true",
+                   help="mil_crops: image-label-only defectives train their top tile, and a "
+                        "project without masks is sized by the assumed defect width")
     p.add_argument("--smoke", action="store_true",
                    help="check the script: demo only, 48 images of 384x384, 1 epoch, quick")
     p.add_argument("--json", help="append each row as one JSON line to this file")
@@ -130,6 +133,8 @@ def run_one(proj: Path, preset: str, masks: str, args: argparse.Namespace) -> di
         overrides["epochs"] = args.epochs
     if args.threads:
         overrides["num_threads"] = args.threads
+    if args.mil:
+        overrides["mil_crops"] = True
     cfg = TrainConfig.preset(preset, **overrides)
     with Project.open(proj, readonly=True) as p:
         est = estimate_time(p, cfg, use_cache=False)

@@ -118,6 +118,12 @@ def test_request_and_overrides_from_the_form(demo_project, tmp_path):
                        ("--config", str(tmp_path / "o.json"))):
         assert args[args.index(opt) + 1] == value
     assert args[args.index("--project") + 1] == str(demo_project.root)
+    assert st.run_config().epochs == 20 and st.run_config().area_epochs is False
+    # the preset's own epochs: not sent, so `train` applies the preset's epochs rule (a run
+    # on crops gets more epochs, segdec/crops.py)
+    st.epochs = preset_config("quick", st.model).epochs
+    assert "--epochs" not in st.request(tmp_path / "o.json").to_args()
+    assert st.run_config().area_epochs is True
     resume = st.resume_request("r1").to_args()
     assert resume[resume.index("--resume") + 1] == "r1" and "--model" not in resume
     # a kind whose preset validates has nothing to add

@@ -437,7 +437,8 @@ class TrainState:
         if self.project is None:
             raise ValueError("no project is open")
         return TrainRequest(project_root=Path(self.project.root), model=self.model,
-                            preset=self.preset, epochs=int(self.epochs), size=self.request_size(),
+                            preset=self.preset, epochs=self.request_epochs(),
+                            size=self.request_size(),
                             device=self.device, config_path=config_path)
 
     # -- crops and the time estimate (issue 18) ----------------------------------------------
@@ -450,13 +451,24 @@ class TrainState:
             return None
         return (int(self.size[0]), int(self.size[1]))
 
+    def request_epochs(self) -> int | None:
+        """The --epochs of the request: None when the form keeps the preset's epochs (`train`
+        then applies the preset's epochs rule: a crop run gets more, segdec/crops.py)."""
+        if int(self.epochs) == int(self.config().epochs):
+            return None
+        return int(self.epochs)
+
     def run_config(self) -> Any:
         """The config a run of the form would start with (for the time estimate)."""
         size = self.request_size()
-        return self.config().replace(
-            epochs=int(self.epochs), device=self.device,
-            input_size=None if size is None else list(size),
-            **{k: v for k, v in self.overrides().items() if k in ("lr", "val_every")})
+        epochs, cfg = self.request_epochs(), self.config()
+        given: dict[str, Any] = {}
+        if epochs is not None:  # an epoch count set on the form wins (as `train --epochs`)
+            given = {"epochs": epochs, **({"area_epochs": False}
+                                          if hasattr(cfg, "area_epochs") else {})}
+        given.update({k: v for k, v in self.overrides().items() if k in ("lr", "val_every")})
+        return cfg.replace(device=self.device, input_size=None if size is None else list(size),
+                           **given)
 
     def time_estimate_job(self) -> Any:
         """A function (for a worker thread: it opens its own read-only project) that returns

@@ -45,6 +45,8 @@ class RunPlan:
     epochs: int
     crop: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
+    budget_min: float | None = None  # the run's max_minutes: it stops before passing it
+    epochs_reason: str = ""  # why this many epochs, when a rule chose them
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class TimeEstimate:
     plan: RunPlan
     step_s: dict[str, float]
     advice: list[str]
+    epochs_run: int = 0  # the epochs expected to run (fewer than planned: the budget stops it)
 
     def text(self) -> str:
         """One line for the Train page and `train`."""
@@ -63,6 +66,11 @@ class TimeEstimate:
         line = (f"estimated training time on this machine: {fmt_duration(self.seconds)} "
                 f"({p.epochs} epoch{'s' if p.epochs != 1 else ''} at {at} on {p.device}, "
                 f"from {PROBE_STEPS} timed steps)")
+        if p.epochs_reason:
+            line += f"; {p.epochs_reason}"
+        if self.epochs_run and self.epochs_run < p.epochs:
+            line += (f"; at this speed the {p.budget_min:g} min budget stops it after "
+                     f"~{self.epochs_run} of {p.epochs} epochs")
         if self.advice:
             line += "; long: " + "; ".join(self.advice)
         return line
@@ -150,7 +158,20 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
     if changed and use_cache:
         _write_cache(path, {**_read_cache(path), **step_s})
     total = sum(step.count * step_s.get(step.key, 0.0) for step in plan.steps)
-    return TimeEstimate(total, plan, step_s, advice(total, plan))
+    total, epochs_run = within_budget(total, plan.epochs, plan.budget_min)
+    return TimeEstimate(total, plan, step_s, advice(total, plan), epochs_run)
+
+
+def within_budget(total_s: float, epochs: int, budget_min: float | None) -> tuple[float, int]:
+    """(seconds, epochs) of a run estimated at ``total_s`` for ``epochs`` epochs under a
+    budget of ``budget_min`` minutes: a run stops before an epoch that would end past the
+    budget (at least one epoch runs), so it takes whole epochs of ``total_s / epochs``."""
+    epochs = max(1, int(epochs))
+    if budget_min is None or total_s <= budget_min * 60:
+        return total_s, epochs
+    per_epoch = total_s / epochs
+    fit = max(1, min(epochs, int(budget_min * 60 // per_epoch))) if per_epoch > 0 else epochs
+    return per_epoch * fit, fit
 
 
 def advice(seconds: float, plan: RunPlan) -> list[str]:

@@ -8,10 +8,13 @@ training step sees one crop of the image at the run's input scale:
   target mask, so the crop holds the defect and its image label (1) stays true; its
   decision target follows ``dec_target`` over the cropped mask;
 - an OK image: a random crop, label 0 (every crop of an OK part is OK);
-- an image-label-only defective image (no mask, or a mask empty at the input scale): not
-  cropped. A random crop may miss the defect, and its label would then be wrong; the whole
-  image at the input scale keeps the label true (the decision head pools globally, so any
-  size works at batch 1).
+- an image-label-only defective image (no mask, or a mask empty at the input scale): a
+  random crop may miss the defect, and its label would then be wrong. By default it is not
+  cropped: the whole image at the input scale keeps the label true (``crop_batch``). With
+  the ``mil_crops`` setting the training step scores every crop-size tile of the image
+  without gradient and trains the top-scoring tile as defective, decision loss only
+  (multiple-instance learning: ``tiles.top_tile``; at least one tile holds the defect, and
+  the image is scored by its highest tile).
 
 Crops start on the 1/8 grid so the image, its target mask and its loss weights stay
 aligned. The draws use torch's seeded generator: a run is reproducible and a resumed run
@@ -30,10 +33,13 @@ dilation, which is what the segmentation target says too). An OK image gives k r
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 STRIDE = 8  # the segmentation output's stride: crop offsets are multiples of it
 AUTO_CROPS_MAX = 4  # the rule's cap on crops per step (cost per step ~2.7x one crop on CPU)
+AREA_EPOCHS_MAX = 16  # the epochs rule raises a preset's epochs at most this many times
 
 
 def crops_per_step(config) -> int:
@@ -49,6 +55,19 @@ def crops_per_step(config) -> int:
     W, H = config.input_size
     cw, ch = min(int(crop[0]), int(W)), min(int(crop[1]), int(H))
     return max(1, min(AUTO_CROPS_MAX, (int(W) * int(H)) // (cw * ch)))
+
+
+def area_epochs(epochs: int, input_size: tuple[int, int], crop: tuple[int, int], k: int
+                ) -> tuple[int, float]:
+    """Epochs as passes over the image area (issue 18): a crop run of ``k`` crops per step
+    sees ``k x crop area / input area`` of each image per epoch (``fraction``, at most 1), so
+    ``epochs / fraction`` epochs (rounded up; at most AREA_EPOCHS_MAX x ``epochs``) see as
+    much image area as ``epochs`` epochs of whole images. Returns (epochs, fraction)."""
+    W, H = int(input_size[0]), int(input_size[1])
+    cw, ch = min(int(crop[0]), W), min(int(crop[1]), H)
+    fraction = min(1.0, max(1, int(k)) * cw * ch / float(W * H))
+    raised = math.ceil(int(epochs) / fraction - 1e-9)
+    return max(int(epochs), min(raised, AREA_EPOCHS_MAX * int(epochs))), fraction
 
 
 def _offset(length: int, crop: int, centre: int | None) -> int:
@@ -71,6 +90,14 @@ def croppable(x: torch.Tensor, mask: torch.Tensor | None, label: int,
     if int(crop[0]) >= int(x.shape[-1]) and int(crop[1]) >= int(x.shape[-2]):
         return False
     return not (label == 1 and (mask is None or not bool((mask > 0).any())))
+
+
+def mask_free(x: torch.Tensor, mask: torch.Tensor | None, crop: tuple[int, int]) -> bool:
+    """Whether a defective training image larger than the crop has no target mask cells
+    (image label only): it trains through ``tiles.top_tile``."""
+    if int(crop[0]) >= int(x.shape[-1]) and int(crop[1]) >= int(x.shape[-2]):
+        return False
+    return mask is None or not bool((mask > 0).any())
 
 
 Crop = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]

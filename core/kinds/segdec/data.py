@@ -78,6 +78,7 @@ class TrainingData:
     val: list[Sample]
     channels: int
     notes: list[str] = field(default_factory=list)
+    epochs_note: str = ""  # why a crop run trains more epochs than set (segdec/crops.py)
     _cache: dict[int, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = field(
         default_factory=dict, repr=False)
     _val_cache: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -192,13 +193,14 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
     if channels is None:
         channels = 1 if all(r.channels == 1 for r in train_recs + val_recs) else 3
     changes: dict[str, Any] = {"channels": channels}
+    epochs_note = ""
     if config.input_size is None:
         from defect_studio.training.sizing import choose_input_size
 
         choice = choose_input_size(project, config)
         changes["input_size"] = list(choice.size)
         notes.append(choice.reason)
-        if choice.crop is not None and config.crop_size is None and chosen:
+        if choice.crop is not None and config.crop_size is None and (chosen or config.mil_crops):
             from defect_studio.kinds.segdec.crops import crops_per_step
 
             changes["crop_size"] = list(choice.crop)
@@ -207,14 +209,44 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
             notes.append(f"crops: {k} crop{'s' if k > 1 else ''} of each image per step (masked "
                          "defective images: half around a defect, half at random labelled by "
                          "the mask; OK images at random); image-label-only defective images "
-                         "train whole; validation and prediction score crop-size tiles")
+                         + ("train the crop-size tile the network scores highest, as defective "
+                            "(multiple-instance learning)" if config.mil_crops else "train whole")
+                         + "; validation and prediction score crop-size tiles")
+            more, epochs_note = _area_epochs(config, choice.size, choice.crop, k)
+            changes.update(more)
+            if epochs_note:
+                notes.append(epochs_note)
         elif choice.crop is not None and config.crop_size is None:
             notes.append("no crops: no training image keeps its mask (pixel_labels 0), so a "
-                         "crop could miss the defect; whole images at this scale")
+                         "crop could miss the defect; whole images at this scale (mil_crops "
+                         "would train their top-scoring tiles)")
     if config.dyn_balance and config.auto_dyn_balance and not chosen:
         # As published: dynamic balancing is for mixed supervision; with no mask it would
         # leave the decision loss at weight 0 in epoch 1, so image-level defects teach nothing.
         changes["dyn_balance"] = False
         notes.append("dynamic balancing off: no training image has a pixel mask (N = 0)")
     cfg = config.replace(**changes)
-    return TrainingData(project, cfg, train, val, channels, notes)
+    return TrainingData(project, cfg, train, val, channels, notes, epochs_note)
+
+
+def _area_epochs(config: TrainConfig, size: tuple[int, int], crop: tuple[int, int], k: int
+                 ) -> tuple[dict[str, Any], str]:
+    """The epochs rule of a crop run (TrainConfig.area_epochs, segdec/crops.area_epochs):
+    the changes to the config, and a note saying the epoch count and why ("" if none)."""
+    from defect_studio.kinds.segdec.crops import area_epochs
+
+    if not config.area_epochs:
+        return {}, ""
+    epochs, fraction = area_epochs(config.epochs, size, crop, k)
+    if epochs <= config.epochs:
+        return {}, ""
+    budget = config.max_minutes if config.max_minutes is not None else config.crop_budget_minutes
+    seen = f"crops see 1/{1 / fraction:.3g} of each image per epoch"
+    if budget is None:
+        return {}, (f"{config.epochs} epochs ({seen}); no time budget (max_minutes) to bound "
+                    f"the {epochs} epochs that would see the area of {config.epochs} epochs of "
+                    "whole images: give --epochs or a budget")
+    return ({"epochs": epochs, "max_minutes": float(budget)},
+            f"{epochs} epochs: {seen}, so {epochs} epochs see about the image area of "
+            f"{config.epochs} epochs of whole images; capped by the {budget:g} min budget "
+            "(the run stops before an epoch that would end past it)")

@@ -1,9 +1,10 @@
 """The segdec kind's time probe (defect_studio.training.estimate): the steps a run repeats.
 
 A run of ``epochs`` epochs takes ``epochs x (defective + as many OK)`` training steps, each
-one image (or k crops as one batch, segdec/crops.py; image-label-only defective images stay
-whole), and forward passes over the validation images (crop-size tiles for a run trained on
-crops, segdec/tiles.py) at every validation and once at the end.
+one image (or k crops as one batch, segdec/crops.py; an image-label-only defective image:
+whole, or with mil_crops its tiles scored without gradient, then its top tile trained), and
+forward passes over the validation images (crop-size tiles for a run trained on crops,
+segdec/tiles.py) at every validation and once at the end.
 Each step kind comes with a function that runs one such step on a throw-away copy of the
 network with random input at the run's size, device, precision and thread count.
 """
@@ -94,24 +95,30 @@ def plan_run(project: Any, config: Any) -> RunPlan:
             f"{device.type}|{threads}t|{precision}")
     n_pos, n_neg = len(data.positives), len(data.negatives)
     per_epoch = n_pos + min(n_pos, n_neg)
-    whole = 0  # steps on whole images in a cropped run: the image-label-only defectives
+    mil = whole = 0  # steps of a cropped run on image-label-only defectives (crops.py)
     crop = tuple(c.crop_size) if c.crop_size is not None else None
     k = 1
     if crop is not None:
-        whole = sum(1 for s in data.train if s.label == 1 and not s.pixel)
         cw, ch = min(crop[0], W), min(crop[1], H)
         if (cw, ch) != (W, H):
             k = crops_per_step(c)  # k crops as one batch per step (segdec/crops.py)
+            label_only = sum(1 for s in data.train if s.label == 1 and not s.pixel)
+            mil, whole = (label_only, 0) if c.mil_crops else (0, label_only)
     else:
         cw, ch = W, H
     many = f"x{k}" if k > 1 else ""
-    steps = [StepKind(f"{base}|train|{cw}x{ch}{many}", c.epochs * (per_epoch - whole),
+    steps = [StepKind(f"{base}|train|{cw}x{ch}{many}", c.epochs * (per_epoch - mil - whole),
                       train_step(cw, ch, k))]
-    if whole:
+    if whole:  # trained whole at the input size
         steps.append(StepKind(f"{base}|train|{W}x{H}", c.epochs * whole, train_step(W, H)))
+    tiled = f"|tiles{crop[0]}x{crop[1]}" if needs_tiles(c) else ""
+    eval_key = f"{base}|eval|{W}x{H}{tiled}"
+    if mil:  # each: its tiles scored without gradient (as an eval pass), then one crop
+        steps.append(StepKind(f"{base}|train|{cw}x{ch}", c.epochs * mil, train_step(cw, ch)))
+        steps.append(StepKind(eval_key, c.epochs * mil, eval_step()))
     val = data.val if {s.label for s in data.val} == {0, 1} else []
     n_eval = len(val) * (_validations(c) - 1) + len(val or data.train)
-    tiled = f"|tiles{crop[0]}x{crop[1]}" if needs_tiles(c) else ""
-    steps.append(StepKind(f"{base}|eval|{W}x{H}{tiled}", n_eval, eval_step()))
+    steps.append(StepKind(eval_key, n_eval, eval_step()))
     return RunPlan(steps=steps, device=device.type, size=(W, H), epochs=c.epochs,
-                   crop=crop, notes=list(data.notes))
+                   crop=crop, notes=list(data.notes), budget_min=c.max_minutes,
+                   epochs_reason=data.epochs_note)

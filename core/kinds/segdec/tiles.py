@@ -21,6 +21,8 @@ needs no change (the exported graph takes whole images and does the tiling itsel
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,6 +58,30 @@ def tile_boxes(input_size: tuple[int, int], crop_size: tuple[int, int]
     W, H = int(input_size[0]), int(input_size[1])
     tw, th = min(int(crop_size[0]), W), min(int(crop_size[1]), H)
     return [(x0, y0, tw, th) for y0 in tile_starts(H, th) for x0 in tile_starts(W, tw)]
+
+
+@torch.no_grad()
+def top_tile(x: torch.Tensor, crop: tuple[int, int], score: Callable[[torch.Tensor], torch.Tensor],
+             chunk: int = 16) -> tuple[torch.Tensor, int]:
+    """Multiple-instance learning for an image-label-only defective image (issue 18): of the
+    crop-size tiles that cover image ``x`` [C, H, W] (the tiles validation and prediction
+    score, segdec/tiles.py), the one whose decision logit ``score(batch [B, C, h, w]) -> [B]``
+    is highest, and its index. At least one tile holds the defect, and the image's score is
+    the highest tile's, so training that tile as defective trains what is scored; the tiles
+    are scored without gradient, ``chunk`` at a time."""
+    H, W = int(x.shape[-2]), int(x.shape[-1])
+    boxes = tile_boxes((W, H), crop)
+    best, best_i = -math.inf, 0
+    for i in range(0, len(boxes), max(1, chunk)):
+        part = boxes[i:i + max(1, chunk)]
+        batch = torch.stack([x[..., y0:y0 + h, x0:x0 + w] for x0, y0, w, h in part])
+        logits = score(batch).detach().float().reshape(-1)
+        logits = torch.nan_to_num(logits, nan=-math.inf)
+        j = int(torch.argmax(logits))
+        if float(logits[j]) > best or i == 0:
+            best, best_i = float(logits[j]), i + j
+    x0, y0, w, h = boxes[best_i]
+    return x[..., y0:y0 + h, x0:x0 + w], best_i
 
 
 def needs_tiles(config: Any) -> bool:

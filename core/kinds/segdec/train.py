@@ -20,7 +20,7 @@ import torch
 
 from defect_studio.errors import TrainingError
 from defect_studio.kinds.segdec.config import TrainConfig
-from defect_studio.kinds.segdec.crops import crop_batch, crops_per_step
+from defect_studio.kinds.segdec.crops import crop_batch, crops_per_step, mask_free
 from defect_studio.kinds.segdec.data import Sample, TrainingData, build_training_data
 from defect_studio.kinds.segdec.losses import (
     accumulated_loss,
@@ -31,6 +31,7 @@ from defect_studio.kinds.segdec.losses import (
 )
 from defect_studio.kinds.segdec.runmodel import build_run_model, read_run_config
 from defect_studio.kinds.segdec.sampling import EpochSampler
+from defect_studio.kinds.segdec.tiles import top_tile
 from defect_studio.training.checkpoint import (
     CHECKPOINT_FILE,
     load_torch,
@@ -327,7 +328,11 @@ class _Job:
     def _step(self, index: int, lw: Any, epoch: int, step: int) -> Any:
         x, mask, weights = self.data.item(index)
         label = self.data.train[index].label
-        if self.c.crop_size is not None:  # large parts: k crops per step (segdec/crops.py)
+        if self.c.mil_crops and self.c.crop_size is not None and label == 1 \
+                and mask_free(x, mask, self.c.crop_size):
+            # an image-label-only defective image: its top-scoring tile (segdec/crops.py)
+            items = [(self._top_tile(x), None, None, 1)]
+        elif self.c.crop_size is not None:  # large parts: k crops per step (segdec/crops.py)
             items = crop_batch(x, mask, weights, label, self.c.crop_size, self.k_crops)
         else:
             items = [(x, mask, weights, label)]
@@ -360,6 +365,23 @@ class _Job:
         else:
             loss.backward()
         return terms
+
+    def _top_tile(self, x: torch.Tensor) -> torch.Tensor:
+        """The crop-size tile of ``x`` the network scores highest (eval mode, no gradient,
+        the training precision)."""
+        dtype = _AUTOCAST[self.precision]
+
+        def score(batch: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                return self.model(batch.to(self.device))[1]
+
+        self.model.eval()
+        try:
+            tile, _ = top_tile(x, self.c.crop_size, score)
+        finally:
+            self.model.train()
+        return tile
 
     def _optimizer_step(self) -> None:
         if self.scaler is not None:
