@@ -124,6 +124,12 @@ def test_request_and_overrides_from_the_form(demo_project, tmp_path):
     st.epochs = preset_config("quick", st.model).epochs
     assert "--epochs" not in st.request(tmp_path / "o.json").to_args()
     assert st.run_config().area_epochs is True
+    # the Epochs field says when the run trains another count (the estimate's plan)
+    assert st.epochs_note(3 * st.epochs) == f"  (trains {3 * st.epochs}: crops, see Time)"
+    for planned in (st.epochs, 0, -1):
+        assert st.epochs_note(planned) == ""
+    st.epochs += 1  # an epoch count set on the form is what the run trains
+    assert st.epochs_note(3 * st.epochs) == ""
     resume = st.resume_request("r1").to_args()
     assert resume[resume.index("--resume") + 1] == "r1" and "--model" not in resume
     # a kind whose preset validates has nothing to add

@@ -373,6 +373,7 @@ class TrainPage(QWidget):
 
     def _on_epochs(self, value: int) -> None:
         self.state.epochs = int(value)
+        self.epochs_spin.setSuffix("")  # until the next estimate says what the run trains
         self._update_val_title()
 
     def _on_size(self, *_args) -> None:
@@ -432,6 +433,7 @@ class TrainPage(QWidget):
             self._estimate_timer.start()
             return
         job = self.state.time_estimate_job()
+        self.epochs_spin.setSuffix("")
         if job is None:
             self.time_estimate.setText("")
             return
@@ -447,9 +449,12 @@ class TrainPage(QWidget):
         self._estimate_worker = worker
         worker.start()
 
-    def _estimate_shown(self, text: object) -> None:
+    def _estimate_shown(self, result: object) -> None:
+        text, planned = result if isinstance(result, tuple) else (result, 0)
         self.time_estimate.setText(str(text))
         self.time_estimate.setToolTip(str(text))
+        # the epochs the run will train, where the epochs rule of a crop run gives more
+        self.epochs_spin.setSuffix(self.state.epochs_note(int(planned)))
 
     def _estimate_failed(self, message: str) -> None:
         self.time_estimate.setText(f"No estimate: {message}")

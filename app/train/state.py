@@ -472,19 +472,29 @@ class TrainState:
 
     def time_estimate_job(self) -> Any:
         """A function (for a worker thread: it opens its own read-only project) that returns
-        the estimate's line for the form, or None when the model's kind has no probe."""
+        the estimate's line for the form and the epochs the run will train (a crop run of
+        the preset's epochs gets more: the epochs rule), or None when the model's kind has
+        no probe."""
         if self.project is None or not self.kind.time_probe:
             return None
         root, config = Path(self.project.root), self.run_config()
 
-        def job() -> str:
+        def job() -> tuple[str, int]:
             from defect_studio.project import Project
             from defect_studio.training.estimate import estimate_time
 
             with Project.open(root, readonly=True) as project:
-                text = estimate_time(project, config).text()
-            return text[:1].upper() + text[1:] + "."
+                estimate = estimate_time(project, config)
+            text = estimate.text()
+            return text[:1].upper() + text[1:] + ".", int(estimate.plan.epochs)
         return job
+
+    def epochs_note(self, planned: int) -> str:
+        """The Epochs field's suffix when the run will train another count than the field
+        shows (the epochs rule of a crop run), else ""."""
+        if planned <= 0 or planned == int(self.epochs) or self.request_epochs() is not None:
+            return ""
+        return f"  (trains {planned}: crops, see Time)"
 
     def resume_request(self, run_id: str) -> TrainRequest:
         """Go on training an interrupted run (its saved settings) on the form's device."""
