@@ -123,16 +123,26 @@ def test_input_layers_are_the_weighted_nodes_reading_the_input(tmp_path):
              helper.make_node("Conv", ["twice", "w3"], ["c3"], name="after_add",
                               kernel_shape=[1, 1]),
              helper.make_node("Reshape", ["image", "shape"], ["flat"], name="flat"),
-             helper.make_node("Gemm", ["flat", "w4"], ["g"], name="linear", transB=1)]
+             helper.make_node("Gemm", ["flat", "w4"], ["g"], name="linear", transB=1),
+             # a tiled graph (segdec/tiles.py): two tiles sliced off the image, concatenated
+             helper.make_node("Slice", ["image", "s0", "e0", "ax"], ["t0"], name="tile0"),
+             helper.make_node("Slice", ["image", "s1", "e1", "ax"], ["t1"], name="tile1"),
+             helper.make_node("Concat", ["t0", "t1"], ["tiles"], name="tiles", axis=0),
+             helper.make_node("Conv", ["tiles", "w3"], ["c4"], name="tiled",
+                              kernel_shape=[1, 1])]
+    ints = {n: helper.make_tensor(n, TensorProto.INT64, [2], v) for n, v in
+            (("s0", [0, 0]), ("e0", [5, 5]), ("s1", [5, 5]), ("e1", [10, 10]), ("ax", [2, 3]))}
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 2, 10, 10])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("c2", "c3", "g")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+         for n in ("c2", "c3", "g", "c4")],
         initializer=[w("w1", 4, 2, 3, 3), w("w2", 4, 4, 1, 1), w("w3", 4, 2, 1, 1),
-                     w("w4", 3, 200), pads, shape])
+                     w("w4", 3, 200), pads, shape, *ints.values()])
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
-    # through layout-only ops (Pad, Reshape), not through arithmetic (Add) or a first conv
-    assert input_layers(path) == ["first", "linear"]
+    # through layout-only ops (Pad, Reshape, the tiles' Slice + Concat), not through
+    # arithmetic (Add) or a first conv
+    assert input_layers(path) == ["first", "linear", "tiled"]
 
 
 def test_int8_arguments_are_checked_before_exporting(_trained_template, tmp_path, capsys):

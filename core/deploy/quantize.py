@@ -172,12 +172,16 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
 
 
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-_LAYOUT = ("Pad", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast")
+# ops that move or select values without arithmetic: a tiled graph (segdec/tiles.py)
+# slices the image into tiles and concatenates them before the first convolution
+_LAYOUT = ("Pad", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast",
+           "Slice", "Concat", "Split", "Flatten")
 
 
 def input_layers(onnx_path: Path) -> list[str]:
     """Names of the ONNX graph's weighted nodes (Conv, Gemm, MatMul) that read one of the
-    graph's inputs, directly or through layout-only ops (Pad, Reshape, Transpose ...)."""
+    graph's inputs, directly or through layout-only ops (Pad, Reshape, Transpose, and the
+    Slice/Concat of a tiled graph ...)."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
