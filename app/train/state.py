@@ -462,13 +462,11 @@ class TrainState:
         """The config a run of the form would start with (for the time estimate)."""
         size = self.request_size()
         epochs, cfg = self.request_epochs(), self.config()
-        given: dict[str, Any] = {}
         if epochs is not None:  # an epoch count set on the form wins (as `train --epochs`)
-            given = {"epochs": epochs, **({"area_epochs": False}
-                                          if hasattr(cfg, "area_epochs") else {})}
-        given.update({k: v for k, v in self.overrides().items() if k in ("lr", "val_every")})
-        return cfg.replace(device=self.device, input_size=None if size is None else list(size),
-                           **given)
+            cfg = cfg.with_epochs(epochs)
+        return cfg.replace(
+            device=self.device, input_size=None if size is None else list(size),
+            **{k: v for k, v in self.overrides().items() if k in ("lr", "val_every")})
 
     def time_estimate_job(self) -> Any:
         """A function (for a worker thread: it opens its own read-only project) that returns

@@ -197,6 +197,12 @@ class KindConfig:
         cfg.extra = dict(self.extra)
         return cfg
 
+    def with_epochs(self, epochs: int) -> Any:
+        """A copy that trains exactly ``epochs`` epochs, as when the user set them (`train
+        --epochs`, the Train page's field); a kind whose rules change the epoch count turns
+        them off here."""
+        return self.replace(epochs=epochs)
+
     def model_switches(self) -> dict[str, Any]:
         """Keyword switches of the kind's network builder that the config sets ({} here)."""
         return {}

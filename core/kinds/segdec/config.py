@@ -145,7 +145,11 @@ class TrainConfig(KindConfig):
 
             data = read_config_file(args.config)
             given = "epochs" in data and "area_epochs" not in data
-        return cfg.replace(area_epochs=False) if given and cfg.area_epochs else cfg
+        return cfg.with_epochs(cfg.epochs) if given and cfg.area_epochs else cfg
+
+    def with_epochs(self, epochs: int) -> TrainConfig:
+        """Exactly ``epochs`` epochs: the epochs rule of crop runs (area_epochs) off."""
+        return self.replace(epochs=epochs, area_epochs=False)
 
     @classmethod
     def from_saved(cls, data: dict[str, Any]) -> TrainConfig:

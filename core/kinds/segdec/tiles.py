@@ -62,7 +62,7 @@ def tile_boxes(input_size: tuple[int, int], crop_size: tuple[int, int]
 
 @torch.no_grad()
 def top_tile(x: torch.Tensor, crop: tuple[int, int], score: Callable[[torch.Tensor], torch.Tensor],
-             chunk: int = 16) -> tuple[torch.Tensor, int]:
+             chunk: int = TILE_CHUNK) -> tuple[torch.Tensor, int]:
     """Multiple-instance learning for an image-label-only defective image (issue 18): of the
     crop-size tiles that cover image ``x`` [C, H, W] (the tiles validation and prediction
     score, segdec/tiles.py), the one whose decision logit ``score(batch [B, C, h, w]) -> [B]``
