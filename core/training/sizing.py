@@ -348,5 +348,9 @@ def choose_input_size(project: Any, config: KindConfig) -> SizeChoice:
     # the levels of a sweep share one input size
     labelled = [r for s in rule.splits for r in used(s)] if rule.splits != ("train",) else recs
     defects = measure_defects(project, labelled, masks=rule.masks)
+    if defects is None and rule.assumed_width and any(r.has_mask for r in labelled):
+        # masks exist but none could be read: not a project without masks (the drafts of
+        # segdec/drafts.py are only made where no mask exists), so no width is assumed
+        rule = replace(rule, assumed_width=None)
     return size_from_data([(r.width, r.height) for r in recs], getattr(config, "max_side", None),
                           multiple, min_side, defects, rule)

@@ -38,7 +38,7 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     """The steps of a run of ``config`` on ``project`` (DataError as `train` gives it)."""
     from defect_studio.kinds.segdec.train import _AUTOCAST, _precision
 
-    data = build_training_data(project, config)
+    data = build_training_data(project, config, drafts=False)
     c = data.config
     device = select_device(c.device)
     precision = _precision(c, device, c.amp and device.type == "cuda")
