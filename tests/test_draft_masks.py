@@ -103,7 +103,8 @@ def test_drafts_only_without_any_mask_and_not_when_switched_off(tmp_path):
         assert level0.drafts == {}
     with _project(tmp_path / "b") as p:
         off = build_training_data(p, _quick(draft_masks=False))
-        assert off.drafts == {} and off.config.input_size == (32, 16) and off.config.crop_size is None
+        assert off.drafts == {} and off.config.input_size == (32, 16)
+        assert off.config.crop_size is None
         assert TrainConfig(draft_masks=False).defect_rule().assumed_width is None
         assert TrainConfig().defect_rule().assumed_width == ASSUMED_DEFECT_PX
 
