@@ -28,9 +28,9 @@ def test_drafts_land_on_the_defect_and_a_plain_image_gets_none():
     ys, xs = np.nonzero(m)
     assert 4 <= ys.mean() <= 18 and 36 <= xs.mean() <= 50  # around the defect
     assert m.sum() < m.size / 4  # not the whole image
-    from defect_studio.kinds.segdec.drafts import _Surface
+    from defect_studio.kinds.segdec.drafts import Surface
 
-    s = _Surface()
+    s = Surface()
     s.fit(ok)
     maxima = [float(s.distance(x).max()) for x in ok]
     # the twin of the plainest OK image stays under the OK images' median maximum: no draft
@@ -91,6 +91,10 @@ def test_a_project_without_masks_trains_its_defectives_on_drafts(tmp_path):
         plan = build_training_data(p, _quick(), drafts=False)
         assert plan.drafts == {} and all(s.pixel for s in plan.train)
         assert plan.config.crop_size == (32, 32)
+        from defect_studio.kinds.segdec.probe import plan_run
+
+        steps = {k.key.split("|")[-2]: k for k in plan_run(p, _quick()).steps}
+        assert steps["draft"].count == 2 * 5 + 3  # each OK image twice, each defective once
 
 
 def test_drafts_only_without_any_mask_and_not_when_switched_off(tmp_path):

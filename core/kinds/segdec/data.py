@@ -3,6 +3,7 @@ preprocessing that training and inference share (``preprocess_image``)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,8 @@ class TrainingData:
     # draft masks (bool, input size) of defective images of a project without masks or
     # boxes, by image id (segdec/drafts.py); their samples train as pixel-labelled
     drafts: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    drafting: bool = False  # the run drafts masks (planned or made)
+    draft_s: float = 0.0  # seconds spent making them (counted in the run's time and budget)
 
     @property
     def positives(self) -> list[int]:
@@ -243,13 +246,16 @@ def build_training_data(project: Project, config: TrainConfig, *, drafts: bool =
         changes["dyn_balance"] = False
         notes.append("dynamic balancing off: no training image has a pixel mask (N = 0)")
     cfg = config.replace(**changes)
-    data = TrainingData(project, cfg, train, val, channels, notes, epochs_note)
+    data = TrainingData(project, cfg, train, val, channels, notes, epochs_note,
+                        drafting=drafting)
     if drafting and not drafts:  # the time probe: as if every defective image had a draft
         data.train = [Sample(s.image_id, s.label, True) for s in train]
     elif drafting:
         from defect_studio.kinds.segdec.drafts import drafts_for
 
+        t0 = time.monotonic()
         found = drafts_for(data)
+        data.draft_s = time.monotonic() - t0
         data.drafts = found.masks
         data.train = [Sample(s.image_id, s.label, s.pixel or s.image_id in found.masks)
                       for s in train]

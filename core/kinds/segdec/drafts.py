@@ -54,7 +54,7 @@ class Drafts:
                 f"{self.checked - n} without a draft train with their image label)")
 
 
-class _Surface:
+class Surface:
     """The feature Gaussian of the OK images and the distance map of any image."""
 
     def __init__(self) -> None:
@@ -106,7 +106,7 @@ def draft_masks(ok_images: list[torch.Tensor], defective: dict[int, torch.Tensor
     if len(ok_images) < 2:
         return Drafts({}, float("nan"), len(defective))
     W, H = size
-    surface = _Surface()
+    surface = Surface()
     surface.fit(ok_images)
     level = float(np.median([surface.distance(x).max() for x in ok_images]))
     out: dict[int, np.ndarray] = {}
