@@ -122,3 +122,20 @@ def test_bad_draft_switch_is_refused(bad):
 def test_old_runs_train_without_drafts():
     old = TrainConfig.from_saved({"model": "mffpa", "epochs": 2})
     assert old.draft_masks is False
+
+
+def test_the_assumed_width_raises_the_scale_only_where_the_image_rule_loses_it():
+    from defect_studio.training.sizing import ASSUMED_FLOOR_PX, DefectRule, size_from_data
+
+    rule = DefectRule(assumed_width=ASSUMED_DEFECT_PX)
+    big = size_from_data([(1024, 1024)] * 3, 128, rule=rule)  # 3 px -> 0.375 px: raised
+    assert big.assumed and big.size == (512, 512) and big.crop == (128, 128)
+    # the magnetic tiles' median part: 3 px -> 1.19 px by the image rule, kept as it is
+    tiles = size_from_data([(266, 324)] * 3, 128, rule=rule)
+    assert not tiles.assumed and tiles.size == (104, 128) and tiles.crop is None
+    assert ASSUMED_FLOOR_PX == 1.0
+    edge = size_from_data([(384, 384)] * 3, 128, rule=rule)  # exactly 1 px: not raised
+    assert not edge.assumed and edge.size == (128, 128)
+    # hostile sizes: zero, negative and huge parts never raise past the side cap
+    huge = size_from_data([(100000, 100000), (0, 5), (-3, 7)], 128, rule=rule)
+    assert huge.assumed and max(huge.size) <= 4096 and huge.crop == (128, 128)

@@ -202,8 +202,9 @@ def build_training_data(project: Project, config: TrainConfig, *, drafts: bool =
         if config.pixel_labels > len(masked):
             notes.append(f"pixel_labels={config.pixel_labels} but only {len(masked)} defective "
                          "training images have masks: using all of them")
-    # no mask anywhere in the train split, none withheld on purpose: draft masks
-    drafting = bool(config.draft_masks and not masked and config.pixel_labels is None)
+    # no mask anywhere in the train split, none withheld on purpose, and the size rule
+    # raised the scale for an assumed defect width (sizing.ASSUMED_FLOOR_PX): draft masks
+    drafting = False
     train = ([Sample(r.id, 1, r.id in chosen) for r in defective]
              + [Sample(r.id, 0, True) for r in ok])
     train.sort(key=lambda s: s.image_id)
@@ -218,6 +219,8 @@ def build_training_data(project: Project, config: TrainConfig, *, drafts: bool =
 
         choice = choose_input_size(project, config)
         changes["input_size"] = list(choice.size)
+        drafting = bool(config.draft_masks and choice.assumed and not masked
+                        and config.pixel_labels is None)
         notes.append(choice.reason)
         if choice.crop is not None and config.crop_size is None and (
                 chosen or config.mil_crops or drafting):
