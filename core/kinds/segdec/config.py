@@ -126,10 +126,11 @@ class TrainConfig(KindConfig):
     # without masks the image rule alone sizes the input (no crops).
     mil_crops: bool = False
     # image labels only (issue 18, the "none" case): when the train split has no mask at all
-    # (and pixel_labels is unset), each defective training image gets a draft mask from the
-    # OK images' surface (segdec/drafts.py) and trains as if masked; the size rule then
-    # assumes the small defects are sizing.ASSUMED_DEFECT_PX wide (crops follow). Off: image
-    # labels only, sized from the images.
+    # (and pixel_labels is unset), the size rule assumes the small defects are
+    # sizing.ASSUMED_DEFECT_PX wide where the image rule would leave them under
+    # sizing.ASSUMED_FLOOR_PX (crops follow), and then each defective training image gets a
+    # draft mask from the OK images' surface (segdec/drafts.py) and trains as if masked.
+    # Off: image labels only, sized from the images.
     draft_masks: bool = True
     keep_best: bool = True  # keep the epoch with the best validation AP (ties: lower loss)
 
