@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mil", action="store_true",
                    help="mil_crops: image-label-only defectives train their top tile, and a "
                         "project without masks is sized by the assumed defect width")
+    p.add_argument("--no-drafts", action="store_true",
+                   help="draft_masks off: a project without masks trains on image labels only "
+                        "(sized from the images) instead of on draft masks")
     p.add_argument("--smoke", action="store_true",
                    help="check the script: demo only, 48 images of 384x384, 1 epoch, quick")
     p.add_argument("--json", help="append each row as one JSON line to this file")
@@ -135,6 +138,8 @@ def run_one(proj: Path, preset: str, masks: str, args: argparse.Namespace) -> di
         overrides["num_threads"] = args.threads
     if args.mil:
         overrides["mil_crops"] = True
+    if args.no_drafts:
+        overrides["draft_masks"] = False
     cfg = TrainConfig.preset(preset, **overrides)
     with Project.open(proj, readonly=True) as p:
         est = estimate_time(p, cfg, use_cache=False)

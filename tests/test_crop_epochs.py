@@ -137,9 +137,10 @@ def test_without_masks_small_defects_are_assumed_and_the_reason_says_so():
     assert small.crop is None and "sized from the images only" in small.reason
     plain = size_from_data([(1024, 1024)] * 3, 128)  # other kinds: the image rule
     assert plain.size == (128, 128) and plain.crop is None
-    # the segmentation kind assumes the width only with mil_crops (off by default)
-    assert TrainConfig(mil_crops=True).defect_rule().assumed_width == ASSUMED_DEFECT_PX
-    assert TrainConfig().defect_rule().assumed_width is None
+    # the segmentation kind assumes the width with mil_crops or draft masks (the default)
+    assert TrainConfig(mil_crops=True, draft_masks=False).defect_rule().assumed_width \
+        == ASSUMED_DEFECT_PX
+    assert TrainConfig(draft_masks=False).defect_rule().assumed_width is None
 
 
 # -- multiple-instance learning -----------------------------------------------------------------
@@ -178,7 +179,8 @@ def test_label_only_defectives_train_their_top_tile_and_ok_images_their_crops(tm
 
     monkeypatch.setattr(train_mod, "top_tile", top)
     monkeypatch.setattr(train_mod, "mixed_loss", loss)
-    cfg = TrainConfig.preset("quick", max_side=32, cpu_bf16=False, epochs=1, mil_crops=True)
+    cfg = TrainConfig.preset("quick", max_side=32, cpu_bf16=False, epochs=1, mil_crops=True,
+                             draft_masks=False)
     run_id = train_mod.train(root, cfg)
     saved = json.loads((root / "runs" / run_id / "config.json").read_text())
     W, H = saved["input_size"]

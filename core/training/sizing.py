@@ -59,6 +59,12 @@ MAX_MEASURED_IMAGES = 400  # masks read to measure the defects (an even sample b
 # are 3-5 px wide, the 10th percentile of the magnetic tiles' masked defects is ~4.7 px);
 # anything thinner needs masks so the rule can measure it.
 ASSUMED_DEFECT_PX = 2 * MIN_DEFECT_PX
+# ... and the assumption only raises the scale where the image rule would leave such a
+# defect thinner than this (px at the input): area resizing keeps a line's contrast while it
+# stays >= 1 px and fades it in proportion below. Measured (docs/benchmarks.md, "Image labels
+# only: draft masks"): the magnetic tiles (3 px -> 1.19 px by the image rule) train to test
+# AP 0.947 on image labels alone; the demo-1024 case (3 px -> 0.375 px) stays at chance.
+ASSUMED_FLOOR_PX = 1.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class SizeChoice:
     reason: str
     crop: tuple[int, int] | None = None
     defects: DefectWidths | None = field(default=None, compare=False)
+    assumed: bool = False  # the scale was raised for an assumed (unmeasured) defect width
 
 
 @dataclass(frozen=True)
@@ -226,12 +233,13 @@ def size_from_data(sizes: list[tuple[int, int]], max_side: int | None, multiple:
         raised = _defect_choice(w, h, scale, max_side, multiple, min_side, defects, rule)
         if raised is not None:
             return raised
-    elif defects is None and rule.assumed_width:
+    elif defects is None and rule.assumed_width and \
+            rule.assumed_width * scale < ASSUMED_FLOOR_PX:
         assumed = DefectWidths((float(rule.assumed_width),), ASSUMED_SOURCE)
         raised = _defect_choice(w, h, scale, max_side, multiple, min_side, assumed, rule)
         if raised is not None:
             return replace(raised, reason=raised.reason + ", " + _assumed_note(rule),
-                           defects=None)
+                           defects=None, assumed=True)
     parts = [f"median training image {w:g}x{h:g}"]
     if scale < 1.0:
         parts.append(f"long side capped at {max_side}")
@@ -348,5 +356,9 @@ def choose_input_size(project: Any, config: KindConfig) -> SizeChoice:
     # the levels of a sweep share one input size
     labelled = [r for s in rule.splits for r in used(s)] if rule.splits != ("train",) else recs
     defects = measure_defects(project, labelled, masks=rule.masks)
+    if defects is None and rule.assumed_width and any(r.has_mask for r in labelled):
+        # masks exist but none could be read: not a project without masks (the drafts of
+        # segdec/drafts.py are only made where no mask exists), so no width is assumed
+        rule = replace(rule, assumed_width=None)
     return size_from_data([(r.width, r.height) for r in recs], getattr(config, "max_side", None),
                           multiple, min_side, defects, rule)

@@ -48,6 +48,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "norm": "instance", "dec_target": "label", "loss_reduction": "mean", "dilate_at": "input",
     "max_side": None, "keep_best": False, "auto_dyn_balance": False, "crops_per_step": 1,
     "area_epochs": False, "crop_budget_minutes": None, "mil_crops": False,
+    "draft_masks": False,
 }
 
 
@@ -124,6 +125,13 @@ class TrainConfig(KindConfig):
     # (sizing.ASSUMED_DEFECT_PX), crops following. Off: such images train whole, and
     # without masks the image rule alone sizes the input (no crops).
     mil_crops: bool = False
+    # image labels only (issue 18, the "none" case): when the train split has no mask at all
+    # (and pixel_labels is unset), the size rule assumes the small defects are
+    # sizing.ASSUMED_DEFECT_PX wide where the image rule would leave them under
+    # sizing.ASSUMED_FLOOR_PX (crops follow), and then each defective training image gets a
+    # draft mask from the OK images' surface (segdec/drafts.py) and trains as if masked.
+    # Off: image labels only, sized from the images.
+    draft_masks: bool = True
     keep_best: bool = True  # keep the epoch with the best validation AP (ties: lower loss)
 
     # -- construction -------------------------------------------------------------
@@ -174,7 +182,8 @@ class TrainConfig(KindConfig):
         ASSUMED_DEFECT_PX wide."""
         from defect_studio.training.sizing import ASSUMED_DEFECT_PX, DefectRule
 
-        return DefectRule(assumed_width=ASSUMED_DEFECT_PX if self.mil_crops else None)
+        assumed = self.mil_crops or (self.draft_masks and self.pixel_labels is None)
+        return DefectRule(assumed_width=ASSUMED_DEFECT_PX if assumed else None)
 
     # -- validation -----------------------------------------------------------------
     def validate(self) -> None:
@@ -206,7 +215,7 @@ class TrainConfig(KindConfig):
         _check(self.loss_reduction in LOSS_REDUCTIONS, "loss_reduction",
                f"one of {LOSS_REDUCTIONS}")
         _check(self.dilate_at in DILATE_AT, "dilate_at", f"one of {DILATE_AT}")
-        for key in ("keep_best", "auto_dyn_balance", "area_epochs", "mil_crops"):
+        for key in ("keep_best", "auto_dyn_balance", "area_epochs", "mil_crops", "draft_masks"):
             _check(isinstance(getattr(self, key), bool), key, "true or false")
         _check(self.crops_per_step is None or (_is_int(self.crops_per_step)
                                                and 1 <= self.crops_per_step <= MAX_CROPS_PER_STEP),

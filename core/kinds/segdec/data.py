@@ -3,6 +3,7 @@ preprocessing that training and inference share (``preprocess_image``)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,11 @@ class TrainingData:
     _cache: dict[int, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = field(
         default_factory=dict, repr=False)
     _val_cache: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    # draft masks (bool, input size) of defective images of a project without masks or
+    # boxes, by image id (segdec/drafts.py); their samples train as pixel-labelled
+    drafts: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    drafting: bool = False  # the run drafts masks (planned or made)
+    draft_s: float = 0.0  # seconds spent making them (counted in the run's time and budget)
 
     @property
     def positives(self) -> list[int]:
@@ -109,6 +115,12 @@ class TrainingData:
         mask_t = weight_t = None
         if s.pixel:
             full = np.zeros(img.shape[:2], bool)
+            if s.label == 1 and s.image_id in self.drafts:
+                c = self.config  # a draft is at the input's size: dilated there
+                maps = seg_targets(self.drafts[s.image_id], dilate=c.dilate,
+                                   dist_weight=c.dist_weight, w_max=c.w_max, p=c.p)
+                self._cache[s.image_id] = (cached, *maps)
+                return _as_float(cached), maps[0], maps[1]
             if s.label == 1:
                 raw = self.project.load_mask(s.image_id)
                 if raw is None or raw.shape[:2] != img.shape[:2]:
@@ -146,12 +158,17 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
-def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
+def build_training_data(project: Project, config: TrainConfig, *, drafts: bool = True
+                        ) -> TrainingData:
     """Select the training and validation images of a project (DataError if unusable).
 
     Train split: pixel-labelled defectives (with a mask, among the ``pixel_labels``
     choice), image-label-only defectives, OK images (an all-zero mask). Unlabelled
     images are not used. Returns the data with ``config.channels`` resolved.
+
+    A project whose train split has no mask at all (``draft_masks``, ``pixel_labels``
+    unset) gets draft masks of its defective images (segdec/drafts.py); ``drafts=False``
+    (the time probe) plans as if every defective image had one, without computing them.
     """
     train_recs = [r for r in project.images(split="train") if r.label in ("ok", "defective")]
     val_recs = [r for r in project.images(split="val") if r.label in ("ok", "defective")]
@@ -185,6 +202,9 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
         if config.pixel_labels > len(masked):
             notes.append(f"pixel_labels={config.pixel_labels} but only {len(masked)} defective "
                          "training images have masks: using all of them")
+    # no mask anywhere in the train split, none withheld on purpose, and the size rule
+    # raised the scale for an assumed defect width (sizing.ASSUMED_FLOOR_PX): draft masks
+    drafting = False
     train = ([Sample(r.id, 1, r.id in chosen) for r in defective]
              + [Sample(r.id, 0, True) for r in ok])
     train.sort(key=lambda s: s.image_id)
@@ -199,8 +219,11 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
 
         choice = choose_input_size(project, config)
         changes["input_size"] = list(choice.size)
+        drafting = bool(config.draft_masks and choice.assumed and not masked
+                        and config.pixel_labels is None)
         notes.append(choice.reason)
-        if choice.crop is not None and config.crop_size is None and (chosen or config.mil_crops):
+        if choice.crop is not None and config.crop_size is None and (
+                chosen or config.mil_crops or drafting):
             from defect_studio.kinds.segdec.crops import crops_per_step
 
             changes["crop_size"] = list(choice.crop)
@@ -220,13 +243,28 @@ def build_training_data(project: Project, config: TrainConfig) -> TrainingData:
             notes.append("no crops: no training image keeps its mask (pixel_labels 0), so a "
                          "crop could miss the defect; whole images at this scale (mil_crops "
                          "would train their top-scoring tiles)")
-    if config.dyn_balance and config.auto_dyn_balance and not chosen:
+    if config.dyn_balance and config.auto_dyn_balance and not chosen and not drafting:
         # As published: dynamic balancing is for mixed supervision; with no mask it would
         # leave the decision loss at weight 0 in epoch 1, so image-level defects teach nothing.
         changes["dyn_balance"] = False
         notes.append("dynamic balancing off: no training image has a pixel mask (N = 0)")
     cfg = config.replace(**changes)
-    return TrainingData(project, cfg, train, val, channels, notes, epochs_note)
+    data = TrainingData(project, cfg, train, val, channels, notes, epochs_note,
+                        drafting=drafting)
+    if drafting and not drafts:  # the time probe: as if every defective image had a draft
+        data.train = [Sample(s.image_id, s.label, True) for s in train]
+    elif drafting:
+        from defect_studio.kinds.segdec.drafts import drafts_for
+
+        t0 = time.monotonic()
+        found = drafts_for(data)
+        data.draft_s = time.monotonic() - t0
+        data.drafts = found.masks
+        data.train = [Sample(s.image_id, s.label, s.pixel or s.image_id in found.masks)
+                      for s in train]
+        data._cache.clear()  # cached before the drafts: image-label-only entries
+        notes.append(found.note())
+    return data
 
 
 def _area_epochs(config: TrainConfig, size: tuple[int, int], crop: tuple[int, int], k: int

@@ -34,11 +34,19 @@ def _validations(config: Any) -> int:
     return n + 1
 
 
+def draft_step(channels: int, w: int, h: int) -> Any:
+    """One image's features for the draft masks (on the CPU, as drafting runs)."""
+    from defect_studio.kinds.segdec.drafts import Surface
+
+    surface, x = Surface(), torch.rand(channels, h, w)
+    return lambda: surface.features(x)
+
+
 def plan_run(project: Any, config: Any) -> RunPlan:
     """The steps of a run of ``config`` on ``project`` (DataError as `train` gives it)."""
     from defect_studio.kinds.segdec.train import _AUTOCAST, _precision
 
-    data = build_training_data(project, config)
+    data = build_training_data(project, config, drafts=False)
     c = data.config
     device = select_device(c.device)
     precision = _precision(c, device, c.amp and device.type == "cuda")
@@ -116,6 +124,9 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     if mil:  # each: its tiles scored without gradient (as an eval pass), then one crop
         steps.append(StepKind(f"{base}|train|{cw}x{ch}", c.epochs * mil, train_step(cw, ch)))
         steps.append(StepKind(eval_key, c.epochs * mil, eval_step()))
+    if data.drafting:  # draft masks (segdec/drafts.py): features of each OK image twice
+        steps.append(StepKind(f"{base}|draft|{W}x{H}", 2 * n_neg + n_pos,
+                              with_threads(draft_step(c.channels, W, H))))
     val = data.val if {s.label for s in data.val} == {0, 1} else []
     n_eval = len(val) * (_validations(c) - 1) + len(val or data.train)
     steps.append(StepKind(eval_key, n_eval, eval_step()))
