@@ -50,6 +50,10 @@ def _variants(nncf, sensitivity: bool) -> dict[str, tuple[tuple[str, ...], dict,
         "input layer + stage1 f32": (("stage1",), mixed, True),
         "input layer + seg_out + decision head f32": (
             ("seg_out", "dec_body", "dec_fc"), mixed, True),
+        "input layer f32, full bias correction": (
+            (), {**mixed, "fast_bias_correction": False}, True),
+        "input layer f32, SmoothQuant": (
+            (), {**mixed, "model_type": nncf.ModelType.TRANSFORMER}, True),
     }
 
 

@@ -139,3 +139,15 @@ def test_the_assumed_width_raises_the_scale_only_where_the_image_rule_loses_it()
     # hostile sizes: zero, negative and huge parts never raise past the side cap
     huge = size_from_data([(100000, 100000), (0, 5), (-3, 7)], 128, rule=rule)
     assert huge.assumed and max(huge.size) <= 4096 and huge.crop == (128, 128)
+
+
+def test_the_surface_is_fitted_on_at_most_max_ok_images_evenly_spaced():
+    from defect_studio.kinds.segdec.drafts import MAX_OK_IMAGES, ok_subset
+
+    few = list(range(5))
+    assert ok_subset(few) == few
+    many = list(range(10 * MAX_OK_IMAGES + 7))
+    chosen = ok_subset(many)
+    assert len(chosen) == MAX_OK_IMAGES == len(set(chosen))
+    assert chosen[0] == 0 and chosen[-1] >= len(many) - 11  # spread to the end
+    assert ok_subset([]) == []

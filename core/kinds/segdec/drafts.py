@@ -36,6 +36,18 @@ import torch.nn.functional as F
 DRAFT_SHARE = 0.7   # a draft: cells at >= this share of the image's highest distance
 SMOOTH_CELLS = 2.0  # Gaussian smoothing of the distance map, in 1/4 cells
 COV_EPS = 0.01      # added to the covariance's diagonal (features are not independent)
+# OK images the surface is fitted on (evenly spaced): a texture Gaussian of 64 features is
+# well estimated from far fewer cells than 200 images give, and drafting time stays bounded
+# on a large project (it counts in the run's time budget)
+MAX_OK_IMAGES = 200
+
+
+def ok_subset(indices: list[int]) -> list[int]:
+    """At most MAX_OK_IMAGES of ``indices``, evenly spaced."""
+    if len(indices) <= MAX_OK_IMAGES:
+        return list(indices)
+    step = len(indices) / MAX_OK_IMAGES
+    return [indices[int(i * step)] for i in range(MAX_OK_IMAGES)]
 
 
 @dataclass
@@ -122,8 +134,9 @@ def draft_masks(ok_images: list[torch.Tensor], defective: dict[int, torch.Tensor
 
 def drafts_for(data: Any) -> Drafts:
     """Drafts for the defective training images of ``data`` (segdec TrainingData whose
-    config has its input size and channels), from its OK training images."""
-    ok = [data.item(i)[0] for i in data.negatives]
+    config has its input size and channels), from its OK training images (at most
+    MAX_OK_IMAGES of them)."""
+    ok = [data.item(i)[0] for i in ok_subset(data.negatives)]
     defective = {data.train[i].image_id: data.item(i)[0] for i in data.positives}
     return draft_masks(ok, defective, tuple(data.config.input_size))
 

@@ -125,7 +125,9 @@ def plan_run(project: Any, config: Any) -> RunPlan:
         steps.append(StepKind(f"{base}|train|{cw}x{ch}", c.epochs * mil, train_step(cw, ch)))
         steps.append(StepKind(eval_key, c.epochs * mil, eval_step()))
     if data.drafting:  # draft masks (segdec/drafts.py): features of each OK image twice
-        steps.append(StepKind(f"{base}|draft|{W}x{H}", 2 * n_neg + n_pos,
+        from defect_studio.kinds.segdec.drafts import MAX_OK_IMAGES
+
+        steps.append(StepKind(f"{base}|draft|{W}x{H}", 2 * min(n_neg, MAX_OK_IMAGES) + n_pos,
                               with_threads(draft_step(c.channels, W, H))))
     val = data.val if {s.label for s in data.val} == {0, 1} else []
     n_eval = len(val) * (_validations(c) - 1) + len(val or data.train)
