@@ -151,3 +151,15 @@ def test_the_surface_is_fitted_on_at_most_max_ok_images_evenly_spaced():
     assert len(chosen) == MAX_OK_IMAGES == len(set(chosen))
     assert chosen[0] == 0 and chosen[-1] >= len(many) - 11  # spread to the end
     assert ok_subset([]) == []
+
+
+def test_the_reason_says_the_defectives_get_draft_masks_only_when_they_will():
+    from defect_studio.training.sizing import size_from_data
+
+    drafting = size_from_data([(1024, 1024)] * 3, 128, rule=TrainConfig().defect_rule())
+    assert "draft mask" in drafting.reason and "assumed at least 3 px" in drafting.reason
+    off = TrainConfig(draft_masks=False, mil_crops=True).defect_rule()
+    mil = size_from_data([(1024, 1024)] * 3, 128, rule=off)
+    assert "draft mask" not in mil.reason and "top-scoring tile" in mil.reason
+    withheld = TrainConfig(pixel_labels=0).defect_rule()  # masks withheld: no assumption
+    assert withheld.assumed_width is None and withheld.assumed_then == ""

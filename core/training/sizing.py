@@ -79,7 +79,8 @@ class DefectRule:
     (sx, sy)) -> list of str``, appended to the reason); ``boxed_images``: images with
     boxes train the kind whatever their label (the detector), so they are measured and
     their sizes count; ``assumed_width``: with no masks or boxes to measure, the width
-    (image px) the small defects are assumed to have (None: the image rule alone)."""
+    (image px) the small defects are assumed to have (None: the image rule alone);
+    ``assumed_then``: what the kind does in that case, said in the reason."""
 
     min_px: float = MIN_DEFECT_PX
     splits: tuple[str, ...] = ("train",)
@@ -89,6 +90,7 @@ class DefectRule:
     check: Any = None
     boxed_images: bool = False
     assumed_width: float | None = None  # no masks/boxes: small defects assumed this wide
+    assumed_then: str = ""  # what the kind does then (appended to the reason)
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,8 @@ def _assumed_note(rule: DefectRule) -> str:
     return (f"no masks or boxes to measure the defects: assumed at least "
             f"{rule.assumed_width:g} px wide ({rule.min_px:g} px at the input at scale "
             f"{min(1.0, rule.min_px / float(rule.assumed_width)):.3g}); mask a few defects so "
-            "their size is measured, or give --size")
+            "their size is measured, or give --size"
+            + (f"; {rule.assumed_then}" if rule.assumed_then else ""))
 
 
 def _full_resolution_note(defects: DefectWidths, scale: float, rule: DefectRule) -> list[str]:

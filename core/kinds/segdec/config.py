@@ -178,12 +178,18 @@ class TrainConfig(KindConfig):
 
     def defect_rule(self) -> Any:
         """The segmentation kind's rule (defect_studio.training.sizing): 1.5 px at the
-        input; with ``mil_crops``, without masks or boxes small defects are assumed
-        ASSUMED_DEFECT_PX wide."""
+        input; with ``draft_masks`` (pixel_labels unset) or ``mil_crops``, without masks or
+        boxes small defects are assumed ASSUMED_DEFECT_PX wide, and the reason says what
+        the defective images train on then."""
         from defect_studio.training.sizing import ASSUMED_DEFECT_PX, DefectRule
 
-        assumed = self.mil_crops or (self.draft_masks and self.pixel_labels is None)
-        return DefectRule(assumed_width=ASSUMED_DEFECT_PX if assumed else None)
+        drafts = self.draft_masks and self.pixel_labels is None
+        assumed = self.mil_crops or drafts
+        then = ("before training, each defective training image gets a draft mask where it "
+                "differs from the OK images" if drafts else
+                "defective images train their top-scoring tile" if self.mil_crops else "")
+        return DefectRule(assumed_width=ASSUMED_DEFECT_PX if assumed else None,
+                          assumed_then=then)
 
     # -- validation -----------------------------------------------------------------
     def validate(self) -> None:
