@@ -117,13 +117,13 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
     """Quantize the f32 graph in ``onnx_path`` on ``images`` ([C, H, W] float32 each) and
     write it to ``out_path`` (model.xml for "openvino", with the ``manifest`` fields as
     rt_info under "defect_studio"; model.onnx for "onnx", stamped by the caller).
-    ``keep_modules``: names of the network's submodules (e.g. "dec_fc") whose layers stay
-    in f32 (the kind's ``int8_keep_f32``). ``options``: nncf.quantize arguments that replace
-    the defaults (benchmarks/int8_variants.py compares them). ``input_layers_f32``: the
-    weighted layers that read the network's input (MFFPA's stem convolution) stay f32: in
-    INT8 they were the largest source of flipped decisions (docs/benchmarks.md, "INT8: which
-    layers flip the decisions"). The layers left in f32 go into
-    ``manifest["quantization"]["kept_f32"]``."""
+    ``keep_modules``: names of the network's submodules (e.g. "dec_fc") whose layers stay in f32
+    (benchmarks/int8_variants.py compares such choices; ``export-model --int8`` keeps none: the
+    decision head in f32 did not help, docs/benchmarks.md). ``options``: nncf.quantize arguments
+    that replace the defaults (compared there too). ``input_layers_f32``: the weighted layers
+    that read the network's input (MFFPA's stem convolution) stay f32: in INT8 they were the
+    largest source of flipped decisions (docs/benchmarks.md, "INT8: which layers flip the
+    decisions"). The layers left in f32 go into ``manifest["quantization"]["kept_f32"]``."""
     import json
 
     nncf = _nncf()

@@ -242,8 +242,9 @@ class _Job:
         self.scaler, self.sampler, self.device, self.folder = scaler, sampler, device, folder
         self.should_stop, self.run_id = should_stop, run_id
         self.elapsed_before = elapsed_before
-        # draft masks were made before training (segdec/drafts.py): their time counts
-        self.t0 = time.monotonic() - (data.draft_s if elapsed_before == 0 else 0.0)
+        # draft masks were made before training (segdec/drafts.py; again on a resume):
+        # their time counts
+        self.t0 = time.monotonic() - data.draft_s
         self.budget_note = ""  # set when max_minutes ends training early
         self.balance_epochs = config.epochs  # the epochs the balancing weight runs over
         self.best: dict[str, Any] | None = None  # {"epoch", "ap", "loss"} of best.pt
