@@ -262,7 +262,8 @@ def build_training_data(project: Project, config: TrainConfig, *, drafts: bool =
         data.drafts = found.masks
         data.train = [Sample(s.image_id, s.label, s.pixel or s.image_id in found.masks)
                       for s in train]
-        data._cache.clear()  # cached before the drafts: image-label-only entries
+        for image_id in found.masks:  # cached while drafting as image-label-only entries
+            data._cache.pop(image_id, None)  # (OK images' entries stay: same targets)
         notes.append(found.note())
     return data
 
