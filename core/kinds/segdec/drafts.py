@@ -5,19 +5,25 @@ defective training image is, and image-level training of the segmentation networ
 find small defects on large parts (docs/benchmarks.md, "Large parts with small defects":
 whole images at 128 and 256 px and multiple-instance crops stayed at chance on the
 demo-1024 case). So before training, each defective training image gets a *draft* mask
-from what its OK neighbours look like:
+where it differs from its own surface:
 
-- the frozen ImageNet EfficientNet-Lite0 (defect_studio.backbones, the anomaly model's
-  teacher) gives features at 1/4 and 1/8 of the run's input (1/8 upsampled to 1/4,
-  averaged over 3x3 cells);
-- one Gaussian (mean and covariance) of those features over every cell of every OK
-  training image: the parts' surface, wherever it is in the image (a texture model, not
-  PaDiM's per-location model, which needs aligned parts);
-- a defective image's map is the Mahalanobis distance of each cell (smoothed, sigma 2
-  cells); the level is the median over the OK training images of their map's maximum
-  (half of the OK images reach it somewhere); the draft is every cell at or above
-  ``max(level, DRAFT_SHARE x the image's maximum)``; an image whose maximum stays under
-  the level gets no draft and trains with its image label only (whole image).
+- the image is read at its own resolution (never enlarged, never made smaller than the
+  run's input; at most DRAFT_MAX_PIXELS, which bounds the time), the frozen ImageNet
+  EfficientNet-Lite0 (defect_studio.backbones, the anomaly model's teacher) gives
+  features at 1/4 and 1/8 of it (1/8 upsampled to 1/4, averaged over 3x3 cells), after
+  reflecting PAD_PX pixels at the image's edges (with zero padding the network's border
+  cells are the most unusual of every image);
+- one Gaussian (mean and covariance) of those features over the image's *own* cells: the
+  drafts are made only for large parts with small defects (sizing.ASSUMED_FLOOR_PX), where
+  a defect covers a small share of its image, so the image's surface is its reference (one
+  Gaussian over the OK images of a project with several surface types flags the rarer
+  surfaces instead: measured in docs/benchmarks.md, "Draft masks from the image's own
+  surface");
+- the map is the Mahalanobis distance of each cell (smoothed, sigma 2 cells); the level is
+  the median, over at most LEVEL_OK_IMAGES OK training images (evenly spaced), of their own
+  map's maximum (half of the OK images reach it somewhere); the draft is every cell at or
+  above ``max(level, DRAFT_SHARE x the image's maximum)``; an image whose maximum stays
+  under the level gets no draft and trains with its image label only (whole image).
 
 Drafts live in memory for the run (never written to the project), at the input's size.
 Validation, the threshold and every score use image labels only, as before.
@@ -36,18 +42,43 @@ import torch.nn.functional as F
 DRAFT_SHARE = 0.7   # a draft: cells at >= this share of the image's highest distance
 SMOOTH_CELLS = 2.0  # Gaussian smoothing of the distance map, in 1/4 cells
 COV_EPS = 0.01      # added to the covariance's diagonal (features are not independent)
-# OK images the surface is fitted on (evenly spaced): a texture Gaussian of 64 features is
-# well estimated from far fewer cells than 200 images give, and drafting time stays bounded
-# on a large project (it counts in the run's time budget)
-MAX_OK_IMAGES = 200
+PAD_PX = 32         # reflected at the image's edges before the features (fewer if smaller)
+# Drafting resolution: the image's own (a 3 px defect keeps 3 px, 0.75 of a 1/4 cell; at
+# half of it, as the run's input sees it, a cell spans 8 px of the part and a 3 px scratch
+# is lost among them: measured), unless its area is larger than this: then scaled down to
+# it (never below the input). 1024 x 1024: about 1-2 s of features per image on one thread.
+DRAFT_MAX_PIXELS = 1024 * 1024
+# OK images whose own maxima set the level (evenly spaced): the median of 32 maxima is
+# well estimated, and drafting time stays bounded on a large project (it counts in the
+# run's time budget)
+LEVEL_OK_IMAGES = 32
 
 
 def ok_subset(indices: list[int]) -> list[int]:
-    """At most MAX_OK_IMAGES of ``indices``, evenly spaced."""
-    if len(indices) <= MAX_OK_IMAGES:
+    """At most LEVEL_OK_IMAGES of ``indices``, evenly spaced."""
+    if len(indices) <= LEVEL_OK_IMAGES:
         return list(indices)
-    step = len(indices) / MAX_OK_IMAGES
-    return [indices[int(i * step)] for i in range(MAX_OK_IMAGES)]
+    step = len(indices) / LEVEL_OK_IMAGES
+    return [indices[int(i * step)] for i in range(LEVEL_OK_IMAGES)]
+
+
+def draft_size(image: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """The size (W, H) an image of ``image`` (W, H) is drafted at, for a run whose input is
+    ``size`` (W, H): the input's shape at the image's own resolution (the input enlarged
+    by the smaller of the two side ratios, so the image is never enlarged), at most
+    DRAFT_MAX_PIXELS in area and never smaller than the input. Bad sizes (zero, negative,
+    not finite) give the input size."""
+    W, H = (int(v) for v in size)
+    try:
+        iw, ih = float(image[0]), float(image[1])
+    except (TypeError, ValueError, IndexError):
+        return W, H
+    if W <= 0 or H <= 0 or not (np.isfinite(iw) and np.isfinite(ih)) or iw <= 0 or ih <= 0:
+        return W, H
+    f = min(iw / W, ih / H, (DRAFT_MAX_PIXELS / (W * H)) ** 0.5)
+    if not f > 1.0:
+        return W, H
+    return max(W, int(round(W * f))), max(H, int(round(H * f)))
 
 
 @dataclass
@@ -62,81 +93,104 @@ class Drafts:
     def note(self) -> str:
         n = len(self.masks)
         return (f"no masks or boxes: draft masks for {n} of {self.checked} defective training "
-                "images from the OK images' surface (pretrained EfficientNet-Lite0 features; "
-                f"{self.checked - n} without a draft train with their image label)")
+                "images where each differs from its own surface (pretrained "
+                f"EfficientNet-Lite0 features; {self.checked - n} without a draft train with "
+                "their image label)")
 
 
 class Surface:
-    """The feature Gaussian of the OK images and the distance map of any image."""
+    """The distance map of an image from its own surface (module docstring)."""
 
     def __init__(self) -> None:
         from defect_studio.backbones.efficientnet_lite import load_efficientnet_lite0
 
         self.net = load_efficientnet_lite0(pretrained=True)
-        self.mean: torch.Tensor | None = None
-        self.inv: torch.Tensor | None = None
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """[C, H, W] in [0, 1] -> [D, H/4, W/4]."""
+        """[C, H, W] in [0, 1] -> [D, H/4, W/4] (edges reflected before, cut after)."""
         from defect_studio.backbones.efficientnet_lite import normalize
 
-        f4, f8 = self.net.features(normalize(x[None].float()), ("1/4", "1/8"))
+        y = normalize(x[None].float())
+        h, w = y.shape[-2:]
+        pad = max(0, min(PAD_PX, h - 1, w - 1)) // 4 * 4  # whole 1/4 cells
+        if pad:
+            y = F.pad(y, (pad, pad, pad, pad), mode="reflect")
+        f4, f8 = self.net.features(y, ("1/4", "1/8"))
         f8 = F.interpolate(f8, size=f4.shape[-2:], mode="bilinear", align_corners=False)
-        return F.avg_pool2d(torch.cat([f4, f8], 1), 3, 1, 1)[0]
-
-    def fit(self, images: list[torch.Tensor]) -> None:
-        s1: torch.Tensor | None = None
-        s2: torch.Tensor | None = None
-        n = 0
-        for x in images:
-            e = self.features(x).flatten(1).double()
-            s1 = e.sum(1) if s1 is None else s1 + e.sum(1)
-            s2 = e @ e.T if s2 is None else s2 + e @ e.T
-            n += e.shape[1]
-        assert s1 is not None and s2 is not None and n > 1
-        mean = s1 / n
-        cov = s2 / n - torch.outer(mean, mean)
-        cov += COV_EPS * torch.eye(cov.shape[0], dtype=cov.dtype)
-        self.mean, self.inv = mean.float(), torch.linalg.inv(cov).float()
+        e = F.avg_pool2d(torch.cat([f4, f8], 1), 3, 1, 1)[0]
+        c = pad // 4
+        return e[:, c:e.shape[1] - c, c:e.shape[2] - c] if c else e
 
     def distance(self, x: torch.Tensor) -> np.ndarray:
-        """The smoothed distance map [H/4, W/4] of one image."""
-        assert self.mean is not None and self.inv is not None
+        """The smoothed distance map [H/4, W/4] of one image from its own cells' Gaussian."""
         e = self.features(x)
         _, h, w = e.shape
-        d = e.flatten(1).T - self.mean
-        m = ((d @ self.inv) * d).sum(1).clamp_min(0).sqrt().reshape(h, w).numpy()
-        m = np.nan_to_num(m, nan=0.0, posinf=0.0)
+        flat = e.flatten(1).double()
+        n = flat.shape[1]
+        if n < 2:
+            return np.zeros((h, w), np.float32)
+        mean = flat.mean(1)
+        cov = (flat @ flat.T) / n - torch.outer(mean, mean)
+        cov += COV_EPS * torch.eye(cov.shape[0], dtype=cov.dtype)
+        try:
+            inv = torch.linalg.inv(cov).float()
+        except RuntimeError:  # NaN features: not invertible
+            return np.zeros((h, w), np.float32)
+        d = flat.T.float() - mean.float()
+        m = ((d @ inv) * d).sum(1).clamp_min(0).sqrt().reshape(h, w).numpy()
+        m = np.nan_to_num(m, nan=0.0, posinf=0.0).astype(np.float32)
         return cv2.GaussianBlur(m, (0, 0), SMOOTH_CELLS)
 
 
 def draft_masks(ok_images: list[torch.Tensor], defective: dict[int, torch.Tensor],
-                size: tuple[int, int]) -> Drafts:
-    """Drafts of the ``defective`` images ({id: [C, H, W]} at the input size (W, H)) from
-    the surface of ``ok_images`` (at least 2). See the module docstring."""
+                size: tuple[int, int], content: dict[int, tuple[int, int]] | None = None
+                ) -> Drafts:
+    """Drafts of the ``defective`` images ({id: [C, H, W]}, each at its drafting size,
+    see draft_size) at the input size ``size`` (W, H); the level from ``ok_images`` (at
+    least 2, any sizes). ``content`` ({id: (w, h)}, default the whole input) is where an
+    image lies in the input (resize mode "pad": top-left, zero padding beyond); the
+    images given are that content only. See the module docstring."""
     if len(ok_images) < 2:
         return Drafts({}, float("nan"), len(defective))
     W, H = size
     surface = Surface()
-    surface.fit(ok_images)
     level = float(np.median([surface.distance(x).max() for x in ok_images]))
     out: dict[int, np.ndarray] = {}
     for image_id, x in defective.items():
         m = surface.distance(x)
         top = float(m.max())
-        if not np.isfinite(top) or top < level:
+        if not np.isfinite(top) or not np.isfinite(level) or top <= 0 or top < level:
             continue
         cells = (m >= max(level, DRAFT_SHARE * top)).astype(np.uint8)
-        out[image_id] = cv2.resize(cells, (W, H), interpolation=cv2.INTER_NEAREST) > 0
+        cw, ch = (content or {}).get(image_id, (W, H))
+        cw, ch = max(1, min(int(cw), W)), max(1, min(int(ch), H))
+        draft = np.zeros((H, W), bool)
+        draft[:ch, :cw] = cv2.resize(cells, (cw, ch), interpolation=cv2.INTER_NEAREST) > 0
+        out[image_id] = draft
     return Drafts(out, level, len(defective))
 
 
 def drafts_for(data: Any) -> Drafts:
     """Drafts for the defective training images of ``data`` (segdec TrainingData whose
-    config has its input size and channels), from its OK training images (at most
-    MAX_OK_IMAGES of them)."""
-    ok = [data.item(i)[0] for i in ok_subset(data.negatives)]
-    defective = {data.train[i].image_id: data.item(i)[0] for i in data.positives}
-    return draft_masks(ok, defective, tuple(data.config.input_size))
+    config has its input size and channels), each read at its drafting size
+    (draft_size), the level from at most LEVEL_OK_IMAGES of its OK training images."""
+    from defect_studio.preprocess import fit_geometry
+    from defect_studio.training.data import preprocess_image
 
+    config = data.config
+    size = tuple(config.input_size)
+    content: dict[int, tuple[int, int]] = {}
+
+    def read(index: int) -> torch.Tensor:
+        image_id = data.train[index].image_id
+        img = data.project.read_image(data.project.image(image_id))
+        at = config.replace(input_size=draft_size((img.shape[1], img.shape[0]), size))
+        x = preprocess_image(img, at)
+        content[image_id] = fit_geometry(img.shape[:2], config)  # "pad": the image's part
+        cw, ch = fit_geometry(img.shape[:2], at)
+        return x[:, :ch, :cw]
+
+    ok = [read(i) for i in ok_subset(data.negatives)]
+    defective = {data.train[i].image_id: read(i) for i in data.positives}
+    return draft_masks(ok, defective, size, content)

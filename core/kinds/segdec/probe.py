@@ -35,11 +35,11 @@ def _validations(config: Any) -> int:
 
 
 def draft_step(channels: int, w: int, h: int) -> Any:
-    """One image's features for the draft masks (on the CPU, as drafting runs)."""
+    """One image's distance map for the draft masks (on the CPU, as drafting runs)."""
     from defect_studio.kinds.segdec.drafts import Surface
 
     surface, x = Surface(), torch.rand(channels, h, w)
-    return lambda: surface.features(x)
+    return lambda: surface.distance(x)
 
 
 def plan_run(project: Any, config: Any) -> RunPlan:
@@ -124,11 +124,16 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     if mil:  # each: its tiles scored without gradient (as an eval pass), then one crop
         steps.append(StepKind(f"{base}|train|{cw}x{ch}", c.epochs * mil, train_step(cw, ch)))
         steps.append(StepKind(eval_key, c.epochs * mil, eval_step()))
-    if data.drafting:  # draft masks (segdec/drafts.py): features of each OK image twice
-        from defect_studio.kinds.segdec.drafts import MAX_OK_IMAGES
+    if data.drafting:  # draft masks (segdec/drafts.py): each image's features once, at
+        # the drafting size of the median defective training image
+        from defect_studio.kinds.segdec.drafts import LEVEL_OK_IMAGES, draft_size
 
-        steps.append(StepKind(f"{base}|draft|{W}x{H}", 2 * min(n_neg, MAX_OK_IMAGES) + n_pos,
-                              with_threads(draft_step(c.channels, W, H))))
+        recs = [project.image(data.train[i].image_id) for i in data.positives]
+        med = (sorted(r.width for r in recs)[len(recs) // 2],
+               sorted(r.height for r in recs)[len(recs) // 2])
+        dw, dh = draft_size(med, (W, H))
+        steps.append(StepKind(f"{base}|draft|{dw}x{dh}", min(n_neg, LEVEL_OK_IMAGES) + n_pos,
+                              with_threads(draft_step(c.channels, dw, dh))))
     val = data.val if {s.label for s in data.val} == {0, 1} else []
     n_eval = len(val) * (_validations(c) - 1) + len(val or data.train)
     steps.append(StepKind(eval_key, n_eval, eval_step()))
