@@ -52,6 +52,11 @@ DRAFT_MAX_PIXELS = 1024 * 1024
 # well estimated, and drafting time stays bounded on a large project (it counts in the
 # run's time budget)
 LEVEL_OK_IMAGES = 32
+# an image's own Gaussian needs many more cells than features (64): with 8 per feature
+# every cell was about as far from it as any other (seen on 128x64 px test images), so an
+# image with fewer than this many per feature (2048 cells: 256x128 px) gets no map (zeros:
+# no draft). Drafts are made for large parts only (the demo-1024 case: 65536 cells).
+MIN_CELLS_PER_FEATURE = 32
 
 
 def ok_subset(indices: list[int]) -> list[int]:
@@ -128,7 +133,7 @@ class Surface:
         _, h, w = e.shape
         flat = e.flatten(1).double()
         n = flat.shape[1]
-        if n < 2:
+        if n < MIN_CELLS_PER_FEATURE * flat.shape[0]:
             return np.zeros((h, w), np.float32)
         mean = flat.mean(1)
         cov = (flat @ flat.T) / n - torch.outer(mean, mean)
