@@ -129,7 +129,8 @@ class TrainConfig(KindConfig):
     # (and pixel_labels is unset), the size rule assumes the small defects are
     # sizing.ASSUMED_DEFECT_PX wide where the image rule would leave them under
     # sizing.ASSUMED_FLOOR_PX (crops follow), and then each defective training image gets a
-    # draft mask from the OK images' surface (segdec/drafts.py) and trains as if masked.
+    # draft mask where it differs from its own surface (segdec/drafts.py) and trains as if
+    # masked.
     # Off: image labels only, sized from the images.
     draft_masks: bool = True
     keep_best: bool = True  # keep the epoch with the best validation AP (ties: lower loss)
@@ -186,7 +187,7 @@ class TrainConfig(KindConfig):
         drafts = self.draft_masks and self.pixel_labels is None
         assumed = self.mil_crops or drafts
         then = ("before training, each defective training image gets a draft mask where it "
-                "differs from the OK images" if drafts else
+                "differs from its own surface" if drafts else
                 "defective images train their top-scoring tile" if self.mil_crops else "")
         return DefectRule(assumed_width=ASSUMED_DEFECT_PX if assumed else None,
                           assumed_then=then)
