@@ -42,3 +42,16 @@ def test_ablation_table_compares_each_variant_with_the_preset():
     assert rows[2].startswith("| quick |") and rows[2].split("|")[5].strip() == ""
     assert "| norm | " + VARIANTS["norm"][0] in rows[3] and "| -0.090 |" in rows[3]
     assert json.dumps({"lr": 1}) in rows[4] and "| -0.410 |" in rows[4]
+
+
+def test_draft_quality_targets_need_a_sane_input_size():
+    from pathlib import Path
+
+    from benchmarks.draft_quality import parse_target
+
+    assert parse_target("/tmp/case/demo:512x512") == (Path("/tmp/case/demo"), (512, 512))
+    assert parse_target("a:b/p:104X128") == (Path("a:b/p"), (104, 128))  # last colon
+    for bad in ("demo", "demo:512", "demo:0x5", "demo:-3x4", "demo:nanx4", "demo:99999x2",
+                "demo:1e3x2", "../x:", ":"):
+        with pytest.raises(SystemExit, match="PROJECT:WxH"):
+            parse_target(bad)
