@@ -46,7 +46,7 @@ PAD_PX = 32         # reflected at the image's edges before the features (fewer 
 # Drafting resolution: the image's own (a 3 px defect keeps 3 px, 0.75 of a 1/4 cell; at
 # half of it, as the run's input sees it, a cell spans 8 px of the part and a 3 px scratch
 # is lost among them: measured), unless its area is larger than this: then scaled down to
-# it (never below the input). 1024 x 1024: about 1-2 s of features per image on one thread.
+# it (never below the input). 1024 x 1024: ~2.4 s per image on one loaded thread (measured).
 DRAFT_MAX_PIXELS = 1024 * 1024
 # OK images whose own maxima set the level (evenly spaced): the median of 32 maxima is
 # well estimated, and drafting time stays bounded on a large project (it counts in the
