@@ -29,31 +29,34 @@ GROUPS = ("stem", "stage1", "stage2", "stage3", "fusion", "large", "seg_out",
           "dec_body", "dec_fc")
 
 
-def _variants(nncf, sensitivity: bool) -> dict[str, tuple[tuple[str, ...], dict, bool]]:
-    """name: (modules kept f32, nncf.quantize options, the input layers kept f32)."""
+def _variants(nncf, sensitivity: bool) -> dict[str, tuple[tuple[str, ...], dict, bool, bool]]:
+    """name: (modules kept f32, nncf.quantize options, the input layers kept f32, the
+    normalization inputs kept f32)."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters as AQP
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet as R
 
     mixed = {"preset": nncf.QuantizationPreset.MIXED}
     if sensitivity:  # everything INT8 but one module group (the input layer too)
-        return {"all INT8 (before)": ((), mixed, False),
-                **{f"{g} f32": ((g,), mixed, False) for g in GROUPS}}
+        return {"all INT8 (before)": ((), mixed, False, False),
+                **{f"{g} f32": ((g,), mixed, False, False) for g in GROUPS}}
     return {
-        "all INT8, mixed preset (before)": ((), mixed, False),
+        "all INT8, mixed preset (before)": ((), mixed, False, False),
         "all INT8, mean-quantile activation ranges": (
             (), {**mixed, "advanced_parameters": AQP(
-                activations_range_estimator_params=R.MEAN_QUANTILE)}, False),
+                activations_range_estimator_params=R.MEAN_QUANTILE)}, False, False),
         "all INT8, SmoothQuant (model_type transformer)": (
-            (), {**mixed, "model_type": nncf.ModelType.TRANSFORMER}, False),
-        "seg_out + decision head f32": (("seg_out", "dec_body", "dec_fc"), mixed, False),
-        "input layer f32 (the default now)": ((), mixed, True),
-        "input layer + stage1 f32": (("stage1",), mixed, True),
+            (), {**mixed, "model_type": nncf.ModelType.TRANSFORMER}, False, False),
+        "seg_out + decision head f32": (("seg_out", "dec_body", "dec_fc"), mixed, False, False),
+        "input layer f32 (the default before)": ((), mixed, True, False),
+        "input layer + stage1 f32": (("stage1",), mixed, True, False),
         "input layer + seg_out + decision head f32": (
-            ("seg_out", "dec_body", "dec_fc"), mixed, True),
+            ("seg_out", "dec_body", "dec_fc"), mixed, True, False),
         "input layer f32, full bias correction": (
-            (), {**mixed, "fast_bias_correction": False}, True),
+            (), {**mixed, "fast_bias_correction": False}, True, False),
         "input layer f32, SmoothQuant": (
-            (), {**mixed, "model_type": nncf.ModelType.TRANSFORMER}, True),
+            (), {**mixed, "model_type": nncf.ModelType.TRANSFORMER}, True, False),
+        "input layer + normalization inputs f32 (the default now)": ((), mixed, True, True),
+        "all INT8 but the normalization inputs": ((), mixed, False, True),
     }
 
 
@@ -116,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         nets = {"f32": compiled(ov.convert_model(str(onnx_path)))}
         quant_s: dict[str, float] = {}
         kept: dict[str, int] = {}
-        for name, (keep, options, first) in variants.items():
+        for name, (keep, options, first, norm) in variants.items():
             out = Path(tmp) / f"v{len(nets)}.xml"
             info = {"quantization": {}}
             t = time.perf_counter()
             q.quantize(onnx_path, "openvino", calib, out, info, keep_modules=keep,
-                       options=options, input_layers_f32=first)
+                       options=options, input_layers_f32=first, norm_inputs_f32=norm)
             quant_s[name] = time.perf_counter() - t
             kept[name] = len(info["quantization"]["kept_f32"])
             nets[name] = compiled(core.read_model(str(out)))

@@ -79,8 +79,15 @@ def test_int8_export_records_calibration_and_stays_close(int8_package, _trained_
     assert q["calibration"]["images"] == min(12, n_train)
     # the stem convolution reads the image: it stays f32 (the default since the sensitivity
     # measurement), and the IR says so: its weights are not quantized
-    assert q["input_layers_f32"] is True and "read the input image stay float32" in q["method"]
+    assert q["input_layers_f32"] is True and "read the input image and" in q["method"]
     import openvino as ov
+
+    # the normalizations' inputs are not quantized: no FakeQuantize feeds an MVN
+    assert q["norm_inputs_f32"] is True and q["kept_f32_types"] == ["MVN"]
+    int8_ir = ov.Core().read_model(str(pkg_dir / "model.xml"))
+    mvn = [op for op in int8_ir.get_ops() if op.get_type_name() == "MVN"]
+    assert mvn and all(op.input_value(0).get_node().get_type_name() != "FakeQuantize"
+                       for op in mvn)
 
     f32_ir = ov.Core().read_model(str(pkg_dir / "model_f32.xml"))
     first = [op.get_friendly_name() for op in f32_ir.get_ops()
@@ -355,3 +362,77 @@ def test_hostile_recheck_values_and_packages_without_the_f32_model(int8_package,
     with pytest.raises(UserErrorType, match="--int8-recheck must be"):
         load_package(pkg_dir, int8_recheck="maybe")
 
+
+
+def _norm_graph(path: Path, norm: bool) -> Path:
+    """Conv -> InstanceNormalization (or nothing) -> Relu -> Conv, 4 channels, 16x16."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+
+    def t(name, *shape):
+        return helper.make_tensor(name, TensorProto.FLOAT, shape,
+                                  rng.normal(size=int(np.prod(shape))).astype(np.float32))
+
+    nodes = [helper.make_node("Conv", ["image", "w0"], ["c0"], name="c0", kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c0", "w1"], ["c1"], name="c1", kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1])]
+    if norm:
+        nodes.append(helper.make_node("InstanceNormalization", ["c1", "g", "b"], ["n1"],
+                                      name="norm"))
+    nodes += [helper.make_node("Relu", ["n1" if norm else "c1"], ["r1"], name="relu"),
+              helper.make_node("Conv", ["r1", "w2"], ["out"], name="c2", kernel_shape=[1, 1])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        initializer=[t("w0", 4, 3, 3, 3), t("w1", 4, 4, 3, 3), t("w2", 1, 4, 1, 1),
+                     t("g", 4), t("b", 4)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["openvino", "onnx"])
+def test_normalization_inputs_stay_float32(tmp_path, fmt):
+    """quantize() leaves the input of an instance norm unquantized in both formats (OpenVINO
+    quantizes it when told not to); a graph without a normalization quantizes as before."""
+    import onnx
+    import openvino as ov
+
+    from defect_studio.deploy.quantize import quantize
+
+    rng = np.random.default_rng(1)
+    images = [rng.random((3, 16, 16), dtype=np.float32) for _ in range(4)]
+
+    def quantized_norm_input(norm_inputs_f32: bool, norm: bool = True) -> tuple[bool, dict]:
+        src = _norm_graph(tmp_path / f"f32_{norm}.onnx", norm)
+        out = tmp_path / f"q_{norm_inputs_f32}_{norm}.{'xml' if fmt == 'openvino' else 'onnx'}"
+        manifest = {"quantization": {}}
+        quantize(src, fmt, images, out, manifest, norm_inputs_f32=norm_inputs_f32,
+                 input_layers_f32=False)
+        if fmt == "openvino":
+            ops = ov.Core().read_model(str(out)).get_ops()
+            fq = [op for op in ops if op.get_type_name() == "FakeQuantize"]
+            assert fq  # something is quantized
+            hit = any(op.get_type_name() == "MVN"
+                      and op.input_value(0).get_node().get_type_name() == "FakeQuantize"
+                      for op in ops)
+        else:
+            nodes = onnx.load(str(out)).graph.node
+            assert any(n.op_type == "QuantizeLinear" for n in nodes)
+            made_by = {o: n.op_type for n in nodes for o in n.output}
+            hit = any(n.op_type == "InstanceNormalization"
+                      and made_by.get(n.input[0]) == "DequantizeLinear" for n in nodes)
+        return hit, manifest["quantization"]
+
+    hit, q = quantized_norm_input(True)
+    assert not hit
+    assert q["kept_f32_types"] == (["MVN"] if fmt == "openvino" else ["InstanceNormalization"])
+    hit, q = quantized_norm_input(False)
+    # NNCF's OpenVINO backend quantizes an MVN's input unless told not to; its ONNX backend
+    # leaves an InstanceNormalization's input alone either way
+    assert hit == (fmt == "openvino") and q["kept_f32_types"] == []
+    hit, q = quantized_norm_input(True, norm=False)  # no norm in the graph: nothing to keep
+    assert not hit and q["kept_f32_types"] == []

@@ -7,7 +7,9 @@ quantizes the f32 ONNX graph with ``nncf.quantize`` (min-max statistics over the
 the "mixed" preset: asymmetric activations, which kept the scores of a trained MFFPA run
 4x closer to f32 than the symmetric "performance" preset and ran as fast
 (benchmarks/int8_variants.py, docs/benchmarks.md); fast bias correction; the layers that
-read the input image kept in float32, which removed most of the flipped decisions) and writes an
+read the input image kept in float32, which removed most of the flipped decisions; the inputs of
+normalization layers (instance and layer norm) kept in float32, which removed most of the rest)
+and writes an
 OpenVINO IR (format "openvino": INT8 weights and activations, run by the CPU plugin's VNNI
 kernels) or an ONNX graph with
 QuantizeLinear/DequantizeLinear pairs (format "onnx"). The returned dict goes into
@@ -105,15 +107,18 @@ def method(fmt: str) -> dict[str, Any]:
     return {"precision": "int8", "tool": "nncf", "nncf_version": nncf.__version__,
             "method": "nncf.quantize post-training: min-max statistics, preset mixed "
                       "(symmetric weights, asymmetric activations), fast bias correction; "
-                      "the layers that read the input image stay float32",
+                      "the layers that read the input image and the inputs of normalization "
+                      "layers stay float32",
             "input_layers_f32": True,
+            "norm_inputs_f32": True,
             "graph": "OpenVINO IR with INT8 FakeQuantize" if fmt == "openvino" else
                      "ONNX QuantizeLinear/DequantizeLinear (QDQ)"}
 
 
 def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path,
              manifest: dict[str, Any], keep_modules: tuple[str, ...] = (),
-             options: dict[str, Any] | None = None, input_layers_f32: bool = True) -> None:
+             options: dict[str, Any] | None = None, input_layers_f32: bool = True,
+             norm_inputs_f32: bool = True) -> None:
     """Quantize the f32 graph in ``onnx_path`` on ``images`` ([C, H, W] float32 each) and
     write it to ``out_path`` (model.xml for "openvino", with the ``manifest`` fields as
     rt_info under "defect_studio"; model.onnx for "onnx", stamped by the caller).
@@ -123,7 +128,13 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
     that replace the defaults (compared there too). ``input_layers_f32``: the weighted layers
     that read the network's input (MFFPA's stem convolution) stay f32: in INT8 they were the
     largest source of flipped decisions (docs/benchmarks.md, "INT8: which layers flip the
-    decisions"). The layers left in f32 go into ``manifest["quantization"]["kept_f32"]``."""
+    decisions"). ``norm_inputs_f32``: the inputs of normalization layers (instance and layer
+    norm: OpenVINO's MVN) are not quantized. A normalization divides by its input's own
+    spread, so one INT8 step of a range fixed on the calibration images grows, after it, by
+    that range over the image's spread: on parts whose activations vary little, a few
+    images moved by up to 10 logits (docs/benchmarks.md, "INT8: the normalization
+    inputs"). The layers left in f32 go into ``manifest["quantization"]["kept_f32"]``, the
+    op types into ``kept_f32_types``."""
     import json
 
     nncf = _nncf()
@@ -138,14 +149,19 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
         dataset = nncf.Dataset(images, lambda x: x[None])
         ignored = sorted(set(feeding_gather(model))
                          | set(openvino_names(model, keep)))
+        present = {op.get_type_name() for op in model.get_ops()}
     else:
         import onnx
 
         model = onnx.load(str(onnx_path))
         dataset = nncf.Dataset(images, lambda x: {INPUT_NAME: x[None]})
         ignored = keep
+        present = {node.op_type for node in model.graph.node}
+    # NNCF refuses an ignored type the graph lacks (the anomaly model has no normalization)
+    types = sorted(set(NORM_TYPES[fmt]) & present) if norm_inputs_f32 else []
     manifest["quantization"]["kept_f32"] = ignored
     manifest["quantization"]["kept_f32_modules"] = list(keep_modules)
+    manifest["quantization"]["kept_f32_types"] = types
     try:
         # NNCF draws progress bars on stdout: keep stdout for the command's own output
         with contextlib.redirect_stdout(sys.stderr):
@@ -154,7 +170,8 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
                             fast_bias_correction=True)
             settings.update(options or {})
             qmodel = nncf.quantize(model, dataset, **settings,
-                                   ignored_scope=nncf.IgnoredScope(names=ignored))
+                                   ignored_scope=nncf.IgnoredScope(names=ignored,
+                                                                   types=types))
     except Exception as e:  # noqa: BLE001 - NNCF and its backends raise many types
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelFileError(f"NNCF could not quantize the network: {first}") from None
@@ -171,6 +188,10 @@ def quantize(onnx_path: Path, fmt: str, images: list[np.ndarray], out_path: Path
         onnx.save(qmodel, str(out_path))
 
 
+# normalization op types per graph format: their inputs are not quantized (quantize's
+# norm_inputs_f32); OpenVINO converts ONNX's InstanceNormalization and LayerNormalization to MVN
+NORM_TYPES = {"openvino": ("MVN",),
+              "onnx": ("InstanceNormalization", "LayerNormalization", "GroupNormalization")}
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # ops that move or select values without arithmetic: a tiled graph (segdec/tiles.py)
 # slices the image into tiles and concatenates them before the first convolution
