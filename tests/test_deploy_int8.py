@@ -436,3 +436,24 @@ def test_normalization_inputs_stay_float32(tmp_path, fmt):
     assert hit == (fmt == "openvino") and q["kept_f32_types"] == []
     hit, q = quantized_norm_input(True, norm=False)  # no norm in the graph: nothing to keep
     assert not hit and q["kept_f32_types"] == []
+
+
+def test_model_info_says_how_the_package_was_quantized(int8_package, capsys):
+    pkg_dir, manifest = int8_package
+    assert main(["model-info", "--model", str(pkg_dir)]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.split()[:1] == ["int8"]
+            and x.split()[1] != "re-check"]
+    assert len(line) == 1
+    n = manifest["quantization"]["calibration"]["images"]
+    assert f"calibrated on {n} training image(s)" in line[0]
+    assert "float32 kept: the input layer, the inputs of MVN" in line[0]
+
+
+@pytest.mark.parametrize("q", [None, "x", 3, [], {"calibration": "NaN"},
+                               {"nncf_version": 1, "kept_f32_types": "MVN",
+                                "norm_inputs_f32": "yes", "calibration": {"images": -1.5}}])
+def test_quantization_text_of_odd_manifests(q):
+    from defect_studio.deploy.info import quantization_text
+
+    text = quantization_text(q)
+    assert text == ("" if not isinstance(q, dict) else "NNCF")

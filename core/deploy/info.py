@@ -41,6 +41,7 @@ def package_summary(folder: str) -> dict:
         "tiling": info.manifest.get("tiling"),
         "size_bytes": size,
         "int8_recheck": _recheck_info(predictor),
+        "quantization": info.manifest.get("quantization"),
         "exported": info.manifest.get("exported"),
         "exported_by": info.manifest.get("package_version"),  # Defect Studio's version
     }
@@ -61,6 +62,25 @@ def tiling_text(tiling: object) -> str:
     extra = (f" (trained on {crops[0]}x{crops[1]} crops)" if isinstance(crops, list)
              and len(crops) == 2 else "")
     return "whole image in one pass" + extra
+
+
+def quantization_text(q: object) -> str:
+    """One line on how an INT8 package was quantized ("" for one without the field)."""
+    if not isinstance(q, dict):
+        return ""
+    cal = q.get("calibration") if isinstance(q.get("calibration"), dict) else {}
+    n = cal.get("images")
+    parts = [f"NNCF {q['nncf_version']}" if isinstance(q.get("nncf_version"), str) else "NNCF",
+             f"calibrated on {n} training image(s)" if isinstance(n, int) else ""]
+    kept = []
+    if q.get("input_layers_f32") is True:
+        kept.append("the input layer")
+    types = q.get("kept_f32_types")
+    if q.get("norm_inputs_f32") is True and isinstance(types, list) and types:
+        kept.append("the inputs of " + "/".join(str(t) for t in types))
+    if kept:
+        parts.append("float32 kept: " + ", ".join(kept))
+    return "; ".join(p for p in parts if p)
 
 
 def _recheck_info(predictor: object) -> dict | None:
@@ -101,6 +121,8 @@ def cmd_package_info(args: argparse.Namespace) -> int:
         ("size", f"{s['size_bytes'] / 1e6:.1f} MB"),
     ]
     r = s["int8_recheck"]
+    if s["precision"] == "int8" and quantization_text(s["quantization"]):
+        rows.append(("int8", quantization_text(s["quantization"])))
     if r is not None:
         cal = r.get("calibration") if isinstance(r.get("calibration"), dict) else {}
         rows.append(("int8 re-check", (
