@@ -121,8 +121,9 @@ def cmd_package_info(args: argparse.Namespace) -> int:
         ("size", f"{s['size_bytes'] / 1e6:.1f} MB"),
     ]
     r = s["int8_recheck"]
-    if s["precision"] == "int8" and quantization_text(s["quantization"]):
-        rows.append(("int8", quantization_text(s["quantization"])))
+    how = quantization_text(s["quantization"]) if s["precision"] == "int8" else ""
+    if how:
+        rows.append(("int8", how))
     if r is not None:
         cal = r.get("calibration") if isinstance(r.get("calibration"), dict) else {}
         rows.append(("int8 re-check", (
