@@ -148,6 +148,23 @@ class Surface:
         return cv2.GaussianBlur(m, (0, 0), SMOOTH_CELLS)
 
 
+def draft_from_map(m: np.ndarray, level: float, size: tuple[int, int],
+                   content: tuple[int, int] | None = None) -> np.ndarray | None:
+    """The draft (bool, input size (H, W)) of an image whose distance map is ``m``, cut at
+    ``level`` (see the module docstring); None when its maximum stays under the level.
+    ``content`` (w, h): where the image lies in the input (default the whole input)."""
+    W, H = size
+    top = float(m.max())
+    if not np.isfinite(top) or not np.isfinite(level) or top <= 0 or top < level:
+        return None
+    cells = (m >= max(level, DRAFT_SHARE * top)).astype(np.uint8)
+    cw, ch = content or (W, H)
+    cw, ch = max(1, min(int(cw), W)), max(1, min(int(ch), H))
+    draft = np.zeros((H, W), bool)
+    draft[:ch, :cw] = cv2.resize(cells, (cw, ch), interpolation=cv2.INTER_NEAREST) > 0
+    return draft
+
+
 def draft_masks(ok_images: list[torch.Tensor], defective: dict[int, torch.Tensor],
                 size: tuple[int, int], content: dict[int, tuple[int, int]] | None = None
                 ) -> Drafts:
@@ -158,21 +175,14 @@ def draft_masks(ok_images: list[torch.Tensor], defective: dict[int, torch.Tensor
     images given are that content only. See the module docstring."""
     if len(ok_images) < 2:
         return Drafts({}, float("nan"), len(defective))
-    W, H = size
     surface = Surface()
     level = float(np.median([surface.distance(x).max() for x in ok_images]))
     out: dict[int, np.ndarray] = {}
     for image_id, x in defective.items():
-        m = surface.distance(x)
-        top = float(m.max())
-        if not np.isfinite(top) or not np.isfinite(level) or top <= 0 or top < level:
-            continue
-        cells = (m >= max(level, DRAFT_SHARE * top)).astype(np.uint8)
-        cw, ch = (content or {}).get(image_id, (W, H))
-        cw, ch = max(1, min(int(cw), W)), max(1, min(int(ch), H))
-        draft = np.zeros((H, W), bool)
-        draft[:ch, :cw] = cv2.resize(cells, (cw, ch), interpolation=cv2.INTER_NEAREST) > 0
-        out[image_id] = draft
+        draft = draft_from_map(surface.distance(x), level, size,
+                               (content or {}).get(image_id))
+        if draft is not None:
+            out[image_id] = draft
     return Drafts(out, level, len(defective))
 
 
