@@ -63,6 +63,63 @@ def test_a_padded_input_gets_its_draft_inside_the_image_part():
     assert ys.mean() <= 8 and 15 <= xs.mean() <= 27
 
 
+def test_data_parallel_processes_map_only_their_share_and_get_every_draft(monkeypatch):
+    # `train --gpus N`: each process maps its share of the images; all get the same drafts,
+    # the drafts of one process. Two threads stand for the two processes; the real
+    # Shard.gather runs, with all_gather_object exchanging the shares between them.
+    import threading
+
+    import torch.distributed as dist
+
+    from defect_studio.kinds.segdec import drafts as mod
+    from defect_studio.training import distributed
+
+    rng = np.random.default_rng(5)
+    ok = [_texture(rng) for _ in range(5)]
+    defective = {}
+    for i in range(5):
+        img = _texture(rng)
+        img[:, 10 + 20 * i:20 + 20 * i, 100:110] = 1.0
+        defective[10 + i] = img
+    one = draft_masks(ok, defective, (64, 32))
+    assert len(one.masks) >= 4
+
+    local, board, barrier = threading.local(), {}, threading.Barrier(2, timeout=60)
+    monkeypatch.setattr(distributed, "this_process", lambda: local.shard)
+
+    def all_gather_object(parts, mine):
+        board[local.shard.rank] = mine
+        barrier.wait()
+        parts[:] = [board[r] for r in range(2)]
+        barrier.wait()
+
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    maps, distance = {0: 0, 1: 0}, mod.Surface.distance
+
+    def counted(self, x):
+        maps[local.shard.rank] += 1
+        return distance(self, x)
+
+    monkeypatch.setattr(mod.Surface, "distance", counted)
+    out = {}
+
+    def rank(r):
+        local.shard = distributed.Shard(r, 2)
+        out[r] = draft_masks(ok, defective, (64, 32))
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert maps == {0: 3 + 3, 1: 2 + 2}  # of 5 OK and 5 defective images: 3 and 2 each
+    for r in range(2):
+        assert out[r].level == pytest.approx(one.level)
+        assert out[r].checked == one.checked and out[r].masks.keys() == one.masks.keys()
+        for image_id, m in one.masks.items():
+            assert np.array_equal(out[r].masks[image_id], m)
+
+
 def test_the_drafting_size_is_the_image_own_resolution_within_bounds():
     from defect_studio.kinds.segdec.drafts import DRAFT_MAX_PIXELS, draft_size
 

@@ -26,6 +26,8 @@ where it differs from its own surface:
   under the level gets no draft and trains with its image label only (whole image).
 
 Drafts live in memory for the run (never written to the project), at the input's size.
+In a data-parallel run (`train --gpus N`) each process maps its share of the images and
+the figures and drafts are gathered, so drafting takes 1/N of the time on every process.
 Validation, the threshold and every score use image labels only, as before.
 """
 
@@ -173,17 +175,37 @@ def draft_masks(ok_images: list[torch.Tensor], defective: dict[int, torch.Tensor
     least 2, any sizes). ``content`` ({id: (w, h)}, default the whole input) is where an
     image lies in the input (resize mode "pad": top-left, zero padding beyond); the
     images given are that content only. See the module docstring."""
-    if len(ok_images) < 2:
+    where = content or {}
+    return _drafts(ok_images, list(defective.items()),
+                   lambda item: (item[1], where.get(item[0])), size)
+
+
+def _drafts(ok: list[Any], defective: list[tuple[int, Any]],
+            read: Any, size: tuple[int, int]) -> Drafts:
+    """The drafts of ``defective`` [(image id, source)], the level from ``ok`` [source];
+    ``read(item)`` gives an item's image ([C, H, W] at its drafting size) and its content
+    size in the input (None: the whole input). In a data-parallel run
+    (defect_studio.training.distributed) each process reads and maps its share of the
+    images only, and all get every figure and draft (they are the same on every process)."""
+    from defect_studio.training.distributed import this_process
+
+    if len(ok) < 2:
         return Drafts({}, float("nan"), len(defective))
-    surface = Surface()
-    level = float(np.median([surface.distance(x).max() for x in ok_images]))
-    out: dict[int, np.ndarray] = {}
-    for image_id, x in defective.items():
-        draft = draft_from_map(surface.distance(x), level, size,
-                               (content or {}).get(image_id))
-        if draft is not None:
-            out[image_id] = draft
-    return Drafts(out, level, len(defective))
+    shard, surface = this_process(), Surface()
+    maxima = shard.gather(ok, lambda share: [float(surface.distance(read((None, x))[0]).max())
+                                             for x in share])
+    level = float(np.median(maxima))
+
+    def cut(share: list[tuple[int, Any]]) -> list[np.ndarray | None]:
+        out = []
+        for item in share:
+            x, where = read(item)
+            out.append(draft_from_map(surface.distance(x), level, size, where))
+        return out
+
+    found = shard.gather(defective, cut)
+    masks = {image_id: d for (image_id, _), d in zip(defective, found) if d is not None}
+    return Drafts(masks, level, len(defective))
 
 
 def drafts_for(data: Any) -> Drafts:
@@ -195,17 +217,15 @@ def drafts_for(data: Any) -> Drafts:
 
     config = data.config
     size = tuple(config.input_size)
-    content: dict[int, tuple[int, int]] = {}
 
-    def read(index: int) -> torch.Tensor:
-        image_id = data.train[index].image_id
+    def read(item: tuple[int | None, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+        image_id = data.train[item[1]].image_id
         img = data.project.read_image(data.project.image(image_id))
         at = config.replace(input_size=draft_size((img.shape[1], img.shape[0]), size))
         x = preprocess_image(img, at)
-        content[image_id] = fit_geometry(img.shape[:2], config)  # "pad": the image's part
         cw, ch = fit_geometry(img.shape[:2], at)
-        return x[:, :ch, :cw]
+        # "pad": the image's part of the input
+        return x[:, :ch, :cw], fit_geometry(img.shape[:2], config)
 
-    ok = [read(i) for i in ok_subset(data.negatives)]
-    defective = {data.train[i].image_id: read(i) for i in data.positives}
-    return draft_masks(ok, defective, size, content)
+    positives = [(data.train[i].image_id, i) for i in data.positives]
+    return _drafts(ok_subset(data.negatives), positives, read, size)
