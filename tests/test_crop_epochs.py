@@ -119,6 +119,15 @@ def test_estimate_shows_the_epochs_why_and_where_the_budget_stops():
     assert within_budget(200.0, 24, 5) == (200.0, 24)
     assert within_budget(600.0, 24, None) == (600.0, 24)
     assert within_budget(6000.0, 2, 1)[1] == 1  # at least one epoch
+    # work before the first epoch (draft masks) counts in the budget, the final scoring
+    # after the last epoch does not: 60 s first leave 240 s of the 300 for 25 s epochs
+    assert within_budget(600.0, 24, 5, before_s=60.0, after_s=30.0) == (
+        pytest.approx(60 + 9 * 25 + 30), 9)
+    assert within_budget(200.0, 24, 5, before_s=60.0, after_s=30.0) == (
+        pytest.approx(290.0), 24)
+    assert within_budget(600.0, 24, None, before_s=60.0, after_s=30.0) == (
+        pytest.approx(690.0), 24)
+    assert within_budget(600.0, 24, 1, before_s=90.0)[1] == 1  # the budget spent before
     plan = RunPlan(steps=[], device="cpu", size=(440, 440), epochs=24, crop=(128, 128),
                    budget_min=5, epochs_reason="24 epochs: crops see 1/2.95 of each image")
     text = TimeEstimate(300.0, plan, {}, [], 12).text()

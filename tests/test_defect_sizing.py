@@ -416,4 +416,5 @@ def test_time_probe_plans_several_crops_per_step_and_tiled_validation(tmp_path):
         assert train.key.endswith("|train|32x32x2") and train.count == 2 * (2 + 2)
         assert not any("|train|" in s.key for s in rest)  # every defective image is masked
         assert rest[-1].key.endswith("|eval|64x32|tiles32x32")
+        assert rest[-1].phase == "after"  # the final scoring, once past the epochs
         train.measure()  # runs: a batch of 2 crops through the network and back

@@ -198,6 +198,7 @@ def test_a_project_without_masks_trains_its_defectives_on_drafts(tmp_path):
 
         steps = {k.key.split("|")[-2]: k for k in plan_run(p, _quick()).steps}
         assert steps["draft"].count == 5 + 3  # each OK and each defective image once
+        assert steps["draft"].phase == "before"  # once, in the budget's time
 
 
 def test_drafts_only_without_any_mask_and_not_when_switched_off(tmp_path):

@@ -33,6 +33,11 @@ class StepKind:
     key: str          # what the time depends on (model, size, device, threads, precision)
     count: int
     measure: Callable[[], Any]
+    # when the run does these steps: "epoch" (spread over the epochs: a time budget stops
+    # them), "before" (once before the first epoch, e.g. draft masks: in the budget's time
+    # but not repeated per epoch) or "after" (once after the last epoch, e.g. the final
+    # scoring for the threshold: past the budget's stop)
+    phase: str = "epoch"
 
 
 @dataclass(frozen=True)
@@ -157,21 +162,28 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
         changed = True
     if changed and use_cache:
         _write_cache(path, {**_read_cache(path), **step_s})
-    total = sum(step.count * step_s.get(step.key, 0.0) for step in plan.steps)
-    total, epochs_run = within_budget(total, plan.epochs, plan.budget_min)
+    phase = {"before": 0.0, "epoch": 0.0, "after": 0.0}
+    for step in plan.steps:
+        phase[step.phase] += step.count * step_s.get(step.key, 0.0)
+    total, epochs_run = within_budget(phase["epoch"], plan.epochs, plan.budget_min,
+                                      before_s=phase["before"], after_s=phase["after"])
     return TimeEstimate(total, plan, step_s, advice(total, plan), epochs_run)
 
 
-def within_budget(total_s: float, epochs: int, budget_min: float | None) -> tuple[float, int]:
-    """(seconds, epochs) of a run estimated at ``total_s`` for ``epochs`` epochs under a
-    budget of ``budget_min`` minutes: a run stops before an epoch that would end past the
-    budget (at least one epoch runs), so it takes whole epochs of ``total_s / epochs``."""
+def within_budget(epochs_s: float, epochs: int, budget_min: float | None, *,
+                  before_s: float = 0.0, after_s: float = 0.0) -> tuple[float, int]:
+    """(seconds, epochs) of a run whose ``epochs`` epochs take ``epochs_s`` in all, after
+    ``before_s`` of work before the first epoch (counted in the budget: the run's clock
+    starts before it) and followed by ``after_s`` after the last (the final scoring), under
+    a budget of ``budget_min`` minutes: a run stops before an epoch that would end past the
+    budget (at least one epoch runs), so it takes whole epochs of ``epochs_s / epochs``."""
     epochs = max(1, int(epochs))
-    if budget_min is None or total_s <= budget_min * 60:
-        return total_s, epochs
-    per_epoch = total_s / epochs
-    fit = max(1, min(epochs, int(budget_min * 60 // per_epoch))) if per_epoch > 0 else epochs
-    return per_epoch * fit, fit
+    if budget_min is None or before_s + epochs_s <= budget_min * 60:
+        return before_s + epochs_s + after_s, epochs
+    per_epoch = epochs_s / epochs
+    left = max(0.0, budget_min * 60 - before_s)
+    fit = max(1, min(epochs, int(left // per_epoch))) if per_epoch > 0 else epochs
+    return before_s + per_epoch * fit + after_s, fit
 
 
 def advice(seconds: float, plan: RunPlan) -> list[str]:

@@ -133,10 +133,12 @@ def plan_run(project: Any, config: Any) -> RunPlan:
                sorted(r.height for r in recs)[len(recs) // 2])
         dw, dh = draft_size(med, (W, H))
         steps.append(StepKind(f"{base}|draft|{dw}x{dh}", min(n_neg, LEVEL_OK_IMAGES) + n_pos,
-                              with_threads(draft_step(c.channels, dw, dh))))
+                              with_threads(draft_step(c.channels, dw, dh)), phase="before"))
     val = data.val if {s.label for s in data.val} == {0, 1} else []
-    n_eval = len(val) * (_validations(c) - 1) + len(val or data.train)
-    steps.append(StepKind(eval_key, n_eval, eval_step()))
+    scorer = eval_step()
+    # validations during the run, then the final scoring for the threshold (past a budget)
+    steps.append(StepKind(eval_key, len(val) * (_validations(c) - 1), scorer))
+    steps.append(StepKind(eval_key, len(val or data.train), scorer, phase="after"))
     return RunPlan(steps=steps, device=device.type, size=(W, H), epochs=c.epochs,
                    crop=crop, notes=list(data.notes), budget_min=c.max_minutes,
                    epochs_reason=data.epochs_note)
