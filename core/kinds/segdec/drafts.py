@@ -176,14 +176,14 @@ def draft_masks(ok_images: list[torch.Tensor], defective: dict[int, torch.Tensor
     image lies in the input (resize mode "pad": top-left, zero padding beyond); the
     images given are that content only. See the module docstring."""
     where = content or {}
-    return _drafts(ok_images, list(defective.items()),
+    return _drafts([(None, x) for x in ok_images], list(defective.items()),
                    lambda item: (item[1], where.get(item[0])), size)
 
 
-def _drafts(ok: list[Any], defective: list[tuple[int, Any]],
+def _drafts(ok: list[tuple[None, Any]], defective: list[tuple[int, Any]],
             read: Any, size: tuple[int, int]) -> Drafts:
-    """The drafts of ``defective`` [(image id, source)], the level from ``ok`` [source];
-    ``read(item)`` gives an item's image ([C, H, W] at its drafting size) and its content
+    """The drafts of ``defective`` [(image id, source)], the level from ``ok`` [(None,
+    source)]; ``read(item)`` gives an item's image ([C, H, W] at its drafting size) and its content
     size in the input (None: the whole input). In a data-parallel run
     (defect_studio.training.distributed) each process reads and maps its share of the
     images only, and all get every figure and draft (they are the same on every process)."""
@@ -192,8 +192,8 @@ def _drafts(ok: list[Any], defective: list[tuple[int, Any]],
     if len(ok) < 2:
         return Drafts({}, float("nan"), len(defective))
     shard, surface = this_process(), Surface()
-    maxima = shard.gather(ok, lambda share: [float(surface.distance(read((None, x))[0]).max())
-                                             for x in share])
+    maxima = shard.gather(ok, lambda share: [float(surface.distance(read(item)[0]).max())
+                                             for item in share])
     level = float(np.median(maxima))
 
     def cut(share: list[tuple[int, Any]]) -> list[np.ndarray | None]:
@@ -228,4 +228,4 @@ def drafts_for(data: Any) -> Drafts:
         return x[:, :ch, :cw], fit_geometry(img.shape[:2], config)
 
     positives = [(data.train[i].image_id, i) for i in data.positives]
-    return _drafts(ok_subset(data.negatives), positives, read, size)
+    return _drafts([(None, i) for i in ok_subset(data.negatives)], positives, read, size)
