@@ -125,7 +125,7 @@ def measure(project: Path, size: tuple[int, int], method: str, tol: int) -> dict
             oks = [read(p.read_image(ok[i])) for i in D.ok_subset(list(range(len(ok))))]
             # drafts.draft_masks' steps, keeping the maps for top-1 (each computed once)
             surface = D.Surface()
-            level = float(np.median([surface.distance(x).max() for x in oks]))
+            level = D.draft_level([float(surface.distance(x).max()) for x in oks])
             maps = {i: surface.distance(read(img)) for i, img in images.items()}
             drafts = {i: D.draft_from_map(m, level, size) for i, m in maps.items()}
             masks = {i: d for i, d in drafts.items() if d is not None}

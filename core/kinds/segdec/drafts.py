@@ -167,6 +167,12 @@ def draft_from_map(m: np.ndarray, level: float, size: tuple[int, int],
     return draft
 
 
+def draft_level(ok_maxima: list[float]) -> float:
+    """The level drafts are cut at: the median of the OK images' own map maxima (half of
+    the OK images reach it somewhere)."""
+    return float(np.median(ok_maxima))
+
+
 def draft_masks(ok_images: list[torch.Tensor], defective: dict[int, torch.Tensor],
                 size: tuple[int, int], content: dict[int, tuple[int, int]] | None = None
                 ) -> Drafts:
@@ -194,7 +200,7 @@ def _drafts(ok: list[tuple[None, Any]], defective: list[tuple[int, Any]],
     shard, surface = this_process(), Surface()
     maxima = shard.gather(ok, lambda share: [float(surface.distance(read(item)[0]).max())
                                              for item in share])
-    level = float(np.median(maxima))
+    level = draft_level(maxima)
 
     def cut(share: list[tuple[int, Any]]) -> list[np.ndarray | None]:
         out = []
