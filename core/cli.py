@@ -135,8 +135,9 @@ def _add_studio_commands(sub: argparse._SubParsersAction) -> None:
                    "anomaly (good parts only) or the box detectors relational / detector")
     s.add_argument("--preset", default=None,
                    choices=["quick", "thorough", "ksdd", "ksdd2", "dagm", "severstal"],
-                   help="quick (minutes on a CPU), thorough (the papers' recipe at the data's "
-                        "scale) or a paper's published settings (ksdd, ksdd2, dagm, severstal)")
+                   help="quick (minutes on a CPU; the default, as the app's Train button), "
+                        "thorough (the papers' recipe at the data's scale) or a paper's "
+                        "published settings (ksdd, ksdd2, dagm, severstal)")
     s.add_argument("--config", help="JSON file with TrainConfig fields")
     s.add_argument("--epochs", type=int)
     s.add_argument("--size", help="input size WxH (default: from the training images' median "

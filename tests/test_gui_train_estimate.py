@@ -8,6 +8,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from defect_studio.app.train.page import TrainPage
 from defect_studio.project import Project
@@ -59,4 +60,13 @@ def test_reason_names_the_defects_and_the_estimate_is_shown(qtbot, thin_project,
     # a size set by hand is passed on, with no crops
     panel.width_spin.setValue(128)
     assert "--size" in panel.state.request(None).to_args()
+    # a run on a cluster: this computer's speed says nothing about it, so no estimate
+    qtbot.waitUntil(lambda: panel._estimate_worker is None, timeout=120000)
+    panel.run_on.where.setCurrentIndex(panel.run_on.where.findData("cluster"))
+    assert panel.time_estimate.text().startswith("No estimate: the run trains on the cluster")
+    qtbot.mouseClick(panel.estimate_button, Qt.LeftButton)
+    assert panel._estimate_worker is None and "cluster" in panel.time_estimate.text()
+    panel.run_on.where.setCurrentIndex(panel.run_on.where.findData("here"))
+    qtbot.waitUntil(lambda: "Estimated training time" in panel.time_estimate.text(),
+                    timeout=120000)
     panel.shutdown()

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from defect_studio.cli import build_parser
+from defect_studio.training import TrainConfig
 from defect_studio.training.cli import config_from_args
 from defect_studio.training.config import TrainConfigError
 
@@ -33,6 +34,30 @@ def test_options_override_preset_and_config_file(tmp_path):
         config_from_args(parse("--config", str(file)))
     with pytest.raises(TrainConfigError, match="WIDTHxHEIGHT"):
         config_from_args(parse("--size", "large"))
+
+
+def test_without_preset_train_builds_what_the_app_trains(tmp_path):
+    """No --preset: the app's default preset for every kind (not the dataclass defaults,
+    which were a 30-epoch, 512-px run for MFFPA), with the app's learning-rate rule."""
+    from defect_studio.app.train.state import TrainState, preset_config
+    from defect_studio.kinds import kinds
+
+    for kind in kinds():
+        config_class = kind.load("config")
+        for model in kind.models:
+            plain = config_from_args(parse("--model", model))
+            assert plain.to_dict() == preset_config("quick", model).to_dict(), model
+            assert plain.to_dict() == config_from_args(
+                parse("--model", model, "--preset", "quick")).to_dict()
+            assert plain.to_dict() != config_class(model=model).to_dict(), model
+    assert TrainState(availability={}).preset == "quick"
+    # a --config file alone is a config as Python reads it (a saved run's trains the same)
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps({"lr": 0.003}))
+    cfg = config_from_args(parse("--config", str(file)))
+    assert cfg.to_dict() == TrainConfig.from_file(file).to_dict() and cfg.lr == 0.003
+    cfg = config_from_args(parse("--preset", "thorough", "--epochs", "3"))
+    assert (cfg.epochs, cfg.max_side) == (3, 640)
 
 
 def _cli(args, **kw):
@@ -117,3 +142,35 @@ def test_no_defective_image_names_the_good_parts_model(demo_project_dir, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "no defective" in err
     assert "--model anomaly" in err and "Traceback" not in err
+
+
+def test_the_estimate_says_what_it_timed_for_cluster_and_parallel_runs(demo_project_dir,
+                                                                         monkeypatch, capsys):
+    """`train --cluster` times nothing here (this machine is not the cluster); `--gpus N`
+    says its figure is one process's."""
+    import defect_studio.cluster.cli as cluster_cli
+    import defect_studio.training.distributed as distributed
+    from defect_studio.cli import main
+
+    calls = []
+    monkeypatch.setattr(cluster_cli, "train_cluster",
+                        lambda args, config, run_id, sink, stop: calls.append("cluster") or 0)
+    monkeypatch.setattr(distributed, "train_parallel",
+                        lambda *a, **k: calls.append("parallel"))
+    common = ["train", "--project", str(demo_project_dir), "--epochs", "1", "--size", "32x32",
+              "--device", "cpu"]
+    assert main([*common, "--cluster", "127.0.0.1:6379"]) == 0
+    out = capsys.readouterr()
+    assert "no time estimate: the run trains on the cluster at 127.0.0.1:6379" in out.out
+    assert "estimated training time" not in out.out
+    assert main([*common, "--gpus", "2", "--preset", "quick"]) == 0
+    out = capsys.readouterr()
+    line = next(x for x in out.out.splitlines() if "estimated training time" in x)
+    assert "timed for one process: --gpus 2 shares each epoch's images among 2" in line
+    assert "preset quick" not in out.out  # given, so not announced
+    assert calls == ["cluster", "parallel"]
+    # a real (tiny) run in this process: its start line names the preset `train` chose
+    assert main([*common, "--run-id", "plain", "--no-estimate"]) == 0
+    start = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("run plain:"))
+    assert start.endswith("preset quick (the default; --preset thorough: the papers' recipe "
+                          "at the data's scale)"), start

@@ -48,6 +48,8 @@ from defect_studio.app.train.state import (
     good_parts_hint,
 )
 
+CLUSTER_NO_ESTIMATE = ("No estimate: the run trains on the cluster, whose speed this computer "
+                       "cannot time (`train --cluster` says the same)")
 # background probes of the time estimate that are still running (see estimate_time)
 _LIVE_WORKERS: set = set()
 
@@ -134,6 +136,7 @@ class TrainPage(QWidget):
         form.addRow("Device", self.device_combo)
         self.run_on = RunOnBox()  # this computer | a Ray cluster (app/train/run_on.py)
         form.addRow("Run on", self.run_on)
+        self.run_on.where.currentIndexChanged.connect(self._run_on_changed)
         settings = QGroupBox("Training")
         settings.setLayout(form)
 
@@ -432,6 +435,9 @@ class TrainPage(QWidget):
         if self._estimate_worker is not None:  # one at a time; try again after a pause
             self._estimate_timer.start()
             return
+        if self.run_on.on_cluster():
+            self.time_estimate.setText(CLUSTER_NO_ESTIMATE)
+            return
         job = self.state.time_estimate_job()
         self.epochs_spin.setSuffix("")
         if job is None:
@@ -449,7 +455,18 @@ class TrainPage(QWidget):
         self._estimate_worker = worker
         worker.start()
 
+    def _run_on_changed(self, *_args) -> None:
+        """The estimate times this computer: for a run on a cluster there is none."""
+        if self.run_on.on_cluster():
+            self.time_estimate.setText(CLUSTER_NO_ESTIMATE)
+            self.time_estimate.setToolTip("")
+        else:
+            self.time_estimate.setText("")
+            self._estimate_soon()
+
     def _estimate_shown(self, result: object) -> None:
+        if self.run_on.on_cluster():  # the user chose the cluster while the probe ran
+            return
         text, planned = result if isinstance(result, tuple) else (result, 0)
         self.time_estimate.setText(str(text))
         self.time_estimate.setToolTip(str(text))

@@ -68,6 +68,10 @@ class RunOnBox(QWidget):
             self.address_edit.setText(address)
         self.where.setCurrentIndex(self.where.findData(CLUSTER if address else HERE))
 
+    def on_cluster(self) -> bool:
+        """True when "cluster at ..." is chosen (whatever the address)."""
+        return self.where.currentData() == CLUSTER
+
     def address(self) -> str | None:
         """The cluster's address when "cluster at" is chosen (ClusterError when it is not
         a usable address), None for this computer."""

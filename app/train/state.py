@@ -35,28 +35,10 @@ def offered_models() -> list[tuple[str, str]]:
 
 
 def preset_config(preset: str, model: str) -> Any:
-    """The config of `preset` for `model` (the config class of the model's kind).
-
-    A preset's learning rate was tuned for its own model (quick: MixSup at 0.05, which
-    diverges to NaN for MFFPA). For another model the lower rate of a preset of the same
-    kind made for that model is taken, so every model/preset pair the form offers trains.
-    """
-    kind = kind_of_model(model)
-    config_class = kind.load("config")
-    cfg = config_class.preset(preset, model=model)
-    if config_class.preset(preset).model != model:
-        rates = [c.lr for c in (config_class.preset(p) for p in kind.presets) if c.model == model]
-        if rates and min(rates) < cfg.lr:
-            cfg = _replace(cfg, lr=min(rates))
-    return cfg
-
-
-def _replace(cfg: Any, **changes: Any) -> Any:
-    if hasattr(cfg, "replace"):
-        return cfg.replace(**changes)
-    import dataclasses
-
-    return dataclasses.replace(cfg, **changes)
+    """The config of `preset` for `model` (the config class of the model's kind), built as
+    `train --preset PRESET --model MODEL` builds it (KindConfig.preset_for_model: another
+    model than the preset's own gets the lower learning rate of a preset made for it)."""
+    return kind_of_model(model).load("config").preset_for_model(preset, model)
 
 
 def device_availability() -> dict[str, str | None]:
@@ -219,7 +201,7 @@ class TrainState:
         self.models: list[tuple[str, str]] = offered_models()
         self.availability = availability if availability is not None else device_availability()
         self.model = self.models[0][0]
-        self.preset = self.kind.presets[0]
+        self.preset = self.kind.load("config").DEFAULT_PRESET  # as `train`
         self.epochs = 1
         self.size: tuple[int, int] = (64, 64)
         self.lr = 0.01

@@ -64,8 +64,9 @@ def _fmt_time(seconds: float) -> str:
 class _HumanPrinter:
     """One readable line per epoch (and the start, validation and end)."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, preset: str = "") -> None:
         self.stream = stream
+        self.preset = preset  # the start line's ", preset ..." ("" when the user chose it)
         self.eta = 0.0
         self.epochs = 0
 
@@ -78,7 +79,8 @@ class _HumanPrinter:
                       f"{e['n_train']} training / {e['n_val']} validation images, "
                       f"{e['epochs']} epochs{resumed}"
                       + (f", {e['precision']}"
-                         if e.get("precision", "float32") != "float32" else ""))
+                         if e.get("precision", "float32") != "float32" else "")
+                      + (f", preset {self.preset}" if self.preset else ""))
             size = e["config"].get("input_size")
             if size and not any(str(n).startswith("input ") for n in e.get("notes") or []):
                 self._say(f"input {size[0]}x{size[1]}: as set")
@@ -116,10 +118,11 @@ class _HumanPrinter:
         print(text, file=self.stream, flush=True)
 
 
-def print_estimate(project_root: Any, config: Any, stream: Any) -> bool:
+def print_estimate(project_root: Any, config: Any, stream: Any, *, processes: int = 1) -> bool:
     """Print the estimated training time (defect_studio.training.estimate) before a run; a
     kind without a time probe, or data that cannot train (`train` says why next), prints
-    nothing. True when printed."""
+    nothing. True when printed. With ``processes`` > 1 (`--gpus N`) the figure is still
+    one process's (how N processes share the work was not measured here), and it says so."""
     from defect_studio.errors import UserError
     from defect_studio.project import Project
     from defect_studio.training.estimate import estimate_time
@@ -129,7 +132,12 @@ def print_estimate(project_root: Any, config: Any, stream: Any) -> bool:
             est = estimate_time(project, config)
     except (UserError, ValueError, OSError):
         return False
-    print(est.text(), file=stream, flush=True)
+    text = est.text()
+    if processes > 1:
+        text += (f"; timed for one process: --gpus {processes} shares each epoch's images "
+                 f"among {processes} processes (faster with a GPU each; CPU processes share "
+                 f"this machine's cores)")
+    print(text, file=stream, flush=True)
     return True
 
 
@@ -156,10 +164,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, run_id = config_from_args(args), args.run_id
 
     if config is not None and not args.events and not getattr(args, "no_estimate", False):
-        print_estimate(args.project, config, sys.stdout)
+        if getattr(args, "cluster", None):
+            # the probe would time this machine, not the cluster's (a GPU server's) speed
+            print(f"no time estimate: the run trains on the cluster at {args.cluster}, whose "
+                  f"speed this machine cannot time", file=sys.stdout, flush=True)
+        else:
+            print_estimate(args.project, config, sys.stdout,
+                           processes=getattr(args, "gpus", None) or 1)
     stop = _StopFlag()
     stop.install()
-    sink = _print_json if args.events else _HumanPrinter(sys.stdout)
+    # the start line names the preset `train` chose (neither --preset nor --config given)
+    default = (f"{type(config).DEFAULT_PRESET} (the default; --preset thorough: the papers' "
+               f"recipe at the data's scale)"
+               if config is not None and args.preset is None and args.config is None else "")
+    sink = _print_json if args.events else _HumanPrinter(sys.stdout, default)
     if getattr(args, "cluster", None) or args.resume:  # a Ray cluster (defect_studio.cluster)
         from defect_studio.cluster.cli import LOCAL, train_cluster, wants_cluster
 

@@ -113,6 +113,7 @@ class KindConfig:
 
     # -- what a kind sets (class attributes, not settings) --------------------------------
     PRESET_SETTINGS: ClassVar[Any] = {}  # preset name -> settings (``preset``)
+    DEFAULT_PRESET: ClassVar[Any] = "quick"  # the app's and `train`'s default preset
     EXTRA_KEYS: ClassVar[Any] = ("model_spec", "created")  # saved keys that are not settings
     SETTINGS_NOUN: ClassVar[Any] = "training"  # "unknown <noun> setting(s)" in messages
     # `train` options read besides COMMON_ARGS and --size (same name)
@@ -135,6 +136,25 @@ class KindConfig:
             raise TrainConfigError(
                 f"unknown preset {name!r}; choose one of {', '.join(cls.PRESET_SETTINGS)}")
         return cls.from_dict({**cls.PRESET_SETTINGS[name], **overrides})
+
+    @classmethod
+    def preset_for_model(cls, name: str, model: str | None = None) -> Any:
+        """Preset ``name`` for ``model`` (None: the preset's own model), as the app's Train
+        page and `train` build it.
+
+        A preset's learning rate was tuned for its own model; for another model the lower
+        rate of a preset of this kind made for that model is taken (if there is one), so
+        every model/preset pair trains.
+        """
+        if model is None:
+            return cls.preset(name)
+        cfg = cls.preset(name, model=model)
+        if cls.preset(name).model != model:
+            rates = [c.lr for c in (cls.preset(p) for p in cls.PRESET_SETTINGS)
+                     if c.model == model]
+            if rates and min(rates) < cfg.lr:
+                cfg = cfg.replace(lr=min(rates))
+        return cfg
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
@@ -164,12 +184,18 @@ class KindConfig:
 
     @classmethod
     def from_args(cls, args: Any) -> Any:
-        """From the `train` command's arguments: --preset, then --config FILE, then the
-        single options. An option this kind ignores (``REFUSED_ARGS``) is an error."""
+        """From the `train` command's arguments: --preset (``DEFAULT_PRESET`` when neither
+        it nor --config is given), then --config FILE, then the single options. An option
+        this kind ignores (``REFUSED_ARGS``) is an error."""
         refuse_options(args, tuple(cls.REFUSED_ARGS), cls.REFUSED_WHY)
-        data: dict[str, Any] = {}
-        if getattr(args, "preset", None):
-            data.update(cls.preset(args.preset).to_dict())
+        # neither --preset nor --config: the app's default (DEFAULT_PRESET), so that `train`
+        # trains what the Train button trains. A --config file alone is read as
+        # ``from_file`` reads it (on the dataclass defaults), so a saved or shared config
+        # trains the same from the CLI and from Python.
+        name = getattr(args, "preset", None) or (
+            None if getattr(args, "config", None) else cls.DEFAULT_PRESET)
+        data: dict[str, Any] = {} if name is None else cls.preset_for_model(
+            name, getattr(args, "model", None)).to_dict()
         if getattr(args, "config", None):
             file_data = read_config_file(args.config)
             # names the file's bad key or value; the dict keeps only what the file set,
