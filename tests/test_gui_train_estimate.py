@@ -8,7 +8,6 @@ import os
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
 
 from defect_studio.app.train.page import TrainPage
 from defect_studio.project import Project
@@ -64,9 +63,11 @@ def test_reason_names_the_defects_and_the_estimate_is_shown(qtbot, thin_project,
     qtbot.waitUntil(lambda: panel._estimate_worker is None, timeout=120000)
     panel.run_on.where.setCurrentIndex(panel.run_on.where.findData("cluster"))
     assert panel.time_estimate.text().startswith("No estimate: the run trains on the cluster")
-    qtbot.mouseClick(panel.estimate_button, Qt.LeftButton)
+    assert not panel.estimate_button.isEnabled()
+    panel.estimate_time()  # e.g. the settings changed: still none
     assert panel._estimate_worker is None and "cluster" in panel.time_estimate.text()
     panel.run_on.where.setCurrentIndex(panel.run_on.where.findData("here"))
+    assert panel.estimate_button.isEnabled()
     qtbot.waitUntil(lambda: "Estimated training time" in panel.time_estimate.text(),
                     timeout=120000)
     panel.shutdown()

@@ -457,6 +457,7 @@ class TrainPage(QWidget):
 
     def _run_on_changed(self, *_args) -> None:
         """The estimate times this computer: for a run on a cluster there is none."""
+        self.estimate_button.setEnabled(not self.run_on.on_cluster())
         if self.run_on.on_cluster():
             self.time_estimate.setText(CLUSTER_NO_ESTIMATE)
             self.time_estimate.setToolTip("")
