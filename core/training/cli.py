@@ -173,10 +173,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                            processes=getattr(args, "gpus", None) or 1)
     stop = _StopFlag()
     stop.install()
-    # the start line names the preset `train` chose (neither --preset nor --config given)
-    default = (f"{type(config).DEFAULT_PRESET} (the default; --preset thorough: the papers' "
-               f"recipe at the data's scale)"
-               if config is not None and args.preset is None and args.config is None else "")
+    # the start line names the preset `train` chose when the user named none
+    chosen = type(config).preset_of_args(args) if config is not None and not args.preset else None
+    default = (f"{chosen} (the default; --preset thorough: the papers' recipe at the data's "
+               f"scale)" if chosen else "")
     sink = _print_json if args.events else _HumanPrinter(sys.stdout, default)
     if getattr(args, "cluster", None) or args.resume:  # a Ray cluster (defect_studio.cluster)
         from defect_studio.cluster.cli import LOCAL, train_cluster, wants_cluster

@@ -183,17 +183,22 @@ class KindConfig:
         return cls.from_dict(read_config_file(path))
 
     @classmethod
+    def preset_of_args(cls, args: Any) -> str | None:
+        """The preset the `train` command line starts from: --preset; with neither it nor
+        --config, the app's default (``DEFAULT_PRESET``), so that `train` trains what the
+        Train button trains; None for a --config file alone, read as ``from_file`` reads it
+        (on the dataclass defaults), so a saved or shared config trains the same from the
+        CLI and from Python."""
+        return getattr(args, "preset", None) or (
+            None if getattr(args, "config", None) else cls.DEFAULT_PRESET)
+
+    @classmethod
     def from_args(cls, args: Any) -> Any:
         """From the `train` command's arguments: --preset (``DEFAULT_PRESET`` when neither
         it nor --config is given), then --config FILE, then the single options. An option
         this kind ignores (``REFUSED_ARGS``) is an error."""
         refuse_options(args, tuple(cls.REFUSED_ARGS), cls.REFUSED_WHY)
-        # neither --preset nor --config: the app's default (DEFAULT_PRESET), so that `train`
-        # trains what the Train button trains. A --config file alone is read as
-        # ``from_file`` reads it (on the dataclass defaults), so a saved or shared config
-        # trains the same from the CLI and from Python.
-        name = getattr(args, "preset", None) or (
-            None if getattr(args, "config", None) else cls.DEFAULT_PRESET)
+        name = cls.preset_of_args(args)
         data: dict[str, Any] = {} if name is None else cls.preset_for_model(
             name, getattr(args, "model", None)).to_dict()
         if getattr(args, "config", None):
