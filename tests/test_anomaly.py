@@ -403,6 +403,36 @@ def test_ok_only_threshold_is_above_a_few_good_scores(scores, split, source, n_w
         assert t == pytest.approx(np.percentile(finite, 99.0))
 
 
+@pytest.mark.parametrize("case", ["separates", "noise", "two_defective"])
+def test_calibration_takes_best_f1_only_where_validation_separates(monkeypatch, case):
+    """The 1024-px demo (val AUC 0.53 on 9 defective images) got a best-F1 threshold that
+    flagged 36 of 45 good test parts; a validation split that does not rank defective
+    images above good ones beyond chance now calibrates on its good images alone."""
+    from types import SimpleNamespace
+
+    import defect_studio.kinds.anomaly.train as loop
+
+    rng = np.random.default_rng(1)
+    good = rng.normal(1.0, 0.1, 27)
+    bad = {"separates": rng.normal(1.6, 0.1, 9), "noise": rng.normal(1.0, 0.1, 9),
+           "two_defective": np.array([1.02, 1.3])}[case]
+    scores = np.r_[good, bad]
+    labels = [0] * good.size + [1] * bad.size
+    data = SimpleNamespace(val=list(zip(range(scores.size), labels)), train=[])
+    monkeypatch.setattr(loop, "raw_scores", lambda model, d, ids, device: scores[ids])
+    t, source, split, m = loop.calibrate(None, data, "cpu", 99.0)
+    assert split == "val" and m["labels"] == labels and m["scores"] == scores.tolist()
+    flagged_good = int(np.sum(good >= t))
+    if case == "separates":
+        assert source == "best_f1" and m["warnings"] == [] and m["separation"]["separates"]
+        assert np.all(bad >= t) and flagged_good == 0
+    else:
+        assert source == "ok_p99_val" and t == pytest.approx(np.percentile(good, 99.0))
+        assert not m["separation"]["separates"] and flagged_good <= 1
+        assert "does not show the model separating" in m["warnings"][0]
+        assert "good validation images' scores alone" in m["warnings"][0]
+
+
 def test_ok_only_threshold_without_a_finite_score_is_a_clear_error():
     from defect_studio.errors import TrainingError
     from defect_studio.kinds.anomaly.train import ok_only_threshold

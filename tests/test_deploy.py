@@ -112,7 +112,7 @@ def test_package_records_the_decision(packages, _trained_template):
     cfg = json.loads((_trained_template / "runs" / "tiny" / "config.json").read_text())
     thr = json.loads((_trained_template / "runs" / "tiny" / "threshold.json").read_text())
     assert m["kind"] == "segdec" and m["model"] == "mffpa" and m["run_id"] == "tiny"
-    assert m["threshold"] == thr["threshold"] and m["threshold_source"] == "best_f1"
+    assert m["threshold"] == thr["threshold"] and m["threshold_source"] == thr["source"]
     assert m["preprocess"]["input_size"] == cfg["input_size"]
     assert m["preprocess"]["resize"] == cfg["resize"]
     assert m["preprocess"]["channels"] == cfg["channels"]

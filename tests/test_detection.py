@@ -180,6 +180,14 @@ def test_train_relational_via_cli_then_evaluate_and_predict(tmp_path, capsys):
     for f in ("model.pt", "model.pt.sha256", "checkpoint.pt", "metrics.json", "threshold.json"):
         assert (run / f).is_file(), f
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    # the image-level best-F1 point only where the images' scores separate beyond chance
+    m = json.loads((run / "metrics.json").read_text())
+    thr = json.loads((run / "threshold.json").read_text())
+    sep = m["separation"]
+    assert sep is None or (sep["n_pos"], sep["n_neg"]) == (m["n_pos"], m["n"] - m["n_pos"])
+    assert thr["source"] == ("best_f1" if sep and sep["separates"] else "best_box_f1")
+    assert (sep is not None and not sep["separates"]) == \
+        ("does not show the model separating" in events[-1].get("note", ""))
     assert kind_of_run(run).name == "detector"
     sd = torch.load(run / "model.pt", weights_only=True)
     assert any(k.startswith("roi_heads.relation.geometry") for k in sd)

@@ -50,6 +50,10 @@ def test_train_page_proposes_and_trains_the_anomaly_model(qtbot, cold_project, d
     assert project.active_run() == run_id
     config = json.loads((project.runs_dir / run_id / "config.json").read_text())
     assert config["model"] == "anomaly" and config["input_size"] == [64, 64]
+    # the run's note (here: too few good images to set a percentile threshold on) is on the
+    # page, as `train` prints it
+    note = json.loads((project.runs_dir / run_id / "status.json").read_text())["message"]
+    assert "good" in note and f"Note: {note}" in panel.status_label.text()
     assert config["lr"] == pytest.approx(0.005)
 
 

@@ -11,6 +11,8 @@ from defect_studio.evaluation.metrics import (
     confusion_at,
     image_metrics,
     pixel_metrics,
+    separation,
+    separation_warning,
     trapezoid_ap,
 )
 
@@ -156,3 +158,58 @@ def test_trapezoid_ap_edge_cases():
         trapezoid_ap(np.array([1.0, 0.5]), np.array([0.0]))
     with pytest.raises(DataError, match="not a precision-recall curve"):
         trapezoid_ap(np.array([1.0, 0.5, 0.7]), np.array([0.0, 1.0, 0.5]))
+
+
+# -- does validation separate the classes? (the gate in front of a best-F1 threshold) ------
+
+def test_separation_by_hand():
+    # 2 defective above 6 good: the exact one-sided p is 1 / C(8, 2) = 1/28
+    perfect = separation([0] * 6 + [1] * 2, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    assert perfect["auc"] == 1.0 and perfect["p_value"] == pytest.approx(1 / 28)
+    assert perfect["separates"] and (perfect["n_pos"], perfect["n_neg"]) == (2, 6)
+    # one swap: AUC 11/12, p = 2/28, not beyond chance at 0.05
+    swap = separation([0] * 5 + [1, 0, 1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    assert swap["auc"] == pytest.approx(11 / 12) and swap["p_value"] == pytest.approx(2 / 28)
+    assert not swap["separates"]
+    assert separation([0] * 5 + [1, 0, 1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+                      alpha=0.1)["separates"]
+    # the AUC is scikit-learn's, ties included
+    y, s = [0, 1, 0, 1, 1, 0, 0, 1], [0.3, 0.3, 0.1, 0.9, 0.5, 0.5, 0.2, 0.3]
+    assert separation(y, s)["auc"] == pytest.approx(image_metrics(y, s)["auc"])
+
+
+def test_separation_of_noise_and_of_a_shifted_class():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(27, int), np.ones(9, int)]
+    noise = [separation(y, rng.random(36))["separates"] for _ in range(200)]
+    assert sum(noise) <= 20  # about 5 % of pure-noise splits pass, by construction
+    shifted = separation(y, np.r_[rng.normal(0, 1, 27), rng.normal(2, 1, 9)])
+    assert shifted["separates"] and shifted["auc"] > 0.8
+
+
+def test_separation_of_one_class_and_bad_input():
+    for y in ([0, 0, 0], [1, 1]):
+        out = separation(y, [0.2] * len(y))
+        assert out["auc"] is None and out["p_value"] is None and not out["separates"]
+    assert not separation([0, 1, 0, 1], [0.5] * 4)["separates"]  # all tied: no evidence
+    with pytest.raises(DataError, match="NaN"):
+        separation([0, 1], [0.5, float("nan")])
+    with pytest.raises(DataError, match="NaN"):
+        separation([0, 1], [0.5, float("inf")])
+    with pytest.raises(DataError, match="0 \\(OK\\) or 1"):
+        separation([0, -1], [0.5, 0.6])
+    with pytest.raises(DataError, match="match"):
+        separation([0, 1, 1], [0.5, 0.6])
+    with pytest.raises(DataError, match="empty"):
+        separation([], [])
+    with pytest.raises((DataError, ValueError)):
+        separation([0, 1], ["a", "b"])
+
+
+def test_separation_warning_names_the_figures():
+    sep = separation([0] * 5 + [1, 0, 1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    text = separation_warning(sep, "the decision head's own 0.5")
+    assert "ROC AUC 0.92 on 2 defective / 6 good, p = 0.071" in text
+    assert "the threshold is the decision head's own 0.5" in text
+    one = separation_warning(separation([1, 1], [0.1, 0.2]), "x")
+    assert "ROC AUC n/a on 2 defective / 0 good, p = n/a" in one

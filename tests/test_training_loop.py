@@ -56,6 +56,7 @@ def test_training_learns_and_writes_the_run(demo_project_dir):
     thr = json.loads((run / "threshold.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert thr["source"] == "best_f1" and 0.0 <= thr["threshold"] <= 1.0
+    assert metrics["separation"]["separates"] and metrics["separation"]["p_value"] < 0.05
     assert thr["threshold"] == events[-1]["threshold"] and metrics["ap"] is not None
     saved = TrainConfig.from_file(run / "config.json")
     assert saved.channels == 3 and saved.epochs == 4

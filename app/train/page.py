@@ -739,8 +739,12 @@ class TrainPage(QWidget):
         self.progress_bar.setValue(1000)
         self.progress_bar.setFormat("finished")
         took = ev.get("elapsed_s", time.monotonic() - self._t0)
+        # the run's note (a time budget reached, a threshold that validation could not set,
+        # too few good images) is what the CLI prints after "note:": the page says it too
+        note = str(ev.get("note") or "").strip()
         self.status_label.setText(
-            f"Run {run_id} finished in {format_eta(took)}." + self._show_final_metrics(ev))
+            f"Run {run_id} finished in {format_eta(took)}." + self._show_final_metrics(ev)
+            + (f" Note: {note}" if note else ""))
         action(f"training run {run_id} finished")
         same_project = (self._project is not None and self._job_root is not None
                         and Path(self._project.root) == self._job_root)

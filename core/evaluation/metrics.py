@@ -139,6 +139,50 @@ def _best_f1(y: np.ndarray, s: np.ndarray, n_pos: int) -> dict[str, Any]:
     return _from_counts(float(cand[i]), int(tp[i]), int(fp[i]), int(k[i] - fn[i]), int(fn[i]))
 
 
+# The validation split must show at this one-sided level that defective images score above
+# good ones before its best-F1 point becomes a run's threshold. Where it cannot (a model that
+# has not learned the defects yet, or too few defective validation images to tell), the
+# best-F1 point is the optimum of noise, and with a quarter of the images defective it is
+# often "flag everything" (F1 0.4 for no skill): measured on the 1024-px demo, a best-F1
+# threshold from a validation AUC of 0.53 (9 defective images) flagged 36 of 45 good test
+# parts. 0.05 is the usual level; 2 defective and 5 good images separated perfectly pass it.
+SEPARATION_ALPHA = 0.05
+
+
+def separation(y_true: Sequence[Any], scores: Sequence[Any],
+               alpha: float = SEPARATION_ALPHA) -> dict[str, Any]:
+    """Whether the scores rank defective images above good ones beyond chance.
+
+    One-sided Mann-Whitney U test (the rank test whose statistic is ROC AUC times
+    n_pos * n_neg; scipy, exact for small sets without ties). Returns {"auc", "p_value",
+    "n_pos", "n_neg", "separates"}; with one class missing auc and p_value are None and
+    separates is False.
+    """
+    y, s = _as_arrays(y_true, scores)
+    pos, neg = s[y == 1], s[y == 0]
+    out: dict[str, Any] = {"auc": None, "p_value": None, "n_pos": int(pos.size),
+                           "n_neg": int(neg.size), "separates": False}
+    if pos.size and neg.size:
+        from scipy.stats import mannwhitneyu
+
+        r = mannwhitneyu(pos, neg, alternative="greater")
+        out["auc"] = float(r.statistic) / (pos.size * neg.size)
+        out["p_value"] = float(r.pvalue)
+        out["separates"] = bool(out["p_value"] < alpha)
+    return out
+
+
+def separation_warning(sep: dict[str, Any], instead: str) -> str:
+    """The note for a validation split that does not separate (``separation``): what it
+    showed and what the threshold was set from ``instead``."""
+    auc = "n/a" if sep["auc"] is None else f"{sep['auc']:.2f}"
+    p = "n/a" if sep["p_value"] is None else f"{sep['p_value']:.2g}"
+    return (f"validation does not show the model separating defective from good images "
+            f"(ROC AUC {auc} on {sep['n_pos']} defective / {sep['n_neg']} good, p = {p}): "
+            f"its best-F1 point would be chance, so the threshold is {instead}; label more "
+            f"defective images for validation or train longer, and check the test figures")
+
+
 def trapezoid_ap(precision: np.ndarray, recall: np.ndarray) -> float:
     """Trapezoidal area under a precision-recall curve: sklearn.metrics.auc(recall, precision).
 

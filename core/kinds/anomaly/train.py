@@ -403,7 +403,9 @@ class _Job:
                                    "raw_threshold": raw_t, "calibration": source,
                                    "teacher_runs": int(self.shard.sum(
                                        [self.cache.teacher_runs])[0]),
-                                   "warnings": warnings}
+                                   "warnings": warnings,
+                                   # the rank test that decided best-F1 or good images only
+                                   "separation": m.get("separation")}
         if m.get("scores") is not None and m["n_pos"]:
             im = image_metrics(m["labels"], self.model.to_score(torch.tensor(m["scores"])).numpy())
             metrics.update(ap=im["ap_sklearn"], ap_sklearn=im["ap_sklearn"],
@@ -426,21 +428,28 @@ def _both(val: list[tuple[int, int]]) -> bool:
 def calibrate(model: AnomalyNet, data: GoodImages, device: torch.device, percentile: float
               ) -> tuple[float, str, str, dict[str, Any]]:
     """The raw score that becomes 0.5: the best-F1 raw threshold when the validation split has
-    OK and defective images, else the threshold of ``ok_only_threshold`` on the OK validation
-    scores (on the OK training scores when validation has no OK image). Returns (raw
-    threshold, source, split, {n, n_pos, labels, scores, warnings})."""
-    from defect_studio.evaluation.metrics import image_metrics
+    OK and defective images and the model separates them there beyond chance (``separation``),
+    else the threshold of ``ok_only_threshold`` on the OK validation scores (on the OK training
+    scores when validation has no OK image). Returns (raw threshold, source, split, {n, n_pos,
+    labels, scores, warnings}); labels and scores are the validation ones whenever it has
+    both classes, so the run's AP and AUC are reported either way."""
+    from defect_studio.evaluation.metrics import image_metrics, separation, separation_warning
 
     val = data.val
     if _both(val):
         ids, labels = [i for i, _ in val], [y for _, y in val]
         s = raw_scores(model, data, ids, device)
-        best = image_metrics(labels, s)["best_f1"]["threshold"]
-        ok_top = float(np.max(s[np.asarray(labels) == 0]))
-        t = float(best) if best is not None and math.isfinite(best) else ok_top * TOP_MARGIN
-        return max(t, 1e-6), "best_f1", "val", {"n": len(ids), "n_pos": sum(labels),
-                                                "labels": labels, "scores": s.tolist(),
-                                                "warnings": []}
+        found = {"n": len(ids), "n_pos": sum(labels), "labels": labels, "scores": s.tolist()}
+        ok = s[np.asarray(labels) == 0]
+        sep = found["separation"] = separation(labels, s)
+        if sep["separates"]:
+            best = image_metrics(labels, s)["best_f1"]["threshold"]
+            t = float(best) if best is not None and math.isfinite(best) \
+                else float(np.max(ok)) * TOP_MARGIN
+            return max(t, 1e-6), "best_f1", "val", {**found, "warnings": []}
+        t, source, warnings = ok_only_threshold(ok, percentile, "val")
+        why = separation_warning(sep, "set from the good validation images' scores alone")
+        return t, source, "val", {**found, "warnings": [why, *warnings]}
     ok_val = [i for i, y in val if y == 0]
     split, ids = ("val", ok_val) if ok_val else ("train", data.train)
     s = raw_scores(model, data, ids, device)

@@ -224,7 +224,7 @@ def image_score(pred: dict) -> float:
 
 def box_summary(preds: list[dict], samples: list[DetSample], classes: list[str]) -> dict:
     """Image-level AP/AUC/best F1 (when both classes are there), mAP and the box F1."""
-    from defect_studio.evaluation.metrics import image_metrics
+    from defect_studio.evaluation.metrics import image_metrics, separation
     from defect_studio.kinds.detector.metrics import best_box_f1, mean_average_precision
 
     gts = [{"boxes": s.boxes, "labels": s.labels} for s in samples]
@@ -232,10 +232,12 @@ def box_summary(preds: list[dict], samples: list[DetSample], classes: list[str])
     out["box_f1"] = best_box_f1(preds, gts)
     y = [s.label for s in samples]
     if len(set(y)) == 2:
-        m = image_metrics(y, [image_score(p) for p in preds])
-        out.update(ap=m["ap_sklearn"], auc=m["auc"], best_f1=m["best_f1"])
+        scores = [image_score(p) for p in preds]
+        m = image_metrics(y, scores)
+        out.update(ap=m["ap_sklearn"], auc=m["auc"], best_f1=m["best_f1"],
+                   separation=separation(y, scores))
     else:
-        out.update(ap=None, auc=None, best_f1=None)
+        out.update(ap=None, auc=None, best_f1=None, separation=None)
     return out
 
 
@@ -361,26 +363,33 @@ class _DetJob:
         cancel_run(self.folder, self.run_id, epoch)
 
     def finish(self, epochs_done: int) -> str:
-        """Threshold (image-level best F1, else box-level best F1), weights, metrics."""
+        """Threshold (image-level best F1 where the images' scores separate OK from defective
+        beyond chance, else box-level best F1), weights, metrics."""
+        from defect_studio.evaluation.metrics import separation_warning
+
         split, samples = ("val", self.val_s) if self.val_s else ("train", self.train_s)
         s = box_summary(detect_samples(self.model, samples, self.c, self.device), samples,
                         self.classes)
-        if s["best_f1"] is not None and math.isfinite(s["best_f1"]["threshold"]):
+        note = self.note
+        if s["best_f1"] is not None and math.isfinite(s["best_f1"]["threshold"]) \
+                and s["separation"]["separates"]:
             threshold, source = float(s["best_f1"]["threshold"]), "best_f1"
         else:
             threshold, source = float(s["box_f1"]["threshold"]), "best_box_f1"
+            if s["separation"] is not None:
+                note = "; ".join(n for n in (note, separation_warning(
+                    s["separation"], "the best box-level F1 point")) if n)
         threshold = min(max(threshold, 0.0), 1.0)
         metrics = {"split": split, "ap": s["ap"], "ap_sklearn": s["ap"], "auc": s["auc"],
                    "best_f1": s["best_f1"], "map": s["map"], "map_50": s["map_50"],
                    "per_type": s["per_type"], "box_f1": s["box_f1"], "n": len(samples),
                    "n_pos": sum(x.label for x in samples), "epochs": epochs_done,
-                   "elapsed_s": round(self.elapsed(), 2)}
+                   "elapsed_s": round(self.elapsed(), 2), "separation": s["separation"]}
         run_dir = self.folder.path
         save_model_weights(run_dir, self.model)
         write_json(run_dir / "metrics.json", metrics)
         write_json(run_dir / "threshold.json", {"threshold": threshold, "source": source})
-        self.folder.status("finished", epochs_done, self.note)
+        self.folder.status("finished", epochs_done, note)
         self.folder.emit("finished", run_id=self.run_id, metrics=metrics, threshold=threshold,
-                         elapsed_s=round(self.elapsed(), 2),
-                         **({"note": self.note} if self.note else {}))
+                         elapsed_s=round(self.elapsed(), 2), **({"note": note} if note else {}))
         return self.run_id

@@ -394,11 +394,12 @@ class _Job:
         self.opt.zero_grad(set_to_none=True)
 
     def _metrics(self, samples: list[Sample], with_loss: bool = False) -> Any:
-        from defect_studio.evaluation.metrics import image_metrics
+        from defect_studio.evaluation.metrics import image_metrics, separation
 
         scores = score_samples(self.model, self.data, samples, self.device)
         y = np.asarray([s.label for s in samples], dtype=np.float64)
         m = image_metrics(y.astype(int).tolist(), scores)
+        m["separation"] = separation(y.astype(int), scores)
         if not with_loss:
             return m
         p = np.clip(scores, 1e-7, 1 - 1e-7)  # mean decision BCE: the tie-breaker
@@ -423,7 +424,10 @@ class _Job:
         weights, metrics, threshold and the final status.
 
         The threshold never comes from training images: without a validation split that
-        has OK and defective images it stays at 0.5 (source "default")."""
+        has OK and defective images, or one on which the model does not separate them beyond
+        chance (``separation``), it stays at 0.5 (source "default")."""
+        from defect_studio.evaluation.metrics import separation_warning
+
         run_dir = self.folder.path
         best_path = run_dir / BEST_FILE
         selection = "last_epoch"
@@ -438,7 +442,11 @@ class _Job:
             split, samples = "train", self.data.train
         m = self._metrics(samples)
         threshold, source = DEFAULT_THRESHOLD, "default"
-        if split == "val" and m["best_f1"]["threshold"] is not None \
+        why, chance = "no validation split with OK and defective images", ""
+        if split == "val" and not m["separation"]["separates"]:
+            why = "validation does not separate defective from good images (see the note)"
+            chance = separation_warning(m["separation"], "the decision head's own 0.5")
+        elif split == "val" and m["best_f1"]["threshold"] is not None \
                 and math.isfinite(float(m["best_f1"]["threshold"])):
             threshold, source = float(m["best_f1"]["threshold"]), "best_f1"
         metrics = {
@@ -449,8 +457,8 @@ class _Job:
             # which weights were kept and where the threshold came from (docs/models.md)
             "selection": selection,
             "best_epoch": self.best["epoch"] if selection == "best_val_ap" else epochs_done,
-            "threshold_source": "val_best_f1" if source == "best_f1" else "default (0.5): "
-                                "no validation split with OK and defective images",
+            "threshold_source": "val_best_f1" if source == "best_f1" else f"default (0.5): {why}",
+            "separation": m["separation"] if split == "val" else None,
             "balance_epochs": self.balance_epochs,
             # the training forward pass's arithmetic; validation and threshold were float32
             "train_precision": self.precision,
@@ -460,7 +468,7 @@ class _Job:
         best_path.with_name(BEST_FILE + ".sha256").unlink(missing_ok=True)
         write_json(run_dir / "metrics.json", metrics)
         write_json(run_dir / "threshold.json", {"threshold": threshold, "source": source})
-        note = self.budget_note
+        note = "; ".join(n for n in (self.budget_note, chance) if n)
         self.folder.status("finished", epochs_done, note)
         self.folder.emit("finished", run_id=self.run_id, metrics=metrics, threshold=threshold,
                          elapsed_s=round(self.elapsed(), 2), **({"note": note} if note else {}))
