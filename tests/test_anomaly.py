@@ -338,6 +338,71 @@ def test_without_cache_room_the_teacher_runs_once_per_image_per_epoch(demo_proje
     assert [e["teacher_runs"] for e in events if e["event"] == "epoch"] == [n, 2 * n]
 
 
+# -- the time estimate before a run (issue 18, item 3) -------------------------------------
+
+@pytest.mark.parametrize("cache_mb, crop", [(2048, None), (0, None), (2048, (32, 32)),
+                                            (0, (32, 32))])
+def test_time_probe_plans_the_steps_the_run_takes(demo_project_dir, cache_mb, crop):
+    """The plan counts what the run does: ceil(n / batch) steps per epoch (the last one
+    smaller), the teacher once per image when its features fit the cache (else inside every
+    step), validation every val_every epochs on val holding both classes, and the
+    calibration pass after the last epoch."""
+    from defect_studio.kinds.anomaly.probe import plan_run
+    from defect_studio.training import train
+
+    cfg = tiny(epochs=3, batch=7, cache_mb=cache_mb, val_every=2, crop_size=crop)
+    with Project.open(demo_project_dir, readonly=True) as p:
+        plan = plan_run(p, cfg)
+        n = len(p.images(split="train", label="ok"))
+        val = [r for r in p.images(split="val") if r.label in ("ok", "defective")]
+    assert n % 7 and {r.label for r in val} == {"ok", "defective"}
+    by = {}
+    for s in plan.steps:
+        by.setdefault((s.key.split("|")[-2], s.phase), []).append(s)
+    train_steps = by[("train", "epoch")]
+    assert [s.count for s in train_steps] == [3 * (n // 7), 3]
+    size = f"{crop[0]}x{crop[1]}" if crop else "64x64"
+    assert train_steps[0].key.endswith(f"|train|{size}x7" + ("+teacher" if not cache_mb else ""))
+    assert train_steps[1].key.endswith(f"|train|{size}x{n % 7}"
+                                       + ("+teacher" if not cache_mb else ""))
+    assert [s.count for s in by.get(("teacher", "before"), [])] == ([n] if cache_mb else [])
+    assert [s.count for s in by[("eval", "epoch")]] == [len(val) * (3 // 2)]
+    assert [s.count for s in by[("eval", "after")]] == [len(val)]
+    assert plan.epochs == 3 and plan.crop == crop and plan.size == (64, 64)
+    for s in plan.steps:
+        s.measure()  # each runs: a real step of the network at the run's size
+    # the run does what was planned: its teacher ran on what the plan says
+    events = []
+    train(demo_project_dir, cfg, run_id=f"plan{cache_mb}{bool(crop)}", on_event=events.append)
+    runs = [e["teacher_runs"] for e in events if e["event"] == "epoch"]
+    assert runs[-1] == (n if cache_mb else 3 * n)
+    assert sum(e["event"] == "validation" for e in events) == 3 // 2
+
+
+def test_anomaly_estimate_reaches_the_command_line_and_counts_calibration(demo_project_dir,
+                                                                          capsys, monkeypatch):
+    import defect_studio.training as training
+    from defect_studio.cli import main
+    from defect_studio.training import estimate
+
+    monkeypatch.setattr(estimate, "_MEMORY", {})
+    with Project.open(demo_project_dir) as p:  # no validation image: calibrate on training
+        for r in p.images(split="val"):
+            p.set_split(r.id, "test")
+        n = len(p.images(split="train", label="ok"))
+        est = estimate.estimate_time(p, tiny(epochs=2), use_cache=False)
+    after = [s for s in est.plan.steps if s.phase == "after"]
+    assert [s.count for s in after] == [n] and est.seconds > 0
+    assert not any(s.key.split("|")[-2] == "eval" and s.phase == "epoch" for s in est.plan.steps)
+    started = []
+    monkeypatch.setattr(training, "train", lambda *a, **k: started.append(
+        capsys.readouterr().out))
+    assert main(["train", "--project", str(demo_project_dir), "--model", "anomaly",
+                 "--epochs", "1", "--size", "64x64", "--threads", "1"]) == 0
+    assert "estimated training time on this machine" in started[0]
+    assert "1 epoch at 64x64 on cpu" in started[0]
+
+
 def test_runs_saved_before_map_taps_keep_their_map(tmp_path):
     from defect_studio.kinds.anomaly.train import read_anomaly_config
 

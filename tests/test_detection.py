@@ -233,6 +233,45 @@ def test_cancel_then_resume_and_no_boxes_is_a_data_error(tmp_path, demo_project_
     assert errors[-1]["event"] == "error"
 
 
+@pytest.mark.parametrize("model", ["detector", "relational"])
+def test_time_probe_plans_the_steps_the_run_takes(tmp_path, model):
+    """ceil(8 / 3) steps per epoch (the last of 2 images), detection on the 2 validation
+    images each val_every epochs and once after the last; without validation images the
+    final pass runs on the training images. Each planned step runs."""
+    from defect_studio.kinds.detector.probe import plan_run
+    from defect_studio.project import Project
+    from defect_studio.training import train
+    from defect_studio.training.estimate import advice, estimate_time
+
+    root = make_box_project(tmp_path / "proj")
+    cfg = DetectorConfig(model=model, epochs=3, input_size=(64, 64), batch_size=3,
+                         num_threads=1, val_every=2, pretrained=False)
+    with Project.open(root) as p:
+        plan = plan_run(p, cfg)
+        counts = [(s.key.rsplit("|", 2)[-2:], s.count, s.phase) for s in plan.steps]
+        assert counts == [(["train", "64x64x3"], 3 * 2, "epoch"),
+                          (["train", "64x64x2"], 3, "epoch"),
+                          (["eval", "64x64"], 2 * (3 // 2), "epoch"),
+                          (["eval", "64x64"], 2, "after")]
+        for s in plan.steps:
+            s.measure()
+        est = estimate_time(p, cfg, use_cache=False)
+        assert est.seconds > 0 and "3 epochs at 64x64 on cpu" in est.text()
+        tips = advice(3600, est.plan)  # a long run: no crops to suggest, the detector has none
+        assert any("smaller input size" in a for a in tips) and not any("crop" in a for a in tips)
+        val = [r.id for r in p.images(split="val")]
+        for i in val:
+            p.set_split(i, "test")
+        bare = plan_run(p, cfg.replace(val_every=1))
+        assert [(s.count, s.phase) for s in bare.steps if "|eval|" in s.key] == [(8, "after")]
+        for i in val:
+            p.set_split(i, "val")
+    events = []
+    train(root, cfg, run_id="planned", on_event=events.append)
+    epoch_steps = {e["steps"] for e in events if e["event"] == "progress"}
+    assert epoch_steps == {3} and sum(e["event"] == "validation" for e in events) == 3 // 2
+
+
 @pytest.mark.parametrize("option", ["pixel_labels", "cpu_bf16"])
 def test_detector_refuses_segmentation_only_options(option):
     import argparse

@@ -71,3 +71,37 @@ def test_reason_names_the_defects_and_the_estimate_is_shown(qtbot, thin_project,
     qtbot.waitUntil(lambda: "Estimated training time" in panel.time_estimate.text(),
                     timeout=120000)
     panel.shutdown()
+
+
+def test_the_anomaly_model_and_the_detector_get_an_estimate_too(qtbot, thin_project,
+                                                                monkeypatch):
+    """Every model kind plans its run (its time probe): the Train page estimates the anomaly
+    model's time (good parts) and the detector's (parts with boxes) before a run, and says
+    when the data cannot train."""
+    monkeypatch.setenv("DEFECT_STUDIO_AUTO_ESTIMATE", "1")  # as in the app
+    panel = TrainPage()
+    qtbot.addWidget(panel)
+    panel.set_project(thin_project)
+    qtbot.waitUntil(lambda: panel._estimate_worker is None
+                    and "Estimated training time" in panel.time_estimate.text(), timeout=120000)
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("anomaly"))
+    qtbot.waitUntil(lambda: panel._estimate_worker is None
+                    and "Estimated training time" in panel.time_estimate.text()
+                    and f"{panel.epochs_spin.value()} epochs" in panel.time_estimate.text(),
+                    timeout=120000)
+    cache = thin_project.cache_dir / "step_times.json"
+    assert "anomaly|" in cache.read_text()
+    # the detector needs boxes: this project has none, and the page says so instead of a time
+    panel.model_combo.setCurrentIndex(panel.model_combo.findData("relational"))
+    qtbot.waitUntil(lambda: panel._estimate_worker is None
+                    and panel.time_estimate.text().startswith("No estimate:"), timeout=120000)
+    assert "box" in panel.time_estimate.text()
+    recs = thin_project.images()
+    thin_project.add_type("scratch")
+    for r in recs[:4]:
+        thin_project.set_boxes(r.id, [("scratch", 30, 10 + 8 * r.id % 40, 190, 4)])
+    panel.estimate_time()
+    qtbot.waitUntil(lambda: panel._estimate_worker is None
+                    and "Estimated training time" in panel.time_estimate.text(), timeout=120000)
+    assert "detector|" in cache.read_text()
+    panel.shutdown()

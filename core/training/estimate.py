@@ -52,6 +52,7 @@ class RunPlan:
     notes: list[str] = field(default_factory=list)
     budget_min: float | None = None  # the run's max_minutes: it stops before passing it
     epochs_reason: str = ""  # why this many epochs, when a rule chose them
+    crops: bool = True  # the kind can train on crops (the advice for a long run says so)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,25 @@ def time_step(measure: Callable[[], Any], steps: int = PROBE_STEPS) -> float:
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+def with_threads(fn: Callable[[], Any], device: Any, threads: int) -> Callable[[], None]:
+    """``fn`` run with torch's CPU thread count at the run's ``threads`` (restored after),
+    then, on a GPU, synchronized: a probe step takes as long as the run's step would."""
+    import torch
+
+    def run() -> None:
+        before = torch.get_num_threads()
+        if device.type == "cpu" and before != threads:
+            torch.set_num_threads(threads)
+        try:
+            fn()
+            if device.type == "cuda":  # pragma: no cover - no GPU on the test machines
+                torch.cuda.synchronize()
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+    return run
 
 
 def _cache_path(project: Any) -> Path | None:
@@ -193,7 +213,7 @@ def advice(seconds: float, plan: RunPlan) -> list[str]:
     out = [f"fewer epochs (now {plan.epochs}; time grows in proportion)"]
     if plan.crop is None:
         out.append(f"a smaller input size (now {plan.size[0]}x{plan.size[1]}; time grows "
-                   "with the pixels) or crops")
+                   "with the pixels)" + (" or crops" if plan.crops else ""))
     else:
         out.append("smaller crops or a smaller scale (thin defects may then vanish)")
     if plan.device == "cpu":

@@ -17,5 +17,6 @@ KIND = ModelKind(
                   ("anomaly-kd", "Anomaly model, plain distillation (ablation)")),
     data_parallel=True,
     input_rule="defect_studio.kinds.anomaly.config:input_rule",
+    time_probe="defect_studio.kinds.anomaly.probe:plan_run",
     loss_names=("distillation", "SSPCAB"),
 )

@@ -17,6 +17,7 @@ KIND = ModelKind(
     outputs_boxes=True,
     data_parallel=True,
     input_rule="defect_studio.kinds.detector.config:input_rule",
+    time_probe="defect_studio.kinds.detector.probe:plan_run",
     batch_setting="batch_size",
     loss_names=("region proposal", "box head"),
     summary_lines="defect_studio.kinds.detector.evaluate:summary_lines",

@@ -21,7 +21,7 @@ from defect_studio.kinds.segdec.losses import LossWeights, mixed_loss
 from defect_studio.kinds.segdec.runmodel import build_run_model
 from defect_studio.kinds.segdec.tiles import needs_tiles, scoring_model
 from defect_studio.training.device import select_device
-from defect_studio.training.estimate import RunPlan, StepKind
+from defect_studio.training.estimate import RunPlan, StepKind, with_threads
 
 
 def _validations(config: Any) -> int:
@@ -56,17 +56,8 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     W, H = c.input_size
     dtype = _AUTOCAST[precision]
 
-    def with_threads(fn: Any) -> Any:
-        def run() -> None:
-            before = torch.get_num_threads()
-            if device.type == "cpu" and before != threads:
-                torch.set_num_threads(threads)
-            try:
-                fn()
-            finally:
-                if torch.get_num_threads() != before:
-                    torch.set_num_threads(before)
-        return run
+    def timed(fn: Any) -> Any:
+        return with_threads(fn, device, threads)
 
     def train_step(w: int, h: int, k: int = 1) -> Any:
         x = torch.rand(k, c.channels, h, w, device=device)
@@ -83,9 +74,7 @@ def plan_run(project: Any, config: Any) -> RunPlan:
             total.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if device.type == "cuda":  # pragma: no cover - no GPU on the test machines
-                torch.cuda.synchronize()
-        return with_threads(step)
+        return timed(step)
 
     def eval_step() -> Any:
         x = torch.rand(1, c.channels, H, W, device=device)
@@ -95,9 +84,7 @@ def plan_run(project: Any, config: Any) -> RunPlan:
         def step() -> None:
             scorer.eval()
             scorer(x)
-            if device.type == "cuda":  # pragma: no cover
-                torch.cuda.synchronize()
-        return with_threads(step)
+        return timed(step)
 
     base = (f"segdec|{c.model}|{sorted(c.model_switches().items())}|{c.channels}ch|"
             f"{device.type}|{threads}t|{precision}")
@@ -133,7 +120,7 @@ def plan_run(project: Any, config: Any) -> RunPlan:
                sorted(r.height for r in recs)[len(recs) // 2])
         dw, dh = draft_size(med, (W, H))
         steps.append(StepKind(f"{base}|draft|{dw}x{dh}", min(n_neg, LEVEL_OK_IMAGES) + n_pos,
-                              with_threads(draft_step(c.channels, dw, dh)), phase="before"))
+                              timed(draft_step(c.channels, dw, dh)), phase="before"))
     val = data.val if {s.label for s in data.val} == {0, 1} else []
     scorer = eval_step()
     # validations during the run, then the final scoring for the threshold (past a budget)
