@@ -82,8 +82,6 @@ def test_the_anomaly_model_and_the_detector_get_an_estimate_too(qtbot, thin_proj
     panel = TrainPage()
     qtbot.addWidget(panel)
     panel.set_project(thin_project)
-    qtbot.waitUntil(lambda: panel._estimate_worker is None
-                    and "Estimated training time" in panel.time_estimate.text(), timeout=120000)
     panel.model_combo.setCurrentIndex(panel.model_combo.findData("anomaly"))
     qtbot.waitUntil(lambda: panel._estimate_worker is None
                     and "Estimated training time" in panel.time_estimate.text()
