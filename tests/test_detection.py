@@ -272,6 +272,27 @@ def test_time_probe_plans_the_steps_the_run_takes(tmp_path, model):
     assert epoch_steps == {3} and sum(e["event"] == "validation" for e in events) == 3 // 2
 
 
+def test_without_validation_images_the_threshold_is_not_fitted_on_training_images(tmp_path):
+    from defect_studio.project import Project
+    from defect_studio.training import train
+
+    root = make_box_project(tmp_path / "proj")
+    with Project.open(root) as p:
+        for r in p.images(split="val"):
+            p.set_split(r.id, "test")
+    cfg = DetectorConfig(model="detector", epochs=1, input_size=(64, 64), batch_size=4,
+                         num_threads=1, val_every=0, pretrained=False)
+    events = []
+    train(root, cfg, run_id="noval", on_event=events.append)
+    run = root / "runs" / "noval"
+    assert json.loads((run / "threshold.json").read_text()) == {"threshold": 0.5,
+                                                               "source": "default"}
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["split"] == "train" and m["n"] == 8  # still reported, on the training images
+    assert "no validation image: the threshold is 0.5" in events[-1]["note"]
+    assert events[-1]["threshold"] == 0.5
+
+
 @pytest.mark.parametrize("option", ["pixel_labels", "cpu_bf16"])
 def test_detector_refuses_segmentation_only_options(option):
     import argparse

@@ -136,6 +136,12 @@ def _train(project: Any, config: DetectorConfig | None, run_id: str | None, resu
     return job.finish(done)
 
 
+# The threshold of a run without validation images: a box score of 0.5, the even odds of
+# the box head's softmax (box-level F1 on the training images would fit the images the
+# detector has learned and sit too high for new parts).
+DEFAULT_THRESHOLD = 0.5
+
+
 def freeze_backbone_norm(model: torch.nn.Module) -> None:
     """Keep the pretrained backbone's batch-norm statistics and affine fixed (small
     batches would only add noise to them)."""
@@ -363,15 +369,22 @@ class _DetJob:
         cancel_run(self.folder, self.run_id, epoch)
 
     def finish(self, epochs_done: int) -> str:
-        """Threshold (image-level best F1 where the images' scores separate OK from defective
-        beyond chance, else box-level best F1), weights, metrics."""
+        """Threshold (on the validation images: image-level best F1 where their scores
+        separate OK from defective beyond chance, else box-level best F1; without validation
+        images DEFAULT_THRESHOLD), weights, metrics."""
         from defect_studio.evaluation.metrics import separation_warning
 
         split, samples = ("val", self.val_s) if self.val_s else ("train", self.train_s)
         s = box_summary(detect_samples(self.model, samples, self.c, self.device), samples,
                         self.classes)
         note = self.note
-        if s["best_f1"] is not None and math.isfinite(s["best_f1"]["threshold"]) \
+        if split == "train":  # never fitted on the images it trained on (they score high)
+            threshold, source = DEFAULT_THRESHOLD, "default"
+            note = "; ".join(n for n in (note, (
+                f"no validation image: the threshold is {DEFAULT_THRESHOLD:g}, not fitted on "
+                "the training images; give some images the val split (defect-studio split) "
+                "for a threshold chosen on parts the model has not seen")) if n)
+        elif s["best_f1"] is not None and math.isfinite(s["best_f1"]["threshold"]) \
                 and s["separation"]["separates"]:
             threshold, source = float(s["best_f1"]["threshold"]), "best_f1"
         else:
