@@ -103,3 +103,33 @@ def test_the_anomaly_model_and_the_detector_get_an_estimate_too(qtbot, thin_proj
                     and "Estimated training time" in panel.time_estimate.text(), timeout=120000)
     assert "detector|" in cache.read_text()
     panel.shutdown()
+
+
+def test_long_reasons_scroll_instead_of_squeezing_and_train_stays_in_view(qtbot):
+    """At 1280x800 the Train page's left column is about 450 px high: a long size reason and
+    a long estimate with its advice used to be squeezed to a few clipped lines (seen on a
+    screenshot); now each label gets the height of its wrapped text, the form scrolls, and
+    the Train button, the progress bar and the status stay below it, in view."""
+    panel = TrainPage()
+    qtbot.addWidget(panel)
+    panel.resize(1280, 450)
+    panel.show()
+    qtbot.waitExposed(panel)
+    long = "; ".join(["a long line of the reason that wraps over several lines"] * 6)
+    panel.size_reason.setText(long)
+    panel.time_estimate.setText("Estimated training time on this machine: 30 min; long: "
+                                + long)
+    panel.status_label.setText("Run r1 finished. Note: " + long[:200])
+
+    def fits(label):
+        return label.height() >= label.heightForWidth(label.width()) > 0
+
+    qtbot.waitUntil(lambda: all(fits(x) for x in (panel.size_reason, panel.time_estimate,
+                                                  panel.status_label)), timeout=5000)
+    for w in (panel.train_button, panel.progress_bar, panel.status_label):
+        bottom = w.mapTo(panel, w.rect().bottomLeft()).y()
+        assert w.isVisible() and bottom <= panel.height(), (w, bottom, panel.height())
+    scroll = panel.size_reason.parentWidget()
+    while scroll is not None and not hasattr(scroll, "verticalScrollBar"):
+        scroll = scroll.parentWidget()
+    assert scroll is not None and scroll.verticalScrollBar().maximum() > 0  # the form scrolls

@@ -34,6 +34,7 @@ from defect_studio.app.common.actions import action, critical_user, warn_user
 from defect_studio.app.common.jobs import TrainingJob, format_eta
 from defect_studio.app.common.plot_style import SERIES, foreground_curve, plot_colors, style_plot
 from defect_studio.app.common.train_request import TrainRequest
+from defect_studio.app.common.wrapped_label import WrappedLabel
 from defect_studio.app.train.run_curves import read_curves, rewind
 from defect_studio.app.train.run_history import RunHistory
 from defect_studio.app.train.run_on import RunOnBox
@@ -108,8 +109,7 @@ class TrainPage(QWidget):
         size_row.addWidget(QLabel("\u00d7"))
         size_row.addWidget(self.height_spin)
         # Why this size (issue 7): the data's median size within the preset's cap.
-        self.size_reason = QLabel("")
-        self.size_reason.setWordWrap(True)
+        self.size_reason = WrappedLabel("")
         self.size_reason.setStyleSheet("color: gray")
         for spin in (self.width_spin, self.height_spin):
             spin.valueChanged.connect(self._on_size)
@@ -132,6 +132,7 @@ class TrainPage(QWidget):
         form.addRow("Input size (W\u00d7H)", size_row)
         form.addRow("", self.size_reason)
         form.addRow("Time", self._build_time_estimate())
+        form.addRow("", self.time_estimate)
         form.addRow("Learning rate", self.lr_spin)
         form.addRow("Device", self.device_combo)
         self.run_on = RunOnBox()  # this computer | a Ray cluster (app/train/run_on.py)
@@ -154,8 +155,7 @@ class TrainPage(QWidget):
         self.progress_bar.setFormat("ready")
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setValue(0)  # a bar that was never set shows no text at all
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
+        self.status_label = WrappedLabel("")
         # A finished run better on validation than the active one is offered, never forced.
         self.offer_button = QPushButton("")
         self.offer_button.setVisible(False)
@@ -164,22 +164,28 @@ class TrainPage(QWidget):
 
         left = QVBoxLayout()
         left.addWidget(settings)
-        left.addLayout(buttons)
-        left.addWidget(self.progress_bar)
-        left.addWidget(self.status_label)
-        left.addWidget(self.offer_button)
         left.addStretch(1)
         left_inner = QWidget()
         left_inner.setLayout(left)
         # the form scrolls rather than squeezing its wrapped lines (the size reason, the
-        # time estimate) into each other when the window is small (1280x800)
-        left_w = QScrollArea()
-        left_w.setWidget(left_inner)
-        left_w.setWidgetResizable(True)
-        left_w.setFrameShape(QScrollArea.Shape.NoFrame)
-        left_w.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        left_w.setMinimumWidth(left_inner.sizeHint().width()
-                               + left_w.verticalScrollBar().sizeHint().width())
+        # time estimate) into each other when the window is small (1280x800); the Train
+        # button, the progress and the run's status stay in view below it
+        scroll = QScrollArea()
+        scroll.setWidget(left_inner)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(left_inner.sizeHint().width()
+                               + scroll.verticalScrollBar().sizeHint().width())
+        pinned = QVBoxLayout()
+        pinned.setContentsMargins(0, 0, 0, 0)
+        pinned.addWidget(scroll, 1)
+        pinned.addLayout(buttons)
+        pinned.addWidget(self.progress_bar)
+        pinned.addWidget(self.status_label)
+        pinned.addWidget(self.offer_button)
+        left_w = QWidget()
+        left_w.setLayout(pinned)
 
         self.loss_plot = pg.PlotWidget(title="Training loss")
         self.loss_plot.setLabel("bottom", "epoch")
@@ -395,12 +401,11 @@ class TrainPage(QWidget):
         self._estimate_soon()
 
     # -- the time estimate before a run (issue 18) -----------------------------------------
-    def _build_time_estimate(self) -> QWidget:
+    def _build_time_estimate(self) -> QHBoxLayout:
         """A line with the estimated training time and a button to measure it again; it is
         measured (a few timed steps, in a thread) a moment after the form stops changing."""
 
-        self.time_estimate = QLabel("")
-        self.time_estimate.setWordWrap(True)
+        self.time_estimate = WrappedLabel("")
         self.time_estimate.setStyleSheet("color: gray")
         self.estimate_button = QPushButton("Estimate")
         self.estimate_button.setToolTip("Time a few training steps at this size on this device")
@@ -410,12 +415,14 @@ class TrainPage(QWidget):
         self._estimate_timer.setSingleShot(True)
         self._estimate_timer.setInterval(800)
         self._estimate_timer.timeout.connect(self.estimate_time)
-        box = QWidget()
-        row = QHBoxLayout(box)
+        # the button on the "Time" row, the wrapped text on the row below it, straight in
+        # the form (as the size reason): a label nested in a row layout was squeezed to a
+        # few lines at 1280x800 instead of the form scrolling
+        row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.time_estimate, 1)
         row.addWidget(self.estimate_button)
-        return box
+        row.addStretch(1)
+        return row
 
     def _estimate_soon(self) -> None:
         # DEFECT_STUDIO_AUTO_ESTIMATE=0: only the Estimate button measures (the test suite,
