@@ -133,3 +133,36 @@ def test_long_reasons_scroll_instead_of_squeezing_and_train_stays_in_view(qtbot)
     while scroll is not None and not hasattr(scroll, "verticalScrollBar"):
         scroll = scroll.parentWidget()
     assert scroll is not None and scroll.verticalScrollBar().maximum() > 0  # the form scrolls
+
+
+def test_the_estimate_button_times_afresh_what_the_cache_holds(qtbot, thin_project,
+                                                               monkeypatch):
+    """A step time cached while the machine was busy would stay for good: the form's own
+    estimate uses the cache, the Estimate button times the steps again and stores them."""
+    import json
+
+    from PySide6.QtCore import Qt
+
+    from defect_studio.training import estimate
+
+    monkeypatch.setattr(estimate, "_MEMORY", {})
+    panel = TrainPage()
+    qtbot.addWidget(panel)
+    panel.set_project(thin_project)
+    panel.estimate_time()
+    qtbot.waitUntil(lambda: panel._estimate_worker is None
+                    and "Estimated training time" in panel.time_estimate.text(), timeout=120000)
+    cache = thin_project.cache_dir / "step_times.json"
+    measured = json.loads(cache.read_text())
+    cache.write_text(json.dumps({k: 5000.0 for k in measured}))  # as if timed on a busy PC
+    estimate._MEMORY.clear()
+    panel.estimate_time()
+    qtbot.waitUntil(lambda: panel._estimate_worker is None
+                    and " h " in panel.time_estimate.text(), timeout=120000)
+    qtbot.mouseClick(panel.estimate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel._estimate_worker is None
+                    and "Estimated training time" in panel.time_estimate.text()
+                    and " h " not in panel.time_estimate.text(), timeout=120000)
+    again = json.loads(cache.read_text())
+    assert set(again) == set(measured) and all(v < 5000.0 for v in again.values())
+    panel.shutdown()

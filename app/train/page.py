@@ -409,7 +409,9 @@ class TrainPage(QWidget):
         self.time_estimate.setStyleSheet("color: gray")
         self.estimate_button = QPushButton("Estimate")
         self.estimate_button.setToolTip("Time a few training steps at this size on this device")
-        self.estimate_button.clicked.connect(self.estimate_time)
+        # the button measures afresh (a figure cached while the machine was busy stays
+        # until then); the estimate made when the form changes uses the cache
+        self.estimate_button.clicked.connect(lambda: self.estimate_time(fresh=True))
         self._estimate_worker = None
         self._estimate_timer = QTimer(self)
         self._estimate_timer.setSingleShot(True)
@@ -433,7 +435,7 @@ class TrainPage(QWidget):
                 and not self.is_running():  # a running job would slow the probe and itself
             self._estimate_timer.start()
 
-    def estimate_time(self) -> None:
+    def estimate_time(self, fresh: bool = False) -> None:
         """Measure the estimated training time of the form's settings (in a thread)."""
         from defect_studio.app.common.jobs import FunctionWorker
 
@@ -445,7 +447,7 @@ class TrainPage(QWidget):
         if self.run_on.on_cluster():
             self.time_estimate.setText(CLUSTER_NO_ESTIMATE)
             return
-        job = self.state.time_estimate_job()
+        job = self.state.time_estimate_job(fresh=fresh)
         self.epochs_spin.setSuffix("")
         if job is None:
             self.time_estimate.setText("")

@@ -450,11 +450,11 @@ class TrainState:
             device=self.device, input_size=None if size is None else list(size),
             **{k: v for k, v in self.overrides().items() if k in ("lr", "val_every")})
 
-    def time_estimate_job(self) -> Any:
+    def time_estimate_job(self, fresh: bool = False) -> Any:
         """A function (for a worker thread: it opens its own read-only project) that returns
         the estimate's line for the form and the epochs the run will train (a crop run of
         the preset's epochs gets more: the epochs rule), or None when the model's kind has
-        no probe."""
+        no probe. ``fresh``: time the steps again instead of using the cached figures."""
         if self.project is None or not self.kind.time_probe:
             return None
         root, config = Path(self.project.root), self.run_config()
@@ -464,7 +464,7 @@ class TrainState:
             from defect_studio.training.estimate import estimate_time
 
             with Project.open(root, readonly=True) as project:
-                estimate = estimate_time(project, config)
+                estimate = estimate_time(project, config, use_cache=not fresh)
             text = estimate.text()
             return text[:1].upper() + text[1:] + ".", int(estimate.plan.epochs)
         return job

@@ -160,7 +160,8 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
     """The training time of ``config`` on ``project`` (an open Project) on this machine.
 
     UserError when the data cannot train (the same errors `train` gives); ValueError when
-    the model's kind has no time probe."""
+    the model's kind has no time probe. ``use_cache=False`` times every step again and
+    stores the new figures (a figure timed while the machine was busy is replaced)."""
     from defect_studio.kinds import kind_of_model
 
     kind = kind_of_model(config.model)
@@ -180,7 +181,7 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
         step_s[step.key] = time_step(step.measure)
         _MEMORY[step.key] = step_s[step.key]
         changed = True
-    if changed and use_cache:
+    if changed:  # the cache file keeps the newest figure of each step
         _write_cache(path, {**_read_cache(path), **step_s})
     phase = {"before": 0.0, "epoch": 0.0, "after": 0.0}
     for step in plan.steps:
