@@ -342,10 +342,10 @@ def test_without_cache_room_the_teacher_runs_once_per_image_per_epoch(demo_proje
 
 @pytest.mark.parametrize("cache_mb, crop", [(2048, None), (0, (32, 32))])
 def test_time_probe_plans_the_steps_the_run_takes(demo_project_dir, cache_mb, crop):
-    """The plan counts what the run does: ceil(n / batch) steps per epoch (the last one
-    smaller), the teacher once per image when its features fit the cache (else inside every
-    step), validation every val_every epochs on val holding both classes, and the
-    calibration pass after the last epoch."""
+    """The plan counts what the run does: ceil(n / batch) steps per epoch (the last, smaller
+    batch timed as a full one), the teacher once per image in the run's batches when its
+    features fit the cache (else inside every step), scoring 8 whole images at a time
+    every val_every epochs on val holding both classes and once after the last epoch."""
     from defect_studio.kinds.anomaly.probe import plan_run
     from defect_studio.training import train
 
@@ -355,18 +355,15 @@ def test_time_probe_plans_the_steps_the_run_takes(demo_project_dir, cache_mb, cr
         n = len(p.images(split="train", label="ok"))
         val = [r for r in p.images(split="val") if r.label in ("ok", "defective")]
     assert n % 7 and {r.label for r in val} == {"ok", "defective"}
-    by = {}
-    for s in plan.steps:
-        by.setdefault((s.key.split("|")[-2], s.phase), []).append(s)
-    train_steps = by[("train", "epoch")]
-    assert [s.count for s in train_steps] == [3 * (n // 7), 3]
+    ceil = lambda a, b: -(-a // b)  # noqa: E731
     size = f"{crop[0]}x{crop[1]}" if crop else "64x64"
-    assert train_steps[0].key.endswith(f"|train|{size}x7" + ("+teacher" if not cache_mb else ""))
-    assert train_steps[1].key.endswith(f"|train|{size}x{n % 7}"
-                                       + ("+teacher" if not cache_mb else ""))
-    assert [s.count for s in by.get(("teacher", "before"), [])] == ([n] if cache_mb else [])
-    assert [s.count for s in by[("eval", "epoch")]] == [len(val) * (3 // 2)]
-    assert [s.count for s in by[("eval", "after")]] == [len(val)]
+    b = min(8, len(val))
+    want = [("train" + ("" if cache_mb else "+teacher"), f"{size}x7", 3 * ceil(n, 7), "epoch")]
+    if cache_mb:
+        want.append(("teacher", "64x64x7", ceil(n, 7), "before"))
+    want += [("eval", f"64x64x{b}", (3 // 2) * ceil(len(val), b), "epoch"),
+             ("eval", f"64x64x{b}", ceil(len(val), b), "after")]
+    assert [(*s.key.split("|")[-2:], s.count, s.phase) for s in plan.steps] == want
     assert plan.epochs == 3 and plan.crop == crop and plan.size == (64, 64)
     for s in plan.steps:
         s.measure()  # each runs: a real step of the network at the run's size
@@ -391,7 +388,7 @@ def test_anomaly_estimate_reaches_the_command_line_and_counts_calibration(demo_p
         n = len(p.images(split="train", label="ok"))
         est = estimate.estimate_time(p, tiny(epochs=2), use_cache=False)
     after = [s for s in est.plan.steps if s.phase == "after"]
-    assert [s.count for s in after] == [n] and est.seconds > 0
+    assert [s.count for s in after] == [-(-n // 8)] and est.seconds > 0  # batches of 8
     assert not any(s.key.split("|")[-2] == "eval" and s.phase == "epoch" for s in est.plan.steps)
     started = []
     monkeypatch.setattr(training, "train", lambda *a, **k: started.append(

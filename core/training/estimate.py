@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 PROBE_STEPS = 3
+SLOW_STEP_S = 2.0  # a warm-up step at least this long: one timed call after it, not 3
 LONG_S = 10 * 60  # an estimate above this comes with advice on what to change
 CACHE_FILE = "step_times.json"
 _MEMORY: dict[str, float] = {}
@@ -95,8 +96,13 @@ def fmt_duration(seconds: float) -> str:
 
 
 def time_step(measure: Callable[[], Any], steps: int = PROBE_STEPS) -> float:
-    """Seconds per call of ``measure`` (median of ``steps`` timed calls after a warm-up)."""
+    """Seconds per call of ``measure`` (median of ``steps`` timed calls after a warm-up;
+    one timed call when the warm-up took SLOW_STEP_S or more: a batch of 8 whole 1024-px
+    images takes 10+ s, and one such call varies by a few per cent, not more)."""
+    t0 = time.perf_counter()
     measure()
+    if time.perf_counter() - t0 >= SLOW_STEP_S:
+        steps = 1
     times = []
     for _ in range(max(1, steps)):
         t0 = time.perf_counter()

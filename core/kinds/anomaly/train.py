@@ -231,8 +231,11 @@ def crop_image(x: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
     return x[..., y0:y0 + int(crop[1]), x0:x0 + int(crop[0])]
 
 
+SCORE_BATCH = 8  # whole images scored at a time (validation, calibration)
+
+
 def raw_scores(model: AnomalyNet, data: GoodImages, ids: list[int], device: torch.device,
-               batch: int = 8) -> np.ndarray:
+               batch: int = SCORE_BATCH) -> np.ndarray:
     """Raw image scores (max of the raw anomaly map) of some images, model in eval mode
     (with train --gpus N: each process scores its share, all get all scores)."""
     scores = this_process().gather(ids, lambda share: _raw_scores(model, data, share, device,
