@@ -53,7 +53,7 @@ def test_train_page_proposes_and_trains_the_anomaly_model(qtbot, cold_project, d
     # the run's note (here: too few good images to set a percentile threshold on) is on the
     # page, as `train` prints it
     note = json.loads((project.runs_dir / run_id / "status.json").read_text())["message"]
-    assert "good" in note and f"Note: {note}" in panel.status_label.text()
+    assert "good" in note and f"Note: {note.rstrip('.')}." in panel.status_label.text()
     assert config["lr"] == pytest.approx(0.005)
 
 

@@ -753,7 +753,7 @@ class TrainPage(QWidget):
         note = str(ev.get("note") or "").strip()
         self.status_label.setText(
             f"Run {run_id} finished in {format_eta(took)}." + self._show_final_metrics(ev)
-            + (f" Note: {note}" if note else ""))
+            + (f" Note: {note.rstrip('.')}." if note else ""))
         action(f"training run {run_id} finished")
         same_project = (self._project is not None and self._job_root is not None
                         and Path(self._project.root) == self._job_root)
