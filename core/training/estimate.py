@@ -131,6 +131,18 @@ def with_threads(fn: Callable[[], Any], device: Any, threads: int) -> Callable[[
     return run
 
 
+def inference_step(model: Any, inputs: Any, device: Any, threads: int) -> Callable[[], None]:
+    """One forward pass of ``model`` on ``inputs`` in eval mode without gradients (a
+    validation or scoring step), run as ``with_threads`` runs it."""
+    import torch
+
+    @torch.no_grad()
+    def step() -> None:
+        model.eval()
+        model(inputs)
+    return with_threads(step, device, threads)
+
+
 def _cache_path(project: Any) -> Path | None:
     root = getattr(project, "cache_dir", None)
     return None if root is None else Path(root) / CACHE_FILE

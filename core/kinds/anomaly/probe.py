@@ -23,7 +23,7 @@ import torch
 from defect_studio.kinds.anomaly.network import AnomalyNet, kd_loss
 from defect_studio.kinds.anomaly.train import SCORE_BATCH, GoodImages, TeacherCache, _both
 from defect_studio.training.device import select_device
-from defect_studio.training.estimate import RunPlan, StepKind, with_threads
+from defect_studio.training.estimate import RunPlan, StepKind, inference_step, with_threads
 
 
 def plan_run(project: Any, config: Any) -> RunPlan:
@@ -68,13 +68,8 @@ def plan_run(project: Any, config: Any) -> RunPlan:
         return with_threads(step, device, threads)
 
     def eval_step(k: int) -> Any:
-        x = torch.rand(k, c.channels, H, W, device=device)
-
-        @torch.no_grad()
-        def step() -> None:
-            model.eval()
-            model(x)
-        return with_threads(step, device, threads)
+        return inference_step(model, torch.rand(k, c.channels, H, W, device=device), device,
+                              threads)
 
     base = (f"anomaly|{c.model}|{sorted(c.switches().items())}|w{c.width}|{c.channels}ch|"
             f"{device.type}|{threads}t")

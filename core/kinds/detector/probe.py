@@ -18,7 +18,7 @@ from defect_studio.kinds.detector.data import build_detection_data, resolve_inpu
 from defect_studio.kinds.detector.network import build_detector
 from defect_studio.kinds.detector.train import freeze_backbone_norm
 from defect_studio.training.device import select_device
-from defect_studio.training.estimate import RunPlan, StepKind, with_threads
+from defect_studio.training.estimate import RunPlan, StepKind, inference_step, with_threads
 
 
 def plan_run(project: Any, config: Any) -> RunPlan:
@@ -48,13 +48,7 @@ def plan_run(project: Any, config: Any) -> RunPlan:
         return with_threads(step, device, threads)
 
     def eval_step() -> Any:
-        xs = [torch.rand(3, H, W, device=device)]
-
-        @torch.no_grad()
-        def step() -> None:
-            model.eval()
-            model(xs)
-        return with_threads(step, device, threads)
+        return inference_step(model, [torch.rand(3, H, W, device=device)], device, threads)
 
     base = (f"detector|{c.model}|{sorted(c.switches().items())}|{len(classes)}cls|"
             f"{device.type}|{threads}t")
