@@ -98,7 +98,7 @@ def fmt_duration(seconds: float) -> str:
 def time_step(measure: Callable[[], Any], steps: int = PROBE_STEPS) -> float:
     """Seconds per call of ``measure`` (median of ``steps`` timed calls after a warm-up;
     one timed call when the warm-up took SLOW_STEP_S or more: a batch of 8 whole 1024-px
-    images takes 10+ s, and one such call varies by a few per cent, not more)."""
+    images takes 10+ s, three more of them would keep the form waiting half a minute)."""
     t0 = time.perf_counter()
     measure()
     if time.perf_counter() - t0 >= SLOW_STEP_S:
