@@ -293,7 +293,10 @@ class EvaluatePage(QWidget):
 
     # -- evaluation ------------------------------------------------------------------------
     def is_busy(self) -> bool:
-        return self._worker is not None and self._worker.isRunning()
+        """An evaluation runs or its result has not been shown yet: the worker thread ends
+        before its queued result reaches this page (a test that waited for the thread alone
+        read no counts on a loaded machine); _on_worker_done, queued after the result, ends it."""
+        return self._worker is not None
 
     def evaluate(self, split: str | None = None) -> bool:
         """Run defect_studio.evaluation.evaluate_run for the selected run in a background thread."""
