@@ -110,3 +110,44 @@ def test_a_sweep_failing_in_its_process_shows_the_reason(qtbot, project, dialogs
     assert view.progress.isHidden() and view.run_button.isEnabled()
     record = json.loads((folder / "sweep.json").read_text())
     assert record["state"] == "cancelled" and record["points"] == []  # left as it was
+
+
+def test_closing_the_window_during_a_sweep_asks_then_cancels_it(qtbot, window, monkeypatch,
+                                                                 dialogs):
+    """Quit while "How many masks?" runs: the window asks; No keeps it running, Yes cancels
+    it as the Cancel button does (the record says "cancelled", Resume continues it) and no
+    sweep process is left behind."""
+    from PySide6.QtWidgets import QMessageBox
+
+    project = window.project
+    shrink_train_split(project, n_defective=2)
+    page = window.pages["Evaluate"]
+    window.tabs.setCurrentWidget(page)
+    view = page.sweep_view
+    view.epochs, view.size, view.device = 30, (32, 32), "cpu"  # long enough to be caught
+    view.low_priority = False
+    view.levels_edit.setText("0,all")
+    qtbot.mouseClick(view.run_button, Qt.MouseButton.LeftButton)
+    assert view.is_running()
+    qtbot.waitUntil(lambda: 0 < view.progress.value() or not view.is_running(),
+                    timeout=300_000)
+    assert view.is_running(), view.status.text()  # a run of the sweep is training
+    asked, answers = [], [QMessageBox.StandardButton.No]
+
+    def question(parent, title, text, *args, **kwargs):
+        asked.append(text)
+        return answers[0]
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    window.close()
+    assert window.isVisible() and view.is_running() and window.project is project
+    assert "a mask sweep is running" in asked[0].lower()
+    answers[0] = QMessageBox.StandardButton.Yes
+    window.close()
+    assert not window.isVisible() and not view.is_running() and window.project is None
+    pid = view.job._proc.processId() if view.job._proc is not None else 0
+    assert pid == 0  # the process ended before the window closed
+    sweeps = sorted((project.root / "runs" / ".sweeps").iterdir())
+    record = json.loads((sweeps[-1] / "sweep.json").read_text())
+    assert record["state"] == "cancelled", record["state"]
+    assert dialogs == []

@@ -32,6 +32,8 @@ from defect_studio.app.common.train_request import TrainRequest
 # Scheduling niceness of background work (POSIX): the GUI thread keeps priority.
 TRAIN_NICENESS = 10
 PREDICT_NICENESS = 5
+# how long TrainingJob.stop waits for a killed process to end
+KILLED_EXIT_MS = 30_000
 
 # Exit codes of `defect-studio train` (docs/ARCHITECTURE.md).
 EXIT_FINISHED, EXIT_USER_ERROR, EXIT_CANCELLED = 0, 2, 3
@@ -128,6 +130,22 @@ class TrainingJob(QObject):
         if not self.is_running():
             return True
         return self._proc.waitForFinished(timeout_ms)
+
+    def stop(self, timeout_ms: int, *, kill: bool = False) -> None:
+        """End the process before its window or project closes: cancel() and wait up to
+        ``timeout_ms``, then kill (at once with ``kill``); returns when it has ended, its
+        ``ended`` signal emitted, or after KILLED_EXIT_MS more. A killed process cannot
+        refuse, but its exit takes CPU time: a niced one on a busy machine once needed more
+        than 3 s, and reported after its project had closed."""
+        if not self.is_running():
+            return
+        if kill:
+            self._proc.kill()
+        else:
+            self.cancel()
+            if not self.wait_finished(timeout_ms):
+                self.kill()
+        self.wait_finished(KILLED_EXIT_MS)
 
     def kill(self) -> None:
         """Stop the process at once (SIGKILL): after the grace period of cancel()."""

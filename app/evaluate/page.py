@@ -468,6 +468,12 @@ class EvaluatePage(QWidget):
                   self.escape_button, self.escape_spin, self.report_button):
             w.setEnabled(ready)
 
-    def shutdown(self) -> None:
+    def sweep_running(self) -> bool:
+        return self.sweep_view.is_running()
+
+    def shutdown(self, timeout_ms: int = 15_000) -> None:
+        """Before the window or project closes: a running sweep is cancelled (see
+        SweepView.shutdown), an evaluation finishes."""
+        self.sweep_view.shutdown(timeout_ms)
         if self._worker is not None and self._worker.isRunning():
             self._worker.wait(30000)

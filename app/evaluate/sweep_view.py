@@ -306,6 +306,13 @@ class SweepView(QGroupBox):
         if self.is_running():
             self.job.cancel()
 
+    def shutdown(self, timeout_ms: int = 15_000) -> None:
+        """Stop a running sweep before its window or project closes, as Cancel does (the
+        runs trained so far stay; Resume continues it); killed when it has not ended in
+        ``timeout_ms`` (then it reads "interrupted", and Resume continues it too)."""
+        if self.is_running():
+            self.job.stop(timeout_ms)
+
     def _set_progress(self, fraction: float) -> None:
         fraction = min(1.0, max(0.0, fraction))
         self.progress.setValue(round(fraction * 1000))

@@ -396,24 +396,36 @@ class MainWindow(QMainWindow):
         action(f"opened project {project.root}")
         return True
 
+    def _busy(self) -> list[tuple[str, str]]:
+        """The background work that leaving the project stops: [(page title, what)]."""
+        busy = []
+        for title, probe, what in (("Train", "is_running", "a model is training"),
+                                   ("Evaluate", "sweep_running", "a mask sweep is running")):
+            page = self.pages.get(title) if self.page_ok.get(title) else None
+            if callable(getattr(page, probe, None)) and getattr(page, probe)():
+                busy.append((title, what))
+        return busy
+
     def may_switch_project(self, path: str | Path | None = None) -> bool:
-        """Ask before leaving a project that is training; True when the switch may go on
-        (the run is then stopped; Resume continues it later)."""
-        train = self.pages.get("Train")
-        if not getattr(train, "is_running", lambda: False)() or self.project is None:
+        """Ask before leaving a project that is training or sweeping; True when the switch
+        may go on (the work is then stopped; Resume continues it later)."""
+        busy = self._busy()
+        if not busy or self.project is None:
             return True
         if path is not None and Path(path).expanduser().absolute() == Path(self.project.root):
             return True
+        what = " and ".join(w for _, w in busy)
         answer = QMessageBox.question(
             self, "Training in progress",
-            f"A model is training on {Path(self.project.root).name}. Switching project "
-            "stops it; you can resume it later from the Train page's runs list.\n\n"
-            "Stop training and switch?",
+            f"On {Path(self.project.root).name}, {what}. Switching project stops it; you "
+            "can resume it later (the Train page's runs list, the sweep's Resume).\n\n"
+            "Stop and switch?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             QMessageBox.StandardButton.No)
         if answer != QMessageBox.StandardButton.Yes:
             return False
-        train.shutdown(timeout_ms=15000)
+        for title, _ in busy:
+            self.pages[title].shutdown(timeout_ms=15000)
         return True
 
     def set_project(self, project) -> None:
@@ -572,10 +584,11 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(s.value("window/tab", 0, type=int))
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        train = self.pages.get("Train")
-        if getattr(train, "is_running", lambda: False)():
-            answer = QMessageBox.question(
-                self, "Quit", "A training run is in progress. Stop it and quit?")
+        busy = self._busy()
+        if busy:
+            what = " and ".join(w for _, w in busy)
+            answer = QMessageBox.question(self, "Quit", f"{what[0].upper()}{what[1:]}. "
+                                          "Stop it and quit? (Resume continues it later.)")
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return

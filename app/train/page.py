@@ -880,9 +880,6 @@ class TrainPage(QWidget):
                 self._estimate_worker.wait(max(timeout_ms, 30000))
         if self.is_running() and self.job.grace_ms > 5000:
             self._closing = True  # the follower is killed: no "Training failed" at close
-            self.job.kill()
-            self.job.wait_finished(timeout_ms)
+            self.job.stop(timeout_ms, kill=True)
         elif self.is_running():
-            self.job.cancel()
-            if not self.job.wait_finished(timeout_ms):
-                self.job.kill()
+            self.job.stop(timeout_ms)
