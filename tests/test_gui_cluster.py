@@ -130,6 +130,7 @@ def test_train_page_runs_on_a_cluster(qtbot, ray_head, demo_project_dir, dialogs
         assert ev.counts() is not None, ev.summary_label.text()
         assert dialogs == []
     finally:
+        _end_leftover_jobs(project.root)
         project.close()
 
 
@@ -205,6 +206,23 @@ def _state_cell(panel, run_id: str) -> str:
     col = next(c for c in range(table.columnCount())
                if table.horizontalHeaderItem(c).text().lower() == "state")
     return table.item(panel.history.run_ids().index(run_id), col).text()
+
+
+def _end_leftover_jobs(root) -> None:
+    """A failure above must not leave a job training on the shared head: the next test's
+    sweep would find one CPU free and run its levels one after the other."""
+    import signal
+
+    for path in (root / "runs").glob("*/cluster.json"):
+        record = json.loads(path.read_text())
+        pid = record.get("pid")
+        if record.get("state") != "done" and isinstance(pid, int) and _alive(pid):
+            try:  # only the head's worker, never a process that got its pid since
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"ray" in cmd:
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
