@@ -1,6 +1,7 @@
 """Issue 18: the input size from the defects, crops of large parts, the time estimate, threads."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -303,14 +304,78 @@ def test_estimate_times_few_steps_and_caches(tmp_path, monkeypatch):
         assert estimate.estimate_time(p, cfg.replace(epochs=4)).seconds > est.seconds
 
 
-@pytest.mark.parametrize("garbage", ['{"k": NaN}', '[1, 2]', "not json", '{"k": -1}',
-                                     '{"k": "fast"}', '{"k": 1e300}'])
+def _entry(s=0.5, at=None, host=None):
+    import socket
+    import time
+
+    return json.dumps({"k": {"s": s, "at": time.time() if at is None else at,
+                             "host": socket.gethostname() if host is None else host}})
+
+
+_GARBAGE = [
+    '{"k": NaN}', '[1, 2]', "not json", '{"k": -1}', '{"k": "fast"}', '{"k": 1e300}',
+    '{"k": 0.5}',  # a file of the version before: no machine, no time
+    _entry(s=float("nan")), _entry(s=-1), _entry(s=1e300), _entry(s="fast"), _entry(s=True),
+    _entry(at="today"), _entry(at=float("inf")), _entry(at=None) + "x", _entry(host=7),
+    '{"k": {"s": 0.5}}', '{"k": [0.5, 1, "h"]}', '"\u0000"']
+
+
+# the ids are the same in every xdist worker (the entries hold the time of collection)
+@pytest.mark.parametrize("garbage", _GARBAGE, ids=[f"case{i}" for i in range(len(_GARBAGE))])
 def test_a_damaged_cache_file_is_ignored(tmp_path, garbage):
     from defect_studio.training import estimate
 
     path = tmp_path / "step_times.json"
     path.write_text(garbage)
     assert estimate._read_cache(path) == {}
+    assert estimate._read_cache(tmp_path) == {}  # a folder where the file should be
+    assert estimate._read_cache(Path("/dev/null")) == {}
+
+
+def test_step_times_of_another_machine_or_too_old_are_measured_again(tmp_path):
+    """A project folder moves to another PC, or a week passes (drivers, libraries, the
+    machine's usual load): the cached figure is not used; a recent one of this machine is,
+    and the line says when it was measured."""
+    import time
+
+    from defect_studio.training import estimate
+
+    path = tmp_path / "step_times.json"
+    now = time.time()
+    path.write_text(_entry(at=now - 3 * 3600))
+    assert estimate._read_cache(path) == {"k": (0.5, pytest.approx(now - 3 * 3600))}
+    for stale in (_entry(host="other-pc"), _entry(at=now - estimate.CACHE_MAX_AGE_S - 60),
+                  _entry(at=now + 3600)):  # a clock set back: not "measured in the future"
+        path.write_text(stale)
+        assert estimate._read_cache(path) == {}
+    # writing keeps the other machine's entry and adds this one's
+    path.write_text(_entry(host="other-pc").replace('"k"', '"j"'))
+    estimate._write_cache(path, {"k": (0.25, now)})
+    data = json.loads(path.read_text())
+    assert data["j"]["host"] == "other-pc" and data["k"]["s"] == 0.25
+    assert estimate._read_cache(path) == {"k": (0.25, now)}
+
+
+def test_the_line_says_whether_the_steps_were_timed_now_or_when(tmp_path, monkeypatch):
+    from defect_studio.training import estimate
+
+    monkeypatch.setattr(estimate, "_MEMORY", {})
+    cfg = TrainConfig.preset("quick", epochs=1, input_size=(32, 32))
+    with _project_with(tmp_path, [line_mask(32, 64, 3)] * 2 + [None] * 2, size=(64, 32)) as p:
+        first = estimate.estimate_time(p, cfg)
+        assert first.measured_at is None and "from steps timed now" in first.text()
+        path = p.cache_dir / estimate.CACHE_FILE
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({k: {**v, "at": v["at"] - 3 * 86400}
+                                    for k, v in data.items()}))
+        estimate._MEMORY.clear()
+        cached = estimate.estimate_time(p, cfg)
+        assert cached.seconds == pytest.approx(first.seconds)
+        assert "from steps timed 3 days ago on this machine" in cached.text()
+        path.write_text(json.dumps({k: {**v, "at": v["at"] - 8 * 86400}
+                                    for k, v in data.items()}))
+        estimate._MEMORY.clear()
+        assert estimate.estimate_time(p, cfg).measured_at is None  # too old: timed again
 
 
 def test_long_runs_get_advice():

@@ -154,15 +154,22 @@ def test_the_estimate_button_times_afresh_what_the_cache_holds(qtbot, thin_proje
                     and "Estimated training time" in panel.time_estimate.text(), timeout=120000)
     cache = thin_project.cache_dir / "step_times.json"
     measured = json.loads(cache.read_text())
-    cache.write_text(json.dumps({k: 5000.0 for k in measured}))  # as if timed on a busy PC
+    assert "from steps timed now" in panel.time_estimate.text()
+    # as if timed on a busy PC two hours ago
+    cache.write_text(json.dumps({k: {**v, "s": 5000.0, "at": v["at"] - 7200}
+                                 for k, v in measured.items()}))
     estimate._MEMORY.clear()
     panel.estimate_time()
     qtbot.waitUntil(lambda: panel._estimate_worker is None
                     and " h " in panel.time_estimate.text(), timeout=120000)
+    # the line says the figures are old and how to renew them
+    assert "from steps timed 2 h 00 min ago on this machine" in panel.time_estimate.text()
+    assert panel.time_estimate.text().endswith("Estimate times them again.")
     qtbot.mouseClick(panel.estimate_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel._estimate_worker is None
                     and "Estimated training time" in panel.time_estimate.text()
                     and " h " not in panel.time_estimate.text(), timeout=120000)
+    assert "from steps timed now" in panel.time_estimate.text()
     again = json.loads(cache.read_text())
-    assert set(again) == set(measured) and all(v < 5000.0 for v in again.values())
+    assert set(again) == set(measured) and all(v["s"] < 5000.0 for v in again.values())
     panel.shutdown()

@@ -466,7 +466,8 @@ class TrainState:
             with Project.open(root, readonly=True) as project:
                 estimate = estimate_time(project, config, use_cache=not fresh)
             text = estimate.text()
-            return text[:1].upper() + text[1:] + ".", int(estimate.plan.epochs)
+            again = " Estimate times them again." if estimate.measured_at is not None else ""
+            return text[:1].upper() + text[1:] + "." + again, int(estimate.plan.epochs)
         return job
 
     def epochs_note(self, planned: int) -> str:

@@ -6,7 +6,9 @@ many training steps of which input size, how many forward passes for validation,
 device and precision. This module times one step of each size with the kind's step function
 (a warm-up step, then ``PROBE_STEPS`` timed ones; a few seconds), caches the figure per
 model, size, device, threads and precision (in memory and in the project's
-``cache/step_times.json``), and turns the plan into a total and advice.
+``cache/step_times.json``, with the machine and the time it was measured: a figure from
+another computer, or older than CACHE_MAX_AGE_S, is measured again), and turns the plan
+into a total and advice.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +27,10 @@ PROBE_STEPS = 3
 SLOW_STEP_S = 2.0  # a warm-up step at least this long: one timed call after it, not 3
 LONG_S = 10 * 60  # an estimate above this comes with advice on what to change
 CACHE_FILE = "step_times.json"
-_MEMORY: dict[str, float] = {}
+# a cached step time older than this is measured again: the machine's drivers, libraries
+# and usual load change; a week keeps a day's many estimates instant
+CACHE_MAX_AGE_S = 7 * 24 * 3600
+_MEMORY: dict[str, tuple[float, float]] = {}  # key -> (seconds per step, when measured)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class TimeEstimate:
     step_s: dict[str, float]
     advice: list[str]
     epochs_run: int = 0  # the epochs expected to run (fewer than planned: the budget stops it)
+    measured_at: float | None = None  # the oldest cached figure's time; None: all timed now
 
     def text(self) -> str:
         """One line for the Train page and `train`."""
@@ -72,7 +79,7 @@ class TimeEstimate:
         at = f"{p.size[0]}x{p.size[1]}" + (f" (crops {p.crop[0]}x{p.crop[1]})" if p.crop else "")
         line = (f"estimated training time on this machine: {fmt_duration(self.seconds)} "
                 f"({p.epochs} epoch{'s' if p.epochs != 1 else ''} at {at} on {p.device}, "
-                f"from {PROBE_STEPS} timed steps)")
+                f"{self.source()})")
         if p.epochs_reason:
             line += f"; {p.epochs_reason}"
         if self.epochs_run and self.epochs_run < p.epochs:
@@ -81,6 +88,16 @@ class TimeEstimate:
         if self.advice:
             line += "; long: " + "; ".join(self.advice)
         return line
+
+
+    def source(self) -> str:
+        """Where the step times come from: timed now, or cached (and how long ago)."""
+        if self.measured_at is None:
+            return "from steps timed now"
+        age = max(0.0, time.time() - self.measured_at)
+        when = ("a minute ago" if age < 90 else f"{fmt_duration(age)} ago" if age < 48 * 3600
+                else f"{age / 86400:.0f} days ago")
+        return f"from steps timed {when} on this machine"
 
 
 def fmt_duration(seconds: float) -> str:
@@ -148,7 +165,20 @@ def _cache_path(project: Any) -> Path | None:
     return None if root is None else Path(root) / CACHE_FILE
 
 
-def _read_cache(path: Path | None) -> dict[str, float]:
+def _host() -> str:
+    return socket.gethostname() or "unknown"
+
+
+def _read_cache(path: Path | None) -> dict[str, tuple[float, float]]:
+    """key -> (seconds per step, when measured) of the figures this machine measured less
+    than CACHE_MAX_AGE_S ago; anything else in the file (another computer's figures, old or
+    damaged entries, a file of an earlier version) is left out."""
+    now, host = time.time(), _host()
+    return {k: (v["s"], v["at"]) for k, v in _read_entries(path).items()
+            if v["host"] == host and 0 <= now - v["at"] <= CACHE_MAX_AGE_S}
+
+
+def _read_entries(path: Path | None) -> dict[str, dict]:
     if path is None:
         return {}
     try:
@@ -157,14 +187,22 @@ def _read_cache(path: Path | None) -> dict[str, float]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {str(k): float(v) for k, v in data.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(v) and 0 < v < 1e5}
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    return {str(k): v for k, v in data.items()
+            if isinstance(v, dict) and number(v.get("s")) and 0 < v["s"] < 1e5
+            and number(v.get("at")) and isinstance(v.get("host"), str)}
 
 
-def _write_cache(path: Path | None, data: dict[str, float]) -> None:
+def _write_cache(path: Path | None, figures: dict[str, tuple[float, float]]) -> None:
+    """Store this machine's new figures, keeping the file's other entries."""
     if path is None:
         return
+    host = _host()
+    data = {**_read_entries(path),
+            **{k: {"s": s, "at": at, "host": host} for k, (s, at) in figures.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -187,26 +225,30 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
         raise ValueError(f"the {kind.name} kind has no time probe")
     plan: RunPlan = kind.load("time_probe")(project, config)
     path = _cache_path(project)
-    cache = {**_read_cache(path), **_MEMORY} if use_cache else {}
+    now = time.time()
+    cache = {**_read_cache(path), **{k: v for k, v in _MEMORY.items()
+                                      if now - v[1] <= CACHE_MAX_AGE_S}} if use_cache else {}
     step_s: dict[str, float] = {}
-    changed = False
+    timed: dict[str, tuple[float, float]] = {}
+    cached_at: list[float] = []
     for step in plan.steps:
         if step.count <= 0 or step.key in step_s:
             continue
         if step.key in cache:
-            step_s[step.key] = cache[step.key]
+            step_s[step.key], at = cache[step.key]
+            cached_at.append(at)
             continue
         step_s[step.key] = time_step(step.measure)
-        _MEMORY[step.key] = step_s[step.key]
-        changed = True
-    if changed:  # the cache file keeps the newest figure of each step
-        _write_cache(path, {**_read_cache(path), **step_s})
+        timed[step.key] = _MEMORY[step.key] = (step_s[step.key], time.time())
+    if timed:  # the file keeps the newest figure of each step
+        _write_cache(path, timed)
     phase = {"before": 0.0, "epoch": 0.0, "after": 0.0}
     for step in plan.steps:
         phase[step.phase] += step.count * step_s.get(step.key, 0.0)
     total, epochs_run = within_budget(phase["epoch"], plan.epochs, plan.budget_min,
                                       before_s=phase["before"], after_s=phase["after"])
-    return TimeEstimate(total, plan, step_s, advice(total, plan), epochs_run)
+    return TimeEstimate(total, plan, step_s, advice(total, plan), epochs_run,
+                        min(cached_at) if cached_at else None)
 
 
 def within_budget(epochs_s: float, epochs: int, budget_min: float | None, *,
