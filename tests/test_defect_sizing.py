@@ -378,6 +378,53 @@ def test_the_line_says_whether_the_steps_were_timed_now_or_when(tmp_path, monkey
         assert estimate.estimate_time(p, cfg).measured_at is None  # too old: timed again
 
 
+def test_steps_timed_while_the_cpu_was_busy_are_said_so_and_not_kept(tmp_path, monkeypatch):
+    """The form's estimate used to keep figures timed while the machine was busy (32 min
+    shown for a run of 6 min 39 s): now such figures serve this estimate, which says so,
+    and are timed again the next time."""
+    from defect_studio.training import estimate
+
+    monkeypatch.setattr(estimate, "_MEMORY", {})
+    shares = iter([0.9, 0.5, 0.95, 0.97])  # busy while timing, then quiet
+    monkeypatch.setattr(estimate, "cpu_share", lambda threads: next(shares))
+    cfg = TrainConfig.preset("quick", epochs=1, input_size=(32, 32), num_threads=2)
+    with _project_with(tmp_path, [line_mask(32, 64, 3)] * 2 + [None] * 2, size=(64, 32)) as p:
+        busy = estimate.estimate_time(p, cfg)
+        assert busy.busy_share == 0.5 and busy.plan.threads == 2
+        assert ("from steps timed now while other programs used the CPU (this run's 2 threads "
+                "got 50% of their time): a quiet machine trains faster") in busy.text()
+        path = p.cache_dir / estimate.CACHE_FILE
+        assert not path.exists() and estimate._MEMORY == {}
+        quiet = estimate.estimate_time(p, cfg)  # timed again, kept
+        assert quiet.busy_share is None and "from steps timed now)" in quiet.text()
+        assert set(estimate._read_cache(path)) == set(quiet.step_s)
+        assert estimate.estimate_time(p, cfg).measured_at is not None  # cached: no share
+
+
+@pytest.mark.real_cpu_share
+def test_cpu_share_sees_other_programs_on_every_core():
+    """cpu_share on as many threads as cores, beside one spinning process per core: the
+    process gets about half of its threads' time (the test machine's own load only lowers
+    it further)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from defect_studio.training.estimate import BUSY_SHARE, cpu_share
+
+    n = os.cpu_count() or 1
+    spin = [subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\n"
+                              "while time.time() - t < 20: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.3)
+        assert cpu_share(n, seconds=0.5) < BUSY_SHARE
+    finally:
+        for p in spin:
+            p.kill()
+            p.wait()
+
+
 def test_long_runs_get_advice():
     from defect_studio.training.estimate import RunPlan, advice, fmt_duration
 

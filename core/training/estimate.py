@@ -31,6 +31,10 @@ CACHE_FILE = "step_times.json"
 # and usual load change; a week keeps a day's many estimates instant
 CACHE_MAX_AGE_S = 7 * 24 * 3600
 _MEMORY: dict[str, tuple[float, float]] = {}  # key -> (seconds per step, when measured)
+# Below this share of its threads' time (cpu_share) the CPU was busy with other programs
+# while the steps were timed. Measured on 2 cores: 0.91-1.0 on a quiet machine, 0.50-0.53
+# beside one other program that keeps a core busy (docs/models.md, "Time before training").
+BUSY_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class RunPlan:
     budget_min: float | None = None  # the run's max_minutes: it stops before passing it
     epochs_reason: str = ""  # why this many epochs, when a rule chose them
     crops: bool = True  # the kind can train on crops (the advice for a long run says so)
+    threads: int = 1  # the run's CPU threads
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class TimeEstimate:
     advice: list[str]
     epochs_run: int = 0  # the epochs expected to run (fewer than planned: the budget stops it)
     measured_at: float | None = None  # the oldest cached figure's time; None: all timed now
+    busy_share: float | None = None  # cpu_share while timing, when under BUSY_SHARE
 
     def text(self) -> str:
         """One line for the Train page and `train`."""
@@ -92,6 +98,10 @@ class TimeEstimate:
 
     def source(self) -> str:
         """Where the step times come from: timed now, or cached (and how long ago)."""
+        if self.busy_share is not None:
+            return (f"from steps timed now while other programs used the CPU (this run's "
+                    f"{self.plan.threads} threads got {self.busy_share:.0%} of their time): "
+                    "a quiet machine trains faster")
         if self.measured_at is None:
             return "from steps timed now"
         age = max(0.0, time.time() - self.measured_at)
@@ -127,6 +137,25 @@ def time_step(measure: Callable[[], Any], steps: int = PROBE_STEPS) -> float:
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+def cpu_share(threads: int, seconds: float = 0.2) -> float:
+    """The share of ``threads`` threads' time that this process gets now: CPU time over
+    wall time x threads while torch multiplies large matrices (on every thread, whatever
+    the wait policy) for ``seconds``. ~1 on a quiet machine; ~0.5 on 2 cores when another
+    program keeps one busy. The probe steps themselves cannot tell: with passive waiting
+    (defect_studio.threads) a small step's threads idle part of the time even when the CPU
+    is free (0.70 measured at 32x32 on 2 threads)."""
+    import torch
+
+    threads = max(1, min(int(threads), os.cpu_count() or 1))
+    a = torch.rand(1024, 1024)
+    run = with_threads(lambda: torch.mm(a, a), torch.device("cpu"), threads)
+    run()
+    w0, c0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - w0 < seconds:
+        run()
+    return (time.process_time() - c0) / max(1e-9, (time.perf_counter() - w0) * threads)
 
 
 def with_threads(fn: Callable[[], Any], device: Any, threads: int) -> Callable[[], None]:
@@ -231,6 +260,7 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
     step_s: dict[str, float] = {}
     timed: dict[str, tuple[float, float]] = {}
     cached_at: list[float] = []
+    shares: list[float] = []
     for step in plan.steps:
         if step.count <= 0 or step.key in step_s:
             continue
@@ -238,17 +268,23 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
             step_s[step.key], at = cache[step.key]
             cached_at.append(at)
             continue
+        if plan.device == "cpu" and not shares:
+            shares.append(cpu_share(plan.threads))
         step_s[step.key] = time_step(step.measure)
-        timed[step.key] = _MEMORY[step.key] = (step_s[step.key], time.time())
-    if timed:  # the file keeps the newest figure of each step
-        _write_cache(path, timed)
+        timed[step.key] = (step_s[step.key], time.time())
+    if shares:
+        shares.append(cpu_share(plan.threads))
+    busy = min(shares) if shares and min(shares) < BUSY_SHARE else None
+    if timed and busy is None:  # figures of a busy moment are not kept: timed again next
+        _MEMORY.update(timed)
+        _write_cache(path, timed)  # the file keeps the newest figure of each step
     phase = {"before": 0.0, "epoch": 0.0, "after": 0.0}
     for step in plan.steps:
         phase[step.phase] += step.count * step_s.get(step.key, 0.0)
     total, epochs_run = within_budget(phase["epoch"], plan.epochs, plan.budget_min,
                                       before_s=phase["before"], after_s=phase["after"])
     return TimeEstimate(total, plan, step_s, advice(total, plan), epochs_run,
-                        min(cached_at) if cached_at else None)
+                        min(cached_at) if cached_at else None, busy)
 
 
 def within_budget(epochs_s: float, epochs: int, budget_min: float | None, *,

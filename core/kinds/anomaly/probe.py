@@ -99,5 +99,5 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     ok_val = [i for i, y in data.val if y == 0]
     final = len(data.val) if _both(data.val) else len(ok_val) or n
     steps += batches("eval", f"{W}x{H}", final, SCORE_BATCH, eval_step, phase="after")
-    return RunPlan(steps=steps, device=device.type, size=(W, H), epochs=c.epochs, crop=crop,
-                   notes=list(data.notes), budget_min=c.max_minutes)
+    return RunPlan(steps=steps, device=device.type, size=(W, H), threads=threads,
+                   epochs=c.epochs, crop=crop, notes=list(data.notes), budget_min=c.max_minutes)

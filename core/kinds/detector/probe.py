@@ -63,5 +63,5 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     if val_s and c.val_every:
         steps.append(StepKind(eval_key, len(val_s) * (c.epochs // c.val_every), scorer))
     steps.append(StepKind(eval_key, len(val_s or train_s), scorer, phase="after"))
-    return RunPlan(steps=steps, device=device.type, size=(W, H), epochs=c.epochs,
+    return RunPlan(steps=steps, device=device.type, size=(W, H), threads=threads, epochs=c.epochs,
                    notes=size_notes + notes, budget_min=c.max_minutes, crops=False)

@@ -126,6 +126,6 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     # validations during the run, then the final scoring for the threshold (past a budget)
     steps.append(StepKind(eval_key, len(val) * (_validations(c) - 1), scorer))
     steps.append(StepKind(eval_key, len(val or data.train), scorer, phase="after"))
-    return RunPlan(steps=steps, device=device.type, size=(W, H), epochs=c.epochs,
+    return RunPlan(steps=steps, device=device.type, size=(W, H), threads=threads, epochs=c.epochs,
                    crop=crop, notes=list(data.notes), budget_min=c.max_minutes,
                    epochs_reason=data.epochs_note)
