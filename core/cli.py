@@ -160,6 +160,10 @@ def _add_studio_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--events", action="store_true", help="print one JSON object per line")
     s.add_argument("--no-estimate", action="store_true", dest="no_estimate",
                    help="skip the time estimate (a few timed steps) before training")
+    s.add_argument("--estimate-only", action="store_true", dest="estimate_only",
+                   help="time the steps afresh, print the estimated training time and stop "
+                        "without training (the Train page's Estimate button; with --events "
+                        "one JSON line)")
     s.add_argument("--cluster", metavar="ADDRESS",
                    help="train on the Ray cluster at HOST:PORT or ray://HOST:PORT "
                         "(docs/cluster.md); --resume RUN of such a run follows it again")

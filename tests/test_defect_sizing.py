@@ -456,6 +456,46 @@ def test_cli_train_prints_the_estimate_before_training(tmp_path, capsys, monkeyp
     assert print_estimate(tmp_path / "none", TrainConfig(), __import__("sys").stdout) is False
 
 
+def test_train_estimate_only_times_afresh_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    """`train --estimate-only`: the Train page's Estimate button on the command line."""
+    import defect_studio.training as training
+    from defect_studio.cli import main
+    from defect_studio.training import estimate
+
+    monkeypatch.setattr(estimate, "_MEMORY", {})
+    with _project_with(tmp_path, [line_mask(32, 64, 3)] * 2 + [None] * 2, size=(64, 32)) as p:
+        root, cache = p.root, p.cache_dir / estimate.CACHE_FILE
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("it trained"))
+    args = ["train", "--project", str(root), "--epochs", "2", "--size", "32x32",
+            "--estimate-only"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("estimated training time on this machine: ")
+    assert "2 epochs at 32x32 on cpu, from steps timed now" in out
+    assert not (root / "runs").exists() or not any((root / "runs").iterdir())
+    # figures from a busy hour are replaced, not reused
+    data = json.loads(cache.read_text())
+    cache.write_text(json.dumps({k: {**v, "s": 5000.0} for k, v in data.items()}))
+    estimate._MEMORY.clear()
+    assert main(args + ["--events"]) == 0
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert event["event"] == "estimate" and event["epochs"] == 2 and event["device"] == "cpu"
+    assert 0 < event["seconds"] < 5000 and "from steps timed now" in event["text"]
+    assert all(v["s"] < 5000 for v in json.loads(cache.read_text()).values())
+    # what cannot be estimated here: a clear line, exit 2, nothing trained
+    for extra, says in ((["--resume", "r1"], "cannot go with --resume"),
+                        (["--cluster", "127.0.0.1:1"], "cannot go with --cluster"),
+                        (["--model", "relational", "--size", "64x64"], "boxes"),
+                        (["--epochs", "0"], "epochs"),
+                        (["--size", "10x10"], "10x10")):
+        assert main(args + extra) == 2, extra
+        assert says in capsys.readouterr().err, extra
+    with pytest.raises(SystemExit):
+        main(args + ["--epochs", "nan"])
+    assert main(["train", "--project", str(tmp_path / "none"), "--estimate-only"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
 # -- threads -----------------------------------------------------------------------------------
 
 def test_wait_policy_is_passive_unless_the_user_chose():

@@ -124,27 +124,63 @@ def print_estimate(project_root: Any, config: Any, stream: Any, *, processes: in
     nothing. True when printed. With ``processes`` > 1 (`--gpus N`) the figure is still
     one process's (how N processes share the work was not measured here), and it says so."""
     from defect_studio.errors import UserError
+
+    try:
+        est = _estimate(project_root, config)
+    except (UserError, ValueError, OSError):
+        return False
+    print(_estimate_text(est, processes), file=stream, flush=True)
+    return True
+
+
+def _estimate(project_root: Any, config: Any, fresh: bool = False) -> Any:
     from defect_studio.project import Project
     from defect_studio.training.estimate import estimate_time
 
-    try:
-        with Project.open(project_root, readonly=True) as project:
-            est = estimate_time(project, config)
-    except (UserError, ValueError, OSError):
-        return False
+    with Project.open(project_root, readonly=True) as project:
+        return estimate_time(project, config, use_cache=not fresh)
+
+
+def _estimate_text(est: Any, processes: int) -> str:
     text = est.text()
     if processes > 1:
         text += (f"; timed for one process: --gpus {processes} shares each epoch's images "
                  f"among {processes} processes (faster with a GPU each; CPU processes share "
                  f"this machine's cores)")
-    print(text, file=stream, flush=True)
-    return True
+    return text
+
+
+def estimate_only(args: argparse.Namespace) -> int:
+    """`train --estimate-only`: time the run's steps afresh (cached figures are replaced, as
+    by the Train page's Estimate button), print the estimate, train nothing. UserError when
+    there is no new run to plan or the data cannot train (what `train` would say)."""
+    for opt, value in (("--resume", args.resume), ("--attach", getattr(args, "attach", None)),
+                       ("--cluster", getattr(args, "cluster", None))):
+        if value:
+            raise UserError(f"--estimate-only times a new run on this machine; it cannot "
+                            f"go with {opt}")
+    config = config_from_args(args)
+    try:
+        est = _estimate(args.project, config, fresh=True)
+    except ValueError as e:  # a model kind without a time probe
+        raise UserError(f"no time estimate: {e}") from None
+    processes = getattr(args, "gpus", None) or 1
+    text = _estimate_text(est, processes)
+    if args.events:
+        _print_json({"event": "estimate", "seconds": round(est.seconds, 1),
+                     "epochs": est.plan.epochs, "epochs_run": est.epochs_run or est.plan.epochs,
+                     "device": est.plan.device, "busy_share": est.busy_share, "text": text})
+    else:
+        print(text, flush=True)
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Handler of `defect-studio train` (exit 0 finished, 2 user error, 3 cancelled)."""
     from defect_studio.training import train
 
+    if getattr(args, "estimate_only", False):
+        return estimate_only(args)
     if getattr(args, "attach", None):  # follow a cluster job again (defect_studio.cluster)
         from defect_studio.cluster.cli import attach_run
 
