@@ -148,7 +148,8 @@ def cpu_share(threads: int, seconds: float = 0.2) -> float:
     is free (0.70 measured at 32x32 on 2 threads)."""
     import torch
 
-    threads = max(1, min(int(threads), os.cpu_count() or 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, min(int(threads), cores or 1))
     a = torch.rand(1024, 1024)
     run = with_threads(lambda: torch.mm(a, a), torch.device("cpu"), threads)
     run()
