@@ -588,7 +588,7 @@ class MainWindow(QMainWindow):
         if busy:
             what = " and ".join(w for _, w in busy)
             answer = QMessageBox.question(self, "Quit", f"{what[0].upper()}{what[1:]}. "
-                                          "Stop it and quit? (Resume continues it later.)")
+                                          "Stop and quit? (Resume continues later.)")
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return

@@ -95,7 +95,6 @@ class TimeEstimate:
             line += "; long: " + "; ".join(self.advice)
         return line
 
-
     def source(self) -> str:
         """Where the step times come from: timed now, or cached (and how long ago)."""
         if self.busy_share is not None:
