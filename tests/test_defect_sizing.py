@@ -354,6 +354,10 @@ def test_step_times_of_another_machine_or_too_old_are_measured_again(tmp_path):
     data = json.loads(path.read_text())
     assert data["j"]["host"] == "other-pc" and data["k"]["s"] == 0.25
     assert estimate._read_cache(path) == {"k": (0.25, now)}
+    # entries too old to be used are dropped when the file is written
+    path.write_text(_entry(at=now - estimate.CACHE_MAX_AGE_S - 60).replace('"k"', '"old"'))
+    estimate._write_cache(path, {"k": (0.25, now)})
+    assert set(json.loads(path.read_text())) == {"k"}
 
 
 def test_the_line_says_whether_the_steps_were_timed_now_or_when(tmp_path, monkeypatch):

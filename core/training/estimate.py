@@ -226,11 +226,13 @@ def _read_entries(path: Path | None) -> dict[str, dict]:
 
 
 def _write_cache(path: Path | None, figures: dict[str, tuple[float, float]]) -> None:
-    """Store this machine's new figures, keeping the file's other entries."""
+    """Store this machine's new figures, keeping the file's other entries that are still
+    young enough to be used (the file does not grow with every size ever tried)."""
     if path is None:
         return
-    host = _host()
-    data = {**_read_entries(path),
+    host, now = _host(), time.time()
+    data = {**{k: v for k, v in _read_entries(path).items()
+               if now - v["at"] <= CACHE_MAX_AGE_S},
             **{k: {"s": s, "at": at, "host": host} for k, (s, at) in figures.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
