@@ -413,20 +413,23 @@ def test_cpu_share_sees_other_programs_on_every_core():
     import os
     import subprocess
     import sys
-    import time
 
     from defect_studio.training.estimate import BUSY_SHARE, cpu_share
 
     n = os.cpu_count() or 1
     spin = [subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\n"
-                              "while time.time() - t < 20: pass"]) for _ in range(n)]
+                              "print('spinning', flush=True)\n"
+                              "while time.time() - t < 20: pass"], stdout=subprocess.PIPE)
+            for _ in range(n)]
     try:
-        time.sleep(0.3)
+        for p in spin:  # every one has started
+            assert p.stdout.readline().strip() == b"spinning"
         assert cpu_share(n, seconds=0.5) < BUSY_SHARE
     finally:
         for p in spin:
             p.kill()
             p.wait()
+            p.stdout.close()
 
 
 def test_long_runs_get_advice():
