@@ -1,6 +1,6 @@
-"""A Ray head on 127.0.0.1 for the cluster tests (tests/conftest.py's session fixture).
+"""A Ray head on 127.0.0.1 for the cluster tests (tests/conftest.py's ray_head fixture).
 
-Started once per test session by the tests themselves (`ray start --head --block` in its
+Started once per test module by the tests themselves (`ray start --head --block` in its
 own process group, its own temp folder and node cache, 2 CPUs, no dashboard), bounded in
 time, and stopped at the end by ending that process group only (never `ray stop`, which
 would stop every Ray of the machine).

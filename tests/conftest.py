@@ -191,9 +191,11 @@ def box_project(tmp_path):
     p.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_head():
-    """A Ray head on 127.0.0.1 (2 CPUs) shared by every cluster test (tests/cluster_support.py)."""
+    """A Ray head on 127.0.0.1 (2 CPUs) shared by the tests of a module (tests/cluster_support.py).
+    Per module, not per session: the two cluster modules run first (HEAVY_FIRST) on two
+    workers anyway, and an idle head kept ~0.03 of a core busy for the rest of the run."""
     pytest.importorskip("ray")
     from cluster_support import RayHead
 
