@@ -443,6 +443,41 @@ def test_long_runs_get_advice():
     assert fmt_duration(3 * 3600 + 300) == "3 h 05 min"
 
 
+def test_the_advice_for_a_long_run_says_how_far_the_defects_let_the_size_shrink():
+    """A long run used to be told "a smaller input size ... or crops" whatever the defects:
+    on the magnetic tiles (median 267x324, small defects ~4.66 px, quick's cap 128) the
+    input is 104x128, where crops of the preset's 128 px cannot help and the defects allow
+    only 88x112."""
+    from defect_studio.training.estimate import RunPlan, advice
+    from defect_studio.training.sizing import DefectWidths, size_from_data
+
+    def plan_for(width_px, sizes=((267, 324),), max_side=128):
+        c = size_from_data(list(sizes) * 5, max_side, 8, 16,
+                           DefectWidths((width_px,) * 10, "masked defects"))
+        return c, RunPlan(steps=[], device="cpu", size=c.size, epochs=8, crop=c.crop,
+                          smallest=c.smallest, max_side=max_side)
+
+    c, plan = plan_for(4.66)
+    assert (c.size, c.smallest) == ((104, 128), (88, 112))
+    tips = advice(3600, plan)
+    assert ("a smaller input size, down to 88x112 (now 104x128; below it the small defects "
+            "get thinner than the model needs; time grows with the pixels)") in tips
+    assert not any("crops" in t for t in tips) and "a GPU (device cuda)" in tips
+    # defects that need the scale as it is: no smaller size advised
+    c, plan = plan_for(1.5 / (128 / 324))
+    assert c.smallest == c.size and not any("input size" in t for t in advice(3600, plan))
+    # large defects: at most half the sides (what else the picture loses is the user's call)
+    c, plan = plan_for(40.0, sizes=((100, 60),))
+    assert (c.size, c.smallest) == ((104, 64), (56, 32))
+    # nothing measured, or a size set by hand: the general advice; crops only above max_side
+    assert size_from_data([(267, 324)] * 5, 128, 8, 16, None).smallest is None
+    hand = RunPlan(steps=[], device="cpu", size=(1024, 1024), epochs=8, max_side=128)
+    assert any(t.endswith("or crops") for t in advice(3600, hand))
+    small = RunPlan(steps=[], device="cpu", size=(104, 128), epochs=8, max_side=128)
+    assert not any("crops" in t for t in advice(3600, small))
+    assert advice(60, plan) == []
+
+
 def test_cli_train_prints_the_estimate_before_training(tmp_path, capsys, monkeypatch):
     import defect_studio.training as training
     from defect_studio.cli import main

@@ -65,6 +65,10 @@ class RunPlan:
     epochs_reason: str = ""  # why this many epochs, when a rule chose them
     crops: bool = True  # the kind can train on crops (the advice for a long run says so)
     threads: int = 1  # the run's CPU threads
+    # the size rule's smallest input that keeps the small defects (None: not measured, or
+    # the size was set by hand) and the preset's max_side (crops pay above it)
+    smallest: tuple[int, int] | None = None
+    max_side: int | None = None
 
 
 @dataclass(frozen=True)
@@ -305,14 +309,28 @@ def within_budget(epochs_s: float, epochs: int, budget_min: float | None, *,
     return before_s + per_epoch * fit + after_s, fit
 
 
+# a smaller input is advised when the small defects allow at most this share of the pixels
+SHRINK_WORTH = 0.8
+
+
 def advice(seconds: float, plan: RunPlan) -> list[str]:
     """What to change when a run is long (LONG_S)."""
     if seconds <= LONG_S:
         return []
     out = [f"fewer epochs (now {plan.epochs}; time grows in proportion)"]
     if plan.crop is None:
-        out.append(f"a smaller input size (now {plan.size[0]}x{plan.size[1]}; time grows "
-                   "with the pixels)" + (" or crops" if plan.crops else ""))
+        W, H = plan.size
+        crops = plan.crops and (plan.max_side is None or max(W, H) > plan.max_side)
+        if plan.smallest is None:
+            out.append(f"a smaller input size (now {W}x{H}; time grows with the pixels)"
+                       + (" or crops" if crops else ""))
+        elif plan.smallest[0] * plan.smallest[1] <= SHRINK_WORTH * W * H:
+            sw, sh = plan.smallest
+            out.append(f"a smaller input size, down to {sw}x{sh} (now {W}x{H}; below it the "
+                       f"small defects get thinner than the model needs; time grows with the "
+                       f"pixels)" + (" or crops" if crops else ""))
+        elif crops:
+            out.append("crops")
     else:
         out.append("smaller crops or a smaller scale (thin defects may then vanish)")
     if plan.device == "cpu":

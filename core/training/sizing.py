@@ -103,6 +103,9 @@ class SizeChoice:
     crop: tuple[int, int] | None = None
     defects: DefectWidths | None = field(default=None, compare=False)
     assumed: bool = False  # the scale was raised for an assumed (unmeasured) defect width
+    # the smallest input at which the measured small defects still keep the rule's width
+    # (the advice for a long run; None: not measured, or the size was set by hand)
+    smallest: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,16 @@ def size_from_data(sizes: list[tuple[int, int]], max_side: int | None, multiple:
                          f"{'mask' if rule.masks else 'box'} a few defects so the size "
                          "can be measured, or give --size")
     parts.extend(_checks(rule, defects, (W, H), (W / w, H / h)))
-    return SizeChoice((W, H), f"input {W}x{H}: " + ", ".join(parts), defects=defects)
+    smallest = None
+    if defects is not None and defects.widths:
+        # what the small defects allow, but at most half the sides: shrinking further for
+        # speed is the user's call on what else the picture loses (texture, context)
+        least = min(scale, max(rule.min_px / defects.small, scale / 2))
+        lo = -(-max(min_side, multiple) // multiple) * multiple
+        smallest = tuple(min(n, max(lo, -(-int(math.ceil(v * least)) // multiple) * multiple))
+                         for v, n in ((w, W), (h, H)))
+    return SizeChoice((W, H), f"input {W}x{H}: " + ", ".join(parts), defects=defects,
+                      smallest=smallest)
 
 
 ASSUMED_SOURCE = "defects (none masked or boxed: assumed)"
@@ -330,7 +342,8 @@ def _defect_choice(w: float, h: float, image_scale: float, max_side: int | None,
             parts.append(f"whole images at this size, larger than the preset's max_side "
                          f"{max_side}: training steps cost more")
     parts.extend(_checks(rule, defects, (W, H), (W / w, H / h)))
-    return SizeChoice((W, H), f"input {W}x{H}: " + ", ".join(parts), crop=crop, defects=defects)
+    return SizeChoice((W, H), f"input {W}x{H}: " + ", ".join(parts), crop=crop, defects=defects,
+                      smallest=(W, H))  # the scale the defects need (or the cap's): no less
 
 
 def choose_input_size(project: Any, config: KindConfig) -> SizeChoice:

@@ -88,6 +88,8 @@ class TrainingData:
     drafts: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     drafting: bool = False  # the run drafts masks (planned or made)
     draft_s: float = 0.0  # seconds spent making them (counted in the run's time and budget)
+    # the size rule's smallest input that keeps the small defects (sizing.SizeChoice)
+    smallest: tuple[int, int] | None = None
 
     @property
     def positives(self) -> list[int]:
@@ -214,11 +216,13 @@ def build_training_data(project: Project, config: TrainConfig, *, drafts: bool =
         channels = 1 if all(r.channels == 1 for r in train_recs + val_recs) else 3
     changes: dict[str, Any] = {"channels": channels}
     epochs_note = ""
+    smallest = None
     if config.input_size is None:
         from defect_studio.training.sizing import choose_input_size
 
         choice = choose_input_size(project, config)
         changes["input_size"] = list(choice.size)
+        smallest = choice.smallest
         drafting = bool(config.draft_masks and choice.assumed and not masked
                         and config.pixel_labels is None)
         notes.append(choice.reason)
@@ -250,7 +254,7 @@ def build_training_data(project: Project, config: TrainConfig, *, drafts: bool =
         notes.append("dynamic balancing off: no training image has a pixel mask (N = 0)")
     cfg = config.replace(**changes)
     data = TrainingData(project, cfg, train, val, channels, notes, epochs_note,
-                        drafting=drafting)
+                        drafting=drafting, smallest=smallest)
     if drafting and not drafts:  # the time probe: as if every defective image had a draft
         data.train = [Sample(s.image_id, s.label, True) for s in train]
     elif drafting:

@@ -128,4 +128,5 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     steps.append(StepKind(eval_key, len(val or data.train), scorer, phase="after"))
     return RunPlan(steps=steps, device=device.type, size=(W, H), threads=threads, epochs=c.epochs,
                    crop=crop, notes=list(data.notes), budget_min=c.max_minutes,
-                   epochs_reason=data.epochs_note)
+                   epochs_reason=data.epochs_note, smallest=data.smallest,
+                   max_side=c.max_side)
