@@ -100,4 +100,5 @@ def plan_run(project: Any, config: Any) -> RunPlan:
     final = len(data.val) if _both(data.val) else len(ok_val) or n
     steps += batches("eval", f"{W}x{H}", final, SCORE_BATCH, eval_step, phase="after")
     return RunPlan(steps=steps, device=device.type, size=(W, H), threads=threads,
-                   epochs=c.epochs, crop=crop, notes=list(data.notes), budget_min=c.max_minutes)
+                   epochs=c.epochs, crop=crop, notes=list(data.notes), budget_min=c.max_minutes,
+                   smallest=data.smallest, max_side=c.max_side)

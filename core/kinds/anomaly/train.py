@@ -132,11 +132,13 @@ class GoodImages:
         if channels is None:
             channels = 1 if all(r.channels == 1 for r in train_recs + val_recs) else 3
         changes: dict[str, Any] = {"channels": channels}
+        self.smallest: tuple[int, int] | None = None  # sizing.SizeChoice.smallest
         if config.input_size is None:
             from defect_studio.training.sizing import choose_input_size
 
             choice = choose_input_size(project, config)
             changes["input_size"] = list(choice.size)
+            self.smallest = choice.smallest
             self.notes.insert(0, choice.reason)
             if choice.crop is not None and config.crop_size is None:
                 changes["crop_size"] = list(choice.crop)
