@@ -54,13 +54,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _quiet_cpu_for_estimates(request, monkeypatch):
     """The suite loads its own machine (two workers, training subprocesses): the time
-    estimate's busy check (training.estimate.cpu_share) would call many timings busy and
+    estimate's busy check (training.estimate.busy_watch) would call many timings busy and
     keep none, so what the tests of its cache see would depend on the load. Here the CPU
     reads as quiet; the tests of the check itself are marked real_cpu_share."""
     if request.node.get_closest_marker("real_cpu_share") is None:
         from defect_studio.training import estimate
 
         monkeypatch.setattr(estimate, "cpu_share", lambda threads, seconds=0.2: 1.0)
+        monkeypatch.setattr(estimate, "_system_busy_s", lambda: None)
 
 
 @pytest.fixture(scope="session")

@@ -432,6 +432,48 @@ def test_cpu_share_sees_other_programs_on_every_core():
             p.stdout.close()
 
 
+def test_free_share_is_what_other_programs_leave():
+    from defect_studio.training.estimate import free_share
+
+    assert free_share(0.0, 2.0, 2, 2) == 1.0
+    assert free_share(2.0, 2.0, 2, 2) == pytest.approx(0.5)  # one core of two taken
+    assert free_share(2.0, 2.0, 1, 2) == 1.0  # one thread still finds a free core
+    assert free_share(9.0, 2.0, 2, 2) == 0.0 and free_share(-5.0, 2.0, 2, 2) == 1.0
+    assert free_share(1.0, 0.0, 2, 2) == 0.0  # no time at all: nothing left, no division
+
+
+@pytest.mark.real_cpu_share
+def test_busy_watch_sees_load_between_its_two_samples(monkeypatch):
+    """Load that starts after the first sample and ends before the second: the samples
+    read a quiet CPU, the other programs' CPU time over the whole timing (Linux) does not."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from defect_studio.training import estimate
+
+    if estimate._system_busy_s() is None:
+        pytest.skip("the OS does not count every program's CPU time (/proc/stat)")
+    monkeypatch.setattr(estimate, "cpu_share", lambda threads, seconds=0.2: 1.0)
+    n = os.cpu_count() or 1
+    done = estimate.busy_watch(n)
+    spin = [subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\n"
+                              "print('spinning', flush=True)\n"
+                              "while time.time() - t < 20: pass"], stdout=subprocess.PIPE)
+            for _ in range(n)]
+    try:
+        for p in spin:
+            assert p.stdout.readline().strip() == b"spinning"
+        time.sleep(1.5)
+    finally:
+        for p in spin:
+            p.kill()
+            p.wait()
+            p.stdout.close()
+    assert done() < estimate.BUSY_SHARE
+
+
 def test_long_runs_get_advice():
     from defect_studio.training.estimate import RunPlan, advice, fmt_duration
 

@@ -34,7 +34,11 @@ _MEMORY: dict[str, tuple[float, float]] = {}  # key -> (seconds per step, when m
 # Below this share of its threads' time (cpu_share) the CPU was busy with other programs
 # while the steps were timed. Measured on 2 cores: 0.91-1.0 on a quiet machine, 0.50-0.53
 # beside one other program that keeps a core busy (docs/models.md, "Time before training").
-BUSY_SHARE = 0.75
+BUSY_SHARE = 0.75  # (busy_watch)
+# cpu_share keeps the best of this many windows: on a quiet machine one 0.2 s sample right
+# after heavy work read 0.80 (of 15; 0.87-0.98 otherwise), a program holding a core keeps
+# every window near 0.5
+SHARE_WINDOWS = 3
 
 
 @dataclass(frozen=True)
@@ -151,15 +155,63 @@ def cpu_share(threads: int, seconds: float = 0.2) -> float:
     is free (0.70 measured at 32x32 on 2 threads)."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, min(int(threads), cores or 1))
+    threads = max(1, min(int(threads), _cores()))
     a = torch.rand(1024, 1024)
     run = with_threads(lambda: torch.mm(a, a), torch.device("cpu"), threads)
     run()
-    w0, c0 = time.perf_counter(), time.process_time()
-    while time.perf_counter() - w0 < seconds:
-        run()
-    return (time.process_time() - c0) / max(1e-9, (time.perf_counter() - w0) * threads)
+    shares = []
+    for _ in range(SHARE_WINDOWS):  # the best window: a passing dip is not load (below)
+        w0, c0 = time.perf_counter(), time.process_time()
+        while time.perf_counter() - w0 < seconds / SHARE_WINDOWS:
+            run()
+        shares.append((time.process_time() - c0)
+                      / max(1e-9, (time.perf_counter() - w0) * threads))
+    return max(shares)
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity, where the OS says)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, n or 1)
+
+
+def _system_busy_s() -> float | None:
+    """CPU seconds all programs have used since boot, a virtual machine's stolen time
+    included (Linux's /proc/stat); None where the OS has no such file."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+        # cpu user nice system idle iowait irq softirq steal
+        return sum(int(fields[i]) for i in (1, 2, 3, 6, 7, 8)) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def free_share(others_s: float, wall_s: float, threads: int, cores: int) -> float:
+    """The share of ``threads`` threads' time that ``cores`` cores leave when other programs
+    use ``others_s`` CPU seconds in ``wall_s`` seconds."""
+    free = cores - max(0.0, others_s) / max(wall_s, 1e-9)
+    return max(0.0, min(1.0, free / max(1, threads)))
+
+
+def busy_watch(threads: int) -> Callable[[], float]:
+    """Watch the CPU while steps are timed: call before timing; the function it returns,
+    called after, gives the share of ``threads`` threads' time this process could have had
+    (~1 quiet): the lower of cpu_share before and after and, where the OS counts every
+    program's CPU time (Linux), of what the other programs left over the whole timing (it
+    sees load between the two samples, and stolen time)."""
+    threads = max(1, min(int(threads), _cores()))
+    before = cpu_share(threads)
+    sys0, cpu0, wall0 = _system_busy_s(), time.process_time(), time.perf_counter()
+
+    def done() -> float:
+        sys1, cpu1, wall1 = _system_busy_s(), time.process_time(), time.perf_counter()
+        shares = [before, cpu_share(threads)]
+        if sys0 is not None and sys1 is not None and wall1 - wall0 >= 1.0:
+            shares.append(free_share((sys1 - sys0) - (cpu1 - cpu0), wall1 - wall0, threads,
+                                     _cores()))
+        return min(shares)
+    return done
 
 
 def with_threads(fn: Callable[[], Any], device: Any, threads: int) -> Callable[[], None]:
@@ -266,7 +318,7 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
     step_s: dict[str, float] = {}
     timed: dict[str, tuple[float, float]] = {}
     cached_at: list[float] = []
-    shares: list[float] = []
+    watch: Callable[[], float] | None = None
     for step in plan.steps:
         if step.count <= 0 or step.key in step_s:
             continue
@@ -274,13 +326,12 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
             step_s[step.key], at = cache[step.key]
             cached_at.append(at)
             continue
-        if plan.device == "cpu" and not shares:
-            shares.append(cpu_share(plan.threads))
+        if plan.device == "cpu" and watch is None:
+            watch = busy_watch(plan.threads)
         step_s[step.key] = time_step(step.measure)
         timed[step.key] = (step_s[step.key], time.time())
-    if shares:
-        shares.append(cpu_share(plan.threads))
-    busy = min(shares) if shares and min(shares) < BUSY_SHARE else None
+    share = watch() if watch is not None else None
+    busy = share if share is not None and share < BUSY_SHARE else None
     if timed and busy is None:  # figures of a busy moment are not kept: timed again next
         _MEMORY.update(timed)
         _write_cache(path, timed)  # the file keeps the newest figure of each step
