@@ -31,10 +31,11 @@ CACHE_FILE = "step_times.json"
 # and usual load change; a week keeps a day's many estimates instant
 CACHE_MAX_AGE_S = 7 * 24 * 3600
 _MEMORY: dict[str, tuple[float, float]] = {}  # key -> (seconds per step, when measured)
-# Below this share of its threads' time (cpu_share) the CPU was busy with other programs
-# while the steps were timed. Measured on 2 cores: 0.91-1.0 on a quiet machine, 0.50-0.53
-# beside one other program that keeps a core busy (docs/models.md, "Time before training").
-BUSY_SHARE = 0.75  # (busy_watch)
+# Below this share of its threads' time (busy_watch) the CPU was busy with other programs
+# while the steps were timed. Measured on 2 cores with cpu_share's windows: 0.91-0.98 on a
+# quiet machine, 0.50-0.58 beside one other program that keeps a core busy (docs/models.md,
+# "Time before training").
+BUSY_SHARE = 0.75
 # cpu_share keeps the best of this many windows: on a quiet machine one 0.2 s sample right
 # after heavy work read 0.80 (of 15; 0.87-0.98 otherwise), a program holding a core keeps
 # every window near 0.5
@@ -254,13 +255,18 @@ def _host() -> str:
     return socket.gethostname() or "unknown"
 
 
+def _young(at: float, now: float) -> bool:
+    """A figure measured at ``at`` may still be used at ``now`` (not from the future)."""
+    return 0 <= now - at <= CACHE_MAX_AGE_S
+
+
 def _read_cache(path: Path | None) -> dict[str, tuple[float, float]]:
     """key -> (seconds per step, when measured) of the figures this machine measured less
     than CACHE_MAX_AGE_S ago; anything else in the file (another computer's figures, old or
     damaged entries, a file of an earlier version) is left out."""
     now, host = time.time(), _host()
     return {k: (v["s"], v["at"]) for k, v in _read_entries(path).items()
-            if v["host"] == host and 0 <= now - v["at"] <= CACHE_MAX_AGE_S}
+            if v["host"] == host and _young(v["at"], now)}
 
 
 def _read_entries(path: Path | None) -> dict[str, dict]:
@@ -287,8 +293,7 @@ def _write_cache(path: Path | None, figures: dict[str, tuple[float, float]]) -> 
     if path is None:
         return
     host, now = _host(), time.time()
-    data = {**{k: v for k, v in _read_entries(path).items()
-               if now - v["at"] <= CACHE_MAX_AGE_S},
+    data = {**{k: v for k, v in _read_entries(path).items() if _young(v["at"], now)},
             **{k: {"s": s, "at": at, "host": host} for k, (s, at) in figures.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -314,7 +319,7 @@ def estimate_time(project: Any, config: Any, *, use_cache: bool = True) -> TimeE
     path = _cache_path(project)
     now = time.time()
     cache = {**_read_cache(path), **{k: v for k, v in _MEMORY.items()
-                                      if now - v[1] <= CACHE_MAX_AGE_S}} if use_cache else {}
+                                      if _young(v[1], now)}} if use_cache else {}
     step_s: dict[str, float] = {}
     timed: dict[str, tuple[float, float]] = {}
     cached_at: list[float] = []
